@@ -1,0 +1,415 @@
+//! The files behind the configuration: which names in plugins.d are plugin
+//! files, and whether a config file or a program audispd would run is safe
+//! to trust.
+//!
+//! audispd runs as root and runs the programs its config names, so, like
+//! auditd with its own plugins.d, it only trusts files that nobody but root
+//! could have written: owned by root (or by the user running audispd, so
+//! that an unprivileged test or demo instance works), not writable by group
+//! or others, and, for programs, executable by their owner.
+
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use nix::unistd::{geteuid, Uid, User};
+
+/// Config files larger than this are refused (a config is a few KiB; this
+/// keeps a mistaken path from being read into memory).
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Why a config file could not be read.
+#[derive(Debug)]
+pub(super) enum ReadError {
+    /// The file does not exist.
+    Missing,
+    /// The file exists but cannot be used; the message says why and what
+    /// to do.
+    Refused(String),
+}
+
+/// Opens and reads a config file, refusing anything but a small, UTF-8,
+/// regular file that only root (or audispd's own user) can write.
+///
+/// The checks are made on the opened file, so a file swapped in between
+/// check and read is not a concern; the file is opened non-blocking so a
+/// FIFO planted in plugins.d cannot hang the loader.
+pub(super) fn read_config(path: &Path) -> Result<String, ReadError> {
+    let mut file = match File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadError::Missing),
+        Err(e) => return Err(ReadError::Refused(format!("cannot open: {e}"))),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| ReadError::Refused(format!("cannot check the file: {e}")))?;
+    if let Some(problem) = trust_problem(path, &meta, FileRole::Config) {
+        return Err(ReadError::Refused(problem));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(ReadError::Refused(format!(
+            "is {} bytes long; a config file may be at most {MAX_CONFIG_BYTES} bytes",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.by_ref()
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ReadError::Refused(format!("cannot read: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| {
+        ReadError::Refused(format!(
+            "is not valid UTF-8 (at byte {}); TOML files must be UTF-8 text",
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// Checks a program audispd would run (`exec`, an action's `program`).
+/// `what` names it in the message ("exec program", "program of action
+/// \"disk-full\"").
+pub(super) fn check_program(path: &Path, what: &str) -> Result<(), String> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(format!(
+                "{what} {} does not exist; install it or correct the path",
+                path.display()
+            ));
+        }
+        Err(e) => return Err(format!("cannot check {what} {}: {e}", path.display())),
+    };
+    match trust_problem(path, &meta, FileRole::Program) {
+        Some(problem) => Err(format!("{what} {} {problem}", path.display())),
+        None => Ok(()),
+    }
+}
+
+/// Checks the plugins.d directory: if anyone may write to it, anyone may
+/// add a plugin that audispd would run as root.
+pub(super) fn check_plugin_dir(path: &Path, meta: &Metadata) -> Result<(), String> {
+    if meta.mode() & 0o002 != 0 {
+        return Err(format!(
+            "is world-writable (mode {:04o}), so anyone could add a plugin for audispd to run; no plugins were loaded; fix: chmod 0755 {}",
+            meta.mode() & 0o7777,
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// What a checked file is for, which decides what is demanded of it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FileRole {
+    Config,
+    Program,
+}
+
+/// Why `meta` (of `path`) cannot be trusted, with the fix, or `None`.
+fn trust_problem(path: &Path, meta: &Metadata, role: FileRole) -> Option<String> {
+    let kind = match role {
+        FileRole::Config => "config files",
+        FileRole::Program => "programs",
+    };
+    if !meta.file_type().is_file() {
+        return Some(format!(
+            "is {}, not a regular file; audispd only uses regular files as {kind}",
+            file_type_name(meta)
+        ));
+    }
+    let euid = geteuid().as_raw();
+    let mode = meta.mode() & 0o7777;
+    let wrong_owner = meta.uid() != 0 && meta.uid() != euid;
+    let writable = mode & 0o022;
+    let not_executable = role == FileRole::Program && mode & 0o100 == 0;
+    if !wrong_owner && writable == 0 && !not_executable {
+        return None;
+    }
+    let mut problems = Vec::new();
+    if wrong_owner {
+        problems.push(format!("is owned by {}", describe_uid(meta.uid())));
+    }
+    match writable {
+        0 => {}
+        0o020 => problems.push(format!("is group-writable (mode {mode:04o})")),
+        0o002 => problems.push(format!("is world-writable (mode {mode:04o})")),
+        _ => problems.push(format!("is group- and world-writable (mode {mode:04o})")),
+    }
+    if not_executable {
+        problems.push(format!("is not executable by its owner (mode {mode:04o})"));
+    }
+    let owner_rule = if euid == 0 {
+        "owned by root".to_string()
+    } else {
+        format!("owned by root (or by uid {euid}, which runs audispd)")
+    };
+    let rule = match role {
+        FileRole::Config => format!(
+            "audispd only reads config files {owner_rule} that group and others cannot write"
+        ),
+        FileRole::Program => {
+            format!("audispd only runs programs {owner_rule} that group and others cannot write and the owner can execute")
+        }
+    };
+    let shown = path.display();
+    let mut fix = Vec::new();
+    if wrong_owner {
+        fix.push(format!("chown root:root {shown}"));
+    }
+    if writable != 0 || not_executable {
+        let good = if role == FileRole::Program {
+            "0755"
+        } else {
+            "0644"
+        };
+        fix.push(format!("chmod {good} {shown}"));
+    }
+    Some(format!(
+        "{}; {rule}; fix: {}",
+        problems.join(" and "),
+        fix.join(" && ")
+    ))
+}
+
+/// `uid 1000 (alice)`, or just `uid 1000` when the user has no name.
+fn describe_uid(uid: u32) -> String {
+    match User::from_uid(Uid::from_raw(uid)) {
+        Ok(Some(u)) => format!("uid {uid} ({})", u.name),
+        _ => format!("uid {uid}"),
+    }
+}
+
+fn file_type_name(meta: &Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// What a name found in plugins.d is.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Entry<'a> {
+    /// A plugin file; the plugin's name is the file name without `.toml`.
+    Plugin(&'a str),
+    /// A stock auditd plugin file (`.conf`), which audisp does not read.
+    AuditdConf(&'a str),
+    /// Something to pass over silently: hidden files, editor backups,
+    /// package manager leftovers, shipped examples, anything else.
+    Ignored,
+}
+
+/// Classifies a file name found in plugins.d. Only `*.toml` names are
+/// plugin files, which passes over editor backups (`x.toml~`, `x.toml.swp`),
+/// package manager leftovers (`x.toml.dpkg-old`, `.dpkg-new`, `.dpkg-dist`,
+/// `.rpmnew`, `.rpmsave`) and shipped examples (`x.toml.example`); hidden
+/// names (editor swap files such as `.x.toml.swp`) are passed over too.
+pub(super) fn classify(name: &str) -> Entry<'_> {
+    if name.starts_with('.') {
+        return Entry::Ignored;
+    }
+    if let Some(stem) = name.strip_suffix(".toml") {
+        return Entry::Plugin(stem);
+    }
+    if let Some(stem) = name.strip_suffix(".conf") {
+        return Entry::AuditdConf(stem);
+    }
+    Entry::Ignored
+}
+
+/// The TOML equivalent of a stock auditd plugins.d `.conf` file, as a
+/// one-line hint: `exec = ["/sbin/audisp-syslog", "LOG_INFO"], format =
+/// "string"`. Reads auditd's `key = value ...` lines loosely; only `path`,
+/// `args`, `format` and `active` matter.
+pub(super) fn translate_auditd_conf(text: &str) -> String {
+    let mut path = None;
+    let mut args: Vec<&str> = Vec::new();
+    let mut binary = false;
+    let mut active = true;
+    for line in text.lines() {
+        let mut words = line.split(' ').filter(|w| !w.is_empty());
+        let (Some(key), Some("=")) = (words.next(), words.next()) else {
+            continue;
+        };
+        let values: Vec<&str> = words.collect();
+        match key.to_ascii_lowercase().as_str() {
+            "path" => path = values.first().copied(),
+            "args" => args = values,
+            "format" => {
+                binary = values
+                    .first()
+                    .is_some_and(|v| v.eq_ignore_ascii_case("binary"))
+            }
+            "active" => active = !values.first().is_some_and(|v| v.eq_ignore_ascii_case("no")),
+            _ => {}
+        }
+    }
+    let program = match path {
+        // auditd ≥ 4 runs the separate af_unix plugin in place of the old built-in.
+        Some(p) if p.starts_with("builtin_") => "/sbin/audisp-af_unix",
+        Some(p) => p,
+        None => "/path/to/plugin",
+    };
+    let argv: Vec<String> = std::iter::once(program)
+        .chain(args)
+        .map(|a| format!("{a:?}"))
+        .collect();
+    let mut hint = format!(
+        "exec = [{}], format = \"{}\"",
+        argv.join(", "),
+        if binary { "binary" } else { "string" }
+    );
+    if !active {
+        hint.push_str(", active = false");
+    }
+    hint
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn plugin_dir_names() {
+        assert_eq!(classify("remote.toml"), Entry::Plugin("remote"));
+        assert_eq!(classify("a.b.toml"), Entry::Plugin("a.b"));
+        assert_eq!(classify("syslog.conf"), Entry::AuditdConf("syslog"));
+        for ignored in [
+            ".remote.toml",
+            ".remote.toml.swp",
+            "remote.toml~",
+            "remote.toml.swp",
+            "remote.toml.dpkg-old",
+            "remote.toml.dpkg-new",
+            "remote.toml.dpkg-dist",
+            "remote.toml.rpmnew",
+            "remote.toml.rpmsave",
+            "remote.toml.example",
+            "README",
+            "remote.TOML",
+        ] {
+            assert_eq!(classify(ignored), Entry::Ignored, "{ignored}");
+        }
+    }
+
+    #[test]
+    fn auditd_conf_translation() {
+        let syslog = "# This file controls the configuration of the syslog plugin.\n\
+                      active = no\ndirection = out\npath = /sbin/audisp-syslog\ntype = always\nargs = LOG_INFO\nformat = string\n";
+        assert_eq!(
+            translate_auditd_conf(syslog),
+            "exec = [\"/sbin/audisp-syslog\", \"LOG_INFO\"], format = \"string\", active = false"
+        );
+        let af_unix = "active = yes\npath = builtin_af_unix\ntype = builtin\nargs = 0640 /var/run/audispd_events\nformat = binary\n";
+        assert_eq!(
+            translate_auditd_conf(af_unix),
+            "exec = [\"/sbin/audisp-af_unix\", \"0640\", \"/var/run/audispd_events\"], format = \"binary\""
+        );
+        assert_eq!(
+            translate_auditd_conf(""),
+            "exec = [\"/path/to/plugin\"], format = \"string\""
+        );
+    }
+
+    #[test]
+    fn config_files_must_be_private_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.toml");
+        std::fs::write(&p, "x = 1\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_config(&p).unwrap(), "x = 1\n");
+
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let Err(ReadError::Refused(m)) = read_config(&p) else {
+            panic!()
+        };
+        assert!(
+            m.starts_with(
+                "is group-writable (mode 0664); audispd only reads config files owned by root"
+            ),
+            "{m}"
+        );
+        assert!(
+            m.ends_with(&format!("; fix: chmod 0644 {}", p.display())),
+            "{m}"
+        );
+
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let Err(ReadError::Refused(m)) = read_config(&p) else {
+            panic!()
+        };
+        assert!(
+            m.starts_with("is group- and world-writable (mode 0666)"),
+            "{m}"
+        );
+
+        assert!(matches!(
+            read_config(&dir.path().join("missing.toml")),
+            Err(ReadError::Missing)
+        ));
+        let Err(ReadError::Refused(m)) = read_config(dir.path()) else {
+            panic!()
+        };
+        assert!(m.starts_with("is a directory, not a regular file"), "{m}");
+
+        let fifo = dir.path().join("fifo.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let Err(ReadError::Refused(m)) = read_config(&fifo) else {
+            panic!()
+        };
+        assert!(m.starts_with("is a FIFO, not a regular file"), "{m}");
+
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, b"x = \"\xff\"\n").unwrap();
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let Err(ReadError::Refused(m)) = read_config(&bad) else {
+            panic!()
+        };
+        assert!(m.starts_with("is not valid UTF-8 (at byte 5)"), "{m}");
+    }
+
+    #[test]
+    fn programs_must_be_private_and_executable() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("prog");
+        std::fs::write(&p, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(check_program(&p, "exec program"), Ok(()));
+
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let m = check_program(&p, "exec program").unwrap_err();
+        assert!(
+            m.contains("is not executable by its owner (mode 0644)"),
+            "{m}"
+        );
+        assert!(
+            m.ends_with(&format!("fix: chmod 0755 {}", p.display())),
+            "{m}"
+        );
+
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let m = check_program(&p, "exec program").unwrap_err();
+        assert!(m.contains("is group-writable (mode 0775)"), "{m}");
+
+        let m = check_program(&dir.path().join("nope"), "exec program").unwrap_err();
+        assert!(
+            m.ends_with("/nope does not exist; install it or correct the path"),
+            "{m}"
+        );
+        let m = check_program(dir.path(), "exec program").unwrap_err();
+        assert!(m.contains("is a directory, not a regular file"), "{m}");
+    }
+}

@@ -1,0 +1,254 @@
+//! Starting and stopping the programs the dispatcher runs itself: plugins
+//! configured with `exec` (stock auditd plugins, or native ones on hosts
+//! without systemd) and the programs of `exec` actions.
+//!
+//! Plugins are started exactly as auditd starts them: one end of an `AF_UNIX`
+//! socket pair on standard input, `execve` of the path with the configured
+//! arguments and an empty environment, every signal disposition reset to its
+//! default and the signal mask cleared (a dispatcher started by auditd
+//! inherits every signal ignored, and a plugin must not).
+
+use std::io;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{self, SigSet, SigmaskHow, Signal};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+
+/// A running child with a pidfd that becomes readable when it exits.
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    pidfd: OwnedFd,
+}
+
+impl Running {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The descriptor to poll: readable once the child has exited.
+    pub fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// Reaps the child if it has exited.
+    pub fn try_wait(&mut self) -> io::Result<Option<std::process::ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    /// Stops the child: waits `grace` for it to exit by itself (its input
+    /// was closed before this is called), then SIGTERM, then SIGKILL.
+    pub fn stop(self, grace: Duration) -> io::Result<std::process::ExitStatus> {
+        self.stop_with(grace, &mut || {})
+    }
+
+    /// [`Running::stop`], calling `tick` at least twice a second while it
+    /// waits (a sender beats its heartbeat there).
+    pub fn stop_with(
+        mut self,
+        grace: Duration,
+        tick: &mut dyn FnMut(),
+    ) -> io::Result<std::process::ExitStatus> {
+        if let Some(s) = wait_for(&mut self, grace, tick)? {
+            return Ok(s);
+        }
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = signal::kill(pid, Signal::SIGTERM);
+        if let Some(s) = wait_for(&mut self, grace, tick)? {
+            return Ok(s);
+        }
+        self.child.kill()?;
+        self.child.wait()
+    }
+}
+
+fn wait_for(
+    r: &mut Running,
+    limit: Duration,
+    tick: &mut dyn FnMut(),
+) -> io::Result<Option<std::process::ExitStatus>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        tick();
+        if let Some(s) = r.child.try_wait()? {
+            return Ok(Some(s));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        let mut fds = [nix::poll::PollFd::new(
+            r.pidfd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ms = left.min(Duration::from_millis(500)).as_millis() as i32;
+        match nix::poll::poll(
+            &mut fds,
+            nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
+        ) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// What kind of socket a plugin gets on its standard input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StdinSocket {
+    /// `SOCK_STREAM`, as auditd gives its plugins.
+    Stream,
+    /// `SOCK_SEQPACKET`, for plugins speaking the native protocol.
+    Seqpacket,
+}
+
+/// Starts `argv` with a socket pair on standard input and returns the child
+/// and the dispatcher's end of the pair. Standard output and error are the
+/// dispatcher's own (under systemd: its journal; under auditd: /dev/null).
+pub fn spawn_plugin(
+    argv: &[std::ffi::OsString],
+    kind: StdinSocket,
+) -> io::Result<(Running, OwnedFd)> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty exec line"))?;
+    let ty = match kind {
+        StdinSocket::Stream => SockType::Stream,
+        StdinSocket::Seqpacket => SockType::SeqPacket,
+    };
+    let (ours, theirs) = socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC)?;
+    let mut cmd = Command::new(program);
+    cmd.arg0(program)
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::from(theirs));
+    reset_signals_on_exec(&mut cmd);
+    let child = cmd.spawn().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot start {}: {e}", program.to_string_lossy()),
+        )
+    })?;
+    let pidfd = pidfd_open(child.id())?;
+    Ok((Running { child, pidfd }, ours))
+}
+
+/// Starts an action program with its arguments, an empty environment and
+/// standard input from /dev/null.
+pub fn spawn_action(program: &std::path::Path, args: &[String]) -> io::Result<Running> {
+    let mut cmd = Command::new(program);
+    cmd.args(args).env_clear().stdin(Stdio::null());
+    reset_signals_on_exec(&mut cmd);
+    let child = cmd.spawn().map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot start {}: {e}", program.display()))
+    })?;
+    let pidfd = pidfd_open(child.id())?;
+    Ok(Running { child, pidfd })
+}
+
+fn reset_signals_on_exec(cmd: &mut Command) {
+    // SAFETY: the closure only calls async-signal-safe functions
+    // (sigaction, sigprocmask, close_range) between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Every signal up to SIGRTMAX, real-time ones included (auditd
+            // ignores them all); the C library refuses the few it reserves
+            // for itself, and SIGKILL/SIGSTOP cannot be changed.
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            for sig in 1..=libc::SIGRTMAX() {
+                let _ = libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+            signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+            // Only standard input, output and error cross into the program,
+            // even if some descriptor was opened without close-on-exec.
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+}
+
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: plain system call with integer arguments; the result is a new
+    // descriptor we own, or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    set_cloexec(&fd)?;
+    Ok(fd)
+}
+
+fn set_cloexec(fd: &OwnedFd) -> io::Result<()> {
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn plugin_gets_socket_on_stdin_and_empty_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let script = format!(
+            "IFS= read -r line; echo \"$line|$(env | grep -v '^PWD=\\|^SHLVL=\\|^_=' | wc -l)|$(grep SigBlk /proc/self/status | tr -d '\\t ')|$(grep SigIgn /proc/self/status | tr -d '\\t ')\" > {}",
+            out.display()
+        );
+        let argv: Vec<std::ffi::OsString> = vec!["/bin/sh".into(), "-c".into(), script.into()];
+        // Start the plugin the way auditd leaves a dispatcher: SIGUSR2
+        // ignored and SIGUSR1 blocked in the spawning thread.
+        let ign = signal::SigAction::new(
+            signal::SigHandler::SigIgn,
+            signal::SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: nothing in this test process handles SIGUSR2.
+        unsafe { signal::sigaction(Signal::SIGUSR2, &ign) }.unwrap();
+        let mut usr1 = SigSet::empty();
+        usr1.add(Signal::SIGUSR1);
+        signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&usr1), None).unwrap();
+        let (child, ours) = spawn_plugin(&argv, StdinSocket::Stream).unwrap();
+        signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&usr1), None).unwrap();
+        let mut s = std::os::unix::net::UnixStream::from(ours);
+        s.write_all(b"type=EOE msg=audit(1.2:3): \n").unwrap();
+        drop(s);
+        let status = child.stop(Duration::from_secs(5)).unwrap();
+        assert!(status.success());
+        let mut got = String::new();
+        std::fs::File::open(&out)
+            .unwrap()
+            .read_to_string(&mut got)
+            .unwrap();
+        let (line, ignored) = got.trim_end().rsplit_once("|SigIgn:").unwrap();
+        assert_eq!(
+            line,
+            "type=EOE msg=audit(1.2:3): |0|SigBlk:0000000000000000"
+        );
+        // Signals 32 and 33 belong to the C library's threading and cannot
+        // be reset (nor set by auditd); every other one must be default.
+        let mask = u64::from_str_radix(ignored, 16).unwrap() & !(0b11 << 31);
+        assert_eq!(mask, 0, "ignored signals left: {ignored}");
+    }
+
+    #[test]
+    fn stop_escalates_for_a_child_that_ignores_eof() {
+        let argv: Vec<std::ffi::OsString> = vec!["/bin/sleep".into(), "60".into()];
+        let (child, ours) = spawn_plugin(&argv, StdinSocket::Seqpacket).unwrap();
+        drop(ours);
+        let start = Instant::now();
+        let status = child.stop(Duration::from_millis(200)).unwrap();
+        assert!(!status.success());
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,692 @@
+//! Ingest: everything that puts records into the journal.
+//!
+//! Records come from auditd on standard input and from input plugins on the
+//! input socket (the auditd bridge, the remote receiver…). For each batch the
+//! ingest stage, under one lock so that the journal order is one order:
+//!
+//! 1. drops records an input sends again after a reconnect (each input
+//!    numbers its records; the highest number stored is remembered per input
+//!    and survives restarts and crashes, see [`Checkpoint`]);
+//! 2. parses just enough of each record to route it (type, time, serial,
+//!    node) and lets the [`Grouper`] place it in an event;
+//! 3. appends records and close markers to the journal, which wakes the
+//!    plugin senders.
+//!
+//! If the journal cannot be written (disk full, I/O error), records wait in a
+//! bounded memory queue, in order, and are retried; inputs are not
+//! acknowledged meanwhile, so they keep their copies. Only standard input,
+//! which cannot be pushed back without stalling auditd, can lose records, and
+//! only once that queue is full; such loss is counted and logged.
+//!
+//! A [`Checkpoint`] (grouper state and per-input high-water marks at a journal
+//! position) is written every few seconds; recovery loads it and replays the
+//! journal entries written after it, so the restored state is exact.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::stats::{self, InputCounters, InputSnapshot};
+use crate::events::{Grouper, GrouperState};
+use crate::journal::entry::flags;
+use crate::journal::{Journal, NewEntry, ReadOutcome, Step};
+use crate::record;
+
+/// Name of the standard-input source.
+pub const STDIN: &str = "stdin";
+
+/// One record offered to [`Ingest::submit`].
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// The input's own sequence number (0: the input does not number its
+    /// records, as with standard input).
+    pub source_seq: u64,
+    /// Type from a binary header or the input, used when the text does not
+    /// parse.
+    pub type_hint: Option<u32>,
+    /// Record text, without newline.
+    pub text: &'a [u8],
+}
+
+/// An input known to the ingest stage.
+#[derive(Debug)]
+struct Source {
+    name: String,
+    epoch: [u8; 16],
+    /// Highest source sequence number placed (in the journal or pending).
+    placed: u64,
+    /// Highest source sequence number in the journal.
+    committed: u64,
+    connected: bool,
+    counters: Arc<InputCounters>,
+}
+
+/// An entry that could not be written yet.
+#[derive(Debug)]
+struct Pending {
+    event: u64,
+    source_seq: u64,
+    rtype: u32,
+    source: u16,
+    flags: u16,
+    text: Vec<u8>,
+}
+
+/// What a checkpoint stores.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The journal this belongs to.
+    pub journal: String,
+    /// Journal position the state corresponds to (entries before it).
+    pub seq: u64,
+    /// Event grouping state.
+    pub grouper: GrouperState,
+    /// Inputs by index (index 0 is unused).
+    pub sources: Vec<SourceCheckpoint>,
+}
+
+/// One input in a checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceCheckpoint {
+    /// Input name.
+    pub name: String,
+    /// Its sequence-number space, hex.
+    pub epoch: String,
+    /// Highest source sequence number stored.
+    pub committed: u64,
+}
+
+struct State {
+    grouper: Grouper,
+    sources: Vec<Source>,
+    pending: VecDeque<Pending>,
+    pending_bytes: usize,
+    checkpoint_seq: u64,
+    last_error: Option<String>,
+}
+
+/// What became of a submitted batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Submitted {
+    /// Highest source sequence number now in the journal (what may be
+    /// acknowledged once synced).
+    pub committed: u64,
+    /// Journal position after the batch (sync up to here before acking).
+    pub journal_end: u64,
+    /// Whether the batch is waiting in memory because the journal could not
+    /// be written.
+    pub pending: bool,
+}
+
+/// The ingest stage. Shared by the stdin reader, the input connections and
+/// the control loop.
+pub struct Ingest {
+    journal: Journal,
+    state: Mutex<State>,
+    checkpoint_path: PathBuf,
+    pending_max: usize,
+    loss_reported: AtomicBool,
+}
+
+/// Index of an input in the ingest stage.
+pub type SourceId = u16;
+
+/// Most inputs the journal can tell apart.
+const MAX_SOURCES: usize = u16::MAX as usize;
+
+impl Ingest {
+    /// Opens the ingest stage over `journal`, restoring its state from the
+    /// checkpoint in `state_dir` and the journal entries written after it.
+    pub fn open(
+        journal: Journal,
+        state_dir: &Path,
+        event_timeout: Duration,
+        max_open: usize,
+        pending_max: usize,
+    ) -> io::Result<Ingest> {
+        let checkpoint_path = state_dir.join("ingest.json");
+        let now = Instant::now();
+        let journal_id = journal.id().to_string();
+        let cp = match std::fs::read(&checkpoint_path) {
+            Ok(bytes) => match serde_json::from_slice::<Checkpoint>(&bytes) {
+                Ok(cp) if cp.journal == journal_id => Some(cp),
+                Ok(_) => {
+                    tracing::warn!(
+                        file = %checkpoint_path.display(),
+                        "ingest checkpoint belongs to another journal; rebuilding state from the journal"
+                    );
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        file = %checkpoint_path.display(),
+                        "ingest checkpoint unreadable ({e}); rebuilding state from the journal"
+                    );
+                    None
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(crate::journal::with_path(e, &checkpoint_path)),
+        };
+        let (mut grouper, mut sources, from) = match &cp {
+            Some(cp) => (
+                Grouper::restore(event_timeout, max_open, &cp.grouper, now),
+                cp.sources
+                    .iter()
+                    .map(|s| Source {
+                        name: s.name.clone(),
+                        epoch: parse_epoch(&s.epoch),
+                        placed: s.committed,
+                        committed: s.committed,
+                        connected: false,
+                        counters: Arc::default(),
+                    })
+                    .collect(),
+                cp.seq.max(journal.start()),
+            ),
+            None => (
+                Grouper::new(event_timeout, max_open),
+                Vec::new(),
+                journal.start(),
+            ),
+        };
+        if sources.is_empty() {
+            sources.push(placeholder());
+        }
+        // Replay what was written after the checkpoint.
+        let mut reader = journal.reader(from);
+        let mut replayed = 0u64;
+        loop {
+            let outcome = reader.read(4 << 20, &mut |e| {
+                let info = if e.is_control() {
+                    None
+                } else {
+                    record::parse(e.text)
+                };
+                grouper.replay(&e, info.as_ref(), now);
+                if let Some(s) = sources.get_mut(e.source as usize) {
+                    s.committed = s.committed.max(e.source_seq);
+                    s.placed = s.committed;
+                }
+                replayed += 1;
+                Step::Next
+            })?;
+            match outcome {
+                ReadOutcome::CaughtUp => break,
+                ReadOutcome::Entries(_) => {}
+                ReadOutcome::Lost { from, to, reason } => tracing::warn!(
+                    from,
+                    to,
+                    ?reason,
+                    "ingest recovery: journal entries unreadable; their inputs' high-water marks may be low, so a resend could be stored twice"
+                ),
+            }
+        }
+        if replayed > 0 {
+            tracing::info!(
+                replayed,
+                from,
+                "ingest state recovered from the journal after the last checkpoint"
+            );
+        }
+        let ingest = Ingest {
+            journal,
+            state: Mutex::new(State {
+                grouper,
+                sources,
+                pending: VecDeque::new(),
+                pending_bytes: 0,
+                checkpoint_seq: from,
+                last_error: None,
+            }),
+            checkpoint_path,
+            pending_max,
+            loss_reported: AtomicBool::new(false),
+        };
+        ingest.checkpoint()?;
+        Ok(ingest)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The journal records go into.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Registers an input by name and epoch. Returns its id and the highest
+    /// source sequence number already stored for it (0 for a new epoch).
+    /// Fails if an input of that name is already connected.
+    pub fn connect(&self, name: &str, epoch: [u8; 16]) -> io::Result<(SourceId, u64)> {
+        let mut st = self.lock();
+        let found = st.sources.iter().position(|s| s.name == name);
+        let id = match found {
+            Some(i) => {
+                let s = &mut st.sources[i];
+                if s.connected {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("an input named {name} is already connected"),
+                    ));
+                }
+                if s.epoch != epoch {
+                    if s.committed > 0 {
+                        tracing::info!(
+                            input = name,
+                            "input started a new sequence (its spool was reset); earlier numbers no longer de-duplicate"
+                        );
+                    }
+                    s.epoch = epoch;
+                    s.placed = 0;
+                    s.committed = 0;
+                }
+                s.connected = true;
+                i
+            }
+            None => {
+                if st.sources.len() >= MAX_SOURCES {
+                    return Err(io::Error::other("too many distinct inputs"));
+                }
+                st.sources.push(Source {
+                    name: name.to_string(),
+                    epoch,
+                    placed: 0,
+                    committed: 0,
+                    connected: true,
+                    counters: Arc::default(),
+                });
+                st.sources.len() - 1
+            }
+        };
+        let committed = st.sources[id].committed;
+        let needs_checkpoint = found.is_none() || committed == 0;
+        drop(st);
+        if needs_checkpoint {
+            // A new input index (or epoch) must be on disk before any entry
+            // refers to it.
+            self.checkpoint()?;
+        }
+        Ok((id as SourceId, committed))
+    }
+
+    /// Marks an input as gone.
+    pub fn disconnect(&self, id: SourceId) {
+        if let Some(s) = self.lock().sources.get_mut(id as usize) {
+            s.connected = false;
+        }
+    }
+
+    /// Counters of an input.
+    pub fn counters(&self, id: SourceId) -> Arc<InputCounters> {
+        self.lock()
+            .sources
+            .get(id as usize)
+            .map(|s| s.counters.clone())
+            .unwrap_or_default()
+    }
+
+    /// Puts records into the journal (see the module docs). `must_keep`
+    /// says whether records that cannot be stored may be refused (inputs
+    /// that keep their copies until acknowledged) or must be queued
+    /// (standard input).
+    pub fn submit(&self, id: SourceId, records: &[Incoming<'_>], must_keep: bool) -> Submitted {
+        let now = Instant::now();
+        let mut st = self.lock();
+        if !st.pending.is_empty() {
+            self.flush_pending(&mut st);
+        }
+        let blocked = !st.pending.is_empty();
+        let State {
+            grouper, sources, ..
+        } = &mut *st;
+        let Some(src) = sources.get_mut(id as usize) else {
+            return Submitted {
+                committed: 0,
+                journal_end: self.journal.end(),
+                pending: false,
+            };
+        };
+        let counters = src.counters.clone();
+        if blocked && !must_keep {
+            // Let the input keep its records; it will resend them.
+            return Submitted {
+                committed: src.committed,
+                journal_end: self.journal.end(),
+                pending: true,
+            };
+        }
+        let mut texts: Vec<Cow<'_, [u8]>> = Vec::with_capacity(records.len());
+        let mut metas: Vec<(u64, u32, u16, u64)> = Vec::with_capacity(records.len() * 2);
+        let mut closes = Vec::new();
+        let mut bytes = 0u64;
+        let mut duplicates = 0u64;
+        let mut unparsed = 0u64;
+        let mut top = src.placed;
+        for r in records {
+            if r.source_seq != 0 && r.source_seq <= top {
+                duplicates += 1;
+                continue;
+            }
+            top = top.max(r.source_seq);
+            let text = sanitize(r.text);
+            let info = record::parse(&text);
+            let rtype = info.as_ref().map(|i| i.rtype).or(r.type_hint).unwrap_or(0);
+            let mut fl = 0;
+            if info.is_none() {
+                fl |= flags::UNPARSED;
+                unparsed += 1;
+            }
+            let placement = grouper.place(info.as_ref(), now, &mut closes);
+            for c in closes.drain(..) {
+                texts.push(Cow::Borrowed(&[]));
+                metas.push((c, 0, flags::CLOSE_MARKER, 0));
+            }
+            if placement.ends {
+                fl |= flags::ENDS_EVENT;
+            }
+            bytes += text.len() as u64;
+            texts.push(text);
+            metas.push((placement.event, rtype, fl, r.source_seq));
+        }
+        src.placed = top;
+        stats::add(&counters.duplicates, duplicates);
+        stats::add(&counters.unparsed, unparsed);
+        let accepted = metas.iter().filter(|m| m.2 & flags::CONTROL == 0).count() as u64;
+        let entries: Vec<NewEntry<'_>> = metas
+            .iter()
+            .zip(&texts)
+            .map(|(&(event, rtype, fl, source_seq), text)| NewEntry {
+                event,
+                source_seq,
+                rtype,
+                source: id,
+                flags: fl,
+                text,
+            })
+            .collect();
+        if blocked {
+            queue(
+                &mut st,
+                self.pending_max,
+                &entries,
+                &counters,
+                &self.loss_reported,
+            );
+        } else if let Err(e) = self.journal.append(&entries) {
+            self.report_error(&mut st, &e);
+            queue(
+                &mut st,
+                self.pending_max,
+                &entries,
+                &counters,
+                &self.loss_reported,
+            );
+        } else {
+            let src = &mut st.sources[id as usize];
+            src.committed = src.committed.max(top);
+        }
+        stats::add(&counters.records, accepted);
+        stats::add(&counters.bytes, bytes);
+        let src = &st.sources[id as usize];
+        Submitted {
+            committed: src.committed,
+            journal_end: self.journal.end(),
+            pending: !st.pending.is_empty(),
+        }
+    }
+
+    fn report_error(&self, st: &mut State, e: &io::Error) {
+        let msg = e.to_string();
+        if st.last_error.as_deref() != Some(&msg) {
+            tracing::error!(
+                message_id = crate::log_ids::JOURNAL_ERROR,
+                "cannot write the journal: {msg}; records are kept in memory and retried (free space in {} or fix the error)",
+                self.journal.dir().display()
+            );
+            st.last_error = Some(msg);
+        }
+    }
+
+    fn flush_pending(&self, st: &mut State) {
+        while !st.pending.is_empty() {
+            let n = st.pending.len().min(4096);
+            let entries: Vec<NewEntry<'_>> = st
+                .pending
+                .iter()
+                .take(n)
+                .map(|p| NewEntry {
+                    event: p.event,
+                    source_seq: p.source_seq,
+                    rtype: p.rtype,
+                    source: p.source,
+                    flags: p.flags,
+                    text: &p.text,
+                })
+                .collect();
+            if let Err(e) = self.journal.append(&entries) {
+                drop(entries);
+                self.report_error(st, &e);
+                return;
+            }
+            drop(entries);
+            for p in st.pending.drain(..n).collect::<Vec<_>>() {
+                st.pending_bytes -= p.text.len();
+                if let Some(s) = st.sources.get_mut(p.source as usize) {
+                    s.committed = s.committed.max(p.source_seq);
+                }
+            }
+        }
+        if st.last_error.take().is_some() {
+            tracing::info!("journal writable again; records kept in memory were stored");
+            self.loss_reported.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Periodic work: ends events idle for the timeout, retries pending
+    /// records, writes a checkpoint if anything changed.
+    pub fn tick(&self, now: Instant) -> io::Result<()> {
+        let mut st = self.lock();
+        if !st.pending.is_empty() {
+            self.flush_pending(&mut st);
+        }
+        let mut closes = Vec::new();
+        st.grouper.expire_idle(now, &mut closes);
+        if !closes.is_empty() {
+            self.write_markers(&mut st, &closes);
+        }
+        let changed = self.journal.end() != st.checkpoint_seq;
+        drop(st);
+        if changed {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    fn write_markers(&self, st: &mut State, closes: &[u64]) {
+        let entries: Vec<NewEntry<'_>> = closes
+            .iter()
+            .map(|&c| NewEntry {
+                event: c,
+                source_seq: 0,
+                rtype: 0,
+                source: 0,
+                flags: flags::CLOSE_MARKER,
+                text: &[],
+            })
+            .collect();
+        let counters = Arc::default();
+        if !st.pending.is_empty() {
+            queue(st, usize::MAX, &entries, &counters, &self.loss_reported);
+        } else if let Err(e) = self.journal.append(&entries) {
+            self.report_error(st, &e);
+            queue(st, usize::MAX, &entries, &counters, &self.loss_reported);
+        }
+    }
+
+    /// Ends every event still open (the inputs have stopped: nothing more
+    /// will join them), so that events-mode plugins get them now.
+    pub fn close_all_events(&self) {
+        let mut st = self.lock();
+        let mut closes = Vec::new();
+        st.grouper.close_all(&mut closes);
+        if !closes.is_empty() {
+            self.write_markers(&mut st, &closes);
+        }
+    }
+
+    /// Writes the checkpoint now (it is skipped while records are pending,
+    /// since the grouper then knows more than the journal holds).
+    pub fn checkpoint(&self) -> io::Result<()> {
+        let mut st = self.lock();
+        if !st.pending.is_empty() {
+            return Ok(());
+        }
+        let seq = self.journal.end();
+        let cp = Checkpoint {
+            journal: self.journal.id().to_string(),
+            seq,
+            grouper: st.grouper.state(),
+            sources: st
+                .sources
+                .iter()
+                .map(|s| SourceCheckpoint {
+                    name: s.name.clone(),
+                    epoch: epoch_hex(&s.epoch),
+                    committed: s.committed,
+                })
+                .collect(),
+        };
+        let json = serde_json::to_vec(&cp).map_err(io::Error::other)?;
+        write_atomically(&self.checkpoint_path, &json)?;
+        st.checkpoint_seq = seq;
+        Ok(())
+    }
+
+    /// Journal entries before this position are no longer needed for
+    /// recovery.
+    pub fn retention_floor(&self) -> u64 {
+        self.lock().checkpoint_seq
+    }
+
+    /// Events still being grouped.
+    pub fn open_events(&self) -> usize {
+        self.lock().grouper.open_events()
+    }
+
+    /// Counters of every input.
+    pub fn snapshot(&self) -> Vec<InputSnapshot> {
+        self.lock()
+            .sources
+            .iter()
+            .skip(1)
+            .map(|s| InputSnapshot::of(&s.name, s.connected, &s.counters))
+            .collect()
+    }
+}
+
+fn placeholder() -> Source {
+    Source {
+        name: String::new(),
+        epoch: [0; 16],
+        placed: 0,
+        committed: 0,
+        connected: false,
+        counters: Arc::default(),
+    }
+}
+
+/// Record text never contains a newline: stock plugins read one record per
+/// line. auditd replaces embedded newlines with spaces; so do we.
+fn sanitize(text: &[u8]) -> Cow<'_, [u8]> {
+    if memchr::memchr(b'\n', text).is_none() {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(
+            text.iter()
+                .map(|&b| if b == b'\n' { b' ' } else { b })
+                .collect(),
+        )
+    }
+}
+
+fn queue(
+    st: &mut State,
+    max: usize,
+    entries: &[NewEntry<'_>],
+    counters: &InputCounters,
+    loss_reported: &AtomicBool,
+) {
+    let mut lost = 0u64;
+    for e in entries {
+        if st.pending_bytes + e.text.len() > max && e.flags & flags::CONTROL == 0 {
+            lost += 1;
+            continue;
+        }
+        st.pending_bytes += e.text.len();
+        st.pending.push_back(Pending {
+            event: e.event,
+            source_seq: e.source_seq,
+            rtype: e.rtype,
+            source: e.source,
+            flags: e.flags,
+            text: e.text.to_vec(),
+        });
+    }
+    if lost > 0 {
+        stats::add(&counters.lost, lost);
+        if !loss_reported.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                message_id = crate::log_ids::RECORD_LOSS,
+                lost,
+                "records LOST: the journal cannot be written and the memory queue for them is full"
+            );
+        }
+    }
+}
+
+fn epoch_hex(e: &[u8; 16]) -> String {
+    e.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_epoch(s: &str) -> [u8; 16] {
+    let mut out = [0; 16];
+    if s.len() == 32 {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap_or(0);
+        }
+    }
+    out
+}
+
+/// Replaces `path` with `data` so that a crash leaves the old or the new
+/// file, never a mix.
+pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| crate::journal::with_path(e, &tmp))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_data())
+        .map_err(|e| crate::journal::with_path(e, &tmp))?;
+    std::fs::rename(&tmp, path).map_err(|e| crate::journal::with_path(e, path))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| crate::journal::with_path(e, dir))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,613 @@
+//! The inputs: auditd's stream on standard input, and input plugins on the
+//! input socket.
+//!
+//! Standard input is read continuously, whatever the plugins do, so auditd
+//! never blocks on the dispatcher. Input plugins (the auditd bridge, the
+//! remote receiver…) connect to a `SOCK_SEQPACKET` socket, say hello with
+//! their name and epoch, and send numbered records; each batch is
+//! acknowledged once it is in the journal (and on stable storage, with the
+//! default `sync = "batch"`), and a resent batch is recognised and stored
+//! once. Peers are checked with `SO_PEERCRED`: root and the configured users
+//! and groups only.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::socket;
+
+use super::ingest::{Incoming, Ingest, SourceId, Submitted, STDIN};
+use super::liveness::Liveness;
+use super::stats;
+use crate::framing::{Decoder, InputFormat, Item, MalformedKind};
+use crate::journal::Wakeup;
+use crate::protocol::{self, FromPlugin, Role, Welcome};
+use crate::uds;
+
+/// When a batch counts as acknowledged-safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckSync {
+    /// Sync the journal before acknowledging (group-committed).
+    Sync,
+    /// Acknowledge once written to the journal file.
+    Written,
+}
+
+/// What the input threads share.
+#[derive(Clone)]
+pub struct InputContext {
+    /// The ingest stage.
+    pub ingest: Arc<Ingest>,
+    /// Heartbeats.
+    pub liveness: Arc<Liveness>,
+    /// Set and woken when inputs must stop.
+    pub stopping: Arc<AtomicBool>,
+    /// Woken with `stopping`, polled by every input thread.
+    pub stop_wake: Arc<Wakeup>,
+    /// Durability before an input acknowledgement.
+    pub ack_sync: AckSync,
+    /// Name and version for `WELCOME`.
+    pub server: String,
+}
+
+/// Limits log lines about bad input to a few per minute per input.
+struct Complaints {
+    window_start: Instant,
+    in_window: u32,
+    suppressed: u64,
+}
+
+impl Complaints {
+    fn new() -> Complaints {
+        Complaints {
+            window_start: Instant::now(),
+            in_window: 0,
+            suppressed: 0,
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        if self.window_start.elapsed() > Duration::from_secs(60) {
+            if self.suppressed > 0 {
+                tracing::warn!(
+                    message_id = crate::log_ids::INPUT_MALFORMED,
+                    suppressed = self.suppressed,
+                    "{} more malformed-input reports were suppressed in the last minute",
+                    self.suppressed
+                );
+            }
+            self.window_start = Instant::now();
+            self.in_window = 0;
+            self.suppressed = 0;
+        }
+        self.in_window += 1;
+        if self.in_window > 10 {
+            self.suppressed += 1;
+            false
+        } else {
+            true
+        }
+    }
+}
+
+/// Reads auditd's stream from `fd` until end of input or a stop request.
+/// Calls `on_eof` when the stream ends (auditd closed it).
+pub fn read_stdin(
+    ctx: InputContext,
+    fd: OwnedFd,
+    format: InputFormat,
+    on_eof: impl FnOnce(),
+) -> io::Result<()> {
+    let hb = ctx.liveness.register("input stdin");
+    let (id, _) = ctx.ingest.connect(STDIN, [0; 16])?;
+    let counters = ctx.ingest.counters(id);
+    let mut decoder = Decoder::new(format);
+    let mut buf = vec![0u8; READ_CHUNK];
+    // Records that lie wholly in the chunk just read are submitted from it
+    // directly; only records the decoder had to rebuild or carry over from
+    // an earlier chunk are copied (into `texts`).
+    let mut texts: Vec<u8> = Vec::with_capacity(64 << 10);
+    let mut spans: Vec<Span> = Vec::new();
+    let mut complaints = Complaints::new();
+    let mut framing_logged = false;
+    let submit = |chunk: &[u8], texts: &mut Vec<u8>, spans: &mut Vec<Span>| {
+        if spans.is_empty() {
+            return;
+        }
+        let incoming: Vec<Incoming<'_>> = spans
+            .iter()
+            .map(|sp| Incoming {
+                source_seq: 0,
+                type_hint: sp.type_hint,
+                text: if sp.in_chunk {
+                    &chunk[sp.start..sp.start + sp.len]
+                } else {
+                    &texts[sp.start..sp.start + sp.len]
+                },
+            })
+            .collect();
+        ctx.ingest.submit(id, &incoming, true);
+        texts.clear();
+        spans.clear();
+    };
+    let mut on_item = |item: Item<'_>, chunk: &[u8], texts: &mut Vec<u8>, spans: &mut Vec<Span>| {
+        match item {
+            Item::Record { text, type_hint } => {
+                let base = chunk.as_ptr() as usize;
+                let at = text.as_ptr() as usize;
+                if at >= base && at + text.len() <= base + chunk.len() {
+                    spans.push(Span {
+                        in_chunk: true,
+                        start: at - base,
+                        len: text.len(),
+                        type_hint,
+                    });
+                } else {
+                    spans.push(Span {
+                        in_chunk: false,
+                        start: texts.len(),
+                        len: text.len(),
+                        type_hint,
+                    });
+                    texts.extend_from_slice(text);
+                }
+            }
+            Item::Malformed(m) if m.kind == MalformedKind::AmbiguousFraming => {
+                // Nothing was skipped: the binary framing had to be guessed.
+                tracing::warn!(
+                        message_id = crate::log_ids::INPUT_MALFORMED,
+                        input = STDIN,
+                        "input stdin: {m}; set [input.stdin] binary_framing to \"padded\" (auditd <= 4.1.0) or \"exact\" (>= 4.1.1) to be sure"
+                    );
+            }
+            Item::Malformed(m) => {
+                stats::add(&counters.malformed, 1);
+                if complaints.allow() {
+                    tracing::warn!(
+                        message_id = crate::log_ids::INPUT_MALFORMED,
+                        input = STDIN,
+                        offset = m.offset,
+                        skipped = m.skipped,
+                        "input stdin: {m}; skipped, later records are unaffected"
+                    );
+                }
+            }
+        }
+    };
+    // When asked to stop, keep reading what auditd already wrote: auditd
+    // signals its plugins just before it closes their input, and records
+    // still in the socket would otherwise be lost. Stop at end of input, once
+    // the input has been quiet for a moment, or at the latest after
+    // DRAIN_LIMIT.
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        hb.beat();
+        if drain_until.is_none() && ctx.stopping.load(Ordering::Relaxed) {
+            drain_until = Some(Instant::now() + DRAIN_LIMIT);
+        }
+        if drain_until.is_some_and(|t| Instant::now() >= t) {
+            tracing::warn!(
+                input = STDIN,
+                "stopping with standard input still open and busy; unread records stay with auditd"
+            );
+            break;
+        }
+        let draining = drain_until.is_some();
+        let mut fds = [
+            PollFd::new(fd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(ctx.stop_wake.fd(), PollFlags::POLLIN),
+        ];
+        let wait = if draining {
+            PollTimeout::from(DRAIN_QUIET_MS)
+        } else {
+            PollTimeout::from(1000u16)
+        };
+        // While draining, only the input itself matters.
+        let nfds = if draining { 1 } else { 2 };
+        match nix::poll::poll(&mut fds[..nfds], wait) {
+            Ok(0) if draining => break,
+            Ok(0) => {
+                // A quiet second: a binary stream still working out its
+                // framing may now decide (see `framing`).
+                decoder.input_idle(&mut |item| on_item(item, &[], &mut texts, &mut spans));
+                submit(&[], &mut texts, &mut spans);
+                continue;
+            }
+            Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if fds[0].revents().is_none_or(|r| r.is_empty()) {
+            continue;
+        }
+        let n = match nix::unistd::read(&fd, &mut buf) {
+            Ok(n) => n,
+            Err(Errno::EINTR) | Err(Errno::EAGAIN) => continue,
+            Err(e) => {
+                tracing::error!(
+                    input = STDIN,
+                    "reading standard input: {e}; treating it as closed"
+                );
+                0
+            }
+        };
+        if n == 0 {
+            decoder.finish(&mut |item| on_item(item, &[], &mut texts, &mut spans));
+            submit(&[], &mut texts, &mut spans);
+            ctx.ingest.disconnect(id);
+            tracing::info!(input = STDIN, "standard input closed");
+            on_eof();
+            return Ok(());
+        }
+        let chunk = &buf[..n];
+        decoder.feed(chunk, &mut |item| {
+            on_item(item, chunk, &mut texts, &mut spans)
+        });
+        if !framing_logged {
+            if let Some(f) = decoder.detected_framing() {
+                tracing::info!(input = STDIN, "binary input: detected {f:?} framing");
+                framing_logged = true;
+            }
+        }
+        submit(chunk, &mut texts, &mut spans);
+    }
+    decoder.input_idle(&mut |item| on_item(item, &[], &mut texts, &mut spans));
+    submit(&[], &mut texts, &mut spans);
+    ctx.ingest.disconnect(id);
+    Ok(())
+}
+
+/// Bytes read from standard input at a time: large enough for few system
+/// calls, small enough to stay in the CPU cache while its records are
+/// parsed and journaled.
+const READ_CHUNK: usize = 256 << 10;
+
+/// Where a decoded record's text is: in the chunk just read, or copied.
+struct Span {
+    in_chunk: bool,
+    start: usize,
+    len: usize,
+    type_hint: Option<u32>,
+}
+
+/// Longest time the stdin reader keeps reading after a stop request.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// Input quiet this long (milliseconds) after a stop request counts as done.
+const DRAIN_QUIET_MS: u16 = 100;
+
+/// Creates the input socket at `path` (replacing a stale one) with `mode`.
+pub fn bind_input_socket(path: &Path, mode: u32) -> io::Result<OwnedFd> {
+    uds::listen(path, socket::SockType::SeqPacket, mode, 64)
+}
+
+/// Who may connect to the input socket besides root.
+#[derive(Debug, Clone, Default)]
+pub struct PeerPolicy {
+    /// Allowed user ids.
+    pub uids: Vec<u32>,
+    /// Allowed group ids (primary or supplementary).
+    pub gids: Vec<u32>,
+}
+
+impl PeerPolicy {
+    /// Who the peer is, and whether it may connect.
+    fn check(&self, fd: &OwnedFd) -> (String, Result<(), String>) {
+        let cred = match socket::getsockopt(fd, socket::sockopt::PeerCredentials) {
+            Ok(c) => c,
+            Err(e) => {
+                return (
+                    "an unknown peer".into(),
+                    Err(format!("cannot read peer credentials: {e}")),
+                )
+            }
+        };
+        let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid());
+        let who = format!("pid {pid} uid {uid} gid {gid}");
+        let allowed = uid == 0
+            || self.uids.contains(&uid)
+            || self.gids.contains(&gid)
+            || peer_groups(fd).iter().any(|g| self.gids.contains(g));
+        let verdict = if allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "{who} is not allowed (root, allow_users and allow_groups of [input.socket] are)"
+            ))
+        };
+        (who, verdict)
+    }
+}
+
+fn peer_groups(fd: &OwnedFd) -> Vec<u32> {
+    let mut groups = vec![0 as libc::gid_t; 256];
+    let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `groups`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERGROUPS,
+            groups.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Vec::new();
+    }
+    groups.truncate(len as usize / std::mem::size_of::<libc::gid_t>());
+    groups
+}
+
+/// Accepts input plugins on `listener` until stopped; one thread per
+/// connection.
+pub fn serve_inputs(ctx: InputContext, listener: OwnedFd, policy: PeerPolicy) {
+    let hb = ctx.liveness.register("input socket");
+    let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    loop {
+        hb.beat();
+        threads.retain(|t| !t.is_finished());
+        if ctx.stopping.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut fds = [
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(ctx.stop_wake.fd(), PollFlags::POLLIN),
+        ];
+        match nix::poll::poll(&mut fds, PollTimeout::from(1000u16)) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!("input socket: poll failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        }
+        if fds[0].revents().is_none_or(|r| r.is_empty()) {
+            continue;
+        }
+        let conn = match uds::accept(&listener) {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::error!("input socket: accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        if threads.len() >= MAX_INPUT_CONNECTIONS {
+            tracing::warn!(
+                "input socket: {MAX_INPUT_CONNECTIONS} connections already open; refusing another"
+            );
+            continue;
+        }
+        let c = ctx.clone();
+        let p = policy.clone();
+        match std::thread::Builder::new()
+            .name("input-conn".into())
+            .spawn(move || input_connection(c, conn, p))
+        {
+            Ok(t) => threads.push(t),
+            Err(e) => tracing::error!("input socket: cannot start a connection thread: {e}"),
+        }
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+/// Most input connections served at once.
+const MAX_INPUT_CONNECTIONS: usize = 64;
+
+fn send_msg(fd: &OwnedFd, msg: &[u8]) -> io::Result<()> {
+    // Acks and answers are small; a peer that lets its receive queue fill up
+    // with them is not reading and is dropped after a while.
+    uds::send_within(fd, msg, Duration::from_secs(10))
+}
+
+fn input_connection(ctx: InputContext, conn: OwnedFd, policy: PeerPolicy) {
+    let (who, verdict) = policy.check(&conn);
+    let mut buf = vec![0u8; protocol::MAX_MESSAGE];
+    let hello = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if Instant::now() >= deadline || ctx.stopping.load(Ordering::Relaxed) {
+                tracing::warn!("input socket: {who} sent no HELLO; closing");
+                return;
+            }
+            let mut fds = [PollFd::new(conn.as_fd(), PollFlags::POLLIN)];
+            let _ = nix::poll::poll(&mut fds, PollTimeout::from(500u16));
+            match uds::recv_message(&conn, &mut buf) {
+                Ok(Some(0)) => return,
+                Err(e) => {
+                    tracing::warn!("input socket: {who}: {e}");
+                    let _ = send_msg(&conn, &protocol::encode_reject(&e.to_string()));
+                    return;
+                }
+                Ok(Some(n)) => match protocol::decode_from_plugin(&buf[..n]) {
+                    Ok(FromPlugin::Hello(h)) => break h,
+                    Ok(_) => {
+                        let _ = send_msg(
+                            &conn,
+                            &protocol::encode_reject("the first message must be HELLO"),
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!("input socket: {who}: bad HELLO: {e}");
+                        let _ =
+                            send_msg(&conn, &protocol::encode_reject(&format!("bad HELLO: {e}")));
+                        return;
+                    }
+                },
+                Ok(None) => continue,
+            }
+        }
+    };
+    let reject = |why: String| {
+        tracing::warn!("input socket: {who}: {why}");
+        let _ = send_msg(&conn, &protocol::encode_reject(&why));
+    };
+    // Refused only now, once its HELLO is read: closing a connection with
+    // unread data would reset it before the peer could read the REJECT.
+    if let Err(why) = verdict {
+        return reject(why);
+    }
+    if hello.role != Role::Input {
+        return reject(
+            "this is the input socket; output plugins are connected to by the dispatcher".into(),
+        );
+    }
+    let Some(version) = protocol::negotiate(&hello) else {
+        return reject(format!(
+            "protocol versions {}..{} not supported",
+            hello.min_version, hello.max_version
+        ));
+    };
+    let Some(epoch) = hello.source_epoch else {
+        return reject("no source epoch".into());
+    };
+    let (id, committed) = match ctx.ingest.connect(&hello.name, epoch) {
+        Ok(x) => x,
+        Err(e) => return reject(e.to_string()),
+    };
+    let welcome = Welcome {
+        version,
+        journal_id: Some(ctx.ingest.journal().id().0),
+        start_after: committed,
+        mode: None,
+        max_message: protocol::MAX_MESSAGE as u32,
+        server: ctx.server.clone(),
+    };
+    if send_msg(&conn, &protocol::encode_welcome(&welcome)).is_err() {
+        ctx.ingest.disconnect(id);
+        return;
+    }
+    tracing::info!(input = %hello.name, "input connected ({who}); it resumes after its record {committed}");
+    let hb = ctx.liveness.register(&format!("input {}", hello.name));
+    let end = serve_input(&ctx, &conn, id, &hello.name, committed, &mut buf, &hb);
+    ctx.ingest.disconnect(id);
+    match end {
+        Ok(()) => tracing::info!(input = %hello.name, "input disconnected"),
+        Err(why) => tracing::warn!(input = %hello.name, "input connection closed: {why}"),
+    }
+}
+
+fn serve_input(
+    ctx: &InputContext,
+    conn: &OwnedFd,
+    id: SourceId,
+    name: &str,
+    mut acked: u64,
+    buf: &mut [u8],
+    hb: &super::liveness::Heartbeat,
+) -> Result<(), String> {
+    let counters = ctx.ingest.counters(id);
+    loop {
+        hb.beat();
+        if ctx.stopping.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut fds = [
+            PollFd::new(conn.as_fd(), PollFlags::POLLIN),
+            PollFd::new(ctx.stop_wake.fd(), PollFlags::POLLIN),
+        ];
+        match nix::poll::poll(&mut fds, PollTimeout::from(1000u16)) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        let ev = fds[0].revents().unwrap_or(PollFlags::empty());
+        if ev.is_empty() {
+            continue;
+        }
+        let n = match uds::recv_message(conn, buf) {
+            Ok(Some(0)) => return Ok(()),
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                if ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                stats::add(&counters.malformed, 1);
+                return Err(format!("protocol error: {e}"));
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        match protocol::decode_from_plugin(&buf[..n]) {
+            Ok(FromPlugin::RecordsIn(rs)) => {
+                let incoming: Vec<Incoming<'_>> = rs
+                    .iter()
+                    .map(|r| Incoming {
+                        source_seq: r.source_seq,
+                        type_hint: (r.rtype != 0).then_some(r.rtype),
+                        text: r.text,
+                    })
+                    .collect();
+                if incoming.iter().any(|r| r.source_seq == 0) {
+                    stats::add(&counters.malformed, 1);
+                    return Err(
+                        "a record without a sequence number (inputs number their records from 1)"
+                            .into(),
+                    );
+                }
+                let Submitted {
+                    committed,
+                    journal_end,
+                    pending,
+                } = ctx.ingest.submit(id, &incoming, false);
+                if pending {
+                    // The journal cannot take records now; the input keeps
+                    // them and resends after reconnecting.
+                    return Err("the journal cannot be written; the input will resend".into());
+                }
+                if ctx.ack_sync == AckSync::Sync {
+                    if let Err(e) = ctx.ingest.journal().sync_upto(journal_end) {
+                        return Err(format!(
+                            "cannot make the journal durable: {e}; not acknowledging"
+                        ));
+                    }
+                }
+                if committed > acked {
+                    send_msg(conn, &protocol::encode_input_ack(committed))
+                        .map_err(|e| e.to_string())?;
+                    acked = committed;
+                }
+            }
+            Ok(FromPlugin::StatsRequest(req)) => {
+                let json = serde_json::to_vec(&ctx.ingest.snapshot()).unwrap_or_default();
+                send_msg(conn, &protocol::encode_stats(req, &json)).map_err(|e| e.to_string())?;
+            }
+            Ok(FromPlugin::Command {
+                id: req,
+                name: action,
+                ..
+            }) => {
+                tracing::warn!(
+                    input = name,
+                    action,
+                    "input plugin asked for an action; inputs have none configured"
+                );
+                send_msg(
+                    conn,
+                    &protocol::encode_command_result(
+                        req,
+                        protocol::CommandStatus::Refused,
+                        "actions are configured for output plugins only",
+                    ),
+                )
+                .map_err(|e| e.to_string())?;
+            }
+            Ok(other) => return Err(format!("protocol error: unexpected {other:?}")),
+            Err(e) => {
+                stats::add(&counters.malformed, 1);
+                return Err(format!("protocol error: {e}"));
+            }
+        }
+    }
+}

@@ -1,0 +1,610 @@
+//! The dispatcher engine: inputs → journal → one sender per plugin.
+//!
+//! The engine knows nothing of systemd, D-Bus or journald. Whoever embeds it
+//! (the `audispd` binary, tests, the demo) starts it with a configuration and
+//! the sockets it should use, calls [`Engine::tick`] a few times a second,
+//! and drives it through its methods: [`Engine::reload`],
+//! [`Engine::suspend`]/[`Engine::resume`], [`Engine::snapshot`],
+//! [`Engine::liveness`], [`Engine::shutdown`]. Adapters (sd_notify, the
+//! D-Bus interface) are thin layers over those methods.
+
+pub mod actions;
+pub mod child;
+pub mod cursor;
+pub mod ingest;
+pub mod inputs;
+pub mod liveness;
+pub mod plugin;
+pub mod stats;
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::{
+    BinaryFramingChoice, Config, MainConfig, PluginConfig, StdinFormat, SyncPolicy,
+};
+use crate::framing::{BinaryFraming, InputFormat};
+use crate::journal::{Journal, Limits, Wakeup};
+use actions::Actions;
+use ingest::Ingest;
+use inputs::{AckSync, InputContext, PeerPolicy};
+use liveness::Liveness;
+use plugin::{Plugin, Services, Stop};
+use stats::{JournalSnapshot, Snapshot};
+
+/// What the engine is started with besides its configuration.
+#[derive(Debug, Default)]
+pub struct Sockets {
+    /// auditd's stream (standard input when auditd started us), or None.
+    pub stdin: Option<OwnedFd>,
+    /// An already listening input socket (from systemd); None to bind the
+    /// configured path.
+    pub input_listener: Option<OwnedFd>,
+}
+
+struct Running {
+    plugin: Arc<Plugin>,
+    thread: JoinHandle<()>,
+}
+
+struct Stopping {
+    plugin: Arc<Plugin>,
+    thread: JoinHandle<()>,
+    /// Remove its cursor once stopped (removed from the configuration).
+    forget: bool,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Plugins started.
+    pub added: Vec<String>,
+    /// Plugins draining and stopping.
+    pub removed: Vec<String>,
+    /// Plugins reconnecting with a new configuration.
+    pub changed: Vec<String>,
+    /// Main-config settings that only take effect after a restart.
+    pub needs_restart: Vec<String>,
+}
+
+/// The running dispatcher.
+pub struct Engine {
+    main: Mutex<MainConfig>,
+    cursor_dir: PathBuf,
+    journal: Journal,
+    ingest: Arc<Ingest>,
+    services: Services,
+    plugins: Mutex<BTreeMap<String, Running>>,
+    stopping: Mutex<Vec<Stopping>>,
+    actions: Arc<Actions>,
+    liveness: Arc<Liveness>,
+    inputs_stopping: Arc<AtomicBool>,
+    input_wake: Arc<Wakeup>,
+    input_threads: Mutex<Vec<JoinHandle<()>>>,
+    stdin_closed: Arc<AtomicBool>,
+    events: Arc<Wakeup>,
+    started: Instant,
+    last_sync: Mutex<Instant>,
+    control: liveness::Heartbeat,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The journal's durability policy as the input side sees it.
+fn ack_sync(main: &MainConfig) -> AckSync {
+    match main.journal.sync {
+        SyncPolicy::Batch => AckSync::Sync,
+        SyncPolicy::Interval | SyncPolicy::Never => AckSync::Written,
+    }
+}
+
+impl Engine {
+    /// Opens the journal in `state_dir`, recovers, starts the inputs and one
+    /// sender per active plugin.
+    pub fn start(
+        config: Config,
+        state_dir: &std::path::Path,
+        sockets: Sockets,
+        server: &str,
+    ) -> io::Result<Arc<Engine>> {
+        let main = config.main;
+        let journal = Journal::open(
+            &main.journal.dir,
+            Limits {
+                segment_size: main.journal.segment_size,
+                max_size: main.journal.max_size,
+                memory: main.journal.memory,
+            },
+        )?;
+        let ingest = Arc::new(Ingest::open(
+            journal.clone(),
+            state_dir,
+            main.events.timeout,
+            main.events.max_open,
+            64 << 20,
+        )?);
+        let liveness = Arc::new(Liveness::new());
+        let actions = Arc::new(Actions::new());
+        let input_wake = Arc::new(Wakeup::new()?);
+        let events = Arc::new(Wakeup::new()?);
+        let engine = Arc::new_cyclic(|weak: &std::sync::Weak<Engine>| {
+            let w = weak.clone();
+            let snapshot: Arc<dyn Fn() -> Snapshot + Send + Sync> =
+                Arc::new(move || match w.upgrade() {
+                    Some(e) => e.snapshot(),
+                    None => Snapshot {
+                        uptime_secs: 0,
+                        journal: JournalSnapshot {
+                            id: String::new(),
+                            start: 0,
+                            end: 0,
+                            synced: 0,
+                            disk_bytes: 0,
+                            open_events: 0,
+                        },
+                        inputs: Vec::new(),
+                        plugins: Vec::new(),
+                    },
+                });
+            Engine {
+                cursor_dir: state_dir.join("cursors"),
+                services: Services {
+                    journal: journal.clone(),
+                    actions: actions.clone(),
+                    snapshot,
+                    server: server.to_string(),
+                    internal: Arc::default(),
+                },
+                journal: journal.clone(),
+                ingest: ingest.clone(),
+                plugins: Mutex::new(BTreeMap::new()),
+                stopping: Mutex::new(Vec::new()),
+                actions: actions.clone(),
+                control: liveness.register("control loop"),
+                liveness: liveness.clone(),
+                inputs_stopping: Arc::new(AtomicBool::new(false)),
+                input_wake: input_wake.clone(),
+                input_threads: Mutex::new(Vec::new()),
+                stdin_closed: Arc::new(AtomicBool::new(false)),
+                events: events.clone(),
+                started: Instant::now(),
+                last_sync: Mutex::new(Instant::now()),
+                main: Mutex::new(main.clone()),
+            }
+        });
+        for p in config.plugins.into_iter().filter(|p| p.active) {
+            engine.start_plugin(p)?;
+        }
+        engine.start_inputs(&main, sockets)?;
+        Ok(engine)
+    }
+
+    fn start_plugin(&self, config: PluginConfig) -> io::Result<()> {
+        let name = config.name.clone();
+        let hb = self.liveness.register(&format!("plugin {name}"));
+        let (plugin, thread) = plugin::start(config, self.services.clone(), &self.cursor_dir, hb)?;
+        lock(&self.plugins).insert(name, Running { plugin, thread });
+        Ok(())
+    }
+
+    fn input_context(&self, main: &MainConfig) -> InputContext {
+        InputContext {
+            ingest: self.ingest.clone(),
+            liveness: self.liveness.clone(),
+            stopping: self.inputs_stopping.clone(),
+            stop_wake: self.input_wake.clone(),
+            ack_sync: ack_sync(main),
+            server: self.services.server.clone(),
+        }
+    }
+
+    fn start_inputs(&self, main: &MainConfig, sockets: Sockets) -> io::Result<()> {
+        let ctx = self.input_context(main);
+        let mut threads = lock(&self.input_threads);
+        if let Some(fd) = sockets.stdin {
+            let format = input_format(main.stdin.format);
+            let closed = self.stdin_closed.clone();
+            let events = self.events.clone();
+            let c = ctx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("input-stdin".into())
+                    .spawn(move || {
+                        let eof = || {
+                            closed.store(true, Ordering::SeqCst);
+                            events.wake();
+                        };
+                        if let Err(e) = inputs::read_stdin(c, fd, format, eof) {
+                            tracing::error!("standard input reader failed: {e}");
+                        }
+                    })?,
+            );
+        }
+        let listener = match sockets.input_listener {
+            Some(fd) => Some(fd),
+            None if main.input_socket.enabled => Some(inputs::bind_input_socket(
+                &main.input_socket.path,
+                main.input_socket.mode,
+            )?),
+            None => None,
+        };
+        if let Some(fd) = listener {
+            let policy = PeerPolicy {
+                uids: main.input_socket.allow_users.clone(),
+                gids: main.input_socket.allow_groups.clone(),
+            };
+            threads.push(
+                std::thread::Builder::new()
+                    .name("input-socket".into())
+                    .spawn(move || inputs::serve_inputs(ctx, fd, policy))?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Attaches a consumer that lives in the embedding process (the D-Bus
+    /// adapter, for instance) as a plugin named `config.name`: it gets
+    /// everything a plugin gets — its subscription, acknowledged delivery,
+    /// resend after a reconnect, a cursor kept across restarts — through one
+    /// end of a `SOCK_SEQPACKET` socket pair that `connector` is handed for
+    /// each connection (serve it with `sdk::Plugin::run_on`). Its transport
+    /// must be `Transport::Internal`; reloads leave it alone.
+    pub fn attach_internal(
+        &self,
+        config: PluginConfig,
+        connector: plugin::Connector,
+    ) -> io::Result<()> {
+        if config.transport != crate::config::Transport::Internal {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an in-process consumer needs transport Internal",
+            ));
+        }
+        if lock(&self.plugins).contains_key(&config.name) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("a plugin named {} is already running", config.name),
+            ));
+        }
+        lock(&self.services.internal).insert(config.name.clone(), connector);
+        self.start_plugin(config)
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Readable when something the embedder should react to happened (so
+    /// far: standard input closed).
+    pub fn events_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.events.fd()
+    }
+
+    /// Clears [`Engine::events_fd`].
+    pub fn clear_events(&self) {
+        self.events.clear();
+    }
+
+    /// Whether auditd closed standard input (the dispatcher should then shut
+    /// down, as every auditd plugin does).
+    pub fn stdin_closed(&self) -> bool {
+        self.stdin_closed.load(Ordering::SeqCst)
+    }
+
+    /// Periodic work; call a few times a second. Ends idle events, writes
+    /// the ingest checkpoint, syncs the journal (`sync = "interval"`),
+    /// deletes journal segments every plugin has passed, reaps stopped
+    /// plugins and finished action programs.
+    pub fn tick(&self) {
+        self.control.beat();
+        let now = Instant::now();
+        if let Err(e) = self.ingest.tick(now) {
+            tracing::error!(
+                message_id = crate::log_ids::JOURNAL_ERROR,
+                "ingest checkpoint failed: {e}"
+            );
+        }
+        // Segments every plugin has passed go before the sync, so they are
+        // never written back.
+        self.collect_garbage();
+        let main = lock(&self.main).clone();
+        let sync_due = match main.journal.sync {
+            SyncPolicy::Never => false,
+            SyncPolicy::Interval | SyncPolicy::Batch => {
+                lock(&self.last_sync).elapsed() >= main.journal.sync_interval
+            }
+        };
+        if sync_due {
+            *lock(&self.last_sync) = now;
+            if let Err(e) = self.journal.sync_upto(self.journal.end()) {
+                tracing::error!(
+                    message_id = crate::log_ids::JOURNAL_ERROR,
+                    "journal sync failed: {e}"
+                );
+            }
+        }
+        self.reap_stopped();
+        self.actions.reap();
+    }
+
+    fn collect_garbage(&self) {
+        self.collect_garbage_keeping(&[]);
+    }
+
+    /// Deletes journal segments no plugin needs: neither the running ones,
+    /// nor those stopping, nor `also` (plugins the caller holds).
+    fn collect_garbage_keeping(&self, also: &[&Plugin]) {
+        let mut floor = self.ingest.retention_floor();
+        for r in lock(&self.plugins).values() {
+            floor = floor.min(r.plugin.position().replay_from);
+        }
+        for s in lock(&self.stopping).iter() {
+            floor = floor.min(s.plugin.position().replay_from);
+        }
+        for p in also {
+            floor = floor.min(p.position().replay_from);
+        }
+        if let Err(e) = self.journal.retain_from(floor) {
+            tracing::error!(
+                message_id = crate::log_ids::JOURNAL_ERROR,
+                "cannot delete old journal segments: {e}"
+            );
+        }
+    }
+
+    fn reap_stopped(&self) {
+        let mut stopping = lock(&self.stopping);
+        let (done, left): (Vec<Stopping>, Vec<Stopping>) =
+            stopping.drain(..).partition(|s| s.thread.is_finished());
+        *stopping = left;
+        drop(stopping);
+        for s in done {
+            let _ = s.thread.join();
+            if s.forget {
+                let path = self.cursor_dir.join(format!("{}.cursor", s.plugin.name()));
+                match std::fs::remove_file(&path) {
+                    Ok(()) => tracing::info!(plugin = s.plugin.name(), "plugin removed"),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => tracing::warn!(
+                        plugin = s.plugin.name(),
+                        "cannot remove its cursor {}: {e}",
+                        path.display()
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Every thread's liveness (see [`liveness`]).
+    pub fn liveness(&self, max_age: Duration) -> Result<(), Vec<(String, Duration)>> {
+        self.liveness.check(max_age)
+    }
+
+    /// Counters of everything, now.
+    pub fn snapshot(&self) -> Snapshot {
+        let plugins = lock(&self.plugins)
+            .values()
+            .map(|r| r.plugin.snapshot(&self.journal))
+            .collect();
+        Snapshot {
+            uptime_secs: self.started.elapsed().as_secs(),
+            journal: JournalSnapshot {
+                id: self.journal.id().to_string(),
+                start: self.journal.start(),
+                end: self.journal.end(),
+                synced: self.journal.synced(),
+                disk_bytes: self.journal.disk_bytes(),
+                open_events: self.ingest.open_events() as u64,
+            },
+            inputs: self.ingest.snapshot(),
+            plugins,
+        }
+    }
+
+    /// Writes the state report to the configured state file.
+    pub fn write_state_file(&self) -> io::Result<PathBuf> {
+        let path = lock(&self.main).stats.state_file.clone();
+        ingest::write_atomically(&path, self.snapshot().render_state().as_bytes())?;
+        Ok(path)
+    }
+
+    /// Names of the running plugins.
+    pub fn plugin_names(&self) -> Vec<String> {
+        lock(&self.plugins).keys().cloned().collect()
+    }
+
+    /// Suspends a plugin: it gets nothing, and its records are dropped,
+    /// until resumed.
+    pub fn suspend(&self, name: &str) -> Result<(), String> {
+        self.with_plugin(name, |p| p.set_suspended(true))
+    }
+
+    /// Resumes a suspended plugin (from the newest record on).
+    pub fn resume(&self, name: &str) -> Result<(), String> {
+        self.with_plugin(name, |p| p.set_suspended(false))
+    }
+
+    fn with_plugin(&self, name: &str, f: impl FnOnce(&Plugin)) -> Result<(), String> {
+        match lock(&self.plugins).get(name) {
+            Some(r) => {
+                f(&r.plugin);
+                Ok(())
+            }
+            None => Err(format!("no plugin named {name:?} is running")),
+        }
+    }
+
+    /// Applies a new configuration: new plugins start, removed or
+    /// deactivated ones drain and stop, changed ones reconnect with their
+    /// new settings (resending what they had not acknowledged). Plugins in
+    /// `keep` (whose files are broken) keep running as they are.
+    pub fn reload(&self, config: Config, keep: &BTreeSet<String>) -> ReloadSummary {
+        let mut summary = ReloadSummary::default();
+        {
+            let mut main = lock(&self.main);
+            summary.needs_restart = restart_only_changes(&main, &config.main);
+            let mut applied = config.main.clone();
+            // What cannot change live stays as it is.
+            applied.journal = main.journal.clone();
+            applied.stdin = main.stdin;
+            applied.input_socket = main.input_socket.clone();
+            applied.events = main.events.clone();
+            *main = applied;
+        }
+        let wanted: BTreeMap<String, PluginConfig> = config
+            .plugins
+            .into_iter()
+            .filter(|p| p.active)
+            .map(|p| (p.name.clone(), p))
+            .collect();
+        let deadline = Instant::now() + lock(&self.main).shutdown_timeout;
+        let mut plugins = lock(&self.plugins);
+        let current: Vec<String> = plugins.keys().cloned().collect();
+        let mut reconfigured = Vec::new();
+        let internal: Vec<String> = lock(&self.services.internal).keys().cloned().collect();
+        for name in current {
+            if keep.contains(&name) || internal.contains(&name) {
+                continue;
+            }
+            match wanted.get(&name) {
+                None => {
+                    if let Some(r) = plugins.remove(&name) {
+                        r.plugin.stop(Stop::Drain {
+                            until: self.journal.end(),
+                            deadline,
+                        });
+                        lock(&self.stopping).push(Stopping {
+                            plugin: r.plugin,
+                            thread: r.thread,
+                            forget: true,
+                        });
+                        summary.removed.push(name);
+                    }
+                }
+                Some(cfg) => {
+                    if let Some(r) = plugins.get(&name) {
+                        if r.plugin.config() != *cfg {
+                            r.plugin.reconfigure(cfg.clone());
+                            reconfigured.push(r.plugin.clone());
+                            summary.changed.push(name);
+                        }
+                    }
+                }
+            }
+        }
+        let new: Vec<PluginConfig> = wanted
+            .into_values()
+            .filter(|p| !plugins.contains_key(&p.name))
+            .collect();
+        drop(plugins);
+        // A changed plugin gets its new configuration from here on, not at
+        // some later point after the reload reported itself done.
+        for plugin in reconfigured {
+            if !plugin.wait_reconfigured(deadline) {
+                tracing::warn!(
+                    plugin = plugin.name(),
+                    "the plugin's sender did not take its new configuration in time; it applies it when it next runs"
+                );
+            }
+        }
+        for p in new {
+            // A plugin removed a moment ago may still be draining.
+            self.reap_stopped();
+            let name = p.name.clone();
+            match self.start_plugin(p) {
+                Ok(()) => summary.added.push(name),
+                Err(e) => tracing::error!(plugin = %name, "cannot start plugin: {e}"),
+            }
+        }
+        summary
+    }
+
+    /// Stops: inputs first, then every plugin gets until `shutdown_timeout`
+    /// to take what it has not acknowledged; what is left stays in the
+    /// journal for next time. Returns the plugins that did not catch up.
+    pub fn shutdown(&self) -> Vec<String> {
+        self.inputs_stopping.store(true, Ordering::SeqCst);
+        self.input_wake.wake();
+        for t in lock(&self.input_threads).drain(..) {
+            let _ = t.join();
+        }
+        self.ingest.close_all_events();
+        let timeout = lock(&self.main).shutdown_timeout;
+        let until = self.journal.end();
+        let deadline = Instant::now() + timeout;
+        let plugins: Vec<(String, Running)> = std::mem::take(&mut *lock(&self.plugins))
+            .into_iter()
+            .collect();
+        for (_, r) in &plugins {
+            r.plugin.stop(Stop::Drain { until, deadline });
+        }
+        let mut behind = Vec::new();
+        let mut stopped = Vec::new();
+        for (name, r) in plugins {
+            let _ = r.thread.join();
+            if r.plugin.position().acked + 1 < until && !r.plugin.is_suspended() {
+                behind.push(name);
+            }
+            stopped.push(r.plugin);
+        }
+        for s in lock(&self.stopping).drain(..) {
+            s.plugin.stop(Stop::Now);
+            let _ = s.thread.join();
+        }
+        if let Err(e) = self.ingest.checkpoint() {
+            tracing::error!("final ingest checkpoint failed: {e}");
+        }
+        let held: Vec<&Plugin> = stopped.iter().map(|p| &**p).collect();
+        self.collect_garbage_keeping(&held);
+        let sync = lock(&self.main).journal.sync;
+        if sync == SyncPolicy::Never {
+            // Left to the kernel, as configured.
+        } else if let Err(e) = self.journal.sync_upto(self.journal.end()) {
+            tracing::error!(
+                message_id = crate::log_ids::JOURNAL_ERROR,
+                "final journal sync failed: {e}"
+            );
+        }
+        self.actions.finish(Duration::from_secs(1));
+        behind
+    }
+}
+
+/// The framing the stdin decoder uses for the configured format.
+fn input_format(f: StdinFormat) -> InputFormat {
+    match f {
+        StdinFormat::String => InputFormat::String,
+        StdinFormat::Binary(b) => InputFormat::Binary(match b {
+            BinaryFramingChoice::Auto => BinaryFraming::Auto,
+            BinaryFramingChoice::Padded => BinaryFraming::Padded,
+            BinaryFramingChoice::Exact => BinaryFraming::Exact,
+        }),
+    }
+}
+
+fn restart_only_changes(old: &MainConfig, new: &MainConfig) -> Vec<String> {
+    let mut v = Vec::new();
+    if old.journal != new.journal {
+        v.push("[journal]".to_string());
+    }
+    if old.stdin != new.stdin {
+        v.push("[input.stdin]".to_string());
+    }
+    if old.input_socket != new.input_socket {
+        v.push("[input.socket]".to_string());
+    }
+    if old.events != new.events {
+        v.push("[events]".to_string());
+    }
+    v
+}

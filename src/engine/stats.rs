@@ -1,0 +1,212 @@
+//! Counters: what every input and every plugin has done, as the admin (and
+//! later the D-Bus interface and `audispctl`) sees it.
+//!
+//! Counters are atomics updated on the hot paths without locks; a
+//! [`Snapshot`] is a consistent-enough copy taken for logging, the state file
+//! and the `STATS` protocol message.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Counters of one input (stdin or a connected input plugin).
+#[derive(Debug, Default)]
+pub struct InputCounters {
+    /// Records accepted into the journal.
+    pub records: AtomicU64,
+    /// Bytes of record text accepted.
+    pub bytes: AtomicU64,
+    /// Frames or lines that were not records and were skipped.
+    pub malformed: AtomicU64,
+    /// Records delivered although their type, time or serial did not parse.
+    pub unparsed: AtomicU64,
+    /// Records an input sent again that were already stored.
+    pub duplicates: AtomicU64,
+    /// Records read from the input that could not be stored and were lost
+    /// (only standard input can lose records, and only while the journal
+    /// cannot be written).
+    pub lost: AtomicU64,
+}
+
+/// Counters of one plugin.
+#[derive(Debug, Default)]
+pub struct PluginCounters {
+    /// Records sent to the plugin (resends included).
+    pub delivered: AtomicU64,
+    /// Records the plugin acknowledged (or consumed, for stock plugins).
+    pub acked: AtomicU64,
+    /// Records the plugin will never get (overflow policy, suspension, or
+    /// the journal's size limit).
+    pub dropped: AtomicU64,
+    /// Connections (re)established.
+    pub connects: AtomicU64,
+    /// Connection attempts that failed, and connections lost.
+    pub reconnects: AtomicU64,
+    /// Times the dispatcher (re)started the plugin's program.
+    pub restarts: AtomicU64,
+    /// Commands the plugin sent.
+    pub commands: AtomicU64,
+}
+
+/// Increments a counter.
+pub fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Reads a counter.
+pub fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+/// An input's counters at one moment.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct InputSnapshot {
+    /// Input name (`stdin` or the input plugin's name).
+    pub name: String,
+    /// Whether the input is connected (stdin: still open).
+    pub connected: bool,
+    /// See [`InputCounters`].
+    pub records: u64,
+    /// See [`InputCounters`].
+    pub bytes: u64,
+    /// See [`InputCounters`].
+    pub malformed: u64,
+    /// See [`InputCounters`].
+    pub unparsed: u64,
+    /// See [`InputCounters`].
+    pub duplicates: u64,
+    /// See [`InputCounters`].
+    pub lost: u64,
+}
+
+impl InputSnapshot {
+    /// Copies the counters.
+    pub fn of(name: &str, connected: bool, c: &InputCounters) -> InputSnapshot {
+        InputSnapshot {
+            name: name.to_string(),
+            connected,
+            records: get(&c.records),
+            bytes: get(&c.bytes),
+            malformed: get(&c.malformed),
+            unparsed: get(&c.unparsed),
+            duplicates: get(&c.duplicates),
+            lost: get(&c.lost),
+        }
+    }
+}
+
+/// A plugin's state and counters at one moment.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PluginSnapshot {
+    /// Plugin name (its plugins.d file name).
+    pub name: String,
+    /// `connected`, `connecting`, `suspended`, `stopped`.
+    pub state: String,
+    /// Records from the journal not yet acknowledged by the plugin
+    /// (whether or not it subscribed to them).
+    pub queued: u64,
+    /// Of `queued`, those no longer in memory: read back from the journal
+    /// on disk when the plugin gets to them.
+    pub spooled: u64,
+    /// Highest acknowledged journal sequence number.
+    pub acked_seq: u64,
+    /// See [`PluginCounters`].
+    pub delivered: u64,
+    /// See [`PluginCounters`].
+    pub acked: u64,
+    /// See [`PluginCounters`].
+    pub dropped: u64,
+    /// See [`PluginCounters`].
+    pub connects: u64,
+    /// See [`PluginCounters`].
+    pub reconnects: u64,
+    /// See [`PluginCounters`].
+    pub restarts: u64,
+    /// See [`PluginCounters`].
+    pub commands: u64,
+}
+
+/// The journal at one moment.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct JournalSnapshot {
+    /// Journal identity.
+    pub id: String,
+    /// Oldest stored sequence number.
+    pub start: u64,
+    /// Next sequence number.
+    pub end: u64,
+    /// Sequence number before which everything is on stable storage.
+    pub synced: u64,
+    /// Bytes on disk.
+    pub disk_bytes: u64,
+    /// Events still being grouped.
+    pub open_events: u64,
+}
+
+/// Everything at one moment.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Seconds since the dispatcher started.
+    pub uptime_secs: u64,
+    /// The journal.
+    pub journal: JournalSnapshot,
+    /// Every input seen since start.
+    pub inputs: Vec<InputSnapshot>,
+    /// Every configured plugin.
+    pub plugins: Vec<PluginSnapshot>,
+}
+
+impl Snapshot {
+    /// Records accepted from every input.
+    pub fn records_in(&self) -> u64 {
+        self.inputs.iter().map(|i| i.records).sum()
+    }
+
+    /// The state file written on SIGUSR1, one `key = value` per line like
+    /// auditd's, so that admins can read it and scripts can grep it.
+    pub fn render_state(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let j = &self.journal;
+        let _ = writeln!(s, "audispd state report");
+        let _ = writeln!(s, "uptime = {}s", self.uptime_secs);
+        let _ = writeln!(s, "journal id = {}", j.id);
+        let _ = writeln!(s, "journal sequence range = {}..{}", j.start, j.end);
+        let _ = writeln!(s, "journal synced up to = {}", j.synced);
+        let _ = writeln!(s, "journal bytes on disk = {}", j.disk_bytes);
+        let _ = writeln!(s, "events being grouped = {}", j.open_events);
+        for i in &self.inputs {
+            let _ = writeln!(
+                s,
+                "input {} = {} records={} bytes={} malformed={} unparsed={} duplicates={} lost={}",
+                i.name,
+                if i.connected { "connected" } else { "closed" },
+                i.records,
+                i.bytes,
+                i.malformed,
+                i.unparsed,
+                i.duplicates,
+                i.lost
+            );
+        }
+        for p in &self.plugins {
+            let _ = writeln!(
+                s,
+                "plugin {} = {} queued={} spooled={} acked_seq={} delivered={} acked={} dropped={} connects={} reconnects={} restarts={} commands={}",
+                p.name,
+                p.state,
+                p.queued,
+                p.spooled,
+                p.acked_seq,
+                p.delivered,
+                p.acked,
+                p.dropped,
+                p.connects,
+                p.reconnects,
+                p.restarts,
+                p.commands
+            );
+        }
+        s
+    }
+}

@@ -1,0 +1,593 @@
+//! The journal: every record audisp accepts, in the order it accepted them.
+//!
+//! The journal is what lets audisp promise that no record is lost whatever a
+//! plugin does and whatever happens to the dispatcher itself:
+//!
+//! * every input record is appended once, in checksummed entries
+//!   ([`entry`]), to segment files on disk, and gets a dense sequence number
+//!   (`seq`) that never changes, across restarts and crashes alike;
+//! * the newest part of the journal also stays in memory as a ring of
+//!   immutable [`Block`]s (the very bytes written to disk), so plugins that
+//!   keep up are fed from memory without touching the disk;
+//! * each plugin is only a cursor into the journal ([`Reader`]). A slow or
+//!   absent plugin simply falls behind the in-memory ring and is then fed from
+//!   the segment files: that is the on-disk spool, and memory stays bounded by
+//!   the ring whatever the plugins do;
+//! * segments are deleted once every cursor has passed them
+//!   ([`Journal::retain_from`]) or, as a last resort, when the journal exceeds
+//!   its size limit ([`Journal::append`] reports what that costs).
+//!
+//! Durability is a policy of the caller: [`Journal::sync_upto`] makes
+//! everything up to a sequence number durable with one `fdatasync` shared by
+//! all callers waiting at that moment (group commit).
+
+pub mod entry;
+mod reader;
+mod segment;
+
+pub use entry::{EntryRef, NewEntry};
+pub use reader::{LostReason, ReadOutcome, Reader, Step};
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+
+use segment::SegmentInfo;
+
+/// Identifies one journal for the whole of its life. Plugins store it next to
+/// the sequence number they have reached: if the journal is ever recreated
+/// (its state directory wiped), the id changes and old positions are void.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct JournalId(pub [u8; 16]);
+
+impl JournalId {
+    fn generate() -> io::Result<Self> {
+        let mut b = [0; 16];
+        getrandom::fill(&mut b).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
+        Ok(JournalId(b))
+    }
+}
+
+impl std::fmt::Display for JournalId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Sizes that bound the journal.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Start a new segment file once the current one reaches this size.
+    pub segment_size: u64,
+    /// Delete the oldest segments, even unread ones, beyond this total.
+    pub max_size: u64,
+    /// Bytes of the newest blocks kept in memory.
+    pub memory: u64,
+}
+
+/// A run of entries appended together, immutable once published. The same
+/// bytes are in the segment file.
+#[derive(Debug)]
+pub struct Block {
+    first_seq: u64,
+    bytes: Vec<u8>,
+    offsets: Vec<u32>,
+}
+
+impl Block {
+    /// Sequence number of the first entry.
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// Sequence number after the last entry.
+    pub fn end_seq(&self) -> u64 {
+        self.first_seq + self.offsets.len() as u64
+    }
+
+    /// The entry with sequence number `seq`, which must be in this block.
+    fn entry(&self, seq: u64) -> EntryRef<'_> {
+        let i = (seq - self.first_seq) as usize;
+        let start = self.offsets[i] as usize;
+        let end = self
+            .offsets
+            .get(i + 1)
+            .map_or(self.bytes.len(), |&o| o as usize);
+        entry::decode_unchecked(&self.bytes[start..end])
+    }
+
+    /// Bytes from the entry `seq` to the end of the block.
+    fn bytes_from(&self, seq: u64) -> usize {
+        self.bytes.len() - self.offsets[(seq - self.first_seq) as usize] as usize
+    }
+}
+
+/// What an append did beyond storing the entries.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Sequence numbers given to the entries.
+    pub seqs: std::ops::Range<u64>,
+    /// When the size limit forced segments out before every reader had read
+    /// them: the entries `[1 or older start, lost_before)` are gone.
+    pub evicted_before: Option<u64>,
+}
+
+/// A wake-up a reader's owner registers to learn that new entries arrived.
+///
+/// It is an eventfd, so a thread that waits in `poll(2)` for its socket can
+/// wait for new records in the same call. The journal only writes to it when
+/// the owner said it is about to wait ([`Wakeup::arm`]), so a busy reader costs
+/// no system call per append.
+#[derive(Debug)]
+pub struct Wakeup {
+    fd: OwnedFd,
+    armed: AtomicBool,
+}
+
+impl Wakeup {
+    /// A wake-up of one's own, not tied to the journal (for control
+    /// requests, shutdown, and the like).
+    pub fn new() -> io::Result<Self> {
+        let fd = nix::sys::eventfd::EventFd::from_value_and_flags(
+            0,
+            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+        )?;
+        Ok(Wakeup {
+            fd: fd.into(),
+            armed: AtomicBool::new(false),
+        })
+    }
+
+    /// The descriptor to poll for readability.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
+    /// Says the owner is about to wait. Check for new entries after arming
+    /// and before waiting, or an append in between could be missed.
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Consumes a pending wake-up after `poll` reported one.
+    pub fn clear(&self) {
+        let mut buf = [0u8; 8];
+        // EAGAIN (nothing pending) is fine: the wake-up was already consumed.
+        let _ = nix::unistd::read(&self.fd, &mut buf);
+    }
+
+    /// Wakes the owner (also used by others, e.g. to say "reload").
+    pub fn wake(&self) {
+        // A full counter (EAGAIN) still means "readable": nothing to do.
+        let _ = nix::unistd::write(&self.fd, &1u64.to_ne_bytes());
+    }
+
+    fn wake_if_armed(&self) {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+}
+
+struct Writer {
+    file: Arc<File>,
+    size: u64,
+    next_seq: u64,
+    /// Older segments written since the last sync (first seq, file).
+    unsynced: Vec<(u64, Arc<File>)>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    id: JournalId,
+    limits: Limits,
+    writer: Mutex<Writer>,
+    segments: RwLock<Vec<SegmentInfo>>,
+    ring: RwLock<Ring>,
+    /// Sequence number after the last published entry.
+    end: AtomicU64,
+    /// Oldest sequence number still stored.
+    start: AtomicU64,
+    synced: Mutex<u64>,
+    wakeups: Mutex<Vec<Weak<Wakeup>>>,
+}
+
+#[derive(Default)]
+struct Ring {
+    blocks: VecDeque<Arc<Block>>,
+    bytes: u64,
+}
+
+/// The journal: one writer, any number of [`Reader`]s. Cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    shared: Arc<Shared>,
+}
+
+impl Journal {
+    /// Opens the journal in `dir`, creating it if needed, and recovers from
+    /// whatever a crash left: a torn entry at the end is cut off.
+    pub fn open(dir: &Path, limits: Limits) -> io::Result<Journal> {
+        std::fs::create_dir_all(dir).map_err(|e| with_path(e, dir))?;
+        restrict_dir(dir)?;
+        let found = segment::scan_dir(dir)?;
+        let (id, segments, writer) = match found {
+            Some(found) => {
+                let file = segment::open_append(&found.last_path)?;
+                let size = found.last_size;
+                (
+                    found.id,
+                    found.segments,
+                    Writer {
+                        file: Arc::new(file),
+                        size,
+                        next_seq: found.next_seq,
+                        unsynced: Vec::new(),
+                    },
+                )
+            }
+            None => {
+                let id = JournalId::generate()?;
+                let (info, file) = segment::create(dir, id, 1)?;
+                let size = info.bytes;
+                (
+                    id,
+                    vec![info],
+                    Writer {
+                        file: Arc::new(file),
+                        size,
+                        next_seq: 1,
+                        unsynced: Vec::new(),
+                    },
+                )
+            }
+        };
+        let start = segments.first().map_or(1, |s| s.first_seq);
+        let end = writer.next_seq;
+        Ok(Journal {
+            shared: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                id,
+                limits,
+                writer: Mutex::new(writer),
+                segments: RwLock::new(segments),
+                ring: RwLock::new(Ring::default()),
+                end: AtomicU64::new(end),
+                start: AtomicU64::new(start),
+                synced: Mutex::new(end),
+                wakeups: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// This journal's identity.
+    pub fn id(&self) -> JournalId {
+        self.shared.id
+    }
+
+    /// Sequence number the next appended entry will get.
+    pub fn end(&self) -> u64 {
+        self.shared.end.load(Ordering::Acquire)
+    }
+
+    /// Oldest sequence number still stored.
+    pub fn start(&self) -> u64 {
+        self.shared.start.load(Ordering::Acquire)
+    }
+
+    /// Directory holding the segment files.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Bytes stored on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        read_lock(&self.shared.segments)
+            .iter()
+            .map(|s| s.bytes)
+            .sum()
+    }
+
+    /// First sequence number still held in memory (the end when none is).
+    pub fn memory_start(&self) -> u64 {
+        self.ring_start().unwrap_or_else(|| self.end())
+    }
+
+    /// The oldest position a reader may be at and still have at most
+    /// `max_bytes` to read (at segment precision).
+    pub fn position_within(&self, max_bytes: u64) -> u64 {
+        let segments = read_lock(&self.shared.segments);
+        let mut total = 0;
+        let mut pos = self.end();
+        for s in segments.iter().rev() {
+            total += s.bytes;
+            if total > max_bytes {
+                break;
+            }
+            pos = s.first_seq;
+        }
+        pos
+    }
+
+    /// Bytes between `seq` and the end of the journal, at segment precision:
+    /// how much a reader at `seq` still has to read.
+    pub fn bytes_behind(&self, seq: u64) -> u64 {
+        let segments = read_lock(&self.shared.segments);
+        let i = segments
+            .partition_point(|s| s.first_seq <= seq)
+            .saturating_sub(1);
+        segments[i..].iter().map(|s| s.bytes).sum()
+    }
+
+    /// Appends entries and publishes them to readers. Returns the sequence
+    /// numbers they got. On a write error nothing is appended.
+    pub fn append(&self, entries: &[NewEntry<'_>]) -> io::Result<Appended> {
+        if entries.is_empty() {
+            let end = self.end();
+            return Ok(Appended {
+                seqs: end..end,
+                evicted_before: None,
+            });
+        }
+        let mut writer = lock(&self.shared.writer);
+        let first_seq = writer.next_seq;
+        let mut bytes = Vec::with_capacity(
+            entries
+                .iter()
+                .map(|e| entry::HEADER_LEN + e.text.len())
+                .sum(),
+        );
+        let mut offsets = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            offsets.push(bytes.len() as u32);
+            entry::encode(&mut bytes, first_seq + i as u64, e);
+        }
+        let mut evicted_before = None;
+        if writer.size > segment::HEADER_LEN as u64
+            && writer.size + bytes.len() as u64 > self.shared.limits.segment_size
+        {
+            evicted_before = self.rotate(&mut writer)?;
+        }
+        if let Err(e) = write_all_at_end(&writer.file, &bytes) {
+            // Leave the segment as it was, so that it stays a clean sequence
+            // of whole entries; the caller keeps the records and retries.
+            let _ = writer.file.set_len(writer.size);
+            return Err(e);
+        }
+        writer.size += bytes.len() as u64;
+        let end_seq = first_seq + entries.len() as u64;
+        writer.next_seq = end_seq;
+        {
+            let mut segments = write_lock(&self.shared.segments);
+            if let Some(last) = segments.last_mut() {
+                last.bytes = writer.size;
+            }
+        }
+        let block = Arc::new(Block {
+            first_seq,
+            bytes,
+            offsets,
+        });
+        {
+            let mut ring = write_lock(&self.shared.ring);
+            ring.bytes += block.bytes.len() as u64;
+            ring.blocks.push_back(block);
+            while ring.bytes > self.shared.limits.memory && ring.blocks.len() > 1 {
+                if let Some(old) = ring.blocks.pop_front() {
+                    ring.bytes -= old.bytes.len() as u64;
+                }
+            }
+        }
+        self.shared.end.store(end_seq, Ordering::Release);
+        drop(writer);
+        self.wake_readers();
+        Ok(Appended {
+            seqs: first_seq..end_seq,
+            evicted_before,
+        })
+    }
+
+    fn rotate(&self, writer: &mut MutexGuard<'_, Writer>) -> io::Result<Option<u64>> {
+        let (info, file) = segment::create(&self.shared.dir, self.shared.id, writer.next_seq)?;
+        writer.size = info.bytes;
+        // The old segment is synced by the next `sync_upto`, not here: the
+        // appending thread never waits for the disk.
+        let old = std::mem::replace(&mut writer.file, Arc::new(file));
+        let old_first = read_lock(&self.shared.segments)
+            .last()
+            .map_or(0, |s| s.first_seq);
+        writer.unsynced.push((old_first, old));
+        let mut segments = write_lock(&self.shared.segments);
+        segments.push(info);
+        // Enforce the size limit, oldest segments first, never the new one.
+        let mut evicted = None;
+        let mut total: u64 = segments.iter().map(|s| s.bytes).sum();
+        while total > self.shared.limits.max_size && segments.len() > 1 {
+            let old = segments.remove(0);
+            total -= old.bytes;
+            segment::remove(&old)?;
+            evicted = Some(segments[0].first_seq);
+        }
+        if let Some(start) = evicted {
+            self.shared.start.store(start, Ordering::Release);
+        }
+        Ok(evicted)
+    }
+
+    /// Deletes the segments that hold only entries before `seq`: every reader
+    /// that matters is past them.
+    pub fn retain_from(&self, seq: u64) -> io::Result<()> {
+        let mut segments = write_lock(&self.shared.segments);
+        let mut removed = false;
+        while segments.len() > 1 && segments[1].first_seq <= seq {
+            let old = segments.remove(0);
+            segment::remove(&old)?;
+            removed = true;
+            self.shared
+                .start
+                .store(segments[0].first_seq, Ordering::Release);
+        }
+        let start = segments[0].first_seq;
+        drop(segments);
+        if removed {
+            // A deleted segment is never synced: its pages are dropped, not
+            // written back.
+            lock(&self.shared.writer)
+                .unsynced
+                .retain(|(first, _)| *first >= start);
+        }
+        Ok(())
+    }
+
+    /// Makes every entry before `seq` durable. Callers that arrive while a
+    /// sync is running share the next one (group commit).
+    pub fn sync_upto(&self, seq: u64) -> io::Result<()> {
+        let mut synced = lock(&self.shared.synced);
+        if *synced >= seq {
+            return Ok(());
+        }
+        let (older, file, end) = {
+            let mut writer = lock(&self.shared.writer);
+            (
+                std::mem::take(&mut writer.unsynced),
+                writer.file.clone(),
+                writer.next_seq,
+            )
+        };
+        for (i, (_, f)) in older.iter().enumerate() {
+            if let Err(e) = f.sync_data() {
+                // Keep what is not synced yet for the next attempt.
+                lock(&self.shared.writer)
+                    .unsynced
+                    .extend(older[i..].iter().cloned());
+                return Err(e);
+            }
+        }
+        file.sync_data()?;
+        *synced = (*synced).max(end);
+        Ok(())
+    }
+
+    /// Sequence number before which everything is durable.
+    pub fn synced(&self) -> u64 {
+        *lock(&self.shared.synced)
+    }
+
+    /// A new reader positioned at `next`.
+    pub fn reader(&self, next: u64) -> Reader {
+        Reader::new(self.clone(), next)
+    }
+
+    /// Registers a wake-up that fires (when armed) after each append.
+    pub fn wakeup(&self) -> io::Result<Arc<Wakeup>> {
+        let w = Arc::new(Wakeup::new()?);
+        let mut list = lock(&self.shared.wakeups);
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(&w));
+        Ok(w)
+    }
+
+    fn wake_readers(&self) {
+        let list = lock(&self.shared.wakeups);
+        for w in list.iter().filter_map(Weak::upgrade) {
+            w.wake_if_armed();
+        }
+    }
+
+    /// Blocks of the in-memory ring from the one holding `seq`, up to about
+    /// `max_bytes`. Empty when `seq` is not in memory (older, or not yet
+    /// written).
+    fn ring_blocks(&self, seq: u64, max_bytes: usize) -> Vec<Arc<Block>> {
+        let ring = read_lock(&self.shared.ring);
+        let blocks = &ring.blocks;
+        let Some(front) = blocks.front() else {
+            return Vec::new();
+        };
+        if seq < front.first_seq {
+            return Vec::new();
+        }
+        let i = blocks.partition_point(|b| b.end_seq() <= seq);
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for b in blocks.range(i..) {
+            bytes += if out.is_empty() {
+                b.bytes_from(seq)
+            } else {
+                b.bytes.len()
+            };
+            out.push(b.clone());
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        out
+    }
+
+    /// First sequence number held in memory, if any.
+    fn ring_start(&self) -> Option<u64> {
+        read_lock(&self.shared.ring)
+            .blocks
+            .front()
+            .map(|b| b.first_seq)
+    }
+
+    fn segment_for(&self, seq: u64) -> Option<SegmentInfo> {
+        let segments = read_lock(&self.shared.segments);
+        let i = segments.partition_point(|s| s.first_seq <= seq);
+        if i == 0 {
+            return None;
+        }
+        Some(segments[i - 1].clone())
+    }
+
+    fn next_segment(&self, after_first_seq: u64) -> Option<SegmentInfo> {
+        let segments = read_lock(&self.shared.segments);
+        segments
+            .iter()
+            .find(|s| s.first_seq > after_first_seq)
+            .cloned()
+    }
+}
+
+/// The journal directory holds audit records: nobody but the owner may read it.
+fn restrict_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| with_path(e, dir))
+}
+
+fn write_all_at_end(file: &File, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut f: &File = file;
+    f.write_all(bytes)
+}
+
+pub(crate) fn with_path(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves consistent data (every
+    // critical section either completes or changes nothing), so poisoning is
+    // not a reason to stop dispatching.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests;

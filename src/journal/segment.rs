@@ -1,0 +1,246 @@
+//! Segment files: the journal on disk, one file per run of sequence numbers.
+//!
+//! A segment is named after the first sequence number it holds
+//! (`00000000000000000001.journal`), starts with a 32-byte header and then
+//! holds whole entries back to back:
+//!
+//! ```text
+//! offset size field
+//!      0    8 magic  "AUDISPJ1"
+//!      8   16 journal id
+//!     24    8 first seq (u64 LE)
+//! ```
+//!
+//! Only the newest segment is ever written; recovery checks it entry by entry
+//! and cuts off a torn tail, so that after a crash appending simply goes on.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::entry::{self, DecodeError};
+use super::{with_path, JournalId};
+
+/// Size of the segment header.
+pub(super) const HEADER_LEN: usize = 32;
+const MAGIC: &[u8; 8] = b"AUDISPJ1";
+const SUFFIX: &str = ".journal";
+
+/// What the journal knows of one segment.
+#[derive(Debug, Clone)]
+pub(super) struct SegmentInfo {
+    pub first_seq: u64,
+    pub bytes: u64,
+    pub path: PathBuf,
+}
+
+/// What recovery found in an existing journal directory.
+pub(super) struct Found {
+    pub id: JournalId,
+    pub segments: Vec<SegmentInfo>,
+    pub last_path: PathBuf,
+    pub last_size: u64,
+    pub next_seq: u64,
+}
+
+fn name(first_seq: u64) -> String {
+    format!("{first_seq:020}{SUFFIX}")
+}
+
+fn header(id: JournalId, first_seq: u64) -> [u8; HEADER_LEN] {
+    let mut h = [0; HEADER_LEN];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..24].copy_from_slice(&id.0);
+    h[24..].copy_from_slice(&first_seq.to_le_bytes());
+    h
+}
+
+/// Creates the segment that starts at `first_seq`, header written and synced.
+pub(super) fn create(dir: &Path, id: JournalId, first_seq: u64) -> io::Result<(SegmentInfo, File)> {
+    use std::io::Write;
+    let path = dir.join(name(first_seq));
+    let mut file = OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| with_path(e, &path))?;
+    file.write_all(&header(id, first_seq))
+        .map_err(|e| with_path(e, &path))?;
+    file.sync_all().map_err(|e| with_path(e, &path))?;
+    // Make the new name itself durable.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| with_path(e, dir))?;
+    Ok((
+        SegmentInfo {
+            first_seq,
+            bytes: HEADER_LEN as u64,
+            path,
+        },
+        file,
+    ))
+}
+
+/// Opens an existing segment for appending.
+pub(super) fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| with_path(e, path))
+}
+
+/// Opens a segment for reading.
+pub(super) fn open_read(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Deletes a segment nobody needs any more.
+pub(super) fn remove(info: &SegmentInfo) -> io::Result<()> {
+    match std::fs::remove_file(&info.path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(with_path(e, &info.path)),
+        _ => Ok(()),
+    }
+}
+
+fn read_header(path: &Path) -> io::Result<(JournalId, u64)> {
+    let mut h = [0; HEADER_LEN];
+    let mut f = open_read(path).map_err(|e| with_path(e, path))?;
+    f.read_exact(&mut h).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: segment header unreadable: {e}", path.display()),
+        )
+    })?;
+    if &h[..8] != MAGIC {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: not an audisp journal segment (bad magic)",
+                path.display()
+            ),
+        ));
+    }
+    let mut id = [0; 16];
+    id.copy_from_slice(&h[8..24]);
+    let mut seq = [0; 8];
+    seq.copy_from_slice(&h[24..]);
+    Ok((JournalId(id), u64::from_le_bytes(seq)))
+}
+
+/// Lists the segments of `dir`, checks that they belong to one journal and
+/// follow each other, and recovers the newest one. None for an empty
+/// directory.
+pub(super) fn scan_dir(dir: &Path) -> io::Result<Option<Found>> {
+    let mut firsts = Vec::new();
+    for ent in std::fs::read_dir(dir).map_err(|e| with_path(e, dir))? {
+        let ent = ent.map_err(|e| with_path(e, dir))?;
+        let file_name = ent.file_name();
+        let Some(stem) = file_name.to_str().and_then(|n| n.strip_suffix(SUFFIX)) else {
+            continue;
+        };
+        if let Ok(first) = stem.parse::<u64>() {
+            firsts.push(first);
+        }
+    }
+    firsts.sort_unstable();
+    let Some(&last_first) = firsts.last() else {
+        return Ok(None);
+    };
+    let mut segments = Vec::with_capacity(firsts.len());
+    let mut id = None;
+    for &first in &firsts {
+        let path = dir.join(name(first));
+        let (seg_id, seg_first) = read_header(&path)?;
+        if seg_first != first {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: header says it starts at {seg_first}, its name says {first}",
+                    path.display()
+                ),
+            ));
+        }
+        match id {
+            None => id = Some(seg_id),
+            Some(id) if id != seg_id => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: belongs to journal {seg_id}, not {id}; move stray segments out of {}",
+                        path.display(),
+                        dir.display()
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+        let bytes = std::fs::metadata(&path)
+            .map_err(|e| with_path(e, &path))?
+            .len();
+        segments.push(SegmentInfo {
+            first_seq: first,
+            bytes,
+            path,
+        });
+    }
+    let last_path = dir.join(name(last_first));
+    let (valid_len, next_seq) = recover_tail(&last_path, last_first)?;
+    if let Some(last) = segments.last_mut() {
+        last.bytes = valid_len;
+    }
+    Ok(Some(Found {
+        id: id.unwrap_or(JournalId([0; 16])),
+        segments,
+        last_path,
+        last_size: valid_len,
+        next_seq,
+    }))
+}
+
+/// Walks the newest segment, cuts it after its last whole, valid entry and
+/// returns its valid length and the next sequence number.
+fn recover_tail(path: &Path, first_seq: u64) -> io::Result<(u64, u64)> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| with_path(e, path))?;
+    file.seek(SeekFrom::Start(HEADER_LEN as u64))
+        .map_err(|e| with_path(e, path))?;
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)
+        .map_err(|e| with_path(e, path))?;
+    let mut pos = 0;
+    let mut next = first_seq;
+    let stop = loop {
+        match entry::decode(&data[pos..]) {
+            Ok((e, n)) if e.seq == next => {
+                pos += n;
+                next += 1;
+            }
+            Ok((e, _)) => break Some(format!("entry {} where {next} was expected", e.seq)),
+            Err(DecodeError::Incomplete) if pos == data.len() => break None,
+            Err(err) => break Some(format!("{err:?}")),
+        }
+    };
+    let valid = (HEADER_LEN + pos) as u64;
+    if let Some(why) = stop {
+        tracing::warn!(
+            segment = %path.display(),
+            offset = valid,
+            cut = data.len() - pos,
+            "journal: cutting off a damaged or torn tail ({why}); entries before it are intact"
+        );
+        file.set_len(valid).map_err(|e| with_path(e, path))?;
+        file.sync_all().map_err(|e| with_path(e, path))?;
+    }
+    Ok((valid, next))
+}

@@ -1,0 +1,248 @@
+use super::*;
+use entry::flags;
+
+fn limits(segment_size: u64, max_size: u64, memory: u64) -> Limits {
+    Limits {
+        segment_size,
+        max_size,
+        memory,
+    }
+}
+
+fn rec(i: u64) -> Vec<u8> {
+    format!(
+        "type=SYSCALL msg=audit(1700000000.{:03}:{i}): arch=c000003e syscall=59 success=yes",
+        i % 1000
+    )
+    .into_bytes()
+}
+
+fn append_n(j: &Journal, from: u64, n: u64, per_block: u64) {
+    let mut i = from;
+    while i < from + n {
+        let texts: Vec<Vec<u8>> = (i..(i + per_block).min(from + n)).map(rec).collect();
+        let entries: Vec<NewEntry<'_>> = texts
+            .iter()
+            .enumerate()
+            .map(|(k, t)| NewEntry {
+                event: i + k as u64,
+                source_seq: i + k as u64,
+                rtype: 1300,
+                source: 1,
+                flags: flags::ENDS_EVENT,
+                text: t,
+            })
+            .collect();
+        let a = j.append(&entries).unwrap();
+        assert_eq!(a.seqs.start, i);
+        i += texts.len() as u64;
+    }
+}
+
+fn read_all(r: &mut Reader, max: usize) -> (Vec<(u64, Vec<u8>)>, Vec<ReadOutcome>) {
+    let mut got = Vec::new();
+    let mut lost = Vec::new();
+    loop {
+        match r
+            .read(max, &mut |e| {
+                got.push((e.seq, e.text.to_vec()));
+                Step::Next
+            })
+            .unwrap()
+        {
+            ReadOutcome::CaughtUp => return (got, lost),
+            ReadOutcome::Entries(n) => assert!(n > 0),
+            l @ ReadOutcome::Lost { .. } => lost.push(l),
+        }
+    }
+}
+
+fn expect_seqs(got: &[(u64, Vec<u8>)], range: std::ops::Range<u64>) {
+    let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
+    assert_eq!(seqs, range.clone().collect::<Vec<_>>());
+    for (s, t) in got {
+        assert_eq!(t, &rec(*s));
+    }
+}
+
+#[test]
+fn reads_from_memory_and_disk_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tiny memory: most reads must come from disk; small segments: many files.
+    let j = Journal::open(dir.path(), limits(4096, 1 << 30, 2048)).unwrap();
+    append_n(&j, 1, 500, 7);
+    assert!(read_lock(&j.shared.segments).len() > 10);
+    for max in [1, 100, 5000, 1 << 20] {
+        let mut r = j.reader(1);
+        let (got, lost) = read_all(&mut r, max);
+        assert!(lost.is_empty());
+        expect_seqs(&got, 1..501);
+    }
+    let mut r = j.reader(250);
+    let (got, _) = read_all(&mut r, 300);
+    expect_seqs(&got, 250..501);
+}
+
+#[test]
+fn reopen_continues_numbering_and_keeps_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let j = Journal::open(dir.path(), limits(8192, 1 << 30, 1 << 20)).unwrap();
+        append_n(&j, 1, 100, 10);
+        j.id()
+    };
+    let j = Journal::open(dir.path(), limits(8192, 1 << 30, 1 << 20)).unwrap();
+    assert_eq!(j.id(), id);
+    assert_eq!(j.end(), 101);
+    append_n(&j, 101, 50, 3);
+    let (got, lost) = read_all(&mut j.reader(1), 10_000);
+    assert!(lost.is_empty());
+    expect_seqs(&got, 1..151);
+}
+
+#[test]
+fn torn_tail_is_cut_on_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 1 << 20)).unwrap();
+        append_n(&j, 1, 20, 5);
+    }
+    // Simulate a crash in the middle of writing entry 21.
+    let mut torn = Vec::new();
+    let t = rec(21);
+    entry::encode(
+        &mut torn,
+        21,
+        &NewEntry {
+            event: 0,
+            source_seq: 0,
+            rtype: 1300,
+            source: 0,
+            flags: 0,
+            text: &t,
+        },
+    );
+    let seg = dir.path().join("00000000000000000001.journal");
+    let before = std::fs::metadata(&seg).unwrap().len();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, &torn[..torn.len() / 2]).unwrap();
+    drop(f);
+    let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 1 << 20)).unwrap();
+    assert_eq!(j.end(), 21);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), before);
+    append_n(&j, 21, 5, 5);
+    let (got, lost) = read_all(&mut j.reader(1), 1 << 20);
+    assert!(lost.is_empty());
+    expect_seqs(&got, 1..26);
+}
+
+#[test]
+fn retain_from_deletes_only_passed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), limits(2048, 1 << 30, 1 << 20)).unwrap();
+    append_n(&j, 1, 200, 4);
+    let n = read_lock(&j.shared.segments).len();
+    j.retain_from(100).unwrap();
+    let segs = read_lock(&j.shared.segments).clone();
+    assert!(segs.len() < n);
+    assert!(segs[0].first_seq <= 100, "segment holding 100 kept");
+    assert_eq!(j.start(), segs[0].first_seq);
+    let (got, lost) = read_all(&mut j.reader(100), 1 << 20);
+    assert!(lost.is_empty());
+    expect_seqs(&got, 100..201);
+    // A reader left behind the retention point learns exactly what it lost.
+    let mut r = j.reader(1);
+    let (got, lost) = read_all(&mut r, 1 << 20);
+    assert_eq!(
+        lost,
+        vec![ReadOutcome::Lost {
+            from: 1,
+            to: j.start(),
+            reason: LostReason::Evicted
+        }]
+    );
+    expect_seqs(&got, j.start()..201);
+}
+
+#[test]
+fn size_limit_evicts_oldest_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), limits(2048, 8192, 1 << 20)).unwrap();
+    let mut evicted = None;
+    for i in 1..=300u64 {
+        let t = rec(i);
+        let a = j
+            .append(&[NewEntry {
+                event: i,
+                source_seq: 0,
+                rtype: 1300,
+                source: 0,
+                flags: 0,
+                text: &t,
+            }])
+            .unwrap();
+        evicted = a.evicted_before.or(evicted);
+    }
+    let start = evicted.expect("the limit must have evicted something");
+    assert_eq!(j.start(), start);
+    assert!(j.disk_bytes() <= 8192 + 2048);
+    let (got, lost) = read_all(&mut j.reader(1), 1 << 20);
+    assert_eq!(lost.len(), 1);
+    expect_seqs(&got, start..301);
+}
+
+#[test]
+fn damaged_segment_is_skipped_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let j = Journal::open(dir.path(), limits(2048, 1 << 30, 1 << 20)).unwrap();
+        append_n(&j, 1, 100, 4);
+    }
+    let seg = dir.path().join("00000000000000000001.journal");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    let j = Journal::open(dir.path(), limits(2048, 1 << 30, 0)).unwrap();
+    let second = read_lock(&j.shared.segments)[1].first_seq;
+    let (got, lost) = read_all(&mut j.reader(1), 1 << 20);
+    assert_eq!(lost.len(), 1);
+    match &lost[0] {
+        ReadOutcome::Lost { to, reason, .. } => {
+            assert_eq!(*to, second);
+            assert!(matches!(reason, LostReason::Damaged(_)));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(got.last().unwrap().0, 100);
+    assert!(got.iter().all(|(s, t)| *t == rec(*s)));
+}
+
+#[test]
+fn armed_wakeups_fire_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 1 << 20)).unwrap();
+    let w = j.wakeup().unwrap();
+    let readable = |w: &Wakeup| {
+        let mut fds = [nix::poll::PollFd::new(w.fd(), nix::poll::PollFlags::POLLIN)];
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap() == 1
+    };
+    append_n(&j, 1, 1, 1);
+    assert!(!readable(&w), "not armed: no wake-up");
+    w.arm();
+    append_n(&j, 2, 1, 1);
+    assert!(readable(&w));
+    w.clear();
+    append_n(&j, 3, 1, 1);
+    assert!(!readable(&w), "disarmed by the first wake-up");
+}
+
+#[test]
+fn sync_is_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 1 << 20)).unwrap();
+    append_n(&j, 1, 10, 10);
+    assert!(j.synced() < 11);
+    j.sync_upto(11).unwrap();
+    assert!(j.synced() >= 11);
+}

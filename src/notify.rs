@@ -1,0 +1,126 @@
+//! Telling the service manager what the daemon is doing (`sd_notify`).
+//!
+//! systemd (with `Type=notify`) learns through `$NOTIFY_SOCKET` that the
+//! dispatcher is ready, reloading or stopping, reads a one-line status, and
+//! is fed the watchdog. Tests bind their own datagram socket and point
+//! `NOTIFY_SOCKET` at it, which makes `READY=1` the readiness signal they
+//! wait for. Without `NOTIFY_SOCKET` every call does nothing.
+//!
+//! The protocol is one datagram of `KEY=VALUE` lines to a unix socket (a
+//! path, or an abstract name written with a leading `@`).
+
+use std::io;
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+/// A connection to the service manager's notification socket.
+#[derive(Debug)]
+pub struct Notifier {
+    socket: Option<(UnixDatagram, std::os::unix::net::SocketAddr)>,
+    watchdog: Option<Duration>,
+}
+
+impl Notifier {
+    /// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` from the
+    /// environment and removes them, so that programs the daemon starts do
+    /// not talk to the service manager in its name.
+    pub fn from_env() -> Notifier {
+        let path = std::env::var_os("NOTIFY_SOCKET");
+        let watchdog_usec = std::env::var("WATCHDOG_USEC")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok());
+        let watchdog_pid = std::env::var("WATCHDOG_PID")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok());
+        // SAFETY: called once at start-up, before any thread is spawned.
+        unsafe {
+            std::env::remove_var("NOTIFY_SOCKET");
+            std::env::remove_var("WATCHDOG_USEC");
+            std::env::remove_var("WATCHDOG_PID");
+        }
+        let watchdog = match watchdog_usec {
+            Some(us) if us > 0 && watchdog_pid.is_none_or(|p| p == std::process::id()) => {
+                Some(Duration::from_micros(us))
+            }
+            _ => None,
+        };
+        let socket = path.and_then(|p| {
+            use std::os::linux::net::SocketAddrExt;
+            let bytes = std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec();
+            let addr = match bytes.strip_prefix(b"@") {
+                Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name).ok()?,
+                None => {
+                    std::os::unix::net::SocketAddr::from_pathname(std::path::Path::new(&p)).ok()?
+                }
+            };
+            let sock = UnixDatagram::unbound().ok()?;
+            Some((sock, addr))
+        });
+        Notifier { socket, watchdog }
+    }
+
+    /// A notifier that says nothing (for embedding without a manager).
+    pub fn none() -> Notifier {
+        Notifier {
+            socket: None,
+            watchdog: None,
+        }
+    }
+
+    /// Whether a service manager listens.
+    pub fn enabled(&self) -> bool {
+        self.socket.is_some()
+    }
+
+    /// The watchdog interval the manager expects pings within, if any.
+    pub fn watchdog(&self) -> Option<Duration> {
+        self.watchdog
+    }
+
+    /// Sends raw `KEY=VALUE` lines.
+    pub fn send(&self, state: &str) -> io::Result<()> {
+        if let Some((sock, addr)) = &self.socket {
+            sock.send_to_addr(state.as_bytes(), addr)?;
+        }
+        Ok(())
+    }
+
+    /// `READY=1` with a status line.
+    pub fn ready(&self, status: &str) -> io::Result<()> {
+        self.send(&format!("READY=1\nSTATUS={}", one_line(status)))
+    }
+
+    /// `RELOADING=1` with the monotonic time systemd requires with it.
+    pub fn reloading(&self) -> io::Result<()> {
+        self.send(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading",
+            monotonic_usec()
+        ))
+    }
+
+    /// `STOPPING=1`.
+    pub fn stopping(&self) -> io::Result<()> {
+        self.send("STOPPING=1\nSTATUS=stopping: plugins are catching up")
+    }
+
+    /// A status line.
+    pub fn status(&self, status: &str) -> io::Result<()> {
+        self.send(&format!("STATUS={}", one_line(status)))
+    }
+
+    /// `WATCHDOG=1`.
+    pub fn watchdog_ping(&self) -> io::Result<()> {
+        self.send("WATCHDOG=1")
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.replace('\n', " ")
+}
+
+/// CLOCK_MONOTONIC in microseconds, as `MONOTONIC_USEC` wants it.
+pub fn monotonic_usec() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000
+}

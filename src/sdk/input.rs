@@ -1,0 +1,152 @@
+//! Input plugins: feed records into the dispatcher.
+//!
+//! An input numbers its records from 1 within an *epoch* (16 bytes of its
+//! choosing, kept as long as it keeps its numbering, e.g. stored with its
+//! spool). The dispatcher tells it at connect time which number it already
+//! has, acknowledges batches as they become durable, and drops anything
+//! resent; so an input that keeps every record until acknowledged and
+//! resends after reconnecting delivers each record exactly once.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::socket;
+
+use super::plugin::{recv_wait, send_blocking};
+use super::Error;
+use crate::protocol::{self, FromDispatcher, Hello, InputRecord, RecordsBuilder};
+use crate::uds;
+
+/// A connection to the dispatcher's input socket.
+pub struct InputClient {
+    conn: OwnedFd,
+    builder: RecordsBuilder,
+    acked: u64,
+    journal: [u8; 16],
+    buf: Vec<u8>,
+}
+
+impl InputClient {
+    /// Connects to the input socket at `path` as input `name` with `epoch`.
+    /// Returns the client and the highest sequence number the dispatcher
+    /// already stored for this name and epoch (send what follows it).
+    pub fn connect(path: &Path, name: &str, epoch: [u8; 16]) -> Result<(InputClient, u64), Error> {
+        let fd = uds::connect(path, socket::SockType::SeqPacket)
+            .map_err(|e| Error::Connection(e.to_string()))?;
+        send_blocking(&fd, &protocol::encode_hello(&Hello::input(name, epoch)))?;
+        let mut buf = vec![0u8; protocol::MAX_MESSAGE];
+        let n = recv_wait(&fd, &mut buf, Duration::from_secs(30))?
+            .ok_or_else(|| Error::Connection("no WELCOME within 30s".into()))?;
+        let welcome = match protocol::decode_from_dispatcher(&buf[..n]) {
+            Ok(FromDispatcher::Welcome(w)) => w,
+            Ok(FromDispatcher::Reject(why)) => return Err(Error::Rejected(why)),
+            Ok(other) => {
+                return Err(Error::Connection(format!(
+                    "expected WELCOME, got {other:?}"
+                )))
+            }
+            Err(e) => return Err(Error::Connection(format!("protocol error: {e}"))),
+        };
+        let max = (welcome.max_message as usize).clamp(4096, protocol::MAX_MESSAGE);
+        Ok((
+            InputClient {
+                conn: fd,
+                builder: RecordsBuilder::input(max),
+                acked: welcome.start_after,
+                journal: welcome.journal_id.unwrap_or([0; 16]),
+                buf,
+            },
+            welcome.start_after,
+        ))
+    }
+
+    /// The dispatcher's journal id.
+    pub fn journal_id(&self) -> [u8; 16] {
+        self.journal
+    }
+
+    /// Highest sequence number acknowledged so far.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// Sends records (`source_seq`, type if known or 0, text), batched into
+    /// as few messages as fit. Records must be numbered in increasing order.
+    pub fn send<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = (u64, u32, &'a [u8])>,
+    ) -> Result<(), Error> {
+        self.builder.clear();
+        for (source_seq, rtype, text) in records {
+            let r = InputRecord {
+                source_seq,
+                rtype,
+                text,
+            };
+            if !self.builder.push_input(&r) {
+                if self.builder.is_empty() {
+                    return Err(Error::Setup(format!(
+                        "record {source_seq} is {} bytes, larger than a message",
+                        text.len()
+                    )));
+                }
+                send_blocking(&self.conn, self.builder.message())?;
+                self.builder.clear();
+                if !self.builder.push_input(&r) {
+                    return Err(Error::Setup(format!("record {source_seq} is too large")));
+                }
+            }
+        }
+        if !self.builder.is_empty() {
+            send_blocking(&self.conn, self.builder.message())?;
+        }
+        Ok(())
+    }
+
+    /// Waits up to `limit` for acknowledgements; returns the highest
+    /// acknowledged sequence number.
+    pub fn wait_ack(&mut self, limit: Duration) -> Result<u64, Error> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let got = recv_wait(&self.conn, &mut self.buf, left)?;
+            match got {
+                None => return Ok(self.acked),
+                Some(0) => {
+                    return Err(Error::Connection(
+                        "the dispatcher closed the connection".into(),
+                    ))
+                }
+                Some(n) => match protocol::decode_from_dispatcher(&self.buf[..n]) {
+                    Ok(FromDispatcher::InputAck(s)) => {
+                        self.acked = self.acked.max(s);
+                        return Ok(self.acked);
+                    }
+                    Ok(FromDispatcher::Reject(why)) => return Err(Error::Rejected(why)),
+                    Ok(_) => {}
+                    Err(e) => return Err(Error::Connection(format!("protocol error: {e}"))),
+                },
+            }
+            if left.is_zero() {
+                return Ok(self.acked);
+            }
+        }
+    }
+
+    /// Sends and waits until everything up to `last` is acknowledged.
+    pub fn wait_acked(&mut self, last: u64, limit: Duration) -> Result<(), Error> {
+        let deadline = std::time::Instant::now() + limit;
+        while self.acked < last {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(Error::Connection(format!(
+                    "records up to {last} not acknowledged within {limit:?} (acknowledged: {})",
+                    self.acked
+                )));
+            }
+            self.wait_ack(left)?;
+        }
+        Ok(())
+    }
+}

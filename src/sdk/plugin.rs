@@ -1,0 +1,735 @@
+//! Output plugins: connection, handshake, batches, acknowledgements,
+//! exactly-once delivery to the plugin's code.
+
+use std::borrow::Cow;
+use std::io;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::socket;
+
+use super::Error;
+use crate::protocol::{self, record_flags, CommandStatus, FromDispatcher, Hello, Mode};
+use crate::record_types;
+use crate::uds;
+
+/// An output plugin, configured builder-style and then [`Plugin::run`].
+#[derive(Debug, Clone)]
+pub struct Plugin {
+    name: String,
+    mode: Mode,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    resume: Option<([u8; 16], u64)>,
+    checkpoint: Option<PathBuf>,
+    listen: Option<PathBuf>,
+}
+
+/// One record as the plugin sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// Journal sequence number: the record's identity, increasing.
+    pub seq: u64,
+    /// Record type number.
+    pub rtype: u32,
+    /// `protocol::record_flags`.
+    pub flags: u16,
+    /// The record in auditd's string format, without the newline.
+    pub text: &'a [u8],
+}
+
+impl Record<'_> {
+    /// The type's name as auditd writes it (`SYSCALL`, `UNKNOWN[1234]`).
+    pub fn type_name(&self) -> Cow<'static, str> {
+        record_types::display(self.rtype)
+    }
+
+    /// The text, with bytes that are not UTF-8 replaced.
+    pub fn text_lossy(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(self.text)
+    }
+
+    /// Whether the dispatcher could not parse this record's type, time or
+    /// serial (it is delivered anyway).
+    pub fn unparsed(&self) -> bool {
+        self.flags & record_flags::UNPARSED != 0
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    seq: u64,
+    ack: u64,
+    rtype: u32,
+    flags: u16,
+    start: usize,
+    len: usize,
+}
+
+/// A whole event (events mode).
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    id: u64,
+    metas: &'a [Meta],
+    arena: &'a [u8],
+}
+
+impl<'a> Event<'a> {
+    /// The event's id: the journal sequence number of the entry that ended it.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The event's records, in order.
+    pub fn records(&self) -> impl ExactSizeIterator<Item = Record<'a>> + 'a {
+        let arena = self.arena;
+        self.metas.iter().map(move |m| record(m, arena))
+    }
+}
+
+fn record<'a>(m: &Meta, arena: &'a [u8]) -> Record<'a> {
+    Record {
+        seq: m.seq,
+        rtype: m.rtype,
+        flags: m.flags,
+        text: &arena[m.start..m.start + m.len],
+    }
+}
+
+/// What the handler is given: records (records mode) or whole events
+/// (events mode), each seen once. In records mode the records are lent
+/// straight from the message the dispatcher sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    metas: &'a [Meta],
+    data: &'a [u8],
+}
+
+impl<'a> Batch<'a> {
+    /// Every record in the batch, in order.
+    pub fn records(&self) -> impl ExactSizeIterator<Item = Record<'a>> + 'a {
+        let data = self.data;
+        self.metas.iter().map(move |m| record(m, data))
+    }
+
+    /// The batch's events (events mode; in records mode, each record is
+    /// returned as an event of its own).
+    pub fn events(&self) -> impl Iterator<Item = Event<'a>> + 'a {
+        let data = self.data;
+        self.metas
+            .chunk_by(|a, b| a.ack == b.ack)
+            .map(move |metas| Event {
+                id: metas[0].ack,
+                metas,
+                arena: data,
+            })
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.metas.is_empty()
+    }
+
+    fn last_ack(&self) -> Option<u64> {
+        self.metas.last().map(|m| m.ack)
+    }
+}
+
+/// Records copied out of messages (events mode: events may span messages).
+#[derive(Debug, Default)]
+struct Store {
+    metas: Vec<Meta>,
+    arena: Vec<u8>,
+}
+
+impl Store {
+    fn clear(&mut self) {
+        self.metas.clear();
+        self.arena.clear();
+    }
+
+    fn push(&mut self, r: &protocol::Record<'_>) {
+        self.metas.push(Meta {
+            seq: r.seq,
+            ack: r.ack_id,
+            rtype: r.rtype,
+            flags: r.flags,
+            start: self.arena.len(),
+            len: r.text.len(),
+        });
+        self.arena.extend_from_slice(r.text);
+    }
+
+    /// Moves everything of `other` to the end of this store.
+    fn append(&mut self, other: &mut Store) {
+        let base = self.arena.len();
+        self.metas.extend(other.metas.iter().map(|m| Meta {
+            start: m.start + base,
+            ..*m
+        }));
+        self.arena.extend_from_slice(&other.arena);
+        other.clear();
+    }
+}
+
+/// The answer to a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandReply {
+    /// Done, refused (not configured) or failed.
+    pub status: CommandStatus,
+    /// The dispatcher's explanation.
+    pub message: String,
+}
+
+/// What the handler can do besides handling records.
+pub struct Context<'c> {
+    conn: &'c OwnedFd,
+    stash: &'c mut Vec<Vec<u8>>,
+    next_id: &'c mut u32,
+    journal: [u8; 16],
+}
+
+impl Context<'_> {
+    /// The journal the sequence numbers belong to (store it with them).
+    pub fn journal_id(&self) -> [u8; 16] {
+        self.journal
+    }
+
+    /// Asks the dispatcher for the action the admin configured under `name`
+    /// for this plugin, with `args`. Waits up to 30 seconds for the answer.
+    pub fn command(&mut self, name: &str, args: &[&str]) -> Result<CommandReply, Error> {
+        *self.next_id = self.next_id.wrapping_add(1);
+        let id = *self.next_id;
+        let msg =
+            protocol::encode_command(id, name, args).map_err(|e| Error::Setup(e.to_string()))?;
+        send_blocking(self.conn, &msg)?;
+        let reply = self.await_reply(|m| match m {
+            FromDispatcher::CommandResult {
+                id: got,
+                status,
+                message,
+            } if got == id => Some(CommandReply { status, message }),
+            _ => None,
+        })?;
+        Ok(reply)
+    }
+
+    /// Asks the dispatcher for its counters (a JSON object).
+    pub fn stats(&mut self) -> Result<serde_json::Value, Error> {
+        *self.next_id = self.next_id.wrapping_add(1);
+        let id = *self.next_id;
+        send_blocking(self.conn, &protocol::encode_stats_request(id))?;
+        self.await_reply(|m| match m {
+            FromDispatcher::Stats { id: got, json } if got == id => {
+                Some(serde_json::from_slice(json).unwrap_or(serde_json::Value::Null))
+            }
+            _ => None,
+        })
+    }
+
+    fn await_reply<T>(
+        &mut self,
+        mut want: impl FnMut(FromDispatcher<'_>) -> Option<T>,
+    ) -> Result<T, Error> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut buf = vec![0u8; protocol::MAX_MESSAGE];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Connection(
+                    "no answer from the dispatcher within 30s".into(),
+                ));
+            }
+            let n = match recv_wait(self.conn, &mut buf, left)? {
+                None => continue,
+                Some(0) => {
+                    return Err(Error::Connection(
+                        "the dispatcher closed the connection".into(),
+                    ))
+                }
+                Some(n) => n,
+            };
+            let msg = &buf[..n];
+            match protocol::decode_from_dispatcher(msg) {
+                Ok(m) => {
+                    if let FromDispatcher::Records(_) = m {
+                        // Handled after the current batch.
+                        self.stash.push(msg.to_vec());
+                        continue;
+                    }
+                    if let Some(t) = want(m) {
+                        return Ok(t);
+                    }
+                }
+                Err(e) => return Err(Error::Connection(format!("protocol error: {e}"))),
+            }
+        }
+    }
+}
+
+static TERMINATE: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_terminate(_: libc::c_int) {
+    TERMINATE.store(true, Ordering::SeqCst);
+}
+
+fn install_terminate_handler() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let act = SigAction::new(
+        SigHandler::Handler(on_terminate),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: the handler only stores to an atomic.
+        let _ = unsafe { sigaction(sig, &act) };
+    }
+}
+
+/// Where a plugin's connection comes from.
+enum Source {
+    /// A connected socket (started by audispd).
+    Connected(OwnedFd),
+    /// A listening socket (systemd socket activation, or `listen`).
+    Listening(OwnedFd),
+}
+
+/// Progress that outlives one connection.
+struct Progress {
+    journal: Option<[u8; 16]>,
+    last: u64,
+    checkpoint: Option<std::fs::File>,
+}
+
+impl Progress {
+    fn store(&mut self) -> Result<(), Error> {
+        if let (Some(f), Some(j)) = (&self.checkpoint, self.journal) {
+            let mut line = format!("{} {}\n", hex(&j), self.last).into_bytes();
+            line.resize(64, b' ');
+            f.write_all_at(&line, 0)
+                .map_err(|e| Error::Setup(format!("cannot write the checkpoint file: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 32 {
+        return None;
+    }
+    let mut out = [0; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// What a served connection ended with.
+enum Ended {
+    Closed,
+    Terminated,
+}
+
+impl Plugin {
+    /// A plugin named `name` (letters, digits, `_.-`), in records mode,
+    /// receiving every record type.
+    pub fn new(name: &str) -> Plugin {
+        Plugin {
+            name: name.to_string(),
+            mode: Mode::Records,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            resume: None,
+            checkpoint: None,
+            listen: None,
+        }
+    }
+
+    /// Receive whole events instead of single records.
+    pub fn events(mut self) -> Plugin {
+        self.mode = Mode::Events;
+        self
+    }
+
+    /// Receive only these record types (names like `AVC`, or numbers); in
+    /// events mode, only events containing one of them.
+    pub fn include(mut self, types: &[&str]) -> Plugin {
+        self.include.extend(types.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Never receive these record types.
+    pub fn exclude(mut self, types: &[&str]) -> Plugin {
+        self.exclude.extend(types.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// The plugin already has everything up to `seq` of journal `journal`
+    /// (from its own storage): nothing up to there is delivered again.
+    pub fn resume_after(mut self, journal: [u8; 16], seq: u64) -> Plugin {
+        self.resume = Some((journal, seq));
+        self
+    }
+
+    /// Let the SDK remember in `path` how far the plugin got, so a restarted
+    /// plugin does not see records again. The file is updated after each
+    /// handled batch, before it is acknowledged; a crash between the handler
+    /// returning and that update (microseconds) can still repeat one batch.
+    /// Plugins that need strictly exactly-once store the position with their
+    /// own output and use [`Plugin::resume_after`].
+    pub fn checkpoint_file(mut self, path: impl Into<PathBuf>) -> Plugin {
+        self.checkpoint = Some(path.into());
+        self
+    }
+
+    /// When neither started by audispd nor socket-activated, listen on this
+    /// socket path for the dispatcher (default: `$AUDISP_PLUGIN_SOCKET`).
+    pub fn listen(mut self, path: impl Into<PathBuf>) -> Plugin {
+        self.listen = Some(path.into());
+        self
+    }
+
+    fn types(names: &[String]) -> Result<Vec<u32>, Error> {
+        names
+            .iter()
+            .map(|n| {
+                record_types::parse_admin(n)
+                    .ok_or_else(|| Error::Setup(format!("unknown record type {n:?}")))
+            })
+            .collect()
+    }
+
+    fn source(&self) -> Result<Source, Error> {
+        // Started by audispd: a connected SEQPACKET socket on stdin.
+        if is_seqpacket(0) && !is_listening(0) {
+            let fd = nix::fcntl::fcntl(std::io::stdin(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
+                .map_err(io::Error::from)?;
+            // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor we own.
+            return Ok(Source::Connected(unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+        // Socket activation.
+        if let Some(fd) = listen_fd() {
+            return Ok(Source::Listening(fd));
+        }
+        let path = self
+            .listen
+            .clone()
+            .or_else(|| std::env::var_os("AUDISP_PLUGIN_SOCKET").map(PathBuf::from))
+            .ok_or_else(|| {
+                Error::Setup(
+                    "no connection to a dispatcher: start this plugin from audispd (exec = [...] in plugins.d), \
+                     from a systemd socket unit (ListenSequentialPacket=), or give it a socket path \
+                     (Plugin::listen or AUDISP_PLUGIN_SOCKET)"
+                        .into(),
+                )
+            })?;
+        Ok(Source::Listening(bind_listener(&path)?))
+    }
+
+    /// Serves one connection the caller already holds — the socket an
+    /// in-process consumer's connector is handed by
+    /// `Engine::attach_internal` — until the dispatcher closes it. Installs
+    /// no signal handler: the embedding process owns its signals.
+    pub fn run_on<F>(self, conn: OwnedFd, mut handler: F) -> Result<(), Error>
+    where
+        F: FnMut(
+            &Batch<'_>,
+            &mut Context<'_>,
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let include = Plugin::types(&self.include)?;
+        let exclude = Plugin::types(&self.exclude)?;
+        let mut progress = self.load_progress()?;
+        self.serve(&conn, &include, &exclude, &mut progress, &mut handler)?;
+        Ok(())
+    }
+
+    /// Connects and hands every batch to `handler` until the dispatcher
+    /// closes the connection (started by audispd) or the plugin is told to
+    /// terminate (SIGTERM, SIGINT). A handler error stops the plugin
+    /// without acknowledging the failed batch.
+    pub fn run<F>(self, mut handler: F) -> Result<(), Error>
+    where
+        F: FnMut(
+            &Batch<'_>,
+            &mut Context<'_>,
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let include = Plugin::types(&self.include)?;
+        let exclude = Plugin::types(&self.exclude)?;
+        let mut progress = self.load_progress()?;
+        install_terminate_handler();
+        match self.source()? {
+            Source::Connected(conn) => {
+                self.serve(&conn, &include, &exclude, &mut progress, &mut handler)?;
+                Ok(())
+            }
+            Source::Listening(listener) => {
+                loop {
+                    if TERMINATE.load(Ordering::SeqCst) {
+                        return Ok(());
+                    }
+                    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+                    match nix::poll::poll(&mut fds, PollTimeout::from(500u16)) {
+                        Ok(0) | Err(Errno::EINTR) => continue,
+                        Ok(_) => {}
+                        Err(e) => return Err(Error::Connection(format!("poll: {e}"))),
+                    }
+                    let conn = match uds::accept(&listener) {
+                        Ok(Some(c)) => c,
+                        Ok(None) => continue,
+                        Err(e) => return Err(Error::Connection(format!("accept: {e}"))),
+                    };
+                    match self.serve(&conn, &include, &exclude, &mut progress, &mut handler) {
+                        Ok(Ended::Terminated) => return Ok(()),
+                        Ok(Ended::Closed) => {}
+                        Err(Error::Connection(e)) => {
+                            eprintln!("{}: connection lost ({e}); waiting for the dispatcher to reconnect", self.name)
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    fn load_progress(&self) -> Result<Progress, Error> {
+        let mut p = Progress {
+            journal: None,
+            last: 0,
+            checkpoint: None,
+        };
+        if let Some((j, s)) = self.resume {
+            p.journal = Some(j);
+            p.last = s;
+        }
+        if let Some(path) = &self.checkpoint {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|e| Error::Setup(format!("checkpoint file {}: {e}", path.display())))?;
+            let mut buf = [0u8; 64];
+            let n = f.read_at(&mut buf, 0).unwrap_or(0);
+            let text = String::from_utf8_lossy(&buf[..n]);
+            let mut it = text.split_whitespace();
+            if let (Some(j), Some(s)) = (
+                it.next().and_then(unhex),
+                it.next().and_then(|s| s.parse().ok()),
+            ) {
+                if p.journal.is_none_or(|pj| pj == j) {
+                    p.journal = Some(j);
+                    p.last = p.last.max(s);
+                }
+            }
+            p.checkpoint = Some(f);
+        }
+        Ok(p)
+    }
+
+    fn serve<F>(
+        &self,
+        conn: &OwnedFd,
+        include: &[u32],
+        exclude: &[u32],
+        progress: &mut Progress,
+        handler: &mut F,
+    ) -> Result<Ended, Error>
+    where
+        F: FnMut(
+            &Batch<'_>,
+            &mut Context<'_>,
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut hello = Hello::output(&self.name);
+        hello.mode = Some(self.mode);
+        hello.include = include.to_vec();
+        hello.exclude = exclude.to_vec();
+        hello.resume = progress.journal.map(|j| (j, progress.last));
+        send_blocking(conn, &protocol::encode_hello(&hello))?;
+        let mut buf = vec![0u8; protocol::MAX_MESSAGE];
+        let n = match recv_wait(conn, &mut buf, Duration::from_secs(30))? {
+            None => return Err(Error::Connection("no WELCOME within 30s".into())),
+            Some(0) => return Ok(Ended::Closed),
+            Some(n) => n,
+        };
+        let welcome = match protocol::decode_from_dispatcher(&buf[..n]) {
+            Ok(FromDispatcher::Welcome(w)) => w,
+            Ok(FromDispatcher::Reject(why)) => return Err(Error::Rejected(why)),
+            Ok(other) => {
+                return Err(Error::Connection(format!(
+                    "expected WELCOME, got {other:?}"
+                )))
+            }
+            Err(e) => return Err(Error::Connection(format!("protocol error: {e}"))),
+        };
+        let journal = welcome.journal_id.unwrap_or([0; 16]);
+        if progress.journal != Some(journal) {
+            progress.journal = Some(journal);
+            progress.last = welcome.start_after;
+        } else {
+            progress.last = progress.last.max(welcome.start_after);
+        }
+        let events = welcome.mode == Some(Mode::Events);
+        // Records mode: positions of the records in the message.
+        let mut lent: Vec<Meta> = Vec::new();
+        // Events mode: whole events, and the one still arriving.
+        let mut ready = Store::default();
+        let mut partial = Store::default();
+        let mut stash: Vec<Vec<u8>> = Vec::new();
+        let mut next_id = 0u32;
+        loop {
+            if TERMINATE.load(Ordering::SeqCst) {
+                return Ok(Ended::Terminated);
+            }
+            let msg: Vec<u8>;
+            let data: &[u8] = if !stash.is_empty() {
+                msg = stash.remove(0);
+                &msg
+            } else {
+                match recv_wait(conn, &mut buf, Duration::from_millis(500))? {
+                    None => continue,
+                    Some(0) => return Ok(Ended::Closed),
+                    Some(n) => &buf[..n],
+                }
+            };
+            let records = match protocol::decode_from_dispatcher(data) {
+                Ok(FromDispatcher::Records(rs)) => rs,
+                Ok(_) => continue,
+                Err(e) => return Err(Error::Connection(format!("protocol error: {e}"))),
+            };
+            lent.clear();
+            ready.clear();
+            let mut newest = None;
+            for r in records.iter() {
+                newest = Some(r.ack_id);
+                if r.ack_id <= progress.last {
+                    continue;
+                }
+                if !events {
+                    lent.push(Meta {
+                        seq: r.seq,
+                        ack: r.ack_id,
+                        rtype: r.rtype,
+                        flags: r.flags,
+                        start: r.text.as_ptr() as usize - data.as_ptr() as usize,
+                        len: r.text.len(),
+                    });
+                    continue;
+                }
+                partial.push(&r);
+                if r.flags & record_flags::EVENT_COMPLETE != 0 {
+                    ready.append(&mut partial);
+                }
+            }
+            let batch = if events {
+                Batch {
+                    metas: &ready.metas,
+                    data: &ready.arena,
+                }
+            } else {
+                Batch { metas: &lent, data }
+            };
+            if !batch.is_empty() {
+                let mut ctx = Context {
+                    conn,
+                    stash: &mut stash,
+                    next_id: &mut next_id,
+                    journal,
+                };
+                handler(&batch, &mut ctx).map_err(Error::Handler)?;
+                if let Some(a) = batch.last_ack() {
+                    progress.last = progress.last.max(a);
+                }
+                progress.store()?;
+                send_blocking(conn, &protocol::encode_ack(progress.last))?;
+            } else if partial.metas.is_empty() {
+                // Only records already handled (a resend): acknowledge them
+                // so the dispatcher moves on.
+                if newest.is_some() {
+                    send_blocking(conn, &protocol::encode_ack(progress.last))?;
+                }
+            }
+        }
+    }
+}
+
+fn is_seqpacket(fd: RawFd) -> bool {
+    // SAFETY: fd 0 may or may not be open; getsockopt only reads it.
+    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    matches!(
+        socket::getsockopt(&b, socket::sockopt::SockType),
+        Ok(socket::SockType::SeqPacket)
+    )
+}
+
+fn is_listening(fd: RawFd) -> bool {
+    // SAFETY: as above.
+    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    socket::getsockopt(&b, socket::sockopt::AcceptConn).unwrap_or(false)
+}
+
+/// The listening socket systemd passed, if it passed one to us.
+fn listen_fd() -> Option<OwnedFd> {
+    let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
+    if pid != std::process::id() {
+        return None;
+    }
+    let n: i32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    if n < 1 {
+        return None;
+    }
+    // The first descriptor that is a listening seqpacket socket.
+    (3..3 + n)
+        .find(|&fd| is_seqpacket(fd) && is_listening(fd))
+        // SAFETY: systemd handed this descriptor to this process.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn bind_listener(path: &Path) -> Result<OwnedFd, Error> {
+    uds::listen(path, socket::SockType::SeqPacket, 0o600, 4)
+        .map_err(|e| Error::Setup(e.to_string()))
+}
+
+pub(super) fn send_blocking(fd: &OwnedFd, msg: &[u8]) -> Result<(), Error> {
+    loop {
+        match uds::send_nowait(fd, msg) {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => {
+                uds::wait(fd, PollFlags::POLLOUT, Duration::from_secs(1))
+                    .map_err(|e| Error::Connection(format!("poll: {e}")))?;
+            }
+            Err(e) => return Err(Error::Connection(format!("send: {e}"))),
+        }
+    }
+}
+
+/// Waits up to `limit` for a message; None if none came.
+pub(super) fn recv_wait(
+    fd: &OwnedFd,
+    buf: &mut [u8],
+    limit: Duration,
+) -> Result<Option<usize>, Error> {
+    let ready = uds::wait(fd, PollFlags::POLLIN, limit)
+        .map_err(|e| Error::Connection(format!("poll: {e}")))?;
+    if ready.is_empty() {
+        return Ok(None);
+    }
+    uds::recv_message(fd, buf).map_err(|e| Error::Connection(format!("receive: {e}")))
+}

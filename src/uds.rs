@@ -1,0 +1,240 @@
+//! `AF_UNIX` socket plumbing shared by the engine and the SDK: connecting,
+//! listening with exact permissions, and sending and receiving whole
+//! messages without blocking.
+//!
+//! Every descriptor is created close-on-exec. Sends never raise SIGPIPE.
+//! [`recv_message`] refuses a `SOCK_SEQPACKET` message larger than the
+//! buffer instead of silently cutting it.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{self, MsgFlags, SockType};
+
+fn with_path(e: impl Into<io::Error>, what: &str, path: &Path) -> io::Error {
+    let e: io::Error = e.into();
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+/// Connects to the socket at `path`.
+pub fn connect(path: &Path, ty: SockType) -> io::Result<OwnedFd> {
+    let fd = socket::socket(
+        socket::AddressFamily::Unix,
+        ty,
+        socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let addr = socket::UnixAddr::new(path).map_err(|e| with_path(e, "address", path))?;
+    socket::connect(fd.as_raw_fd(), &addr).map_err(|e| with_path(e, "connect", path))?;
+    Ok(fd)
+}
+
+/// Creates a listening socket at `path` with exactly `mode`, replacing a
+/// stale socket file (never another kind of file).
+pub fn listen(path: &Path, ty: SockType, mode: u32, backlog: i32) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| with_path(e, "create", dir))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            std::fs::remove_file(path).map_err(|e| with_path(e, "remove stale socket", path))?
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket; refusing to replace it",
+                    path.display()
+                ),
+            ))
+        }
+        Err(_) => {}
+    }
+    let fd = socket::socket(
+        socket::AddressFamily::Unix,
+        ty,
+        socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let addr = socket::UnixAddr::new(path).map_err(|e| with_path(e, "address", path))?;
+    // Bind under a tight umask, then open up to exactly `mode`: the socket
+    // is never reachable by more peers than configured.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = socket::bind(fd.as_raw_fd(), &addr);
+    nix::sys::stat::umask(old);
+    bound.map_err(|e| with_path(e, "bind", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| with_path(e, "chmod", path))?;
+    socket::listen(
+        &fd,
+        socket::Backlog::new(backlog).unwrap_or(socket::Backlog::MAXCONN),
+    )?;
+    Ok(fd)
+}
+
+/// Accepts a connection, close-on-exec. None if none is pending.
+pub fn accept(listener: &OwnedFd) -> io::Result<Option<OwnedFd>> {
+    match socket::accept4(listener.as_raw_fd(), socket::SockFlag::SOCK_CLOEXEC) {
+        // SAFETY: accept4 returned a new descriptor that we now own.
+        Ok(fd) => Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) })),
+        Err(Errno::EINTR) | Err(Errno::EAGAIN) | Err(Errno::ECONNABORTED) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Puts a descriptor in non-blocking mode.
+pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Sends without blocking: Some(bytes sent), or None when the socket is
+/// full. A message socket sends a message whole or not at all.
+pub fn send_nowait(fd: &OwnedFd, data: &[u8]) -> io::Result<Option<usize>> {
+    loop {
+        match socket::send(
+            fd.as_raw_fd(),
+            data,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Ok(n) => return Ok(Some(n)),
+            Err(Errno::EAGAIN) => return Ok(None),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Sends a message, waiting up to `limit` for room.
+pub fn send_within(fd: &OwnedFd, msg: &[u8], limit: Duration) -> io::Result<()> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if send_nowait(fd, msg)?.is_some() {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the peer is not reading",
+            ));
+        }
+        wait(fd, PollFlags::POLLOUT, left.min(Duration::from_millis(500)))?;
+    }
+}
+
+/// Receives one `SOCK_SEQPACKET` message without blocking: Some(length)
+/// (0: the peer closed), or None when none is waiting. A message larger
+/// than `buf` is an error (it is discarded, never cut).
+pub fn recv_message(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        // SAFETY: recv writes at most buf.len() bytes into buf; MSG_TRUNC
+        // makes it return the message's real length.
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if n >= 0 {
+            let n = n as usize;
+            if n > buf.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "a message of {n} bytes, larger than the {}-byte limit",
+                        buf.len()
+                    ),
+                ));
+            }
+            return Ok(Some(n));
+        }
+        match Errno::last() {
+            Errno::EAGAIN => return Ok(None),
+            Errno::EINTR => continue,
+            Errno::ECONNRESET => return Ok(Some(0)),
+            e => return Err(e.into()),
+        }
+    }
+}
+
+/// Waits up to `limit` for `events` on `fd`; returns what happened (empty
+/// on timeout).
+pub fn wait(fd: &impl AsFd, events: PollFlags, limit: Duration) -> io::Result<PollFlags> {
+    let mut fds = [PollFd::new(fd.as_fd(), events)];
+    let ms = limit.as_millis().min(i32::MAX as u128) as i32;
+    match nix::poll::poll(
+        &mut fds,
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+    ) {
+        Ok(_) | Err(Errno::EINTR) => Ok(fds[0].revents().unwrap_or(PollFlags::empty())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversize_messages_are_refused_not_cut() {
+        let (a, b) = socket::socketpair(
+            socket::AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(recv_message(&b, &mut buf).unwrap(), None);
+        send_nowait(&a, &[1; 16]).unwrap();
+        send_nowait(&a, &[2; 17]).unwrap();
+        send_nowait(&a, &[3; 3]).unwrap();
+        assert_eq!(recv_message(&b, &mut buf).unwrap(), Some(16));
+        let e = recv_message(&b, &mut buf).unwrap_err();
+        assert!(e.to_string().contains("17 bytes"), "{e}");
+        assert_eq!(
+            recv_message(&b, &mut buf).unwrap(),
+            Some(3),
+            "the next message is intact"
+        );
+        drop(a);
+        assert_eq!(recv_message(&b, &mut buf).unwrap(), Some(0));
+    }
+
+    #[test]
+    fn listen_sets_the_exact_mode_and_replaces_only_sockets() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.sock");
+        let l = listen(&p, SockType::SeqPacket, 0o660, 4).unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o660
+        );
+        drop(l);
+        // A stale socket is replaced.
+        let _l = listen(&p, SockType::SeqPacket, 0o600, 4).unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let c = connect(&p, SockType::SeqPacket).unwrap();
+        send_nowait(&c, b"hi").unwrap();
+        let f = dir.path().join("file");
+        std::fs::write(&f, "x").unwrap();
+        assert!(
+            listen(&f, SockType::SeqPacket, 0o600, 4).is_err(),
+            "a regular file is never replaced"
+        );
+    }
+}

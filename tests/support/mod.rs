@@ -1,0 +1,7 @@
+//! Helpers shared by integration tests (`mod support;`).
+
+// Each test binary compiles this module on its own and uses only part of it.
+#[allow(dead_code)]
+pub mod auditd;
+#[allow(dead_code)]
+pub mod dispatcher;
