@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use nix::sys::socket;
 
-use super::plugin::{recv_wait, send_blocking};
+use super::plugin::{handshake, recv_wait, send_blocking};
 use super::Error;
 use crate::protocol::{self, FromDispatcher, Hello, InputRecord, RecordsBuilder};
 use crate::uds;
@@ -34,20 +34,10 @@ impl InputClient {
     pub fn connect(path: &Path, name: &str, epoch: [u8; 16]) -> Result<(InputClient, u64), Error> {
         let fd = uds::connect(path, socket::SockType::SeqPacket)
             .map_err(|e| Error::Connection(e.to_string()))?;
-        send_blocking(&fd, &protocol::encode_hello(&Hello::input(name, epoch)))?;
         let mut buf = vec![0u8; protocol::MAX_MESSAGE];
-        let n = recv_wait(&fd, &mut buf, Duration::from_secs(30))?
-            .ok_or_else(|| Error::Connection("no WELCOME within 30s".into()))?;
-        let welcome = match protocol::decode_from_dispatcher(&buf[..n]) {
-            Ok(FromDispatcher::Welcome(w)) => w,
-            Ok(FromDispatcher::Reject(why)) => return Err(Error::Rejected(why)),
-            Ok(other) => {
-                return Err(Error::Connection(format!(
-                    "expected WELCOME, got {other:?}"
-                )))
-            }
-            Err(e) => return Err(Error::Connection(format!("protocol error: {e}"))),
-        };
+        let welcome = handshake(&fd, &Hello::input(name, epoch), &mut buf)?.ok_or_else(|| {
+            Error::Connection("the dispatcher closed the connection instead of a WELCOME".into())
+        })?;
         let max = (welcome.max_message as usize).clamp(4096, protocol::MAX_MESSAGE);
         Ok((
             InputClient {

@@ -562,22 +562,9 @@ impl Plugin {
         hello.include = include.to_vec();
         hello.exclude = exclude.to_vec();
         hello.resume = progress.journal.map(|j| (j, progress.last));
-        send_blocking(conn, &protocol::encode_hello(&hello))?;
         let mut buf = vec![0u8; protocol::MAX_MESSAGE];
-        let n = match recv_wait(conn, &mut buf, Duration::from_secs(30))? {
-            None => return Err(Error::Connection("no WELCOME within 30s".into())),
-            Some(0) => return Ok(Ended::Closed),
-            Some(n) => n,
-        };
-        let welcome = match protocol::decode_from_dispatcher(&buf[..n]) {
-            Ok(FromDispatcher::Welcome(w)) => w,
-            Ok(FromDispatcher::Reject(why)) => return Err(Error::Rejected(why)),
-            Ok(other) => {
-                return Err(Error::Connection(format!(
-                    "expected WELCOME, got {other:?}"
-                )))
-            }
-            Err(e) => return Err(Error::Connection(format!("protocol error: {e}"))),
+        let Some(welcome) = handshake(conn, &hello, &mut buf)? else {
+            return Ok(Ended::Closed);
         };
         let journal = welcome.journal_id.unwrap_or([0; 16]);
         if progress.journal != Some(journal) {
@@ -705,6 +692,30 @@ fn listen_fd() -> Option<OwnedFd> {
 fn bind_listener(path: &Path) -> Result<OwnedFd, Error> {
     uds::listen(path, socket::SockType::SeqPacket, 0o600, 4)
         .map_err(|e| Error::Setup(e.to_string()))
+}
+
+/// Sends `hello` and waits for the dispatcher's answer: its WELCOME, or
+/// `None` when it closed the connection instead. A REJECT, anything else or
+/// silence for 30 s is an error.
+pub(super) fn handshake(
+    conn: &OwnedFd,
+    hello: &Hello,
+    buf: &mut [u8],
+) -> Result<Option<protocol::Welcome>, Error> {
+    send_blocking(conn, &protocol::encode_hello(hello))?;
+    let n = match recv_wait(conn, buf, Duration::from_secs(30))? {
+        None => return Err(Error::Connection("no WELCOME within 30s".into())),
+        Some(0) => return Ok(None),
+        Some(n) => n,
+    };
+    match protocol::decode_from_dispatcher(&buf[..n]) {
+        Ok(FromDispatcher::Welcome(w)) => Ok(Some(w)),
+        Ok(FromDispatcher::Reject(why)) => Err(Error::Rejected(why)),
+        Ok(other) => Err(Error::Connection(format!(
+            "expected WELCOME, got {other:?}"
+        ))),
+        Err(e) => Err(Error::Connection(format!("protocol error: {e}"))),
+    }
 }
 
 pub(super) fn send_blocking(fd: &OwnedFd, msg: &[u8]) -> Result<(), Error> {
