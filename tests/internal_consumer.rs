@@ -14,6 +14,9 @@ use audisp::config::{
 use audisp::engine::{Engine, Sockets};
 use audisp::sdk::Plugin;
 
+/// A journal and the last sequence number handled in it.
+type ResumePoint = ([u8; 16], u64);
+
 #[test]
 fn internal_consumer_gets_its_subscription_once_across_reconnects() {
     let dir = tempfile::tempdir().unwrap();
@@ -41,13 +44,18 @@ fn internal_consumer_gets_its_subscription_once_across_reconnects() {
     )
     .unwrap();
 
-    // The consumer records what it handled; its first connection fails its
-    // third batch (so that batch must come again), later ones succeed.
+    // The consumer records what it handled and, as a real one does, where it
+    // is (journal and last sequence number), so that a new connection
+    // resumes after it: delivery is at-least-once per connection, and the
+    // resume point makes it exactly once for the consumer. Its first
+    // connection fails its third batch (so that batch must come again),
+    // later ones succeed.
     let got: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let resume: Arc<Mutex<Option<ResumePoint>>> = Arc::default();
     let connections = Arc::new(Mutex::new(0u32));
-    let (g, c) = (got.clone(), connections.clone());
+    let (g, r, c) = (got.clone(), resume.clone(), connections.clone());
     let connector: audisp::engine::plugin::Connector = Arc::new(move |fd| {
-        let (g, c) = (g.clone(), c.clone());
+        let (g, r, c) = (g.clone(), r.clone(), c.clone());
         std::thread::spawn(move || {
             let n = {
                 let mut c = c.lock().unwrap();
@@ -55,12 +63,20 @@ fn internal_consumer_gets_its_subscription_once_across_reconnects() {
                 *c
             };
             let mut batches = 0;
-            let _ = Plugin::new("internal").run_on(fd, |batch, _| {
+            let mut plugin = Plugin::new("internal");
+            if let Some((journal, seq)) = *r.lock().unwrap() {
+                plugin = plugin.resume_after(journal, seq);
+            }
+            let _ = plugin.run_on(fd, |batch, ctx| {
                 batches += 1;
                 if n == 1 && batches == 3 {
                     return Err("fail once".into());
                 }
-                g.lock().unwrap().extend(batch.records().map(|r| r.seq));
+                let mut g = g.lock().unwrap();
+                g.extend(batch.records().map(|r| r.seq));
+                if let Some(&last) = g.last() {
+                    *r.lock().unwrap() = Some((ctx.journal_id(), last));
+                }
                 Ok(())
             });
         });

@@ -794,6 +794,11 @@ impl Sender {
                 self.fill_legacy(s)
             };
             if let Err(e) = fill {
+                if s.native {
+                    // A plugin that went away may have acknowledged more
+                    // first: take that, so less is sent again.
+                    let _ = self.receive(s, &mut buf);
+                }
                 return End::Lost(e);
             }
             if let Some(end) = self.drained() {
