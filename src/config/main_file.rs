@@ -10,8 +10,8 @@ use toml::de::{DeTable, DeValue};
 use super::doc::{show, Doc, Section};
 use super::units::{self, show_size};
 use super::{
-    BinaryFramingChoice, EventConfig, InputSocket, JournalConfig, MainConfig, Paths, StatsConfig,
-    StdinFormat, StdinInput, SyncPolicy,
+    BinaryFramingChoice, DbusConfig, EventConfig, InputSocket, JournalConfig, MainConfig, Paths,
+    SetroubleshootConfig, StatsConfig, StdinFormat, StdinInput, SyncPolicy,
 };
 
 const MIB: u64 = 1 << 20;
@@ -24,7 +24,7 @@ const MIN_MEMORY: u64 = MIB;
 const MAX_OPEN_LIMIT: u64 = 1_000_000;
 
 /// The sections of the main file and their keys.
-const TOP: &[&str] = &["input", "journal", "events", "stats", "shutdown"];
+const TOP: &[&str] = &["input", "journal", "events", "stats", "shutdown", "dbus"];
 const INPUT: &[&str] = &["stdin", "socket"];
 const STDIN: &[&str] = &["enabled", "format", "binary_framing"];
 const SOCKET: &[&str] = &["enabled", "path", "mode", "allow_users", "allow_groups"];
@@ -39,6 +39,8 @@ const JOURNAL: &[&str] = &[
 const EVENTS: &[&str] = &["timeout", "max_open"];
 const STATS: &[&str] = &["interval", "state_file"];
 const SHUTDOWN: &[&str] = &["timeout"];
+const DBUS: &[&str] = &["enabled", "address", "read_groups", "setroubleshoot"];
+const SETROUBLESHOOT: &[&str] = &["enabled", "queue", "timeout", "rate", "dedup_window"];
 
 impl MainConfig {
     /// The settings used for everything `audispd.toml` does not set.
@@ -72,6 +74,18 @@ impl MainConfig {
                 state_file: paths.runtime_dir.join("audispd.state"),
             },
             shutdown_timeout: Duration::from_secs(5),
+            dbus: DbusConfig {
+                enabled: false,
+                address: None,
+                read_groups: Vec::new(),
+                setroubleshoot: SetroubleshootConfig {
+                    enabled: true,
+                    queue: 256,
+                    timeout: Duration::from_secs(30),
+                    rate: 10,
+                    dedup_window: Duration::from_secs(60),
+                },
+            },
         }
     }
 }
@@ -152,7 +166,63 @@ pub(super) fn parse(doc: &mut Doc, table: &DeTable<'_>, paths: &Paths) -> MainCo
             c.shutdown_timeout = t;
         }
     }
+    if let Some(s) = top.table(doc, "dbus") {
+        dbus(doc, &s, &mut c.dbus);
+    }
     c
+}
+
+fn dbus(doc: &mut Doc, s: &Section, out: &mut DbusConfig) {
+    s.reject_unknown(doc, DBUS);
+    if let Some(e) = s.bool(doc, "enabled") {
+        out.enabled = e;
+    }
+    if let Some(a) = s.string(doc, "address") {
+        if a.contains(':') {
+            out.address = Some(a.to_string());
+        } else {
+            s.bad(
+                doc,
+                "address",
+                "is not a D-Bus address; use one such as \"unix:path=/run/dbus/system_bus_socket\"",
+            );
+        }
+    }
+    if let Some(groups) = s.list(doc, "read_groups", "group names or gids", |v| {
+        resolve_id(v, IdKind::Group)
+    }) {
+        out.read_groups = groups;
+    }
+    let Some(t) = s.table(doc, "setroubleshoot") else {
+        return;
+    };
+    let st = &mut out.setroubleshoot;
+    t.reject_unknown(doc, SETROUBLESHOOT);
+    if let Some(e) = t.bool(doc, "enabled") {
+        st.enabled = e;
+    }
+    if let Some(n) = t.count(doc, "queue") {
+        match usize::try_from(n) {
+            Ok(n) if (1..=100_000).contains(&n) => st.queue = n,
+            _ => t.bad(doc, "queue", "is out of range; use 1 to 100000 events"),
+        }
+    }
+    if let Some(d) = positive_duration(doc, &t, "timeout") {
+        st.timeout = d;
+    }
+    if let Some(n) = t.count(doc, "rate") {
+        match u32::try_from(n) {
+            Ok(n) if (1..=10_000).contains(&n) => st.rate = n,
+            _ => t.bad(
+                doc,
+                "rate",
+                "is out of range; use 1 to 10000 calls per second",
+            ),
+        }
+    }
+    if let Some(d) = t.duration(doc, "dedup_window") {
+        st.dedup_window = d;
+    }
 }
 
 fn stdin(doc: &mut Doc, s: &Section) -> StdinInput {
