@@ -525,6 +525,43 @@ timeout = "1m"
     }
 
     #[test]
+    fn dbus_section() {
+        let (c, e) = parse_str(
+            r#"
+[dbus]
+enabled = true
+address = "unix:path=/tmp/bus"
+read_groups = ["root", 10]
+[dbus.setroubleshoot]
+enabled = false
+queue = 8
+timeout = "2s"
+rate = 3
+dedup_window = "10s"
+"#,
+        );
+        assert!(e.is_empty(), "{e:?}");
+        assert!(c.dbus.enabled);
+        assert_eq!(c.dbus.address.as_deref(), Some("unix:path=/tmp/bus"));
+        assert_eq!(c.dbus.read_groups, [0, 10]);
+        let s = &c.dbus.setroubleshoot;
+        assert!(!s.enabled);
+        assert_eq!((s.queue, s.rate), (8, 3));
+        assert_eq!(s.timeout, Duration::from_secs(2));
+        assert_eq!(s.dedup_window, Duration::from_secs(10));
+        let (_, e) =
+            parse_str("[dbus]\naddress = \"nowhere\"\n[dbus.setroubleshoot]\nrate = 0\nqueu = 1\n");
+        assert_eq!(
+            e,
+            [
+                "audispd.toml:2: address = \"nowhere\" is not a D-Bus address; use one such as \"unix:path=/run/dbus/system_bus_socket\"",
+                "audispd.toml:4: rate = 0 is out of range; use 1 to 10000 calls per second",
+                "audispd.toml:5: unknown key \"queu\" in [dbus.setroubleshoot] (did you mean \"queue\"?); allowed keys are enabled, queue, timeout, rate, dedup_window",
+            ]
+        );
+    }
+
+    #[test]
     fn nonsense_is_rejected() {
         let (_, e) = parse_str(
             r#"max_size = "1G"
@@ -548,7 +585,7 @@ interval = "500ms"
         assert_eq!(
             e,
             [
-                "audispd.toml:1: unknown key \"max_size\" (it belongs in a section: [journal]); allowed keys are input, journal, events, stats, shutdown",
+                "audispd.toml:1: unknown key \"max_size\" (it belongs in a section: [journal]); allowed keys are input, journal, events, stats, shutdown, dbus",
                 "audispd.toml:3: binary_framing = \"padded\" only applies to format = \"binary\"; remove it or set format = \"binary\"",
                 "audispd.toml:5: mode = 660 must be an octal string such as \"0660\" (a bare number would be read as decimal)",
                 "audispd.toml:6: allow_users: there is no user named \"no-such-user-here\" on this system; use an existing user name or a numeric uid",
