@@ -188,7 +188,7 @@ fn one_correct_call_per_avc_event() {
         (Some(0), Some(0))
     );
     assert_eq!(
-        srt.lines().len(),
+        srt.out_lines().len(),
         1 + expected.len(),
         "no call for non-AVC events"
     );

@@ -158,7 +158,8 @@ impl Drop for Bus {
     }
 }
 
-/// A program whose standard output is collected line by line.
+/// A program whose standard output is collected line by line (standard
+/// error too, each line prefixed with `E: `).
 pub struct Helper {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
@@ -169,16 +170,26 @@ impl Helper {
     pub fn spawn(mut cmd: Command) -> Helper {
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn helper");
-        let out = child.stdout.take().expect("stdout");
         let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let out = child.stdout.take().expect("stdout");
         let l = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 match line {
                     Ok(line) => l.lock().unwrap().push(line),
+                    Err(_) => break,
+                }
+            }
+        });
+        let err = child.stderr.take().expect("stderr");
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                match line {
+                    Ok(line) => l.lock().unwrap().push(format!("E: {line}")),
                     Err(_) => break,
                 }
             }
@@ -210,11 +221,11 @@ impl Helper {
         }
     }
 
-    /// Waits until at least `n` lines were printed.
+    /// Waits until at least `n` lines were printed on standard output.
     pub fn wait_count(&mut self, n: usize, limit: Duration) -> Vec<String> {
         let deadline = Instant::now() + limit;
         loop {
-            let lines = self.lines();
+            let lines = self.out_lines();
             if lines.len() >= n {
                 return lines;
             }
@@ -230,6 +241,14 @@ impl Helper {
     /// Every line so far.
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
+    }
+
+    /// Standard output's lines so far.
+    pub fn out_lines(&self) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| !l.starts_with("E: "))
+            .collect()
     }
 
     /// Whether it still runs.
