@@ -310,8 +310,7 @@ fn watch(conn: &Connection, rest: &[&str], json: bool) -> Result<(), Fail> {
         let () = call(conn, "Subscribe", &(types.clone(),))?;
     }
     eprintln!("audispctl: watching {member} signals");
-    let mut seen = 0u64;
-    for m in messages {
+    for (i, m) in messages.enumerate() {
         let m = m.map_err(explain)?;
         let body = m.body();
         if avc {
@@ -359,8 +358,7 @@ fn watch(conn: &Connection, rest: &[&str], json: bool) -> Result<(), Fail> {
                 }
             }
         }
-        seen += 1;
-        if count.is_some_and(|c| seen >= c) {
+        if count.is_some_and(|c| i as u64 + 1 >= c) {
             break;
         }
     }
