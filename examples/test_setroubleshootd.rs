@@ -10,12 +10,21 @@
 //! in two, lines that are not records, more than one event in a call. An
 //! AVC involving `setroubleshootd_t` makes it exit, as the real one does.
 //!
-//! Usage: `test_setroubleshootd` (bus from `DBUS_SYSTEM_BUS_ADDRESS`);
-//! prints `READY` once it owns the name.
+//! Usage: `test_setroubleshootd [--out FILE] [--exit-on-first-call]` (bus
+//! from `DBUS_SYSTEM_BUS_ADDRESS`); prints `READY` once it owns the name.
+//! `--out` appends the report lines to FILE instead (for a bus-activated
+//! instance). `--exit-on-first-call` exits in the middle of the very first
+//! call any instance writing to FILE gets, without replying — the race of
+//! setroubleshootd's idle exit — and reports `{"exited":true,…}`.
 
 use std::io::Write;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use zbus::fdo;
+
+/// `--out FILE`, if given.
+static OUT: OnceLock<Option<PathBuf>> = OnceLock::new();
 
 /// Checks one `avc` argument; returns why it breaks the contract.
 fn check(data: &str) -> Result<(), String> {
@@ -55,19 +64,49 @@ fn check(data: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn report(ok: bool, why: &str, data: &str) {
-    let line = serde_json::json!({"ok": ok, "why": why, "data": data});
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+fn emit(line: &str) {
+    match OUT.get().and_then(|o| o.as_ref()) {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path);
+            if let Ok(mut f) = f {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
 }
 
-struct Setroubleshootd;
+fn report(ok: bool, why: &str, data: &str) {
+    emit(&serde_json::json!({"ok": ok, "why": why, "data": data}).to_string());
+}
+
+/// Whether an instance writing to `--out` already exited mid-call.
+fn exited_before() -> bool {
+    OUT.get()
+        .and_then(|o| o.as_ref())
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .is_some_and(|t| t.contains("\"exited\":true"))
+}
+
+struct Setroubleshootd {
+    exit_on_first_call: bool,
+}
 
 #[zbus::interface(name = "org.fedoraproject.SetroubleshootdIface")]
 impl Setroubleshootd {
     #[zbus(name = "avc")]
     fn avc(&self, data: String) -> fdo::Result<String> {
+        if self.exit_on_first_call && !exited_before() {
+            emit(&serde_json::json!({"exited": true, "data": data}).to_string());
+            std::process::exit(0);
+        }
         if let Err(why) = check(&data) {
             report(false, &why, &data);
             return Err(fdo::Error::InvalidArgs(why));
@@ -90,12 +129,25 @@ impl Setroubleshootd {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut out = None;
+    let mut exit_on_first_call = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--out" => out = args.next().map(PathBuf::from),
+            "--exit-on-first-call" => exit_on_first_call = true,
+            other => return Err(format!("unknown argument {other:?}").into()),
+        }
+    }
+    let _ = OUT.set(out);
     let _conn = zbus::blocking::connection::Builder::system()?
-        .serve_at("/org/fedoraproject/Setroubleshootd", Setroubleshootd)?
+        .serve_at(
+            "/org/fedoraproject/Setroubleshootd",
+            Setroubleshootd { exit_on_first_call },
+        )?
         .name("org.fedoraproject.Setroubleshootd")?
         .build()?;
-    println!("READY");
-    std::io::stdout().flush()?;
+    emit("READY");
     loop {
         std::thread::park();
     }

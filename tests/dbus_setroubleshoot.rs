@@ -305,3 +305,82 @@ fn the_test_setroubleshootd_rejects_contract_violations() {
         String::from_utf8_lossy(&nobody.stderr)
     );
 }
+
+/// setroubleshootd is bus-activated and exits when idle; a call can meet an
+/// instance that exits mid-call (`NoReply`). The forwarder retries once,
+/// which activates a new instance, and every event still arrives once.
+#[test]
+fn retry_after_bus_activation() {
+    if let Some(why) = unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let calls_path = std::sync::Arc::new(std::sync::Mutex::new(std::path::PathBuf::new()));
+    let cp = calls_path.clone();
+    let bus = Bus::start_with(move |dir| {
+        let services = dir.join("services");
+        std::fs::create_dir(&services).unwrap();
+        let calls = dir.join("calls.jsonl");
+        std::fs::write(&calls, "").unwrap();
+        nix::unistd::chown(
+            &calls,
+            Some(nix::unistd::Uid::from_raw(SETROUBLESHOOT_UID)),
+            None,
+        )
+        .unwrap();
+        std::fs::write(
+            services.join("org.fedoraproject.Setroubleshootd.service"),
+            format!(
+                "[D-BUS Service]\nName=org.fedoraproject.Setroubleshootd\nExec=/usr/bin/setpriv --reuid={SETROUBLESHOOT_UID} --regid={SETROUBLESHOOT_UID} --clear-groups {} --out {} --exit-on-first-call\nUser=daemon\n",
+                example("test_setroubleshootd").display(),
+                calls.display()
+            ),
+        )
+        .unwrap();
+        *cp.lock().unwrap() = calls;
+        format!("<servicedir>{}</servicedir>", services.display())
+    });
+    let calls = calls_path.lock().unwrap().clone();
+    let text = String::from_utf8(avc_samples()).unwrap();
+    let (expected, _, _) = expected_calls(&text);
+    let mut d = Dispatcher::new(&main_config(&bus));
+    d.start(Stdio::piped()).unwrap();
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    stdin.write_all(text.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    wait_until(Duration::from_secs(30), "every AVC event sent", || {
+        stats(&bus)["setroubleshoot"]["sent"] == expected.len()
+    });
+    let f = &stats(&bus)["setroubleshoot"];
+    assert_eq!(
+        (f["retries"].as_u64(), f["failed"].as_u64()),
+        (Some(1), Some(0)),
+        "{f}\n{}\n{}\n{}",
+        std::fs::read_to_string(&calls).unwrap(),
+        d.log_tail(20),
+        std::fs::read_to_string(bus.dir.path().join("dbus-daemon.log")).unwrap_or_default()
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&calls)
+        .unwrap()
+        .lines()
+        .filter(|l| *l != "READY")
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[0]["exited"], true,
+        "the first instance exited mid-call"
+    );
+    let mut got: Vec<String> = lines[1..]
+        .iter()
+        .map(|v| {
+            assert_eq!(v["ok"], true, "{v}");
+            v["data"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let mut want = expected.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "every event once, the retried one included");
+    drop(stdin);
+    d.wait(Duration::from_secs(30)).unwrap();
+}

@@ -58,6 +58,13 @@ pub struct Bus {
 impl Bus {
     /// Starts the bus and waits until it listens.
     pub fn start() -> Bus {
+        Bus::start_with(|_| String::new())
+    }
+
+    /// Like [`Bus::start`], with the text `extra(dir)` returns added to the
+    /// bus configuration (such as a `<servicedir>` for bus activation; it
+    /// may write files into `dir`, the bus's directory).
+    pub fn start_with(extra: impl FnOnce(&Path) -> String) -> Bus {
         let dir = tempfile::tempdir().expect("tempdir");
         // Other users (nobody, the setroubleshootd user) must reach the socket.
         std::fs::set_permissions(
@@ -66,20 +73,22 @@ impl Bus {
         )
         .expect("chmod");
         let socket = dir.path().join("system_bus_socket");
+        let more = extra(dir.path());
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut includes = format!(
             "<include>{}</include>",
             repo.join("dbus/org.audisp.Dispatcher1.conf").display()
         );
-        let mut extra: Vec<PathBuf> = std::fs::read_dir(repo.join("tests/dbus"))
+        let mut peers: Vec<PathBuf> = std::fs::read_dir(repo.join("tests/dbus"))
             .expect("tests/dbus")
             .map(|e| e.expect("entry").path())
             .filter(|p| p.extension().is_some_and(|e| e == "conf"))
             .collect();
-        extra.sort();
-        for p in extra {
+        peers.sort();
+        for p in peers {
             includes.push_str(&format!("<include>{}</include>", p.display()));
         }
+        includes.push_str(&more);
         let base = std::fs::read_to_string("/usr/share/dbus-1/system.conf").expect("system.conf");
         let mut conf = String::new();
         for line in base.lines() {
@@ -113,6 +122,11 @@ impl Bus {
         std::fs::write(&conf_path, conf).expect("write bus config");
         let mut child = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", conf_path.display()))
+            // What services it activates find it by.
+            .env(
+                "DBUS_SYSTEM_BUS_ADDRESS",
+                format!("unix:path={}", socket.display()),
+            )
             .args(["--nofork", "--print-address=1"])
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("dbus-daemon.log")).expect("bus log"))
