@@ -348,3 +348,78 @@ run = "poweroff"
     drop(stdin);
     d.wait(Duration::from_secs(30)).unwrap();
 }
+
+/// Readers: a member of a group the bus policy lets through (the shipped
+/// `audisp` block, applied here to the group `daemon`, gid 1) reads
+/// statistics and gets AvcDenial when `[dbus] read_groups` names the group,
+/// still may not change anything, and is refused by audispd itself when
+/// `read_groups` does not name it.
+#[test]
+fn group_readers() {
+    if let Some(why) = unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    const GID: u32 = 1;
+    let bus = Bus::start_with(|dir| {
+        let shipped = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/dbus/org.audisp.Dispatcher1.conf"
+        ))
+        .unwrap();
+        let readers = dir.join("readers.conf");
+        std::fs::write(
+            &readers,
+            shipped.replace("group=\"audisp\"", "group=\"daemon\""),
+        )
+        .unwrap();
+        format!("<include>{}</include>", readers.display())
+    });
+    let member = |args: &[&str]| {
+        bus.command_as_member(NOBODY, Some(GID), &audispctl())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let mut d = Dispatcher::new(&main_config(&bus).replacen(
+        "enabled = true\n",
+        "enabled = true\nread_groups = [\"daemon\"]\n",
+        1,
+    ));
+    d.write_plugin("all", &sink_plugin("all", "", ""));
+    d.start(Stdio::piped()).unwrap();
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    support::dispatcher::wait_until(Duration::from_secs(20), "the D-Bus name", || {
+        ctl(&bus, 0, &["status"]).status.success()
+    });
+    let o = member(&["status"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("PLUGIN"));
+    let o = member(&["suspend", "all"]);
+    assert_eq!(o.status.code(), Some(4), "{:?}", text(&o));
+    let mut watch = Helper::spawn({
+        let mut c = bus.command_as_member(NOBODY, Some(GID), &audispctl());
+        c.args(["watch", "--avc", "--count", "1"]);
+        c
+    });
+    watch.wait_line(Duration::from_secs(20), |l| l.contains("watching"));
+    stdin.write_all(AVC.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let got = watch.wait_count(1, Duration::from_secs(30));
+    assert!(got[0].starts_with("denied { write }"), "{got:?}");
+    drop(stdin);
+    d.wait(Duration::from_secs(30)).unwrap();
+
+    // The same member, but audispd's read_groups does not name the group.
+    let mut d = Dispatcher::new(&main_config(&bus));
+    d.start(Stdio::piped()).unwrap();
+    let stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    support::dispatcher::wait_until(Duration::from_secs(20), "the D-Bus name", || {
+        ctl(&bus, 0, &["status"]).status.success()
+    });
+    let o = member(&["status"]);
+    assert_eq!(o.status.code(), Some(4), "{:?}", text(&o));
+    assert!(text(&o).1.contains("read_groups"), "{:?}", text(&o));
+    drop(stdin);
+    d.wait(Duration::from_secs(30)).unwrap();
+}

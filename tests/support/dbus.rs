@@ -150,14 +150,23 @@ impl Bus {
     /// A command running `program` as `uid` (gid the same, no extra
     /// groups), or as root for uid 0, with the bus as its system bus.
     pub fn command_as(&self, uid: u32, program: &Path) -> Command {
+        self.command_as_member(uid, None, program)
+    }
+
+    /// Like [`Bus::command_as`], with `group` as the only supplementary
+    /// group.
+    pub fn command_as_member(&self, uid: u32, group: Option<u32>, program: &Path) -> Command {
         let mut c = if uid == 0 {
             Command::new(program)
         } else {
             let mut c = Command::new("setpriv");
             c.arg(format!("--reuid={uid}"))
-                .arg(format!("--regid={uid}"))
-                .arg("--clear-groups")
-                .arg(program);
+                .arg(format!("--regid={uid}"));
+            match group {
+                Some(g) => c.arg(format!("--groups={g}")),
+                None => c.arg("--clear-groups"),
+            };
+            c.arg(program);
             c
         };
         c.env("DBUS_SYSTEM_BUS_ADDRESS", &self.address);
