@@ -384,3 +384,44 @@ fn retry_after_bus_activation() {
     drop(stdin);
     d.wait(Duration::from_secs(30)).unwrap();
 }
+
+/// A denial storm is cut down to the configured rate; the rest is counted.
+#[test]
+fn rate_limit() {
+    if let Some(why) = unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let bus = Bus::start();
+    let mut srt =
+        Helper::spawn(bus.command_as(SETROUBLESHOOT_UID, &example("test_setroubleshootd")));
+    srt.wait_line(Duration::from_secs(20), |l| l == "READY");
+    let text = String::from_utf8(avc_samples()).unwrap();
+    let (expected, _, _) = expected_calls(&text);
+    let mut d = Dispatcher::new(&main_config(&bus).replace("rate = 1000", "rate = 2"));
+    d.start(Stdio::piped()).unwrap();
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    stdin.write_all(text.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "every AVC event accounted for",
+        || {
+            let f = &stats(&bus)["setroubleshoot"];
+            f["sent"].as_u64().unwrap() + f["rate_limited"].as_u64().unwrap()
+                == expected.len() as u64
+        },
+    );
+    let f = &stats(&bus)["setroubleshoot"];
+    let sent = f["sent"].as_u64().unwrap();
+    assert!((2..=6).contains(&sent), "a burst of 2 plus 2/s: {f}");
+    // Every call the limiter let through arrived, and correctly.
+    let lines = srt.wait_count(1 + sent as usize, Duration::from_secs(10));
+    for l in &lines[1..] {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["ok"], true, "{v}");
+        assert!(expected.contains(&v["data"].as_str().unwrap().to_string()));
+    }
+    drop(stdin);
+    d.wait(Duration::from_secs(30)).unwrap();
+}

@@ -379,6 +379,53 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        // The calling thread takes the first event and then hangs in
+        // `connect` (a bus that does not answer) until the test ends.
+        let (entered_tx, entered_rx) = mpsc::channel::<()>();
+        let (_release_tx, release_rx) = mpsc::channel::<()>();
+        let entered = Mutex::new(entered_tx);
+        let release = Mutex::new(release_rx);
+        let connect: Connect = Box::new(move || {
+            let _ = entered.lock().unwrap().send(());
+            let _ = release.lock().unwrap().recv();
+            Err(zbus::Error::Failure("test bus".into()))
+        });
+        let config = SetroubleshootConfig {
+            enabled: true,
+            queue: 2,
+            timeout: Duration::from_secs(1),
+            rate: 1000,
+            dedup_window: Duration::from_secs(60),
+        };
+        let f = Forwarder::start(&config, connect).unwrap();
+        let denial = |i: usize| Denial {
+            scontext: format!("u:r:d{i}_t:s0"),
+            tcontext: "u:object_r:f_t:s0".into(),
+            tclass: "file".into(),
+            perms: vec!["read".into()],
+            ..Denial::default()
+        };
+        let rec: &[u8] = b"type=AVC msg=audit(1.000:1): avc: denied";
+        f.offer(&denial(0), [rec].into_iter());
+        entered_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let start = Instant::now();
+        for i in 1..=10 {
+            f.offer(&denial(i), [rec].into_iter());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "offer never blocks"
+        );
+        let c = f.counters().snapshot();
+        assert_eq!(
+            c.dropped, 8,
+            "2 queued behind the stuck call, 8 dropped: {c:?}"
+        );
+        assert_eq!(c.sent + c.failed, 0);
+    }
+
+    #[test]
     fn service_unknown_and_no_reply_are_worth_a_retry() {
         let e = zbus::Error::FDO(Box::new(zbus::fdo::Error::ServiceUnknown("x".into())));
         assert!(matches!(classify(e), CallError::Transient(_)));
