@@ -102,6 +102,7 @@ pub fn start(engine: Arc<Engine>, config: &DbusConfig, reload: ReloadHook) -> Re
         emitter,
         subscribers,
         forwarder,
+        handled: std::sync::Mutex::new(None),
     };
     let consumer = Arc::new(consumer);
     let connector: crate::engine::plugin::Connector = Arc::new(move |fd| {
@@ -109,9 +110,21 @@ pub fn start(engine: Arc<Engine>, config: &DbusConfig, reload: ReloadHook) -> Re
         let spawned = std::thread::Builder::new()
             .name("dbus-events".into())
             .spawn(move || {
-                let r = Plugin::new(CONSUMER).events().run_on(fd, |batch, _| {
+                // A new connection (after the old one ended) may bring again
+                // what this process already handled but the engine had not
+                // seen acknowledged: resume after it, so that no event is
+                // signalled or sent to setroubleshootd twice.
+                let mut plugin = Plugin::new(CONSUMER).events();
+                if let Some((journal, seq)) = *c.handled.lock().unwrap_or_else(|p| p.into_inner()) {
+                    plugin = plugin.resume_after(journal, seq);
+                }
+                let r = plugin.run_on(fd, |batch, ctx| {
                     for event in batch.events() {
                         c.handle(&event);
+                    }
+                    if let Some(last) = batch.records().last() {
+                        *c.handled.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some((ctx.journal_id(), last.seq));
                     }
                     Ok(())
                 });
@@ -180,6 +193,8 @@ struct Consumer {
     emitter: SignalEmitter<'static>,
     subscribers: Arc<Subscribers>,
     forwarder: Option<Arc<Forwarder>>,
+    /// Journal id and sequence number of the last record handled.
+    handled: std::sync::Mutex<Option<([u8; 16], u64)>>,
 }
 
 impl Consumer {
