@@ -125,6 +125,40 @@ pub struct MainConfig {
     pub stats: StatsConfig,
     /// `[shutdown] timeout`: how long plugins get to catch up on shutdown.
     pub shutdown_timeout: Duration,
+    /// `[dbus]`: the system-bus adapter (`audisp::dbus`).
+    pub dbus: DbusConfig,
+}
+
+/// `[dbus]`: publishing on the system bus. The engine never reads this; the
+/// `audispd` binary hands it to `audisp::dbus`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbusConfig {
+    /// `enabled` (default false): own `org.audisp.Dispatcher1` and forward
+    /// AVC denials to setroubleshootd.
+    pub enabled: bool,
+    /// `address`: a bus address to use instead of the system bus (tests);
+    /// unset means the system bus (which honours `DBUS_SYSTEM_BUS_ADDRESS`).
+    pub address: Option<String>,
+    /// `read_groups`, resolved to gids: besides root, members of these
+    /// groups may read statistics and subscribe to events.
+    pub read_groups: Vec<u32>,
+    /// `[dbus.setroubleshoot]`.
+    pub setroubleshoot: SetroubleshootConfig,
+}
+
+/// `[dbus.setroubleshoot]`: forwarding AVC denials to setroubleshootd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetroubleshootConfig {
+    /// `enabled` (default true when `[dbus]` is).
+    pub enabled: bool,
+    /// `queue`: events waiting for a call before new ones are dropped.
+    pub queue: usize,
+    /// `timeout`: how long one call may take.
+    pub timeout: Duration,
+    /// `rate`: most calls per second (bursts of up to this many).
+    pub rate: u32,
+    /// `dedup_window`: identical denials within this time are sent once.
+    pub dedup_window: Duration,
 }
 
 /// `[input.stdin]`: reading auditd's stream on standard input.
@@ -327,6 +361,32 @@ pub enum Action {
     },
     /// Suspend the plugin.
     Suspend,
+    /// A system state change, carried out by the embedder's hook (the
+    /// `audispd` binary asks systemd over D-Bus).
+    System(SystemAction),
+}
+
+/// `run = "single-user" | "halt" | "poweroff"`: what the service manager is
+/// asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemAction {
+    /// Isolate `rescue.target` (what `systemctl rescue` does).
+    SingleUser,
+    /// Start `halt.target`, replacing every queued job.
+    Halt,
+    /// Start `poweroff.target`, replacing every queued job.
+    Poweroff,
+}
+
+impl SystemAction {
+    /// The `run` word of this action.
+    pub fn name(self) -> &'static str {
+        match self {
+            SystemAction::SingleUser => "single-user",
+            SystemAction::Halt => "halt",
+            SystemAction::Poweroff => "poweroff",
+        }
+    }
 }
 
 /// One problem found in the configuration.

@@ -54,6 +54,7 @@
 //! logged with a `MESSAGE_ID` ([`log_ids`]).
 
 pub mod config;
+pub mod dbus;
 pub mod engine;
 pub mod events;
 pub mod format;

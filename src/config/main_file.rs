@@ -10,8 +10,8 @@ use toml::de::{DeTable, DeValue};
 use super::doc::{show, Doc, Section};
 use super::units::{self, show_size};
 use super::{
-    BinaryFramingChoice, EventConfig, InputSocket, JournalConfig, MainConfig, Paths, StatsConfig,
-    StdinFormat, StdinInput, SyncPolicy,
+    BinaryFramingChoice, DbusConfig, EventConfig, InputSocket, JournalConfig, MainConfig, Paths,
+    SetroubleshootConfig, StatsConfig, StdinFormat, StdinInput, SyncPolicy,
 };
 
 const MIB: u64 = 1 << 20;
@@ -24,7 +24,7 @@ const MIN_MEMORY: u64 = MIB;
 const MAX_OPEN_LIMIT: u64 = 1_000_000;
 
 /// The sections of the main file and their keys.
-const TOP: &[&str] = &["input", "journal", "events", "stats", "shutdown"];
+const TOP: &[&str] = &["input", "journal", "events", "stats", "shutdown", "dbus"];
 const INPUT: &[&str] = &["stdin", "socket"];
 const STDIN: &[&str] = &["enabled", "format", "binary_framing"];
 const SOCKET: &[&str] = &["enabled", "path", "mode", "allow_users", "allow_groups"];
@@ -39,6 +39,8 @@ const JOURNAL: &[&str] = &[
 const EVENTS: &[&str] = &["timeout", "max_open"];
 const STATS: &[&str] = &["interval", "state_file"];
 const SHUTDOWN: &[&str] = &["timeout"];
+const DBUS: &[&str] = &["enabled", "address", "read_groups", "setroubleshoot"];
+const SETROUBLESHOOT: &[&str] = &["enabled", "queue", "timeout", "rate", "dedup_window"];
 
 impl MainConfig {
     /// The settings used for everything `audispd.toml` does not set.
@@ -72,6 +74,18 @@ impl MainConfig {
                 state_file: paths.runtime_dir.join("audispd.state"),
             },
             shutdown_timeout: Duration::from_secs(5),
+            dbus: DbusConfig {
+                enabled: false,
+                address: None,
+                read_groups: Vec::new(),
+                setroubleshoot: SetroubleshootConfig {
+                    enabled: true,
+                    queue: 256,
+                    timeout: Duration::from_secs(30),
+                    rate: 10,
+                    dedup_window: Duration::from_secs(60),
+                },
+            },
         }
     }
 }
@@ -152,7 +166,63 @@ pub(super) fn parse(doc: &mut Doc, table: &DeTable<'_>, paths: &Paths) -> MainCo
             c.shutdown_timeout = t;
         }
     }
+    if let Some(s) = top.table(doc, "dbus") {
+        dbus(doc, &s, &mut c.dbus);
+    }
     c
+}
+
+fn dbus(doc: &mut Doc, s: &Section, out: &mut DbusConfig) {
+    s.reject_unknown(doc, DBUS);
+    if let Some(e) = s.bool(doc, "enabled") {
+        out.enabled = e;
+    }
+    if let Some(a) = s.string(doc, "address") {
+        if a.contains(':') {
+            out.address = Some(a.to_string());
+        } else {
+            s.bad(
+                doc,
+                "address",
+                "is not a D-Bus address; use one such as \"unix:path=/run/dbus/system_bus_socket\"",
+            );
+        }
+    }
+    if let Some(groups) = s.list(doc, "read_groups", "group names or gids", |v| {
+        resolve_id(v, IdKind::Group)
+    }) {
+        out.read_groups = groups;
+    }
+    let Some(t) = s.table(doc, "setroubleshoot") else {
+        return;
+    };
+    let st = &mut out.setroubleshoot;
+    t.reject_unknown(doc, SETROUBLESHOOT);
+    if let Some(e) = t.bool(doc, "enabled") {
+        st.enabled = e;
+    }
+    if let Some(n) = t.count(doc, "queue") {
+        match usize::try_from(n) {
+            Ok(n) if (1..=100_000).contains(&n) => st.queue = n,
+            _ => t.bad(doc, "queue", "is out of range; use 1 to 100000 events"),
+        }
+    }
+    if let Some(d) = positive_duration(doc, &t, "timeout") {
+        st.timeout = d;
+    }
+    if let Some(n) = t.count(doc, "rate") {
+        match u32::try_from(n) {
+            Ok(n) if (1..=10_000).contains(&n) => st.rate = n,
+            _ => t.bad(
+                doc,
+                "rate",
+                "is out of range; use 1 to 10000 calls per second",
+            ),
+        }
+    }
+    if let Some(d) = t.duration(doc, "dedup_window") {
+        st.dedup_window = d;
+    }
 }
 
 fn stdin(doc: &mut Doc, s: &Section) -> StdinInput {
@@ -455,6 +525,43 @@ timeout = "1m"
     }
 
     #[test]
+    fn dbus_section() {
+        let (c, e) = parse_str(
+            r#"
+[dbus]
+enabled = true
+address = "unix:path=/tmp/bus"
+read_groups = ["root", 10]
+[dbus.setroubleshoot]
+enabled = false
+queue = 8
+timeout = "2s"
+rate = 3
+dedup_window = "10s"
+"#,
+        );
+        assert!(e.is_empty(), "{e:?}");
+        assert!(c.dbus.enabled);
+        assert_eq!(c.dbus.address.as_deref(), Some("unix:path=/tmp/bus"));
+        assert_eq!(c.dbus.read_groups, [0, 10]);
+        let s = &c.dbus.setroubleshoot;
+        assert!(!s.enabled);
+        assert_eq!((s.queue, s.rate), (8, 3));
+        assert_eq!(s.timeout, Duration::from_secs(2));
+        assert_eq!(s.dedup_window, Duration::from_secs(10));
+        let (_, e) =
+            parse_str("[dbus]\naddress = \"nowhere\"\n[dbus.setroubleshoot]\nrate = 0\nqueu = 1\n");
+        assert_eq!(
+            e,
+            [
+                "audispd.toml:2: address = \"nowhere\" is not a D-Bus address; use one such as \"unix:path=/run/dbus/system_bus_socket\"",
+                "audispd.toml:4: rate = 0 is out of range; use 1 to 10000 calls per second",
+                "audispd.toml:5: unknown key \"queu\" in [dbus.setroubleshoot] (did you mean \"queue\"?); allowed keys are enabled, queue, timeout, rate, dedup_window",
+            ]
+        );
+    }
+
+    #[test]
     fn nonsense_is_rejected() {
         let (_, e) = parse_str(
             r#"max_size = "1G"
@@ -478,7 +585,7 @@ interval = "500ms"
         assert_eq!(
             e,
             [
-                "audispd.toml:1: unknown key \"max_size\" (it belongs in a section: [journal]); allowed keys are input, journal, events, stats, shutdown",
+                "audispd.toml:1: unknown key \"max_size\" (it belongs in a section: [journal]); allowed keys are input, journal, events, stats, shutdown, dbus",
                 "audispd.toml:3: binary_framing = \"padded\" only applies to format = \"binary\"; remove it or set format = \"binary\"",
                 "audispd.toml:5: mode = 660 must be an octal string such as \"0660\" (a bare number would be read as decimal)",
                 "audispd.toml:6: allow_users: there is no user named \"no-such-user-here\" on this system; use an existing user name or a numeric uid",

@@ -13,7 +13,8 @@ use super::doc::{show, Doc, Section};
 use super::files;
 use super::units::{self, show_duration, show_size};
 use super::{
-    Action, Backoff, DeliveryMode, Overflow, Paths, PluginConfig, PluginFormat, Transport,
+    Action, Backoff, DeliveryMode, Overflow, Paths, PluginConfig, PluginFormat, SystemAction,
+    Transport,
 };
 
 /// Keys of a plugin file.
@@ -303,12 +304,15 @@ fn actions(doc: &mut Doc, top: &Section, active: bool) -> BTreeMap<String, Actio
                 ("log", "log"),
                 ("exec", "exec"),
                 ("suspend", "suspend"),
+                ("single-user", "single-user"),
+                ("halt", "halt"),
+                ("poweroff", "poweroff"),
             ],
         );
         if s.get("run").is_none() {
             doc.error(
                 Some(span.clone()),
-                format!("[actions.{name}] has no run key; set run = \"ignore\", \"log\", \"exec\" or \"suspend\""),
+                format!("[actions.{name}] has no run key; set run = \"ignore\", \"log\", \"exec\", \"suspend\", \"single-user\", \"halt\" or \"poweroff\""),
             );
         }
         if run != Some("exec") && run.is_some() {
@@ -325,6 +329,9 @@ fn actions(doc: &mut Doc, top: &Section, active: bool) -> BTreeMap<String, Actio
             Some("ignore") => Action::Ignore,
             Some("log") => Action::Log,
             Some("suspend") => Action::Suspend,
+            Some("single-user") => Action::System(SystemAction::SingleUser),
+            Some("halt") => Action::System(SystemAction::Halt),
+            Some("poweroff") => Action::System(SystemAction::Poweroff),
             Some(_) => {
                 let args = s.strings(doc, "args").unwrap_or_default();
                 let Some(program) = s.string(doc, "program") else {
@@ -562,8 +569,8 @@ program = "/no/such/program"
             e,
             [
                 "p.toml:2: action name \"Disk-Full\" is not allowed; use 1 to 64 lower-case letters, digits, '_' or '-', starting with a letter or digit",
-                "p.toml:5: run = \"shell\" is not a known action; use \"ignore\", \"log\", \"exec\" or \"suspend\"",
-                "p.toml:6: [actions.b] has no run key; set run = \"ignore\", \"log\", \"exec\" or \"suspend\"",
+                "p.toml:5: run = \"shell\" is not a known action; use \"ignore\", \"log\", \"exec\", \"suspend\", \"single-user\", \"halt\" or \"poweroff\"",
+                "p.toml:6: [actions.b] has no run key; set run = \"ignore\", \"log\", \"exec\", \"suspend\", \"single-user\", \"halt\" or \"poweroff\"",
                 "p.toml:8: [actions.c] has run = \"exec\" but no program; add program = \"/path/to/program\"",
                 "p.toml:12: program = \"rm\" is not an absolute path; audispd does not search PATH, so write the program's full path",
                 "p.toml:15: args = [\"x\"] is only used with run = \"exec\"; remove it or set run = \"exec\"",

@@ -8,12 +8,16 @@
 //! become extra `argv` entries of the configured program, which is run
 //! directly (never through a shell) with an empty environment, so a plugin
 //! cannot make the dispatcher do anything the admin did not set up.
+//!
+//! System actions (`single-user`, `halt`, `poweroff`) are handed to a hook
+//! the embedder installs ([`Actions::set_system_hook`]): the engine knows
+//! no service manager; `audispd` asks systemd over D-Bus.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::child::{self, Running};
-use crate::config::Action;
+use crate::config::{Action, SystemAction};
 use crate::protocol::CommandStatus;
 
 /// Most action programs running at once; further requests fail until some
@@ -46,16 +50,70 @@ struct Started {
     running: Running,
 }
 
+/// Carries out a system action for the engine: `Ok` with what was done,
+/// or `Err` with why not. Runs on the asking plugin's sender thread, so it
+/// should return within seconds.
+pub type SystemHook = Arc<dyn Fn(SystemAction) -> Result<String, String> + Send + Sync>;
+
 /// Runs actions and reaps their programs.
 #[derive(Default)]
 pub struct Actions {
     running: Mutex<Vec<Started>>,
+    system: Mutex<Option<SystemHook>>,
 }
 
 impl Actions {
     /// A runner with nothing running.
     pub fn new() -> Actions {
         Actions::default()
+    }
+
+    /// Installs the embedder's handler for system actions (without one they
+    /// fail).
+    pub fn set_system_hook(&self, hook: SystemHook) {
+        *self.system.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
+    fn run_system(&self, plugin: &str, name: &str, what: SystemAction) -> Outcome {
+        let hook = self
+            .system
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let result = match hook {
+            Some(h) => h(what),
+            None => Err("no service manager interface is set up for system actions".into()),
+        };
+        match result {
+            Ok(message) => {
+                tracing::warn!(
+                    message_id = crate::log_ids::ACTION,
+                    plugin,
+                    action = name,
+                    "plugin {plugin} requested action {name}: {} ({message})",
+                    what.name()
+                );
+                Outcome {
+                    status: CommandStatus::Done,
+                    message,
+                    effect: Effect::None,
+                }
+            }
+            Err(message) => {
+                tracing::error!(
+                    message_id = crate::log_ids::ACTION,
+                    plugin,
+                    action = name,
+                    "action {name} ({}) for plugin {plugin} failed: {message}",
+                    what.name()
+                );
+                Outcome {
+                    status: CommandStatus::Failed,
+                    message,
+                    effect: Effect::None,
+                }
+            }
+        }
     }
 
     /// Carries out action `name` requested by `plugin`, as configured by
@@ -81,6 +139,7 @@ impl Actions {
             };
         };
         match action {
+            Action::System(what) => self.run_system(plugin, name, *what),
             Action::Ignore => Outcome {
                 status: CommandStatus::Done,
                 message: "ignored, as configured".into(),

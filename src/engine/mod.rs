@@ -279,6 +279,12 @@ impl Engine {
         self.start_plugin(config)
     }
 
+    /// Installs the embedder's handler for system actions
+    /// (`run = "single-user"`, `"halt"`, `"poweroff"`); see [`actions`].
+    pub fn set_system_hook(&self, hook: actions::SystemHook) {
+        self.actions.set_system_hook(hook);
+    }
+
     /// The journal.
     pub fn journal(&self) -> &Journal {
         &self.journal

@@ -4,4 +4,6 @@
 #[allow(dead_code)]
 pub mod auditd;
 #[allow(dead_code)]
+pub mod dbus;
+#[allow(dead_code)]
 pub mod dispatcher;

@@ -198,8 +198,16 @@ fn run(paths: Paths, notifier: &Notifier) -> Result<(), String> {
         input_listener: None,
     };
     let server = format!("audispd {}", env!("CARGO_PKG_VERSION"));
+    let dbus_config = config.main.dbus.clone();
     let engine = Engine::start(config, &paths.state_dir, sockets, &server)
         .map_err(|e| format!("cannot start: {e}"))?;
+    // The D-Bus adapter ([dbus] in audispd.toml); without a bus we run on.
+    let _dbus = dbus_config.enabled.then(|| {
+        let (e, p) = (engine.clone(), paths.clone());
+        let reload_hook = std::sync::Arc::new(move || reload(&e, &p));
+        audisp::dbus::start(engine.clone(), &dbus_config, reload_hook)
+            .map_err(|e| tracing::error!("D-Bus: {e}; running on without it"))
+    });
     tracing::info!(
         plugins = ?engine.plugin_names(),
         journal = %engine.journal().id(),
@@ -257,7 +265,7 @@ fn run(paths: Paths, notifier: &Notifier) -> Result<(), String> {
             match Signal::try_from(sig.ssi_signo as i32) {
                 Ok(Signal::SIGHUP) => {
                     let _ = notifier.reloading();
-                    reload(&engine, &paths);
+                    let _ = reload(&engine, &paths);
                     let _ = notifier.ready(&status_line(&engine));
                 }
                 Ok(Signal::SIGUSR1) => match engine.write_state_file() {
@@ -285,16 +293,16 @@ fn run(paths: Paths, notifier: &Notifier) -> Result<(), String> {
     Ok(())
 }
 
-fn reload(engine: &Engine, paths: &Paths) {
+fn reload(engine: &Engine, paths: &Paths) -> Result<audisp::engine::ReloadSummary, String> {
     tracing::info!("reloading the configuration");
     let (config, broken) = load(paths);
     let Some(config) = config else {
-        tracing::error!(
-            message_id = audisp::log_ids::CONFIG_ERROR,
+        let msg = format!(
             "reload refused: {}/audispd.toml is broken; running on with the previous configuration",
             paths.config_dir.display()
         );
-        return;
+        tracing::error!(message_id = audisp::log_ids::CONFIG_ERROR, "{msg}");
+        return Err(msg);
     };
     let s = engine.reload(config, &broken);
     tracing::info!(
@@ -310,6 +318,7 @@ fn reload(engine: &Engine, paths: &Paths) {
             s.needs_restart
         );
     }
+    Ok(s)
 }
 
 /// One line for `systemctl status`: records in, and each plugin's backlog.

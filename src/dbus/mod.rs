@@ -1,0 +1,248 @@
+//! The system-bus adapter: a thin, versioned D-Bus layer over the engine.
+//!
+//! The engine knows nothing of D-Bus. [`start`] puts together, around a
+//! running [`Engine`]:
+//!
+//! * an in-process consumer ([`Engine::attach_internal`], plugin name
+//!   [`CONSUMER`]) that gets every whole event over the acknowledged
+//!   protocol, so nothing here can block the dispatcher;
+//! * [`setroubleshoot`]: AVC denials to setroubleshootd, exactly as
+//!   sedispatch sends them;
+//! * [`service`]: `org.audisp.Dispatcher1` — statistics, plugins, reload,
+//!   suspend/resume, and the `AvcDenial` and `Event` signals;
+//! * [`systemd`]: the system actions (`single-user`, `halt`, `poweroff`)
+//!   as calls to systemd's manager.
+//!
+//! `docs/dbus.md` documents the interface and the access policy.
+
+pub mod avc;
+pub mod service;
+pub mod setroubleshoot;
+pub mod systemd;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zbus::blocking::Connection;
+use zbus::object_server::SignalEmitter;
+
+use crate::config::{
+    Backoff, DbusConfig, DeliveryMode, Overflow, PluginConfig, PluginFormat, Transport,
+};
+use crate::engine::Engine;
+use crate::record_types;
+use crate::sdk::Plugin;
+use service::{Api, ReloadHook, Subscribers};
+use setroubleshoot::Forwarder;
+
+/// Our well-known name on the system bus.
+pub const NAME: &str = "org.audisp.Dispatcher1";
+/// Our object path.
+pub const PATH: &str = "/org/audisp/Dispatcher1";
+/// Our interface (the `1` is its version: incompatible changes get a new
+/// interface name, served beside the old one).
+pub const IFACE: &str = "org.audisp.Dispatcher1";
+/// The name of the in-process consumer in plugin lists and cursors.
+pub const CONSUMER: &str = "dbus";
+
+/// A bus connection builder for `address`, or for the system bus (which
+/// honours `DBUS_SYSTEM_BUS_ADDRESS`).
+pub fn builder(
+    address: Option<&str>,
+) -> zbus::Result<zbus::blocking::connection::Builder<'static>> {
+    match address {
+        Some(a) => zbus::blocking::connection::Builder::address(a),
+        None => zbus::blocking::connection::Builder::system(),
+    }
+}
+
+/// What [`start`] set up; dropping it leaves the bus.
+pub struct Bus {
+    _conn: Connection,
+}
+
+/// Connects to the bus, owns [`NAME`], serves the interface, attaches the
+/// event consumer, starts the setroubleshoot forwarder (if configured) and
+/// installs the system-action hook. Errors (no bus, name refused) are
+/// returned for the caller to log: the dispatcher runs on without D-Bus.
+pub fn start(engine: Arc<Engine>, config: &DbusConfig, reload: ReloadHook) -> Result<Bus, String> {
+    let address = config.address.clone();
+    let forwarder = if config.setroubleshoot.enabled {
+        let a = address.clone();
+        let timeout = config.setroubleshoot.timeout;
+        let connect: setroubleshoot::Connect =
+            Box::new(move || builder(a.as_deref())?.method_timeout(timeout).build());
+        Some(Arc::new(
+            Forwarder::start(&config.setroubleshoot, connect)
+                .map_err(|e| format!("cannot start the setroubleshoot forwarder: {e}"))?,
+        ))
+    } else {
+        None
+    };
+    let subscribers = Arc::new(Subscribers::default());
+    let api = Api {
+        engine: engine.clone(),
+        reload,
+        forwarder: forwarder.as_ref().map(|f| f.counters().clone()),
+        subscribers: subscribers.clone(),
+        read_groups: config.read_groups.clone(),
+    };
+    let conn = builder(address.as_deref())
+        .and_then(|b| b.serve_at(PATH, api))
+        .and_then(|b| b.name(NAME))
+        .and_then(|b| b.build())
+        .map_err(|e| format!("cannot publish {NAME} on the bus: {e}"))?;
+    watch_departures(&conn, subscribers.clone());
+    engine.set_system_hook(systemd::hook(address));
+    let emitter = SignalEmitter::new(conn.inner(), PATH)
+        .map_err(|e| format!("signal emitter: {e}"))?
+        .into_owned();
+    let consumer = Consumer {
+        emitter,
+        subscribers,
+        forwarder,
+        handled: std::sync::Mutex::new(None),
+    };
+    let consumer = Arc::new(consumer);
+    let connector: crate::engine::plugin::Connector = Arc::new(move |fd| {
+        let c = consumer.clone();
+        let spawned = std::thread::Builder::new()
+            .name("dbus-events".into())
+            .spawn(move || {
+                // A new connection (after the old one ended) may bring again
+                // what this process already handled but the engine had not
+                // seen acknowledged: resume after it, so that no event is
+                // signalled or sent to setroubleshootd twice.
+                let mut plugin = Plugin::new(CONSUMER).events();
+                if let Some((journal, seq)) = *c.handled.lock().unwrap_or_else(|p| p.into_inner()) {
+                    plugin = plugin.resume_after(journal, seq);
+                }
+                let r = plugin.run_on(fd, |batch, ctx| {
+                    for event in batch.events() {
+                        c.handle(&event);
+                    }
+                    if let Some(last) = batch.records().last() {
+                        *c.handled.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some((ctx.journal_id(), last.seq));
+                    }
+                    Ok(())
+                });
+                if let Err(e) = r {
+                    tracing::debug!("D-Bus event consumer connection ended: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the D-Bus event consumer: {e}");
+        }
+    });
+    engine
+        .attach_internal(consumer_config(), connector)
+        .map_err(|e| format!("cannot attach the D-Bus event consumer: {e}"))?;
+    tracing::info!("published {NAME} on the bus");
+    Ok(Bus { _conn: conn })
+}
+
+fn consumer_config() -> PluginConfig {
+    PluginConfig {
+        name: CONSUMER.into(),
+        file: Default::default(),
+        active: true,
+        transport: Transport::Internal,
+        format: PluginFormat::Native,
+        mode: DeliveryMode::Events,
+        include: Vec::new(),
+        exclude: Vec::new(),
+        queue_size: 100_000,
+        overflow: Overflow::Spool,
+        spool_max: 64 << 20,
+        restart: Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        },
+        actions: BTreeMap::new(),
+    }
+}
+
+/// Forgets subscribers that leave the bus.
+fn watch_departures(conn: &Connection, subscribers: Arc<Subscribers>) {
+    let Ok(proxy) = zbus::blocking::fdo::DBusProxy::new(conn) else {
+        return;
+    };
+    let Ok(changes) = proxy.receive_name_owner_changed() else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("dbus-names".into())
+        .spawn(move || {
+            for change in changes {
+                if let Ok(args) = change.args() {
+                    if args.new_owner().is_none() && subscribers.remove(args.name().as_str()) {
+                        tracing::debug!(name = %args.name(), "event subscriber left the bus");
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot watch for departing subscribers: {e}");
+    }
+}
+
+/// Turns events into signals and setroubleshoot calls.
+struct Consumer {
+    emitter: SignalEmitter<'static>,
+    subscribers: Arc<Subscribers>,
+    forwarder: Option<Arc<Forwarder>>,
+    /// Journal id and sequence number of the last record handled.
+    handled: std::sync::Mutex<Option<([u8; 16], u64)>>,
+}
+
+impl Consumer {
+    fn handle(&self, event: &crate::sdk::Event<'_>) {
+        let types: Vec<u32> = event.records().map(|r| r.rtype).collect();
+        if self.subscribers.any() {
+            let wanting = self.subscribers.wanting(&types);
+            if !wanting.is_empty() {
+                let texts: Vec<String> = event
+                    .records()
+                    .map(|r| r.text_lossy().into_owned())
+                    .collect();
+                for name in wanting {
+                    let Ok(dest) = zbus::names::BusName::try_from(name) else {
+                        continue;
+                    };
+                    let e = self.emitter.clone().set_destination(dest);
+                    if let Err(err) = zbus::block_on(Api::event(&e, event.id(), &types, &texts)) {
+                        tracing::debug!("Event signal not sent: {err}");
+                    }
+                }
+            }
+        }
+        if !types.contains(&record_types::AVC) {
+            return;
+        }
+        let Some(denial) = avc::parse(event.records().map(|r| (r.rtype, r.text))) else {
+            return;
+        };
+        let text = setroubleshoot::payload(event.records().map(|r| r.text));
+        if let Err(e) = zbus::block_on(Api::avc_denial(
+            &self.emitter,
+            &denial.result,
+            &denial.scontext,
+            &denial.tcontext,
+            &denial.tclass,
+            &denial.perms,
+            &denial.comm,
+            &denial.exe,
+            &denial.path,
+            denial.pid,
+            &denial.node,
+            &text,
+        )) {
+            tracing::debug!("AvcDenial signal not sent: {e}");
+        }
+        if let Some(f) = &self.forwarder {
+            f.offer(&denial, event.records().map(|r| r.text));
+        }
+    }
+}
