@@ -53,6 +53,7 @@
 //! (`overflow = "drop"`/`"suspend"`, a size limit) and then counted and
 //! logged with a `MESSAGE_ID` ([`log_ids`]).
 
+pub mod activation;
 pub mod config;
 pub mod engine;
 pub mod events;

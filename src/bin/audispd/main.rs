@@ -12,6 +12,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 mod demo;
+mod listen;
+mod logging;
 
 use audisp::config::{self, Paths};
 use audisp::engine::{Engine, Sockets};
@@ -93,7 +95,7 @@ fn main() -> ExitCode {
         std::env::var_os(k)
     });
     if args.demo {
-        init_logging("warn");
+        logging::init("warn");
         return match demo::run() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -111,27 +113,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         };
     }
-    init_logging("info");
+    logging::init("info");
     let notifier = Notifier::from_env();
-    match run(paths, &notifier) {
+    let passed = match audisp::activation::Passed::from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("socket activation: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(paths, &notifier, passed) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(default: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("AUDISP_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
 }
 
 /// Loads the configuration, logging every diagnostic (`file:line: what is
@@ -161,7 +158,11 @@ fn stdin_source() -> Option<OwnedFd> {
     Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
-fn run(paths: Paths, notifier: &Notifier) -> Result<(), String> {
+fn run(
+    paths: Paths,
+    notifier: &Notifier,
+    mut passed: audisp::activation::Passed,
+) -> Result<(), String> {
     let (config, _) = load(&paths);
     let Some(config) = config else {
         return Err(format!(
@@ -195,7 +196,7 @@ fn run(paths: Paths, notifier: &Notifier) -> Result<(), String> {
     let stats_interval = config.main.stats.interval;
     let sockets = Sockets {
         stdin,
-        input_listener: None,
+        input_listener: listen::input_socket(&mut passed)?,
     };
     let server = format!("audispd {}", env!("CARGO_PKG_VERSION"));
     let engine = Engine::start(config, &paths.state_dir, sockets, &server)
