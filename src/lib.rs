@@ -61,6 +61,7 @@ pub mod format;
 pub mod framing;
 pub mod journal;
 pub mod log_ids;
+pub mod logging;
 pub mod notify;
 pub mod protocol;
 pub mod record;

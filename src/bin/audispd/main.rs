@@ -13,7 +13,6 @@ use std::time::Instant;
 
 mod demo;
 mod listen;
-mod logging;
 
 use audisp::config::{self, Paths};
 use audisp::engine::{Engine, Sockets};
@@ -95,7 +94,7 @@ fn main() -> ExitCode {
         std::env::var_os(k)
     });
     if args.demo {
-        logging::init("warn");
+        audisp::logging::init("audispd", "warn");
         return match demo::run() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -113,7 +112,7 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         };
     }
-    logging::init("info");
+    audisp::logging::init("audispd", "info");
     let notifier = Notifier::from_env();
     let passed = match audisp::activation::Passed::from_env() {
         Ok(p) => p,

@@ -1,5 +1,5 @@
-//! Where audispd's log goes: to journald, natively, when systemd connected
-//! our standard error to the journal (`$JOURNAL_STREAM` names that very
+//! Where the log of audisp's daemons goes: to journald, natively, when
+//! systemd connected our standard error to the journal (`$JOURNAL_STREAM` names that very
 //! stream), so every event keeps its structured fields (`PLUGIN=`,
 //! `MESSAGE_ID=`, `INPUT=`…) for `journalctl -u audisp PLUGIN=remote` or
 //! `journalctl MESSAGE_ID=…`; as text on standard error otherwise (a
@@ -11,9 +11,6 @@ use std::os::fd::AsFd;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
-
-/// The identifier journald files our entries under.
-const IDENTIFIER: &str = "audispd";
 
 /// Whether `$JOURNAL_STREAM` (`DEVICE:INODE`) is our standard error, i.e.
 /// systemd connected it to the journal (systemd.exec(5)).
@@ -28,9 +25,10 @@ fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
         .is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
 }
 
-/// Installs the global subscriber; `default` is the filter unless
-/// `$AUDISP_LOG` gives one.
-pub fn init(default: &str) {
+/// Installs the global subscriber for the program `identifier` (journald's
+/// `SYSLOG_IDENTIFIER`); `default` is the filter unless `$AUDISP_LOG` gives
+/// one.
+pub fn init(identifier: &str, default: &str) {
     let filter = EnvFilter::try_from_env("AUDISP_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let journal = std::env::var("JOURNAL_STREAM").ok();
     let mut fallback = None;
@@ -38,7 +36,7 @@ pub fn init(default: &str) {
         match tracing_journald::layer() {
             Ok(layer) => {
                 let layer = layer
-                    .with_syslog_identifier(IDENTIFIER.into())
+                    .with_syslog_identifier(identifier.into())
                     .with_field_prefix(None);
                 tracing_subscriber::registry()
                     .with(filter)
