@@ -147,3 +147,41 @@ fn a_killed_bridge_resends_its_buffer_after_restart() {
     assert!(texts(&out) == all, "every record once, in order");
     assert!(d.stop().unwrap().success());
 }
+
+#[test]
+fn a_stopped_dispatcher_does_not_hold_the_bridge_and_nothing_is_lost() {
+    let data = corpus();
+    let all = lines(&data);
+    let mut d = Dispatcher::new(MAIN);
+    d.write_plugin("sink", &sink_plugin("sink", "", ""));
+    d.start(Stdio::null()).unwrap();
+    let mut bridge = start_bridge(&d);
+    wait_until(Duration::from_secs(30), "the bridge to connect", || {
+        bridge_log(&d).contains("connected to the dispatcher")
+    });
+    // A dispatcher that accepts nothing: the bridge's sends block.
+    d.signal(nix::sys::signal::Signal::SIGSTOP);
+    let mut stdin = bridge.0.as_mut().unwrap().stdin.take().unwrap();
+    stdin.write_all(&data).unwrap();
+    drop(stdin);
+    let started = std::time::Instant::now();
+    let status = bridge.0.take().unwrap().wait().unwrap();
+    assert!(status.success(), "{status}\n{}", bridge_log(&d));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the bridge exits although the dispatcher is stopped"
+    );
+    let log = bridge_log(&d);
+    assert!(log.contains("stay in"), "unsent records are kept: {log}");
+    d.signal(nix::sys::signal::Signal::SIGCONT);
+    // The next bridge sends what is left; the dispatcher drops what it
+    // already had.
+    let mut again = start_bridge(&d);
+    drop(again.0.as_mut().unwrap().stdin.take());
+    let status = again.0.take().unwrap().wait().unwrap();
+    assert!(status.success(), "{status}\n{}", bridge_log(&d));
+    let out = wait_sink(&d.out("sink"), all.len(), Duration::from_secs(60));
+    assert_eq!(out.records.len(), all.len(), "no record lost or doubled");
+    assert!(texts(&out) == all);
+    assert!(d.stop().unwrap().success());
+}

@@ -19,7 +19,7 @@ mod relay;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -184,10 +184,12 @@ fn run(args: Args) -> Result<(), String> {
         journal.end() - journal.start()
     );
     let input_done = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(journal.start().saturating_sub(1)));
     let sender = {
         let cfg = relay::Config {
             socket: args.socket.clone(),
             name: args.name.clone(),
+            acked: acked.clone(),
         };
         let journal = journal.clone();
         let done = input_done.clone();
@@ -198,10 +200,22 @@ fn run(args: Args) -> Result<(), String> {
     };
     read_input(&journal, args.format, &sfd);
     input_done.store(true, Ordering::SeqCst);
-    let left = match sender.join() {
-        Ok(acked) => journal.end().saturating_sub(acked + 1),
-        Err(_) => return Err("the relay thread failed".into()),
-    };
+    // The relay stops by itself within FLUSH_LIMIT, unless it is stuck in a
+    // send to a dispatcher that does not read (stopped): then leave it.
+    let deadline = Instant::now() + FLUSH_LIMIT + Duration::from_secs(2);
+    while !sender.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if sender.is_finished() {
+        if sender.join().is_err() {
+            return Err("the relay thread failed".into());
+        }
+    } else {
+        tracing::warn!("the dispatcher takes no records (stopped?); giving up sending");
+    }
+    let left = journal
+        .end()
+        .saturating_sub(acked.load(Ordering::SeqCst) + 1);
     if let Err(e) = journal.sync_upto(journal.end()) {
         tracing::error!(
             message_id = audisp::log_ids::JOURNAL_ERROR,

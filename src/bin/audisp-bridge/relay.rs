@@ -7,7 +7,7 @@
 //! with the connection), so nothing is sent twice to be stored twice.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,9 @@ pub struct Config {
     pub socket: PathBuf,
     /// Our input name there.
     pub name: String,
+    /// Highest sequence number the dispatcher acknowledged, for the main
+    /// thread's final report.
+    pub acked: Arc<AtomicU64>,
 }
 
 /// Sending state kept across connections.
@@ -44,11 +47,10 @@ struct State {
 }
 
 /// Relays until the input is done and everything is acknowledged, or the
-/// flush time after the input ended is up. Returns the highest sequence
-/// number acknowledged.
-pub fn run(cfg: Config, journal: Journal, done: Arc<AtomicBool>) -> u64 {
+/// flush time after the input ended is up.
+pub fn run(cfg: Config, journal: Journal, done: Arc<AtomicBool>) {
     let mut st = State {
-        acked: journal.start().saturating_sub(1),
+        acked: cfg.acked.load(Ordering::SeqCst),
         done_at: None,
         last_sync: Instant::now(),
     };
@@ -56,7 +58,7 @@ pub fn run(cfg: Config, journal: Journal, done: Arc<AtomicBool>) -> u64 {
     let mut outage_reported = false;
     loop {
         match session(&cfg, &journal, &done, &mut st, &mut outage_reported) {
-            Ok(()) => return st.acked,
+            Ok(()) => return,
             Err(e) => {
                 if !outage_reported {
                     tracing::warn!(
@@ -72,7 +74,7 @@ pub fn run(cfg: Config, journal: Journal, done: Arc<AtomicBool>) -> u64 {
         let until = Instant::now() + backoff;
         loop {
             if flush_over(&done, &mut st) {
-                return st.acked;
+                return;
             }
             sync(&journal, &mut st);
             let now = Instant::now();
@@ -125,6 +127,7 @@ fn session(
     );
     *outage_reported = false;
     st.acked = after;
+    cfg.acked.store(after, Ordering::SeqCst);
     let mut next = after + 1;
     if next < journal.start() {
         tracing::error!(
@@ -163,11 +166,16 @@ fn session(
                     .map_err(|e| e.to_string())?;
             }
             // Take any acknowledgement already there, without waiting.
-            ack(journal, st, client.wait_ack(Duration::ZERO))?;
+            ack(cfg, journal, st, client.wait_ack(Duration::ZERO))?;
             continue;
         }
         if inflight > 0 {
-            ack(journal, st, client.wait_ack(Duration::from_millis(100)))?;
+            ack(
+                cfg,
+                journal,
+                st,
+                client.wait_ack(Duration::from_millis(100)),
+            )?;
             continue;
         }
         if st.done_at.is_some() || done.load(Ordering::SeqCst) {
@@ -186,6 +194,7 @@ fn session(
 
 /// Records an acknowledgement and frees what it covers.
 fn ack(
+    cfg: &Config,
     journal: &Journal,
     st: &mut State,
     got: Result<u64, audisp::sdk::Error>,
@@ -193,6 +202,7 @@ fn ack(
     let acked = got.map_err(|e| e.to_string())?;
     if acked > st.acked {
         st.acked = acked;
+        cfg.acked.store(acked, Ordering::SeqCst);
         if let Err(e) = journal.retain_from(acked + 1) {
             tracing::warn!("cannot delete sent parts of the buffer: {e}");
         }
