@@ -195,3 +195,103 @@ fn a_write_stuck_in_one_thread_stops_the_pings_until_it_ends() {
     flood.join().unwrap();
     assert!(d.stop().unwrap().success());
 }
+
+/// A plugin written with the SDK, socket-activated with a watchdog: it
+/// says READY=1 once it serves and pings from its own loop — and stops
+/// pinging while its handler hangs (here: a 2.5 s handler against a 1 s
+/// watchdog), which is what makes systemd restart a hung plugin.
+#[test]
+fn an_sdk_plugin_feeds_the_watchdog_only_while_its_loop_turns() {
+    if std::process::Command::new("systemd-socket-activate")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: systemd-socket-activate not installed (apt-get install systemd)");
+        return;
+    }
+    let data = sample();
+    let mut d = Dispatcher::new(MAIN);
+    let mut plugin_notify =
+        support::dispatcher::NotifyCapture::bind(&d.path().join("plugin-notify.sock"));
+    let sock = d.path().join("slow.sock");
+    let plugin = Reap(
+        std::process::Command::new("systemd-socket-activate")
+            .arg("--seqpacket")
+            .arg("-l")
+            .arg(&sock)
+            .arg("--fdname=slow")
+            .arg(format!(
+                "--setenv=NOTIFY_SOCKET={}",
+                plugin_notify.path().display()
+            ))
+            .arg("--setenv=WATCHDOG_USEC=1000000")
+            .arg(support::dispatcher::example("sink"))
+            .args(["--out"])
+            .arg(d.out("slow"))
+            .args(["--name", "slow", "--delay-ms", "2500"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    support::dispatcher::wait_until(Duration::from_secs(10), "the plugin socket", || {
+        sock.exists()
+    });
+    d.write_plugin("slow", &format!("socket = \"{}\"\n", sock.display()));
+    d.start(Stdio::piped()).unwrap();
+    let ready = plugin_notify
+        .wait_note("READY=1", Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        ready.pid,
+        Some(plugin.0.id() as i32),
+        "from the plugin itself"
+    );
+    let mut idle = Vec::new();
+    let until = Instant::now() + Duration::from_millis(1500);
+    while let Some(n) = plugin_notify
+        .next(until.saturating_duration_since(Instant::now()))
+        .unwrap()
+    {
+        idle.push(n);
+    }
+    assert!(pings(&idle).len() >= 2, "an idle plugin pings: {idle:?}");
+
+    // One batch: the handler takes 2.5 s.
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, lines(&data)[0]).unwrap();
+    std::io::Write::write_all(&mut stdin, b"\n").unwrap();
+    wait_sink(&d.out("slow"), 1, Duration::from_secs(10));
+    // The handler now sleeps; what is queued was sent before it started.
+    while plugin_notify.next(Duration::ZERO).unwrap().is_some() {}
+    let hung_at = Instant::now();
+    let mut busy = Vec::new();
+    let until = hung_at + Duration::from_millis(4000);
+    while let Some(n) = plugin_notify
+        .next(until.saturating_duration_since(Instant::now()))
+        .unwrap()
+    {
+        busy.push(n);
+    }
+    let p = pings(&busy);
+    let first = *p
+        .first()
+        .unwrap_or_else(|| panic!("pings resume after the batch: {busy:?}"));
+    assert!(
+        first - hung_at >= Duration::from_millis(2000),
+        "no ping while the handler hangs (first after {:?}): {busy:?}",
+        first - hung_at
+    );
+    drop(stdin);
+    assert!(d.stop().unwrap().success());
+}
+
+/// Kills a child on drop (a failing test must not leave it behind).
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

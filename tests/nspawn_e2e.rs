@@ -170,7 +170,8 @@ fn sink_units(dir: &Path, name: &str) {
         dir.join(format!("audisp-{name}.service")),
         format!(
             "[Unit]\nDescription=test plugin {name}\nRequires=audisp-{name}.socket\n\
-             [Service]\nExecStart=/usr/local/bin/sink --out /srv/out/{name} --name {name}\n\
+             [Service]\nType=notify\nWatchdogSec=2s\n\
+             ExecStart=/usr/local/bin/sink --out /srv/out/{name} --name {name}\n\
              Restart=on-failure\nRestartSec=200ms\n"
         ),
     )
