@@ -192,6 +192,13 @@ fn a_write_stuck_in_one_thread_stops_the_pings_until_it_ends() {
         .unwrap_or_else(|e| panic!("{e}\n{}", d.log_tail(20)));
     assert!(stuck_at.elapsed() >= Duration::from_millis(2500));
     d.wait_log("the peer is not reading", Duration::ZERO);
+    d.wait_log("makes progress again", Duration::from_secs(5));
+    assert_eq!(
+        d.log().matches("not feeding the watchdog").count(),
+        1,
+        "one error per stall\n{}",
+        d.log_tail(20)
+    );
     flood.join().unwrap();
     assert!(d.stop().unwrap().success());
 }

@@ -212,6 +212,7 @@ fn run(
     let mut last_status = Instant::now();
     let mut last_ping = Instant::now();
     let watchdog = notifier.watchdog();
+    let mut stuck_reported = false;
     if let Some(w) = watchdog {
         tracing::info!("watchdog enabled: {w:?}");
     }
@@ -234,10 +235,18 @@ fn run(
                     Ok(()) => {
                         last_ping = Instant::now();
                         let _ = notifier.watchdog_ping();
+                        if std::mem::take(&mut stuck_reported) {
+                            tracing::info!(
+                                "every thread makes progress again; feeding the watchdog"
+                            );
+                        }
                     }
-                    Err(stuck) => {
+                    // Said once per stall, not at every check.
+                    Err(stuck) if !stuck_reported => {
+                        stuck_reported = true;
                         tracing::error!("not feeding the watchdog: no progress in {stuck:?}")
                     }
+                    Err(_) => {}
                 }
             }
         }
