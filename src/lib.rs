@@ -53,6 +53,7 @@
 //! (`overflow = "drop"`/`"suspend"`, a size limit) and then counted and
 //! logged with a `MESSAGE_ID` ([`log_ids`]).
 
+pub mod activation;
 pub mod config;
 pub mod dbus;
 pub mod engine;
@@ -61,6 +62,7 @@ pub mod format;
 pub mod framing;
 pub mod journal;
 pub mod log_ids;
+pub mod logging;
 pub mod notify;
 pub mod protocol;
 pub mod record;

@@ -25,6 +25,20 @@ impl Notifier {
     /// environment and removes them, so that programs the daemon starts do
     /// not talk to the service manager in its name.
     pub fn from_env() -> Notifier {
+        let n = Notifier::from_env_unchanged();
+        // SAFETY: called once at start-up, before any thread is spawned.
+        unsafe {
+            std::env::remove_var("NOTIFY_SOCKET");
+            std::env::remove_var("WATCHDOG_USEC");
+            std::env::remove_var("WATCHDOG_PID");
+        }
+        n
+    }
+
+    /// Reads the same variables without changing the environment: for
+    /// library code (the plugin SDK) that may run after the program started
+    /// threads, when removing variables is not safe.
+    pub fn from_env_unchanged() -> Notifier {
         let path = std::env::var_os("NOTIFY_SOCKET");
         let watchdog_usec = std::env::var("WATCHDOG_USEC")
             .ok()
@@ -32,12 +46,6 @@ impl Notifier {
         let watchdog_pid = std::env::var("WATCHDOG_PID")
             .ok()
             .and_then(|v| v.parse::<u32>().ok());
-        // SAFETY: called once at start-up, before any thread is spawned.
-        unsafe {
-            std::env::remove_var("NOTIFY_SOCKET");
-            std::env::remove_var("WATCHDOG_USEC");
-            std::env::remove_var("WATCHDOG_PID");
-        }
         let watchdog = match watchdog_usec {
             Some(us) if us > 0 && watchdog_pid.is_none_or(|p| p == std::process::id()) => {
                 Some(Duration::from_micros(us))

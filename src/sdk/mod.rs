@@ -17,7 +17,10 @@
 //!   plugin's own storage) or lets the SDK remember it
 //!   ([`Plugin::checkpoint_file`]);
 //! * lets the closure ask the dispatcher for an admin-configured action
-//!   ([`Context::command`]) or for its counters ([`Context::stats`]).
+//!   ([`Context::command`]) or for its counters ([`Context::stats`]);
+//! * under systemd, sends `READY=1` once it serves and feeds the watchdog
+//!   from its own loop, so a plugin unit can be `Type=notify` with
+//!   `WatchdogSec=`, and a handler that hangs gets the plugin restarted.
 //!
 //! ```no_run
 //! use audisp::sdk::Plugin;
@@ -38,6 +41,7 @@
 
 mod input;
 mod plugin;
+mod supervise;
 
 pub use input::InputClient;
 pub use plugin::{Batch, Context, Event, Plugin, Record};

@@ -473,13 +473,16 @@ impl Plugin {
         let exclude = Plugin::types(&self.exclude)?;
         let mut progress = self.load_progress()?;
         install_terminate_handler();
-        match self.source()? {
+        let source = self.source()?;
+        super::supervise::ready(&self.name);
+        match source {
             Source::Connected(conn) => {
                 self.serve(&conn, &include, &exclude, &mut progress, &mut handler)?;
                 Ok(())
             }
             Source::Listening(listener) => {
                 loop {
+                    super::supervise::alive();
                     if TERMINATE.load(Ordering::SeqCst) {
                         return Ok(());
                     }
@@ -582,6 +585,7 @@ impl Plugin {
         let mut stash: Vec<Vec<u8>> = Vec::new();
         let mut next_id = 0u32;
         loop {
+            super::supervise::alive();
             if TERMINATE.load(Ordering::SeqCst) {
                 return Ok(Ended::Terminated);
             }

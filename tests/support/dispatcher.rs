@@ -48,21 +48,44 @@ pub fn lines(data: &[u8]) -> Vec<&[u8]> {
         .collect()
 }
 
-/// A datagram socket standing in for systemd's notification socket.
+/// One notification: who sent it (from SCM_CREDENTIALS), when it arrived,
+/// and its `KEY=VALUE` lines.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub pid: Option<i32>,
+    pub at: Instant,
+    pub text: String,
+}
+
+impl Notification {
+    /// The value of `KEY=` in this message, if present.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.text
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+    }
+}
+
+/// A datagram socket standing in for systemd's notification socket. Like
+/// systemd, it learns each sender's pid from SO_PASSCRED credentials.
 pub struct NotifyCapture {
     sock: UnixDatagram,
     path: PathBuf,
     seen: Vec<String>,
+    log: Vec<Notification>,
 }
 
 impl NotifyCapture {
     /// Binds the capture socket at `path`.
     pub fn bind(path: &Path) -> NotifyCapture {
         let sock = UnixDatagram::bind(path).expect("bind notify socket");
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true)
+            .expect("SO_PASSCRED");
         NotifyCapture {
             sock,
             path: path.to_path_buf(),
             seen: Vec::new(),
+            log: Vec::new(),
         }
     }
 
@@ -71,8 +94,65 @@ impl NotifyCapture {
         &self.path
     }
 
+    /// Receives one message, waiting at most `limit`.
+    pub fn next(&mut self, limit: Duration) -> Result<Option<Notification>, String> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let ready = nix::poll::poll(
+            &mut [nix::poll::PollFd::new(
+                std::os::fd::AsFd::as_fd(&self.sock),
+                nix::poll::PollFlags::POLLIN,
+            )],
+            nix::poll::PollTimeout::try_from(limit).unwrap_or(nix::poll::PollTimeout::MAX),
+        );
+        match ready {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => return Ok(None),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let mut buf = [0u8; 4096];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials, [std::os::fd::RawFd; 4]);
+        let msg = recvmsg::<()>(
+            self.sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut pid = None;
+        for c in msg.cmsgs().map_err(|e| e.to_string())? {
+            match c {
+                ControlMessageOwned::ScmCredentials(cred) => pid = Some(cred.pid()),
+                // Close passed descriptors (systemd-notify's BARRIER=1 waits
+                // for that).
+                ControlMessageOwned::ScmRights(fds) => {
+                    for fd in fds {
+                        let _ = nix::unistd::close(fd);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let n = msg.bytes;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let note = Notification {
+            pid,
+            at: Instant::now(),
+            text: text.clone(),
+        };
+        self.seen.push(text);
+        self.log.push(note.clone());
+        Ok(Some(note))
+    }
+
     /// Waits for a message containing `needle`; returns it.
     pub fn wait_for(&mut self, needle: &str, limit: Duration) -> Result<String, String> {
+        self.wait_note(needle, limit).map(|n| n.text)
+    }
+
+    /// Waits for a message containing `needle`; returns it with its sender.
+    pub fn wait_note(&mut self, needle: &str, limit: Duration) -> Result<Notification, String> {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -82,20 +162,10 @@ impl NotifyCapture {
                     self.seen
                 ));
             }
-            self.sock.set_read_timeout(Some(left)).ok();
-            let mut buf = [0u8; 4096];
-            match self.sock.recv(&mut buf) {
-                Ok(n) => {
-                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    self.seen.push(msg.clone());
-                    if msg.contains(needle) {
-                        return Ok(msg);
-                    }
+            if let Some(n) = self.next(left)? {
+                if n.text.contains(needle) {
+                    return Ok(n);
                 }
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(e) => return Err(e.to_string()),
             }
         }
     }
@@ -103,6 +173,11 @@ impl NotifyCapture {
     /// Every message received so far.
     pub fn seen(&self) -> &[String] {
         &self.seen
+    }
+
+    /// Every message received so far, with senders and arrival times.
+    pub fn log(&self) -> &[Notification] {
+        &self.log
     }
 }
 
@@ -169,35 +244,50 @@ impl Dispatcher {
             .expect("remove plugin");
     }
 
+    /// audispd's arguments for this directory.
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut v = Vec::new();
+        for (flag, sub) in [
+            ("--config-dir", "etc"),
+            ("--runtime-dir", "run"),
+            ("--state-dir", "state"),
+        ] {
+            v.push(flag.into());
+            v.push(self.path().join(sub).into_os_string());
+        }
+        v
+    }
+
     /// The command that starts audispd on this directory.
     pub fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_audispd"));
-        c.arg("--config-dir")
-            .arg(self.path().join("etc"))
-            .arg("--runtime-dir")
-            .arg(self.path().join("run"))
-            .arg("--state-dir")
-            .arg(self.path().join("state"))
+        c.args(self.args())
             .env("NOTIFY_SOCKET", self.notify.path())
             .env("AUDISP_LOG", "info");
         c
     }
 
-    /// Starts audispd with `stdin` and waits for READY=1.
-    pub fn start(&mut self, stdin: Stdio) -> Result<(), String> {
+    /// Spawns `cmd` (audispd, or a launcher that ends up exec'ing it) with
+    /// `stdin`, its stderr going to the log, without waiting for READY=1.
+    pub fn spawn(&mut self, mut cmd: Command, stdin: Stdio) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.stderr_path)
             .map_err(|e| e.to_string())?;
-        let child = self
-            .command()
+        let child = cmd
             .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start audispd: {e}"))?;
         self.child = Some(child);
+        Ok(())
+    }
+
+    /// Starts audispd with `stdin` and waits for READY=1.
+    pub fn start(&mut self, stdin: Stdio) -> Result<(), String> {
+        self.spawn(self.command(), stdin)?;
         self.notify
             .wait_for("READY=1", Duration::from_secs(30))
             .map_err(|e| format!("{e}\n--- audispd log ---\n{}", self.log_tail(60)))?;

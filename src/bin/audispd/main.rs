@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 mod demo;
+mod listen;
 
 use audisp::config::{self, Paths};
 use audisp::engine::{Engine, Sockets};
@@ -93,7 +94,7 @@ fn main() -> ExitCode {
         std::env::var_os(k)
     });
     if args.demo {
-        init_logging("warn");
+        audisp::logging::init("audispd", "warn");
         return match demo::run() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -111,27 +112,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         };
     }
-    init_logging("info");
+    audisp::logging::init("audispd", "info");
     let notifier = Notifier::from_env();
-    match run(paths, &notifier) {
+    let passed = match audisp::activation::Passed::from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("socket activation: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(paths, &notifier, passed) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(default: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("AUDISP_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
 }
 
 /// Loads the configuration, logging every diagnostic (`file:line: what is
@@ -161,7 +157,11 @@ fn stdin_source() -> Option<OwnedFd> {
     Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
-fn run(paths: Paths, notifier: &Notifier) -> Result<(), String> {
+fn run(
+    paths: Paths,
+    notifier: &Notifier,
+    mut passed: audisp::activation::Passed,
+) -> Result<(), String> {
     let (config, _) = load(&paths);
     let Some(config) = config else {
         return Err(format!(
@@ -195,7 +195,7 @@ fn run(paths: Paths, notifier: &Notifier) -> Result<(), String> {
     let stats_interval = config.main.stats.interval;
     let sockets = Sockets {
         stdin,
-        input_listener: None,
+        input_listener: listen::input_socket(&mut passed)?,
     };
     let server = format!("audispd {}", env!("CARGO_PKG_VERSION"));
     let dbus_config = config.main.dbus.clone();
@@ -220,6 +220,7 @@ fn run(paths: Paths, notifier: &Notifier) -> Result<(), String> {
     let mut last_status = Instant::now();
     let mut last_ping = Instant::now();
     let watchdog = notifier.watchdog();
+    let mut stuck_reported = false;
     if let Some(w) = watchdog {
         tracing::info!("watchdog enabled: {w:?}");
     }
@@ -242,10 +243,18 @@ fn run(paths: Paths, notifier: &Notifier) -> Result<(), String> {
                     Ok(()) => {
                         last_ping = Instant::now();
                         let _ = notifier.watchdog_ping();
+                        if std::mem::take(&mut stuck_reported) {
+                            tracing::info!(
+                                "every thread makes progress again; feeding the watchdog"
+                            );
+                        }
                     }
-                    Err(stuck) => {
+                    // Said once per stall, not at every check.
+                    Err(stuck) if !stuck_reported => {
+                        stuck_reported = true;
                         tracing::error!("not feeding the watchdog: no progress in {stuck:?}")
                     }
+                    Err(_) => {}
                 }
             }
         }

@@ -1,0 +1,219 @@
+//! Logging to a real journald: when `$JOURNAL_STREAM` names audispd's
+//! standard error (what systemd sets when a unit's output goes to the
+//! journal), audispd logs natively with structured fields — `PLUGIN=` and
+//! `MESSAGE_ID=` on the events an admin alerts on — and nothing goes to
+//! standard error; `journalctl -u UNIT` finds it by its cgroup.
+//!
+//! journald runs standalone in private mount and PID namespaces, with the
+//! kernel-audit guard of the reference recipe: an `Audit=` drop-in (leave
+//! kernel audit alone), the audit capabilities dropped from its bounding
+//! set, and a non-initial PID namespace (where the kernel refuses audit
+//! control anyway). The journal lives on a tmpfs over `/run`, inside the
+//! namespace only.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use support::dispatcher::{state_line, wait_until, Dispatcher};
+
+/// Starts journald in the namespace, runs audispd in a cgroup named like a
+/// unit, then dumps that unit's journal as JSON.
+/// Arguments: OUT_DIR UNIT AUDISPD ARGS...
+const SCRIPT: &str = r#"
+set -u
+out=$1; unit=$2; shift 2
+mount -t tmpfs -o mode=0755 tmpfs /run || exit 10
+mkdir -p /run/systemd/journald.conf.d
+printf '[Journal]\nAudit=\nStorage=volatile\nReadKMsg=no\nForwardToSyslog=no\nForwardToWall=no\nForwardToConsole=no\nRateLimitBurst=0\n' \
+  > /run/systemd/journald.conf.d/ci.conf
+env -u NOTIFY_SOCKET setpriv --bounding-set=-audit_read,-audit_control,-audit_write /lib/systemd/systemd-journald \
+  2>"$out/journald.err" &
+jpid=$!
+i=0
+while [ ! -S /run/systemd/journal/socket ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
+[ -S /run/systemd/journal/socket ] || { echo "journald did not start" >&2; exit 11; }
+cg=/sys/fs/cgroup/unified
+[ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ] && cg=/sys/fs/cgroup
+mkdir -p "$cg/system.slice/$unit" && echo 0 > "$cg/system.slice/$unit/cgroup.procs" || exit 12
+cleanup() {
+  echo 0 > "$cg/cgroup.procs"
+  rmdir "$cg/system.slice/$unit" 2>/dev/null
+}
+trap cleanup EXIT
+: > "$out/stderr.log"
+stream=$(stat -c '%d:%i' "$out/stderr.log")
+JOURNAL_STREAM=$stream "$@" 2>>"$out/stderr.log"
+rc=$?
+echo 0 > "$cg/cgroup.procs"
+journalctl --sync 2>/dev/null
+journalctl --no-pager -D /run/log/journal -o json -u "$unit" > "$out/journal.json"
+kill $jpid; wait $jpid
+exit $rc
+"#;
+
+fn can_run() -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: needs root (namespaces, journald, cgroups)");
+        return false;
+    }
+    for tool in [
+        "/lib/systemd/systemd-journald",
+        "/usr/bin/journalctl",
+        "/usr/bin/unshare",
+    ] {
+        if !std::path::Path::new(tool).exists() {
+            eprintln!("SKIP: {tool} missing (apt-get install systemd util-linux)");
+            return false;
+        }
+    }
+    true
+}
+
+#[test]
+fn logs_go_to_journald_with_plugin_and_message_id_fields() {
+    if !can_run() {
+        return;
+    }
+    let mut d = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    // A plugin whose socket nobody listens on: "plugin lost", PLUGIN=gone.
+    d.write_plugin(
+        "gone",
+        "socket = \"{dir}/run/gone.sock\"\n[restart]\ninitial = \"50ms\"\n",
+    );
+    // A broken file: "config error" (file:line in the message).
+    d.write_plugin("broken", "socket = [\n");
+    let unit = format!(
+        "audisp-test-{}.service",
+        d.path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace('.', "")
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--kill-child",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        SCRIPT,
+        "journald-ns",
+    ])
+    .arg(d.path())
+    .arg(&unit)
+    .arg(env!("CARGO_BIN_EXE_audispd"))
+    .args(d.args())
+    .env("NOTIFY_SOCKET", d.notify.path())
+    .env("AUDISP_LOG", "info");
+    d.spawn(cmd, Stdio::null()).unwrap();
+    let ready = d
+        .notify
+        .wait_note("READY=1", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.log_tail(30)));
+    let pid = ready.pid.expect("credentials");
+    assert!(
+        ready.text.contains("records in"),
+        "READY=1 from audispd (journald must not talk to our NOTIFY_SOCKET): {ready:?}"
+    );
+    // The lost plugin is reported at its first failed connection: wait for
+    // the second (state report: reconnects=2), by then it is logged.
+    let state = d.path().join("run/audispd.state");
+    wait_until(Duration::from_secs(20), "two failed connections", || {
+        let _ = std::fs::remove_file(&state);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
+        wait_until(Duration::from_secs(10), "the state report", || {
+            state.exists()
+        });
+        let report = std::fs::read_to_string(&state).unwrap_or_default();
+        state_line(&report, "plugin", "gone").is_some_and(|l| l.get("reconnects") >= 2)
+    });
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    d.notify
+        .wait_for("STOPPING=1", Duration::from_secs(10))
+        .unwrap();
+    let status = d.wait(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "{status}\n{}", d.log_tail(30));
+
+    let stderr = std::fs::read_to_string(d.path().join("stderr.log")).unwrap();
+    assert!(
+        stderr.is_empty(),
+        "with the journal, nothing goes to stderr:\n{stderr}"
+    );
+    let json = std::fs::read_to_string(d.path().join("journal.json")).unwrap();
+    let entries: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("journalctl -o json line"))
+        .collect();
+    let field =
+        |e: &serde_json::Value, k: &str| e.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    assert!(
+        entries.iter().all(
+            |e| field(e, "SYSLOG_IDENTIFIER").as_deref() == Some("audispd")
+                && field(e, "_SYSTEMD_UNIT").as_deref() == Some(unit.as_str())
+        ),
+        "every entry from audispd in {unit}: {json}"
+    );
+    let lost = entries
+        .iter()
+        .find(|e| field(e, "MESSAGE_ID").as_deref() == Some(audisp::log_ids::PLUGIN_LOST))
+        .unwrap_or_else(|| panic!("no plugin-lost entry in\n{json}"));
+    assert_eq!(field(lost, "PLUGIN").as_deref(), Some("gone"), "{lost}");
+    assert_eq!(
+        field(lost, "PRIORITY").as_deref(),
+        Some("4"),
+        "a warning: {lost}"
+    );
+    let config = entries
+        .iter()
+        .find(|e| field(e, "MESSAGE_ID").as_deref() == Some(audisp::log_ids::CONFIG_ERROR))
+        .unwrap_or_else(|| panic!("no config-error entry in\n{json}"));
+    let message = field(config, "MESSAGE").unwrap_or_default();
+    assert!(message.contains("broken.toml:1"), "file:line in {config}");
+    assert_eq!(
+        field(config, "PRIORITY").as_deref(),
+        Some("3"),
+        "an error: {config}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| field(e, "MESSAGE").is_some_and(|m| m.contains("audispd started"))),
+        "{json}"
+    );
+}
+
+#[test]
+fn without_a_journald_it_falls_back_to_stderr() {
+    if std::path::Path::new("/run/systemd/journal/socket").exists() {
+        eprintln!("SKIP: a journald listens on this machine; the fallback is not reachable");
+        return;
+    }
+    let mut d = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    let log = std::fs::File::create(d.path().join("stderr.log")).unwrap();
+    let st = nix::sys::stat::fstat(&log).unwrap();
+    let mut cmd = d.command();
+    cmd.env("JOURNAL_STREAM", format!("{}:{}", st.st_dev, st.st_ino))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    let child = cmd.spawn().unwrap();
+    d.child = Some(child);
+    d.notify
+        .wait_for("READY=1", Duration::from_secs(30))
+        .unwrap();
+    assert!(d.stop().unwrap().success());
+    let text = std::fs::read_to_string(d.path().join("stderr.log")).unwrap();
+    assert!(
+        text.contains("cannot log to journald") && text.contains("logging to standard error"),
+        "{text}"
+    );
+    assert!(text.contains("audispd started"), "{text}");
+}

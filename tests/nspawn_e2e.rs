@@ -1,0 +1,564 @@
+//! The whole systemd story on a real, booted systemd: a Debian bookworm
+//! root (debootstrap, cached in /var/cache/audisp-test/bookworm) booted with
+//! `systemd-nspawn`, our units and binaries installed in it, and
+//! `audisp-bridge` on the host feeding real audit records into the
+//! container's `audisp.socket` through a bind-mounted /run/audisp. Checked:
+//!
+//! * `audisp.service` and a plugin's service start by socket activation,
+//!   and the plugin receives every record;
+//! * `journalctl -u audisp` holds the dispatcher's log, natively
+//!   (`_TRANSPORT=journal`, `SYSLOG_IDENTIFIER=audispd`);
+//! * `systemctl reload audisp` picks up a new plugins.d file;
+//! * `kill -STOP` of the dispatcher trips the watchdog and systemd restarts
+//!   it; `kill -9` of the plugin and systemd restarts it;
+//! * across all of it, each plugin has every record exactly once, in order.
+//!
+//! The container runs without the audit capabilities (so neither its
+//! systemd nor its journald touches the host's kernel audit) and on a
+//! volatile overlay (the cached tree stays pristine).
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::dispatcher::{example, lines, read_sink, texts, wait_until};
+
+const CACHE: &str = "/var/cache/audisp-test";
+
+fn skip_reason() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root".into());
+    }
+    for tool in [
+        "/usr/bin/systemd-nspawn",
+        "/usr/sbin/debootstrap",
+        "/usr/bin/nsenter",
+    ] {
+        if !Path::new(tool).exists() {
+            return Some(format!(
+                "{tool} missing (apt-get install systemd-container debootstrap util-linux)"
+            ));
+        }
+    }
+    None
+}
+
+/// The mirror apt uses here (debootstrap fetches from it).
+fn mirror() -> String {
+    std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("URIs:").map(|u| u.trim().to_string()))
+        })
+        .and_then(|u| u.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "http://deb.debian.org/debian".into())
+}
+
+/// The bookworm tree: the cached one, or built now (under a lock, into a
+/// temporary directory renamed when complete).
+fn bookworm() -> PathBuf {
+    let root = Path::new(CACHE).join("bookworm");
+    if root.join("usr/lib/systemd/systemd").exists() {
+        return root;
+    }
+    std::fs::create_dir_all(CACHE).unwrap();
+    let lock = std::fs::File::create(Path::new(CACHE).join("bookworm.lock")).unwrap();
+    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock the cache");
+    if root.join("usr/lib/systemd/systemd").exists() {
+        return root;
+    }
+    let tmp = Path::new(CACHE).join(format!("bookworm.tmp.{}", std::process::id()));
+    let started = Instant::now();
+    let out = Command::new("debootstrap")
+        .args([
+            "--variant=minbase",
+            "--include=systemd,systemd-sysv,dbus,procps,ca-certificates",
+            "bookworm",
+        ])
+        .arg(&tmp)
+        .arg(mirror())
+        .output()
+        .expect("debootstrap");
+    assert!(
+        out.status.success(),
+        "debootstrap failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::fs::write(tmp.join("etc/hostname"), "audisptest\n").unwrap();
+    std::fs::rename(&tmp, &root).unwrap();
+    eprintln!("built {} in {:?}", root.display(), started.elapsed());
+    root
+}
+
+/// The booted container.
+struct Container {
+    nspawn: Option<Child>,
+    pid1: i32,
+}
+
+impl Container {
+    /// Runs a command inside the container.
+    fn x(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .args(["-t", &self.pid1.to_string(), "-a", "--"])
+            .args(args)
+            .output()
+            .expect("nsenter")
+    }
+
+    /// Runs a command inside; panics with its output unless it succeeds.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.x(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `systemctl show -p PROP --value UNIT`.
+    fn prop(&self, unit: &str, prop: &str) -> String {
+        self.ok(&["systemctl", "show", "-p", prop, "--value", unit])
+            .trim()
+            .to_string()
+    }
+
+    fn power_off(&mut self) {
+        if let Some(mut c) = self.nspawn.take() {
+            let _ = self.x(&["systemctl", "poweroff"]);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        self.power_off();
+    }
+}
+
+/// A test unit for the sink plugin `name`, socket-activated.
+fn sink_units(dir: &Path, name: &str) {
+    std::fs::write(
+        dir.join(format!("audisp-{name}.socket")),
+        format!(
+            "[Unit]\nDescription=test plugin {name} socket\n[Socket]\n\
+             ListenSequentialPacket=/run/audisp/plugins/{name}.sock\nSocketMode=0600\n\
+             FileDescriptorName={name}\n[Install]\nWantedBy=sockets.target\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join(format!("audisp-{name}.service")),
+        format!(
+            "[Unit]\nDescription=test plugin {name}\nRequires=audisp-{name}.socket\n\
+             [Service]\nType=notify\nWatchdogSec=2s\n\
+             ExecStart=/usr/local/bin/sink --out /srv/out/{name} --name {name}\n\
+             Restart=on-failure\nRestartSec=200ms\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn boot(root: &Path, work: &Path) -> Container {
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("units");
+    let mut cmd = Command::new("systemd-nspawn");
+    cmd.arg("-D")
+        .arg(root)
+        .arg(format!("--machine=audisptest{}", std::process::id()))
+        .args([
+            "--boot",
+            "--register=no",
+            "--keep-unit",
+            "--console=passive",
+            "--volatile=overlay",
+            "--drop-capability=CAP_AUDIT_CONTROL,CAP_AUDIT_WRITE",
+        ]);
+    let bind = |cmd: &mut Command, ro: bool, from: &Path, to: &str| {
+        cmd.arg(format!(
+            "--bind{}={}:{to}",
+            if ro { "-ro" } else { "" },
+            from.display()
+        ));
+    };
+    bind(&mut cmd, false, &work.join("run-audisp"), "/run/audisp");
+    bind(&mut cmd, false, &work.join("etc-audisp"), "/etc/audisp");
+    bind(&mut cmd, false, &work.join("out"), "/srv/out");
+    bind(
+        &mut cmd,
+        true,
+        Path::new(env!("CARGO_BIN_EXE_audispd")),
+        "/usr/sbin/audispd",
+    );
+    bind(&mut cmd, true, &example("sink"), "/usr/local/bin/sink");
+    for u in ["audisp.socket", "audisp.service"] {
+        bind(
+            &mut cmd,
+            true,
+            &units.join(u),
+            &format!("/etc/systemd/system/{u}"),
+        );
+    }
+    bind(
+        &mut cmd,
+        true,
+        &work.join("audisp.service.d"),
+        "/etc/systemd/system/audisp.service.d",
+    );
+    for f in std::fs::read_dir(work.join("units")).unwrap() {
+        let p = f.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        bind(&mut cmd, true, &p, &format!("/etc/systemd/system/{name}"));
+    }
+    let nspawn = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(work.join("nspawn.log")).unwrap())
+        .stderr(std::fs::File::create(work.join("nspawn.err")).unwrap())
+        .spawn()
+        .expect("systemd-nspawn");
+    let mut c = Container {
+        pid1: 0,
+        nspawn: Some(nspawn),
+    };
+    let nspawn_pid = c.nspawn.as_ref().unwrap().id().to_string();
+    wait_until(Duration::from_secs(30), "the container's systemd", || {
+        let out = Command::new("pgrep")
+            .args(["-P", &nspawn_pid, "-x", "systemd"])
+            .output()
+            .unwrap();
+        match String::from_utf8_lossy(&out.stdout).trim().parse() {
+            Ok(p) => {
+                c.pid1 = p;
+                true
+            }
+            Err(_) => false,
+        }
+    });
+    wait_until(Duration::from_secs(60), "the container to boot", || {
+        let out = c.x(&["systemctl", "is-system-running"]);
+        let s = String::from_utf8_lossy(&out.stdout);
+        s.trim() == "running" || s.trim() == "degraded"
+    });
+    c
+}
+
+/// Waits until `file` (a sink's output) has `n` records; returns its texts.
+fn sink_texts(file: &Path, n: usize, what: &str, c: &Container) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = read_sink(file);
+        if out.records.len() >= n {
+            return texts(&out).iter().map(|t| t.to_vec()).collect();
+        }
+        if Instant::now() > deadline {
+            let journal = c.x(&["journalctl", "--no-pager", "-n", "80"]);
+            panic!(
+                "{what}: {} of {n} records\n{}",
+                out.records.len(),
+                String::from_utf8_lossy(&journal.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One container at a time: the cached tree backs one running container.
+static ONE_CONTAINER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Prepares `w` (config, a socket-activated `sink` plugin, a `late` one
+/// for the reload, a 3 s watchdog), boots the container and enables the
+/// sockets.
+fn prepare(w: &Path) -> Container {
+    let root = bookworm();
+    for d in [
+        "run-audisp",
+        "etc-audisp/plugins.d",
+        "out",
+        "units",
+        "audisp.service.d",
+    ] {
+        std::fs::create_dir_all(w.join(d)).unwrap();
+    }
+    // The dispatcher's own configuration: defaults; one plugin, socket-activated.
+    std::fs::write(
+        w.join("etc-audisp/plugins.d/sink.toml"),
+        "socket = \"/run/audisp/plugins/sink.sock\"\n[restart]\ninitial = \"100ms\"\nmax = \"1s\"\n",
+    )
+    .unwrap();
+    sink_units(&w.join("units"), "sink");
+    sink_units(&w.join("units"), "late");
+    // A short watchdog so the test need not wait 30 s, no core dump.
+    std::fs::write(
+        w.join("audisp.service.d/test.conf"),
+        "[Service]\nWatchdogSec=3s\nTimeoutAbortSec=5s\nLimitCORE=0\n",
+    )
+    .unwrap();
+    let c = boot(&root, w);
+    c.ok(&[
+        "systemctl",
+        "enable",
+        "--now",
+        "audisp.socket",
+        "audisp-sink.socket",
+        "audisp-late.socket",
+    ]);
+    c
+}
+
+#[test]
+fn booted_systemd_end_to_end() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let _one = ONE_CONTAINER.lock().unwrap_or_else(|p| p.into_inner());
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let mut c = prepare(w);
+    assert_eq!(c.prop("audisp.service", "ActiveState"), "inactive");
+    assert_eq!(c.prop("audisp-sink.service", "ActiveState"), "inactive");
+
+    // Real records, fed through the bridge from the host (as auditd would).
+    let data = support::dispatcher::sample();
+    let all = lines(&data);
+    let parts: Vec<&[&[u8]]> = all.chunks(all.len() / 4 + 1).collect();
+    assert_eq!(parts.len(), 4);
+    let mut bridge = Command::new(env!("CARGO_BIN_EXE_audisp-bridge"))
+        .arg("--socket")
+        .arg(w.join("run-audisp/input.sock"))
+        .arg("--state-dir")
+        .arg(w.join("bridge"))
+        .env("AUDISP_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(w.join("bridge.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut feed = bridge.stdin.take().unwrap();
+    let mut send = move |part: &[&[u8]]| {
+        for l in part {
+            feed.write_all(l).unwrap();
+            feed.write_all(b"\n").unwrap();
+        }
+        feed.flush().unwrap();
+    };
+    let mut fed = 0;
+
+    // 1. Socket activation: the first connection starts audisp.service,
+    //    whose connection starts the plugin.
+    send(parts[0]);
+    fed += parts[0].len();
+    let got = sink_texts(&w.join("out/sink"), fed, "sink after activation", &c);
+    assert!(got == all[..fed], "every record once, in order");
+    assert_eq!(c.prop("audisp.service", "ActiveState"), "active");
+    assert_eq!(c.prop("audisp-sink.service", "ActiveState"), "active");
+    let triggered = c.prop("audisp-sink.service", "TriggeredBy");
+    assert!(triggered.contains("audisp-sink.socket"), "{triggered}");
+
+    // 2. journalctl -u audisp: the dispatcher's log, natively.
+    let journal = c.ok(&[
+        "journalctl",
+        "--no-pager",
+        "-u",
+        "audisp",
+        "-o",
+        "json",
+        "SYSLOG_IDENTIFIER=audispd",
+    ]);
+    let started: Vec<serde_json::Value> = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &serde_json::Value| {
+            e["MESSAGE"]
+                .as_str()
+                .is_some_and(|m| m.contains("audispd started"))
+        })
+        .collect();
+    assert_eq!(started.len(), 1, "{journal}");
+    assert_eq!(started[0]["_TRANSPORT"], "journal", "logged natively");
+    assert_eq!(started[0]["_SYSTEMD_UNIT"], "audisp.service");
+
+    // 3. systemctl reload picks up a new plugins.d file.
+    std::fs::write(
+        w.join("etc-audisp/plugins.d/late.toml"),
+        "socket = \"/run/audisp/plugins/late.sock\"\n",
+    )
+    .unwrap();
+    c.ok(&["systemctl", "reload", "audisp"]);
+    wait_until(Duration::from_secs(20), "the late plugin to start", || {
+        c.prop("audisp-late.service", "ActiveState") == "active"
+    });
+    wait_until(Duration::from_secs(20), "the reload to finish", || {
+        c.prop("audisp.service", "ActiveState") == "active"
+    });
+    let late_from = fed;
+    send(parts[1]);
+    fed += parts[1].len();
+    let got = sink_texts(&w.join("out/sink"), fed, "sink after reload", &c);
+    assert!(got == all[..fed]);
+    let late = sink_texts(&w.join("out/late"), fed - late_from, "late plugin", &c);
+    assert!(
+        late == all[late_from..fed],
+        "late gets what came after the reload"
+    );
+
+    // 4. kill -STOP: the watchdog fires, systemd restarts the dispatcher;
+    //    records sent meanwhile wait in the bridge.
+    let pid = c.prop("audisp.service", "MainPID");
+    c.ok(&["kill", "-STOP", &pid]);
+    send(parts[2]);
+    fed += parts[2].len();
+    wait_until(Duration::from_secs(30), "the watchdog restart", || {
+        c.prop("audisp.service", "NRestarts") == "1"
+            && c.prop("audisp.service", "ActiveState") == "active"
+    });
+    assert_ne!(c.prop("audisp.service", "MainPID"), pid);
+    let log = c.ok(&["journalctl", "--no-pager", "-u", "audisp", "-o", "cat"]);
+    assert!(log.contains("Watchdog timeout"), "{log}");
+    let got = sink_texts(&w.join("out/sink"), fed, "sink after the watchdog", &c);
+    assert!(
+        got == all[..fed],
+        "nothing lost or doubled across the restart"
+    );
+
+    // 5. kill -9 of the plugin: systemd restarts it, nothing lost.
+    let plugin_pid = c.prop("audisp-sink.service", "MainPID");
+    c.ok(&["kill", "-9", &plugin_pid]);
+    send(parts[3]);
+    fed += parts[3].len();
+    let got = sink_texts(&w.join("out/sink"), fed, "sink after its kill -9", &c);
+    assert!(
+        got == all[..fed],
+        "nothing lost or doubled across the plugin crash"
+    );
+    assert_eq!(fed, all.len());
+    let late = sink_texts(&w.join("out/late"), fed - late_from, "late plugin", &c);
+    assert!(late == all[late_from..]);
+    assert!(
+        c.prop("audisp-sink.service", "NRestarts")
+            .parse::<u32>()
+            .unwrap()
+            >= 1
+    );
+    assert_ne!(c.prop("audisp-sink.service", "MainPID"), plugin_pid);
+
+    // The bridge ends with everything acknowledged.
+    drop(send);
+    let status = bridge.wait().unwrap();
+    let blog = std::fs::read_to_string(w.join("bridge.log")).unwrap();
+    assert!(
+        status.success() && blog.contains("the dispatcher has every record"),
+        "{blog}"
+    );
+    // And exactly once at the end too.
+    let out = read_sink(&w.join("out/sink"));
+    assert_eq!(out.records.len(), all.len());
+    c.power_off();
+}
+
+/// The full real path: the host's real auditd (through the harness, which
+/// restores kernel audit) starts `audisp-bridge` as its plugin; the bridge
+/// feeds the container's socket-activated `audisp.service`, which feeds the
+/// socket-activated plugin. The plugin gets exactly what auditd dispatched
+/// (compared with auditd's own capture plugin), in order.
+#[test]
+fn real_auditd_through_the_bridge_into_the_booted_dispatcher() {
+    use std::os::unix::fs::PermissionsExt;
+    use support::auditd::{AuditdOptions, Plugin, PluginFormat, RealAuditd};
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    if let Err(why) = RealAuditd::available_when_idle() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let _one = ONE_CONTAINER.lock().unwrap_or_else(|p| p.into_inner());
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let c = prepare(w);
+    // auditd runs plugins with an empty environment and at most two
+    // arguments: a root-owned wrapper (0750) gives the bridge its paths.
+    let wrapper = w.join("bridge-plugin");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexport AUDISP_LOG=info\nexec '{}' --socket '{}' --state-dir '{}' 2>>'{}'\n",
+            env!("CARGO_BIN_EXE_audisp-bridge"),
+            w.join("run-audisp/input.sock").display(),
+            w.join("bridge").display(),
+            w.join("bridge.log").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let mut auditd = RealAuditd::start(AuditdOptions {
+        plugins: vec![
+            Plugin::executable("bridge", PluginFormat::String, &wrapper, &[]),
+            Plugin::capture("capture", PluginFormat::String),
+        ],
+        ..AuditdOptions::default()
+    })
+    .expect("start auditd");
+    auditd
+        .record_syscalls(&["write"], &["-F", "a0=1"])
+        .expect("add rule");
+    let status = auditd
+        .workload("dd")
+        .args([
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=1",
+            "count=2000",
+            "status=none",
+        ])
+        .status()
+        .expect("run dd");
+    assert!(status.success());
+    let marker = auditd
+        .sync_captures()
+        .expect("auditd dispatches the marker");
+    wait_until(Duration::from_secs(60), "the marker at the plugin", || {
+        texts(&read_sink(&w.join("out/sink")))
+            .iter()
+            .any(|t| t.windows(marker.len()).any(|x| x == marker.as_bytes()))
+    });
+    let report = auditd
+        .stop()
+        .expect("auditd stops and kernel audit is restored");
+    assert_eq!(report.lost_during_run(), 0, "the kernel lost records");
+    let captured = auditd.capture_lines("capture").expect("capture");
+    let got = sink_texts(&w.join("out/sink"), captured.len(), "sink", &c);
+    assert_eq!(got.len(), captured.len(), "no record lost or doubled");
+    assert!(got == captured, "exactly what auditd dispatched, in order");
+    assert!(
+        captured.len() > 2000,
+        "the workload was recorded: {}",
+        captured.len()
+    );
+    eprintln!(
+        "real auditd -> bridge -> audisp.service -> plugin: {} records",
+        captured.len()
+    );
+    assert_eq!(c.prop("audisp-sink.service", "ActiveState"), "active");
+    let blog = std::fs::read_to_string(w.join("bridge.log")).unwrap_or_default();
+    assert!(blog.contains("connected to the dispatcher"), "{blog}");
+}
