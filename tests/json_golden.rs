@@ -8,48 +8,18 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-use audisp::events::Grouper;
 use audisp::format::escape::unescape;
 use audisp::format::fields::decode_hex;
 use audisp::format::JsonWriter;
 use audisp::record;
 use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use support::dispatcher::{corpus, lines};
+use support::events::events;
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
-
-/// Groups records into events the way the dispatcher does, in the order the
-/// events end.
-fn events<'a>(lines: &[&'a [u8]]) -> Vec<Vec<&'a [u8]>> {
-    let mut grouper = Grouper::new(Duration::from_secs(2), 64 * 1024);
-    let now = Instant::now();
-    let mut open: BTreeMap<u64, Vec<&[u8]>> = BTreeMap::new();
-    let mut done = Vec::new();
-    let mut closes = Vec::new();
-    for l in lines {
-        closes.clear();
-        let p = grouper.place(record::parse(l).as_ref(), now, &mut closes);
-        for c in &closes {
-            done.extend(open.remove(c));
-        }
-        open.entry(p.event).or_default().push(*l);
-        if p.ends {
-            done.extend(open.remove(&p.event));
-        }
-    }
-    done.extend(open.into_values());
-    // The dispatcher drops events made of EOE records only.
-    done.retain(|ev| {
-        ev.iter()
-            .any(|l| record::parse(l).is_none_or(|r| r.rtype != 1320))
-    });
-    done
 }
 
 fn convert(w: &mut JsonWriter, ev: &[&[u8]]) -> Vec<u8> {

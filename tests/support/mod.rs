@@ -5,3 +5,5 @@
 pub mod auditd;
 #[allow(dead_code)]
 pub mod dispatcher;
+#[allow(dead_code)]
+pub mod events;
