@@ -368,6 +368,20 @@ mod tests {
     }
 
     #[test]
+    fn node_and_defaults() {
+        let text = b"node=web1 type=ANOM_ABEND msg=audit(5.006:7): auid=1 pid=2 sig=11";
+        let mut e = Entry::default();
+        let mut m = mapper(false);
+        m.build(3, &[(1701, &text[..])], &mut e);
+        let f = parse(&e);
+        assert_eq!(get(&f, "AUDIT_NODE"), [b"web1"]);
+        assert_eq!(get(&f, "AUDIT_TIMESTAMP"), [b"5.006"]);
+        assert_eq!(get(&f, "AUDIT_SERIAL"), [b"7"]);
+        assert_eq!(get(&f, "PRIORITY"), [b"4"], "anomalies are warnings");
+        assert_eq!(get(&f, "SYSLOG_IDENTIFIER"), [b"audisp"]);
+    }
+
+    #[test]
     fn field_limit_is_respected() {
         let mut text = b"type=EXECVE msg=audit(1.000:7): argc=3000".to_vec();
         for i in 0..3000 {
