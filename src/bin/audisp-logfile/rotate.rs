@@ -13,7 +13,8 @@
 //! committed byte (at the price of a worse ratio for tiny batches).
 //!
 //! Rotation happens only between units (a record line or an event line),
-//! so no line is ever split across generations.
+//! so no line is ever split across generations. At start, a last write a
+//! crash tore is cut off (it was not acknowledged, so it comes again).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -120,7 +121,13 @@ impl RotatingLog {
         }
         let path = live(&s);
         let file = create(&s, &path, true)?;
-        let size = file.metadata()?.len();
+        let whole = complete_prefix(&s, &path)?;
+        if whole < file.metadata()?.len() {
+            // A crash tore the last write: its records were never
+            // acknowledged and will come again, so cut it off.
+            file.set_len(whole)?;
+        }
+        let size = whole;
         let mut log = RotatingLog {
             s,
             file,
@@ -233,6 +240,43 @@ impl RotatingLog {
         }
         self.start_file()
     }
+}
+
+/// How much of the live file at `path` is whole: up to its last newline
+/// (plain), or its last complete gzip member or zstd frame (compressed).
+fn complete_prefix(s: &Settings, path: &Path) -> io::Result<u64> {
+    let data = std::fs::read(path)?;
+    let codec = if s.when == CompressWhen::Stream {
+        s.codec
+    } else {
+        Codec::None
+    };
+    let whole = match codec {
+        Codec::None => memchr::memrchr(b'\n', &data).map_or(0, |i| i + 1),
+        Codec::Gzip => {
+            let mut pos = 0;
+            while pos < data.len() {
+                let mut dec = flate2::bufread::GzDecoder::new(&data[pos..]);
+                if io::copy(&mut dec, &mut io::sink()).is_err() {
+                    break;
+                }
+                let rest = dec.into_inner().len();
+                pos = data.len() - rest;
+            }
+            pos
+        }
+        Codec::Zstd => {
+            let mut pos = 0;
+            while pos < data.len() {
+                match zstd::zstd_safe::find_frame_compressed_size(&data[pos..]) {
+                    Ok(n) if n > 0 => pos += n,
+                    _ => break,
+                }
+            }
+            pos
+        }
+    };
+    Ok(whole as u64)
 }
 
 /// The live file's name.
@@ -442,6 +486,31 @@ mod tests {
         // The newest lines are the ones kept.
         let text = String::from_utf8(read_all(&s)).unwrap();
         assert!(text.ends_with("line 00999\n"));
+    }
+
+    #[test]
+    fn a_torn_last_write_is_cut_at_reopening() {
+        for codec in [Codec::None, Codec::Gzip, Codec::Zstd] {
+            let dir = tempfile::tempdir().unwrap();
+            let s = settings(dir.path(), codec, CompressWhen::Stream);
+            let mut log = RotatingLog::open(s.clone()).unwrap();
+            log.write_unit(b"one\n").unwrap();
+            log.commit().unwrap();
+            log.write_unit(b"two\n").unwrap();
+            log.commit().unwrap();
+            drop(log);
+            // Half of a third write, as a crash would leave it.
+            let mut torn = Vec::new();
+            compress_into(codec, 0, b"three\n", &mut torn).unwrap();
+            torn.truncate(torn.len() / 2);
+            let mut f = OpenOptions::new().append(true).open(live(&s)).unwrap();
+            f.write_all(&torn).unwrap();
+            drop(f);
+            let mut log = RotatingLog::open(s.clone()).unwrap();
+            log.write_unit(b"three\n").unwrap();
+            log.commit().unwrap();
+            assert_eq!(read_all(&s), b"one\ntwo\nthree\n", "{codec:?}");
+        }
     }
 
     #[test]
