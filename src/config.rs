@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use files::{Entry, ReadError};
+/// Sizes as the config files write them (`"64M"`), for plugins' own options.
+pub use units::parse_size;
 
 /// Where audisp keeps its files.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,7 +23,7 @@ pub(super) const DURATION_HELP: &str =
     "write whole seconds as an integer or a string such as \"500ms\", \"2s\", \"5m\" or \"1h\"";
 
 /// Parses a size written as a string: digits and an optional binary unit.
-pub(super) fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(digits_end);

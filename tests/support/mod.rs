@@ -7,3 +7,5 @@ pub mod auditd;
 pub mod dbus;
 #[allow(dead_code)]
 pub mod dispatcher;
+#[allow(dead_code)]
+pub mod events;

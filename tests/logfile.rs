@@ -1,0 +1,308 @@
+//! audisp-logfile end to end: the real corpus replayed through a real
+//! audispd into several audisp-logfile plugins (started by audispd, and one
+//! socket-activated by `systemd-socket-activate`), each rotating and
+//! compressing differently. Every file is read back with the standard tools
+//! (`zcat`, `zstdcat`), oldest generation first: every record comes back,
+//! once, in order — counted in equals counted out.
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use audisp::format::JsonWriter;
+use support::dispatcher::{corpus, feed, lines, Dispatcher};
+use support::events::events;
+
+const BIN: &str = env!("CARGO_BIN_EXE_audisp-logfile");
+
+/// The files of one log, oldest generation first, live file last.
+fn generations(dir: &Path, base: &str) -> Vec<PathBuf> {
+    let mut gens: Vec<(u32, PathBuf)> = Vec::new();
+    let mut live = None;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(base) else {
+            continue;
+        };
+        let rest = rest
+            .trim_end_matches(".gz")
+            .trim_end_matches(".zst")
+            .to_string();
+        if rest.is_empty() {
+            live = Some(p);
+        } else if let Some(k) = rest.strip_prefix('.').and_then(|k| k.parse().ok()) {
+            gens.push((k, p));
+        } else {
+            panic!("unexpected file {name}");
+        }
+    }
+    gens.sort_by_key(|g| std::cmp::Reverse(g.0));
+    let mut out: Vec<PathBuf> = gens.into_iter().map(|g| g.1).collect();
+    out.extend(live);
+    out
+}
+
+/// Reads files back with a real tool (`zcat`, `zstdcat` or `cat`; the
+/// plain live file of `--compress-when rotate` needs `zcat -f`).
+fn read_back(tool: &str, files: &[PathBuf]) -> Vec<u8> {
+    let mut argv = tool.split(' ');
+    let out = Command::new(argv.next().unwrap())
+        .args(argv)
+        .args(files)
+        .output()
+        .expect(tool);
+    assert!(
+        out.status.success(),
+        "{tool} {files:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn plugin(name: &str, args: &[&str], mode: &str) -> String {
+    let mut exec = vec![
+        BIN.to_string(),
+        "--name".into(),
+        name.into(),
+        "--file".into(),
+        format!("{{dir}}/out/{name}/log"),
+    ];
+    exec.extend(args.iter().map(|s| s.to_string()));
+    let exec: Vec<String> = exec.iter().map(|a| format!("{a:?}")).collect();
+    format!("exec = [{}]\nmode = \"{mode}\"\n", exec.join(", "))
+}
+
+struct Activated(Child);
+
+impl Drop for Activated {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn corpus_survives_rotation_and_compression() {
+    let data = corpus();
+    let all = lines(&data);
+    let mut d = Dispatcher::new(
+        r#"
+[journal]
+segment_size = "4M"
+memory = "8M"
+[shutdown]
+timeout = "300s"
+[stats]
+interval = "0"
+"#,
+    );
+    for name in [
+        "raw-gz",
+        "raw-zst-rotate",
+        "raw-plain",
+        "json-zst",
+        "json-sock",
+    ] {
+        std::fs::create_dir_all(d.out(name)).unwrap();
+    }
+    d.write_plugin(
+        "raw-gz",
+        &plugin(
+            "raw-gz",
+            &[
+                "--compress",
+                "gzip",
+                "--max-size",
+                "1M",
+                "--generations",
+                "1000",
+            ],
+            "records",
+        ),
+    );
+    d.write_plugin(
+        "raw-zst-rotate",
+        &plugin(
+            "raw-zst-rotate",
+            &[
+                "--compress",
+                "zstd",
+                "--compress-when",
+                "rotate",
+                "--max-size",
+                "4M",
+                "--generations",
+                "1000",
+                "--fsync",
+                "rotate",
+            ],
+            "records",
+        ),
+    );
+    d.write_plugin(
+        "raw-plain",
+        &plugin(
+            "raw-plain",
+            &[
+                "--max-size",
+                "4M",
+                "--generations",
+                "2",
+                "--file-mode",
+                "0640",
+                "--group",
+                "4",
+                "--fsync",
+                "never",
+            ],
+            "records",
+        ),
+    );
+    d.write_plugin(
+        "json-zst",
+        &plugin(
+            "json-zst",
+            &[
+                "--format",
+                "json",
+                "--compress",
+                "zstd",
+                "--max-size",
+                "256K",
+                "--generations",
+                "1000",
+            ],
+            "events",
+        ),
+    );
+    // The same plugin socket-activated, as its systemd unit runs it: audispd
+    // connects, systemd-socket-activate accepts the first connection by
+    // exec'ing the plugin with LISTEN_FDS.
+    let sock = d.path().join("run/json-sock.sock");
+    let activated = Activated(
+        Command::new("systemd-socket-activate")
+            .arg("--seqpacket")
+            .arg("-l")
+            .arg(&sock)
+            .args([
+                BIN,
+                "--name",
+                "json-sock",
+                "--format",
+                "json",
+                "--compress",
+                "gzip",
+                "--compress-when",
+                "rotate",
+                "--max-size",
+                "1M",
+                "--generations",
+                "1000",
+                "--file",
+            ])
+            .arg(d.out("json-sock").join("log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("systemd-socket-activate (package systemd)"),
+    );
+    support::dispatcher::wait_until(Duration::from_secs(10), "the activation socket", || {
+        sock.exists()
+    });
+    d.write_plugin(
+        "json-sock",
+        &format!("socket = \"{}\"\nmode = \"events\"\n", sock.display()),
+    );
+
+    d.start(Stdio::piped()).unwrap();
+    let stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    feed(stdin, data.clone()).join().unwrap();
+    let status = d.wait(Duration::from_secs(600)).unwrap();
+    assert!(status.success(), "audispd: {status}\n{}", d.log_tail(60));
+    assert!(
+        d.log().contains("every plugin had every record"),
+        "{}",
+        d.log_tail(60)
+    );
+
+    // Raw text: exactly the corpus, in order, across generations.
+    for (name, tool) in [("raw-gz", "zcat"), ("raw-zst-rotate", "zstdcat")] {
+        let files = generations(&d.out(name), "log");
+        assert!(files.len() >= 3, "{name}: only {files:?}");
+        let back = read_back(tool, &files);
+        let got = lines(&back);
+        assert_eq!(got.len(), all.len(), "{name}: records in == records out");
+        assert!(got == all, "{name}: records differ from the corpus");
+    }
+    let names: Vec<String> = generations(&d.out("raw-zst-rotate"), "log")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.last().map(String::as_str), Some("log"), "{names:?}");
+    assert!(names[..names.len() - 1].iter().all(|n| n.ends_with(".zst")));
+
+    // Two generations kept: the newest records, whole lines, no gap.
+    let files = generations(&d.out("raw-plain"), "log");
+    assert_eq!(files.len(), 3, "{files:?}");
+    for f in &files[..2] {
+        assert!(std::fs::metadata(f).unwrap().len() <= 4 << 20);
+    }
+    let back = read_back("cat", &files);
+    let got = lines(&back);
+    assert!(got.len() > 1000 && got.len() < all.len());
+    assert!(
+        got[..] == all[all.len() - got.len()..],
+        "a suffix of the corpus"
+    );
+    let meta = std::fs::metadata(files.last().unwrap()).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    assert_eq!(meta.gid(), 4);
+
+    // JSON: one object per event, the same as an in-process conversion.
+    let mut w = JsonWriter::new();
+    let mut want: Vec<Vec<u8>> = events(&all)
+        .iter()
+        .map(|ev| {
+            let mut out = Vec::new();
+            w.write_event(ev, &mut out);
+            out
+        })
+        .collect();
+    want.sort();
+    for (name, tool) in [("json-zst", "zstdcat"), ("json-sock", "zcat -f")] {
+        let files = generations(&d.out(name), "log");
+        assert!(files.len() >= 3, "{name}: only {files:?}");
+        let back = read_back(tool, &files);
+        let mut got: Vec<Vec<u8>> = lines(&back).iter().map(|l| l.to_vec()).collect();
+        for l in &got {
+            serde_json::from_slice::<serde_json::Value>(l).expect("valid JSON");
+        }
+        got.sort();
+        assert_eq!(got.len(), want.len(), "{name}: events in == events out");
+        assert!(got == want, "{name}: events differ");
+    }
+    drop(activated);
+}
+
+#[test]
+fn bad_options_are_refused_precisely() {
+    for (args, needle) in [
+        (
+            &["--file", "/tmp/x", "--compress", "lz4"][..],
+            "--compress \"lz4\"",
+        ),
+        (&["--file", "/tmp/x", "--max-size", "12Q"], "--max-size"),
+        (&["--file", "/tmp/x", "--generations", "0"], "--generations"),
+        (&["--file", "/tmp/x", "--file-mode", "4755"], "--file-mode"),
+        (&["--format", "json"], "--file PATH is required"),
+    ] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
