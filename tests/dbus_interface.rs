@@ -102,6 +102,15 @@ fn policy_audispctl_and_signals() {
     let o = ctl(&bus, 0, &["reload"]);
     assert!(o.status.success(), "{:?}", text(&o));
     assert_eq!(text(&o).0, "reloaded\n  added: second\n");
+    // The service manager hears of a reload over D-Bus as of a SIGHUP.
+    let note = d
+        .notify
+        .wait_for("RELOADING=1", Duration::from_secs(10))
+        .unwrap();
+    assert!(note.contains("MONOTONIC_USEC="), "{note}");
+    d.notify
+        .wait_for("READY=1", Duration::from_secs(10))
+        .unwrap();
     let o = ctl(&bus, 0, &["--json", "status"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["plugins"].as_array().unwrap().len(), 3);

@@ -113,7 +113,7 @@ fn main() -> ExitCode {
         };
     }
     audisp::logging::init("audispd", "info");
-    let notifier = Notifier::from_env();
+    let notifier = std::sync::Arc::new(Notifier::from_env());
     let passed = match audisp::activation::Passed::from_env() {
         Ok(p) => p,
         Err(e) => {
@@ -159,7 +159,7 @@ fn stdin_source() -> Option<OwnedFd> {
 
 fn run(
     paths: Paths,
-    notifier: &Notifier,
+    notifier: &std::sync::Arc<Notifier>,
     mut passed: audisp::activation::Passed,
 ) -> Result<(), String> {
     let (config, _) = load(&paths);
@@ -203,8 +203,8 @@ fn run(
         .map_err(|e| format!("cannot start: {e}"))?;
     // The D-Bus adapter ([dbus] in audispd.toml); without a bus we run on.
     let _dbus = dbus_config.enabled.then(|| {
-        let (e, p) = (engine.clone(), paths.clone());
-        let reload_hook = std::sync::Arc::new(move || reload(&e, &p));
+        let (e, p, n) = (engine.clone(), paths.clone(), notifier.clone());
+        let reload_hook = std::sync::Arc::new(move || reload(&e, &p, &n));
         audisp::dbus::start(engine.clone(), &dbus_config, reload_hook)
             .map_err(|e| tracing::error!("D-Bus: {e}; running on without it"))
     });
@@ -273,9 +273,7 @@ fn run(
         while let Ok(Some(sig)) = sfd.read_signal() {
             match Signal::try_from(sig.ssi_signo as i32) {
                 Ok(Signal::SIGHUP) => {
-                    let _ = notifier.reloading();
-                    let _ = reload(&engine, &paths);
-                    let _ = notifier.ready(&status_line(&engine));
+                    let _ = reload(&engine, &paths, notifier);
                 }
                 Ok(Signal::SIGUSR1) => match engine.write_state_file() {
                     Ok(p) => tracing::info!("state report written to {}", p.display()),
@@ -302,7 +300,20 @@ fn run(
     Ok(())
 }
 
-fn reload(engine: &Engine, paths: &Paths) -> Result<audisp::engine::ReloadSummary, String> {
+/// Reloads plugins.d (SIGHUP, or `Reload` on D-Bus), telling the service
+/// manager with `RELOADING=1` … `READY=1` whichever asked.
+fn reload(
+    engine: &Engine,
+    paths: &Paths,
+    notifier: &Notifier,
+) -> Result<audisp::engine::ReloadSummary, String> {
+    let _ = notifier.reloading();
+    let result = reload_config(engine, paths);
+    let _ = notifier.ready(&status_line(engine));
+    result
+}
+
+fn reload_config(engine: &Engine, paths: &Paths) -> Result<audisp::engine::ReloadSummary, String> {
     tracing::info!("reloading the configuration");
     let (config, broken) = load(paths);
     let Some(config) = config else {
