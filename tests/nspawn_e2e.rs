@@ -11,7 +11,12 @@
 //! * `systemctl reload audisp` picks up a new plugins.d file;
 //! * `kill -STOP` of the dispatcher trips the watchdog and systemd restarts
 //!   it; `kill -9` of the plugin and systemd restarts it;
-//! * across all of it, each plugin has every record exactly once, in order.
+//! * across all of it, each plugin has every record exactly once, in order;
+//! * in a second boot, as an admin installs them: `[dbus]` on the real
+//!   system bus with the shipped policy (`audispctl status`), a plugin's
+//!   `single-user` action isolating rescue.target, and the shipped
+//!   `audisp-logfile` / `audisp-journal` units socket-activated, each with
+//!   every record exactly once.
 //!
 //! The container runs without the audit capabilities (so neither its
 //! systemd nor its journald touches the host's kernel audit) and on a
@@ -622,7 +627,8 @@ auid=4294967295 ses=4294967295 msg='op=audisp-test-rescue res=success'";
 ///   exactly once (as the in-process JSON conversion writes it) and the
 ///   journal every record exactly once, in order, with `AUDIT_` fields;
 /// * last, the actor asks for `rescue`: audispd has the real systemd
-///   isolate rescue.target, and the multi-user services stop.
+///   isolate rescue.target, and the multi-user services stop, audispd
+///   before the bus (audisp.service is ordered after it).
 #[test]
 fn dbus_system_action_and_shipped_plugins_on_booted_systemd() {
     if let Some(why) = skip_reason() {
@@ -860,6 +866,15 @@ fn dbus_system_action_and_shipped_plugins_on_booted_systemd() {
             c.prop(unit, "ActiveState") == "inactive"
         });
     }
+    // audisp.service is ordered after the bus: it was fully stopped before
+    // dbus.service began to stop.
+    let mono = |unit: &str, prop: &str| -> u64 { c.prop(unit, prop).parse().unwrap() };
+    let audisp_down = mono("audisp.service", "InactiveEnterTimestampMonotonic");
+    let dbus_stopping = mono("dbus.service", "ActiveExitTimestampMonotonic");
+    assert!(
+        audisp_down > 0 && audisp_down <= dbus_stopping,
+        "audisp stopped at {audisp_down}, dbus began stopping at {dbus_stopping}"
+    );
     drop(feed);
     let _ = bridge.kill();
     let _ = bridge.wait();
