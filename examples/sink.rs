@@ -6,8 +6,11 @@
 //!
 //! Usage: sink --out FILE [--events] [--include T,T] [--exclude T,T]
 //!             [--delay-ms N] [--listen SOCKET] [--name NAME] [--pid-file F]
+//!             [--command ACTION --command-on TEXT]
 //! In events mode each event is written as its records followed by a line
-//! `EVENT<TAB>ID`.
+//! `EVENT<TAB>ID`. With `--command`, once a batch holding a record that
+//! contains TEXT is written, the sink asks the dispatcher for ACTION (its
+//! plugins.d `[actions.ACTION]`) and prints the answer to standard error.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -25,6 +28,8 @@ struct Opts {
     listen: Option<PathBuf>,
     name: String,
     pid_file: Option<PathBuf>,
+    command: Option<String>,
+    command_on: Option<String>,
 }
 
 fn opts() -> Result<Opts, String> {
@@ -37,6 +42,8 @@ fn opts() -> Result<Opts, String> {
         listen: None,
         name: "sink".into(),
         pid_file: None,
+        command: None,
+        command_on: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -53,11 +60,16 @@ fn opts() -> Result<Opts, String> {
             "--listen" => o.listen = Some(val()?.into()),
             "--name" => o.name = val()?,
             "--pid-file" => o.pid_file = Some(val()?.into()),
+            "--command" => o.command = Some(val()?),
+            "--command-on" => o.command_on = Some(val()?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
     if o.out.as_os_str().is_empty() {
         return Err("--out FILE is required".into());
+    }
+    if o.command.is_some() != o.command_on.is_some() {
+        return Err("--command and --command-on go together".into());
     }
     Ok(o)
 }
@@ -132,6 +144,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut journal_written = resume.map(|r| r.0);
     let events = o.events;
+    let trigger = o.command.as_deref().zip(o.command_on.as_deref());
     let result = plugin.run(|batch, ctx| {
         if journal_written != Some(ctx.journal_id()) {
             let hex: String = ctx
@@ -163,6 +176,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.flush()?;
         if !o.delay.is_zero() {
             std::thread::sleep(o.delay);
+        }
+        if let Some((action, text)) = trigger {
+            let hit = batch
+                .records()
+                .any(|r| r.text.windows(text.len()).any(|w| w == text.as_bytes()));
+            if hit {
+                let reply = ctx.command(action, &[])?;
+                eprintln!(
+                    "sink {}: command {action}: {:?}: {}",
+                    o.name, reply.status, reply.message
+                );
+            }
         }
         Ok(())
     });

@@ -432,3 +432,47 @@ fn group_readers() {
     drop(stdin);
     d.wait(Duration::from_secs(30)).unwrap();
 }
+
+/// `[dbus] enabled` with no bus at the address: audispd logs why and runs
+/// on, every record reaches the plugins, and a system action fails with the
+/// reason (nothing is carried out behind the admin's back).
+#[test]
+fn without_a_bus_audispd_runs_on() {
+    let mut d = Dispatcher::new(
+        "[dbus]\nenabled = true\naddress = \"unix:path={dir}/run/no-bus.sock\"\n[shutdown]\ntimeout = \"5s\"\n",
+    );
+    d.write_plugin("all", &sink_plugin("all", "", ""));
+    d.write_plugin(
+        "actor",
+        "socket = \"{dir}/run/actor.sock\"\n[actions.rescue]\nrun = \"single-user\"\n",
+    );
+    let replies = actor(d.path().join("run/actor.sock"), vec!["rescue"]);
+    d.start(Stdio::piped()).unwrap();
+    assert!(
+        d.log().contains("running on without it"),
+        "{}",
+        d.log_tail(20)
+    );
+    let data = sample();
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    stdin.write_all(&data).unwrap();
+    drop(stdin);
+    let replies = replies
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no batch for the actor\n{}", d.log_tail(40)));
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].0, CommandStatus::Failed, "{}", replies[0].1);
+    assert!(
+        replies[0].1.contains("no service manager interface"),
+        "{}",
+        replies[0].1
+    );
+    let status = d.wait(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "{status}\n{}", d.log_tail(40));
+    let all = support::dispatcher::lines(&data);
+    let out = support::dispatcher::read_sink(&d.out("all"));
+    assert!(
+        support::dispatcher::texts(&out) == all,
+        "every record once, in order"
+    );
+}

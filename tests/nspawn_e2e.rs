@@ -11,7 +11,12 @@
 //! * `systemctl reload audisp` picks up a new plugins.d file;
 //! * `kill -STOP` of the dispatcher trips the watchdog and systemd restarts
 //!   it; `kill -9` of the plugin and systemd restarts it;
-//! * across all of it, each plugin has every record exactly once, in order.
+//! * across all of it, each plugin has every record exactly once, in order;
+//! * in a second boot, as an admin installs them: `[dbus]` on the real
+//!   system bus with the shipped policy (`audispctl status`), a plugin's
+//!   `single-user` action isolating rescue.target, and the shipped
+//!   `audisp-logfile` / `audisp-journal` units socket-activated, each with
+//!   every record exactly once.
 //!
 //! The container runs without the audit capabilities (so neither its
 //! systemd nor its journald touches the host's kernel audit) and on a
@@ -155,8 +160,9 @@ impl Drop for Container {
     }
 }
 
-/// A test unit for the sink plugin `name`, socket-activated.
-fn sink_units(dir: &Path, name: &str) {
+/// A test unit for the sink plugin `name`, socket-activated, with `extra`
+/// sink arguments.
+fn sink_units(dir: &Path, name: &str, extra: &str) {
     std::fs::write(
         dir.join(format!("audisp-{name}.socket")),
         format!(
@@ -171,14 +177,16 @@ fn sink_units(dir: &Path, name: &str) {
         format!(
             "[Unit]\nDescription=test plugin {name}\nRequires=audisp-{name}.socket\n\
              [Service]\nType=notify\nWatchdogSec=2s\n\
-             ExecStart=/usr/local/bin/sink --out /srv/out/{name} --name {name}\n\
+             ExecStart=/usr/local/bin/sink --out /srv/out/{name} --name {name}{extra}\n\
              Restart=on-failure\nRestartSec=200ms\n"
         ),
     )
     .unwrap();
 }
 
-fn boot(root: &Path, work: &Path) -> Container {
+/// Boots `root` with the work directory's files bound in, plus `extra`
+/// read-only binds (host path, container path).
+fn boot(root: &Path, work: &Path, extra: &[(PathBuf, String)]) -> Container {
     let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("units");
     let mut cmd = Command::new("systemd-nspawn");
     cmd.arg("-D")
@@ -227,6 +235,9 @@ fn boot(root: &Path, work: &Path) -> Container {
         let p = f.unwrap().path();
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
         bind(&mut cmd, true, &p, &format!("/etc/systemd/system/{name}"));
+    }
+    for (from, to) in extra {
+        bind(&mut cmd, true, from, to);
     }
     let nspawn = cmd
         .stdin(Stdio::null())
@@ -283,11 +294,9 @@ fn sink_texts(file: &Path, n: usize, what: &str, c: &Container) -> Vec<Vec<u8>> 
 /// One container at a time: the cached tree backs one running container.
 static ONE_CONTAINER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Prepares `w` (config, a socket-activated `sink` plugin, a `late` one
-/// for the reload, a 3 s watchdog), boots the container and enables the
-/// sockets.
-fn prepare(w: &Path) -> Container {
-    let root = bookworm();
+/// The work directory's layout, and a 3 s watchdog for audisp.service so
+/// the test need not wait 30 s, without core dumps.
+fn work_dirs(w: &Path) {
     for d in [
         "run-audisp",
         "etc-audisp/plugins.d",
@@ -297,21 +306,28 @@ fn prepare(w: &Path) -> Container {
     ] {
         std::fs::create_dir_all(w.join(d)).unwrap();
     }
+    std::fs::write(
+        w.join("audisp.service.d/test.conf"),
+        "[Service]\nWatchdogSec=3s\nTimeoutAbortSec=5s\nLimitCORE=0\n",
+    )
+    .unwrap();
+}
+
+/// Prepares `w` (config, a socket-activated `sink` plugin, a `late` one
+/// for the reload, a 3 s watchdog), boots the container and enables the
+/// sockets.
+fn prepare(w: &Path) -> Container {
+    let root = bookworm();
+    work_dirs(w);
     // The dispatcher's own configuration: defaults; one plugin, socket-activated.
     std::fs::write(
         w.join("etc-audisp/plugins.d/sink.toml"),
         "socket = \"/run/audisp/plugins/sink.sock\"\n[restart]\ninitial = \"100ms\"\nmax = \"1s\"\n",
     )
     .unwrap();
-    sink_units(&w.join("units"), "sink");
-    sink_units(&w.join("units"), "late");
-    // A short watchdog so the test need not wait 30 s, no core dump.
-    std::fs::write(
-        w.join("audisp.service.d/test.conf"),
-        "[Service]\nWatchdogSec=3s\nTimeoutAbortSec=5s\nLimitCORE=0\n",
-    )
-    .unwrap();
-    let c = boot(&root, w);
+    sink_units(&w.join("units"), "sink", "");
+    sink_units(&w.join("units"), "late", "");
+    let c = boot(&root, w, &[]);
     c.ok(&[
         "systemctl",
         "enable",
@@ -321,6 +337,22 @@ fn prepare(w: &Path) -> Container {
         "audisp-late.socket",
     ]);
     c
+}
+
+/// Starts `audisp-bridge` on the host, feeding the container's input
+/// socket from its standard input.
+fn bridge(w: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_audisp-bridge"))
+        .arg("--socket")
+        .arg(w.join("run-audisp/input.sock"))
+        .arg("--state-dir")
+        .arg(w.join("bridge"))
+        .env("AUDISP_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(w.join("bridge.log")).unwrap())
+        .spawn()
+        .unwrap()
 }
 
 #[test]
@@ -341,17 +373,7 @@ fn booted_systemd_end_to_end() {
     let all = lines(&data);
     let parts: Vec<&[&[u8]]> = all.chunks(all.len() / 4 + 1).collect();
     assert_eq!(parts.len(), 4);
-    let mut bridge = Command::new(env!("CARGO_BIN_EXE_audisp-bridge"))
-        .arg("--socket")
-        .arg(w.join("run-audisp/input.sock"))
-        .arg("--state-dir")
-        .arg(w.join("bridge"))
-        .env("AUDISP_LOG", "info")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(w.join("bridge.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut bridge = bridge(w);
     let mut feed = bridge.stdin.take().unwrap();
     let mut send = move |part: &[&[u8]]| {
         for l in part {
@@ -561,4 +583,301 @@ fn real_auditd_through_the_bridge_into_the_booted_dispatcher() {
     assert_eq!(c.prop("audisp-sink.service", "ActiveState"), "active");
     let blog = std::fs::read_to_string(w.join("bridge.log")).unwrap_or_default();
     assert!(blog.contains("connected to the dispatcher"), "{blog}");
+}
+
+/// The text `journalctl -o json` gives for a field: a string, or an array
+/// of bytes when the value is not UTF-8.
+fn journal_bytes(v: &serde_json::Value) -> Vec<u8> {
+    match v {
+        serde_json::Value::String(s) => s.as_bytes().to_vec(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()).unwrap())
+            .collect(),
+        other => panic!("unexpected journal field {other}"),
+    }
+}
+
+/// The JSON lines audisp-logfile wrote under `dir` (its live zstd file,
+/// read with `zstdcat`); None while a frame is half-written.
+fn logfile_lines(dir: &Path) -> Option<Vec<Vec<u8>>> {
+    let out = Command::new("zstdcat")
+        .arg("-q")
+        .arg(dir.join("audit.json.zst"))
+        .output()
+        .expect("zstdcat");
+    out.status
+        .success()
+        .then(|| lines(&out.stdout).iter().map(|l| l.to_vec()).collect())
+}
+
+/// The record that makes the `actor` plugin ask for its `rescue` action.
+const RESCUE_MARKER: &[u8] = b"type=USER msg=audit(1700000000.000:990001): pid=1 uid=0 \
+auid=4294967295 ses=4294967295 msg='op=audisp-test-rescue res=success'";
+
+/// D-Bus and the shipped plugin units on the booted systemd, all as an
+/// admin installs them: `[dbus] enabled` in audispd.toml, the shipped bus
+/// policy, `audisp-logfile` and `audisp-journal` with their shipped units
+/// and plugins.d examples, and a sink plugin (`actor`) whose
+/// `[actions.rescue]` says `run = "single-user"`. Checked:
+///
+/// * audispd, inside the hardened audisp.service, owns its name on the
+///   container's real system bus, and `audispctl status` works there;
+/// * both plugins were socket-activated; the log file holds every event
+///   exactly once (as the in-process JSON conversion writes it) and the
+///   journal every record exactly once, in order, with `AUDIT_` fields;
+/// * last, the actor asks for `rescue`: audispd has the real systemd
+///   isolate rescue.target, and the multi-user services stop, audispd
+///   before the bus (audisp.service is ordered after it).
+#[test]
+fn dbus_system_action_and_shipped_plugins_on_booted_systemd() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let _one = ONE_CONTAINER.lock().unwrap_or_else(|p| p.into_inner());
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let root = bookworm();
+    work_dirs(w);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let etc = w.join("etc-audisp");
+    std::fs::write(
+        etc.join("audispd.toml"),
+        "[dbus]\nenabled = true\n[dbus.setroubleshoot]\nenabled = false\n",
+    )
+    .unwrap();
+    for p in ["logfile", "journal"] {
+        std::fs::copy(
+            src.join(format!("plugins.d/{p}.toml.example")),
+            etc.join(format!("plugins.d/{p}.toml")),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        etc.join("plugins.d/actor.toml"),
+        "socket = \"/run/audisp/plugins/actor.sock\"\n[actions.rescue]\nrun = \"single-user\"\n",
+    )
+    .unwrap();
+    sink_units(
+        &w.join("units"),
+        "actor",
+        " --command rescue --command-on op=audisp-test-rescue",
+    );
+    let bin = |name: &str| {
+        Path::new(env!("CARGO_BIN_EXE_audispd"))
+            .with_file_name(name)
+            .to_path_buf()
+    };
+    let mut extra = vec![
+        (
+            bin("audisp-logfile"),
+            "/usr/sbin/audisp-logfile".to_string(),
+        ),
+        (
+            bin("audisp-journal"),
+            "/usr/sbin/audisp-journal".to_string(),
+        ),
+        (bin("audispctl"), "/usr/bin/audispctl".to_string()),
+        (
+            src.join("dbus/org.audisp.Dispatcher1.conf"),
+            "/usr/share/dbus-1/system.d/org.audisp.Dispatcher1.conf".to_string(),
+        ),
+    ];
+    for p in ["logfile", "journal"] {
+        for kind in ["socket", "service"] {
+            let unit = format!("audisp-{p}.{kind}");
+            extra.push((
+                src.join("units").join(&unit),
+                format!("/etc/systemd/system/{unit}"),
+            ));
+        }
+    }
+    let c = boot(&root, w, &extra);
+    c.ok(&[
+        "systemctl",
+        "enable",
+        "--now",
+        "audisp.socket",
+        "audisp-logfile.socket",
+        "audisp-journal.socket",
+        "audisp-actor.socket",
+    ]);
+    assert_eq!(c.prop("dbus.socket", "ActiveState"), "active");
+
+    // Every sample record, through the bridge.
+    let data = support::dispatcher::sample();
+    let all = lines(&data);
+    let mut bridge = bridge(w);
+    let mut feed = bridge.stdin.take().unwrap();
+    for l in &all {
+        feed.write_all(l).unwrap();
+        feed.write_all(b"\n").unwrap();
+    }
+    feed.flush().unwrap();
+
+    // audispd on the real system bus, from inside its sandbox.
+    wait_until(Duration::from_secs(30), "audispd on the system bus", || {
+        c.x(&["audispctl", "status"]).status.success()
+    });
+    let owner = c.ok(&["busctl", "status", "org.audisp.Dispatcher1"]);
+    let main_pid = c.prop("audisp.service", "MainPID");
+    assert!(
+        owner.lines().any(|l| l == format!("PID={main_pid}")),
+        "{owner}"
+    );
+    assert!(owner.lines().any(|l| l == "Unit=audisp.service"), "{owner}");
+    let table = c.ok(&["audispctl", "status"]);
+    for p in ["logfile", "journal", "actor", "dbus"] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(p)),
+            "{table}"
+        );
+    }
+
+    // audisp-logfile: every event once, as JSON.
+    let logdir = PathBuf::from(format!("/proc/{}/root/var/log/audisp", c.pid1));
+    let mut jw = audisp::format::JsonWriter::new();
+    let mut want: Vec<Vec<u8>> = support::events::events(&all)
+        .iter()
+        .map(|ev| {
+            let mut out = Vec::new();
+            jw.write_event(ev, &mut out);
+            out
+        })
+        .collect();
+    want.sort();
+    wait_until(
+        Duration::from_secs(60),
+        "every event in the log file",
+        || logfile_lines(&logdir).is_some_and(|l| l.len() >= want.len()),
+    );
+    let files: Vec<String> = std::fs::read_dir(&logdir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["audit.json.zst"]);
+    assert_eq!(c.prop("audisp-logfile.service", "ActiveState"), "active");
+    let triggered = c.prop("audisp-logfile.service", "TriggeredBy");
+    assert!(triggered.contains("audisp-logfile.socket"), "{triggered}");
+
+    // audisp-journal: every record once, in order, with its fields.
+    let journal = || -> Vec<serde_json::Value> {
+        c.ok(&[
+            "journalctl",
+            "--no-pager",
+            "--all",
+            "-o",
+            "json",
+            "SYSLOG_IDENTIFIER=audisp",
+        ])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "every record in the journal",
+        || journal().len() >= all.len(),
+    );
+    let entries = journal();
+    let messages: Vec<Vec<u8>> = entries
+        .iter()
+        .map(|e| journal_bytes(&e["MESSAGE"]))
+        .collect();
+    let expected: Vec<Vec<u8>> = all
+        .iter()
+        .map(|l| {
+            l.iter()
+                .map(|&b| if b == 0x1d { b' ' } else { b })
+                .collect()
+        })
+        .collect();
+    assert_eq!(messages.len(), expected.len(), "records in == entries out");
+    assert!(
+        messages == expected,
+        "the journal holds the records in order"
+    );
+    for e in &entries {
+        assert_eq!(e["_SYSTEMD_UNIT"], "audisp-journal.service", "{e}");
+        assert!(e["AUDIT_TYPE_NAME"].is_string(), "{e}");
+        assert!(e["AUDIT_ID"].is_string(), "{e}");
+    }
+    let triggered = c.prop("audisp-journal.service", "TriggeredBy");
+    assert!(triggered.contains("audisp-journal.socket"), "{triggered}");
+
+    // Still exactly once after both settled.
+    let mut got = logfile_lines(&logdir).expect("the log file reads back");
+    got.sort();
+    assert_eq!(got.len(), want.len(), "events in == events out");
+    assert!(got == want, "the log file holds what the conversion writes");
+    let stats: serde_json::Value =
+        serde_json::from_str(&c.ok(&["audispctl", "--json", "status"])).unwrap();
+    let records_in: u64 = stats["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["records"].as_u64().unwrap())
+        .sum();
+    assert_eq!(records_in, all.len() as u64, "{stats}");
+
+    eprintln!(
+        "booted systemd: {} records -> {} journal entries, {} JSON events in the log file",
+        all.len(),
+        entries.len(),
+        got.len()
+    );
+
+    // Last: the actor asks for rescue; systemd isolates rescue.target.
+    let asked = Instant::now();
+    feed.write_all(RESCUE_MARKER).unwrap();
+    feed.write_all(b"\n").unwrap();
+    feed.flush().unwrap();
+    let actor = sink_texts(&w.join("out/actor"), all.len() + 1, "actor", &c);
+    assert!(actor[..all.len()] == all[..] && actor[all.len()] == RESCUE_MARKER);
+    wait_until(Duration::from_secs(30), "rescue.target", || {
+        c.prop("rescue.target", "ActiveState") == "active"
+    });
+    eprintln!(
+        "rescue.target active {:?} after the request",
+        asked.elapsed()
+    );
+    let log = c.ok(&[
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "cat",
+        "SYSLOG_IDENTIFIER=audispd",
+    ]);
+    assert!(
+        log.contains(
+            "plugin actor requested action rescue: single-user \
+             (systemd queued job /org/freedesktop/systemd1/job/"
+        ),
+        "{log}"
+    );
+    wait_until(Duration::from_secs(30), "multi-user to stop", || {
+        c.prop("multi-user.target", "ActiveState") == "inactive"
+    });
+    for unit in ["audisp.service", "audisp-logfile.service", "dbus.service"] {
+        wait_until(Duration::from_secs(30), unit, || {
+            c.prop(unit, "ActiveState") == "inactive"
+        });
+    }
+    // audisp.service is ordered after the bus: it was fully stopped before
+    // dbus.service began to stop.
+    let mono = |unit: &str, prop: &str| -> u64 { c.prop(unit, prop).parse().unwrap() };
+    let audisp_down = mono("audisp.service", "InactiveEnterTimestampMonotonic");
+    let dbus_stopping = mono("dbus.service", "ActiveExitTimestampMonotonic");
+    assert!(
+        audisp_down > 0 && audisp_down <= dbus_stopping,
+        "audisp stopped at {audisp_down}, dbus began stopping at {dbus_stopping}"
+    );
+    drop(feed);
+    let _ = bridge.kill();
+    let _ = bridge.wait();
+    let mut c = c;
+    c.power_off();
 }

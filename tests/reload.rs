@@ -354,3 +354,17 @@ fn reload_adds_removes_changes_and_survives_broken_files_without_losing_a_record
     let status = d.stop().unwrap();
     assert!(status.success(), "{status}\n{}", d.log_tail(30));
 }
+
+/// A reload that changes a setting read only at start (here `[dbus]`,
+/// turned on) says so in the log, naming it, and keeps running.
+#[test]
+fn reload_names_settings_that_need_a_restart() {
+    let mut d = Dispatcher::new("");
+    d.start(std::process::Stdio::piped()).unwrap();
+    d.write_main("[dbus]\nenabled = true\n");
+    d.reload().unwrap();
+    wait_until(Duration::from_secs(10), "the restart warning", || {
+        d.log()
+            .contains("changes to [\"[dbus]\"] take effect at the next restart")
+    });
+}

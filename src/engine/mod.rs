@@ -612,5 +612,9 @@ fn restart_only_changes(old: &MainConfig, new: &MainConfig) -> Vec<String> {
     if old.events != new.events {
         v.push("[events]".to_string());
     }
+    // Read by the embedder (audispd's D-Bus adapter) once, at start.
+    if old.dbus != new.dbus {
+        v.push("[dbus]".to_string());
+    }
     v
 }
