@@ -1,0 +1,9 @@
+//! Remote logging: sending records to an aggregator and receiving them there.
+//!
+//! * [`wire`]: auditd's managed protocol (what stock audisp-remote and
+//!   auditd's `tcp_listen_port` speak) and audisp's fast-mode extension.
+//! * [`store`]: the receiver's durable store and duplicate suppression.
+//! * [`logfile`]: the receiver's auditd-format log with rotation, written
+//!   exactly once from the store.
+
+pub mod wire;
