@@ -5,5 +5,11 @@
 //! * [`store`]: the receiver's durable store and duplicate suppression.
 //! * [`logfile`]: the receiver's auditd-format log with rotation, written
 //!   exactly once from the store.
+//! * [`server`]: the receiver's connections.
+//! * [`tls`]: TLS 1.3 with mutual certificate authentication.
 
+pub mod logfile;
+pub mod server;
+pub mod store;
+pub mod tls;
 pub mod wire;
