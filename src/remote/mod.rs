@@ -7,8 +7,12 @@
 //!   exactly once from the store.
 //! * [`server`]: the receiver's connections.
 //! * [`tls`]: TLS 1.3 with mutual certificate authentication.
+//! * [`sender`], [`link`]: audisp-remote's spool-to-aggregator loop and its
+//!   non-blocking connection.
 
+pub mod link;
 pub mod logfile;
+pub mod sender;
 pub mod server;
 pub mod store;
 pub mod tls;

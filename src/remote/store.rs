@@ -149,6 +149,9 @@ impl Store {
                 }
             }
         }
+        // What was recovered is on disk: make it count as durable so the
+        // log writer and the dispatcher feed go on with it.
+        journal.sync_upto(journal.end())?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
