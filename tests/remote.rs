@@ -228,8 +228,14 @@ fn stock_audisp_remote_managed_and_ascii_to_receive_every_record_once() {
     let data = sample();
     let all = lines(&data);
     let half = all.len() / 2;
-    let first: Vec<u8> = all[..half].iter().flat_map(|l| [*l, b"\n"].concat()).collect();
-    let second: Vec<u8> = all[half..].iter().flat_map(|l| [*l, b"\n"].concat()).collect();
+    let first: Vec<u8> = all[..half]
+        .iter()
+        .flat_map(|l| [*l, b"\n"].concat())
+        .collect();
+    let second: Vec<u8> = all[half..]
+        .iter()
+        .flat_map(|l| [*l, b"\n"].concat())
+        .collect();
     stock_audisp_remote(tmp.path(), port, &first, "managed").unwrap();
     stock_audisp_remote(tmp.path(), port, &second, "ascii").unwrap();
     // audisp-remote drops EOE records itself.
@@ -298,34 +304,56 @@ fn ours_to_ours_with_kill9_of_both_ends_and_injection_into_a_dispatcher() {
     let mut r = Receiver::start(
         tmp.path(),
         port,
-        &["--dispatcher", input.to_str().unwrap(), "--log-max-size", "200000", "--log-keep", "100"],
+        &[
+            "--dispatcher",
+            input.to_str().unwrap(),
+            "--log-max-size",
+            "200000",
+            "--log-keep",
+            "100",
+        ],
     );
     let mut d = sender_dispatcher();
     let mut s = start_sender(&d, port, &[]);
     let data: Vec<u8> = [sample(), sample_shifted()].concat();
     let all = lines(&data);
-    let writer = feed(d.child.as_mut().unwrap().stdin.take().unwrap(), data.clone());
+    let writer = feed(
+        d.child.as_mut().unwrap().stdin.take().unwrap(),
+        data.clone(),
+    );
     // Mid-stream: kill -9 the aggregator, restart it; kill -9 the sender,
     // restart it.
-    wait_until(Duration::from_secs(60), "first records at the aggregator", || {
-        r.lines().len() > 500
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "first records at the aggregator",
+        || r.lines().len() > 500,
+    );
     r.kill9();
     std::thread::sleep(Duration::from_millis(300));
     r.spawn();
-    wait_until(Duration::from_secs(60), "more records", || r.lines().len() > 3000);
+    wait_until(Duration::from_secs(60), "more records", || {
+        r.lines().len() > 3000
+    });
     s.kill().unwrap();
     s.wait().unwrap();
     s = start_sender(&d, port, &[]);
     writer.join().unwrap();
     let got = r.wait_lines_or(all.len(), Duration::from_secs(120), &|| {
-        format!("--- sender ---\n{}\n--- audispd ---\n{}", sender_log(&d), d.log_tail(30))
+        format!(
+            "--- sender ---\n{}\n--- audispd ---\n{}",
+            sender_log(&d),
+            d.log_tail(30)
+        )
     });
     assert_same(&got, &all, "audisp-remote → audisp-receive log");
     // The aggregator's dispatcher got every record too, once.
     let out = support::dispatcher::wait_sink(&agg.out("sink"), all.len(), Duration::from_secs(60));
     let texts = support::dispatcher::texts(&out);
-    assert_eq!(texts.len(), all.len(), "records at the aggregator's dispatcher");
+    assert_eq!(
+        texts.len(),
+        all.len(),
+        "records at the aggregator's dispatcher"
+    );
     assert!(texts.iter().zip(all.iter()).all(|(a, b)| a == b));
     assert!(r.lines().len() == all.len());
     stop_child(s);
@@ -334,7 +362,10 @@ fn ours_to_ours_with_kill9_of_both_ends_and_injection_into_a_dispatcher() {
     let _ = agg.stop();
     let log = r.stderr();
     assert!(log.contains("fast mode, resuming after"), "{log}");
-    assert!(log.contains("sent ENDING") || log.contains("closed"), "{log}");
+    assert!(
+        log.contains("sent ENDING") || log.contains("closed"),
+        "{log}"
+    );
 }
 
 /// The sample with every serial number changed, so that a second copy is
@@ -421,7 +452,16 @@ fn tls_mutual_auth_delivers_everything_and_refuses_an_untrusted_client() {
     let mut r = Receiver::start(
         tmp.path(),
         port,
-        &["--tls-cert", &sc, "--tls-key", &sk, "--tls-ca", &ca, "--max-per-addr", "4"],
+        &[
+            "--tls-cert",
+            &sc,
+            "--tls-key",
+            &sk,
+            "--tls-ca",
+            &ca,
+            "--max-per-addr",
+            "4",
+        ],
     );
     // The untrusted client first: refused, with a clear line.
     let mut d0 = sender_dispatcher();
@@ -439,7 +479,10 @@ fn tls_mutual_auth_delivers_everything_and_refuses_an_untrusted_client() {
             "aggregator.test",
         ],
     );
-    let w0 = feed(d0.child.as_mut().unwrap().stdin.take().unwrap(), b"type=USER msg=audit(1.000:1): rogue\n".to_vec());
+    let w0 = feed(
+        d0.child.as_mut().unwrap().stdin.take().unwrap(),
+        b"type=USER msg=audit(1.000:1): rogue\n".to_vec(),
+    );
     w0.join().unwrap();
     wait_until(Duration::from_secs(30), "refusal logged", || {
         r.stderr().contains("TLS handshake failed")
@@ -464,13 +507,19 @@ fn tls_mutual_auth_delivers_everything_and_refuses_an_untrusted_client() {
     );
     let data = sample();
     let all = lines(&data);
-    feed(d.child.as_mut().unwrap().stdin.take().unwrap(), data.clone())
-        .join()
-        .unwrap();
+    feed(
+        d.child.as_mut().unwrap().stdin.take().unwrap(),
+        data.clone(),
+    )
+    .join()
+    .unwrap();
     let got = r.wait_lines(all.len(), Duration::from_secs(60));
     assert_same(&got, &all, "TLS audisp-remote → audisp-receive");
     let log = r.stderr();
-    assert!(log.contains("cert sha256:"), "client identity not recorded:\n{log}");
+    assert!(
+        log.contains("cert sha256:"),
+        "client identity not recorded:\n{log}"
+    );
     assert!(!got.iter().any(|l| l.ends_with(b"rogue")));
     stop_child(sender);
     r.stop();
@@ -481,12 +530,22 @@ fn tls_mutual_auth_delivers_everything_and_refuses_an_untrusted_client() {
     let out = Command::new(env!("CARGO_BIN_EXE_audisp-remote"))
         .args(["--server", "127.0.0.1:1", "--spool-dir"])
         .arg(tmp.path().join("spool2"))
-        .args(["--tls-cert", &s(&pki.client_cert), "--tls-key", &s(&pki.client_key), "--tls-ca", &ca])
+        .args([
+            "--tls-cert",
+            &s(&pki.client_cert),
+            "--tls-key",
+            &s(&pki.client_key),
+            "--tls-ca",
+            &ca,
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("owned by root with no access for group or others"), "{err}");
+    assert!(
+        err.contains("owned by root with no access for group or others"),
+        "{err}"
+    );
 }
 
 /// Sends one managed MESSAGE and returns the reply header.
@@ -509,7 +568,8 @@ fn malformed_input_closes_only_that_connection_and_resends_are_stored_once() {
     let mut r = Receiver::start(tmp.path(), port, &["--max-per-addr", "16"]);
     let addr = format!("127.0.0.1:{port}");
     let mut good = TcpStream::connect(&addr).unwrap();
-    good.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    good.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut sent = Vec::new();
     let mut seq = 1u32;
     let mut send_good = |good: &mut TcpStream, sent: &mut Vec<Vec<u8>>| {
@@ -557,7 +617,9 @@ fn malformed_input_closes_only_that_connection_and_resends_are_stored_once() {
     // old one broke: acknowledged, stored once.
     drop(good);
     let mut again = TcpStream::connect(&addr).unwrap();
-    again.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    again
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let last = sent.last().unwrap().clone();
     let h = managed_exchange(&mut again, seq, &[&last[..], b"\n"].concat());
     assert_eq!(h.mtype, types::ACK);
@@ -572,7 +634,11 @@ fn malformed_input_closes_only_that_connection_and_resends_are_stored_once() {
     let got = r.wait_lines(want.len(), Duration::from_secs(20));
     // Shutdown: the connected client is told ENDING (seq 0).
     let pid = r.child.as_ref().unwrap().id();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     again.read_exact(&mut hdr).unwrap();
     let end = wire::Header::parse(&hdr).unwrap();
     assert_eq!((end.mtype, end.seq), (types::ENDING, 0));
@@ -605,7 +671,11 @@ fn ours_to_stock_auditd_listener_every_record_arrives() {
         dir.join("plugins.d").display()
     );
     std::fs::write(dir.join("auditd.conf"), conf).unwrap();
-    std::fs::set_permissions(dir.join("auditd.conf"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(
+        dir.join("auditd.conf"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
     let mut auditd = Command::new("/sbin/auditd")
         .arg("-n")
         .arg("-c")
@@ -622,9 +692,12 @@ fn ours_to_stock_auditd_listener_every_record_arrives() {
     let data = sample();
     let all = lines(&data);
     let want: Vec<&[u8]> = all.iter().copied().filter(|l| !is_eoe(l)).collect();
-    feed(d.child.as_mut().unwrap().stdin.take().unwrap(), data.clone())
-        .join()
-        .unwrap();
+    feed(
+        d.child.as_mut().unwrap().stdin.take().unwrap(),
+        data.clone(),
+    )
+    .join()
+    .unwrap();
     let records = || -> Vec<Vec<u8>> {
         audisp::remote::logfile::read_lines(&log)
             .unwrap_or_default()
@@ -640,10 +713,17 @@ fn ours_to_stock_auditd_listener_every_record_arrives() {
     std::thread::sleep(Duration::from_millis(2500));
     stop_child(s);
     let _ = d.stop();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(auditd.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(auditd.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     auditd.wait().unwrap();
     let got = records();
-    let want: Vec<&[u8]> = want.into_iter().filter(|l| !l.starts_with(b"type=DAEMON_")).collect();
+    let want: Vec<&[u8]> = want
+        .into_iter()
+        .filter(|l| !l.starts_with(b"type=DAEMON_"))
+        .collect();
     assert_same(&got, &want, "audisp-remote → stock auditd listener");
     let slog = sender_log(&d);
     assert!(slog.contains("speaks the stock protocol"), "{slog}");
@@ -655,7 +735,11 @@ fn ours_to_stock_auditd_listener_every_record_arrives() {
             .find(|l| l.starts_with("pid "))
             .map(str::to_string)
     };
-    assert_eq!(pid_line(&before), pid_line(&after), "kernel audit pid changed");
+    assert_eq!(
+        pid_line(&before),
+        pid_line(&after),
+        "kernel audit pid changed"
+    );
 }
 
 #[test]
@@ -668,7 +752,7 @@ fn aggregator_disk_full_then_freed_loses_and_duplicates_nothing() {
     let mnt = tmp.path().join("small");
     std::fs::create_dir_all(&mnt).unwrap();
     let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
         .arg(&mnt)
         .status()
         .unwrap();
@@ -682,19 +766,28 @@ fn aggregator_disk_full_then_freed_loses_and_duplicates_nothing() {
     let _guard = Unmount(mnt.clone());
     // Fill most of it.
     let filler = mnt.join("filler");
-    std::fs::write(&filler, vec![0u8; 2_600_000]).unwrap();
+    std::fs::write(&filler, vec![0u8; 7_000_000]).unwrap();
     let port = free_port();
-    let mut r = Receiver::start(&mnt, port, &["--log-max-size", "0", "--space-left", "2000000"]);
+    let mut r = Receiver::start(
+        &mnt,
+        port,
+        &["--log-max-size", "0", "--space-left", "2000000"],
+    );
     let mut d = sender_dispatcher();
     let s = start_sender(&d, port, &[]);
     let data = [sample(), sample_shifted()].concat();
     let all = lines(&data);
-    feed(d.child.as_mut().unwrap().stdin.take().unwrap(), data.clone())
-        .join()
-        .unwrap();
-    wait_until(Duration::from_secs(60), "the aggregator reports a full disk", || {
-        r.stderr().contains("No space left")
-    });
+    feed(
+        d.child.as_mut().unwrap().stdin.take().unwrap(),
+        data.clone(),
+    )
+    .join()
+    .unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the aggregator reports a full disk",
+        || r.stderr().contains("No space left"),
+    );
     assert!(r.lines().len() < all.len());
     std::fs::remove_file(&filler).unwrap();
     let got = r.wait_lines(all.len(), Duration::from_secs(120));
@@ -703,5 +796,8 @@ fn aggregator_disk_full_then_freed_loses_and_duplicates_nothing() {
     r.stop();
     let _ = d.stop();
     let slog = sender_log(&d);
-    assert!(slog.contains("disk full") || slog.contains("disk low"), "{slog}");
+    assert!(
+        slog.contains("disk full") || slog.contains("disk low"),
+        "{slog}"
+    );
 }

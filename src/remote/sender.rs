@@ -66,9 +66,11 @@ impl Action {
                 {
                     Action::Dispatcher(n.to_string())
                 }
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "unknown action {s:?}: use ignore, log, reconnect, suspend or dispatcher:NAME"
-                )),
+                ))
+                }
             },
         })
     }
@@ -490,24 +492,22 @@ impl SenderLoop {
             return Some(Outcome::Failed(e.to_string()));
         }
         let deadline = Instant::now() + self.cfg.reply_timeout;
-        loop {
-            let (h, p) = match self.reply(link, buf, deadline) {
-                Ok(x) => x,
-                Err(o) => return Some(o),
-            };
-            if h.mtype == types::ENDING {
-                return self.remote_reply(&h, &p);
-            }
-            if h.seq != seq {
-                return Some(Outcome::Failed(format!(
-                    "reply for seq {} while waiting for {seq}",
-                    h.seq
-                )));
-            }
-            return match h.mtype {
-                types::ACK => None,
-                _ => self.remote_reply(&h, &p),
-            };
+        let (h, p) = match self.reply(link, buf, deadline) {
+            Ok(x) => x,
+            Err(o) => return Some(o),
+        };
+        if h.mtype == types::ENDING {
+            return self.remote_reply(&h, &p);
+        }
+        if h.seq != seq {
+            return Some(Outcome::Failed(format!(
+                "reply for seq {} while waiting for {seq}",
+                h.seq
+            )));
+        }
+        match h.mtype {
+            types::ACK => None,
+            _ => self.remote_reply(&h, &p),
         }
     }
 
@@ -560,7 +560,11 @@ impl SenderLoop {
                 if let Err(e) = link.queue(&msg) {
                     return Outcome::Failed(e.to_string());
                 }
-                tracing::trace!("batch {}..{} queued", batch_first(&batch), reader.next_seq());
+                tracing::trace!(
+                    "batch {}..{} queued",
+                    batch_first(&batch),
+                    reader.next_seq()
+                );
                 inflight.push_back((reader.next_seq(), msg.len()));
                 inflight_bytes += msg.len();
                 last_io = Instant::now();
@@ -656,5 +660,8 @@ impl SenderLoop {
 }
 
 fn batch_first(b: &BatchBuilder) -> u64 {
-    b.payload().get(..8).and_then(|s| s.try_into().ok()).map_or(0, u64::from_le_bytes)
+    b.payload()
+        .get(..8)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
 }
