@@ -47,7 +47,7 @@ fn parse() -> Result<Opts, String> {
     use lexopt::prelude::*;
     let mut o = Opts {
         server: String::new(),
-        spool_dir: PathBuf::from("/var/spool/audisp-remote"),
+        spool_dir: PathBuf::from("/var/lib/audisp-remote"),
         spool_max: 1 << 30,
         drop_oldest: false,
         durable: true,
