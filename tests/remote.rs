@@ -29,8 +29,9 @@ fn is_root() -> bool {
 
 /// An audisp-receive process in `dir`.
 struct Receiver {
+    program: PathBuf,
+    listen: String,
     dir: PathBuf,
-    port: u16,
     extra: Vec<String>,
     child: Option<Child>,
     starts: u32,
@@ -38,9 +39,19 @@ struct Receiver {
 
 impl Receiver {
     fn start(dir: &Path, port: u16, extra: &[&str]) -> Receiver {
+        Receiver::start_with(
+            Path::new(env!("CARGO_BIN_EXE_audisp-receive")),
+            dir,
+            &format!("127.0.0.1:{port}"),
+            extra,
+        )
+    }
+
+    fn start_with(program: &Path, dir: &Path, listen: &str, extra: &[&str]) -> Receiver {
         let mut r = Receiver {
+            program: program.to_path_buf(),
+            listen: listen.to_string(),
             dir: dir.to_path_buf(),
-            port,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             starts: 0,
@@ -62,9 +73,9 @@ impl Receiver {
             .append(true)
             .open(self.dir.join("receive.err"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_audisp-receive"))
+        let child = Command::new(&self.program)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(&self.listen)
             .arg("--state-dir")
             .arg(self.dir.join("state"))
             .arg("--log")
@@ -800,4 +811,224 @@ fn aggregator_disk_full_then_freed_loses_and_duplicates_nothing() {
         slog.contains("disk full") || slog.contains("disk low"),
         "{slog}"
     );
+}
+
+/// Two network namespaces joined by a veth pair; removed on drop.
+struct NetPair {
+    sender_ns: String,
+    receiver_ns: String,
+}
+
+impl NetPair {
+    const SENDER_IP: &'static str = "10.214.0.1";
+    const RECEIVER_IP: &'static str = "10.214.0.2";
+
+    fn new() -> Result<NetPair, String> {
+        let tag = std::process::id();
+        let p = NetPair {
+            sender_ns: format!("a4s{tag}"),
+            receiver_ns: format!("a4r{tag}"),
+        };
+        let (s, r) = (&p.sender_ns, &p.receiver_ns);
+        let (vs, vr) = (format!("a4s{tag}v"), format!("a4r{tag}v"));
+        let steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), s.clone()],
+            vec!["netns".into(), "add".into(), r.clone()],
+            vec![
+                "link".into(),
+                "add".into(),
+                vs.clone(),
+                "netns".into(),
+                s.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                vr.clone(),
+                "netns".into(),
+                r.clone(),
+            ],
+            vec![
+                "-n".into(),
+                s.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("{}/24", Self::SENDER_IP),
+                "dev".into(),
+                vs.clone(),
+            ],
+            vec![
+                "-n".into(),
+                r.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("{}/24", Self::RECEIVER_IP),
+                "dev".into(),
+                vr.clone(),
+            ],
+            vec![
+                "-n".into(),
+                s.clone(),
+                "link".into(),
+                "set".into(),
+                vs,
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                r.clone(),
+                "link".into(),
+                "set".into(),
+                vr,
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                s.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                r.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+        ];
+        for st in steps {
+            let out = Command::new("ip")
+                .args(&st)
+                .output()
+                .map_err(|e| format!("ip: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "ip {}: {}",
+                    st.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
+        Ok(p)
+    }
+
+    /// Takes the receiver's end of the link down or up.
+    fn link(&self, up: bool) {
+        let dev = format!("{}v", self.receiver_ns);
+        let st = Command::new("ip")
+            .args([
+                "-n",
+                &self.receiver_ns,
+                "link",
+                "set",
+                &dev,
+                if up { "up" } else { "down" },
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for NetPair {
+    fn drop(&mut self) {
+        for ns in [&self.sender_ns, &self.receiver_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+#[test]
+fn separate_network_namespaces_link_down_and_aggregator_kill9_lose_and_duplicate_nothing() {
+    if !is_root() || Command::new("ip").arg("-V").output().is_err() {
+        println!("SKIP: needs root and iproute2 (ip netns)");
+        return;
+    }
+    let net = NetPair::new().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // The receiver runs in its namespace, listening on its veth address.
+    let wrapper = tmp.path().join("in-receiver-ns");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec ip netns exec {} {} \"$@\"\n",
+            net.receiver_ns,
+            env!("CARGO_BIN_EXE_audisp-receive")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut r = Receiver::start_with(
+        &wrapper,
+        tmp.path(),
+        &format!("{}:{port}", NetPair::RECEIVER_IP),
+        &["--log-keep", "100"],
+    );
+    let mut d = sender_dispatcher();
+    let err = std::fs::File::create(d.path().join("remote.err")).unwrap();
+    let s = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.sender_ns,
+            env!("CARGO_BIN_EXE_audisp-remote"),
+        ])
+        .arg("--server")
+        .arg(format!("{}:{port}", NetPair::RECEIVER_IP))
+        .arg("--spool-dir")
+        .arg(d.path().join("spool"))
+        .arg("--listen")
+        .arg(d.path().join("run/remote.sock"))
+        .args(["--retry-max", "1", "--reply-timeout", "2"])
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let data = {
+        // Three distinct copies.
+        let third = String::from_utf8(sample())
+            .unwrap()
+            .replace("msg=audit(", "msg=audit(2")
+            .into_bytes();
+        [sample(), sample_shifted(), third].concat()
+    };
+    let all = lines(&data);
+    let third = all.len() / 3;
+    let cut = |k: usize| -> Vec<u8> {
+        all[k * third..if k == 2 { all.len() } else { (k + 1) * third }]
+            .iter()
+            .flat_map(|l| [*l, b"\n"].concat())
+            .collect()
+    };
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    stdin.write_all(&cut(0)).unwrap();
+    r.wait_lines(third, Duration::from_secs(60));
+    // Link down for a while: records pile up in the sender's spool.
+    net.link(false);
+    stdin.write_all(&cut(1)).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        r.lines().len() <= third + 1,
+        "records crossed a link that was down"
+    );
+    net.link(true);
+    r.wait_lines(2 * third, Duration::from_secs(90));
+    // Aggregator kill -9 mid-stream, restart.
+    stdin.write_all(&cut(2)).unwrap();
+    drop(stdin);
+    r.kill9();
+    r.spawn();
+    let got = r.wait_lines_or(all.len(), Duration::from_secs(90), &|| sender_log(&d));
+    assert_same(
+        &got,
+        &all,
+        "across namespaces with link down and aggregator kill -9",
+    );
+    stop_child(s);
+    r.stop();
+    let _ = d.stop();
 }
