@@ -1032,3 +1032,54 @@ fn separate_network_namespaces_link_down_and_aggregator_kill9_lose_and_duplicate
     r.stop();
     let _ = d.stop();
 }
+
+#[test]
+fn socket_activated_receiver_serves_the_passed_listener() {
+    if Command::new("systemd-socket-activate")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        println!("SKIP: systemd-socket-activate not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(env!("CARGO_BIN_EXE_audisp-receive"))
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .arg("--log")
+        .arg(tmp.path().join("audit.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The socket exists before the program runs (as with a .socket unit);
+    // the connection waits in its backlog until the receiver accepts.
+    let mut c = None;
+    wait_until(Duration::from_secs(20), "the activation socket", || {
+        c = TcpStream::connect(("127.0.0.1", port)).ok();
+        c.is_some()
+    });
+    let mut c = c.unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let text = b"type=USER msg=audit(1700000000.001:1): activated";
+    let h = managed_exchange(&mut c, 2, &[&text[..], b"\n"].concat());
+    assert_eq!((h.mtype, h.seq), (types::ACK, 2));
+    wait_until(Duration::from_secs(20), "the record in the log", || {
+        audisp::remote::logfile::read_lines(&tmp.path().join("audit.log"))
+            .is_ok_and(|l| l == vec![text.to_vec()])
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut hdr = [0u8; 16];
+    c.read_exact(&mut hdr).unwrap();
+    assert_eq!(wire::Header::parse(&hdr).unwrap().mtype, types::ENDING);
+    assert!(child.wait().unwrap().success());
+}
