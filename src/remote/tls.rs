@@ -98,9 +98,49 @@ struct ServerStream {
 }
 
 impl io::Read for ServerStream {
+    /// Waits for the first bytes, then also takes whatever further TLS
+    /// records have already arrived (one record holds at most 16 KiB), so
+    /// that the caller's group commit covers all of them.
     fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
-        self.s.read(b)
+        let mut n = self.s.read(b)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        while n < b.len() {
+            match self.s.conn.reader().read(&mut b[n..]) {
+                Ok(0) => break,
+                Ok(k) => {
+                    n += k;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // Reported by the next call.
+                Err(_) => break,
+            }
+            if !readable_now(&self.s.sock) {
+                break;
+            }
+            match self.s.conn.read_tls(&mut self.s.sock) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if self.s.conn.process_new_packets().is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(n)
     }
+}
+
+/// Whether a read on `sock` would return at once.
+fn readable_now(sock: &TcpStream) -> bool {
+    use std::os::fd::AsFd;
+    let mut fds = [nix::poll::PollFd::new(
+        sock.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
 impl io::Write for ServerStream {
