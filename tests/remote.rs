@@ -924,7 +924,7 @@ impl Drop for NetPair {
 }
 
 #[test]
-fn separate_network_namespaces_link_down_and_aggregator_kill9_lose_and_duplicate_nothing() {
+fn separate_network_namespaces_link_down_and_kill9_of_both_ends_lose_and_duplicate_nothing() {
     if !is_root() || Command::new("ip").arg("-V").output().is_err() {
         println!("SKIP: needs root and iproute2 (ip netns)");
         return;
@@ -951,25 +951,33 @@ fn separate_network_namespaces_link_down_and_aggregator_kill9_lose_and_duplicate
         &["--log-keep", "100"],
     );
     let mut d = sender_dispatcher();
-    let err = std::fs::File::create(d.path().join("remote.err")).unwrap();
-    let s = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.sender_ns,
-            env!("CARGO_BIN_EXE_audisp-remote"),
-        ])
-        .arg("--server")
-        .arg(format!("{}:{port}", NetPair::RECEIVER_IP))
-        .arg("--spool-dir")
-        .arg(d.path().join("spool"))
-        .arg("--listen")
-        .arg(d.path().join("run/remote.sock"))
-        .args(["--retry-max", "1", "--reply-timeout", "2"])
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .unwrap();
+    let dpath = d.path().to_path_buf();
+    let spawn_sender = || {
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dpath.join("remote.err"))
+            .unwrap();
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &net.sender_ns,
+                env!("CARGO_BIN_EXE_audisp-remote"),
+            ])
+            .arg("--server")
+            .arg(format!("{}:{port}", NetPair::RECEIVER_IP))
+            .arg("--spool-dir")
+            .arg(dpath.join("spool"))
+            .arg("--listen")
+            .arg(dpath.join("run/remote.sock"))
+            .args(["--retry-max", "1", "--reply-timeout", "2"])
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap()
+    };
+    let mut s = spawn_sender();
     let data = {
         // Three distinct copies.
         let third = String::from_utf8(sample())
@@ -1001,14 +1009,17 @@ fn separate_network_namespaces_link_down_and_aggregator_kill9_lose_and_duplicate
     r.wait_lines(2 * third, Duration::from_secs(90));
     // Aggregator kill -9 mid-stream, restart.
     stdin.write_all(&cut(2)).unwrap();
-    drop(stdin);
     r.kill9();
     r.spawn();
+    // Sender kill -9 mid-stream, restart (in its namespace).
+    s.kill().unwrap();
+    s.wait().unwrap();
+    s = spawn_sender();
     let got = r.wait_lines_or(all.len(), Duration::from_secs(90), &|| sender_log(&d));
     assert_same(
         &got,
         &all,
-        "across namespaces with link down and aggregator kill -9",
+        "across namespaces with link down, aggregator and sender kill -9",
     );
     stop_child(s);
     r.stop();
