@@ -197,10 +197,7 @@ fn run(opts: Opts) -> Result<(), String> {
         workers.push(std::thread::spawn(move || {
             w.run(
                 &shared.store,
-                &|| {
-                    shared.stop.load(Ordering::Acquire)
-                        && shared.store.journal().synced() <= pos.load(Ordering::Acquire)
-                },
+                &|| shared.stop.load(Ordering::Acquire),
                 &|n| pos.store(n, Ordering::Release),
             )
         }));

@@ -178,8 +178,10 @@ impl LogWriter {
         Ok(n)
     }
 
-    /// Runs until `stop()` says so, writing as records become durable.
-    /// Returns after one last pass.
+    /// Writes as records become durable. Once `stop()` says so, it goes on
+    /// only while it makes progress: it returns when the log has caught up
+    /// with the store or at the first write error (the store keeps the
+    /// records; the log catches up at the next start).
     pub fn run(&mut self, store: &Store, stop: &dyn Fn() -> bool, on_progress: &dyn Fn(u64)) {
         let mut failing_since: Option<Instant> = None;
         loop {
