@@ -67,6 +67,7 @@ pub mod notify;
 pub mod protocol;
 pub mod record;
 pub mod record_types;
+pub mod remote;
 pub mod sdk;
 pub mod subscription;
 pub mod uds;

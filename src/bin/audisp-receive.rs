@@ -1,0 +1,321 @@
+//! audisp-receive: the aggregator end of remote logging.
+//!
+//! Listens on TCP (sockets from systemd socket activation, or `--listen`),
+//! accepts stock audisp-remote clients (managed and ASCII formats) and
+//! audisp-remote in fast mode, stores every record durably and once
+//! ([`audisp::remote::store`]) before acknowledging it, and from the store
+//! writes an auditd-format log ([`audisp::remote::logfile`]) and/or feeds
+//! the local audispd as an input. See `docs/audisp-receive.8.md`.
+
+use std::net::TcpListener;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use audisp::journal::{Limits, ReadOutcome, Step};
+use audisp::notify::Notifier;
+use audisp::remote::logfile::{LogConfig, LogWriter};
+use audisp::remote::server::{self, ServerConfig, Shared, Transport, Wrap};
+use audisp::remote::store::Store;
+use audisp::sdk::InputClient;
+use nix::sys::signal::{SigSet, Signal};
+
+const USAGE: &str = "usage: audisp-receive [--listen ADDR:PORT]... [--state-dir DIR]
+       [--log FILE | --no-log] [--log-max-size BYTES] [--log-keep N]
+       [--dispatcher SOCKET] [--input-name NAME] [--max-per-addr N]
+       [--max-connections N] [--idle-timeout SECS] [--space-left BYTES]
+       [--store-max BYTES] [--tls-cert F --tls-key F --tls-ca F]";
+
+struct Opts {
+    listen: Vec<String>,
+    state_dir: PathBuf,
+    log: Option<PathBuf>,
+    log_max: u64,
+    log_keep: u32,
+    dispatcher: Option<PathBuf>,
+    input_name: String,
+    server: ServerConfig,
+    store_max: u64,
+    tls: audisp::remote::tls::TlsFiles,
+}
+
+fn parse() -> Result<Opts, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut o = Opts {
+        listen: Vec::new(),
+        state_dir: PathBuf::from("/var/lib/audisp-receive"),
+        log: Some(PathBuf::from("/var/log/audit/remote.log")),
+        log_max: 8 << 20,
+        log_keep: 5,
+        dispatcher: None,
+        input_name: "remote".into(),
+        server: ServerConfig {
+            max_per_addr: 1,
+            max_connections: 128,
+            idle_timeout: None,
+            space_left: 75 << 20,
+            dir: PathBuf::new(),
+        },
+        store_max: 1 << 30,
+        tls: Default::default(),
+    };
+    let mut p = lexopt::Parser::from_env();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("listen") => o.listen.push(p.value()?.string()?),
+            Long("state-dir") => o.state_dir = p.value()?.into(),
+            Long("log") => o.log = Some(p.value()?.into()),
+            Long("no-log") => o.log = None,
+            Long("log-max-size") => o.log_max = p.value()?.parse()?,
+            Long("log-keep") => o.log_keep = p.value()?.parse()?,
+            Long("dispatcher") => o.dispatcher = Some(p.value()?.into()),
+            Long("input-name") => o.input_name = p.value()?.string()?,
+            Long("max-per-addr") => o.server.max_per_addr = p.value()?.parse()?,
+            Long("max-connections") => o.server.max_connections = p.value()?.parse()?,
+            Long("idle-timeout") => {
+                let s: u64 = p.value()?.parse()?;
+                o.server.idle_timeout = (s > 0).then(|| Duration::from_secs(s));
+            }
+            Long("space-left") => o.server.space_left = p.value()?.parse()?,
+            Long("store-max") => o.store_max = p.value()?.parse()?,
+            Long("tls-cert") => o.tls.cert = Some(p.value()?.into()),
+            Long("tls-key") => o.tls.key = Some(p.value()?.into()),
+            Long("tls-ca") => o.tls.ca = Some(p.value()?.into()),
+            Long("help") | Short('h') => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    o.server.dir = o.state_dir.clone();
+    Ok(o)
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(false)
+        .init();
+    let opts = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("audisp-receive: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(opts) {
+        tracing::error!("{e}");
+        eprintln!("audisp-receive: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Stream listening sockets handed over by systemd (`ListenStream=`).
+fn activated() -> Vec<TcpListener> {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    if !ours {
+        return Vec::new();
+    }
+    let n: RawFd = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (3..3 + n)
+        .filter(|&fd| {
+            // SAFETY: systemd passed descriptors 3..3+n to this process.
+            let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            use nix::sys::socket::{getsockopt, sockopt};
+            getsockopt(&b, sockopt::AcceptConn).unwrap_or(false)
+                && getsockopt(&b, sockopt::SockType)
+                    .is_ok_and(|t| t == nix::sys::socket::SockType::Stream)
+        })
+        // SAFETY: as above; each is taken once.
+        .map(|fd| TcpListener::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+        .collect()
+}
+
+fn run(opts: Opts) -> Result<(), String> {
+    // Signals are waited for by the main thread only.
+    let mut sigs = SigSet::empty();
+    sigs.add(Signal::SIGTERM);
+    sigs.add(Signal::SIGINT);
+    sigs.thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+
+    let mut listeners = activated();
+    for a in &opts.listen {
+        listeners.push(TcpListener::bind(a).map_err(|e| format!("cannot listen on {a}: {e}"))?);
+    }
+    if listeners.is_empty() {
+        return Err(
+            "nothing to listen on: give --listen ADDR:PORT or start from audisp-receive.socket"
+                .into(),
+        );
+    }
+    let wrap: Arc<Wrap> = match audisp::remote::tls::server_wrap(&opts.tls)? {
+        Some(w) => w,
+        None => Arc::new(|s| Ok(Box::new(s) as Box<dyn Transport>)),
+    };
+    let store = Arc::new(
+        Store::open(
+            &opts.state_dir,
+            Limits {
+                segment_size: 64 << 20,
+                max_size: opts.store_max,
+                memory: 32 << 20,
+            },
+        )
+        .map_err(|e| format!("cannot open the store in {}: {e}", opts.state_dir.display()))?,
+    );
+    let shared = Arc::new(Shared::new(store.clone(), opts.server.clone()));
+
+    // Consumers of the store; the store keeps what the slowest still needs.
+    let log_pos = Arc::new(AtomicU64::new(u64::MAX));
+    let feed_pos = Arc::new(AtomicU64::new(u64::MAX));
+    let mut workers = Vec::new();
+    if let Some(path) = &opts.log {
+        let mut w = LogWriter::open(LogConfig {
+            path: path.clone(),
+            max_size: opts.log_max,
+            keep: opts.log_keep,
+            state_dir: opts.state_dir.clone(),
+        })
+        .map_err(|e| format!("cannot open the log: {e}"))?;
+        log_pos.store(w.next(), Ordering::Release);
+        let (shared, pos) = (shared.clone(), log_pos.clone());
+        workers.push(std::thread::spawn(move || {
+            w.run(
+                &shared.store,
+                &|| shared.stop.load(Ordering::Acquire),
+                &|n| pos.store(n, Ordering::Release),
+            )
+        }));
+    }
+    if let Some(sock) = opts.dispatcher.clone() {
+        feed_pos.store(1, Ordering::Release);
+        let (shared, pos, name) = (shared.clone(), feed_pos.clone(), opts.input_name.clone());
+        workers.push(std::thread::spawn(move || {
+            feed(&shared, &sock, &name, &pos)
+        }));
+    }
+    {
+        let (shared, a, b) = (shared.clone(), log_pos.clone(), feed_pos.clone());
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(5));
+            let upto = a.load(Ordering::Acquire).min(b.load(Ordering::Acquire));
+            if upto != u64::MAX {
+                if let Err(e) = shared.store.retain_from(upto) {
+                    tracing::warn!("cannot trim the store: {e}");
+                }
+            }
+        });
+    }
+
+    let srv = {
+        let shared = shared.clone();
+        std::thread::spawn(move || server::serve(listeners, shared, wrap))
+    };
+    let notify = Notifier::from_env();
+    let _ = notify.ready("receiving");
+    tracing::info!("audisp-receive ready (store {})", opts.state_dir.display());
+
+    let sig = sigs.wait().map_err(|e| format!("sigwait: {e}"))?;
+    tracing::info!("{sig:?}: shutting down, telling clients ENDING");
+    let _ = notify.stopping();
+    shared.stop.store(true, Ordering::Release);
+    match srv.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!("server: {e}"),
+        Err(_) => tracing::error!("server thread panicked"),
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    let c = &shared.counters;
+    tracing::info!(
+        "stopped: {} records stored, {} duplicates suppressed, {} connections refused or cut",
+        c.stored.load(Ordering::Relaxed),
+        c.duplicates.load(Ordering::Relaxed),
+        c.refused.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+/// Feeds the store into audispd's input socket, numbering records by their
+/// store position (the dispatcher drops what it already has).
+fn feed(shared: &Shared, sock: &std::path::Path, name: &str, pos: &AtomicU64) {
+    let store = &shared.store;
+    let epoch = store.journal().id().0;
+    let mut warned = false;
+    loop {
+        let stopping = shared.stop.load(Ordering::Acquire);
+        let (mut client, have) = match InputClient::connect(sock, name, epoch) {
+            Ok(x) => {
+                tracing::info!("feeding audispd at {} as input {name:?}", sock.display());
+                warned = false;
+                x
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!("cannot reach audispd at {}: {e}; retrying", sock.display());
+                    warned = true;
+                }
+                if stopping {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        pos.store(have + 1, Ordering::Release);
+        let mut reader = store.journal().reader(have + 1);
+        let result: Result<(), String> = (|| loop {
+            let synced = store.journal().synced();
+            let mut batch: Vec<(u64, u32, Vec<u8>)> = Vec::new();
+            let got = reader
+                .read(1 << 20, &mut |e| {
+                    if e.seq >= synced {
+                        return Step::StopBefore;
+                    }
+                    batch.push((e.seq, e.rtype, e.text.to_vec()));
+                    Step::Next
+                })
+                .map_err(|e| e.to_string())?;
+            if let ReadOutcome::Lost { from, to, .. } = got {
+                tracing::error!("store entries {from}..{to} lost before reaching audispd");
+            }
+            if let Some(&(last, _, _)) = batch.last() {
+                client
+                    .send(batch.iter().map(|(s, t, b)| (*s, *t, &b[..])))
+                    .map_err(|e| e.to_string())?;
+                client
+                    .wait_acked(last, Duration::from_secs(60))
+                    .map_err(|e| e.to_string())?;
+                pos.store(last + 1, Ordering::Release);
+            } else {
+                if shared.stop.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })();
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!("audispd input connection lost: {e}; reconnecting");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}

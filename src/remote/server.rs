@@ -1,0 +1,557 @@
+//! audisp-receive's connections: accepting (with per-address and total
+//! limits), speaking the managed, ASCII and fast protocols, acknowledging
+//! only what is durable, and closing connections that send garbage or stay
+//! idle. One thread per connection; the store's group commit lets their
+//! fsyncs coincide.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::poll::PollFlags;
+
+use super::store::{SenderKey, Store};
+use super::wire::{self, types, Decoder, Frame, WireError};
+
+/// A connection's byte stream: plain TCP, or TLS over it.
+pub trait Transport: Read + Write + Send {
+    /// Client identity established by the transport (TLS certificate
+    /// subject), for the log.
+    fn identity(&self) -> Option<String> {
+        None
+    }
+}
+
+impl Transport for TcpStream {}
+
+/// Makes a transport out of an accepted TCP connection (plain, or a TLS
+/// handshake); an error refuses the client (already logged by the caller).
+pub type Wrap = dyn Fn(TcpStream) -> io::Result<Box<dyn Transport>> + Send + Sync;
+
+/// Settings of the server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Concurrent connections allowed from one address.
+    pub max_per_addr: usize,
+    /// Concurrent connections in all.
+    pub max_connections: usize,
+    /// Close a connection that sent nothing for this long (None: never).
+    pub idle_timeout: Option<Duration>,
+    /// Free space on the store's filesystem below which replies are
+    /// `DISKLOW` instead of `ACK`.
+    pub space_left: u64,
+    /// The store's directory (for the free-space check).
+    pub dir: PathBuf,
+}
+
+/// Counters, for the log and the tests.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Records stored.
+    pub stored: AtomicU64,
+    /// Resends recognised and not stored again.
+    pub duplicates: AtomicU64,
+    /// Connections refused (limits, TLS) or closed for garbage.
+    pub refused: AtomicU64,
+}
+
+/// State shared by the accept loop and the connections.
+pub struct Shared {
+    /// The store.
+    pub store: Arc<Store>,
+    /// Settings.
+    pub cfg: ServerConfig,
+    /// Set on shutdown: every connection sends `ENDING` and closes.
+    pub stop: AtomicBool,
+    /// Counters.
+    pub counters: Counters,
+    per_addr: Mutex<HashMap<IpAddr, usize>>,
+    disk: Mutex<(Instant, bool)>,
+}
+
+impl Shared {
+    /// Shared state for a server on `store`.
+    pub fn new(store: Arc<Store>, cfg: ServerConfig) -> Shared {
+        Shared {
+            store,
+            cfg,
+            stop: AtomicBool::new(false),
+            counters: Counters::default(),
+            per_addr: Mutex::new(HashMap::new()),
+            disk: Mutex::new((Instant::now() - Duration::from_secs(10), false)),
+        }
+    }
+
+    /// Whether free space is below `space_left` (checked at most once a
+    /// second).
+    fn disk_low(&self) -> bool {
+        let mut d = self.disk.lock().unwrap_or_else(|p| p.into_inner());
+        if d.0.elapsed() >= Duration::from_secs(1) {
+            let low = nix::sys::statvfs::statvfs(&self.cfg.dir)
+                .map(|s| {
+                    s.blocks_available().saturating_mul(s.fragment_size()) < self.cfg.space_left
+                })
+                .unwrap_or(false);
+            if low && !d.1 {
+                tracing::warn!(
+                    "free space in {} below {} bytes: answering DISKLOW",
+                    self.cfg.dir.display(),
+                    self.cfg.space_left
+                );
+            }
+            *d = (Instant::now(), low);
+        }
+        d.1
+    }
+
+    fn count_in(&self, ip: IpAddr) -> bool {
+        let mut m = self.per_addr.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = m.values().sum();
+        let n = m.entry(ip).or_insert(0);
+        if *n >= self.cfg.max_per_addr || total >= self.cfg.max_connections {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn count_out(&self, ip: IpAddr) {
+        let mut m = self.per_addr.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Accepts connections on `listeners` until `shared.stop`; each accepted
+/// client is served on its own thread. Returns once every connection has
+/// said `ENDING` and closed.
+pub fn serve(listeners: Vec<TcpListener>, shared: Arc<Shared>, wrap: Arc<Wrap>) -> io::Result<()> {
+    for l in &listeners {
+        l.set_nonblocking(true)?;
+    }
+    let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    while !shared.stop.load(Ordering::Acquire) {
+        let mut fds: Vec<nix::poll::PollFd<'_>> = listeners
+            .iter()
+            .map(|l| nix::poll::PollFd::new(l.as_fd(), PollFlags::POLLIN))
+            .collect();
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(250u16)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        threads.retain(|t| !t.is_finished());
+        for l in &listeners {
+            loop {
+                let (stream, peer) = match l.accept() {
+                    Ok(x) => x,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        tracing::warn!("accept: {e}");
+                        break;
+                    }
+                };
+                let ip = canonical(peer.ip());
+                if !shared.count_in(ip) {
+                    tracing::warn!(
+                        "refusing {peer}: connection limit reached (per address {}, total {})",
+                        shared.cfg.max_per_addr,
+                        shared.cfg.max_connections
+                    );
+                    shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let shared2 = shared.clone();
+                let wrap = wrap.clone();
+                threads.push(std::thread::spawn(move || {
+                    if let Err(e) = setup(&stream) {
+                        tracing::warn!("{peer}: {e}");
+                    } else {
+                        match wrap(stream) {
+                            Ok(t) => Connection::new(t, peer, &shared2).run(),
+                            Err(e) => {
+                                shared2.counters.refused.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!("refusing {peer}: {e}");
+                            }
+                        }
+                    }
+                    shared2.count_out(ip);
+                }));
+            }
+        }
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn setup(s: &TcpStream) -> io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_millis(250)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::KeepAlive, &true)?;
+    nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::RcvBuf, &(4 << 20))?;
+    Ok(())
+}
+
+/// Read size for fast-mode connections (others: 256 KiB).
+const FAST_CHUNK: usize = 1 << 20;
+
+enum Mode {
+    /// Nothing but records or heartbeats yet: a stock client (or ours
+    /// talking stock).
+    Stock,
+    /// Our hello arrived; the next heartbeat gets `FAST_OK`.
+    FastPending(u16),
+    /// Fast mode with this sender.
+    Fast(u16),
+}
+
+enum Reply {
+    /// A record (or heartbeat) with this seq was handled: ACK (or DISKLOW).
+    Stored(u32),
+    /// Heartbeat: plain ACK.
+    Ack(u32),
+    /// Fast mode accepted; highest seq held.
+    FastOk(u32, u64),
+    /// Cumulative fast acknowledgement.
+    FastAck(u64),
+    /// Could not store.
+    Failed(u32, bool),
+}
+
+struct Connection<'s> {
+    io: Box<dyn Transport>,
+    peer: SocketAddr,
+    who: String,
+    shared: &'s Shared,
+    buf: Vec<u8>,
+    mode: Mode,
+    stock_index: Option<u16>,
+    last_data: Instant,
+}
+
+/// Why a connection ends.
+enum End {
+    Closed,
+    Garbage(WireError),
+    Shutdown,
+    Idle,
+    Error(io::Error),
+    DiskFailed,
+}
+
+impl<'s> Connection<'s> {
+    fn new(io: Box<dyn Transport>, peer: SocketAddr, shared: &'s Shared) -> Self {
+        let who = match io.identity() {
+            Some(id) => format!("{peer} ({id})"),
+            None => peer.to_string(),
+        };
+        Connection {
+            io,
+            peer,
+            who,
+            shared,
+            buf: Vec::with_capacity(wire::MAX_MESSAGE + (256 << 10)),
+            mode: Mode::Stock,
+            stock_index: None,
+            last_data: Instant::now(),
+        }
+    }
+
+    fn run(mut self) {
+        tracing::info!("{}: connected", self.who);
+        let end = self.serve();
+        match &end {
+            End::Closed => tracing::info!("{}: closed by the client", self.who),
+            End::Garbage(e) => {
+                self.shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("{}: closing: protocol error: {e}", self.who);
+            }
+            End::Shutdown => {
+                let mut m = Vec::new();
+                let _ = wire::encode(&mut m, types::ENDING, 0, b"");
+                let _ = self.io.write_all(&m).and_then(|_| self.io.flush());
+                tracing::info!("{}: sent ENDING", self.who);
+            }
+            End::Idle => tracing::info!("{}: closing: idle", self.who),
+            End::Error(e) => tracing::info!("{}: closing: {e}", self.who),
+            End::DiskFailed => tracing::warn!("{}: closing after a failed store write", self.who),
+        }
+    }
+
+    fn serve(&mut self) -> End {
+        let mut chunk = vec![0u8; 256 << 10];
+        loop {
+            if self.shared.stop.load(Ordering::Acquire) {
+                return End::Shutdown;
+            }
+            if matches!(self.mode, Mode::Fast(_)) && chunk.len() < FAST_CHUNK {
+                // Fast senders keep megabytes in flight: take more per read,
+                // and so per group commit.
+                chunk.resize(FAST_CHUNK, 0);
+            }
+            match self.io.read(&mut chunk) {
+                Ok(0) => return End::Closed,
+                Ok(n) => {
+                    self.last_data = Instant::now();
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = self.process() {
+                        return end;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    if let Some(idle) = self.shared.cfg.idle_timeout {
+                        if self.last_data.elapsed() >= idle {
+                            return End::Idle;
+                        }
+                    }
+                }
+                Err(e) => return End::Error(e),
+            }
+        }
+    }
+
+    fn stock_index(&mut self) -> io::Result<u16> {
+        if let Some(i) = self.stock_index {
+            return Ok(i);
+        }
+        let i = self
+            .shared
+            .store
+            .sender(&SenderKey::Peer(canonical(self.peer.ip())))?;
+        self.stock_index = Some(i);
+        Ok(i)
+    }
+
+    /// Handles every complete message in the buffer, makes what they stored
+    /// durable with one sync, then replies. `Some` ends the connection.
+    fn process(&mut self) -> Option<End> {
+        let buf = std::mem::take(&mut self.buf);
+        let mut replies = Vec::new();
+        let mut sync_to = 0u64;
+        let mut consumed = 0;
+        let mut end = None;
+        let store = self.shared.store.clone();
+        while end.is_none() {
+            let (frame, n) = match Decoder.next(&buf[consumed..]) {
+                Ok(Some(x)) => x,
+                Ok(None) => break,
+                Err(e) => {
+                    end = Some(End::Garbage(e));
+                    break;
+                }
+            };
+            consumed += n;
+            let result: Result<Option<Reply>, End> = match (frame, &self.mode) {
+                (Frame::Managed(h, _), Mode::FastPending(idx)) if h.mtype == types::HEARTBEAT => {
+                    let idx = *idx;
+                    self.mode = Mode::Fast(idx);
+                    let last = store.last_seq(idx);
+                    tracing::info!("{}: fast mode, resuming after {last}", self.who);
+                    Ok(Some(Reply::FastOk(h.seq, last)))
+                }
+                (Frame::Managed(h, _), _) if h.mtype == types::HEARTBEAT => {
+                    Ok(Some(Reply::Ack(h.seq)))
+                }
+                (Frame::Managed(h, p), Mode::Stock) if h.mtype == types::MESSAGE => {
+                    let text = clean_payload(p);
+                    if text.is_empty() {
+                        Ok(Some(Reply::Stored(h.seq)))
+                    } else {
+                        match self
+                            .stock_index()
+                            .and_then(|i| store.store_stock(i, h.seq, &text))
+                        {
+                            Ok(s) => {
+                                self.count(s.new, s.duplicates);
+                                sync_to = sync_to.max(s.sync_to);
+                                Ok(Some(Reply::Stored(h.seq)))
+                            }
+                            Err(e) => {
+                                tracing::error!("{}: storing failed: {e}", self.who);
+                                Ok(Some(Reply::Failed(h.seq, is_full(&e))))
+                            }
+                        }
+                    }
+                }
+                (Frame::Managed(h, p), Mode::Fast(idx)) if h.mtype == types::FAST_BATCH => {
+                    let idx = *idx;
+                    match wire::parse_batch(p) {
+                        Err(e) => Err(End::Garbage(e)),
+                        Ok((first, recs)) => match store.store_fast(idx, first, &recs) {
+                            Ok(s) => {
+                                self.count(s.new, s.duplicates);
+                                sync_to = sync_to.max(s.sync_to);
+                                Ok(Some(Reply::FastAck(s.last_seq)))
+                            }
+                            Err(e) => {
+                                tracing::error!("{}: storing failed: {e}", self.who);
+                                Ok(Some(Reply::Failed(0, is_full(&e))))
+                            }
+                        },
+                    }
+                }
+                (Frame::Managed(h, _), _) => Err(End::Garbage(WireError::BadType(h.mtype))),
+                (Frame::Line(l), Mode::Stock) => {
+                    if let Some(id) = wire::parse_hello(l) {
+                        match store.sender(&SenderKey::Fast(id)) {
+                            Ok(idx) => {
+                                self.mode = Mode::FastPending(idx);
+                                Ok(None)
+                            }
+                            Err(e) => {
+                                tracing::error!("{}: cannot register sender: {e}", self.who);
+                                Err(End::DiskFailed)
+                            }
+                        }
+                    } else if wire::is_record_line(l) {
+                        // ASCII format: no acknowledgement.
+                        let text = clean_payload(l);
+                        match self
+                            .stock_index()
+                            .and_then(|i| store.store_stock(i, 0, &text))
+                        {
+                            Ok(s) => {
+                                self.count(s.new, s.duplicates);
+                                sync_to = sync_to.max(s.sync_to);
+                                Ok(None)
+                            }
+                            Err(e) => {
+                                tracing::error!(
+                                    "{}: storing failed (ASCII, no way to tell the client): {e}",
+                                    self.who
+                                );
+                                Err(End::DiskFailed)
+                            }
+                        }
+                    } else {
+                        Err(End::Garbage(WireError::BadLine(
+                            "does not start with node= or type=",
+                        )))
+                    }
+                }
+                (Frame::Line(_), _) => {
+                    Err(End::Garbage(WireError::BadLine("text line in fast mode")))
+                }
+            };
+            match result {
+                Ok(Some(r)) => {
+                    let failed = matches!(r, Reply::Failed(..));
+                    replies.push(r);
+                    if failed {
+                        break;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => end = Some(e),
+            }
+        }
+        self.buf = buf;
+        self.buf.drain(..consumed);
+        if sync_to > 0 {
+            if let Err(e) = store.journal().sync_upto(sync_to) {
+                tracing::error!("{}: fsync failed: {e}", self.who);
+                let full = is_full(&e);
+                for r in replies.iter_mut() {
+                    match r {
+                        Reply::Stored(seq) => *r = Reply::Failed(*seq, full),
+                        Reply::FastAck(_) => *r = Reply::Failed(0, full),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let low = replies.iter().any(|r| matches!(r, Reply::Stored(_))) && self.shared.disk_low();
+        let mut out = Vec::new();
+        let mut failed = false;
+        for r in &replies {
+            let _ = match *r {
+                Reply::Stored(seq) => wire::encode(
+                    &mut out,
+                    if low { types::DISKLOW } else { types::ACK },
+                    seq,
+                    b"",
+                ),
+                Reply::Ack(seq) => wire::encode(&mut out, types::ACK, seq, b""),
+                Reply::FastOk(seq, last) => {
+                    wire::encode(&mut out, types::FAST_OK, seq, &last.to_le_bytes())
+                }
+                Reply::FastAck(last) => {
+                    wire::encode(&mut out, types::FAST_ACK, 0, &last.to_le_bytes())
+                }
+                Reply::Failed(seq, full) => {
+                    failed = true;
+                    if full {
+                        wire::encode(&mut out, types::DISKFULL, seq, wire::DISKFULL_TEXT)
+                    } else {
+                        wire::encode(&mut out, types::DISKERROR, seq, wire::DISKERROR_TEXT)
+                    }
+                }
+            };
+        }
+        if !out.is_empty() {
+            if let Err(e) = self.io.write_all(&out).and_then(|_| self.io.flush()) {
+                return Some(End::Error(e));
+            }
+        }
+        if end.is_none() && failed && matches!(self.mode, Mode::Fast(_)) {
+            // A fast sender resends from its last acknowledged record on a
+            // new connection, after a pause.
+            return Some(End::DiskFailed);
+        }
+        end
+    }
+
+    fn count(&self, new: usize, dup: usize) {
+        let c = &self.shared.counters;
+        c.stored.fetch_add(new as u64, Ordering::Relaxed);
+        if dup > 0 {
+            c.duplicates.fetch_add(dup as u64, Ordering::Relaxed);
+            tracing::info!(
+                "{}: {dup} resent record(s) already stored, acknowledged again",
+                self.who
+            );
+        }
+    }
+}
+
+fn is_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || e.kind() == io::ErrorKind::StorageFull
+}
+
+/// A record as auditd's listener takes it: cut at the first NUL, one
+/// trailing `\n` removed; any other newline becomes a space so the record
+/// stays one line.
+fn clean_payload(p: &[u8]) -> Vec<u8> {
+    let p = &p[..memchr::memchr(0, p).unwrap_or(p.len())];
+    let p = p.strip_suffix(b"\n").unwrap_or(p);
+    p.iter()
+        .map(|&b| if b == b'\n' { b' ' } else { b })
+        .collect()
+}

@@ -1,0 +1,403 @@
+//! The receiver's durable store: every record received, once, in the order
+//! stored, in a [`Journal`], with what duplicate suppression needs to survive
+//! restarts.
+//!
+//! Senders are known by a small index kept in the entry's `source` field:
+//!
+//! * **fast-mode senders** (audisp-remote) by the 16-byte identity of their
+//!   spool; each record carries the sender's spool sequence number (entry
+//!   `source_seq`). A record at or below the highest number stored for that
+//!   sender is a resend and is acknowledged without being stored again.
+//! * **stock senders** (auditd's audisp-remote) by their IP address. A stock
+//!   client resends the record it is waiting an ACK for — after a lost or
+//!   late ACK, on the same or a new connection, and (`mode = forward`) after
+//!   its own restart — and never sends the next record before that one is
+//!   acknowledged. So a resend is always a record whose text equals the last
+//!   record stored from that address; that text is kept and compared. (Each
+//!   record's text carries its event's time stamp and serial number, so two
+//!   genuinely different consecutive records are never equal.) Several
+//!   clients behind one address (NAT) defeat this; the per-address limit
+//!   defaults to one connection for that reason.
+//!
+//! The sender table is appended to `senders` (fsynced before anything from
+//! a new sender is acknowledged); the per-sender positions are rebuilt at
+//! start from a snapshot (`senders.state`, rewritten before old journal
+//! segments are deleted) and the journal entries still held.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::journal::{Journal, Limits, NewEntry, ReadOutcome, Step};
+
+/// Who sent a record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SenderKey {
+    /// An audisp-remote spool.
+    Fast([u8; 16]),
+    /// A stock client, by address.
+    Peer(IpAddr),
+}
+
+impl SenderKey {
+    fn to_line(&self, idx: u16) -> String {
+        match self {
+            SenderKey::Fast(id) => format!("{idx} fast {}\n", hex(id)),
+            SenderKey::Peer(ip) => format!("{idx} peer {ip}\n"),
+        }
+    }
+
+    fn parse_line(line: &str) -> Option<(u16, SenderKey)> {
+        let mut it = line.split_ascii_whitespace();
+        let idx = it.next()?.parse().ok()?;
+        let key = match (it.next()?, it.next()?) {
+            ("fast", h) => SenderKey::Fast(unhex(h)?.try_into().ok()?),
+            ("peer", ip) => SenderKey::Peer(ip.parse().ok()?),
+            _ => return None,
+        };
+        Some((idx, key))
+    }
+}
+
+/// What is known of one sender.
+#[derive(Debug, Default, Clone)]
+struct SenderState {
+    /// Highest sequence number stored (fast senders).
+    last_seq: u64,
+    /// Text of the last record stored (stock senders).
+    last_text: Vec<u8>,
+}
+
+struct Senders {
+    index: HashMap<SenderKey, u16>,
+    state: Vec<SenderState>,
+    file: File,
+}
+
+/// The outcome of storing records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// Journal position to make durable before acknowledging (`sync_upto`).
+    pub sync_to: u64,
+    /// Records stored.
+    pub new: usize,
+    /// Records recognised as resends and not stored again.
+    pub duplicates: usize,
+    /// For fast senders: the highest sequence number now held.
+    pub last_seq: u64,
+}
+
+/// The receiver's store.
+pub struct Store {
+    journal: Journal,
+    senders: Mutex<Senders>,
+    dir: PathBuf,
+}
+
+/// The index a stock sender's records are stored under is offset so that
+/// index 0 ("no source") is never used.
+const FIRST_INDEX: u16 = 1;
+
+impl Store {
+    /// Opens (or creates) the store in `dir` and rebuilds the senders'
+    /// positions.
+    pub fn open(dir: &Path, limits: Limits) -> io::Result<Store> {
+        let journal = Journal::open(&dir.join("journal"), limits)?;
+        let table = dir.join("senders");
+        let mut index = HashMap::new();
+        let mut state = vec![SenderState::default(); FIRST_INDEX as usize];
+        if let Ok(f) = File::open(&table) {
+            for (n, line) in io::BufReader::new(f).lines().enumerate() {
+                let line = line?;
+                match SenderKey::parse_line(&line) {
+                    Some((idx, key)) if idx as usize == state.len() => {
+                        index.insert(key, idx);
+                        state.push(SenderState::default());
+                    }
+                    // A line torn by a crash while it was appended: its
+                    // sender was never acknowledged, so it can go.
+                    _ => {
+                        tracing::warn!(
+                            "{}:{}: ignoring damaged sender line",
+                            table.display(),
+                            n + 1
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        load_snapshot(&dir.join("senders.state"), &mut state)?;
+        let mut reader = journal.reader(journal.start().max(1));
+        loop {
+            let got = reader.read(1 << 20, &mut |e| {
+                if let Some(s) = state.get_mut(e.source as usize) {
+                    s.last_seq = s.last_seq.max(e.source_seq);
+                    s.last_text.clear();
+                    s.last_text.extend_from_slice(e.text);
+                }
+                Step::Next
+            })?;
+            match got {
+                ReadOutcome::Entries(_) => {}
+                ReadOutcome::CaughtUp => break,
+                ReadOutcome::Lost { from, to, reason } => {
+                    tracing::warn!("store entries {from}..{to} unreadable: {reason:?}");
+                }
+            }
+        }
+        // What was recovered is on disk: make it count as durable so the
+        // log writer and the dispatcher feed go on with it.
+        journal.sync_upto(journal.end())?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&table)
+            .map_err(|e| with_path(e, &table))?;
+        Ok(Store {
+            journal,
+            senders: Mutex::new(Senders { index, state, file }),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The journal holding the records (readers: log writer, dispatcher feed).
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Senders> {
+        self.senders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The index of `key`, registered durably if new.
+    pub fn sender(&self, key: &SenderKey) -> io::Result<u16> {
+        let mut s = self.lock();
+        if let Some(&i) = s.index.get(key) {
+            return Ok(i);
+        }
+        let idx = u16::try_from(s.state.len())
+            .map_err(|_| io::Error::other("more than 65535 senders"))?;
+        s.file.write_all(key.to_line(idx).as_bytes())?;
+        s.file.sync_data()?;
+        s.index.insert(key.clone(), idx);
+        s.state.push(SenderState::default());
+        Ok(idx)
+    }
+
+    /// Highest sequence number stored from fast sender `idx`.
+    pub fn last_seq(&self, idx: u16) -> u64 {
+        self.lock()
+            .state
+            .get(idx as usize)
+            .map_or(0, |s| s.last_seq)
+    }
+
+    /// Stores a fast sender's records numbered from `first_seq`, skipping
+    /// those already held.
+    pub fn store_fast(&self, idx: u16, first_seq: u64, records: &[&[u8]]) -> io::Result<Stored> {
+        let mut s = self.lock();
+        let last = s.state[idx as usize].last_seq;
+        let skip = (last.saturating_sub(first_seq.saturating_sub(1)) as usize).min(records.len());
+        let fresh = &records[skip..];
+        if !fresh.is_empty() && first_seq + skip as u64 > last + 1 {
+            tracing::warn!(
+                "sender {idx}: records {}..{} never arrived (the sender's spool dropped them)",
+                last + 1,
+                first_seq + skip as u64
+            );
+        }
+        let entries: Vec<NewEntry<'_>> = fresh
+            .iter()
+            .enumerate()
+            .map(|(i, text)| entry(idx, first_seq + (skip + i) as u64, text))
+            .collect();
+        let appended = self.journal.append(&entries)?;
+        if let Some(lost) = appended.evicted_before {
+            tracing::error!("store size limit: entries before {lost} deleted unread");
+        }
+        let now = if fresh.is_empty() {
+            last
+        } else {
+            first_seq + records.len() as u64 - 1
+        };
+        s.state[idx as usize].last_seq = now;
+        Ok(Stored {
+            sync_to: appended.seqs.end,
+            new: fresh.len(),
+            duplicates: skip,
+            last_seq: now,
+        })
+    }
+
+    /// Stores one record of stock sender `idx` unless it repeats the last
+    /// one stored from it.
+    pub fn store_stock(&self, idx: u16, seq: u32, text: &[u8]) -> io::Result<Stored> {
+        let mut s = self.lock();
+        let st = &mut s.state[idx as usize];
+        if st.last_text == text {
+            return Ok(Stored {
+                sync_to: self.journal.end(),
+                new: 0,
+                duplicates: 1,
+                last_seq: st.last_seq,
+            });
+        }
+        let appended = self.journal.append(&[entry(idx, u64::from(seq), text)])?;
+        st.last_text.clear();
+        st.last_text.extend_from_slice(text);
+        st.last_seq = u64::from(seq);
+        Ok(Stored {
+            sync_to: appended.seqs.end,
+            new: 1,
+            duplicates: 0,
+            last_seq: u64::from(seq),
+        })
+    }
+
+    /// Deletes journal segments before `seq` (every consumer is past them),
+    /// after saving the senders' positions they held.
+    pub fn retain_from(&self, seq: u64) -> io::Result<()> {
+        if seq <= self.journal.start() {
+            return Ok(());
+        }
+        {
+            let s = self.lock();
+            let path = self.dir.join("senders.state");
+            let tmp = self.dir.join("senders.state.tmp");
+            let mut out = String::new();
+            for (i, st) in s.state.iter().enumerate().skip(FIRST_INDEX as usize) {
+                out.push_str(&format!("{i} {} {}\n", st.last_seq, hex(&st.last_text)));
+            }
+            let mut f = File::create(&tmp).map_err(|e| with_path(e, &tmp))?;
+            f.write_all(out.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()?;
+        }
+        self.journal.retain_from(seq)
+    }
+}
+
+fn entry<'a>(idx: u16, seq: u64, text: &'a [u8]) -> NewEntry<'a> {
+    NewEntry {
+        event: 0,
+        source_seq: seq,
+        // Left for the dispatcher to parse: the log does not need it.
+        rtype: 0,
+        source: idx,
+        flags: 0,
+        text,
+    }
+}
+
+fn load_snapshot(path: &Path, state: &mut [SenderState]) -> io::Result<()> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(with_path(e, path)),
+    };
+    for line in io::BufReader::new(f).lines() {
+        let line = line?;
+        let mut it = line.split_ascii_whitespace();
+        let parsed = (|| {
+            let i: usize = it.next()?.parse().ok()?;
+            let seq: u64 = it.next()?.parse().ok()?;
+            let text = unhex(it.next().unwrap_or(""))?;
+            Some((i, seq, text))
+        })();
+        match parsed {
+            Some((i, seq, text)) if i < state.len() => {
+                state[i].last_seq = seq;
+                state[i].last_text = text;
+            }
+            _ => {
+                return Err(io::Error::other(format!(
+                    "{}: damaged line {line:?}",
+                    path.display()
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn with_path(e: io::Error, p: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            segment_size: 4096,
+            max_size: 1 << 30,
+            memory: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn fast_resends_are_stored_once_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = SenderKey::Fast([7; 16]);
+        {
+            let s = Store::open(dir.path(), limits()).unwrap();
+            let i = s.sender(&id).unwrap();
+            let r = s.store_fast(i, 1, &[b"type=A a", b"type=A b"]).unwrap();
+            assert_eq!((r.new, r.duplicates, r.last_seq), (2, 0, 2));
+            s.journal().sync_upto(r.sync_to).unwrap();
+        }
+        let s = Store::open(dir.path(), limits()).unwrap();
+        let i = s.sender(&id).unwrap();
+        assert_eq!(s.last_seq(i), 2);
+        let r = s.store_fast(i, 2, &[b"type=A b", b"type=A c"]).unwrap();
+        assert_eq!((r.new, r.duplicates, r.last_seq), (1, 1, 3));
+        assert_eq!(s.journal().end(), 4);
+    }
+
+    #[test]
+    fn stock_resend_of_the_last_record_is_dropped_even_after_retain() {
+        let dir = tempfile::tempdir().unwrap();
+        let peer = SenderKey::Peer("10.0.0.1".parse().unwrap());
+        let other = SenderKey::Peer("10.0.0.2".parse().unwrap());
+        let big = vec![b'x'; 3000];
+        {
+            let s = Store::open(dir.path(), limits()).unwrap();
+            let i = s.sender(&peer).unwrap();
+            let j = s.sender(&other).unwrap();
+            assert_eq!(s.store_stock(i, 2, b"type=A r1").unwrap().new, 1);
+            assert_eq!(s.store_stock(j, 2, b"type=A r1").unwrap().new, 1);
+            for _ in 0..4 {
+                s.store_stock(j, 3, &big).unwrap();
+                s.store_stock(j, 3, b"type=A r2").unwrap();
+            }
+            let end = s.journal().end();
+            s.journal().sync_upto(end).unwrap();
+            s.retain_from(end).unwrap();
+            assert!(s.journal().start() > 1);
+        }
+        let s = Store::open(dir.path(), limits()).unwrap();
+        let i = s.sender(&peer).unwrap();
+        assert_eq!(s.store_stock(i, 2, b"type=A r1").unwrap().duplicates, 1);
+        assert_eq!(s.store_stock(i, 3, b"type=A r2").unwrap().new, 1);
+    }
+}

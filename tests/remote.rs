@@ -1,0 +1,1148 @@
+//! Remote logging end to end, with real parts: Debian's audisp-remote and
+//! auditd listener, audispd, audisp-remote and audisp-receive as processes.
+//! Every test counts records in and out: the aggregator's log must hold
+//! each record exactly once, in order.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use audisp::remote::wire::{self, types};
+use support::dispatcher::{lines, sample, wait_until, Dispatcher, NotifyCapture};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// An audisp-receive process in `dir`.
+struct Receiver {
+    program: PathBuf,
+    listen: String,
+    dir: PathBuf,
+    extra: Vec<String>,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Receiver {
+    fn start(dir: &Path, port: u16, extra: &[&str]) -> Receiver {
+        Receiver::start_with(
+            Path::new(env!("CARGO_BIN_EXE_audisp-receive")),
+            dir,
+            &format!("127.0.0.1:{port}"),
+            extra,
+        )
+    }
+
+    fn start_with(program: &Path, dir: &Path, listen: &str, extra: &[&str]) -> Receiver {
+        let mut r = Receiver {
+            program: program.to_path_buf(),
+            listen: listen.to_string(),
+            dir: dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            starts: 0,
+        };
+        r.spawn();
+        r
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("audit.log")
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let notify_path = self.dir.join(format!("notify{}.sock", self.starts));
+        let mut notify = NotifyCapture::bind(&notify_path);
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("receive.err"))
+            .unwrap();
+        let child = Command::new(&self.program)
+            .arg("--listen")
+            .arg(&self.listen)
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--log")
+            .arg(self.log())
+            .args(&self.extra)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("start audisp-receive");
+        self.child = Some(child);
+        notify
+            .wait_for("READY=1", Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.stderr()));
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("receive.err")).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
+            let st = c.wait().unwrap();
+            assert!(st.success(), "audisp-receive exit: {st}\n{}", self.stderr());
+        }
+    }
+
+    /// Every line of the log, rotated parts first.
+    fn lines(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for k in (1..=100).rev() {
+            let p = PathBuf::from(format!("{}.{k}", self.log().display()));
+            if p.exists() {
+                out.extend(audisp::remote::logfile::read_lines(&p).unwrap());
+            }
+        }
+        if self.log().exists() {
+            out.extend(audisp::remote::logfile::read_lines(&self.log()).unwrap());
+        }
+        out
+    }
+
+    fn wait_lines(&self, n: usize, limit: Duration) -> Vec<Vec<u8>> {
+        self.wait_lines_or(n, limit, &String::new)
+    }
+
+    /// As `wait_lines`, with more context (`more`) in the failure message.
+    fn wait_lines_or(&self, n: usize, limit: Duration, more: &dyn Fn() -> String) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let l = self.lines();
+            if l.len() >= n {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "receiver log has {} of {n} records\n{}\n{}",
+                l.len(),
+                self.stderr(),
+                more()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn is_eoe(l: &[u8]) -> bool {
+    l.windows(9).any(|w| w == b"type=EOE ")
+}
+
+/// Asserts `got` is exactly `want`, reporting the first difference.
+fn assert_same(got: &[Vec<u8>], want: &[&[u8]], what: &str) {
+    let first = got
+        .iter()
+        .zip(want.iter())
+        .position(|(a, b)| a.as_slice() != *b);
+    assert!(
+        got.len() == want.len() && first.is_none(),
+        "{what}: got {} records, want {}; first difference at {:?}: got {:?}",
+        got.len(),
+        want.len(),
+        first,
+        first.map(|i| String::from_utf8_lossy(&got[i]).into_owned())
+    );
+}
+
+/// Runs Debian's audisp-remote on `input` towards 127.0.0.1:`port`, in a
+/// private mount namespace with a test config over its fixed path.
+fn stock_audisp_remote(dir: &Path, port: u16, input: &[u8], format: &str) -> Result<(), String> {
+    if !is_root() || !Path::new("/sbin/audisp-remote").exists() {
+        return Err("needs root and Debian's audisp-remote (audispd-plugins)".into());
+    }
+    let conf = dir.join("audisp-remote.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "remote_server = 127.0.0.1\nport = {port}\ntransport = tcp\nmode = immediate\n\
+             queue_depth = 20000\nformat = {format}\nnetwork_retry_time = 1\n\
+             max_tries_per_record = 3\nmax_time_per_record = 5\nheartbeat_timeout = 0\n\
+             network_failure_action = stop\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let mut child = Command::new("unshare")
+        .arg("-m")
+        .arg("sh")
+        .arg("-c")
+        .arg(format!(
+            "mount --bind {} /etc/audit/audisp-remote.conf && exec /sbin/audisp-remote",
+            conf.display()
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("unshare: {e}"))?;
+    // A pipe on stdin: audisp-remote flushes its queue at end of input.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    if !out.status.success() {
+        return Err(format!(
+            "audisp-remote failed: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn stock_audisp_remote_managed_and_ascii_to_receive_every_record_once() {
+    if !is_root() {
+        println!("SKIP: needs root (mount namespace for audisp-remote's fixed config path)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut r = Receiver::start(tmp.path(), port, &[]);
+    let data = sample();
+    let all = lines(&data);
+    let half = all.len() / 2;
+    let first: Vec<u8> = all[..half]
+        .iter()
+        .flat_map(|l| [*l, b"\n"].concat())
+        .collect();
+    let second: Vec<u8> = all[half..]
+        .iter()
+        .flat_map(|l| [*l, b"\n"].concat())
+        .collect();
+    stock_audisp_remote(tmp.path(), port, &first, "managed").unwrap();
+    stock_audisp_remote(tmp.path(), port, &second, "ascii").unwrap();
+    // audisp-remote drops EOE records itself.
+    let want: Vec<&[u8]> = all.iter().copied().filter(|l| !is_eoe(l)).collect();
+    let got = r.wait_lines(want.len(), Duration::from_secs(60));
+    r.stop();
+    assert_same(&got, &want, "stock audisp-remote → audisp-receive");
+}
+
+/// audispd fed `data` on stdin, with the native plugin socket `remote.sock`
+/// that a standalone audisp-remote serves.
+fn sender_dispatcher() -> Dispatcher {
+    let mut d = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    d.write_plugin(
+        "remote",
+        "socket = \"{dir}/run/remote.sock\"\nformat = \"native\"\n[restart]\ninitial = \"20ms\"\nmax = \"200ms\"\n",
+    );
+    d.start(Stdio::piped()).unwrap();
+    d
+}
+
+fn start_sender(d: &Dispatcher, port: u16, extra: &[&str]) -> Child {
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.path().join("remote.err"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_audisp-remote"))
+        .arg("--server")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--spool-dir")
+        .arg(d.path().join("spool"))
+        .arg("--listen")
+        .arg(d.path().join("run/remote.sock"))
+        .arg("--retry-max")
+        .arg("1")
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .expect("start audisp-remote")
+}
+
+/// Writes `data` to audispd's standard input and returns the pipe, to be
+/// kept open until the test has checked the receiver: its end would stop
+/// audispd, possibly before the plugin connected.
+fn keep_feeding(d: &mut Dispatcher, data: &[u8]) -> std::process::ChildStdin {
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    stdin.write_all(data).unwrap();
+    stdin
+}
+
+fn sender_log(d: &Dispatcher) -> String {
+    std::fs::read_to_string(d.path().join("remote.err")).unwrap_or_default()
+}
+
+fn stop_child(mut c: Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(c.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = c.wait();
+}
+
+#[test]
+fn ours_to_ours_with_kill9_of_both_ends_and_injection_into_a_dispatcher() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // The aggregator's own dispatcher, with a sink, fed by audisp-receive.
+    let mut agg = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    agg.write_plugin("sink", &support::dispatcher::sink_plugin("sink", "", ""));
+    agg.start(Stdio::null()).unwrap();
+    let input = agg.input_socket();
+    let mut r = Receiver::start(
+        tmp.path(),
+        port,
+        &[
+            "--dispatcher",
+            input.to_str().unwrap(),
+            "--log-max-size",
+            "200000",
+            "--log-keep",
+            "100",
+        ],
+    );
+    let mut d = sender_dispatcher();
+    let mut s = start_sender(&d, port, &[]);
+    let data: Vec<u8> = [sample(), sample_shifted()].concat();
+    let all = lines(&data);
+    let _stdin = keep_feeding(&mut d, &data);
+    // Mid-stream: kill -9 the aggregator, restart it; kill -9 the sender,
+    // restart it.
+    wait_until(
+        Duration::from_secs(60),
+        "first records at the aggregator",
+        || r.lines().len() > 500,
+    );
+    r.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    r.spawn();
+    wait_until(Duration::from_secs(60), "more records", || {
+        r.lines().len() > 3000
+    });
+    s.kill().unwrap();
+    s.wait().unwrap();
+    s = start_sender(&d, port, &[]);
+    let got = r.wait_lines_or(all.len(), Duration::from_secs(120), &|| {
+        format!(
+            "--- sender ---\n{}\n--- audispd ---\n{}",
+            sender_log(&d),
+            d.log_tail(30)
+        )
+    });
+    assert_same(&got, &all, "audisp-remote → audisp-receive log");
+    // The aggregator's dispatcher got every record too, once.
+    let out = support::dispatcher::wait_sink(&agg.out("sink"), all.len(), Duration::from_secs(60));
+    let texts = support::dispatcher::texts(&out);
+    assert_eq!(
+        texts.len(),
+        all.len(),
+        "records at the aggregator's dispatcher"
+    );
+    assert!(texts.iter().zip(all.iter()).all(|(a, b)| a == b));
+    assert!(r.lines().len() == all.len());
+    stop_child(s);
+    r.stop();
+    let _ = d.stop();
+    let _ = agg.stop();
+    let log = r.stderr();
+    assert!(log.contains("fast mode, resuming after"), "{log}");
+}
+
+/// The sample with every serial number changed, so that a second copy is
+/// distinct records (the sender side's dispatcher drops exact repeats of an
+/// input? no — but the log comparison is clearer with distinct lines).
+fn sample_shifted() -> Vec<u8> {
+    let s = String::from_utf8(sample()).unwrap();
+    s.replace("msg=audit(", "msg=audit(1").into_bytes()
+}
+
+/// Writes a key file with root-only mode.
+fn write_key(path: &Path, pem: &str) {
+    std::fs::write(path, pem).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+    rogue_cert: PathBuf,
+    rogue_key: PathBuf,
+}
+
+fn make_pki(dir: &Path) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |name: &str| {
+        let k = KeyPair::generate().unwrap();
+        let c = CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&k, &issuer)
+            .unwrap();
+        (c.pem(), k.serialize_pem())
+    };
+    let (sc, sk) = leaf("aggregator.test");
+    let (cc, ck) = leaf("sender.test");
+    // A client with a certificate from another CA.
+    let rogue_ca_key = KeyPair::generate().unwrap();
+    let mut rp = CertificateParams::new(Vec::<String>::new()).unwrap();
+    rp.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let rogue_issuer = Issuer::new(rp, rogue_ca_key);
+    let rk = KeyPair::generate().unwrap();
+    let rc = CertificateParams::new(vec!["rogue.test".to_string()])
+        .unwrap()
+        .signed_by(&rk, &rogue_issuer)
+        .unwrap();
+    let p = |n: &str| dir.join(n);
+    std::fs::write(p("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(p("server.pem"), sc).unwrap();
+    write_key(&p("server.key"), &sk);
+    std::fs::write(p("client.pem"), cc).unwrap();
+    write_key(&p("client.key"), &ck);
+    std::fs::write(p("rogue.pem"), rc.pem()).unwrap();
+    write_key(&p("rogue.key"), &rk.serialize_pem());
+    Pki {
+        ca: p("ca.pem"),
+        server_cert: p("server.pem"),
+        server_key: p("server.key"),
+        client_cert: p("client.pem"),
+        client_key: p("client.key"),
+        rogue_cert: p("rogue.pem"),
+        rogue_key: p("rogue.key"),
+    }
+}
+
+#[test]
+fn tls_mutual_auth_delivers_everything_and_refuses_an_untrusted_client() {
+    if !is_root() {
+        println!("SKIP: TLS key files must be owned by root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = make_pki(tmp.path());
+    let port = free_port();
+    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let (ca, sc, sk) = (s(&pki.ca), s(&pki.server_cert), s(&pki.server_key));
+    let mut r = Receiver::start(
+        tmp.path(),
+        port,
+        &[
+            "--tls-cert",
+            &sc,
+            "--tls-key",
+            &sk,
+            "--tls-ca",
+            &ca,
+            "--max-per-addr",
+            "4",
+        ],
+    );
+    // The untrusted client first: refused, with a clear line.
+    let mut d0 = sender_dispatcher();
+    let rogue = start_sender(
+        &d0,
+        port,
+        &[
+            "--tls-cert",
+            &s(&pki.rogue_cert),
+            "--tls-key",
+            &s(&pki.rogue_key),
+            "--tls-ca",
+            &ca,
+            "--tls-server-name",
+            "aggregator.test",
+        ],
+    );
+    let _stdin0 = keep_feeding(&mut d0, b"type=USER msg=audit(1.000:1): rogue\n");
+    wait_until(Duration::from_secs(30), "refusal logged", || {
+        r.stderr().contains("TLS handshake failed")
+    });
+    stop_child(rogue);
+    let _ = d0.stop();
+
+    let mut d = sender_dispatcher();
+    let sender = start_sender(
+        &d,
+        port,
+        &[
+            "--tls-cert",
+            &s(&pki.client_cert),
+            "--tls-key",
+            &s(&pki.client_key),
+            "--tls-ca",
+            &ca,
+            "--tls-server-name",
+            "aggregator.test",
+        ],
+    );
+    let data = sample();
+    let all = lines(&data);
+    let _stdin = keep_feeding(&mut d, &data);
+    let got = r.wait_lines(all.len(), Duration::from_secs(60));
+    assert_same(&got, &all, "TLS audisp-remote → audisp-receive");
+    let log = r.stderr();
+    assert!(
+        log.contains("cert sha256:"),
+        "client identity not recorded:\n{log}"
+    );
+    assert!(!got.iter().any(|l| l.ends_with(b"rogue")));
+    stop_child(sender);
+    r.stop();
+    let _ = d.stop();
+
+    // A key file readable by others is refused at start, saying why.
+    std::fs::set_permissions(&pki.client_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_audisp-remote"))
+        .args(["--server", "127.0.0.1:1", "--spool-dir"])
+        .arg(tmp.path().join("spool2"))
+        .args([
+            "--tls-cert",
+            &s(&pki.client_cert),
+            "--tls-key",
+            &s(&pki.client_key),
+            "--tls-ca",
+            &ca,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("owned by root with no access for group or others"),
+        "{err}"
+    );
+}
+
+/// Sends one managed MESSAGE and returns the reply header.
+fn managed_exchange(s: &mut TcpStream, seq: u32, text: &[u8]) -> wire::Header {
+    let mut m = Vec::new();
+    wire::encode(&mut m, types::MESSAGE, seq, text).unwrap();
+    s.write_all(&m).unwrap();
+    let mut h = [0u8; 16];
+    s.read_exact(&mut h).unwrap();
+    let hdr = wire::Header::parse(&h).unwrap();
+    let mut p = vec![0u8; hdr.len as usize];
+    s.read_exact(&mut p).unwrap();
+    hdr
+}
+
+#[test]
+fn malformed_input_closes_only_that_connection_and_resends_are_stored_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut r = Receiver::start(tmp.path(), port, &["--max-per-addr", "16"]);
+    let addr = format!("127.0.0.1:{port}");
+    let mut good = TcpStream::connect(&addr).unwrap();
+    good.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut sent = Vec::new();
+    let mut seq = 1u32;
+    let mut send_good = |good: &mut TcpStream, sent: &mut Vec<Vec<u8>>| {
+        seq += 1;
+        let text = format!("type=USER msg=audit(1700000000.{seq:03}:{seq}): good {seq}");
+        let h = managed_exchange(good, seq, format!("{text}\n").as_bytes());
+        assert_eq!((h.mtype, h.seq), (types::ACK, seq));
+        sent.push(text.into_bytes());
+    };
+    send_good(&mut good, &mut sent);
+    let mut bad_magic = Vec::new();
+    wire::encode(&mut bad_magic, types::MESSAGE, 2, b"type=USER x").unwrap();
+    bad_magic[3] = 0xfe;
+    let mut oversize = Vec::new();
+    wire::encode(&mut oversize, types::MESSAGE, 2, b"").unwrap();
+    oversize[10..12].copy_from_slice(&60000u16.to_le_bytes());
+    oversize.extend(vec![b'a'; 1000]);
+    let mut random = vec![0u8; 4096];
+    getrandom::fill(&mut random).unwrap();
+    random[0] = 0x01;
+    let garbage: Vec<Vec<u8>> = vec![
+        bad_magic,
+        oversize,
+        vec![0xfe, 0x00, 0x00, 0xff, 0x00, 0x00],
+        random,
+        vec![b'x'; 20000],
+        b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+    ];
+    for (i, g) in garbage.iter().enumerate() {
+        let mut b = TcpStream::connect(&addr).unwrap();
+        b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = b.write_all(g);
+        if i == 2 {
+            // Truncated header, then the client goes away.
+            drop(b);
+        } else {
+            // The receiver closes the connection.
+            let mut rest = Vec::new();
+            let n = b.read_to_end(&mut rest);
+            assert!(matches!(n, Ok(0)) || n.is_err(), "garbage {i} got a reply");
+        }
+        send_good(&mut good, &mut sent);
+    }
+    // A resend of the last record (lost ACK), on a new connection after the
+    // old one broke: acknowledged, stored once.
+    drop(good);
+    let mut again = TcpStream::connect(&addr).unwrap();
+    again
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let last = sent.last().unwrap().clone();
+    let h = managed_exchange(&mut again, seq, &[&last[..], b"\n"].concat());
+    assert_eq!(h.mtype, types::ACK);
+    // A heartbeat is acknowledged with its sequence number.
+    let mut hb = Vec::new();
+    wire::encode(&mut hb, types::HEARTBEAT, 77, b"").unwrap();
+    again.write_all(&hb).unwrap();
+    let mut hdr = [0u8; 16];
+    again.read_exact(&mut hdr).unwrap();
+    assert_eq!(wire::Header::parse(&hdr).unwrap().seq, 77);
+    let want: Vec<&[u8]> = sent.iter().map(|v| &v[..]).collect();
+    let got = r.wait_lines(want.len(), Duration::from_secs(20));
+    // Shutdown: the connected client is told ENDING (seq 0).
+    let pid = r.child.as_ref().unwrap().id();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    again.read_exact(&mut hdr).unwrap();
+    let end = wire::Header::parse(&hdr).unwrap();
+    assert_eq!((end.mtype, end.seq), (types::ENDING, 0));
+    r.stop();
+    assert_same(&got, &want, "good client's records");
+    assert!(r.stderr().contains("protocol error"));
+}
+
+#[test]
+fn ours_to_stock_auditd_listener_every_record_arrives() {
+    if !is_root() || !Path::new("/sbin/auditd").exists() {
+        println!("SKIP: needs root and Debian's auditd");
+        return;
+    }
+    let before = Command::new("auditctl").arg("-s").output().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let dir = tmp.path().join("auditd");
+    std::fs::create_dir_all(dir.join("plugins.d")).unwrap();
+    let log = dir.join("audit.log");
+    // local_events = no: auditd is only a network receiver and never opens
+    // the kernel's audit connection (auditctl -s pid is checked below).
+    let conf = format!(
+        "local_events = no\nwrite_logs = yes\nlog_file = {}\nlog_format = RAW\nflush = none\nfreq = 0\n\
+         max_log_file = 0\nmax_log_file_action = ignore\nspace_left = 2\nspace_left_action = ignore\n\
+         admin_space_left = 1\nadmin_space_left_action = ignore\ndisk_full_action = ignore\n\
+         disk_error_action = ignore\ntcp_listen_port = {port}\ntcp_max_per_addr = 1\nuse_libwrap = no\n\
+         tcp_client_max_idle = 0\ndistribute_network = no\nplugin_dir = {}\n",
+        log.display(),
+        dir.join("plugins.d").display()
+    );
+    std::fs::write(dir.join("auditd.conf"), conf).unwrap();
+    std::fs::set_permissions(
+        dir.join("auditd.conf"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let mut auditd = Command::new("/sbin/auditd")
+        .arg("-n")
+        .arg("-c")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "auditd listening", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let mut d = sender_dispatcher();
+    let s = start_sender(&d, port, &["--heartbeat", "1"]);
+    let data = sample();
+    let all = lines(&data);
+    // auditd's listener logs its own DAEMON_* records: leave those out on
+    // both sides.
+    let want: Vec<&[u8]> = all
+        .iter()
+        .copied()
+        .filter(|l| !is_eoe(l) && !l.starts_with(b"type=DAEMON_"))
+        .collect();
+    let _stdin = keep_feeding(&mut d, &data);
+    let records = || -> Vec<Vec<u8>> {
+        audisp::remote::logfile::read_lines(&log)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| !l.starts_with(b"type=DAEMON_"))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while records().len() < want.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Idle: heartbeats keep the connection and are acknowledged.
+    std::thread::sleep(Duration::from_millis(2500));
+    stop_child(s);
+    let _ = d.stop();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(auditd.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    auditd.wait().unwrap();
+    let got = records();
+    assert_same(&got, &want, "audisp-remote → stock auditd listener");
+    let slog = sender_log(&d);
+    assert!(slog.contains("speaks the stock protocol"), "{slog}");
+    assert!(!slog.contains("network failure"), "{slog}");
+    let after = Command::new("auditctl").arg("-s").output().unwrap();
+    let pid_line = |o: &std::process::Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .find(|l| l.starts_with("pid "))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        pid_line(&before),
+        pid_line(&after),
+        "kernel audit pid changed"
+    );
+}
+
+#[test]
+fn aggregator_disk_full_then_freed_loses_and_duplicates_nothing() {
+    if !is_root() {
+        println!("SKIP: needs root to mount a small tmpfs");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    // Fill most of it.
+    let filler = mnt.join("filler");
+    std::fs::write(&filler, vec![0u8; 7_000_000]).unwrap();
+    let port = free_port();
+    let mut r = Receiver::start(
+        &mnt,
+        port,
+        &["--log-max-size", "0", "--space-left", "2000000"],
+    );
+    let mut d = sender_dispatcher();
+    let s = start_sender(&d, port, &[]);
+    let data = [sample(), sample_shifted()].concat();
+    let all = lines(&data);
+    let _stdin = keep_feeding(&mut d, &data);
+    wait_until(
+        Duration::from_secs(60),
+        "the aggregator reports a full disk",
+        || r.stderr().contains("No space left"),
+    );
+    assert!(r.lines().len() < all.len());
+    std::fs::remove_file(&filler).unwrap();
+    let got = r.wait_lines(all.len(), Duration::from_secs(120));
+    assert_same(&got, &all, "after the disk was freed");
+    stop_child(s);
+    r.stop();
+    let _ = d.stop();
+    // Which write hit the full disk first (the store, answered with
+    // DISKFULL, or the log, retried) depends on timing; either way nothing
+    // was lost or stored twice (checked above).
+}
+
+/// Two network namespaces joined by a veth pair; removed on drop.
+struct NetPair {
+    sender_ns: String,
+    receiver_ns: String,
+}
+
+impl NetPair {
+    const SENDER_IP: &'static str = "10.214.0.1";
+    const RECEIVER_IP: &'static str = "10.214.0.2";
+
+    fn new() -> Result<NetPair, String> {
+        let tag = std::process::id();
+        let p = NetPair {
+            sender_ns: format!("a4s{tag}"),
+            receiver_ns: format!("a4r{tag}"),
+        };
+        let (s, r) = (&p.sender_ns, &p.receiver_ns);
+        let (vs, vr) = (format!("a4s{tag}v"), format!("a4r{tag}v"));
+        let steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), s.clone()],
+            vec!["netns".into(), "add".into(), r.clone()],
+            vec![
+                "link".into(),
+                "add".into(),
+                vs.clone(),
+                "netns".into(),
+                s.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                vr.clone(),
+                "netns".into(),
+                r.clone(),
+            ],
+            vec![
+                "-n".into(),
+                s.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("{}/24", Self::SENDER_IP),
+                "dev".into(),
+                vs.clone(),
+            ],
+            vec![
+                "-n".into(),
+                r.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("{}/24", Self::RECEIVER_IP),
+                "dev".into(),
+                vr.clone(),
+            ],
+            vec![
+                "-n".into(),
+                s.clone(),
+                "link".into(),
+                "set".into(),
+                vs,
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                r.clone(),
+                "link".into(),
+                "set".into(),
+                vr,
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                s.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                r.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+        ];
+        for st in steps {
+            let out = Command::new("ip")
+                .args(&st)
+                .output()
+                .map_err(|e| format!("ip: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "ip {}: {}",
+                    st.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
+        Ok(p)
+    }
+
+    /// Takes the receiver's end of the link down or up.
+    fn link(&self, up: bool) {
+        let dev = format!("{}v", self.receiver_ns);
+        let st = Command::new("ip")
+            .args([
+                "-n",
+                &self.receiver_ns,
+                "link",
+                "set",
+                &dev,
+                if up { "up" } else { "down" },
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for NetPair {
+    fn drop(&mut self) {
+        for ns in [&self.sender_ns, &self.receiver_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+#[test]
+fn separate_network_namespaces_link_down_and_kill9_of_both_ends_lose_and_duplicate_nothing() {
+    if !is_root() || Command::new("ip").arg("-V").output().is_err() {
+        println!("SKIP: needs root and iproute2 (ip netns)");
+        return;
+    }
+    let net = NetPair::new().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // The receiver runs in its namespace, listening on its veth address.
+    let wrapper = tmp.path().join("in-receiver-ns");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec ip netns exec {} {} \"$@\"\n",
+            net.receiver_ns,
+            env!("CARGO_BIN_EXE_audisp-receive")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut r = Receiver::start_with(
+        &wrapper,
+        tmp.path(),
+        &format!("{}:{port}", NetPair::RECEIVER_IP),
+        &["--log-keep", "100"],
+    );
+    let mut d = sender_dispatcher();
+    let dpath = d.path().to_path_buf();
+    let spawn_sender = || {
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dpath.join("remote.err"))
+            .unwrap();
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &net.sender_ns,
+                env!("CARGO_BIN_EXE_audisp-remote"),
+            ])
+            .arg("--server")
+            .arg(format!("{}:{port}", NetPair::RECEIVER_IP))
+            .arg("--spool-dir")
+            .arg(dpath.join("spool"))
+            .arg("--listen")
+            .arg(dpath.join("run/remote.sock"))
+            .args(["--retry-max", "1", "--reply-timeout", "2"])
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap()
+    };
+    let mut s = spawn_sender();
+    let data = {
+        // Three distinct copies.
+        let third = String::from_utf8(sample())
+            .unwrap()
+            .replace("msg=audit(", "msg=audit(2")
+            .into_bytes();
+        [sample(), sample_shifted(), third].concat()
+    };
+    let all = lines(&data);
+    let third = all.len() / 3;
+    let cut = |k: usize| -> Vec<u8> {
+        all[k * third..if k == 2 { all.len() } else { (k + 1) * third }]
+            .iter()
+            .flat_map(|l| [*l, b"\n"].concat())
+            .collect()
+    };
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    stdin.write_all(&cut(0)).unwrap();
+    r.wait_lines(third, Duration::from_secs(60));
+    // Link down for a while: records pile up in the sender's spool.
+    net.link(false);
+    stdin.write_all(&cut(1)).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        r.lines().len() <= third + 1,
+        "records crossed a link that was down"
+    );
+    net.link(true);
+    r.wait_lines(2 * third, Duration::from_secs(90));
+    // Aggregator kill -9 mid-stream, restart.
+    stdin.write_all(&cut(2)).unwrap();
+    r.kill9();
+    r.spawn();
+    // Sender kill -9 mid-stream, restart (in its namespace).
+    s.kill().unwrap();
+    s.wait().unwrap();
+    s = spawn_sender();
+    let got = r.wait_lines_or(all.len(), Duration::from_secs(90), &|| sender_log(&d));
+    assert_same(
+        &got,
+        &all,
+        "across namespaces with link down, aggregator and sender kill -9",
+    );
+    stop_child(s);
+    r.stop();
+    let _ = d.stop();
+}
+
+#[test]
+fn socket_activated_receiver_serves_the_passed_listener() {
+    if Command::new("systemd-socket-activate")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        println!("SKIP: systemd-socket-activate not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(env!("CARGO_BIN_EXE_audisp-receive"))
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .arg("--log")
+        .arg(tmp.path().join("audit.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The socket exists before the program runs (as with a .socket unit);
+    // the connection waits in its backlog until the receiver accepts.
+    let mut c = None;
+    wait_until(Duration::from_secs(20), "the activation socket", || {
+        c = TcpStream::connect(("127.0.0.1", port)).ok();
+        c.is_some()
+    });
+    let mut c = c.unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let text = b"type=USER msg=audit(1700000000.001:1): activated";
+    let h = managed_exchange(&mut c, 2, &[&text[..], b"\n"].concat());
+    assert_eq!((h.mtype, h.seq), (types::ACK, 2));
+    wait_until(Duration::from_secs(20), "the record in the log", || {
+        audisp::remote::logfile::read_lines(&tmp.path().join("audit.log"))
+            .is_ok_and(|l| l == vec![text.to_vec()])
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut hdr = [0u8; 16];
+    c.read_exact(&mut hdr).unwrap();
+    assert_eq!(wire::Header::parse(&hdr).unwrap().mtype, types::ENDING);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn per_address_limit_and_idle_timeout_close_connections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut r = Receiver::start(
+        tmp.path(),
+        port,
+        &["--max-per-addr", "1", "--idle-timeout", "1"],
+    );
+    let mut a = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let h = managed_exchange(&mut a, 2, b"type=USER msg=audit(1700000000.001:1): one\n");
+    assert_eq!(h.mtype, types::ACK);
+    // A second connection from the same address is closed at once.
+    let mut b = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut rest = Vec::new();
+    assert!(matches!(b.read_to_end(&mut rest), Ok(0) | Err(_)));
+    // The first one, silent, is closed after the idle timeout.
+    let t0 = Instant::now();
+    assert!(matches!(a.read_to_end(&mut rest), Ok(0) | Err(_)));
+    assert!(rest.is_empty());
+    let idle = t0.elapsed();
+    assert!(
+        idle >= Duration::from_millis(500) && idle < Duration::from_secs(8),
+        "{idle:?}"
+    );
+    r.stop();
+    let log = r.stderr();
+    assert!(log.contains("connection limit reached"), "{log}");
+    assert!(log.contains("closing: idle"), "{log}");
+}
+
+#[test]
+fn failure_actions_are_asked_of_the_dispatcher() {
+    let mut d = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    d.write_plugin(
+        "remote",
+        "socket = \"{dir}/run/remote.sock\"\nformat = \"native\"\n[restart]\ninitial = \"20ms\"\nmax = \"200ms\"\n[actions.network-down]\nrun = \"log\"\n",
+    );
+    d.start(Stdio::piped()).unwrap();
+    // Nothing listens on this port: the first attempt fails.
+    let port = free_port();
+    let s = start_sender(
+        &d,
+        port,
+        &["--on-network-failure", "dispatcher:network-down"],
+    );
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    stdin
+        .write_all(b"type=USER msg=audit(1700000000.001:1): first\n")
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the network failure", || {
+        sender_log(&d).contains("network failure")
+    });
+    // The request travels with the next batch.
+    stdin
+        .write_all(b"type=USER msg=audit(1700000000.002:2): second\n")
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the action's answer", || {
+        sender_log(&d).contains("action \"network-down\": Done")
+    });
+    d.wait_log("network-down", Duration::from_secs(10));
+    drop(stdin);
+    stop_child(s);
+    let _ = d.stop();
+    // Unconfigured names are refused by the dispatcher, not run.
+    assert!(audisp::remote::sender::Action::parse("dispatcher:Bad Name").is_err());
+}
