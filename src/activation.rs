@@ -133,10 +133,49 @@ impl Passed {
         Ok(Some(fd))
     }
 
+    /// Takes every passed descriptor, checking that each is a listening TCP
+    /// socket (IPv4 or IPv6): for network services whose socket unit lists
+    /// any number of `ListenStream=` addresses, whatever their names.
+    pub fn take_tcp_listeners(&mut self) -> Result<Vec<OwnedFd>, String> {
+        let mut out = Vec::new();
+        for (name, fd) in std::mem::take(&mut self.fds) {
+            check_tcp_listener(&fd).map_err(|why| {
+                format!(
+                    "the socket passed as {name:?} (fd {}) {why}",
+                    fd.as_raw_fd()
+                )
+            })?;
+            out.push(fd);
+        }
+        Ok(out)
+    }
+
     /// Names of the descriptors nobody took (closed when dropped).
     pub fn leftover(&self) -> Vec<String> {
         self.fds.iter().map(|(n, _)| n.clone()).collect()
     }
+}
+
+/// Checks that `fd` is a listening TCP socket.
+fn check_tcp_listener(fd: &OwnedFd) -> Result<(), String> {
+    let actual =
+        socket::getsockopt(fd, sockopt::SockType).map_err(|e| format!("is not a socket ({e})"))?;
+    if actual != SockType::Stream {
+        return Err(format!("is a {actual:?} socket, not a TCP stream socket"));
+    }
+    let domain = socket::getsockname::<socket::SockaddrStorage>(fd.as_raw_fd())
+        .map_err(|e| format!("has no address ({e})"))?
+        .family();
+    if !matches!(
+        domain,
+        Some(socket::AddressFamily::Inet | socket::AddressFamily::Inet6)
+    ) {
+        return Err(format!("is a {domain:?} socket, not TCP"));
+    }
+    if !socket::getsockopt(fd, sockopt::AcceptConn).unwrap_or(false) {
+        return Err("is not listening (an accepted connection? use Accept=no)".into());
+    }
+    Ok(())
 }
 
 /// Checks that `fd` is a listening `AF_UNIX` socket of type `ty`.
@@ -206,5 +245,26 @@ mod tests {
         assert!(check_listener(&c, SockType::SeqPacket)
             .unwrap_err()
             .contains("not listening"));
+    }
+
+    #[test]
+    fn tcp_listeners_are_taken_whatever_their_names_and_nothing_else() {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut passed = Passed {
+            fds: vec![("x".into(), OwnedFd::from(tcp))],
+        };
+        assert_eq!(passed.take_tcp_listeners().unwrap().len(), 1);
+        assert!(passed.is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        let unix = crate::uds::listen(&dir.path().join("s"), SockType::Stream, 0o600, 4).unwrap();
+        let mut passed = Passed {
+            fds: vec![("remote".into(), unix)],
+        };
+        let err = passed.take_tcp_listeners().unwrap_err();
+        assert!(
+            err.contains("\"remote\"") && err.contains("not TCP"),
+            "{err}"
+        );
     }
 }

@@ -8,7 +8,7 @@
 //! the local audispd as an input. See `docs/audisp-receive.8.md`.
 
 use std::net::TcpListener;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -95,15 +95,7 @@ fn parse() -> Result<Opts, lexopt::Error> {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(false)
-        .init();
+    audisp::logging::init("audisp-receive", "info");
     let opts = match parse() {
         Ok(o) => o,
         Err(e) => {
@@ -113,36 +105,8 @@ fn main() {
     };
     if let Err(e) = run(opts) {
         tracing::error!("{e}");
-        eprintln!("audisp-receive: {e}");
         std::process::exit(1);
     }
-}
-
-/// Stream listening sockets handed over by systemd (`ListenStream=`).
-fn activated() -> Vec<TcpListener> {
-    let ours = std::env::var("LISTEN_PID")
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-        .is_some_and(|p| p == std::process::id());
-    if !ours {
-        return Vec::new();
-    }
-    let n: RawFd = std::env::var("LISTEN_FDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (3..3 + n)
-        .filter(|&fd| {
-            // SAFETY: systemd passed descriptors 3..3+n to this process.
-            let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            use nix::sys::socket::{getsockopt, sockopt};
-            getsockopt(&b, sockopt::AcceptConn).unwrap_or(false)
-                && getsockopt(&b, sockopt::SockType)
-                    .is_ok_and(|t| t == nix::sys::socket::SockType::Stream)
-        })
-        // SAFETY: as above; each is taken once.
-        .map(|fd| TcpListener::from(unsafe { OwnedFd::from_raw_fd(fd) }))
-        .collect()
 }
 
 fn run(opts: Opts) -> Result<(), String> {
@@ -153,7 +117,12 @@ fn run(opts: Opts) -> Result<(), String> {
     sigs.thread_block()
         .map_err(|e| format!("cannot block signals: {e}"))?;
 
-    let mut listeners = activated();
+    // Before any thread starts (the variables are removed).
+    let mut listeners: Vec<TcpListener> = audisp::activation::Passed::from_env()?
+        .take_tcp_listeners()?
+        .into_iter()
+        .map(TcpListener::from)
+        .collect();
     for a in &opts.listen {
         listeners.push(TcpListener::bind(a).map_err(|e| format!("cannot listen on {a}: {e}"))?);
     }

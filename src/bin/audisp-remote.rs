@@ -138,15 +138,7 @@ extern "C" fn on_usr2(_: libc::c_int) {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(false)
-        .init();
+    audisp::logging::init("audisp-remote", "info");
     let opts = match parse() {
         Ok(o) => o,
         Err(e) => {
@@ -156,7 +148,6 @@ fn main() {
     };
     if let Err(e) = run(opts) {
         tracing::error!("{e}");
-        eprintln!("audisp-remote: {e}");
         std::process::exit(1);
     }
 }
