@@ -338,6 +338,10 @@ fn unhex(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
+/// Most messages joined into one records-mode batch (the dispatcher's
+/// window of messages in flight).
+const COALESCE: usize = 16;
+
 /// What a served connection ended with.
 enum Ended {
     Closed,
@@ -584,6 +588,7 @@ impl Plugin {
         let mut partial = Store::default();
         let mut stash: Vec<Vec<u8>> = Vec::new();
         let mut next_id = 0u32;
+        let mut more = vec![0u8; protocol::MAX_MESSAGE];
         loop {
             super::supervise::alive();
             if TERMINATE.load(Ordering::SeqCst) {
@@ -629,7 +634,52 @@ impl Plugin {
                     ready.append(&mut partial);
                 }
             }
-            let batch = if events {
+            // Records mode: messages already waiting join this batch (the
+            // dispatcher keeps several in flight), so that one handler call
+            // — one fsync in a durable plugin — covers them all.
+            let mut closed = false;
+            if !events && !lent.is_empty() {
+                let mut joined = 0;
+                while joined < COALESCE {
+                    let n = match recv_wait(conn, &mut more, Duration::ZERO)? {
+                        None => break,
+                        Some(0) => {
+                            closed = true;
+                            break;
+                        }
+                        Some(n) => n,
+                    };
+                    let extra = match protocol::decode_from_dispatcher(&more[..n]) {
+                        Ok(FromDispatcher::Records(rs)) => rs,
+                        Ok(_) => {
+                            stash.push(more[..n].to_vec());
+                            break;
+                        }
+                        Err(e) => return Err(Error::Connection(format!("protocol error: {e}"))),
+                    };
+                    if joined == 0 {
+                        for m in &lent {
+                            ready.metas.push(Meta {
+                                start: ready.arena.len(),
+                                ..*m
+                            });
+                            ready
+                                .arena
+                                .extend_from_slice(&data[m.start..m.start + m.len]);
+                        }
+                    }
+                    joined += 1;
+                    for r in extra.iter() {
+                        if r.ack_id > progress.last {
+                            ready.push(&r);
+                        }
+                    }
+                }
+                if joined > 0 {
+                    lent.clear();
+                }
+            }
+            let batch = if events || lent.is_empty() {
                 Batch {
                     metas: &ready.metas,
                     data: &ready.arena,
@@ -650,6 +700,9 @@ impl Plugin {
                 }
                 progress.store()?;
                 send_blocking(conn, &protocol::encode_ack(progress.last))?;
+                if closed {
+                    return Ok(Ended::Closed);
+                }
             } else if partial.metas.is_empty() {
                 // Only records already handled (a resend): acknowledge them
                 // so the dispatcher moves on.
