@@ -44,8 +44,10 @@ use crate::protocol::{self, record_flags, FromPlugin, Mode, RecordsBuilder, Role
 use crate::subscription::Subscription;
 use crate::uds;
 
-/// Native messages in flight before the sender waits for acknowledgements.
-const WINDOW: usize = 16;
+/// Native messages in flight before the sender waits for acknowledgements:
+/// twice what a plugin takes in at once (`sdk`'s `COALESCE`), so that the
+/// next messages are on their way while a plugin handles the last ones.
+const WINDOW: usize = 32;
 /// How long a freshly connected plugin has to say hello (a socket-activated
 /// unit may still be starting).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -620,10 +622,16 @@ impl Sender {
         };
         uds::set_nonblocking(&sock).map_err(|e| e.to_string())?;
         if native {
-            // Room for a few whole messages (the kernel caps this for
-            // unprivileged processes; one message always fits the default).
-            let _ =
-                socket::setsockopt(&sock, socket::sockopt::SndBuf, &(4 * protocol::MAX_MESSAGE));
+            // Room for half the window of whole messages, so a plugin that
+            // takes several waiting messages at once (one fsync for all of
+            // them in a durable plugin) finds them there while the rest are
+            // on the way. The kernel caps this at net.core.wmem_max; one
+            // message always fits the default.
+            let _ = socket::setsockopt(
+                &sock,
+                socket::sockopt::SndBuf,
+                &(WINDOW / 2 * protocol::MAX_MESSAGE),
+            );
         }
         let mut session = Session {
             sock,

@@ -338,8 +338,8 @@ fn unhex(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-/// Most messages joined into one records-mode batch (the dispatcher's
-/// window of messages in flight).
+/// Most messages joined into one records-mode batch: half the dispatcher's
+/// window of messages in flight, so the other half keeps arriving meanwhile.
 const COALESCE: usize = 16;
 
 /// What a served connection ended with.
