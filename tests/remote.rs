@@ -1146,3 +1146,52 @@ fn failure_actions_are_asked_of_the_dispatcher() {
     // Unconfigured names are refused by the dispatcher, not run.
     assert!(audisp::remote::sender::Action::parse("dispatcher:Bad Name").is_err());
 }
+
+/// Under `WatchdogSec=`, audisp-receive pings the watchdog periodically
+/// while its accept loop runs, and not while it is frozen.
+#[test]
+fn receiver_feeds_the_watchdog_only_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let mut notify = NotifyCapture::bind(&notify_path);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_audisp-receive"))
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--log")
+        .arg(dir.path().join("audit.log"))
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    notify.wait_for("READY=1", Duration::from_secs(20)).unwrap();
+    let count_pings = |notify: &mut NotifyCapture, over: Duration| {
+        let until = Instant::now() + over;
+        let mut n = 0;
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            match notify.next(left).unwrap() {
+                Some(m) if m.text.contains("WATCHDOG=1") => n += 1,
+                _ => {}
+            }
+        }
+        n
+    };
+    // A quarter of the interval apart: about 8 in 2 s.
+    let running = count_pings(&mut notify, Duration::from_secs(2));
+    assert!(running >= 4, "{running} pings in 2 s while running");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    // What was sent before the stop may still be queued.
+    let _ = count_pings(&mut notify, Duration::from_millis(100));
+    let frozen = count_pings(&mut notify, Duration::from_millis(1500));
+    assert_eq!(frozen, 0, "no pings while frozen");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let resumed = count_pings(&mut notify, Duration::from_secs(2));
+    assert!(resumed >= 4, "{resumed} pings in 2 s after SIGCONT");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
+}

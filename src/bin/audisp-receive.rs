@@ -9,18 +9,22 @@
 
 use std::net::TcpListener;
 
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use audisp::engine::liveness::Liveness;
 use audisp::journal::{Limits, ReadOutcome, Step};
 use audisp::notify::Notifier;
 use audisp::remote::logfile::{LogConfig, LogWriter};
 use audisp::remote::server::{self, ServerConfig, Shared, Transport, Wrap};
 use audisp::remote::store::Store;
 use audisp::sdk::InputClient;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 const USAGE: &str = "usage: audisp-receive [--listen ADDR:PORT]... [--state-dir DIR]
        [--log FILE | --no-log] [--log-max-size BYTES] [--log-keep N]
@@ -191,15 +195,17 @@ fn run(opts: Opts) -> Result<(), String> {
         });
     }
 
+    let liveness = Liveness::new();
     let srv = {
         let shared = shared.clone();
-        std::thread::spawn(move || server::serve(listeners, shared, wrap))
+        let beat = liveness.register("accept loop");
+        std::thread::spawn(move || server::serve(listeners, shared, wrap, beat))
     };
     let notify = Notifier::from_env();
     let _ = notify.ready("receiving");
     tracing::info!("audisp-receive ready (store {})", opts.state_dir.display());
 
-    let sig = sigs.wait().map_err(|e| format!("sigwait: {e}"))?;
+    let sig = wait_for_signal(&sigs, &notify, &liveness)?;
     tracing::info!("{sig:?}: shutting down, telling clients ENDING");
     let _ = notify.stopping();
     shared.stop.store(true, Ordering::Release);
@@ -285,6 +291,53 @@ fn feed(shared: &Shared, sock: &std::path::Path, name: &str, pos: &AtomicU64) {
                 tracing::warn!("audispd input connection lost: {e}; reconnecting");
                 std::thread::sleep(Duration::from_millis(500));
             }
+        }
+    }
+}
+
+/// Waits for SIGTERM/SIGINT (blocked in `sigs`). Under a service manager
+/// with `WatchdogSec=`, meanwhile feeds the watchdog four times per interval,
+/// but only while the accept loop shows progress: a wedged receiver stops
+/// pinging and systemd restarts it.
+fn wait_for_signal(
+    sigs: &SigSet,
+    notify: &Notifier,
+    liveness: &Liveness,
+) -> Result<Signal, String> {
+    let Some(interval) = notify.watchdog() else {
+        return sigs.wait().map_err(|e| format!("sigwait: {e}"));
+    };
+    let sfd = SignalFd::with_flags(sigs, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("signalfd: {e}"))?;
+    let tick = (interval / 4).max(Duration::from_millis(50));
+    let mut stalled = false;
+    loop {
+        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        let ms = u16::try_from(tick.as_millis()).unwrap_or(u16::MAX);
+        match nix::poll::poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        if let Ok(Some(info)) = sfd.read_signal() {
+            if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                return Ok(sig);
+            }
+        }
+        // A thread that beats every 250 ms is late after half the interval,
+        // but never after less than 1.5 s (scheduling on a loaded host).
+        match liveness.check((interval / 2).max(Duration::from_millis(1500))) {
+            Ok(()) => {
+                if stalled {
+                    tracing::info!("progress again: feeding the watchdog");
+                    stalled = false;
+                }
+                let _ = notify.watchdog_ping();
+            }
+            Err(stuck) if !stalled => {
+                tracing::error!("not feeding the watchdog: no progress in {stuck:?}");
+                stalled = true;
+            }
+            Err(_) => {}
         }
     }
 }

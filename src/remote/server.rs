@@ -134,12 +134,20 @@ impl Shared {
 /// Accepts connections on `listeners` until `shared.stop`; each accepted
 /// client is served on its own thread. Returns once every connection has
 /// said `ENDING` and closed.
-pub fn serve(listeners: Vec<TcpListener>, shared: Arc<Shared>, wrap: Arc<Wrap>) -> io::Result<()> {
+pub fn serve(
+    listeners: Vec<TcpListener>,
+    shared: Arc<Shared>,
+    wrap: Arc<Wrap>,
+    beat: crate::engine::liveness::Heartbeat,
+) -> io::Result<()> {
     for l in &listeners {
         l.set_nonblocking(true)?;
     }
     let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
     while !shared.stop.load(Ordering::Acquire) {
+        // At least every 250 ms: the watchdog's proof that clients are
+        // still being accepted.
+        beat.beat();
         let mut fds: Vec<nix::poll::PollFd<'_>> = listeners
             .iter()
             .map(|l| nix::poll::PollFd::new(l.as_fd(), PollFlags::POLLIN))
