@@ -463,7 +463,7 @@ fn without_a_bus_audispd_runs_on() {
     assert_eq!(replies.len(), 1);
     assert_eq!(replies[0].0, CommandStatus::Failed, "{}", replies[0].1);
     assert!(
-        replies[0].1.contains("no service manager interface"),
+        replies[0].1.contains("cannot connect to the system bus"),
         "{}",
         replies[0].1
     );
@@ -475,4 +475,80 @@ fn without_a_bus_audispd_runs_on() {
         support::dispatcher::texts(&out) == all,
         "every record once, in order"
     );
+}
+
+/// The bus is absent when audispd starts, appears later, then restarts
+/// (`systemctl restart dbus`): each time audispd publishes its name again,
+/// and signals go through the new connection. One log line per outage and
+/// one when back.
+#[test]
+fn audispd_reconnects_to_a_bus_that_comes_and_goes() {
+    if let Some(why) = unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let mut bus = Bus::start();
+    bus.stop();
+    let mut d = Dispatcher::new(&main_config(&bus));
+    d.write_plugin("all", &sink_plugin("all", "", ""));
+    d.start(Stdio::piped()).unwrap();
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    assert!(
+        d.log().contains("running on without it"),
+        "{}",
+        d.log_tail(20)
+    );
+    assert!(!ctl(&bus, 0, &["status"]).status.success());
+
+    // The bus appears: audispd publishes within its back-off.
+    bus.restart();
+    support::dispatcher::wait_until(Duration::from_secs(30), "the D-Bus name", || {
+        ctl(&bus, 0, &["status"]).status.success()
+    });
+
+    // The bus restarts: audispd notices, and publishes on the new one.
+    bus.restart();
+    support::dispatcher::wait_until(Duration::from_secs(30), "the D-Bus name again", || {
+        ctl(&bus, 0, &["status"]).status.success()
+    });
+    let o = ctl(&bus, 0, &["status"]);
+    assert!(
+        text(&o).0.lines().any(|l| l.starts_with("all ")),
+        "{:?}",
+        text(&o)
+    );
+
+    // Signals go through the new connection.
+    let mut events = Helper::spawn({
+        let mut c = bus.command_as(0, &audispctl());
+        c.args(["--json", "watch", "--count", "1", "AVC"]);
+        c
+    });
+    let mut denials = Helper::spawn({
+        let mut c = bus.command_as(0, &audispctl());
+        c.args(["watch", "--avc", "--count", "1"]);
+        c
+    });
+    for h in [&mut events, &mut denials] {
+        h.wait_line(Duration::from_secs(20), |l| l.contains("watching"));
+    }
+    stdin.write_all(AVC.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let e = events.wait_count(1, Duration::from_secs(30));
+    let v: serde_json::Value = serde_json::from_str(&e[0]).unwrap();
+    assert_eq!(v["types"], serde_json::json!([1400, 1300]));
+    let a = denials.wait_count(1, Duration::from_secs(30));
+    assert!(a[0].starts_with("denied { write }"), "{a:?}");
+    assert!(events.wait(Duration::from_secs(10)).success());
+    assert!(denials.wait(Duration::from_secs(10)).success());
+    wait_sink(&d.out("all"), 2, Duration::from_secs(30));
+    drop(stdin);
+    let status = d.wait(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "{status}\n{}", d.log_tail(40));
+
+    let log = d.log();
+    let count = |s: &str| log.lines().filter(|l| l.contains(s)).count();
+    assert_eq!(count("running on without it, retrying"), 1, "{log}");
+    assert_eq!(count("lost the bus connection"), 1, "{log}");
+    assert_eq!(count("back on the bus"), 2, "{log}");
 }

@@ -13,6 +13,10 @@
 //! * [`systemd`]: the system actions (`single-user`, `halt`, `poweroff`)
 //!   as calls to systemd's manager.
 //!
+//! A bus that is absent at start or lost later is reconnected to in the
+//! background (a keeper thread); the consumer signals through whichever
+//! connection is current.
+//!
 //! `docs/dbus.md` documents the interface and the access policy.
 
 pub mod avc;
@@ -21,8 +25,9 @@ pub mod setroubleshoot;
 pub mod systemd;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use zbus::blocking::Connection;
 use zbus::object_server::SignalEmitter;
@@ -59,13 +64,32 @@ pub fn builder(
 
 /// What [`start`] set up; dropping it leaves the bus.
 pub struct Bus {
-    _conn: Connection,
+    stop: Arc<AtomicBool>,
 }
 
-/// Connects to the bus, owns [`NAME`], serves the interface, attaches the
-/// event consumer, starts the setroubleshoot forwarder (if configured) and
-/// installs the system-action hook. Errors (no bus, name refused) are
-/// returned for the caller to log: the dispatcher runs on without D-Bus.
+impl Drop for Bus {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The emitter of the current bus connection, `None` while there is none;
+/// the keeper swaps it on every (re)connection.
+type Emitter = Arc<RwLock<Option<SignalEmitter<'static>>>>;
+
+/// First wait before reconnecting to a lost or absent bus.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between reconnection attempts.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How often a live connection is checked (`GetId` to the bus driver).
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Attaches the event consumer, starts the setroubleshoot forwarder (if
+/// configured), installs the system-action hook, then connects to the bus,
+/// owns [`NAME`] and serves the interface. A bus that is absent at start or
+/// lost later (`dbus.service` restarted) is retried in the background with
+/// back-off ([`RETRY_FIRST`] doubling to [`RETRY_MAX`]); the dispatcher
+/// never waits for it. Errors that no retry can cure are returned.
 pub fn start(engine: Arc<Engine>, config: &DbusConfig, reload: ReloadHook) -> Result<Bus, String> {
     let address = config.address.clone();
     let forwarder = if config.setroubleshoot.enabled {
@@ -88,23 +112,14 @@ pub fn start(engine: Arc<Engine>, config: &DbusConfig, reload: ReloadHook) -> Re
         subscribers: subscribers.clone(),
         read_groups: config.read_groups.clone(),
     };
-    let conn = builder(address.as_deref())
-        .and_then(|b| b.serve_at(PATH, api))
-        .and_then(|b| b.name(NAME))
-        .and_then(|b| b.build())
-        .map_err(|e| format!("cannot publish {NAME} on the bus: {e}"))?;
-    watch_departures(&conn, subscribers.clone());
-    engine.set_system_hook(systemd::hook(address));
-    let emitter = SignalEmitter::new(conn.inner(), PATH)
-        .map_err(|e| format!("signal emitter: {e}"))?
-        .into_owned();
-    let consumer = Consumer {
-        emitter,
-        subscribers,
+    let emitter: Emitter = Arc::new(RwLock::new(None));
+    engine.set_system_hook(systemd::hook(address.clone()));
+    let consumer = Arc::new(Consumer {
+        emitter: emitter.clone(),
+        subscribers: subscribers.clone(),
         forwarder,
         handled: std::sync::Mutex::new(None),
-    };
-    let consumer = Arc::new(consumer);
+    });
     let connector: crate::engine::plugin::Connector = Arc::new(move |fd| {
         let c = consumer.clone();
         let spawned = std::thread::Builder::new()
@@ -139,8 +154,115 @@ pub fn start(engine: Arc<Engine>, config: &DbusConfig, reload: ReloadHook) -> Re
     engine
         .attach_internal(consumer_config(), connector)
         .map_err(|e| format!("cannot attach the D-Bus event consumer: {e}"))?;
-    tracing::info!("published {NAME} on the bus");
-    Ok(Bus { _conn: conn })
+    let keeper = Keeper {
+        address,
+        api,
+        emitter,
+        subscribers,
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let stop = keeper.stop.clone();
+    // The first attempt is made here, so that a bus that is up when
+    // audispd starts is served before audispd reports ready.
+    let first = keeper.connect();
+    match &first {
+        Ok(_) => tracing::info!("published {NAME} on the bus"),
+        Err(e) => tracing::error!("D-Bus: {e}; running on without it, retrying in the background"),
+    }
+    std::thread::Builder::new()
+        .name("dbus-keeper".into())
+        .spawn(move || keeper.run(first.ok()))
+        .map_err(|e| format!("cannot start the D-Bus connection keeper: {e}"))?;
+    Ok(Bus { stop })
+}
+
+/// Keeps a bus connection serving [`NAME`]: checks it, and reconnects when
+/// it is lost.
+struct Keeper {
+    address: Option<String>,
+    api: Api,
+    emitter: Emitter,
+    subscribers: Arc<Subscribers>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Keeper {
+    /// One connection: serve the object, own the name, install the emitter.
+    fn connect(&self) -> Result<Connection, String> {
+        let conn = builder(self.address.as_deref())
+            .and_then(|b| {
+                b.method_timeout(Duration::from_secs(10))
+                    .serve_at(PATH, self.api.clone())
+            })
+            .and_then(|b| b.name(NAME))
+            .and_then(|b| b.build())
+            .map_err(|e| format!("cannot publish {NAME} on the bus: {e}"))?;
+        let emitter = SignalEmitter::new(conn.inner(), PATH)
+            .map_err(|e| format!("signal emitter: {e}"))?
+            .into_owned();
+        watch_departures(&conn, self.subscribers.clone());
+        *self.emitter.write().unwrap_or_else(|p| p.into_inner()) = Some(emitter);
+        Ok(conn)
+    }
+
+    /// Sleeps `d` in short steps; false when asked to stop.
+    fn pause(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
+        }
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    fn run(self, mut conn: Option<Connection>) {
+        let mut delay = RETRY_FIRST;
+        loop {
+            if let Some(c) = conn.take() {
+                loop {
+                    if !self.pause(CHECK_EVERY) {
+                        return;
+                    }
+                    if let Err(e) = ping(&c) {
+                        tracing::error!(
+                            "D-Bus: lost the bus connection ({e}); {NAME} is unpublished, running on without it and reconnecting in the background"
+                        );
+                        break;
+                    }
+                }
+                *self.emitter.write().unwrap_or_else(|p| p.into_inner()) = None;
+                self.subscribers.clear();
+                delay = RETRY_FIRST;
+            }
+            if !self.pause(delay) {
+                return;
+            }
+            match self.connect() {
+                Ok(c) => {
+                    tracing::info!("D-Bus: back on the bus; published {NAME} again");
+                    conn = Some(c);
+                }
+                Err(e) => {
+                    tracing::debug!("D-Bus: still no bus: {e}");
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// Whether the bus still answers on `conn`.
+fn ping(conn: &Connection) -> zbus::Result<()> {
+    conn.call_method(
+        Some("org.freedesktop.DBus"),
+        "/org/freedesktop/DBus",
+        Some("org.freedesktop.DBus"),
+        "GetId",
+        &(),
+    )
+    .map(|_| ())
 }
 
 fn consumer_config() -> PluginConfig {
@@ -190,7 +312,7 @@ fn watch_departures(conn: &Connection, subscribers: Arc<Subscribers>) {
 
 /// Turns events into signals and setroubleshoot calls.
 struct Consumer {
-    emitter: SignalEmitter<'static>,
+    emitter: Emitter,
     subscribers: Arc<Subscribers>,
     forwarder: Option<Arc<Forwarder>>,
     /// Journal id and sequence number of the last record handled.
@@ -200,8 +322,32 @@ struct Consumer {
 impl Consumer {
     fn handle(&self, event: &crate::sdk::Event<'_>) {
         let types: Vec<u32> = event.records().map(|r| r.rtype).collect();
+        let emitter = self
+            .emitter
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(emitter) = &emitter {
+            self.signal(emitter, event, &types);
+        }
+        if let Some(f) = &self.forwarder {
+            if types.contains(&record_types::AVC) {
+                if let Some(denial) = avc::parse(event.records().map(|r| (r.rtype, r.text))) {
+                    f.offer(&denial, event.records().map(|r| r.text));
+                }
+            }
+        }
+    }
+
+    /// Sends the `Event` and `AvcDenial` signals through `emitter`.
+    fn signal(
+        &self,
+        emitter: &SignalEmitter<'static>,
+        event: &crate::sdk::Event<'_>,
+        types: &[u32],
+    ) {
         if self.subscribers.any() {
-            let wanting = self.subscribers.wanting(&types);
+            let wanting = self.subscribers.wanting(types);
             if !wanting.is_empty() {
                 let texts: Vec<String> = event
                     .records()
@@ -211,8 +357,8 @@ impl Consumer {
                     let Ok(dest) = zbus::names::BusName::try_from(name) else {
                         continue;
                     };
-                    let e = self.emitter.clone().set_destination(dest);
-                    if let Err(err) = zbus::block_on(Api::event(&e, event.id(), &types, &texts)) {
+                    let e = emitter.clone().set_destination(dest);
+                    if let Err(err) = zbus::block_on(Api::event(&e, event.id(), types, &texts)) {
                         tracing::debug!("Event signal not sent: {err}");
                     }
                 }
@@ -226,7 +372,7 @@ impl Consumer {
         };
         let text = setroubleshoot::payload(event.records().map(|r| r.text));
         if let Err(e) = zbus::block_on(Api::avc_denial(
-            &self.emitter,
+            emitter,
             &denial.result,
             &denial.scontext,
             &denial.tcontext,
@@ -240,9 +386,6 @@ impl Consumer {
             &text,
         )) {
             tracing::debug!("AvcDenial signal not sent: {e}");
-        }
-        if let Some(f) = &self.forwarder {
-            f.offer(&denial, event.records().map(|r| r.text));
         }
     }
 }

@@ -63,6 +63,14 @@ impl Subscribers {
             .is_some()
     }
 
+    /// Forgets everyone: their unique names died with a lost bus connection.
+    pub fn clear(&self) {
+        self.by_name
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     fn insert(&self, name: String, types: BTreeSet<u32>) {
         self.by_name
             .lock()
@@ -71,7 +79,9 @@ impl Subscribers {
     }
 }
 
-/// The object served at [`super::PATH`].
+/// The object served at [`super::PATH`] (cloned onto every new bus
+/// connection).
+#[derive(Clone)]
 pub struct Api {
     /// The engine.
     pub engine: Arc<Engine>,

@@ -47,6 +47,31 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
+/// Starts dbus-daemon on `conf_path` and waits until it listens.
+fn spawn_daemon(conf_path: &Path, socket: &Path, dir: &Path) -> Child {
+    let mut child = Command::new("dbus-daemon")
+        .arg(format!("--config-file={}", conf_path.display()))
+        // What services it activates find it by.
+        .env(
+            "DBUS_SYSTEM_BUS_ADDRESS",
+            format!("unix:path={}", socket.display()),
+        )
+        .args(["--nofork", "--print-address=1"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("dbus-daemon.log")).expect("bus log"))
+        .spawn()
+        .expect("start dbus-daemon");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("bus address");
+    assert!(
+        first.starts_with("unix:"),
+        "dbus-daemon did not start (policy file broken?): {first:?}"
+    );
+    child
+}
+
 /// A running private bus.
 pub struct Bus {
     pub dir: tempfile::TempDir,
@@ -120,31 +145,29 @@ impl Bus {
         }
         let conf_path = dir.path().join("system-like.conf");
         std::fs::write(&conf_path, conf).expect("write bus config");
-        let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", conf_path.display()))
-            // What services it activates find it by.
-            .env(
-                "DBUS_SYSTEM_BUS_ADDRESS",
-                format!("unix:path={}", socket.display()),
-            )
-            .args(["--nofork", "--print-address=1"])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.path().join("dbus-daemon.log")).expect("bus log"))
-            .spawn()
-            .expect("start dbus-daemon");
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut first)
-            .expect("bus address");
-        assert!(
-            first.starts_with("unix:"),
-            "dbus-daemon did not start (policy file broken?): {first:?}"
-        );
+        let child = spawn_daemon(&conf_path, &socket, dir.path());
         Bus {
             dir,
             child,
             address: format!("unix:path={}", socket.display()),
         }
+    }
+
+    /// Kills the bus, as stopping `dbus.service` does (its socket goes).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.dir.path().join("system_bus_socket"));
+    }
+
+    /// Kills the bus (if running) and starts a new one at the same address
+    /// with the same configuration, as a `dbus.service` restart does;
+    /// returns once it listens.
+    pub fn restart(&mut self) {
+        self.stop();
+        let socket = self.dir.path().join("system_bus_socket");
+        let conf_path = self.dir.path().join("system-like.conf");
+        self.child = spawn_daemon(&conf_path, &socket, self.dir.path());
     }
 
     /// A command running `program` as `uid` (gid the same, no extra
