@@ -40,10 +40,12 @@
 //! Input plugins use [`InputClient`] to feed records into the dispatcher.
 
 mod input;
+mod options;
 mod plugin;
 mod supervise;
 
 pub use input::InputClient;
+pub use options::PluginOptions;
 pub use plugin::{Batch, Context, Event, Plugin, Record};
 
 use std::fmt;

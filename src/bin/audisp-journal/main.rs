@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use audisp::sdk::{Error, Plugin};
+use audisp::sdk::{Error, PluginOptions};
 use mapping::{MapOptions, Mapper};
 use native::{Entry, Journal, Via};
 
@@ -24,11 +24,7 @@ struct Options {
     events: bool,
     map: MapOptions,
     patience: Duration,
-    name: String,
-    listen: Option<PathBuf>,
-    state: Option<PathBuf>,
-    include: Vec<String>,
-    exclude: Vec<String>,
+    plugin: PluginOptions,
 }
 
 const USAGE: &str = "usage: audisp-journal [--events] [--fields fixed|all]
@@ -59,11 +55,7 @@ fn parse_args() -> Result<Options, String> {
             priorities: Vec::new(),
         },
         patience: Duration::from_secs(30),
-        name: "journal".into(),
-        listen: None,
-        state: None,
-        include: Vec::new(),
-        exclude: Vec::new(),
+        plugin: PluginOptions::new("journal"),
     };
     let mut p = lexopt::Parser::from_env();
     let err = |e: lexopt::Error| e.to_string();
@@ -84,6 +76,9 @@ fn parse_args() -> Result<Options, String> {
             .map_err(err)?
             .into_string()
             .map_err(|v| format!("--{flag}: {v:?} is not UTF-8"))?;
+        let Some(value) = o.plugin.take(&flag, value) else {
+            continue;
+        };
         let bad = |what: &str| format!("--{flag} {value:?}: {what}");
         match flag.as_str() {
             "fields" => {
@@ -115,11 +110,6 @@ fn parse_args() -> Result<Options, String> {
                 o.patience =
                     Duration::from_secs(value.parse().map_err(|_| bad("expected whole seconds"))?)
             }
-            "state" => o.state = Some(value.into()),
-            "listen" => o.listen = Some(value.into()),
-            "name" => o.name = value,
-            "include" => o.include = value.split(',').map(str::to_string).collect(),
-            "exclude" => o.exclude = value.split(',').map(str::to_string).collect(),
             _ => return Err(format!("unknown option --{flag}\n{USAGE}")),
         }
     }
@@ -153,18 +143,9 @@ struct Counts {
 fn run(o: Options) -> Result<(), String> {
     let journal = Journal::new(&o.socket, o.patience).map_err(|e| format!("socket: {e}"))?;
     let mut mapper = Mapper::new(o.map.clone());
-    let mut plugin = Plugin::new(&o.name);
+    let mut plugin = o.plugin.plugin();
     if o.events {
         plugin = plugin.events();
-    }
-    let inc: Vec<&str> = o.include.iter().map(String::as_str).collect();
-    let exc: Vec<&str> = o.exclude.iter().map(String::as_str).collect();
-    plugin = plugin.include(&inc).exclude(&exc);
-    if let Some(s) = &o.state {
-        plugin = plugin.checkpoint_file(s);
-    }
-    if let Some(l) = &o.listen {
-        plugin = plugin.listen(l);
     }
     let mut entry = Entry::default();
     let mut counts = Counts::default();

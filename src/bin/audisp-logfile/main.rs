@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use audisp::format::JsonWriter;
-use audisp::sdk::{Error, Plugin};
+use audisp::sdk::{Error, PluginOptions};
 use rotate::{Codec, CompressWhen, Fsync, RotatingLog, Settings};
 
 /// What is written for each record or event.
@@ -30,11 +30,7 @@ enum Format {
 struct Options {
     settings: Settings,
     format: Format,
-    name: String,
-    listen: Option<PathBuf>,
-    state: Option<PathBuf>,
-    include: Vec<String>,
-    exclude: Vec<String>,
+    plugin: PluginOptions,
 }
 
 const USAGE: &str = "usage: audisp-logfile --file PATH [--format raw|json|json-records]
@@ -60,11 +56,7 @@ fn parse_args() -> Result<Options, String> {
             group: None,
         },
         format: Format::Raw,
-        name: "logfile".into(),
-        listen: None,
-        state: None,
-        include: Vec::new(),
-        exclude: Vec::new(),
+        plugin: PluginOptions::new("logfile"),
     };
     let mut p = lexopt::Parser::from_env();
     let err = |e: lexopt::Error| e.to_string();
@@ -81,6 +73,9 @@ fn parse_args() -> Result<Options, String> {
             .map_err(err)?
             .into_string()
             .map_err(|v| format!("--{flag}: {v:?} is not UTF-8"))?;
+        let Some(value) = o.plugin.take(&flag, value) else {
+            continue;
+        };
         let bad = |what: &str| format!("--{flag} {value:?}: {what}");
         let s = &mut o.settings;
         match flag.as_str() {
@@ -144,11 +139,6 @@ fn parse_args() -> Result<Options, String> {
             }
             "owner" => s.owner = Some(user(&value).ok_or_else(|| bad("no such user"))?),
             "group" => s.group = Some(group(&value).ok_or_else(|| bad("no such group"))?),
-            "state" => o.state = Some(value.into()),
-            "listen" => o.listen = Some(value.into()),
-            "name" => o.name = value,
-            "include" => o.include = value.split(',').map(str::to_string).collect(),
-            "exclude" => o.exclude = value.split(',').map(str::to_string).collect(),
             _ => return Err(format!("unknown option --{flag}\n{USAGE}")),
         }
     }
@@ -190,18 +180,9 @@ fn main() -> ExitCode {
 fn run(o: Options) -> Result<(), String> {
     let path = o.settings.path.display().to_string();
     let mut log = RotatingLog::open(o.settings).map_err(|e| format!("{path}: {e}"))?;
-    let mut plugin = Plugin::new(&o.name);
+    let mut plugin = o.plugin.plugin();
     if o.format == Format::Json {
         plugin = plugin.events();
-    }
-    let inc: Vec<&str> = o.include.iter().map(String::as_str).collect();
-    let exc: Vec<&str> = o.exclude.iter().map(String::as_str).collect();
-    plugin = plugin.include(&inc).exclude(&exc);
-    if let Some(s) = &o.state {
-        plugin = plugin.checkpoint_file(s);
-    }
-    if let Some(l) = &o.listen {
-        plugin = plugin.listen(l);
     }
     let mut json = JsonWriter::new();
     let mut line = Vec::with_capacity(64 * 1024);
