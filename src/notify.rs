@@ -8,10 +8,22 @@
 //!
 //! The protocol is one datagram of `KEY=VALUE` lines to a unix socket (a
 //! path, or an abstract name written with a leading `@`).
+//!
+//! A manager that stops reading must not wedge the daemon: a datagram
+//! socket's queue is short (`net.unix.max_dgram_qlen`, 10 by default), and
+//! a blocking send to a full queue would stop the dispatcher's main loop.
+//! So sends never block: a state change (`READY=1`, `RELOADING=1`,
+//! `STOPPING=1`) or a watchdog ping waits up to [`PATIENCE`] for room, and
+//! a mere `STATUS=` update is dropped when there is none — the next one
+//! replaces it a second later.
 
 use std::io;
 use std::os::unix::net::UnixDatagram;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a state change or watchdog ping waits for room in a full
+/// notification queue before it is given up with an error.
+pub const PATIENCE: Duration = Duration::from_secs(2);
 
 /// A connection to the service manager's notification socket.
 #[derive(Debug)]
@@ -62,6 +74,7 @@ impl Notifier {
                 }
             };
             let sock = UnixDatagram::unbound().ok()?;
+            sock.set_nonblocking(true).ok()?;
             Some((sock, addr))
         });
         Notifier { socket, watchdog }
@@ -85,12 +98,25 @@ impl Notifier {
         self.watchdog
     }
 
-    /// Sends raw `KEY=VALUE` lines.
+    /// Sends raw `KEY=VALUE` lines, waiting up to [`PATIENCE`] for room.
     pub fn send(&self, state: &str) -> io::Result<()> {
-        if let Some((sock, addr)) = &self.socket {
-            sock.send_to_addr(state.as_bytes(), addr)?;
+        self.send_within(state, PATIENCE)
+    }
+
+    fn send_within(&self, state: &str, patience: Duration) -> io::Result<()> {
+        let Some((sock, addr)) = &self.socket else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + patience;
+        loop {
+            match sock.send_to_addr(state.as_bytes(), addr) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
     }
 
     /// `READY=1` with a status line.
@@ -111,9 +137,9 @@ impl Notifier {
         self.send("STOPPING=1\nSTATUS=stopping: plugins are catching up")
     }
 
-    /// A status line.
+    /// A status line; dropped (an error) when the manager's queue is full.
     pub fn status(&self, status: &str) -> io::Result<()> {
-        self.send(&format!("STATUS={}", one_line(status)))
+        self.send_within(&format!("STATUS={}", one_line(status)), Duration::ZERO)
     }
 
     /// `WATCHDOG=1`.
@@ -131,4 +157,49 @@ pub fn monotonic_usec() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
     t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A notifier talking to a socket nobody reads.
+    fn unread() -> (tempfile::TempDir, UnixDatagram, Notifier) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notify");
+        let capture = UnixDatagram::bind(&path).expect("bind");
+        let sock = UnixDatagram::unbound().expect("socket");
+        sock.set_nonblocking(true).expect("nonblocking");
+        let addr = std::os::unix::net::SocketAddr::from_pathname(&path).expect("addr");
+        let n = Notifier {
+            socket: Some((sock, addr)),
+            watchdog: None,
+        };
+        (dir, capture, n)
+    }
+
+    #[test]
+    fn a_manager_that_stops_reading_never_wedges_the_caller() {
+        let (_dir, capture, n) = unread();
+        let t0 = Instant::now();
+        let sent = (0..200)
+            .filter(|i| n.status(&format!("{i}")).is_ok())
+            .count();
+        assert!(
+            sent > 0 && sent < 200,
+            "{sent} of 200 status updates queued"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        // A state change waits for room, then gives up with an error.
+        let t0 = Instant::now();
+        assert!(n.ready("ready").is_err());
+        assert!(t0.elapsed() >= PATIENCE, "{:?}", t0.elapsed());
+        // Once the manager reads again, it gets through.
+        capture.set_nonblocking(true).expect("nonblocking");
+        let mut buf = [0u8; 256];
+        while capture.recv(&mut buf).is_ok() {}
+        n.ready("ready").expect("READY=1 once there is room");
+        let len = capture.recv(&mut buf).expect("READY=1 arrives");
+        assert!(buf[..len].starts_with(b"READY=1\n"));
+    }
 }

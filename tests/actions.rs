@@ -270,3 +270,87 @@ fn suspend_action_suspends_only_the_plugin_that_asked() {
     assert!(!d.out("argv").exists());
     drop(stdin);
 }
+
+/// Commands interleaved with a stream of records — asked from the handler
+/// on every batch, and queued by another thread of the plugin
+/// ([`Plugin::commands`]) — cost no record and repeat none: the records
+/// that arrive while the plugin waits for an answer are set aside and
+/// handled in their order.
+#[test]
+fn commands_amid_a_stream_lose_and_repeat_no_record() {
+    let mut d = Dispatcher::new(MAIN);
+    let program = action_program(d.path());
+    d.write_plugin("actor", &actor_plugin(&program));
+    let sock = d.path().join("run/actor.sock");
+    let (got_tx, got_rx) = mpsc::channel::<Vec<u8>>();
+    let (cmd_tx, cmd_rx) = mpsc::channel();
+    let (answered_tx, answered_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let _ = Plugin::new("actor")
+            .listen(&sock)
+            .commands(cmd_rx)
+            .run(|batch, ctx| {
+                for r in batch.records() {
+                    let _ = got_tx.send(r.text.to_vec());
+                }
+                let r = ctx.command("note", &["batch"])?;
+                if r.status == CommandStatus::Done {
+                    let _ = answered_tx.send(());
+                }
+                Ok(())
+            });
+    });
+    // Another thread of the plugin queues commands all along.
+    let queued = std::thread::spawn(move || {
+        for i in 0..200 {
+            if cmd_tx
+                .send(audisp::sdk::Command {
+                    name: "note".into(),
+                    args: vec![format!("queued {i}")],
+                })
+                .is_err()
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    d.start(Stdio::piped()).unwrap();
+    // Four distinct copies of the sample, written in pieces so that
+    // records keep arriving while commands are answered.
+    let text = String::from_utf8(sample()).unwrap();
+    let data: Vec<u8> = ["", "1", "2", "3"]
+        .iter()
+        .flat_map(|k| {
+            text.replace("msg=audit(", &format!("msg=audit({k}"))
+                .into_bytes()
+        })
+        .collect();
+    let all = lines(&data);
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    for piece in data.chunks(64 << 10) {
+        stdin.write_all(piece).unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < all.len() {
+        match got_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(r) => got.push(r),
+            Err(_) => panic!(
+                "{} of {} records reached the plugin\n{}",
+                got.len(),
+                all.len(),
+                d.log_tail(20)
+            ),
+        }
+    }
+    queued.join().unwrap();
+    d.wait_log("queued 199", Duration::from_secs(20));
+    // Nothing more comes: no record was repeated.
+    assert!(got_rx.recv_timeout(Duration::from_millis(300)).is_err());
+    let first = got.iter().zip(all.iter()).position(|(a, b)| a != b);
+    assert_eq!(first, None, "records out of order or lost");
+    assert_eq!(got.len(), all.len());
+    assert!(answered_rx.try_iter().count() > 1, "commands were answered");
+    drop(stdin);
+    let _ = d.stop();
+}

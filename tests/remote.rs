@@ -1132,10 +1132,8 @@ fn failure_actions_are_asked_of_the_dispatcher() {
     wait_until(Duration::from_secs(20), "the network failure", || {
         sender_log(&d).contains("network failure")
     });
-    // The request travels with the next batch.
-    stdin
-        .write_all(b"type=USER msg=audit(1700000000.002:2): second\n")
-        .unwrap();
+    // The request goes out as the failure happens, not with a next batch:
+    // nothing more is written.
     wait_until(Duration::from_secs(20), "the action's answer", || {
         sender_log(&d).contains("action \"network-down\": Done")
     });
@@ -1145,6 +1143,116 @@ fn failure_actions_are_asked_of_the_dispatcher() {
     let _ = d.stop();
     // Unconfigured names are refused by the dispatcher, not run.
     assert!(audisp::remote::sender::Action::parse("dispatcher:Bad Name").is_err());
+}
+
+/// With overflow = block and the aggregator away, a full spool makes the
+/// plugin wait — yet it keeps feeding the watchdog (systemd must not kill
+/// a plugin for waiting on purpose) and its failure actions still reach
+/// audispd; once the aggregator is back, every record arrives once.
+#[test]
+fn a_full_spool_waits_for_the_aggregator_feeding_the_watchdog() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    d.write_plugin(
+        "remote",
+        "socket = \"{dir}/run/remote.sock\"\nformat = \"native\"\n[restart]\ninitial = \"20ms\"\nmax = \"200ms\"\n[actions.network-down]\nrun = \"log\"\n",
+    );
+    d.start(Stdio::piped()).unwrap();
+    let port = free_port();
+    let notify_path = d.path().join("remote-notify.sock");
+    // Read like systemd reads: all the time (an unread queue would block
+    // the plugin's pings after ten of them).
+    let notify = NotifyCapture::bind(&notify_path);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (seen, done) = (seen.clone(), done.clone());
+        let mut notify = notify;
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(Some(m)) = notify.next(Duration::from_millis(100)) {
+                    seen.lock().unwrap().push(m);
+                }
+            }
+        })
+    };
+    let pings_since = |t: Instant| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.at >= t && m.text.contains("WATCHDOG=1"))
+            .count()
+    };
+    let err = std::fs::File::create(d.path().join("remote.err")).unwrap();
+    let mut s = Command::new(env!("CARGO_BIN_EXE_audisp-remote"))
+        .arg("--server")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--spool-dir")
+        .arg(d.path().join("spool"))
+        .arg("--listen")
+        .arg(d.path().join("run/remote.sock"))
+        .args(["--retry-max", "1", "--spool-max", "65536"])
+        .args(["--on-network-failure", "dispatcher:network-down"])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "READY=1", || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.text.contains("READY=1"))
+    });
+    // 3.4 MB, more than the 2.2 MB one batch can hold at most (the limit
+    // is checked before a batch goes in): some batch finds the spool full.
+    let text = String::from_utf8(sample()).unwrap();
+    let data: Vec<u8> = ["", "1", "2"]
+        .iter()
+        .flat_map(|k| {
+            text.replace("msg=audit(", &format!("msg=audit({k}"))
+                .into_bytes()
+        })
+        .collect();
+    let all = lines(&data);
+    let _stdin = keep_feeding(&mut d, &data);
+    let t0 = Instant::now();
+    while !sender_log(&d).contains("spool full") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the spool never filled\n{}\n--- audispd ---\n{}",
+            sender_log(&d),
+            d.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_until(Duration::from_secs(20), "the action's answer", || {
+        sender_log(&d).contains("action \"network-down\": Done")
+    });
+    // Waiting on purpose is not hanging: over two seconds of a full
+    // spool, the 1 s watchdog is fed about eight times.
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let pings = pings_since(t);
+    assert!(pings >= 4, "{pings} watchdog pings in 2 s while waiting");
+    assert!(
+        sender_log(&d).contains("spool full"),
+        "still waiting: {}",
+        sender_log(&d)
+    );
+    let r = Receiver::start(tmp.path(), port, &[]);
+    let got = r.wait_lines_or(all.len(), Duration::from_secs(60), &|| {
+        format!("{}\n--- audispd ---\n{}", sender_log(&d), d.log_tail(20))
+    });
+    assert_same(&got, &all, "after the spool was full");
+    // Never restarted meanwhile.
+    assert!(s.try_wait().unwrap().is_none(), "audisp-remote still runs");
+    stop_child(s);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    reader.join().unwrap();
+    let _ = d.stop();
 }
 
 /// Under `WatchdogSec=`, audisp-receive pings the watchdog periodically

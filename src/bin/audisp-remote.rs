@@ -7,6 +7,7 @@
 //! auditd (`tcp_listen_port`) or audisp-receive (fast mode) — in order,
 //! resuming after any crash of either side. See `docs/audisp-remote.8.md`.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -15,7 +16,7 @@ use std::time::Duration;
 use audisp::journal::{Journal, Limits, NewEntry, ReadOutcome, Step};
 use audisp::remote::sender::{Action, Actions, SenderConfig, SenderLoop, SenderState};
 use audisp::remote::tls::{self, TlsFiles};
-use audisp::sdk::Plugin;
+use audisp::sdk::{Command, Plugin};
 
 const USAGE: &str = "usage: audisp-remote --server HOST:PORT [--spool-dir DIR] [--spool-max BYTES]
        [--overflow block|drop-oldest] [--sync durable|none] [--no-fast] [--window BYTES]
@@ -152,6 +153,53 @@ fn main() {
     }
 }
 
+/// How many bytes of the spool the aggregator has not acknowledged, to
+/// the batch: what `--overflow block` holds against `--spool-max`. (The
+/// journal's own measure counts whole 64 MiB segments, too coarse for a
+/// limit that may be smaller.)
+struct Backlog {
+    /// (sequence number after a batch, bytes spooled up to its end).
+    marks: VecDeque<(u64, u64)>,
+    /// Bytes spooled in all.
+    total: u64,
+    /// Bytes spooled up to the last batch wholly acknowledged.
+    acked: u64,
+}
+
+impl Backlog {
+    /// Starts from what an earlier run left unsent (counted coarsely, once).
+    fn new(spool: &Journal, acked: u64) -> Backlog {
+        let left = if spool.end() > acked {
+            spool.bytes_behind(acked)
+        } else {
+            0
+        };
+        Backlog {
+            marks: VecDeque::from([(spool.end(), left)]),
+            total: left,
+            acked: 0,
+        }
+    }
+
+    /// A batch of `bytes` went in, ending before sequence number `end`.
+    fn added(&mut self, end: u64, bytes: u64) {
+        self.total += bytes;
+        self.marks.push_back((end, self.total));
+    }
+
+    /// Bytes not yet acknowledged when everything before `acked` is.
+    fn unsent(&mut self, acked: u64) -> u64 {
+        while let Some(&(end, upto)) = self.marks.front() {
+            if end > acked {
+                break;
+            }
+            self.acked = upto;
+            self.marks.pop_front();
+        }
+        self.total - self.acked
+    }
+}
+
 /// The dispatcher journal and position the spool has reached.
 fn spooled_upto(spool: &Journal, meta: &std::path::Path) -> Option<([u8; 16], u64)> {
     let hex = std::fs::read_to_string(meta).ok()?;
@@ -201,7 +249,7 @@ fn run(o: Opts) -> Result<(), String> {
     let resume = spooled_upto(&spool, &meta);
 
     let state = Arc::new(SenderState::default());
-    let (tx, rx) = mpsc::channel::<(String, String)>();
+    let (tx, rx) = mpsc::channel::<Command>();
     let sender = SenderLoop::new(
         SenderConfig {
             server: o.server.clone(),
@@ -239,7 +287,9 @@ fn run(o: Opts) -> Result<(), String> {
         });
     }
 
-    let mut plugin = Plugin::new(&o.name);
+    // The sender thread's failure actions go to audispd as they happen,
+    // between batches or while idle.
+    let mut plugin = Plugin::new(&o.name).commands(rx);
     if let Some((id, seq)) = resume {
         tracing::info!("spool holds dispatcher records up to {seq}");
         plugin = plugin.resume_after(id, seq);
@@ -249,13 +299,8 @@ fn run(o: Opts) -> Result<(), String> {
     }
     let mut known_journal = resume.map(|(id, _)| id);
     let mut blocked = false;
+    let mut backlog = Backlog::new(&spool, state.acked.load(Ordering::Acquire));
     let result = plugin.run(|batch, ctx| {
-        while let Ok((name, msg)) = rx.try_recv() {
-            match ctx.command(&name, &[&msg]) {
-                Ok(r) => tracing::info!("action {name:?}: {:?} {}", r.status, r.message),
-                Err(e) => tracing::warn!("action {name:?}: {e}"),
-            }
-        }
         let jid = ctx.journal_id();
         if known_journal != Some(jid) {
             let hex: String = jid.iter().map(|b| format!("{b:02x}")).collect();
@@ -267,9 +312,7 @@ fn run(o: Opts) -> Result<(), String> {
         }
         if !o.drop_oldest {
             // Overflow = block: the dispatcher keeps the records meanwhile.
-            while spool.end().saturating_sub(1) > 0
-                && spool.bytes_behind(state.acked.load(Ordering::Acquire)) > o.spool_max
-            {
+            while backlog.unsent(state.acked.load(Ordering::Acquire)) > o.spool_max {
                 if !blocked {
                     tracing::warn!(
                         "spool full ({} bytes unsent): waiting for the aggregator",
@@ -277,7 +320,7 @@ fn run(o: Opts) -> Result<(), String> {
                     );
                     blocked = true;
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                ctx.idle(Duration::from_millis(100))?;
             }
             blocked = false;
         }
@@ -293,6 +336,11 @@ fn run(o: Opts) -> Result<(), String> {
             })
             .collect();
         let appended = spool.append(&entries)?;
+        tracing::trace!("spooled {:?}", appended.seqs);
+        backlog.added(
+            appended.seqs.end,
+            entries.iter().map(|e| e.text.len() as u64 + 32).sum(),
+        );
         if let Some(lost) = appended.evicted_before {
             tracing::error!(
                 "spool over {} bytes: unsent records before {lost} dropped",

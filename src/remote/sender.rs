@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::journal::{Journal, ReadOutcome, Step};
 use crate::record_types;
+use crate::sdk::Command;
 
 use super::link::Link;
 use super::tls;
@@ -138,9 +139,6 @@ pub struct SenderState {
     pub suspended: AtomicBool,
 }
 
-/// A request for the plugin side: run a dispatcher action.
-pub type ActionRequest = (String, String);
-
 enum Outcome {
     /// Stop asked.
     Stopped,
@@ -156,7 +154,7 @@ pub struct SenderLoop {
     spool: Journal,
     id: [u8; 16],
     state: Arc<SenderState>,
-    actions: Tx<ActionRequest>,
+    actions: Tx<Command>,
     stock_seq: u32,
     pos_file: PathBuf,
 }
@@ -167,7 +165,7 @@ impl SenderLoop {
         cfg: SenderConfig,
         spool: Journal,
         state: Arc<SenderState>,
-        actions: Tx<ActionRequest>,
+        actions: Tx<Command>,
     ) -> SenderLoop {
         let pos_file = cfg.state_dir.join("sent.pos");
         let acked = std::fs::read_to_string(&pos_file)
@@ -197,7 +195,10 @@ impl SenderLoop {
             }
             Action::Dispatcher(name) => {
                 tracing::warn!("{what}: asking audispd for action {name:?}");
-                let _ = self.actions.send((name.clone(), what.to_string()));
+                let _ = self.actions.send(Command {
+                    name: name.clone(),
+                    args: vec![what.to_string()],
+                });
             }
         }
     }

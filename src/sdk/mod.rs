@@ -17,7 +17,12 @@
 //!   plugin's own storage) or lets the SDK remember it
 //!   ([`Plugin::checkpoint_file`]);
 //! * lets the closure ask the dispatcher for an admin-configured action
-//!   ([`Context::command`]) or for its counters ([`Context::stats`]);
+//!   ([`Context::command`]) or for its counters ([`Context::stats`]), and
+//!   other threads of the plugin queue such actions ([`Plugin::commands`])
+//!   that go out between batches or within half a second when idle;
+//! * lets a closure that must wait on purpose (for room in its own storage)
+//!   do so with [`Context::idle`], which keeps the watchdog fed and queued
+//!   commands flowing;
 //! * under systemd, sends `READY=1` once it serves and feeds the watchdog
 //!   from its own loop, so a plugin unit can be `Type=notify` with
 //!   `WatchdogSec=`, and a handler that hangs gets the plugin restarted.
@@ -46,7 +51,7 @@ mod supervise;
 
 pub use input::InputClient;
 pub use options::PluginOptions;
-pub use plugin::{Batch, Context, Event, Plugin, Record};
+pub use plugin::{Batch, Command, Context, Event, Plugin, Record};
 
 use std::fmt;
 

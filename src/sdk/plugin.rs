@@ -7,6 +7,7 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -28,6 +29,40 @@ pub struct Plugin {
     resume: Option<([u8; 16], u64)>,
     checkpoint: Option<PathBuf>,
     listen: Option<PathBuf>,
+    commands: Option<CommandQueue>,
+}
+
+/// A command for the dispatcher from a thread of the plugin other than the
+/// handler's — a sender thread that lost its network, say — so that the
+/// admin's action runs when the condition arises, not with the next batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// The action's name, as configured under `[actions.NAME]` in the
+    /// plugin's plugins.d file.
+    pub name: String,
+    /// Arguments passed along to the action.
+    pub args: Vec<String>,
+}
+
+/// The receiving end of [`Plugin::commands`], shared by clones of the
+/// plugin.
+#[derive(Clone)]
+struct CommandQueue(Arc<Mutex<mpsc::Receiver<Command>>>);
+
+impl std::fmt::Debug for CommandQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommandQueue")
+    }
+}
+
+impl CommandQueue {
+    /// The commands waiting now.
+    fn waiting(&self) -> Vec<Command> {
+        match self.0.lock() {
+            Ok(rx) => rx.try_iter().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
 }
 
 /// One record as the plugin sees it.
@@ -197,6 +232,7 @@ pub struct Context<'c> {
     stash: &'c mut Vec<Vec<u8>>,
     next_id: &'c mut u32,
     journal: [u8; 16],
+    plugin: &'c Plugin,
 }
 
 impl Context<'_> {
@@ -222,6 +258,47 @@ impl Context<'_> {
             _ => None,
         })?;
         Ok(reply)
+    }
+
+    /// For a handler that waits on purpose — for room in its own storage,
+    /// say — instead of returning: sleeps for `d` while the watchdog keeps
+    /// being fed and [`Plugin::commands`] keep going out, so neither
+    /// systemd nor the admin's actions wait for the handler.
+    pub fn idle(&mut self, d: Duration) -> Result<(), Error> {
+        let end = Instant::now() + d;
+        loop {
+            super::supervise::alive();
+            self.send_queued()?;
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() || TERMINATE.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
+
+    /// Sends the commands other threads queued ([`Plugin::commands`]).
+    fn send_queued(&mut self) -> Result<(), Error> {
+        let Some(q) = &self.plugin.commands else {
+            return Ok(());
+        };
+        for c in q.waiting() {
+            let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
+            match self.command(&c.name, &args) {
+                Ok(r) => eprintln!(
+                    "{}: action {:?}: {:?}: {}",
+                    self.plugin.name, c.name, r.status, r.message
+                ),
+                Err(e) => {
+                    eprintln!(
+                        "{}: action {:?} not delivered: {e}",
+                        self.plugin.name, c.name
+                    );
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Asks the dispatcher for its counters (a JSON object).
@@ -360,6 +437,7 @@ impl Plugin {
             resume: None,
             checkpoint: None,
             listen: None,
+            commands: None,
         }
     }
 
@@ -404,6 +482,16 @@ impl Plugin {
     /// socket path for the dispatcher (default: `$AUDISP_PLUGIN_SOCKET`).
     pub fn listen(mut self, path: impl Into<PathBuf>) -> Plugin {
         self.listen = Some(path.into());
+        self
+    }
+
+    /// Sends every [`Command`] arriving on `rx` to the dispatcher while
+    /// connected: between batches, and within half a second when idle.
+    /// Commands queued while no dispatcher is connected go out once one
+    /// is. Each outcome is written to standard error (the journal under
+    /// systemd), since the thread that queued it has moved on.
+    pub fn commands(mut self, rx: mpsc::Receiver<Command>) -> Plugin {
+        self.commands = Some(CommandQueue(Arc::new(Mutex::new(rx))));
         self
     }
 
@@ -594,6 +682,14 @@ impl Plugin {
             if TERMINATE.load(Ordering::SeqCst) {
                 return Ok(Ended::Terminated);
             }
+            Context {
+                conn,
+                stash: &mut stash,
+                next_id: &mut next_id,
+                journal,
+                plugin: self,
+            }
+            .send_queued()?;
             let msg: Vec<u8>;
             let data: &[u8] = if !stash.is_empty() {
                 msg = stash.remove(0);
@@ -641,7 +737,16 @@ impl Plugin {
             if !events && !lent.is_empty() {
                 let mut joined = 0;
                 while joined < COALESCE {
-                    let n = match recv_wait(conn, &mut more, Duration::ZERO)? {
+                    // Messages set aside while waiting for a command's
+                    // answer came first: take them before the socket's.
+                    let waiting = if stash.is_empty() {
+                        recv_wait(conn, &mut more, Duration::ZERO)?
+                    } else {
+                        let m = stash.remove(0);
+                        more[..m.len()].copy_from_slice(&m);
+                        Some(m.len())
+                    };
+                    let n = match waiting {
                         None => break,
                         Some(0) => {
                             closed = true;
@@ -652,7 +757,7 @@ impl Plugin {
                     let extra = match protocol::decode_from_dispatcher(&more[..n]) {
                         Ok(FromDispatcher::Records(rs)) => rs,
                         Ok(_) => {
-                            stash.push(more[..n].to_vec());
+                            stash.insert(0, more[..n].to_vec());
                             break;
                         }
                         Err(e) => return Err(Error::Connection(format!("protocol error: {e}"))),
@@ -693,6 +798,7 @@ impl Plugin {
                     stash: &mut stash,
                     next_id: &mut next_id,
                     journal,
+                    plugin: self,
                 };
                 handler(&batch, &mut ctx).map_err(Error::Handler)?;
                 if let Some(a) = batch.last_ack() {
