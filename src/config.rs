@@ -12,6 +12,9 @@
 //!
 //! Like auditd, audispd only trusts config files and programs that nobody
 //! but root (or the user audispd runs as) could have written.
+//!
+//! [`option_file`] reads the option files of the suite's other programs
+//! (audisp-remote, audisp-receive) by the same rules.
 
 mod doc;
 mod files;

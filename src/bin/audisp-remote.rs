@@ -215,9 +215,7 @@ fn apply_file<'s>(r: &mut Reader<'s>, top: &Table<'_, 's>, o: &mut Opts) {
     set(&mut o.reply_timeout, r.duration(top, "reply_timeout"));
     set(&mut o.retry_max, r.duration(top, "retry_max"));
     set(&mut o.name, r.string(top, "name"));
-    if let Some(l) = r.path(top, "listen") {
-        o.listen = Some(l);
-    }
+    set(&mut o.listen, r.path(top, "listen").map(Some));
     if let Some(t) = r.table(top, "tls") {
         r.reject_unknown(&t, &["cert", "key", "ca", "server_name"], |_| None);
         for (key, slot) in [
