@@ -12,10 +12,14 @@
 //!
 //! Like auditd, audispd only trusts config files and programs that nobody
 //! but root (or the user audispd runs as) could have written.
+//!
+//! [`option_file`] reads the option files of the suite's other programs
+//! (audisp-remote, audisp-receive) by the same rules.
 
 mod doc;
 mod files;
 mod main_file;
+pub mod option_file;
 mod plugin_file;
 mod units;
 
@@ -27,6 +31,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use files::{Entry, ReadError};
+/// Durations as the config files write them (`"500ms"`, `"30s"`; bare
+/// digits are seconds), for programs' own options.
+pub use units::parse_duration;
 /// Sizes as the config files write them (`"64M"`), for plugins' own options.
 pub use units::parse_size;
 

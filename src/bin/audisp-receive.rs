@@ -5,8 +5,11 @@
 //! audisp-remote in fast mode, stores every record durably and once
 //! ([`audisp::remote::store`]) before acknowledging it, and from the store
 //! writes an auditd-format log ([`audisp::remote::logfile`]) and/or feeds
-//! the local audispd as an input. See `docs/audisp-receive.8.md`.
+//! the local audispd as an input. Settings come from
+//! `/etc/audisp/audisp-receive.toml` (`--config`), flags override them. See
+//! `docs/audisp-receive.8.md`.
 
+use std::ffi::OsString;
 use std::net::TcpListener;
 
 use std::os::fd::AsFd;
@@ -15,6 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use audisp::config::option_file::{Reader, Source, Table};
+use audisp::config::{parse_duration, parse_size, Diagnostic};
 use audisp::engine::liveness::Liveness;
 use audisp::journal::{Limits, ReadOutcome, Step};
 use audisp::notify::Notifier;
@@ -26,11 +31,19 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-const USAGE: &str = "usage: audisp-receive [--listen ADDR:PORT]... [--state-dir DIR]
+const USAGE: &str = "usage: audisp-receive [--config FILE] [--check-config]
+       [--listen ADDR:PORT]... [--state-dir DIR]
        [--log FILE | --no-log] [--log-max-size BYTES] [--log-keep N]
        [--dispatcher SOCKET] [--input-name NAME] [--max-per-addr N]
        [--max-connections N] [--idle-timeout SECS] [--space-left BYTES]
-       [--store-max BYTES] [--tls-cert F --tls-key F --tls-ca F]";
+       [--store-max BYTES] [--tls-cert F --tls-key F --tls-ca F]
+Settings not given as flags come from FILE (default /etc/audisp/audisp-receive.toml,
+or $AUDISP_RECEIVE_CONFIG).";
+
+/// The option file read when neither `--config` nor the variable names one.
+const DEFAULT_CONFIG: &str = "/etc/audisp/audisp-receive.toml";
+/// The variable that names the option file (tests, relocated installs).
+const CONFIG_VAR: &str = "AUDISP_RECEIVE_CONFIG";
 
 struct Opts {
     listen: Vec<String>,
@@ -43,70 +56,234 @@ struct Opts {
     server: ServerConfig,
     store_max: u64,
     tls: audisp::remote::tls::TlsFiles,
+    /// `--check-config`: stop after reading the settings.
+    check_config: bool,
 }
 
-fn parse() -> Result<Opts, lexopt::Error> {
+impl Default for Opts {
+    fn default() -> Opts {
+        Opts {
+            listen: Vec::new(),
+            state_dir: PathBuf::from("/var/lib/audisp-receive"),
+            log: Some(PathBuf::from("/var/log/audit/remote.log")),
+            log_max: 8 << 20,
+            log_keep: 5,
+            dispatcher: None,
+            input_name: "remote".into(),
+            server: ServerConfig {
+                max_per_addr: 1,
+                max_connections: 128,
+                idle_timeout: None,
+                space_left: 75 << 20,
+                dir: PathBuf::new(),
+            },
+            store_max: 1 << 30,
+            tls: Default::default(),
+            check_config: false,
+        }
+    }
+}
+
+/// Why the program cannot start; both end in exit status 2.
+enum OptError {
+    /// A command-line mistake (shown with the usage).
+    Usage(String),
+    /// Mistakes in the option file, each at its line.
+    File(Vec<Diagnostic>),
+}
+
+/// Defaults, then the option file, then the flags.
+fn parse() -> Result<Opts, OptError> {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    // A first pass finds --config (and reports flag mistakes before the
+    // file's); the second applies the flags over the file's values.
+    let config = apply_flags(&mut Opts::default(), args.clone()).map_err(OptError::Usage)?;
+    let source = Source::locate(config, CONFIG_VAR, DEFAULT_CONFIG, &|k| std::env::var_os(k));
+    let mut o = Opts::default();
+    source
+        .load("audisp-receive", |r, top| apply_file(r, top, &mut o))
+        .map_err(OptError::File)?;
+    apply_flags(&mut o, args).map_err(OptError::Usage)?;
+    o.server.dir = o.state_dir.clone();
+    Ok(o)
+}
+
+/// Applies the command line to `o` (`--listen` flags replace the file's
+/// list); returns the `--config` file, if given.
+fn apply_flags(o: &mut Opts, args: Vec<OsString>) -> Result<Option<PathBuf>, String> {
     use lexopt::prelude::*;
-    let mut o = Opts {
-        listen: Vec::new(),
-        state_dir: PathBuf::from("/var/lib/audisp-receive"),
-        log: Some(PathBuf::from("/var/log/audit/remote.log")),
-        log_max: 8 << 20,
-        log_keep: 5,
-        dispatcher: None,
-        input_name: "remote".into(),
-        server: ServerConfig {
-            max_per_addr: 1,
-            max_connections: 128,
-            idle_timeout: None,
-            space_left: 75 << 20,
-            dir: PathBuf::new(),
-        },
-        store_max: 1 << 30,
-        tls: Default::default(),
-    };
-    let mut p = lexopt::Parser::from_env();
-    while let Some(arg) = p.next()? {
+    let mut config = None;
+    let mut listen = Vec::new();
+    let mut p = lexopt::Parser::from_args(args);
+    let e = |e: lexopt::Error| e.to_string();
+    while let Some(arg) = p.next().map_err(e)? {
         match arg {
-            Long("listen") => o.listen.push(p.value()?.string()?),
-            Long("state-dir") => o.state_dir = p.value()?.into(),
-            Long("log") => o.log = Some(p.value()?.into()),
+            Long("config") => config = Some(p.value().map_err(e)?.into()),
+            Long("check-config") => o.check_config = true,
+            Long("listen") => listen.push(flag(&mut p, "listen", check_addr)?),
+            Long("state-dir") => o.state_dir = p.value().map_err(e)?.into(),
+            Long("log") => o.log = Some(p.value().map_err(e)?.into()),
             Long("no-log") => o.log = None,
-            Long("log-max-size") => o.log_max = p.value()?.parse()?,
-            Long("log-keep") => o.log_keep = p.value()?.parse()?,
-            Long("dispatcher") => o.dispatcher = Some(p.value()?.into()),
-            Long("input-name") => o.input_name = p.value()?.string()?,
-            Long("max-per-addr") => o.server.max_per_addr = p.value()?.parse()?,
-            Long("max-connections") => o.server.max_connections = p.value()?.parse()?,
-            Long("idle-timeout") => {
-                let s: u64 = p.value()?.parse()?;
-                o.server.idle_timeout = (s > 0).then(|| Duration::from_secs(s));
+            Long("log-max-size") => o.log_max = flag(&mut p, "log-max-size", parse_size)?,
+            Long("log-keep") => o.log_keep = flag(&mut p, "log-keep", number)?,
+            Long("dispatcher") => o.dispatcher = Some(p.value().map_err(e)?.into()),
+            Long("input-name") => o.input_name = flag(&mut p, "input-name", text)?,
+            Long("max-per-addr") => o.server.max_per_addr = flag(&mut p, "max-per-addr", number)?,
+            Long("max-connections") => {
+                o.server.max_connections = flag(&mut p, "max-connections", number)?
             }
-            Long("space-left") => o.server.space_left = p.value()?.parse()?,
-            Long("store-max") => o.store_max = p.value()?.parse()?,
-            Long("tls-cert") => o.tls.cert = Some(p.value()?.into()),
-            Long("tls-key") => o.tls.key = Some(p.value()?.into()),
-            Long("tls-ca") => o.tls.ca = Some(p.value()?.into()),
+            Long("idle-timeout") => {
+                o.server.idle_timeout = flag(&mut p, "idle-timeout", off_if_zero)?
+            }
+            Long("space-left") => o.server.space_left = flag(&mut p, "space-left", parse_size)?,
+            Long("store-max") => o.store_max = flag(&mut p, "store-max", parse_size)?,
+            Long("tls-cert") => o.tls.cert = Some(p.value().map_err(e)?.into()),
+            Long("tls-key") => o.tls.key = Some(p.value().map_err(e)?.into()),
+            Long("tls-ca") => o.tls.ca = Some(p.value().map_err(e)?.into()),
             Long("help") | Short('h') => {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
-            _ => return Err(arg.unexpected()),
+            _ => return Err(arg.unexpected().to_string()),
         }
     }
-    o.server.dir = o.state_dir.clone();
-    Ok(o)
+    if !listen.is_empty() {
+        o.listen = listen;
+    }
+    Ok(config)
+}
+
+/// The value of `--NAME`, converted by `f`; its error names the flag.
+fn flag<T>(
+    p: &mut lexopt::Parser,
+    name: &str,
+    f: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, String> {
+    use lexopt::ValueExt;
+    let v = p
+        .value()
+        .and_then(|v| v.string())
+        .map_err(|e| e.to_string())?;
+    let out = f(&v).map_err(|m| format!("--{name} {v:?} {m}"))?;
+    Ok(out)
+}
+
+/// Takes the option file's values into `o`; mistakes are recorded by `r`.
+fn apply_file<'s>(r: &mut Reader<'s>, top: &Table<'_, 's>, o: &mut Opts) {
+    r.reject_unknown(
+        top,
+        &[
+            "listen",
+            "state_dir",
+            "log",
+            "log_max_size",
+            "log_keep",
+            "dispatcher",
+            "input_name",
+            "max_per_addr",
+            "max_connections",
+            "idle_timeout",
+            "space_left",
+            "store_max",
+            "tls",
+        ],
+        flag_spelling,
+    );
+    set(&mut o.listen, r.list(top, "listen", check_addr));
+    set(&mut o.state_dir, r.path(top, "state_dir"));
+    set(&mut o.log, r.path_or_off(top, "log"));
+    set(&mut o.log_max, r.size(top, "log_max_size"));
+    set(&mut o.log_keep, r.count(top, "log_keep"));
+    set(&mut o.dispatcher, r.path_or_off(top, "dispatcher"));
+    set(&mut o.input_name, r.string(top, "input_name"));
+    set(&mut o.server.max_per_addr, r.count(top, "max_per_addr"));
+    set(
+        &mut o.server.max_connections,
+        r.count(top, "max_connections"),
+    );
+    if let Some(d) = r.duration(top, "idle_timeout") {
+        o.server.idle_timeout = (!d.is_zero()).then_some(d);
+    }
+    set(&mut o.server.space_left, r.size(top, "space_left"));
+    set(&mut o.store_max, r.size(top, "store_max"));
+    if let Some(t) = r.table(top, "tls") {
+        r.reject_unknown(&t, &["cert", "key", "ca"], |_| None);
+        for (key, slot) in [
+            ("cert", &mut o.tls.cert),
+            ("key", &mut o.tls.key),
+            ("ca", &mut o.tls.ca),
+        ] {
+            if let Some(p) = r.path(&t, key) {
+                *slot = Some(p);
+            }
+        }
+    }
+}
+
+/// Where a flag's name written as a top-level key belongs instead.
+fn flag_spelling(key: &str) -> Option<String> {
+    let k = key.replace('-', "_");
+    if let Some(rest) = k.strip_prefix("tls_") {
+        return Some(format!("write {rest} in a [tls] section"));
+    }
+    (k == "no_log").then(|| "write log = false".to_string())
+}
+
+/// Overwrites `slot` with a value the file gave.
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+/// An address to listen on, checked to be ADDR:PORT.
+fn check_addr(v: &str) -> Result<String, String> {
+    let ok = v.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.trim_matches(|c| c == '[' || c == ']').is_empty() && port.parse::<u16>().is_ok()
+    });
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err("is not ADDR:PORT; write it such as \"0.0.0.0:60\" or \"[::]:60\"".into())
+    }
+}
+
+/// Any text.
+fn text(v: &str) -> Result<String, String> {
+    Ok(v.to_string())
+}
+
+/// A whole number that fits `N`.
+fn number<N: std::str::FromStr>(v: &str) -> Result<N, String> {
+    v.parse()
+        .map_err(|_| "is not a whole number in range".to_string())
+}
+
+/// A duration where 0 means none.
+fn off_if_zero(v: &str) -> Result<Option<Duration>, String> {
+    parse_duration(v).map(|d| (!d.is_zero()).then_some(d))
 }
 
 fn main() {
     audisp::logging::init("audisp-receive", "info");
     let opts = match parse() {
         Ok(o) => o,
-        Err(e) => {
+        Err(OptError::Usage(e)) => {
             eprintln!("audisp-receive: {e}\n{USAGE}");
             std::process::exit(2);
         }
+        Err(OptError::File(diags)) => {
+            for d in &diags {
+                eprintln!("audisp-receive: {d}");
+            }
+            eprintln!("audisp-receive: not started: correct the option file");
+            std::process::exit(2);
+        }
     };
+    if opts.check_config {
+        println!("audisp-receive: configuration ok");
+        return;
+    }
     if let Err(e) = run(opts) {
         tracing::error!("{e}");
         std::process::exit(1);

@@ -5,26 +5,39 @@
 //! before the batch is acknowledged to the dispatcher; a separate thread
 //! ([`audisp::remote::sender`]) sends the spool to the aggregator — stock
 //! auditd (`tcp_listen_port`) or audisp-receive (fast mode) — in order,
-//! resuming after any crash of either side. See `docs/audisp-remote.8.md`.
+//! resuming after any crash of either side. Settings come from
+//! `/etc/audisp/audisp-remote.toml` (`--config`), flags override them. See
+//! `docs/audisp-remote.8.md`.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use audisp::config::option_file::{Reader, Source, Table};
+use audisp::config::{parse_duration, parse_size, Diagnostic};
 use audisp::journal::{Journal, Limits, NewEntry, ReadOutcome, Step};
 use audisp::remote::sender::{Action, Actions, SenderConfig, SenderLoop, SenderState};
 use audisp::remote::tls::{self, TlsFiles};
 use audisp::sdk::{Command, Plugin};
 
-const USAGE: &str = "usage: audisp-remote --server HOST:PORT [--spool-dir DIR] [--spool-max BYTES]
+const USAGE: &str = "usage: audisp-remote [--config FILE] [--check-config]
+       [--server HOST:PORT] [--spool-dir DIR] [--spool-max BYTES]
        [--overflow block|drop-oldest] [--sync durable|none] [--no-fast] [--window BYTES]
        [--heartbeat SECS] [--reply-timeout SECS] [--retry-max SECS]
        [--tls-cert F --tls-key F --tls-ca F [--tls-server-name NAME]]
        [--on-network-failure A] [--on-disk-low A] [--on-disk-full A] [--on-disk-error A]
        [--on-remote-ending A]   (A: ignore, log, reconnect, suspend, dispatcher:NAME)
-       [--name NAME] [--listen SOCKET]";
+       [--name NAME] [--listen SOCKET]
+Settings not given as flags come from FILE (default /etc/audisp/audisp-remote.toml,
+or $AUDISP_REMOTE_CONFIG); the server is required in one or the other.";
+
+/// The option file read when neither `--config` nor the variable names one.
+const DEFAULT_CONFIG: &str = "/etc/audisp/audisp-remote.toml";
+/// The variable that names the option file (tests, relocated installs).
+const CONFIG_VAR: &str = "AUDISP_REMOTE_CONFIG";
 
 struct Opts {
     server: String,
@@ -42,82 +55,103 @@ struct Opts {
     actions: Actions,
     name: String,
     listen: Option<PathBuf>,
+    /// `--check-config`: stop after reading the settings.
+    check_config: bool,
 }
 
-fn parse() -> Result<Opts, String> {
+impl Default for Opts {
+    fn default() -> Opts {
+        Opts {
+            server: String::new(),
+            spool_dir: PathBuf::from("/var/lib/audisp-remote"),
+            spool_max: 1 << 30,
+            drop_oldest: false,
+            durable: true,
+            fast: true,
+            window: 8 << 20,
+            heartbeat: None,
+            reply_timeout: Duration::from_secs(5),
+            retry_max: Duration::from_secs(30),
+            tls: TlsFiles::default(),
+            tls_name: None,
+            actions: Actions::default(),
+            name: "remote".into(),
+            listen: None,
+            check_config: false,
+        }
+    }
+}
+
+/// Why the program cannot start; both end in exit status 2.
+enum OptError {
+    /// A command-line mistake (shown with the usage).
+    Usage(String),
+    /// Mistakes in the option file, each at its line.
+    File(Vec<Diagnostic>),
+}
+
+/// `--overflow` / `overflow`: whether the oldest unsent records are dropped.
+const OVERFLOW: &[(&str, bool)] = &[("block", false), ("drop-oldest", true)];
+/// `--sync` / `sync`: whether each batch is fsynced.
+const SYNC: &[(&str, bool)] = &[("durable", true), ("none", false)];
+
+/// Defaults, then the option file, then the flags.
+fn parse() -> Result<Opts, OptError> {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    // A first pass finds --config (and reports flag mistakes before the
+    // file's); the second applies the flags over the file's values.
+    let config = apply_flags(&mut Opts::default(), args.clone()).map_err(OptError::Usage)?;
+    let source = Source::locate(config, CONFIG_VAR, DEFAULT_CONFIG, &|k| std::env::var_os(k));
+    let mut o = Opts::default();
+    source
+        .load("audisp-remote", |r, top| apply_file(r, top, &mut o))
+        .map_err(OptError::File)?;
+    apply_flags(&mut o, args).map_err(OptError::Usage)?;
+    if o.server.is_empty() {
+        return Err(OptError::Usage(format!(
+            "no server: set server = \"HOST:PORT\" in {} or give --server HOST:PORT",
+            source.path.display()
+        )));
+    }
+    Ok(o)
+}
+
+/// Applies the command line to `o`; returns the `--config` file, if given.
+fn apply_flags(o: &mut Opts, args: Vec<OsString>) -> Result<Option<PathBuf>, String> {
     use lexopt::prelude::*;
-    let mut o = Opts {
-        server: String::new(),
-        spool_dir: PathBuf::from("/var/lib/audisp-remote"),
-        spool_max: 1 << 30,
-        drop_oldest: false,
-        durable: true,
-        fast: true,
-        window: 8 << 20,
-        heartbeat: None,
-        reply_timeout: Duration::from_secs(5),
-        retry_max: Duration::from_secs(30),
-        tls: TlsFiles::default(),
-        tls_name: None,
-        actions: Actions::default(),
-        name: "remote".into(),
-        listen: None,
-    };
-    let mut p = lexopt::Parser::from_env();
+    let mut config = None;
+    let mut p = lexopt::Parser::from_args(args);
     let e = |e: lexopt::Error| e.to_string();
-    let secs = |v: u64| Duration::from_secs(v);
     while let Some(arg) = p.next().map_err(e)? {
         match arg {
-            Long("server") => o.server = p.value().map_err(e)?.string().map_err(e)?,
+            Long("config") => config = Some(p.value().map_err(e)?.into()),
+            Long("check-config") => o.check_config = true,
+            Long("server") => o.server = flag(&mut p, "server", check_server)?,
             Long("spool-dir") => o.spool_dir = p.value().map_err(e)?.into(),
-            Long("spool-max") => o.spool_max = p.value().map_err(e)?.parse().map_err(e)?,
-            Long("overflow") => {
-                o.drop_oldest = match p.value().map_err(e)?.string().map_err(e)?.as_str() {
-                    "block" => false,
-                    "drop-oldest" => true,
-                    v => return Err(format!("--overflow: {v:?} is not block or drop-oldest")),
-                }
-            }
-            Long("sync") => {
-                o.durable = match p.value().map_err(e)?.string().map_err(e)?.as_str() {
-                    "durable" => true,
-                    "none" => false,
-                    v => return Err(format!("--sync: {v:?} is not durable or none")),
-                }
-            }
+            Long("spool-max") => o.spool_max = flag(&mut p, "spool-max", parse_size)?,
+            Long("overflow") => o.drop_oldest = flag(&mut p, "overflow", |v| word(OVERFLOW, v))?,
+            Long("sync") => o.durable = flag(&mut p, "sync", |v| word(SYNC, v))?,
             Long("no-fast") => o.fast = false,
-            Long("window") => o.window = p.value().map_err(e)?.parse().map_err(e)?,
-            Long("heartbeat") => {
-                let s: u64 = p.value().map_err(e)?.parse().map_err(e)?;
-                o.heartbeat = (s > 0).then(|| secs(s));
-            }
+            Long("window") => o.window = flag(&mut p, "window", size)?,
+            Long("heartbeat") => o.heartbeat = flag(&mut p, "heartbeat", off_if_zero)?,
             Long("reply-timeout") => {
-                o.reply_timeout = secs(p.value().map_err(e)?.parse().map_err(e)?)
+                o.reply_timeout = flag(&mut p, "reply-timeout", parse_duration)?
             }
-            Long("retry-max") => o.retry_max = secs(p.value().map_err(e)?.parse().map_err(e)?),
+            Long("retry-max") => o.retry_max = flag(&mut p, "retry-max", parse_duration)?,
             Long("tls-cert") => o.tls.cert = Some(p.value().map_err(e)?.into()),
             Long("tls-key") => o.tls.key = Some(p.value().map_err(e)?.into()),
             Long("tls-ca") => o.tls.ca = Some(p.value().map_err(e)?.into()),
-            Long("tls-server-name") => {
-                o.tls_name = Some(p.value().map_err(e)?.string().map_err(e)?)
+            Long("tls-server-name") => o.tls_name = Some(flag(&mut p, "tls-server-name", text)?),
+            Long("on-network-failure") => {
+                o.actions.network_failure = flag(&mut p, "on-network-failure", action)?
             }
-            Long(
-                case @ ("on-network-failure" | "on-disk-low" | "on-disk-full" | "on-disk-error"
-                | "on-remote-ending"),
-            ) => {
-                let case = case.to_string();
-                let a = Action::parse(&p.value().map_err(e)?.string().map_err(e)?)
-                    .map_err(|m| format!("--{case}: {m}"))?;
-                let slot = match case.as_str() {
-                    "on-network-failure" => &mut o.actions.network_failure,
-                    "on-disk-low" => &mut o.actions.disk_low,
-                    "on-disk-full" => &mut o.actions.disk_full,
-                    "on-disk-error" => &mut o.actions.disk_error,
-                    _ => &mut o.actions.remote_ending,
-                };
-                *slot = a;
+            Long("on-disk-low") => o.actions.disk_low = flag(&mut p, "on-disk-low", action)?,
+            Long("on-disk-full") => o.actions.disk_full = flag(&mut p, "on-disk-full", action)?,
+            Long("on-disk-error") => o.actions.disk_error = flag(&mut p, "on-disk-error", action)?,
+            Long("on-remote-ending") => {
+                o.actions.remote_ending = flag(&mut p, "on-remote-ending", action)?
             }
-            Long("name") => o.name = p.value().map_err(e)?.string().map_err(e)?,
+            Long("name") => o.name = flag(&mut p, "name", text)?,
             Long("listen") => o.listen = Some(p.value().map_err(e)?.into()),
             Long("help") | Short('h') => {
                 println!("{USAGE}");
@@ -126,10 +160,161 @@ fn parse() -> Result<Opts, String> {
             _ => return Err(arg.unexpected().to_string()),
         }
     }
-    if o.server.is_empty() {
-        return Err("--server HOST:PORT is required".into());
+    Ok(config)
+}
+
+/// The value of `--NAME`, converted by `f`; its error names the flag.
+fn flag<T>(
+    p: &mut lexopt::Parser,
+    name: &str,
+    f: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, String> {
+    use lexopt::ValueExt;
+    let v = p
+        .value()
+        .and_then(|v| v.string())
+        .map_err(|e| e.to_string())?;
+    let out = f(&v).map_err(|m| format!("--{name} {v:?} {m}"))?;
+    Ok(out)
+}
+
+/// Takes the option file's values into `o`; mistakes are recorded by `r`.
+fn apply_file<'s>(r: &mut Reader<'s>, top: &Table<'_, 's>, o: &mut Opts) {
+    r.reject_unknown(
+        top,
+        &[
+            "server",
+            "spool_dir",
+            "spool_max",
+            "overflow",
+            "sync",
+            "fast",
+            "window",
+            "heartbeat",
+            "reply_timeout",
+            "retry_max",
+            "name",
+            "listen",
+            "tls",
+            "failure",
+        ],
+        flag_spelling,
+    );
+    set(&mut o.server, r.parsed(top, "server", check_server));
+    set(&mut o.spool_dir, r.path(top, "spool_dir"));
+    set(&mut o.spool_max, r.size(top, "spool_max"));
+    set(
+        &mut o.drop_oldest,
+        r.choice(top, "overflow", "overflow policy", OVERFLOW),
+    );
+    set(&mut o.durable, r.choice(top, "sync", "sync policy", SYNC));
+    set(&mut o.fast, r.bool(top, "fast"));
+    set(&mut o.window, r.size(top, "window"));
+    if let Some(d) = r.duration(top, "heartbeat") {
+        o.heartbeat = (!d.is_zero()).then_some(d);
     }
-    Ok(o)
+    set(&mut o.reply_timeout, r.duration(top, "reply_timeout"));
+    set(&mut o.retry_max, r.duration(top, "retry_max"));
+    set(&mut o.name, r.string(top, "name"));
+    set(&mut o.listen, r.path(top, "listen").map(Some));
+    if let Some(t) = r.table(top, "tls") {
+        r.reject_unknown(&t, &["cert", "key", "ca", "server_name"], |_| None);
+        for (key, slot) in [
+            ("cert", &mut o.tls.cert),
+            ("key", &mut o.tls.key),
+            ("ca", &mut o.tls.ca),
+        ] {
+            if let Some(p) = r.path(&t, key) {
+                *slot = Some(p);
+            }
+        }
+        if let Some(n) = r.string(&t, "server_name") {
+            o.tls_name = Some(n);
+        }
+    }
+    if let Some(t) = r.table(top, "failure") {
+        let a = &mut o.actions;
+        let cases = [
+            ("network_failure", &mut a.network_failure),
+            ("disk_low", &mut a.disk_low),
+            ("disk_full", &mut a.disk_full),
+            ("disk_error", &mut a.disk_error),
+            ("remote_ending", &mut a.remote_ending),
+        ];
+        let names: Vec<&str> = cases.iter().map(|(k, _)| *k).collect();
+        r.reject_unknown(&t, &names, |_| None);
+        for (key, slot) in cases {
+            set(slot, r.parsed(&t, key, action));
+        }
+    }
+}
+
+/// Where a flag's name written as a top-level key belongs instead.
+fn flag_spelling(key: &str) -> Option<String> {
+    let k = key.replace('-', "_");
+    if let Some(rest) = k.strip_prefix("tls_") {
+        return Some(format!("write {rest} in a [tls] section"));
+    }
+    if let Some(rest) = k.strip_prefix("on_") {
+        return Some(format!("write {rest} in a [failure] section"));
+    }
+    (k == "no_fast").then(|| "write fast = false".to_string())
+}
+
+/// Overwrites `slot` with a value the file gave.
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+/// A failure action, as `--on-*` and `[failure]` write it.
+fn action(v: &str) -> Result<Action, String> {
+    Action::parse(v).map_err(|_| {
+        "is not a failure action; use \"ignore\", \"log\", \"reconnect\", \"suspend\" or \"dispatcher:NAME\" (NAME: an [actions.NAME] of this plugin's plugins.d file; lower-case letters, digits, '-', '_')".to_string()
+    })
+}
+
+/// The aggregator's address, checked to be HOST:PORT.
+fn check_server(v: &str) -> Result<String, String> {
+    let ok = v.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.trim_matches(|c| c == '[' || c == ']').is_empty()
+            && port.parse::<u16>().is_ok_and(|p| p > 0)
+    });
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(
+            "is not HOST:PORT; write it such as \"collector.example:60\" or \"[2001:db8::1]:60\""
+                .into(),
+        )
+    }
+}
+
+/// Any text.
+fn text(v: &str) -> Result<String, String> {
+    Ok(v.to_string())
+}
+
+/// One of `choices`, by name.
+fn word<T: Copy>(choices: &[(&str, T)], v: &str) -> Result<T, String> {
+    match choices.iter().find(|(n, _)| *n == v) {
+        Some((_, t)) => Ok(*t),
+        None => {
+            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            Err(format!("is not one of {}", names.join(", ")))
+        }
+    }
+}
+
+/// A size in bytes (`"64M"`) that fits in memory.
+fn size(v: &str) -> Result<usize, String> {
+    usize::try_from(parse_size(v)?).map_err(|_| "is too large".to_string())
+}
+
+/// A duration where 0 means none.
+fn off_if_zero(v: &str) -> Result<Option<Duration>, String> {
+    parse_duration(v).map(|d| (!d.is_zero()).then_some(d))
 }
 
 static RESUME: AtomicBool = AtomicBool::new(false);
@@ -142,11 +327,22 @@ fn main() {
     audisp::logging::init("audisp-remote", "info");
     let opts = match parse() {
         Ok(o) => o,
-        Err(e) => {
+        Err(OptError::Usage(e)) => {
             eprintln!("audisp-remote: {e}\n{USAGE}");
             std::process::exit(2);
         }
+        Err(OptError::File(diags)) => {
+            for d in &diags {
+                eprintln!("audisp-remote: {d}");
+            }
+            eprintln!("audisp-remote: not started: correct the option file");
+            std::process::exit(2);
+        }
     };
+    if opts.check_config {
+        println!("audisp-remote: configuration ok");
+        return;
+    }
     if let Err(e) = run(opts) {
         tracing::error!("{e}");
         std::process::exit(1);

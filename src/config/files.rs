@@ -36,6 +36,13 @@ pub(super) enum ReadError {
 /// check and read is not a concern; the file is opened non-blocking so a
 /// FIFO planted in plugins.d cannot hang the loader.
 pub(super) fn read_config(path: &Path) -> Result<String, ReadError> {
+    read_config_for(path, "audispd")
+}
+
+/// [`read_config`] for another program of the suite (audisp-remote, say),
+/// which trusts its option file by the same rule; `program` names it in
+/// the messages.
+pub(super) fn read_config_for(path: &Path, program: &str) -> Result<String, ReadError> {
     let mut file = match File::options()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -48,7 +55,7 @@ pub(super) fn read_config(path: &Path) -> Result<String, ReadError> {
     let meta = file
         .metadata()
         .map_err(|e| ReadError::Refused(format!("cannot check the file: {e}")))?;
-    if let Some(problem) = trust_problem(path, &meta, FileRole::Config) {
+    if let Some(problem) = trust_problem(path, &meta, FileRole::Config, program) {
         return Err(ReadError::Refused(problem));
     }
     if meta.len() > MAX_CONFIG_BYTES {
@@ -84,7 +91,7 @@ pub(super) fn check_program(path: &Path, what: &str) -> Result<(), String> {
         }
         Err(e) => return Err(format!("cannot check {what} {}: {e}", path.display())),
     };
-    match trust_problem(path, &meta, FileRole::Program) {
+    match trust_problem(path, &meta, FileRole::Program, "audispd") {
         Some(problem) => Err(format!("{what} {} {problem}", path.display())),
         None => Ok(()),
     }
@@ -110,15 +117,16 @@ enum FileRole {
     Program,
 }
 
-/// Why `meta` (of `path`) cannot be trusted, with the fix, or `None`.
-fn trust_problem(path: &Path, meta: &Metadata, role: FileRole) -> Option<String> {
+/// Why `meta` (of `path`) cannot be trusted by `program`, with the fix, or
+/// `None`.
+fn trust_problem(path: &Path, meta: &Metadata, role: FileRole, program: &str) -> Option<String> {
     let kind = match role {
         FileRole::Config => "config files",
         FileRole::Program => "programs",
     };
     if !meta.file_type().is_file() {
         return Some(format!(
-            "is {}, not a regular file; audispd only uses regular files as {kind}",
+            "is {}, not a regular file; {program} only uses regular files as {kind}",
             file_type_name(meta)
         ));
     }
@@ -146,14 +154,14 @@ fn trust_problem(path: &Path, meta: &Metadata, role: FileRole) -> Option<String>
     let owner_rule = if euid == 0 {
         "owned by root".to_string()
     } else {
-        format!("owned by root (or by uid {euid}, which runs audispd)")
+        format!("owned by root (or by uid {euid}, which runs {program})")
     };
     let rule = match role {
         FileRole::Config => format!(
-            "audispd only reads config files {owner_rule} that group and others cannot write"
+            "{program} only reads config files {owner_rule} that group and others cannot write"
         ),
         FileRole::Program => {
-            format!("audispd only runs programs {owner_rule} that group and others cannot write and the owner can execute")
+            format!("{program} only runs programs {owner_rule} that group and others cannot write and the owner can execute")
         }
     };
     let shown = path.display();

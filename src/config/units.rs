@@ -45,7 +45,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Parses a duration written as a string: digits and a unit (`ms`, `s`,
 /// `m`, `h`); bare digits are seconds.
-pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(digits_end);
