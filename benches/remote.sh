@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 
 ROOT = os.getcwd()
 REL = os.path.join(ROOT, "target/release")
@@ -199,10 +200,28 @@ plugin_dir = {d}/plugins.d
     auditd.send_signal(signal.SIGTERM)
     auditd.wait()
     with open(log, "rb") as f:
-        got = sum(1 for l in f if not l.startswith(b"type=DAEMON_"))
-    return {"case": "stock audisp-remote -> stock auditd", "records": got, "secs": dt,
-            "send_cpu": ru.ru_utime + ru.ru_stime, "send_rss": ru.ru_maxrss / 1024,
-            "recv_cpu": a1 - a0, "recv_rss": rss_r, "expected": n_sent}
+        got = f.read().split(b"\n")[:-1]
+    # The log holds the replayed records (audisp-remote strips EOE) between
+    # the listener's own DAEMON_START/ACCEPT/CLOSE/END records. The replay
+    # has DAEMON_ records of its own, so tell them apart by content.
+    sent = [l for l in data.split(b"\n") if l and not l.startswith(b"type=EOE ")]
+    known = set(sent)
+    replayed = [l for l in got if l in known]
+    logged = sum((Counter(sent) & Counter(replayed)).values())
+    odd = []
+    if len(replayed) > logged:
+        odd.append(f"{len(replayed) - logged} duplicate(s)")
+    elif logged == len(sent) and replayed != sent:
+        odd.append("records out of order")
+    stray = sum(1 for l in got if l not in known and not l.startswith(b"type=DAEMON_"))
+    if stray:
+        odd.append(f"{stray} line(s) that are neither replayed nor the listener's own")
+    res = {"case": "stock audisp-remote -> stock auditd", "records": logged, "secs": dt,
+           "send_cpu": ru.ru_utime + ru.ru_stime, "send_rss": ru.ru_maxrss / 1024,
+           "recv_cpu": a1 - a0, "recv_rss": rss_r, "expected": n_sent}
+    if odd:
+        res["odd"] = ", ".join(odd) + f" in {log}"
+    return res
 
 
 def certs(tmp):
@@ -313,6 +332,8 @@ def main():
             print(f"  ({r['case']}: the sending host's audispd used {r['disp_cpu'] / r['records'] * 1e6:.2f} us/record more)")
         if "expected" in r and r["records"] != r["expected"]:
             print(f"  WARNING: {r['case']} logged {r['records']} of {r['expected']} records")
+        if "odd" in r:
+            print(f"  WARNING: {r['case']}: {r['odd']}")
     if o["keep"]:
         print(f"kept {tmp}")
     else:

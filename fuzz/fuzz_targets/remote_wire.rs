@@ -7,7 +7,8 @@
 //! * a consumed frame is no larger than `MAX_MESSAGE`, and an incomplete
 //!   prefix never makes the decoder ask for more than `MAX_MESSAGE` bytes;
 //! * batch payloads either parse into non-empty records of at most
-//!   `MAX_RECORD` bytes or are rejected.
+//!   `MAX_RECORD` bytes, numbered from 1 to at most `u64::MAX`, or are
+//!   rejected.
 
 #![no_main]
 
@@ -23,8 +24,11 @@ fuzz_target!(|data: &[u8]| {
                 assert!(n > 0 && n <= rest.len() && n <= MAX_MESSAGE);
                 if let Frame::Managed(h, p) = frame {
                     if h.mtype == types::FAST_BATCH {
-                        if let Ok((_, recs)) = parse_batch(p) {
+                        if let Ok((first, recs)) = parse_batch(p) {
                             assert!(recs.iter().all(|r| !r.is_empty() && r.len() <= MAX_RECORD));
+                            assert!(
+                                first >= 1 && first.checked_add(recs.len() as u64 - 1).is_some()
+                            );
                         }
                     }
                 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
 
-use super::store::{SenderKey, Store};
+use super::store::{SenderKey, Store, Stored};
 use super::wire::{self, types, Decoder, Frame, WireError};
 
 /// A connection's byte stream: plain TCP, or TLS over it.
@@ -184,7 +184,7 @@ pub fn serve(
                         tracing::warn!("{peer}: {e}");
                     } else {
                         match wrap(stream) {
-                            Ok(t) => Connection::new(t, peer, &shared2).run(),
+                            Ok(t) => serve_connection(t, peer, &shared2),
                             Err(e) => {
                                 shared2.counters.refused.fetch_add(1, Ordering::Relaxed);
                                 tracing::warn!("refusing {peer}: {e}");
@@ -200,6 +200,14 @@ pub fn serve(
         let _ = t.join();
     }
     Ok(())
+}
+
+/// Serves one client on `io` until it closes the connection, sends
+/// something that is not the protocol, stays idle too long or the server
+/// stops: everything a connection does after the accept loop's limits let
+/// it in (the fuzz target `remote_session` drives it with arbitrary bytes).
+pub fn serve_connection(io: Box<dyn Transport>, peer: SocketAddr, shared: &Shared) {
+    Connection::new(io, peer, shared).run()
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -411,7 +419,7 @@ impl<'s> Connection<'s> {
                     let idx = *idx;
                     match wire::parse_batch(p) {
                         Err(e) => Err(End::Garbage(e)),
-                        Ok((first, recs)) => match store.store_fast(idx, first, &recs) {
+                        Ok((first, recs)) => match store_fast_lines(&store, idx, first, p, &recs) {
                             Ok(s) => {
                                 self.count(s.new, s.duplicates);
                                 sync_to = sync_to.max(s.sync_to);
@@ -559,7 +567,154 @@ fn is_full(e: &io::Error) -> bool {
 fn clean_payload(p: &[u8]) -> Vec<u8> {
     let p = &p[..memchr::memchr(0, p).unwrap_or(p.len())];
     let p = p.strip_suffix(b"\n").unwrap_or(p);
-    p.iter()
+    one_line(p)
+}
+
+/// `text` with every newline made a space: the log holds one record per
+/// line, whatever a client put inside a record.
+fn one_line(text: &[u8]) -> Vec<u8> {
+    text.iter()
         .map(|&b| if b == b'\n' { b' ' } else { b })
         .collect()
+}
+
+/// Stores a fast-mode batch (`payload`, parsed into `recs`), each record
+/// made one line first. Our sender never puts a newline in a record, so
+/// the copy is only made when the payload has one at all.
+fn store_fast_lines(
+    store: &Store,
+    idx: u16,
+    first: u64,
+    payload: &[u8],
+    recs: &[&[u8]],
+) -> io::Result<Stored> {
+    if memchr::memchr(b'\n', payload).is_none() {
+        return store.store_fast(idx, first, recs);
+    }
+    let lines: Vec<Vec<u8>> = recs.iter().map(|r| one_line(r)).collect();
+    let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+    store.store_fast(idx, first, &refs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Limits, ReadOutcome, Step};
+
+    /// A client that sends `input` in one piece, then closes.
+    struct Client {
+        input: io::Cursor<Vec<u8>>,
+        out: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Read for Client {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+
+    impl Write for Client {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.out.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Transport for Client {}
+
+    /// Serves one connection that sends `input`; returns the replies and
+    /// the records the store holds.
+    fn session(input: Vec<u8>) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            segment_size: 1 << 20,
+            max_size: 1 << 30,
+            memory: 1 << 20,
+        };
+        let store = Arc::new(Store::open(dir.path(), limits).unwrap());
+        let shared = Shared::new(
+            store.clone(),
+            ServerConfig {
+                max_per_addr: 1,
+                max_connections: 1,
+                idle_timeout: None,
+                space_left: 0,
+                dir: dir.path().to_path_buf(),
+            },
+        );
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let client = Client {
+            input: io::Cursor::new(input),
+            out: out.clone(),
+        };
+        serve_connection(Box::new(client), "192.0.2.1:1".parse().unwrap(), &shared);
+        let mut held = Vec::new();
+        let mut reader = store.journal().reader(1);
+        while let ReadOutcome::Entries(_) = reader
+            .read(1 << 20, &mut |e| {
+                held.push(e.text.to_vec());
+                Step::Next
+            })
+            .unwrap()
+        {}
+        let replies = out.lock().unwrap().clone();
+        (replies, held)
+    }
+
+    fn fast_batch(first: u64, recs: &[&[u8]]) -> Vec<u8> {
+        let mut b = wire::BatchBuilder::default();
+        b.start(first);
+        for r in recs {
+            assert!(b.push(r));
+        }
+        let mut m = wire::hello_line([9; 16]);
+        wire::encode(&mut m, types::HEARTBEAT, 1, b"").unwrap();
+        wire::encode(&mut m, types::FAST_BATCH, 0, b.payload()).unwrap();
+        m
+    }
+
+    /// Found by the fuzz target `remote_session`: a fast-mode record with a
+    /// newline inside was stored as it came, and so written to the log as
+    /// two lines, the second one forged by the client.
+    #[test]
+    fn fast_records_with_newlines_are_stored_as_one_line() {
+        let input = fast_batch(
+            1,
+            &[
+                b"type=USER msg=audit(1.000:1): a\ntype=DAEMON_END msg=audit(1.000:2): forged",
+                b"type=USER msg=audit(1.000:3): b",
+            ],
+        );
+        let (replies, held) = session(input);
+        assert_eq!(
+            held,
+            vec![
+                b"type=USER msg=audit(1.000:1): a type=DAEMON_END msg=audit(1.000:2): forged"
+                    .to_vec(),
+                b"type=USER msg=audit(1.000:3): b".to_vec(),
+            ]
+        );
+        let mut want = Vec::new();
+        wire::encode(&mut want, types::FAST_OK, 1, &0u64.to_le_bytes()).unwrap();
+        wire::encode(&mut want, types::FAST_ACK, 0, &2u64.to_le_bytes()).unwrap();
+        assert_eq!(replies, want);
+    }
+
+    #[test]
+    fn stock_records_are_cut_at_nul_and_made_one_line() {
+        let mut input = Vec::new();
+        wire::encode(&mut input, types::MESSAGE, 5, b"type=USER a\nb\n\0junk").unwrap();
+        input.extend_from_slice(b"type=USER c\n");
+        let (replies, held) = session(input);
+        assert_eq!(
+            held,
+            vec![b"type=USER a b".to_vec(), b"type=USER c".to_vec()]
+        );
+        let mut want = Vec::new();
+        wire::encode(&mut want, types::ACK, 5, b"").unwrap();
+        assert_eq!(replies, want);
+    }
 }

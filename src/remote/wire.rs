@@ -363,6 +363,9 @@ pub fn parse_batch(payload: &[u8]) -> Result<(u64, Vec<&[u8]>), WireError> {
     if out.is_empty() {
         return Err(WireError::BadBatch("no record"));
     }
+    if first.checked_add(out.len() as u64 - 1).is_none() {
+        return Err(WireError::BadBatch("sequence numbers past 2^64 - 1"));
+    }
     Ok((first, out))
 }
 
@@ -481,6 +484,27 @@ mod tests {
         }
         assert_eq!(n, MAX_BATCH / (MAX_RECORD + 2));
         assert!(b.payload().len() <= MAX_BATCH);
+    }
+
+    /// The receiver's store computes the batch's last sequence number
+    /// (`first + count - 1`): a batch whose numbers run past `u64::MAX`
+    /// overflowed there (a panic with overflow checks, a wrapped "highest
+    /// sequence number held" without).
+    #[test]
+    fn batches_whose_sequence_numbers_overflow_are_rejected() {
+        let mut b = BatchBuilder::default();
+        b.start(u64::MAX);
+        assert!(b.push(b"type=A msg=audit(1.0:1): a"));
+        assert_eq!(parse_batch(b.payload()).unwrap().0, u64::MAX);
+        assert!(b.push(b"type=A msg=audit(1.0:1): b"));
+        assert_eq!(
+            parse_batch(b.payload()),
+            Err(WireError::BadBatch("sequence numbers past 2^64 - 1"))
+        );
+        b.start(u64::MAX - 1);
+        assert!(b.push(b"type=A msg=audit(1.0:1): a"));
+        assert!(b.push(b"type=A msg=audit(1.0:1): b"));
+        assert_eq!(parse_batch(b.payload()).unwrap().1.len(), 2);
     }
 
     #[test]
