@@ -22,6 +22,11 @@ use crate::journal::{ReadOutcome, Step};
 
 use super::store::Store;
 
+/// Records waiting that make the log be written at once.
+const LOG_BATCH: u64 = 256;
+/// The longest fewer records wait before they are written.
+const LOG_DELAY: Duration = Duration::from_millis(50);
+
 /// Where and how to write the log.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
@@ -184,8 +189,18 @@ impl LogWriter {
     /// records; the log catches up at the next start).
     pub fn run(&mut self, store: &Store, stop: &dyn Fn() -> bool, on_progress: &dyn Fn(u64)) {
         let mut failing_since: Option<Instant> = None;
+        let mut last_write = Instant::now();
         loop {
             let stopping = stop();
+            // A trickle of records (a stock client sends one per round
+            // trip) is written at most every LOG_DELAY: each write costs
+            // three syncs (log, position file, directory) that would
+            // otherwise compete with the store's fsync before every ack.
+            let pending = store.journal().synced().saturating_sub(self.next);
+            if !stopping && pending > 0 && pending < LOG_BATCH && last_write.elapsed() < LOG_DELAY {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
             match self.step(store, 4 << 20) {
                 Ok(0) => {
                     if stopping {
@@ -194,6 +209,7 @@ impl LogWriter {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Ok(_) => {
+                    last_write = Instant::now();
                     if failing_since.take().is_some() {
                         tracing::info!("{}: writing again", self.cfg.path.display());
                     }
