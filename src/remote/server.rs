@@ -602,7 +602,7 @@ impl<'s> Connection<'s> {
                      it is stored or acknowledged. A cloned host (copied spool) needs its own \
                      spool; if the sender's certificate was replaced, stop audisp-receive and \
                      append the line \"{idx} bind {cert}\" to {} (audisp-receive(8), \
-                     DUPLICATES)",
+                     SENDER IDENTITY)",
                     store.table_path().display()
                 )));
             }
@@ -628,7 +628,7 @@ impl<'s> Connection<'s> {
                  connection {other}; nothing from this one is stored or acknowledged. A \
                  sender reconnecting before its old connection ended gets in on a retry; if \
                  this keeps happening, two hosts share one spool (a cloned host needs its \
-                 own: audisp-receive(8), DUPLICATES)"
+                 own: audisp-receive(8), SENDER IDENTITY)"
             )));
         }
         self.claimed = Some(idx);
