@@ -402,6 +402,9 @@ struct Pki {
     client_key: PathBuf,
     rogue_cert: PathBuf,
     rogue_key: PathBuf,
+    /// A second client, trusted as the first.
+    other_cert: PathBuf,
+    other_key: PathBuf,
 }
 
 fn make_pki(dir: &Path) -> Pki {
@@ -421,6 +424,7 @@ fn make_pki(dir: &Path) -> Pki {
     };
     let (sc, sk) = leaf("aggregator.test");
     let (cc, ck) = leaf("sender.test");
+    let (oc, ok) = leaf("other-sender.test");
     // A client with a certificate from another CA.
     let rogue_ca_key = KeyPair::generate().unwrap();
     let mut rp = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -439,6 +443,8 @@ fn make_pki(dir: &Path) -> Pki {
     write_key(&p("client.key"), &ck);
     std::fs::write(p("rogue.pem"), rc.pem()).unwrap();
     write_key(&p("rogue.key"), &rk.serialize_pem());
+    std::fs::write(p("other.pem"), oc).unwrap();
+    write_key(&p("other.key"), &ok);
     Pki {
         ca: p("ca.pem"),
         server_cert: p("server.pem"),
@@ -447,6 +453,8 @@ fn make_pki(dir: &Path) -> Pki {
         client_key: p("client.key"),
         rogue_cert: p("rogue.pem"),
         rogue_key: p("rogue.key"),
+        other_cert: p("other.pem"),
+        other_key: p("other.key"),
     }
 }
 
@@ -551,6 +559,181 @@ fn tls_mutual_auth_delivers_everything_and_refuses_an_untrusted_client() {
     );
 }
 
+/// A fast-mode hello, its heartbeat and, if `recs` is not empty, one batch
+/// of `recs` numbered from `first`.
+fn fast_opening(id: [u8; 16], first: u64, recs: &[&[u8]]) -> Vec<u8> {
+    let mut m = wire::hello_line(id);
+    wire::encode(&mut m, types::HEARTBEAT, 1, b"").unwrap();
+    if !recs.is_empty() {
+        m.extend(fast_batch(first, recs));
+    }
+    m
+}
+
+fn fast_batch(first: u64, recs: &[&[u8]]) -> Vec<u8> {
+    let mut b = wire::BatchBuilder::default();
+    b.start(first);
+    for r in recs {
+        assert!(b.push(r));
+    }
+    let mut m = Vec::new();
+    wire::encode(&mut m, types::FAST_BATCH, 0, b.payload()).unwrap();
+    m
+}
+
+/// The next reply (type, u64 payload), or None when the receiver closed
+/// the connection.
+fn fast_reply(s: &mut impl Read) -> Option<(u32, u64)> {
+    let mut h = [0u8; 16];
+    s.read_exact(&mut h).ok()?;
+    let hdr = wire::Header::parse(&h).unwrap();
+    let mut p = vec![0u8; hdr.len as usize];
+    s.read_exact(&mut p).unwrap();
+    Some((hdr.mtype, wire::parse_u64(&p).unwrap_or(0)))
+}
+
+/// Found by review: a client claiming another sender's spool identity
+/// (here a trusted client with another certificate, as a cloned host with
+/// a copied spool would) could raise its "highest held" number and have
+/// the real sender's later records acknowledged and dropped.
+#[test]
+fn tls_spool_identity_of_another_certificate_is_refused_and_its_owner_loses_nothing() {
+    if !is_root() {
+        println!("SKIP: TLS key files must be owned by root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = make_pki(tmp.path());
+    let port = free_port();
+    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let (ca, sc, sk) = (s(&pki.ca), s(&pki.server_cert), s(&pki.server_key));
+    let mut r = Receiver::start(
+        tmp.path(),
+        port,
+        &[
+            "--tls-cert",
+            &sc,
+            "--tls-key",
+            &sk,
+            "--tls-ca",
+            &ca,
+            "--max-per-addr",
+            "4",
+        ],
+    );
+    let (cc, ck) = (s(&pki.client_cert), s(&pki.client_key));
+    let sender_args = [
+        "--tls-cert",
+        &cc,
+        "--tls-key",
+        &ck,
+        "--tls-ca",
+        &ca,
+        "--tls-server-name",
+        "aggregator.test",
+    ];
+    let mut d = sender_dispatcher();
+    let a = start_sender(&d, port, &sender_args);
+    let first = sample();
+    let mut all = lines(&first);
+    let mut stdin = keep_feeding(&mut d, &first);
+    r.wait_lines(all.len(), Duration::from_secs(60));
+    stop_child(a);
+    // A's spool identity and certificate, as the receiver bound them.
+    let table = std::fs::read_to_string(tmp.path().join("state/senders")).unwrap();
+    let line: Vec<&str> = table
+        .lines()
+        .find(|l| l.contains(" fast "))
+        .unwrap()
+        .split(' ')
+        .collect();
+    assert_eq!(line.len(), 4, "no certificate bound: {table}");
+    let (a_id, a_cert) = (line[2], line[3]);
+    let id: [u8; 16] = (0..16)
+        .map(|i| u8::from_str_radix(&a_id[2 * i..2 * i + 2], 16).unwrap())
+        .collect::<Vec<u8>>()
+        .try_into()
+        .unwrap();
+    // B, trusted but with another certificate, claims A's identity far
+    // ahead: refused, nothing answered or stored.
+    let b = audisp::remote::tls::Client::new(
+        &audisp::remote::tls::TlsFiles {
+            cert: Some(pki.other_cert.clone()),
+            key: Some(pki.other_key.clone()),
+            ca: Some(pki.ca.clone()),
+        },
+        "aggregator.test",
+    )
+    .unwrap()
+    .unwrap();
+    let tls = |b: &audisp::remote::tls::Client| {
+        let sock = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        b.connect(sock).unwrap()
+    };
+    let mut c = tls(&b);
+    c.write_all(&fast_opening(
+        id,
+        1_000_000,
+        &[b"type=USER msg=audit(9.000:9): forged"],
+    ))
+    .unwrap();
+    c.flush().unwrap();
+    assert_eq!(fast_reply(&mut c), None, "a foreign claim was answered");
+    let log = r.stderr();
+    assert!(
+        log.contains(&format!(
+            "spool identity belongs to the client certificate {a_cert}"
+        )),
+        "{log}"
+    );
+    assert!(log.contains("this client presents sha256:"), "{log}");
+    // B under its own identity is served.
+    let mut c = tls(&b);
+    c.write_all(&fast_opening([0x42; 16], 0, &[])).unwrap();
+    c.flush().unwrap();
+    assert_eq!(fast_reply(&mut c), Some((types::FAST_OK, 0)));
+    drop(c);
+    // A's certificate resumes A's identity where it was; while that
+    // connection is live, the real A is refused and says where to look.
+    let a_client = audisp::remote::tls::Client::new(
+        &audisp::remote::tls::TlsFiles {
+            cert: Some(pki.client_cert.clone()),
+            key: Some(pki.client_key.clone()),
+            ca: Some(pki.ca.clone()),
+        },
+        "aggregator.test",
+    )
+    .unwrap()
+    .unwrap();
+    let mut holder = tls(&a_client);
+    holder.write_all(&fast_opening(id, 0, &[])).unwrap();
+    holder.flush().unwrap();
+    assert_eq!(
+        fast_reply(&mut holder),
+        Some((types::FAST_OK, all.len() as u64))
+    );
+    let a = start_sender(&d, port, &sender_args);
+    let more = sample_shifted();
+    stdin.write_all(&more).unwrap();
+    all.extend(lines(&more));
+    wait_until(Duration::from_secs(30), "A refused and saying so", || {
+        sender_log(&d).contains("without answering the opening heartbeat")
+    });
+    assert!(r
+        .stderr()
+        .contains("that spool identity is in use by the live connection"));
+    drop(holder);
+    // Once that connection is gone, A goes on: every record once, nothing
+    // of B's.
+    let got = r.wait_lines_or(all.len(), Duration::from_secs(60), &|| sender_log(&d));
+    assert_same(&got, &all, "A's records after B's claim");
+    stop_child(a);
+    r.stop();
+    let _ = d.stop();
+}
+
 /// Sends one managed MESSAGE and returns the reply header.
 fn managed_exchange(s: &mut TcpStream, seq: u32, text: &[u8]) -> wire::Header {
     let mut m = Vec::new();
@@ -648,6 +831,78 @@ fn malformed_input_closes_only_that_connection_and_resends_are_stored_once() {
     r.stop();
     assert_same(&got, &want, "good client's records");
     assert!(r.stderr().contains("protocol error"));
+}
+
+/// Two live connections under one spool identity (a cloned sender) would
+/// interleave two streams of sequence numbers: the second is refused, the
+/// first goes on, and once it is gone the identity is free again.
+#[test]
+fn plain_second_live_connection_with_the_same_spool_identity_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut r = Receiver::start(tmp.path(), port, &["--max-per-addr", "4"]);
+    let addr = format!("127.0.0.1:{port}");
+    let conn = || {
+        let c = TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c
+    };
+    let id = [0x5a; 16];
+    let recs: Vec<String> = (1..=9)
+        .map(|i| format!("type=USER msg=audit(1700000000.{i:03}:{i}): rec {i}"))
+        .collect();
+    let rec = |i: usize| recs[i - 1].as_bytes();
+    let mut first = conn();
+    first
+        .write_all(&fast_opening(id, 1, &[rec(1), rec(2), rec(3)]))
+        .unwrap();
+    assert_eq!(fast_reply(&mut first), Some((types::FAST_OK, 0)));
+    assert_eq!(fast_reply(&mut first), Some((types::FAST_ACK, 3)));
+    // The clone, ahead: refused without a reply.
+    let mut clone = conn();
+    clone
+        .write_all(&fast_opening(
+            id,
+            100,
+            &[b"type=USER msg=audit(9.000:9): clone"],
+        ))
+        .unwrap();
+    assert_eq!(fast_reply(&mut clone), None, "the clone was answered");
+    // The first connection keeps delivering.
+    first
+        .write_all(&fast_batch(4, &[rec(4), rec(5), rec(6)]))
+        .unwrap();
+    assert_eq!(fast_reply(&mut first), Some((types::FAST_ACK, 6)));
+    drop(first);
+    // Its successor gets in once the receiver saw it go (until then it is
+    // refused, and retries as audisp-remote does).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut next = loop {
+        let mut c = conn();
+        c.write_all(&fast_opening(id, 0, &[])).unwrap();
+        match fast_reply(&mut c) {
+            Some(reply) => {
+                assert_eq!(reply, (types::FAST_OK, 6));
+                break c;
+            }
+            None => assert!(Instant::now() < deadline, "{}", r.stderr()),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    next.write_all(&fast_batch(5, &[rec(5), rec(6), rec(7), rec(8), rec(9)]))
+        .unwrap();
+    assert_eq!(fast_reply(&mut next), Some((types::FAST_ACK, 9)));
+    let want: Vec<&[u8]> = recs.iter().map(|r| r.as_bytes()).collect();
+    let got = r.wait_lines(want.len(), Duration::from_secs(20));
+    drop(next);
+    r.stop();
+    assert_same(&got, &want, "records under one identity");
+    assert!(
+        r.stderr()
+            .contains("that spool identity is in use by the live connection"),
+        "{}",
+        r.stderr()
+    );
 }
 
 #[test]

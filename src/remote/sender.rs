@@ -298,11 +298,13 @@ impl SenderLoop {
     }
 
     /// Reads until one whole reply is there (or the deadline passes).
+    /// `opening`: the reply to the opening heartbeat (and hello) is awaited.
     fn reply(
         &self,
         link: &mut Link,
         buf: &mut Vec<u8>,
         deadline: Instant,
+        opening: bool,
     ) -> Result<(wire::Header, Vec<u8>), Outcome> {
         loop {
             match Decoder.next(buf) {
@@ -330,14 +332,33 @@ impl SenderLoop {
                 .map_err(|e| Outcome::Failed(e.to_string()))?;
             link.wait(None, left.min(Duration::from_millis(200)))
                 .map_err(|e| Outcome::Failed(e.to_string()))?;
-            if !link
-                .read_some(buf)
-                .map_err(|e| Outcome::Failed(e.to_string()))?
-            {
-                return Err(Outcome::Failed(
-                    "connection closed by the aggregator".into(),
-                ));
+            let closed = match link.read_some(buf) {
+                Ok(true) => continue,
+                Ok(false) => "connection closed by the aggregator".to_string(),
+                // TLS without close_notify, or unread data at the close.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    e.to_string()
+                }
+                Err(e) => return Err(Outcome::Failed(e.to_string())),
+            };
+            if opening && self.cfg.fast {
+                // The protocol has no refusal message: audisp-receive just
+                // closes, and its log says why (how it closed says nothing
+                // more: TLS without close_notify, or a reset).
+                return Err(Outcome::Failed(format!(
+                    "{} closed the connection without answering the opening heartbeat; \
+                     audisp-receive does that when it refuses this sender's \
+                     spool identity (in use by another connection, or bound to another \
+                     client certificate): its log says which",
+                    self.cfg.server
+                )));
             }
+            return Err(Outcome::Failed(closed));
         }
     }
 
@@ -389,7 +410,7 @@ impl SenderLoop {
             return Outcome::Failed(e.to_string());
         }
         let deadline = Instant::now() + self.cfg.reply_timeout;
-        let (h, p) = match self.reply(&mut link, &mut buf, deadline) {
+        let (h, p) = match self.reply(&mut link, &mut buf, deadline, true) {
             Ok(x) => x,
             Err(o) => return o,
         };
@@ -507,7 +528,7 @@ impl SenderLoop {
             return Some(Outcome::Failed(e.to_string()));
         }
         let deadline = Instant::now() + self.cfg.reply_timeout;
-        let (h, p) = match self.reply(link, buf, deadline) {
+        let (h, p) = match self.reply(link, buf, deadline, false) {
             Ok(x) => x,
             Err(o) => return Some(o),
         };

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
 
-use super::store::{SenderKey, Store, Stored};
+use super::store::{FastClaim, SenderKey, Store, Stored};
 use super::wire::{self, types, Decoder, Frame, WireError};
 
 /// A connection's byte stream: plain TCP, or TLS over it.
@@ -23,6 +23,12 @@ pub trait Transport: Read + Write + Send {
     /// Client identity established by the transport (TLS certificate
     /// subject), for the log.
     fn identity(&self) -> Option<String> {
+        None
+    }
+
+    /// The verified client certificate's fingerprint (`sha256:HEX`), which
+    /// fast-mode spool identities are bound to; None on plain TCP.
+    fn certificate(&self) -> Option<String> {
         None
     }
 }
@@ -71,6 +77,8 @@ pub struct Shared {
     /// Counters.
     pub counters: Counters,
     per_addr: Mutex<HashMap<IpAddr, usize>>,
+    /// Fast senders (by index) with a live connection, and who that is.
+    live: Mutex<HashMap<u16, String>>,
     disk: Mutex<(Instant, bool)>,
 }
 
@@ -83,6 +91,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             counters: Counters::default(),
             per_addr: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
             disk: Mutex::new((Instant::now() - Duration::from_secs(10), false)),
         }
     }
@@ -118,6 +127,24 @@ impl Shared {
         }
         *n += 1;
         true
+    }
+
+    /// Marks fast sender `idx` as served by connection `who`; if another
+    /// live connection already serves it, returns that one instead.
+    fn claim(&self, idx: u16, who: &str) -> Option<String> {
+        let mut m = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get(&idx) {
+            Some(other) => Some(other.clone()),
+            None => {
+                m.insert(idx, who.to_string());
+                None
+            }
+        }
+    }
+
+    fn release(&self, idx: u16) {
+        let mut m = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(&idx);
     }
 
     fn count_out(&self, ip: IpAddr) {
@@ -223,6 +250,12 @@ fn setup(s: &TcpStream) -> io::Result<()> {
     s.set_read_timeout(Some(Duration::from_millis(250)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
     nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::KeepAlive, &true)?;
+    // A peer gone without FIN or RST (host crashed, link cut) is found
+    // within about two minutes rather than the kernel's default two hours:
+    // until then its fast-mode identity stays taken (see `hello`).
+    nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::TcpKeepIdle, &60)?;
+    nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::TcpKeepInterval, &10)?;
+    nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::TcpKeepCount, &6)?;
     nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::RcvBuf, &(4 << 20))?;
     Ok(())
 }
@@ -261,7 +294,17 @@ struct Connection<'s> {
     buf: Vec<u8>,
     mode: Mode,
     stock_index: Option<u16>,
+    /// The fast sender this connection holds in `Shared::live`.
+    claimed: Option<u16>,
     last_data: Instant,
+}
+
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        if let Some(idx) = self.claimed.take() {
+            self.shared.release(idx);
+        }
+    }
 }
 
 /// Why a connection ends.
@@ -272,6 +315,8 @@ enum End {
     Idle,
     Error(io::Error),
     DiskFailed,
+    /// A fast-mode hello this connection may not make (why, for the log).
+    Refused(String),
 }
 
 impl<'s> Connection<'s> {
@@ -288,6 +333,7 @@ impl<'s> Connection<'s> {
             buf: Vec::with_capacity(wire::MAX_MESSAGE + (256 << 10)),
             mode: Mode::Stock,
             stock_index: None,
+            claimed: None,
             last_data: Instant::now(),
         }
     }
@@ -310,6 +356,10 @@ impl<'s> Connection<'s> {
             End::Idle => tracing::info!("{}: closing: idle", self.who),
             End::Error(e) => tracing::info!("{}: closing: {e}", self.who),
             End::DiskFailed => tracing::warn!("{}: closing after a failed store write", self.who),
+            End::Refused(why) => {
+                self.shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("{}: closing: {why}", self.who);
+            }
         }
     }
 
@@ -435,16 +485,7 @@ impl<'s> Connection<'s> {
                 (Frame::Managed(h, _), _) => Err(End::Garbage(WireError::BadType(h.mtype))),
                 (Frame::Line(l), Mode::Stock) => {
                     if let Some(id) = wire::parse_hello(l) {
-                        match store.sender(&SenderKey::Fast(id)) {
-                            Ok(idx) => {
-                                self.mode = Mode::FastPending(idx);
-                                Ok(None)
-                            }
-                            Err(e) => {
-                                tracing::error!("{}: cannot register sender: {e}", self.who);
-                                Err(End::DiskFailed)
-                            }
-                        }
+                        self.hello(&store, id).map(|()| None)
                     } else if wire::is_record_line(l) {
                         // ASCII format: no acknowledgement.
                         let text = clean_payload(l);
@@ -543,6 +584,58 @@ impl<'s> Connection<'s> {
         end
     }
 
+    /// A fast-mode hello claiming spool identity `id`: fast mode follows
+    /// unless the identity is bound to another certificate or in use by
+    /// another live connection. A refusal ends the connection before
+    /// anything after the hello is read, so nothing of it is stored or
+    /// acknowledged.
+    fn hello(&mut self, store: &Store, id: [u8; 16]) -> Result<(), End> {
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let cert = self.io.certificate();
+        let idx = match store.fast_sender(id, cert.as_deref()) {
+            Ok(FastClaim::Granted(idx)) => idx,
+            Ok(FastClaim::Foreign { idx, bound }) => {
+                let cert = cert.unwrap_or_default();
+                return Err(End::Refused(format!(
+                    "refused fast-mode sender {hex}: that spool identity belongs to the \
+                     client certificate {bound}, this client presents {cert}; nothing from \
+                     it is stored or acknowledged. A cloned host (copied spool) needs its own \
+                     spool; if the sender's certificate was replaced, stop audisp-receive and \
+                     append the line \"{idx} bind {cert}\" to {} (audisp-receive(8), \
+                     SENDER IDENTITY)",
+                    store.table_path().display()
+                )));
+            }
+            Err(e) => {
+                tracing::error!("{}: cannot register sender: {e}", self.who);
+                return Err(End::DiskFailed);
+            }
+        };
+        // Two connections under one identity would interleave two streams
+        // of sequence numbers, and one's records would be taken for the
+        // other's resends. The connection already there wins: the one
+        // place where the newer one might deserve to is a sender
+        // reconnecting before its old connection was seen to end, and
+        // nothing here can prove the old one gone (a peer that vanished
+        // without FIN or RST looks exactly like a live, quiet one until
+        // keepalive or --idle-timeout ends it). Taking over could let a
+        // clone push the real sender out; refusing costs the real sender
+        // only its retry back-off, and it retries until the old
+        // connection is gone.
+        if let Some(other) = self.shared.claim(idx, &self.who) {
+            return Err(End::Refused(format!(
+                "refused fast-mode sender {hex}: that spool identity is in use by the live \
+                 connection {other}; nothing from this one is stored or acknowledged. A \
+                 sender reconnecting before its old connection ended gets in on a retry; if \
+                 this keeps happening, two hosts share one spool (a cloned host needs its \
+                 own: audisp-receive(8), SENDER IDENTITY)"
+            )));
+        }
+        self.claimed = Some(idx);
+        self.mode = Mode::FastPending(idx);
+        Ok(())
+    }
+
     fn count(&self, new: usize, dup: usize) {
         let c = &self.shared.counters;
         c.stored.fetch_add(new as u64, Ordering::Relaxed);
@@ -605,6 +698,7 @@ mod tests {
     struct Client {
         input: io::Cursor<Vec<u8>>,
         out: Arc<Mutex<Vec<u8>>>,
+        cert: Option<String>,
     }
 
     impl Read for Client {
@@ -623,34 +717,47 @@ mod tests {
         }
     }
 
-    impl Transport for Client {}
+    impl Transport for Client {
+        fn certificate(&self) -> Option<String> {
+            self.cert.clone()
+        }
+    }
 
-    /// Serves one connection that sends `input`; returns the replies and
-    /// the records the store holds.
-    fn session(input: Vec<u8>) -> (Vec<u8>, Vec<Vec<u8>>) {
-        let dir = tempfile::tempdir().unwrap();
+    fn shared(dir: &std::path::Path) -> Shared {
         let limits = Limits {
             segment_size: 1 << 20,
             max_size: 1 << 30,
             memory: 1 << 20,
         };
-        let store = Arc::new(Store::open(dir.path(), limits).unwrap());
-        let shared = Shared::new(
-            store.clone(),
+        let store = Arc::new(Store::open(dir, limits).unwrap());
+        Shared::new(
+            store,
             ServerConfig {
                 max_per_addr: 1,
                 max_connections: 1,
                 idle_timeout: None,
                 space_left: 0,
-                dir: dir.path().to_path_buf(),
+                dir: dir.to_path_buf(),
             },
-        );
+        )
+    }
+
+    /// Serves one connection that sends `input` (with client certificate
+    /// `cert`) on `shared`; returns the replies.
+    fn connect(shared: &Shared, cert: Option<&str>, input: Vec<u8>) -> Vec<u8> {
         let out = Arc::new(Mutex::new(Vec::new()));
         let client = Client {
             input: io::Cursor::new(input),
             out: out.clone(),
+            cert: cert.map(str::to_string),
         };
-        serve_connection(Box::new(client), "192.0.2.1:1".parse().unwrap(), &shared);
+        serve_connection(Box::new(client), "192.0.2.1:1".parse().unwrap(), shared);
+        let replies = out.lock().unwrap().clone();
+        replies
+    }
+
+    /// Every record the store holds.
+    fn held(store: &Store) -> Vec<Vec<u8>> {
         let mut held = Vec::new();
         let mut reader = store.journal().reader(1);
         while let ReadOutcome::Entries(_) = reader
@@ -660,17 +767,29 @@ mod tests {
             })
             .unwrap()
         {}
-        let replies = out.lock().unwrap().clone();
-        (replies, held)
+        held
+    }
+
+    /// Serves one connection that sends `input` to a new store; returns the
+    /// replies and the records the store holds.
+    fn session(input: Vec<u8>) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path());
+        let replies = connect(&shared, None, input);
+        (replies, held(&shared.store))
     }
 
     fn fast_batch(first: u64, recs: &[&[u8]]) -> Vec<u8> {
+        fast_batch_from([9; 16], first, recs)
+    }
+
+    fn fast_batch_from(id: [u8; 16], first: u64, recs: &[&[u8]]) -> Vec<u8> {
         let mut b = wire::BatchBuilder::default();
         b.start(first);
         for r in recs {
             assert!(b.push(r));
         }
-        let mut m = wire::hello_line([9; 16]);
+        let mut m = wire::hello_line(id);
         wire::encode(&mut m, types::HEARTBEAT, 1, b"").unwrap();
         wire::encode(&mut m, types::FAST_BATCH, 0, b.payload()).unwrap();
         m
@@ -701,6 +820,69 @@ mod tests {
         wire::encode(&mut want, types::FAST_OK, 1, &0u64.to_le_bytes()).unwrap();
         wire::encode(&mut want, types::FAST_ACK, 0, &2u64.to_le_bytes()).unwrap();
         assert_eq!(replies, want);
+    }
+
+    fn fast_replies(last_ok: u64, acked: u64) -> Vec<u8> {
+        let mut want = Vec::new();
+        wire::encode(&mut want, types::FAST_OK, 1, &last_ok.to_le_bytes()).unwrap();
+        wire::encode(&mut want, types::FAST_ACK, 0, &acked.to_le_bytes()).unwrap();
+        want
+    }
+
+    /// Found by review: any client could claim another sender's spool
+    /// identity, raise its "highest held" number and so have the real
+    /// sender's later records acknowledged and dropped.
+    #[test]
+    fn a_spool_identity_bound_to_another_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (Some("sha256:aa"), Some("sha256:bb"));
+        {
+            let shared = shared(dir.path());
+            let r = connect(&shared, a, fast_batch_from([1; 16], 1, &[b"type=A 1"]));
+            assert_eq!(r, fast_replies(0, 1));
+            // B claims A's identity, far ahead: no reply, nothing stored.
+            let r = connect(&shared, b, fast_batch_from([1; 16], 1000, &[b"type=B x"]));
+            assert_eq!(r, b"");
+            assert_eq!(shared.counters.refused.load(Ordering::Relaxed), 1);
+            // B under its own identity is served.
+            let r = connect(&shared, b, fast_batch_from([2; 16], 1, &[b"type=B 1"]));
+            assert_eq!(r, fast_replies(0, 1));
+        }
+        // The binding survives a restart; A resumes where it was.
+        let shared = shared(dir.path());
+        let r = connect(&shared, b, fast_batch_from([1; 16], 1000, &[b"type=B x"]));
+        assert_eq!(r, b"");
+        let r = connect(&shared, a, fast_batch_from([1; 16], 2, &[b"type=A 2"]));
+        assert_eq!(r, fast_replies(1, 2));
+        assert_eq!(
+            held(&shared.store),
+            vec![
+                b"type=A 1".to_vec(),
+                b"type=B 1".to_vec(),
+                b"type=A 2".to_vec()
+            ]
+        );
+    }
+
+    #[test]
+    fn a_spool_identity_in_use_by_a_live_connection_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path());
+        let r = connect(&shared, None, fast_batch_from([1; 16], 1, &[b"type=A 1"]));
+        assert_eq!(r, fast_replies(0, 1));
+        // Another connection is live under that identity (index 1).
+        assert_eq!(shared.claim(1, "192.0.2.9:9"), None);
+        let r = connect(&shared, None, fast_batch_from([1; 16], 2, &[b"type=A 2"]));
+        assert_eq!(r, b"");
+        assert_eq!(held(&shared.store), vec![b"type=A 1".to_vec()]);
+        // Once it ended, the identity is free again, and a connection that
+        // ended gave it back.
+        shared.release(1);
+        let r = connect(&shared, None, fast_batch_from([1; 16], 2, &[b"type=A 2"]));
+        assert_eq!(r, fast_replies(1, 2));
+        let r = connect(&shared, None, fast_batch_from([1; 16], 3, &[b"type=A 3"]));
+        assert_eq!(r, fast_replies(2, 3));
+        assert_eq!(held(&shared.store).len(), 3);
     }
 
     #[test]

@@ -19,8 +19,18 @@
 //!   clients behind one address (NAT) defeat this; the per-address limit
 //!   defaults to one connection for that reason.
 //!
+//! Anyone can claim a fast-mode identity, so with TLS an identity is bound
+//! to the client certificate that first used it, and a hello presenting
+//! another certificate is refused ([`Store::fast_sender`]): otherwise a
+//! client could raise another sender's "highest held" number and have its
+//! later records acknowledged and dropped.
+//!
 //! The sender table is appended to `senders` (fsynced before anything from
-//! a new sender is acknowledged); the per-sender positions are rebuilt at
+//! a new sender is acknowledged), one line per sender — `IDX fast HEX
+//! [CERT]` or `IDX peer ADDR` — plus `IDX bind CERT` lines binding an
+//! earlier fast sender (first seen without TLS) to a certificate, or an
+//! administrator moving it to a new one; the last binding of an index
+//! counts. The per-sender positions are rebuilt at
 //! start from a snapshot (`senders.state`, rewritten before old journal
 //! segments are deleted) and the journal entries still held.
 
@@ -43,23 +53,53 @@ pub enum SenderKey {
 }
 
 impl SenderKey {
-    fn to_line(&self, idx: u16) -> String {
-        match self {
-            SenderKey::Fast(id) => format!("{idx} fast {}\n", hex(id)),
-            SenderKey::Peer(ip) => format!("{idx} peer {ip}\n"),
+    fn to_line(&self, idx: u16, cert: Option<&str>) -> String {
+        match (self, cert) {
+            (SenderKey::Fast(id), Some(c)) => format!("{idx} fast {} {c}\n", hex(id)),
+            (SenderKey::Fast(id), None) => format!("{idx} fast {}\n", hex(id)),
+            (SenderKey::Peer(ip), _) => format!("{idx} peer {ip}\n"),
         }
     }
+}
 
-    fn parse_line(line: &str) -> Option<(u16, SenderKey)> {
+/// One line of the sender table.
+enum TableLine {
+    /// A new sender, with the certificate it is bound to.
+    New(u16, SenderKey, Option<String>),
+    /// An earlier sender bound to a certificate.
+    Bind(u16, String),
+}
+
+impl TableLine {
+    fn parse(line: &str) -> Option<TableLine> {
         let mut it = line.split_ascii_whitespace();
         let idx = it.next()?.parse().ok()?;
-        let key = match (it.next()?, it.next()?) {
-            ("fast", h) => SenderKey::Fast(unhex(h)?.try_into().ok()?),
-            ("peer", ip) => SenderKey::Peer(ip.parse().ok()?),
+        let parsed = match (it.next()?, it.next()?) {
+            ("fast", h) => TableLine::New(
+                idx,
+                SenderKey::Fast(unhex(h)?.try_into().ok()?),
+                it.next().map(str::to_string),
+            ),
+            ("peer", ip) => TableLine::New(idx, SenderKey::Peer(ip.parse().ok()?), None),
+            ("bind", cert) => TableLine::Bind(idx, cert.to_string()),
             _ => return None,
         };
-        Some((idx, key))
+        it.next().is_none().then_some(parsed)
     }
+}
+
+/// Whether a fast-mode hello may go on under the identity it claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FastClaim {
+    /// Yes: the sender's index (registered and bound durably if new).
+    Granted(u16),
+    /// No: the identity is bound to another client certificate.
+    Foreign {
+        /// The sender's index (for the administrator's `bind` line).
+        idx: u16,
+        /// The certificate the identity belongs to.
+        bound: String,
+    },
 }
 
 /// What is known of one sender.
@@ -69,6 +109,8 @@ struct SenderState {
     last_seq: u64,
     /// Text of the last record stored (stock senders).
     last_text: Vec<u8>,
+    /// The client certificate a fast sender's identity is bound to.
+    cert: Option<String>,
 }
 
 struct Senders {
@@ -109,26 +151,51 @@ impl Store {
         let table = dir.join("senders");
         let mut index = HashMap::new();
         let mut state = vec![SenderState::default(); FIRST_INDEX as usize];
-        if let Ok(f) = File::open(&table) {
-            for (n, line) in io::BufReader::new(f).lines().enumerate() {
-                let line = line?;
-                match SenderKey::parse_line(&line) {
-                    Some((idx, key)) if idx as usize == state.len() => {
-                        index.insert(key, idx);
-                        state.push(SenderState::default());
-                    }
-                    // A line torn by a crash while it was appended: its
-                    // sender was never acknowledged, so it can go.
-                    _ => {
-                        tracing::warn!(
-                            "{}:{}: ignoring damaged sender line",
-                            table.display(),
-                            n + 1
-                        );
-                        break;
-                    }
+        let bytes = match std::fs::read(&table) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(with_path(e, &table)),
+        };
+        let mut good = 0;
+        for (n, raw) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
+            // Only a whole line counts: a line cut short by a crash while
+            // it was appended may still parse (a shortened certificate).
+            let line = raw
+                .strip_suffix(b"\n")
+                .and_then(|l| std::str::from_utf8(l).ok())
+                .and_then(TableLine::parse);
+            match line {
+                Some(TableLine::New(idx, key, cert)) if idx as usize == state.len() => {
+                    index.insert(key, idx);
+                    state.push(SenderState {
+                        cert,
+                        ..SenderState::default()
+                    });
+                }
+                Some(TableLine::Bind(idx, cert))
+                    if (FIRST_INDEX..state.len() as u16).contains(&idx) =>
+                {
+                    state[idx as usize].cert = Some(cert);
+                }
+                // A line torn by a crash while it was appended: its sender
+                // (or binding) was never acknowledged, so it can go — and
+                // must, or the next line appended would be glued to it.
+                _ => {
+                    tracing::warn!(
+                        "{}:{}: dropping damaged sender line and what follows",
+                        table.display(),
+                        n + 1
+                    );
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&table)
+                        .map_err(|e| with_path(e, &table))?;
+                    f.set_len(good as u64)?;
+                    f.sync_all()?;
+                    break;
                 }
             }
+            good += raw.len();
         }
         load_snapshot(&dir.join("senders.state"), &mut state)?;
         let mut reader = journal.reader(journal.start().max(1));
@@ -176,16 +243,49 @@ impl Store {
     /// The index of `key`, registered durably if new.
     pub fn sender(&self, key: &SenderKey) -> io::Result<u16> {
         let mut s = self.lock();
-        if let Some(&i) = s.index.get(key) {
-            return Ok(i);
+        match s.index.get(key) {
+            Some(&i) => Ok(i),
+            None => register(&mut s, key, None),
         }
-        let idx = u16::try_from(s.state.len())
-            .map_err(|_| io::Error::other("more than 65535 senders"))?;
-        s.file.write_all(key.to_line(idx).as_bytes())?;
-        s.file.sync_data()?;
-        s.index.insert(key.clone(), idx);
-        s.state.push(SenderState::default());
-        Ok(idx)
+    }
+
+    /// Decides a fast-mode hello claiming spool identity `id`, made over a
+    /// connection whose client certificate is `cert` (None: plain TCP, which
+    /// proves nothing and so neither binds nor is checked). An identity is
+    /// bound, durably before this returns, to the first certificate that
+    /// claims it; another certificate is refused.
+    pub fn fast_sender(&self, id: [u8; 16], cert: Option<&str>) -> io::Result<FastClaim> {
+        let key = SenderKey::Fast(id);
+        let mut s = self.lock();
+        let Some(&idx) = s.index.get(&key) else {
+            return register(&mut s, &key, cert).map(FastClaim::Granted);
+        };
+        let (Some(cert), st) = (cert, &s.state[idx as usize]) else {
+            return Ok(FastClaim::Granted(idx));
+        };
+        match &st.cert {
+            Some(bound) if bound == cert => Ok(FastClaim::Granted(idx)),
+            Some(bound) => Ok(FastClaim::Foreign {
+                idx,
+                bound: bound.clone(),
+            }),
+            None => {
+                // Known from plain-TCP days: the first certificate to use
+                // it takes it.
+                check_cert(cert)?;
+                s.file
+                    .write_all(format!("{idx} bind {cert}\n").as_bytes())?;
+                s.file.sync_data()?;
+                s.state[idx as usize].cert = Some(cert.to_string());
+                Ok(FastClaim::Granted(idx))
+            }
+        }
+    }
+
+    /// The sender table, for messages telling the administrator how to
+    /// move an identity to another certificate.
+    pub fn table_path(&self) -> PathBuf {
+        self.dir.join("senders")
     }
 
     /// Highest sequence number stored from fast sender `idx`.
@@ -282,6 +382,33 @@ impl Store {
     }
 }
 
+/// Appends `key` (bound to `cert`) to the sender table, fsynced.
+fn register(s: &mut Senders, key: &SenderKey, cert: Option<&str>) -> io::Result<u16> {
+    let idx =
+        u16::try_from(s.state.len()).map_err(|_| io::Error::other("more than 65535 senders"))?;
+    if let Some(c) = cert {
+        check_cert(c)?;
+    }
+    s.file.write_all(key.to_line(idx, cert).as_bytes())?;
+    s.file.sync_data()?;
+    s.index.insert(key.clone(), idx);
+    s.state.push(SenderState {
+        cert: cert.map(str::to_string),
+        ..SenderState::default()
+    });
+    Ok(idx)
+}
+
+/// A certificate identity must be one word to fit in a table line.
+fn check_cert(c: &str) -> io::Result<()> {
+    if c.is_empty() || c.contains(char::is_whitespace) {
+        return Err(io::Error::other(format!(
+            "certificate identity {c:?} is not one word"
+        )));
+    }
+    Ok(())
+}
+
 fn entry<'a>(idx: u16, seq: u64, text: &'a [u8]) -> NewEntry<'a> {
     NewEntry {
         event: 0,
@@ -372,6 +499,109 @@ mod tests {
         let r = s.store_fast(i, 2, &[b"type=A b", b"type=A c"]).unwrap();
         assert_eq!((r.new, r.duplicates, r.last_seq), (1, 1, 3));
         assert_eq!(s.journal().end(), 4);
+    }
+
+    #[test]
+    fn fast_identity_stays_bound_to_its_first_certificate_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = ("sha256:aa", "sha256:bb");
+        // A sender table written before bindings existed still loads.
+        std::fs::write(
+            dir.path().join("senders"),
+            format!("1 fast {}\n2 peer 10.0.0.1\n", hex(&[1; 16])),
+        )
+        .unwrap();
+        {
+            let s = Store::open(dir.path(), limits()).unwrap();
+            assert_eq!(
+                s.fast_sender([2; 16], Some(a)).unwrap(),
+                FastClaim::Granted(3)
+            );
+            assert_eq!(
+                s.fast_sender([2; 16], Some(b)).unwrap(),
+                FastClaim::Foreign {
+                    idx: 3,
+                    bound: a.into()
+                }
+            );
+            // Plain TCP proves nothing: neither checked nor bound.
+            assert_eq!(s.fast_sender([2; 16], None).unwrap(), FastClaim::Granted(3));
+            assert_eq!(s.fast_sender([1; 16], None).unwrap(), FastClaim::Granted(1));
+            // The old unbound sender is taken by the first certificate.
+            assert_eq!(
+                s.fast_sender([1; 16], Some(b)).unwrap(),
+                FastClaim::Granted(1)
+            );
+            let r = s.store_fast(3, 1, &[b"type=A a"]).unwrap();
+            s.journal().sync_upto(r.sync_to).unwrap();
+        }
+        let s = Store::open(dir.path(), limits()).unwrap();
+        assert_eq!(
+            s.fast_sender([2; 16], Some(a)).unwrap(),
+            FastClaim::Granted(3)
+        );
+        assert_eq!(s.last_seq(3), 1);
+        assert_eq!(
+            s.fast_sender([2; 16], Some(b)).unwrap(),
+            FastClaim::Foreign {
+                idx: 3,
+                bound: a.into()
+            }
+        );
+        assert_eq!(
+            s.fast_sender([1; 16], Some(a)).unwrap(),
+            FastClaim::Foreign {
+                idx: 1,
+                bound: b.into()
+            }
+        );
+        assert_eq!(
+            s.sender(&SenderKey::Peer("10.0.0.1".parse().unwrap()))
+                .unwrap(),
+            2
+        );
+        drop(s);
+        // The administrator moves identity 3 to certificate b.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("senders"))
+            .unwrap();
+        f.write_all(format!("3 bind {b}\n").as_bytes()).unwrap();
+        drop(f);
+        let s = Store::open(dir.path(), limits()).unwrap();
+        assert_eq!(
+            s.fast_sender([2; 16], Some(b)).unwrap(),
+            FastClaim::Granted(3)
+        );
+        assert!(matches!(
+            s.fast_sender([2; 16], Some(a)).unwrap(),
+            FastClaim::Foreign { .. }
+        ));
+    }
+
+    #[test]
+    fn a_torn_last_sender_line_is_cut_off_before_the_next_is_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = format!("1 fast {} sha256:aa\n", hex(&[1; 16]));
+        let torn = format!("2 fast {} sha256:b", hex(&[2; 16]));
+        std::fs::write(dir.path().join("senders"), format!("{whole}{torn}")).unwrap();
+        {
+            let s = Store::open(dir.path(), limits()).unwrap();
+            // The torn sender was never acknowledged: it registers afresh.
+            assert_eq!(
+                s.fast_sender([2; 16], Some("sha256:bb")).unwrap(),
+                FastClaim::Granted(2)
+            );
+        }
+        let s = Store::open(dir.path(), limits()).unwrap();
+        assert_eq!(
+            s.fast_sender([2; 16], Some("sha256:bb")).unwrap(),
+            FastClaim::Granted(2)
+        );
+        assert_eq!(
+            s.fast_sender([1; 16], Some("sha256:aa")).unwrap(),
+            FastClaim::Granted(1)
+        );
     }
 
     #[test]

@@ -94,7 +94,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 struct ServerStream {
     s: StreamOwned<ServerConnection, TcpStream>,
-    id: String,
+    /// The client certificate's fingerprint (the verifier requires one).
+    cert: Option<String>,
 }
 
 impl io::Read for ServerStream {
@@ -154,15 +155,22 @@ impl io::Write for ServerStream {
 
 impl Transport for ServerStream {
     fn identity(&self) -> Option<String> {
-        Some(self.id.clone())
+        Some(match &self.cert {
+            Some(c) => format!("cert {c}"),
+            None => "no certificate".into(),
+        })
+    }
+
+    fn certificate(&self) -> Option<String> {
+        self.cert.clone()
     }
 }
 
-/// The fingerprint a client certificate is recorded by.
+/// The fingerprint a client certificate is recorded by (`sha256:HEX`).
 fn fingerprint(cert: &CertificateDer<'_>) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
     let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("cert sha256:{hex}")
+    format!("sha256:{hex}")
 }
 
 /// The receiver's wrapper for accepted connections, when TLS is configured.
@@ -195,14 +203,13 @@ pub fn server_wrap(files: &TlsFiles) -> Result<Option<Arc<Wrap>>, String> {
             })?;
         }
         sock.set_read_timeout(keep)?;
-        let id = conn
+        let cert = conn
             .peer_certificates()
             .and_then(|c| c.first())
-            .map(fingerprint)
-            .unwrap_or_else(|| "no certificate".into());
+            .map(fingerprint);
         Ok(Box::new(ServerStream {
             s: StreamOwned::new(conn, sock),
-            id,
+            cert,
         }) as Box<dyn Transport>)
     })))
 }
