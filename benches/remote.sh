@@ -256,7 +256,7 @@ def ours(tmp, data, n, tls):
         send_args = ["--tls-cert", f"{k}/client.pem", "--tls-key", f"{k}/client.key", "--tls-ca", f"{k}/ca.pem",
                      "--tls-server-name", "server.test"]
     err = open(os.path.join(d, "logs"), "w")
-    recv = subprocess.Popen([f"{REL}/audisp-receive", "--listen", f"127.0.0.1:{port}",
+    recv = subprocess.Popen([f"{REL}/audisp-receive", "--no-config", "--listen", f"127.0.0.1:{port}",
                              "--state-dir", f"{d}/recv/state", "--log", f"{d}/recv/audit.log",
                              "--log-max-size", "0"] + recv_args, stderr=err)
     wait_port(port)
@@ -264,7 +264,7 @@ def ours(tmp, data, n, tls):
         f.write('[stats]\ninterval = "0"\n[shutdown]\ntimeout = "300s"\n')
     with open(os.path.join(d, "etc/plugins.d/remote.toml"), "w") as f:
         f.write(f'socket = "{d}/run/remote.sock"\nformat = "native"\n')
-    send = subprocess.Popen([f"{REL}/audisp-remote", "--server", f"127.0.0.1:{port}",
+    send = subprocess.Popen([f"{REL}/audisp-remote", "--no-config", "--server", f"127.0.0.1:{port}",
                              "--spool-dir", f"{d}/spool", "--listen", f"{d}/run/remote.sock"] + send_args,
                             stderr=err)
     t0 = time.time()

@@ -74,6 +74,7 @@ impl Receiver {
             .open(self.dir.join("receive.err"))
             .unwrap();
         let child = Command::new(&self.program)
+            .arg("--no-config")
             .arg("--listen")
             .arg(&self.listen)
             .arg("--state-dir")
@@ -275,6 +276,7 @@ fn start_sender(d: &Dispatcher, port: u16, extra: &[&str]) -> Child {
         .open(d.path().join("remote.err"))
         .unwrap();
     Command::new(env!("CARGO_BIN_EXE_audisp-remote"))
+        .arg("--no-config")
         .arg("--server")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--spool-dir")
@@ -539,7 +541,7 @@ fn tls_mutual_auth_delivers_everything_and_refuses_an_untrusted_client() {
     // A key file readable by others is refused at start, saying why.
     std::fs::set_permissions(&pki.client_key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_audisp-remote"))
-        .args(["--server", "127.0.0.1:1", "--spool-dir"])
+        .args(["--no-config", "--server", "127.0.0.1:1", "--spool-dir"])
         .arg(tmp.path().join("spool2"))
         .args([
             "--tls-cert",
@@ -1220,6 +1222,7 @@ fn separate_network_namespaces_link_down_and_kill9_of_both_ends_lose_and_duplica
                 &net.sender_ns,
                 env!("CARGO_BIN_EXE_audisp-remote"),
             ])
+            .arg("--no-config")
             .arg("--server")
             .arg(format!("{}:{port}", NetPair::RECEIVER_IP))
             .arg("--spool-dir")
@@ -1297,6 +1300,7 @@ fn socket_activated_receiver_serves_the_passed_listener() {
         .arg("-l")
         .arg(format!("127.0.0.1:{port}"))
         .arg(env!("CARGO_BIN_EXE_audisp-receive"))
+        .arg("--no-config")
         .arg("--state-dir")
         .arg(tmp.path().join("state"))
         .arg("--log")
@@ -1440,6 +1444,7 @@ fn a_full_spool_waits_for_the_aggregator_feeding_the_watchdog() {
     };
     let err = std::fs::File::create(d.path().join("remote.err")).unwrap();
     let mut s = Command::new(env!("CARGO_BIN_EXE_audisp-remote"))
+        .arg("--no-config")
         .arg("--server")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--spool-dir")
@@ -1518,6 +1523,7 @@ fn receiver_feeds_the_watchdog_only_while_it_runs() {
     let notify_path = dir.path().join("notify.sock");
     let mut notify = NotifyCapture::bind(&notify_path);
     let mut child = Command::new(env!("CARGO_BIN_EXE_audisp-receive"))
+        .arg("--no-config")
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--state-dir")

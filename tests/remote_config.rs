@@ -176,6 +176,38 @@ fn untrusted_or_missing_files_are_refused() {
     );
 }
 
+/// `--no-config` reads no file at all (what tests and one-off runs want on
+/// a host that has one), and cannot be combined with `--config`.
+#[test]
+fn no_config_reads_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.toml");
+    write_config(&broken, "no_such_key = 1\n");
+    let out = run(
+        RECEIVE,
+        &["--check-config", "--no-config", "--listen", "127.0.0.1:0"],
+        &[("AUDISP_RECEIVE_CONFIG", &broken)],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(
+        REMOTE,
+        &["--check-config", "--no-config"],
+        &[("AUDISP_REMOTE_CONFIG", &broken)],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no server: give --server HOST:PORT"),
+        "{}",
+        text(&out.stderr)
+    );
+    let both = ["--check-config", "--no-config", "--config", "/etc/x.toml"];
+    for program in [REMOTE, RECEIVE] {
+        let out = run(program, &both, &[]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(text(&out.stderr).contains("exclude each other"));
+    }
+}
+
 /// The keys a program's `--help` flags correspond to (`--tls-cert` is
 /// `cert` in `[tls]`, `--on-disk-full` is `disk_full` in `[failure]`).
 fn keys_of_flags(program: &str) -> Vec<String> {
@@ -188,7 +220,7 @@ fn keys_of_flags(program: &str) -> Vec<String> {
                 .next()
                 .unwrap_or("")
         })
-        .filter(|f| !matches!(*f, "config" | "check-config"))
+        .filter(|f| !matches!(*f, "config" | "no-config" | "check-config"))
         .map(|f| {
             let f = f.strip_prefix("tls-").unwrap_or(f);
             let f = f.strip_prefix("on-").unwrap_or(f);

@@ -31,7 +31,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-const USAGE: &str = "usage: audisp-receive [--config FILE] [--check-config]
+const USAGE: &str = "usage: audisp-receive [--config FILE | --no-config] [--check-config]
        [--listen ADDR:PORT]... [--state-dir DIR]
        [--log FILE | --no-log] [--log-max-size BYTES] [--log-keep N]
        [--dispatcher SOCKET] [--input-name NAME] [--max-per-addr N]
@@ -97,12 +97,15 @@ fn parse() -> Result<Opts, OptError> {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     // A first pass finds --config (and reports flag mistakes before the
     // file's); the second applies the flags over the file's values.
-    let config = apply_flags(&mut Opts::default(), args.clone()).map_err(OptError::Usage)?;
+    let (config, no_config) =
+        apply_flags(&mut Opts::default(), args.clone()).map_err(OptError::Usage)?;
     let source = Source::locate(config, CONFIG_VAR, DEFAULT_CONFIG, &|k| std::env::var_os(k));
     let mut o = Opts::default();
-    source
-        .load("audisp-receive", |r, top| apply_file(r, top, &mut o))
-        .map_err(OptError::File)?;
+    if !no_config {
+        source
+            .load("audisp-receive", |r, top| apply_file(r, top, &mut o))
+            .map_err(OptError::File)?;
+    }
     apply_flags(&mut o, args).map_err(OptError::Usage)?;
     o.server.dir = o.state_dir.clone();
     Ok(o)
@@ -110,15 +113,17 @@ fn parse() -> Result<Opts, OptError> {
 
 /// Applies the command line to `o` (`--listen` flags replace the file's
 /// list); returns the `--config` file, if given.
-fn apply_flags(o: &mut Opts, args: Vec<OsString>) -> Result<Option<PathBuf>, String> {
+fn apply_flags(o: &mut Opts, args: Vec<OsString>) -> Result<(Option<PathBuf>, bool), String> {
     use lexopt::prelude::*;
     let mut config = None;
+    let mut no_config = false;
     let mut listen = Vec::new();
     let mut p = lexopt::Parser::from_args(args);
     let e = |e: lexopt::Error| e.to_string();
     while let Some(arg) = p.next().map_err(e)? {
         match arg {
             Long("config") => config = Some(p.value().map_err(e)?.into()),
+            Long("no-config") => no_config = true,
             Long("check-config") => o.check_config = true,
             Long("listen") => listen.push(flag(&mut p, "listen", check_addr)?),
             Long("state-dir") => o.state_dir = p.value().map_err(e)?.into(),
@@ -150,7 +155,10 @@ fn apply_flags(o: &mut Opts, args: Vec<OsString>) -> Result<Option<PathBuf>, Str
     if !listen.is_empty() {
         o.listen = listen;
     }
-    Ok(config)
+    if no_config && config.is_some() {
+        return Err("--config and --no-config exclude each other".into());
+    }
+    Ok((config, no_config))
 }
 
 /// The value of `--NAME`, converted by `f`; its error names the flag.

@@ -23,7 +23,7 @@ use audisp::remote::sender::{Action, Actions, SenderConfig, SenderLoop, SenderSt
 use audisp::remote::tls::{self, TlsFiles};
 use audisp::sdk::{Command, Plugin};
 
-const USAGE: &str = "usage: audisp-remote [--config FILE] [--check-config]
+const USAGE: &str = "usage: audisp-remote [--config FILE | --no-config] [--check-config]
        [--server HOST:PORT] [--spool-dir DIR] [--spool-max BYTES]
        [--overflow block|drop-oldest] [--sync durable|none] [--no-fast] [--window BYTES]
        [--heartbeat SECS] [--reply-timeout SECS] [--retry-max SECS]
@@ -100,31 +100,40 @@ fn parse() -> Result<Opts, OptError> {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     // A first pass finds --config (and reports flag mistakes before the
     // file's); the second applies the flags over the file's values.
-    let config = apply_flags(&mut Opts::default(), args.clone()).map_err(OptError::Usage)?;
+    let (config, no_config) =
+        apply_flags(&mut Opts::default(), args.clone()).map_err(OptError::Usage)?;
     let source = Source::locate(config, CONFIG_VAR, DEFAULT_CONFIG, &|k| std::env::var_os(k));
     let mut o = Opts::default();
-    source
-        .load("audisp-remote", |r, top| apply_file(r, top, &mut o))
-        .map_err(OptError::File)?;
+    if !no_config {
+        source
+            .load("audisp-remote", |r, top| apply_file(r, top, &mut o))
+            .map_err(OptError::File)?;
+    }
     apply_flags(&mut o, args).map_err(OptError::Usage)?;
     if o.server.is_empty() {
-        return Err(OptError::Usage(format!(
-            "no server: set server = \"HOST:PORT\" in {} or give --server HOST:PORT",
-            source.path.display()
-        )));
+        return Err(OptError::Usage(if no_config {
+            "no server: give --server HOST:PORT (--no-config reads no settings file)".into()
+        } else {
+            format!(
+                "no server: set server = \"HOST:PORT\" in {} or give --server HOST:PORT",
+                source.path.display()
+            )
+        }));
     }
     Ok(o)
 }
 
 /// Applies the command line to `o`; returns the `--config` file, if given.
-fn apply_flags(o: &mut Opts, args: Vec<OsString>) -> Result<Option<PathBuf>, String> {
+fn apply_flags(o: &mut Opts, args: Vec<OsString>) -> Result<(Option<PathBuf>, bool), String> {
     use lexopt::prelude::*;
     let mut config = None;
+    let mut no_config = false;
     let mut p = lexopt::Parser::from_args(args);
     let e = |e: lexopt::Error| e.to_string();
     while let Some(arg) = p.next().map_err(e)? {
         match arg {
             Long("config") => config = Some(p.value().map_err(e)?.into()),
+            Long("no-config") => no_config = true,
             Long("check-config") => o.check_config = true,
             Long("server") => o.server = flag(&mut p, "server", check_server)?,
             Long("spool-dir") => o.spool_dir = p.value().map_err(e)?.into(),
@@ -160,7 +169,10 @@ fn apply_flags(o: &mut Opts, args: Vec<OsString>) -> Result<Option<PathBuf>, Str
             _ => return Err(arg.unexpected().to_string()),
         }
     }
-    Ok(config)
+    if no_config && config.is_some() {
+        return Err("--config and --no-config exclude each other".into());
+    }
+    Ok((config, no_config))
 }
 
 /// The value of `--NAME`, converted by `f`; its error names the flag.
