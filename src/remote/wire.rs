@@ -278,7 +278,9 @@ pub fn hello_line(sender: [u8; 16]) -> Vec<u8> {
 /// The sender identity in a hello line (without its `\n`), if it is one.
 pub fn parse_hello(line: &[u8]) -> Option<[u8; 16]> {
     let hex = line.strip_prefix(HELLO_PREFIX)?;
-    if hex.len() != 32 {
+    // Hex digits only (`from_str_radix` alone would take "+f" for 0x0f,
+    // letting two spellings name one sender).
+    if hex.len() != 32 || !hex.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
     let mut id = [0u8; 16];
@@ -514,6 +516,10 @@ mod tests {
         assert!(line.ends_with(b"\n"));
         assert_eq!(parse_hello(&line[..line.len() - 1]), Some(id));
         assert_eq!(parse_hello(b"audisp-fast/1 sender=zz"), None);
+        let mut plus = line[..line.len() - 1].to_vec();
+        let at = plus.len() - 2;
+        plus[at] = b'+';
+        assert_eq!(parse_hello(&plus), None, "a sign is not a hex digit");
         assert!(!is_record_line(&line));
     }
 }
