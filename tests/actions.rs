@@ -318,14 +318,7 @@ fn commands_amid_a_stream_lose_and_repeat_no_record() {
     d.start(Stdio::piped()).unwrap();
     // Four distinct copies of the sample, written in pieces so that
     // records keep arriving while commands are answered.
-    let text = String::from_utf8(sample()).unwrap();
-    let data: Vec<u8> = ["", "1", "2", "3"]
-        .iter()
-        .flat_map(|k| {
-            text.replace("msg=audit(", &format!("msg=audit({k}"))
-                .into_bytes()
-        })
-        .collect();
+    let data = support::dispatcher::sample_copies(4);
     let all = lines(&data);
     let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
     for piece in data.chunks(64 << 10) {

@@ -13,7 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use audisp::remote::wire::{self, types};
-use support::dispatcher::{lines, sample, wait_until, Dispatcher, NotifyCapture};
+use support::dispatcher::{
+    lines, sample, sample_copies, sample_shifted, wait_until, Dispatcher, NotifyCapture,
+};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -270,6 +272,16 @@ fn sender_dispatcher() -> Dispatcher {
 }
 
 fn start_sender(d: &Dispatcher, port: u16, extra: &[&str]) -> Child {
+    start_sender_env(d, port, extra, &[])
+}
+
+/// [`start_sender`] with environment variables added.
+fn start_sender_env(
+    d: &Dispatcher,
+    port: u16,
+    extra: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Child {
     let err = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -286,6 +298,7 @@ fn start_sender(d: &Dispatcher, port: u16, extra: &[&str]) -> Child {
         .arg("--retry-max")
         .arg("1")
         .args(extra)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(err)
@@ -337,7 +350,7 @@ fn ours_to_ours_with_kill9_of_both_ends_and_injection_into_a_dispatcher() {
     );
     let mut d = sender_dispatcher();
     let mut s = start_sender(&d, port, &[]);
-    let data: Vec<u8> = [sample(), sample_shifted()].concat();
+    let data: Vec<u8> = sample_copies(2);
     let all = lines(&data);
     let _stdin = keep_feeding(&mut d, &data);
     // Mid-stream: kill -9 the aggregator, restart it; kill -9 the sender,
@@ -382,14 +395,6 @@ fn ours_to_ours_with_kill9_of_both_ends_and_injection_into_a_dispatcher() {
     assert!(log.contains("fast mode, resuming after"), "{log}");
 }
 
-/// The sample with every serial number changed, so that a second copy is
-/// distinct records (the sender side's dispatcher drops exact repeats of an
-/// input? no — but the log comparison is clearer with distinct lines).
-fn sample_shifted() -> Vec<u8> {
-    let s = String::from_utf8(sample()).unwrap();
-    s.replace("msg=audit(", "msg=audit(1").into_bytes()
-}
-
 /// Writes a key file with root-only mode.
 fn write_key(path: &Path, pem: &str) {
     std::fs::write(path, pem).unwrap();
@@ -407,6 +412,41 @@ struct Pki {
     /// A second client, trusted as the first.
     other_cert: PathBuf,
     other_key: PathBuf,
+}
+
+impl Pki {
+    /// audisp-receive's TLS flags, with room for four clients from one
+    /// address.
+    fn receiver_args(&self) -> Vec<String> {
+        let mut a = tls_args(&self.server_cert, &self.server_key, &self.ca);
+        a.extend(["--max-per-addr".into(), "4".into()]);
+        a
+    }
+
+    /// audisp-remote's TLS flags, presenting `cert` and `key`.
+    fn sender_args(&self, cert: &Path, key: &Path) -> Vec<String> {
+        let mut a = tls_args(cert, key, &self.ca);
+        a.extend(["--tls-server-name".into(), "aggregator.test".into()]);
+        a
+    }
+}
+
+fn tls_args(cert: &Path, key: &Path, ca: &Path) -> Vec<String> {
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    [
+        "--tls-cert".into(),
+        s(cert),
+        "--tls-key".into(),
+        s(key),
+        "--tls-ca".into(),
+        s(ca),
+    ]
+    .into()
+}
+
+/// Borrows owned arguments for the spawning helpers.
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 fn make_pki(dir: &Path) -> Pki {
@@ -469,37 +509,13 @@ fn tls_mutual_auth_delivers_everything_and_refuses_an_untrusted_client() {
     let tmp = tempfile::tempdir().unwrap();
     let pki = make_pki(tmp.path());
     let port = free_port();
-    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
-    let (ca, sc, sk) = (s(&pki.ca), s(&pki.server_cert), s(&pki.server_key));
-    let mut r = Receiver::start(
-        tmp.path(),
-        port,
-        &[
-            "--tls-cert",
-            &sc,
-            "--tls-key",
-            &sk,
-            "--tls-ca",
-            &ca,
-            "--max-per-addr",
-            "4",
-        ],
-    );
+    let mut r = Receiver::start(tmp.path(), port, &strs(&pki.receiver_args()));
     // The untrusted client first: refused, with a clear line.
     let mut d0 = sender_dispatcher();
     let rogue = start_sender(
         &d0,
         port,
-        &[
-            "--tls-cert",
-            &s(&pki.rogue_cert),
-            "--tls-key",
-            &s(&pki.rogue_key),
-            "--tls-ca",
-            &ca,
-            "--tls-server-name",
-            "aggregator.test",
-        ],
+        &strs(&pki.sender_args(&pki.rogue_cert, &pki.rogue_key)),
     );
     let _stdin0 = keep_feeding(&mut d0, b"type=USER msg=audit(1.000:1): rogue\n");
     wait_until(Duration::from_secs(30), "refusal logged", || {
@@ -512,16 +528,7 @@ fn tls_mutual_auth_delivers_everything_and_refuses_an_untrusted_client() {
     let sender = start_sender(
         &d,
         port,
-        &[
-            "--tls-cert",
-            &s(&pki.client_cert),
-            "--tls-key",
-            &s(&pki.client_key),
-            "--tls-ca",
-            &ca,
-            "--tls-server-name",
-            "aggregator.test",
-        ],
+        &strs(&pki.sender_args(&pki.client_cert, &pki.client_key)),
     );
     let data = sample();
     let all = lines(&data);
@@ -543,14 +550,7 @@ fn tls_mutual_auth_delivers_everything_and_refuses_an_untrusted_client() {
     let out = Command::new(env!("CARGO_BIN_EXE_audisp-remote"))
         .args(["--no-config", "--server", "127.0.0.1:1", "--spool-dir"])
         .arg(tmp.path().join("spool2"))
-        .args([
-            "--tls-cert",
-            &s(&pki.client_cert),
-            "--tls-key",
-            &s(&pki.client_key),
-            "--tls-ca",
-            &ca,
-        ])
+        .args(tls_args(&pki.client_cert, &pki.client_key, &pki.ca))
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -607,33 +607,9 @@ fn tls_spool_identity_of_another_certificate_is_refused_and_its_owner_loses_noth
     let tmp = tempfile::tempdir().unwrap();
     let pki = make_pki(tmp.path());
     let port = free_port();
-    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
-    let (ca, sc, sk) = (s(&pki.ca), s(&pki.server_cert), s(&pki.server_key));
-    let mut r = Receiver::start(
-        tmp.path(),
-        port,
-        &[
-            "--tls-cert",
-            &sc,
-            "--tls-key",
-            &sk,
-            "--tls-ca",
-            &ca,
-            "--max-per-addr",
-            "4",
-        ],
-    );
-    let (cc, ck) = (s(&pki.client_cert), s(&pki.client_key));
-    let sender_args = [
-        "--tls-cert",
-        &cc,
-        "--tls-key",
-        &ck,
-        "--tls-ca",
-        &ca,
-        "--tls-server-name",
-        "aggregator.test",
-    ];
+    let mut r = Receiver::start(tmp.path(), port, &strs(&pki.receiver_args()));
+    let sender_args = pki.sender_args(&pki.client_cert, &pki.client_key);
+    let sender_args = strs(&sender_args);
     let mut d = sender_dispatcher();
     let a = start_sender(&d, port, &sender_args);
     let first = sample();
@@ -717,7 +693,7 @@ fn tls_spool_identity_of_another_certificate_is_refused_and_its_owner_loses_noth
         Some((types::FAST_OK, all.len() as u64))
     );
     let a = start_sender(&d, port, &sender_args);
-    let more = sample_shifted();
+    let more = sample_shifted(1);
     stdin.write_all(&more).unwrap();
     all.extend(lines(&more));
     wait_until(Duration::from_secs(30), "A refused and saying so", || {
@@ -1032,7 +1008,7 @@ fn aggregator_disk_full_then_freed_loses_and_duplicates_nothing() {
     );
     let mut d = sender_dispatcher();
     let s = start_sender(&d, port, &[]);
-    let data = [sample(), sample_shifted()].concat();
+    let data = sample_copies(2);
     let all = lines(&data);
     let _stdin = keep_feeding(&mut d, &data);
     wait_until(
@@ -1236,14 +1212,7 @@ fn separate_network_namespaces_link_down_and_kill9_of_both_ends_lose_and_duplica
             .unwrap()
     };
     let mut s = spawn_sender();
-    let data = {
-        // Three distinct copies.
-        let third = String::from_utf8(sample())
-            .unwrap()
-            .replace("msg=audit(", "msg=audit(2")
-            .into_bytes();
-        [sample(), sample_shifted(), third].concat()
-    };
+    let data = sample_copies(3);
     let all = lines(&data);
     let third = all.len() / 3;
     let cut = |k: usize| -> Vec<u8> {
@@ -1442,24 +1411,20 @@ fn a_full_spool_waits_for_the_aggregator_feeding_the_watchdog() {
             .filter(|m| m.at >= t && m.text.contains("WATCHDOG=1"))
             .count()
     };
-    let err = std::fs::File::create(d.path().join("remote.err")).unwrap();
-    let mut s = Command::new(env!("CARGO_BIN_EXE_audisp-remote"))
-        .arg("--no-config")
-        .arg("--server")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--spool-dir")
-        .arg(d.path().join("spool"))
-        .arg("--listen")
-        .arg(d.path().join("run/remote.sock"))
-        .args(["--retry-max", "1", "--spool-max", "65536"])
-        .args(["--on-network-failure", "dispatcher:network-down"])
-        .env("NOTIFY_SOCKET", &notify_path)
-        .env("WATCHDOG_USEC", "1000000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .unwrap();
+    let mut s = start_sender_env(
+        &d,
+        port,
+        &[
+            "--spool-max",
+            "65536",
+            "--on-network-failure",
+            "dispatcher:network-down",
+        ],
+        &[
+            ("NOTIFY_SOCKET", notify_path.as_os_str()),
+            ("WATCHDOG_USEC", "1000000".as_ref()),
+        ],
+    );
     wait_until(Duration::from_secs(20), "READY=1", || {
         seen.lock()
             .unwrap()
@@ -1468,14 +1433,7 @@ fn a_full_spool_waits_for_the_aggregator_feeding_the_watchdog() {
     });
     // 3.4 MB, more than the 2.2 MB one batch can hold at most (the limit
     // is checked before a batch goes in): some batch finds the spool full.
-    let text = String::from_utf8(sample()).unwrap();
-    let data: Vec<u8> = ["", "1", "2"]
-        .iter()
-        .flat_map(|k| {
-            text.replace("msg=audit(", &format!("msg=audit({k}"))
-                .into_bytes()
-        })
-        .collect();
+    let data = sample_copies(3);
     let all = lines(&data);
     let _stdin = keep_feeding(&mut d, &data);
     let t0 = Instant::now();

@@ -18,8 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use audisp::config::option_file::{Reader, Source, Table};
-use audisp::config::{parse_duration, parse_size, Diagnostic};
+use audisp::config::option_file::{
+    self, flag_value, off_if_zero, set, text, FileFlags, Reader, StartError, Table,
+};
+use audisp::config::parse_size;
 use audisp::engine::liveness::Liveness;
 use audisp::journal::{Limits, ReadOutcome, Step};
 use audisp::notify::Notifier;
@@ -84,64 +86,54 @@ impl Default for Opts {
     }
 }
 
-/// Why the program cannot start; both end in exit status 2.
-enum OptError {
-    /// A command-line mistake (shown with the usage).
-    Usage(String),
-    /// Mistakes in the option file, each at its line.
-    File(Vec<Diagnostic>),
-}
-
 /// Defaults, then the option file, then the flags.
-fn parse() -> Result<Opts, OptError> {
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    // A first pass finds --config (and reports flag mistakes before the
-    // file's); the second applies the flags over the file's values.
-    let (config, no_config) =
-        apply_flags(&mut Opts::default(), args.clone()).map_err(OptError::Usage)?;
-    let source = Source::locate(config, CONFIG_VAR, DEFAULT_CONFIG, &|k| std::env::var_os(k));
-    let mut o = Opts::default();
-    if !no_config {
-        source
-            .load("audisp-receive", |r, top| apply_file(r, top, &mut o))
-            .map_err(OptError::File)?;
-    }
-    apply_flags(&mut o, args).map_err(OptError::Usage)?;
+fn parse() -> Result<Opts, StartError> {
+    let (mut o, _) = option_file::settings(
+        "audisp-receive",
+        CONFIG_VAR,
+        DEFAULT_CONFIG,
+        std::env::args_os().skip(1).collect(),
+        apply_flags,
+        apply_file,
+    )?;
     o.server.dir = o.state_dir.clone();
     Ok(o)
 }
 
 /// Applies the command line to `o` (`--listen` flags replace the file's
-/// list); returns the `--config` file, if given.
-fn apply_flags(o: &mut Opts, args: Vec<OsString>) -> Result<(Option<PathBuf>, bool), String> {
+/// list); returns what it says of the option file.
+fn apply_flags(o: &mut Opts, args: Vec<OsString>) -> Result<FileFlags, String> {
     use lexopt::prelude::*;
-    let mut config = None;
-    let mut no_config = false;
+    let mut file = FileFlags::default();
     let mut listen = Vec::new();
     let mut p = lexopt::Parser::from_args(args);
     let e = |e: lexopt::Error| e.to_string();
     while let Some(arg) = p.next().map_err(e)? {
         match arg {
-            Long("config") => config = Some(p.value().map_err(e)?.into()),
-            Long("no-config") => no_config = true,
+            Long("config") => file.config = Some(p.value().map_err(e)?.into()),
+            Long("no-config") => file.none = true,
             Long("check-config") => o.check_config = true,
-            Long("listen") => listen.push(flag(&mut p, "listen", check_addr)?),
+            Long("listen") => listen.push(flag_value(&mut p, "listen", check_addr)?),
             Long("state-dir") => o.state_dir = p.value().map_err(e)?.into(),
             Long("log") => o.log = Some(p.value().map_err(e)?.into()),
             Long("no-log") => o.log = None,
-            Long("log-max-size") => o.log_max = flag(&mut p, "log-max-size", parse_size)?,
-            Long("log-keep") => o.log_keep = flag(&mut p, "log-keep", number)?,
+            Long("log-max-size") => o.log_max = flag_value(&mut p, "log-max-size", parse_size)?,
+            Long("log-keep") => o.log_keep = flag_value(&mut p, "log-keep", number)?,
             Long("dispatcher") => o.dispatcher = Some(p.value().map_err(e)?.into()),
-            Long("input-name") => o.input_name = flag(&mut p, "input-name", text)?,
-            Long("max-per-addr") => o.server.max_per_addr = flag(&mut p, "max-per-addr", number)?,
+            Long("input-name") => o.input_name = flag_value(&mut p, "input-name", text)?,
+            Long("max-per-addr") => {
+                o.server.max_per_addr = flag_value(&mut p, "max-per-addr", number)?
+            }
             Long("max-connections") => {
-                o.server.max_connections = flag(&mut p, "max-connections", number)?
+                o.server.max_connections = flag_value(&mut p, "max-connections", number)?
             }
             Long("idle-timeout") => {
-                o.server.idle_timeout = flag(&mut p, "idle-timeout", off_if_zero)?
+                o.server.idle_timeout = flag_value(&mut p, "idle-timeout", off_if_zero)?
             }
-            Long("space-left") => o.server.space_left = flag(&mut p, "space-left", parse_size)?,
-            Long("store-max") => o.store_max = flag(&mut p, "store-max", parse_size)?,
+            Long("space-left") => {
+                o.server.space_left = flag_value(&mut p, "space-left", parse_size)?
+            }
+            Long("store-max") => o.store_max = flag_value(&mut p, "store-max", parse_size)?,
             Long("tls-cert") => o.tls.cert = Some(p.value().map_err(e)?.into()),
             Long("tls-key") => o.tls.key = Some(p.value().map_err(e)?.into()),
             Long("tls-ca") => o.tls.ca = Some(p.value().map_err(e)?.into()),
@@ -155,25 +147,7 @@ fn apply_flags(o: &mut Opts, args: Vec<OsString>) -> Result<(Option<PathBuf>, bo
     if !listen.is_empty() {
         o.listen = listen;
     }
-    if no_config && config.is_some() {
-        return Err("--config and --no-config exclude each other".into());
-    }
-    Ok((config, no_config))
-}
-
-/// The value of `--NAME`, converted by `f`; its error names the flag.
-fn flag<T>(
-    p: &mut lexopt::Parser,
-    name: &str,
-    f: impl FnOnce(&str) -> Result<T, String>,
-) -> Result<T, String> {
-    use lexopt::ValueExt;
-    let v = p
-        .value()
-        .and_then(|v| v.string())
-        .map_err(|e| e.to_string())?;
-    let out = f(&v).map_err(|m| format!("--{name} {v:?} {m}"))?;
-    Ok(out)
+    Ok(file)
 }
 
 /// Takes the option file's values into `o`; mistakes are recorded by `r`.
@@ -237,13 +211,6 @@ fn flag_spelling(key: &str) -> Option<String> {
     (k == "no_log").then(|| "write log = false".to_string())
 }
 
-/// Overwrites `slot` with a value the file gave.
-fn set<T>(slot: &mut T, value: Option<T>) {
-    if let Some(v) = value {
-        *slot = v;
-    }
-}
-
 /// An address to listen on, checked to be ADDR:PORT.
 fn check_addr(v: &str) -> Result<String, String> {
     let ok = v.rsplit_once(':').is_some_and(|(host, port)| {
@@ -256,37 +223,17 @@ fn check_addr(v: &str) -> Result<String, String> {
     }
 }
 
-/// Any text.
-fn text(v: &str) -> Result<String, String> {
-    Ok(v.to_string())
-}
-
 /// A whole number that fits `N`.
 fn number<N: std::str::FromStr>(v: &str) -> Result<N, String> {
     v.parse()
         .map_err(|_| "is not a whole number in range".to_string())
 }
 
-/// A duration where 0 means none.
-fn off_if_zero(v: &str) -> Result<Option<Duration>, String> {
-    parse_duration(v).map(|d| (!d.is_zero()).then_some(d))
-}
-
 fn main() {
     audisp::logging::init("audisp-receive", "info");
     let opts = match parse() {
         Ok(o) => o,
-        Err(OptError::Usage(e)) => {
-            eprintln!("audisp-receive: {e}\n{USAGE}");
-            std::process::exit(2);
-        }
-        Err(OptError::File(diags)) => {
-            for d in &diags {
-                eprintln!("audisp-receive: {d}");
-            }
-            eprintln!("audisp-receive: not started: correct the option file");
-            std::process::exit(2);
-        }
+        Err(e) => e.exit("audisp-receive", USAGE),
     };
     if opts.check_config {
         println!("audisp-receive: configuration ok");

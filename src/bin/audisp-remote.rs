@@ -16,8 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use audisp::config::option_file::{Reader, Source, Table};
-use audisp::config::{parse_duration, parse_size, Diagnostic};
+use audisp::config::option_file::{
+    self, flag_value, off_if_zero, set, text, FileFlags, Reader, StartError, Table,
+};
+use audisp::config::{parse_duration, parse_size};
 use audisp::journal::{Journal, Limits, NewEntry, ReadOutcome, Step};
 use audisp::remote::sender::{Action, Actions, SenderConfig, SenderLoop, SenderState};
 use audisp::remote::tls::{self, TlsFiles};
@@ -82,85 +84,80 @@ impl Default for Opts {
     }
 }
 
-/// Why the program cannot start; both end in exit status 2.
-enum OptError {
-    /// A command-line mistake (shown with the usage).
-    Usage(String),
-    /// Mistakes in the option file, each at its line.
-    File(Vec<Diagnostic>),
-}
-
 /// `--overflow` / `overflow`: whether the oldest unsent records are dropped.
 const OVERFLOW: &[(&str, bool)] = &[("block", false), ("drop-oldest", true)];
 /// `--sync` / `sync`: whether each batch is fsynced.
 const SYNC: &[(&str, bool)] = &[("durable", true), ("none", false)];
 
 /// Defaults, then the option file, then the flags.
-fn parse() -> Result<Opts, OptError> {
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    // A first pass finds --config (and reports flag mistakes before the
-    // file's); the second applies the flags over the file's values.
-    let (config, no_config) =
-        apply_flags(&mut Opts::default(), args.clone()).map_err(OptError::Usage)?;
-    let source = Source::locate(config, CONFIG_VAR, DEFAULT_CONFIG, &|k| std::env::var_os(k));
-    let mut o = Opts::default();
-    if !no_config {
-        source
-            .load("audisp-remote", |r, top| apply_file(r, top, &mut o))
-            .map_err(OptError::File)?;
-    }
-    apply_flags(&mut o, args).map_err(OptError::Usage)?;
+fn parse() -> Result<Opts, StartError> {
+    let (o, source) = option_file::settings(
+        "audisp-remote",
+        CONFIG_VAR,
+        DEFAULT_CONFIG,
+        std::env::args_os().skip(1).collect(),
+        apply_flags,
+        apply_file,
+    )?;
     if o.server.is_empty() {
-        return Err(OptError::Usage(if no_config {
-            "no server: give --server HOST:PORT (--no-config reads no settings file)".into()
-        } else {
-            format!(
+        return Err(StartError::Usage(match source {
+            None => {
+                "no server: give --server HOST:PORT (--no-config reads no settings file)".into()
+            }
+            Some(src) => format!(
                 "no server: set server = \"HOST:PORT\" in {} or give --server HOST:PORT",
-                source.path.display()
-            )
+                src.path.display()
+            ),
         }));
     }
     Ok(o)
 }
 
-/// Applies the command line to `o`; returns the `--config` file, if given.
-fn apply_flags(o: &mut Opts, args: Vec<OsString>) -> Result<(Option<PathBuf>, bool), String> {
+/// Applies the command line to `o`; returns what it says of the option file.
+fn apply_flags(o: &mut Opts, args: Vec<OsString>) -> Result<FileFlags, String> {
     use lexopt::prelude::*;
-    let mut config = None;
-    let mut no_config = false;
+    let mut file = FileFlags::default();
     let mut p = lexopt::Parser::from_args(args);
     let e = |e: lexopt::Error| e.to_string();
     while let Some(arg) = p.next().map_err(e)? {
         match arg {
-            Long("config") => config = Some(p.value().map_err(e)?.into()),
-            Long("no-config") => no_config = true,
+            Long("config") => file.config = Some(p.value().map_err(e)?.into()),
+            Long("no-config") => file.none = true,
             Long("check-config") => o.check_config = true,
-            Long("server") => o.server = flag(&mut p, "server", check_server)?,
+            Long("server") => o.server = flag_value(&mut p, "server", check_server)?,
             Long("spool-dir") => o.spool_dir = p.value().map_err(e)?.into(),
-            Long("spool-max") => o.spool_max = flag(&mut p, "spool-max", parse_size)?,
-            Long("overflow") => o.drop_oldest = flag(&mut p, "overflow", |v| word(OVERFLOW, v))?,
-            Long("sync") => o.durable = flag(&mut p, "sync", |v| word(SYNC, v))?,
-            Long("no-fast") => o.fast = false,
-            Long("window") => o.window = flag(&mut p, "window", size)?,
-            Long("heartbeat") => o.heartbeat = flag(&mut p, "heartbeat", off_if_zero)?,
-            Long("reply-timeout") => {
-                o.reply_timeout = flag(&mut p, "reply-timeout", parse_duration)?
+            Long("spool-max") => o.spool_max = flag_value(&mut p, "spool-max", parse_size)?,
+            Long("overflow") => {
+                o.drop_oldest = flag_value(&mut p, "overflow", |v| word(OVERFLOW, v))?
             }
-            Long("retry-max") => o.retry_max = flag(&mut p, "retry-max", parse_duration)?,
+            Long("sync") => o.durable = flag_value(&mut p, "sync", |v| word(SYNC, v))?,
+            Long("no-fast") => o.fast = false,
+            Long("window") => o.window = flag_value(&mut p, "window", size)?,
+            Long("heartbeat") => o.heartbeat = flag_value(&mut p, "heartbeat", off_if_zero)?,
+            Long("reply-timeout") => {
+                o.reply_timeout = flag_value(&mut p, "reply-timeout", parse_duration)?
+            }
+            Long("retry-max") => o.retry_max = flag_value(&mut p, "retry-max", parse_duration)?,
             Long("tls-cert") => o.tls.cert = Some(p.value().map_err(e)?.into()),
             Long("tls-key") => o.tls.key = Some(p.value().map_err(e)?.into()),
             Long("tls-ca") => o.tls.ca = Some(p.value().map_err(e)?.into()),
-            Long("tls-server-name") => o.tls_name = Some(flag(&mut p, "tls-server-name", text)?),
+            Long("tls-server-name") => {
+                o.tls_name = Some(flag_value(&mut p, "tls-server-name", text)?)
+            }
             Long("on-network-failure") => {
-                o.actions.network_failure = flag(&mut p, "on-network-failure", action)?
+                o.actions.network_failure = flag_value(&mut p, "on-network-failure", action)?
             }
-            Long("on-disk-low") => o.actions.disk_low = flag(&mut p, "on-disk-low", action)?,
-            Long("on-disk-full") => o.actions.disk_full = flag(&mut p, "on-disk-full", action)?,
-            Long("on-disk-error") => o.actions.disk_error = flag(&mut p, "on-disk-error", action)?,
+            Long("on-disk-low") => o.actions.disk_low = flag_value(&mut p, "on-disk-low", action)?,
+            Long("on-disk-full") => {
+                o.actions.disk_full = flag_value(&mut p, "on-disk-full", action)?
+            }
+            Long("on-disk-error") => {
+                o.actions.disk_error = flag_value(&mut p, "on-disk-error", action)?
+            }
             Long("on-remote-ending") => {
-                o.actions.remote_ending = flag(&mut p, "on-remote-ending", action)?
+                o.actions.remote_ending = flag_value(&mut p, "on-remote-ending", action)?
             }
-            Long("name") => o.name = flag(&mut p, "name", text)?,
+            Long("name") => o.name = flag_value(&mut p, "name", text)?,
             Long("listen") => o.listen = Some(p.value().map_err(e)?.into()),
             Long("help") | Short('h') => {
                 println!("{USAGE}");
@@ -169,25 +166,7 @@ fn apply_flags(o: &mut Opts, args: Vec<OsString>) -> Result<(Option<PathBuf>, bo
             _ => return Err(arg.unexpected().to_string()),
         }
     }
-    if no_config && config.is_some() {
-        return Err("--config and --no-config exclude each other".into());
-    }
-    Ok((config, no_config))
-}
-
-/// The value of `--NAME`, converted by `f`; its error names the flag.
-fn flag<T>(
-    p: &mut lexopt::Parser,
-    name: &str,
-    f: impl FnOnce(&str) -> Result<T, String>,
-) -> Result<T, String> {
-    use lexopt::ValueExt;
-    let v = p
-        .value()
-        .and_then(|v| v.string())
-        .map_err(|e| e.to_string())?;
-    let out = f(&v).map_err(|m| format!("--{name} {v:?} {m}"))?;
-    Ok(out)
+    Ok(file)
 }
 
 /// Takes the option file's values into `o`; mistakes are recorded by `r`.
@@ -273,13 +252,6 @@ fn flag_spelling(key: &str) -> Option<String> {
     (k == "no_fast").then(|| "write fast = false".to_string())
 }
 
-/// Overwrites `slot` with a value the file gave.
-fn set<T>(slot: &mut T, value: Option<T>) {
-    if let Some(v) = value {
-        *slot = v;
-    }
-}
-
 /// A failure action, as `--on-*` and `[failure]` write it.
 fn action(v: &str) -> Result<Action, String> {
     Action::parse(v).map_err(|_| {
@@ -303,11 +275,6 @@ fn check_server(v: &str) -> Result<String, String> {
     }
 }
 
-/// Any text.
-fn text(v: &str) -> Result<String, String> {
-    Ok(v.to_string())
-}
-
 /// One of `choices`, by name.
 fn word<T: Copy>(choices: &[(&str, T)], v: &str) -> Result<T, String> {
     match choices.iter().find(|(n, _)| *n == v) {
@@ -324,11 +291,6 @@ fn size(v: &str) -> Result<usize, String> {
     usize::try_from(parse_size(v)?).map_err(|_| "is too large".to_string())
 }
 
-/// A duration where 0 means none.
-fn off_if_zero(v: &str) -> Result<Option<Duration>, String> {
-    parse_duration(v).map(|d| (!d.is_zero()).then_some(d))
-}
-
 static RESUME: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_usr2(_: libc::c_int) {
@@ -339,17 +301,7 @@ fn main() {
     audisp::logging::init("audisp-remote", "info");
     let opts = match parse() {
         Ok(o) => o,
-        Err(OptError::Usage(e)) => {
-            eprintln!("audisp-remote: {e}\n{USAGE}");
-            std::process::exit(2);
-        }
-        Err(OptError::File(diags)) => {
-            for d in &diags {
-                eprintln!("audisp-remote: {d}");
-            }
-            eprintln!("audisp-remote: not started: correct the option file");
-            std::process::exit(2);
-        }
+        Err(e) => e.exit("audisp-remote", USAGE),
     };
     if opts.check_config {
         println!("audisp-remote: configuration ok");
@@ -545,10 +497,7 @@ fn run(o: Opts) -> Result<(), String> {
             .collect();
         let appended = spool.append(&entries)?;
         tracing::trace!("spooled {:?}", appended.seqs);
-        backlog.added(
-            appended.seqs.end,
-            entries.iter().map(|e| e.text.len() as u64 + 32).sum(),
-        );
+        backlog.added(appended.seqs.end, appended.bytes);
         if let Some(lost) = appended.evicted_before {
             tracing::error!(
                 "spool over {} bytes: unsent records before {lost} dropped",

@@ -90,6 +90,108 @@ impl Source {
     }
 }
 
+/// What a program's command line says about its option file.
+#[derive(Debug, Default)]
+pub struct FileFlags {
+    /// `--config FILE`.
+    pub config: Option<PathBuf>,
+    /// `--no-config`: read no file at all.
+    pub none: bool,
+}
+
+/// Why a program cannot start; both end in exit status 2.
+#[derive(Debug)]
+pub enum StartError {
+    /// A command-line mistake (shown with the usage).
+    Usage(String),
+    /// Mistakes in the option file, each at its line.
+    File(Vec<Diagnostic>),
+}
+
+impl StartError {
+    /// Reports the mistake(s) on standard error as `program` and exits with
+    /// status 2.
+    pub fn exit(self, program: &str, usage: &str) -> ! {
+        match self {
+            StartError::Usage(e) => eprintln!("{program}: {e}\n{usage}"),
+            StartError::File(diags) => {
+                for d in &diags {
+                    eprintln!("{program}: {d}");
+                }
+                eprintln!("{program}: not started: correct the option file");
+            }
+        }
+        std::process::exit(2)
+    }
+}
+
+/// A program's settings in the order every program of the suite takes
+/// them: defaults, then the option file, then the command line. `flags`
+/// applies the command line `args` to the settings it is given and says
+/// which file to read; it runs twice, first on throw-away defaults to find
+/// the file (so command-line mistakes are reported before the file's),
+/// then over the file's values. `file` takes the file's values. Returns
+/// the settings and the file read (`None` with `--no-config`).
+pub fn settings<O: Default>(
+    program: &str,
+    env_var: &str,
+    default_path: &str,
+    args: Vec<OsString>,
+    flags: impl Fn(&mut O, Vec<OsString>) -> Result<FileFlags, String>,
+    file: impl for<'s> FnOnce(&mut Reader<'s>, &Table<'_, 's>, &mut O),
+) -> Result<(O, Option<Source>), StartError> {
+    let chosen = flags(&mut O::default(), args.clone()).map_err(StartError::Usage)?;
+    if chosen.none && chosen.config.is_some() {
+        return Err(StartError::Usage(
+            "--config and --no-config exclude each other".into(),
+        ));
+    }
+    let mut o = O::default();
+    let source = (!chosen.none).then(|| {
+        Source::locate(chosen.config, env_var, default_path, &|k| {
+            std::env::var_os(k)
+        })
+    });
+    if let Some(src) = &source {
+        src.load(program, |r, top| file(r, top, &mut o))
+            .map_err(StartError::File)?;
+    }
+    flags(&mut o, args).map_err(StartError::Usage)?;
+    Ok((o, source))
+}
+
+/// The value of the flag `--NAME` that `p` has just read, converted by
+/// `f`; an error names the flag and the value as given.
+pub fn flag_value<T>(
+    p: &mut lexopt::Parser,
+    name: &str,
+    f: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, String> {
+    use lexopt::ValueExt;
+    let v = p
+        .value()
+        .and_then(|v| v.string())
+        .map_err(|e| e.to_string())?;
+    f(&v).map_err(|m| format!("--{name} {v:?} {m}"))
+}
+
+/// Overwrites `slot` with a value the file gave, if it gave one.
+pub fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+/// A value converter for [`flag_value`]: any text.
+pub fn text(v: &str) -> Result<String, String> {
+    Ok(v.to_string())
+}
+
+/// A value converter for [`flag_value`]: a duration where 0 means none.
+pub fn off_if_zero(v: &str) -> Result<Option<Duration>, String> {
+    super::parse_duration(v).map(|d| (!d.is_zero()).then_some(d))
+}
+
 /// Parses `text`, the contents of `file`, handing its top-level table to
 /// `f`; every problem found, by line, or what `f` returned.
 pub fn parse<'s, T>(

@@ -117,6 +117,8 @@ pub struct Appended {
     /// When the size limit forced segments out before every reader had read
     /// them: the entries `[1 or older start, lost_before)` are gone.
     pub evicted_before: Option<u64>,
+    /// Bytes the entries take in the journal (headers included).
+    pub bytes: u64,
 }
 
 /// A wake-up a reader's owner registers to learn that new entries arrived.
@@ -335,6 +337,7 @@ impl Journal {
             return Ok(Appended {
                 seqs: end..end,
                 evicted_before: None,
+                bytes: 0,
             });
         }
         let mut writer = lock(&self.shared.writer);
@@ -371,6 +374,7 @@ impl Journal {
                 last.bytes = writer.size;
             }
         }
+        let written = bytes.len() as u64;
         let block = Arc::new(Block {
             first_seq,
             bytes,
@@ -392,6 +396,7 @@ impl Journal {
         Ok(Appended {
             seqs: first_seq..end_seq,
             evicted_before,
+            bytes: written,
         })
     }
 

@@ -452,7 +452,8 @@ fn load_snapshot(path: &Path, state: &mut [SenderState]) -> io::Result<()> {
     Ok(())
 }
 
-fn hex(b: &[u8]) -> String {
+/// Bytes as lower-case hex, as the sender table and log lines write identities.
+pub(super) fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
 

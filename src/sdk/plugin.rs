@@ -2,6 +2,7 @@
 //! exactly-once delivery to the plugin's code.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
@@ -229,7 +230,7 @@ pub struct CommandReply {
 /// What the handler can do besides handling records.
 pub struct Context<'c> {
     conn: &'c OwnedFd,
-    stash: &'c mut Vec<Vec<u8>>,
+    stash: &'c mut VecDeque<Vec<u8>>,
     next_id: &'c mut u32,
     journal: [u8; 16],
     plugin: &'c Plugin,
@@ -341,7 +342,7 @@ impl Context<'_> {
                 Ok(m) => {
                     if let FromDispatcher::Records(_) = m {
                         // Handled after the current batch.
-                        self.stash.push(msg.to_vec());
+                        self.stash.push_back(msg.to_vec());
                         continue;
                     }
                     if let Some(t) = want(m) {
@@ -674,7 +675,7 @@ impl Plugin {
         // Events mode: whole events, and the one still arriving.
         let mut ready = Store::default();
         let mut partial = Store::default();
-        let mut stash: Vec<Vec<u8>> = Vec::new();
+        let mut stash: VecDeque<Vec<u8>> = VecDeque::new();
         let mut next_id = 0u32;
         let mut more = vec![0u8; protocol::MAX_MESSAGE];
         loop {
@@ -691,8 +692,8 @@ impl Plugin {
             }
             .send_queued()?;
             let msg: Vec<u8>;
-            let data: &[u8] = if !stash.is_empty() {
-                msg = stash.remove(0);
+            let data: &[u8] = if let Some(m) = stash.pop_front() {
+                msg = m;
                 &msg
             } else {
                 match recv_wait(conn, &mut buf, Duration::from_millis(500))? {
@@ -739,12 +740,12 @@ impl Plugin {
                 while joined < COALESCE {
                     // Messages set aside while waiting for a command's
                     // answer came first: take them before the socket's.
-                    let waiting = if stash.is_empty() {
-                        recv_wait(conn, &mut more, Duration::ZERO)?
-                    } else {
-                        let m = stash.remove(0);
-                        more[..m.len()].copy_from_slice(&m);
-                        Some(m.len())
+                    let waiting = match stash.pop_front() {
+                        Some(m) => {
+                            more[..m.len()].copy_from_slice(&m);
+                            Some(m.len())
+                        }
+                        None => recv_wait(conn, &mut more, Duration::ZERO)?,
                     };
                     let n = match waiting {
                         None => break,
@@ -757,7 +758,7 @@ impl Plugin {
                     let extra = match protocol::decode_from_dispatcher(&more[..n]) {
                         Ok(FromDispatcher::Records(rs)) => rs,
                         Ok(_) => {
-                            stash.insert(0, more[..n].to_vec());
+                            stash.push_front(more[..n].to_vec());
                             break;
                         }
                         Err(e) => return Err(Error::Connection(format!("protocol error: {e}"))),

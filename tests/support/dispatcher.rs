@@ -459,6 +459,24 @@ pub fn sample() -> Vec<u8> {
         .expect("tests/data/sample.log")
 }
 
+/// The sample with every time stamp moved (`msg=audit(` → `msg=audit(K`),
+/// so that copy `k` holds records distinct from every other copy; copy 0 is
+/// the sample itself.
+pub fn sample_shifted(k: usize) -> Vec<u8> {
+    if k == 0 {
+        return sample();
+    }
+    String::from_utf8(sample())
+        .expect("the sample is UTF-8")
+        .replace("msg=audit(", &format!("msg=audit({k}"))
+        .into_bytes()
+}
+
+/// `n` distinct copies of the sample, one after the other.
+pub fn sample_copies(n: usize) -> Vec<u8> {
+    (0..n).flat_map(sample_shifted).collect()
+}
+
 /// A plugins.d body that runs `examples/sink` writing to `out/NAME`, with
 /// `extra` sink arguments (already quoted TOML strings, comma-separated) and
 /// `rest` appended after the `exec` line.
