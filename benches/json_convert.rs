@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use audisp::events::Grouper;
+use audisp::engine::events::Grouper;
 use audisp::format::JsonWriter;
 use audisp::record;
 

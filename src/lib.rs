@@ -23,7 +23,7 @@
 //!   Only as much is parsed as routing needs ([`record`]: type, time, serial,
 //!   node).
 //! * **Ingest** ([`engine::ingest`]): drops what an input resends, places
-//!   each record in an event ([`events`]) and appends it to the journal.
+//!   each record in an event ([`engine::events`]) and appends it to the journal.
 //! * **The [`journal`]**: every record, once, in order, with a sequence
 //!   number that never changes. Its newest part is also in memory. It is
 //!   the queue of every plugin at once: a plugin is just a cursor into it, so
@@ -32,11 +32,11 @@
 //! * **Senders** ([`engine::plugin`]): one thread per plugin, non-blocking
 //!   I/O only, batching when there is a backlog, resending whatever was not
 //!   acknowledged, applying the plugin's overflow policy and subscription
-//!   ([`subscription`]), running the actions a plugin may ask for
+//!   ([`engine::subscription`]), running the actions a plugin may ask for
 //!   ([`engine::actions`]).
 //! * **The engine** ([`engine`]) ties these together and is driven by its
 //!   embedder: the `audispd` binary adds configuration ([`config`]), signals,
-//!   logging and the service manager ([`notify`]); it knows nothing of
+//!   logging and the service manager ([`systemd::notify`]); it knows nothing of
 //!   systemd, D-Bus or journald itself.
 //! * **Plugins** are written with the [`sdk`] in a few lines, or in any
 //!   language against `docs/protocol.md`; stock auditd plugins work
@@ -53,21 +53,17 @@
 //! (`overflow = "drop"`/`"suspend"`, a size limit) and then counted and
 //! logged with a `MESSAGE_ID` ([`log_ids`]).
 
-pub mod activation;
 pub mod config;
 pub mod dbus;
 pub mod engine;
-pub mod events;
 pub mod format;
 pub mod framing;
 pub mod journal;
 pub mod log_ids;
-pub mod logging;
-pub mod notify;
 pub mod protocol;
 pub mod record;
 pub mod record_types;
 pub mod remote;
 pub mod sdk;
-pub mod subscription;
+pub mod systemd;
 pub mod uds;

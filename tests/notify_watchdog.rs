@@ -41,7 +41,7 @@ fn pings(notes: &[Notification]) -> Vec<Instant> {
 }
 
 fn monotonic_usec() -> u64 {
-    audisp::notify::monotonic_usec()
+    audisp::systemd::notify::monotonic_usec()
 }
 
 #[test]

@@ -24,11 +24,11 @@ use audisp::config::option_file::{
 use audisp::config::parse_size;
 use audisp::engine::liveness::Liveness;
 use audisp::journal::{Limits, ReadOutcome, Step};
-use audisp::notify::Notifier;
 use audisp::remote::logfile::{LogConfig, LogWriter};
 use audisp::remote::server::{self, ServerConfig, Shared, Transport, Wrap};
 use audisp::remote::store::Store;
 use audisp::sdk::InputClient;
+use audisp::systemd::notify::Notifier;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -230,7 +230,7 @@ fn number<N: std::str::FromStr>(v: &str) -> Result<N, String> {
 }
 
 fn main() {
-    audisp::logging::init("audisp-receive", "info");
+    audisp::systemd::logging::init("audisp-receive", "info");
     let opts = match parse() {
         Ok(o) => o,
         Err(e) => e.exit("audisp-receive", USAGE),
@@ -254,7 +254,7 @@ fn run(opts: Opts) -> Result<(), String> {
         .map_err(|e| format!("cannot block signals: {e}"))?;
 
     // Before any thread starts (the variables are removed).
-    let mut listeners: Vec<TcpListener> = audisp::activation::Passed::from_env()?
+    let mut listeners: Vec<TcpListener> = audisp::systemd::activation::Passed::from_env()?
         .take_tcp_listeners()?
         .into_iter()
         .map(TcpListener::from)

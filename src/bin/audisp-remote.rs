@@ -298,7 +298,7 @@ extern "C" fn on_usr2(_: libc::c_int) {
 }
 
 fn main() {
-    audisp::logging::init("audisp-remote", "info");
+    audisp::systemd::logging::init("audisp-remote", "info");
     let opts = match parse() {
         Ok(o) => o,
         Err(e) => e.exit("audisp-remote", USAGE),

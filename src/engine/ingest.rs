@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::stats::{self, InputCounters, InputSnapshot};
-use crate::events::{Grouper, GrouperState};
+use crate::engine::events::{Grouper, GrouperState};
 use crate::journal::entry::flags;
 use crate::journal::{Journal, NewEntry, ReadOutcome, Step};
 use crate::record;

@@ -11,11 +11,13 @@
 pub mod actions;
 pub mod child;
 pub mod cursor;
+pub mod events;
 pub mod ingest;
 pub mod inputs;
 pub mod liveness;
 pub mod plugin;
 pub mod stats;
+pub mod subscription;
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;

@@ -37,11 +37,11 @@ use super::cursor::{CursorFile, Position};
 use super::liveness::Heartbeat;
 use super::stats::{self, PluginCounters, PluginSnapshot, Snapshot};
 use crate::config::{DeliveryMode, Overflow, PluginConfig, PluginFormat, Transport};
-use crate::events::{Assembler, Event, EventRecord};
+use crate::engine::events::{Assembler, Event, EventRecord};
+use crate::engine::subscription::Subscription;
 use crate::journal::entry::flags;
 use crate::journal::{EntryRef, Journal, ReadOutcome, Reader, Step, Wakeup};
 use crate::protocol::{self, record_flags, FromPlugin, Mode, RecordsBuilder, Role, Welcome};
-use crate::subscription::Subscription;
 use crate::uds;
 
 /// Native messages in flight before the sender waits for acknowledgements:

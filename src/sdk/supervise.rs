@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::notify::Notifier;
+use crate::systemd::notify::Notifier;
 
 struct Supervisor {
     notifier: Notifier,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use audisp::events::Grouper;
+use audisp::engine::events::Grouper;
 use audisp::record;
 
 /// Groups records into events the way the dispatcher does, in the order the

@@ -143,7 +143,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    audisp::logging::init("audisp-bridge", "info");
+    audisp::systemd::logging::init("audisp-bridge", "info");
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -4,7 +4,7 @@
 
 use std::os::fd::OwnedFd;
 
-use audisp::activation::Passed;
+use audisp::systemd::activation::Passed;
 use nix::sys::socket::SockType;
 
 /// The name the input socket is passed under (`FileDescriptorName=`).

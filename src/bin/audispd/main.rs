@@ -16,7 +16,7 @@ mod listen;
 
 use audisp::config::{self, Paths};
 use audisp::engine::{Engine, Sockets};
-use audisp::notify::Notifier;
+use audisp::systemd::notify::Notifier;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -94,7 +94,7 @@ fn main() -> ExitCode {
         std::env::var_os(k)
     });
     if args.demo {
-        audisp::logging::init("audispd", "warn");
+        audisp::systemd::logging::init("audispd", "warn");
         return match demo::run() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -112,9 +112,9 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         };
     }
-    audisp::logging::init("audispd", "info");
+    audisp::systemd::logging::init("audispd", "info");
     let notifier = std::sync::Arc::new(Notifier::from_env());
-    let passed = match audisp::activation::Passed::from_env() {
+    let passed = match audisp::systemd::activation::Passed::from_env() {
         Ok(p) => p,
         Err(e) => {
             tracing::error!("socket activation: {e}");
@@ -160,7 +160,7 @@ fn stdin_source() -> Option<OwnedFd> {
 fn run(
     paths: Paths,
     notifier: &std::sync::Arc<Notifier>,
-    mut passed: audisp::activation::Passed,
+    mut passed: audisp::systemd::activation::Passed,
 ) -> Result<(), String> {
     let (config, _) = load(&paths);
     let Some(config) = config else {
