@@ -8,12 +8,13 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket;
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::Error;
 use crate::protocol::{self, record_flags, CommandStatus, FromDispatcher, Hello, Mode};
@@ -355,23 +356,25 @@ impl Context<'_> {
     }
 }
 
+/// Set by SIGTERM or SIGINT once [`Plugin::run`] registered for them.
 static TERMINATE: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_terminate(_: libc::c_int) {
-    TERMINATE.store(true, Ordering::SeqCst);
-}
-
-fn install_terminate_handler() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let act = SigAction::new(
-        SigHandler::Handler(on_terminate),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for sig in [Signal::SIGTERM, Signal::SIGINT] {
-        // SAFETY: the handler only stores to an atomic.
-        let _ = unsafe { sigaction(sig, &act) };
-    }
+/// Adds, once per process, an action to SIGTERM and SIGINT that sets
+/// [`TERMINATE`]. signal-hook chains: a handler the program installed
+/// before runs too, and neither signal kills the process any more (the
+/// plugin stops instead).
+fn register_terminate() -> Result<(), Error> {
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            for sig in [SIGTERM, SIGINT] {
+                signal_hook::flag::register(sig, &TERMINATE)
+                    .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
+            }
+            Ok(())
+        })
+        .clone()
+        .map_err(Error::Setup)
 }
 
 /// Where a plugin's connection comes from.
@@ -555,6 +558,14 @@ impl Plugin {
     /// closes the connection (started by audispd) or the plugin is told to
     /// terminate (SIGTERM, SIGINT). A handler error stops the plugin
     /// without acknowledging the failed batch.
+    ///
+    /// Signals: from the first `run` on, for the rest of the process,
+    /// SIGTERM and SIGINT ask the plugin to stop: `run` returns `Ok` after
+    /// the batch in hand (acknowledged if the handler finished it) instead
+    /// of the process being killed. The SDK adds its action with
+    /// signal-hook, which keeps a handler the program installed before
+    /// (it still runs); a handler installed after `run` started replaces
+    /// the SDK's. [`Plugin::run_on`] touches no signal.
     pub fn run<F>(self, mut handler: F) -> Result<(), Error>
     where
         F: FnMut(
@@ -565,7 +576,7 @@ impl Plugin {
         let include = Plugin::types(&self.include)?;
         let exclude = Plugin::types(&self.exclude)?;
         let mut progress = self.load_progress()?;
-        install_terminate_handler();
+        register_terminate()?;
         let source = self.source()?;
         super::supervise::ready(&self.name);
         match source {
