@@ -377,8 +377,9 @@ fn register_terminate() -> Result<(), Error> {
         .map_err(Error::Setup)
 }
 
-/// Where a plugin's connection comes from.
-enum Source {
+/// The socket that leads to the dispatcher: one connection already made,
+/// or a listener the dispatcher connects to.
+enum DispatcherSocket {
     /// A connected socket (started by audispd).
     Connected(OwnedFd),
     /// A listening socket (systemd socket activation, or `listen`).
@@ -509,17 +510,19 @@ impl Plugin {
             .collect()
     }
 
-    fn source(&self) -> Result<Source, Error> {
+    fn dispatcher_socket(&self) -> Result<DispatcherSocket, Error> {
         // Started by audispd: a connected SEQPACKET socket on stdin.
         if is_seqpacket(0) && !is_listening(0) {
             let fd = nix::fcntl::fcntl(std::io::stdin(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
                 .map_err(io::Error::from)?;
             // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor we own.
-            return Ok(Source::Connected(unsafe { OwnedFd::from_raw_fd(fd) }));
+            return Ok(DispatcherSocket::Connected(unsafe {
+                OwnedFd::from_raw_fd(fd)
+            }));
         }
         // Socket activation.
         if let Some(fd) = listen_fd() {
-            return Ok(Source::Listening(fd));
+            return Ok(DispatcherSocket::Listening(fd));
         }
         let path = self
             .listen
@@ -533,7 +536,7 @@ impl Plugin {
                         .into(),
                 )
             })?;
-        Ok(Source::Listening(bind_listener(&path)?))
+        Ok(DispatcherSocket::Listening(bind_listener(&path)?))
     }
 
     /// Serves one connection the caller already holds — the socket an
@@ -577,14 +580,14 @@ impl Plugin {
         let exclude = Plugin::types(&self.exclude)?;
         let mut progress = self.load_progress()?;
         register_terminate()?;
-        let source = self.source()?;
+        let socket = self.dispatcher_socket()?;
         super::supervise::ready(&self.name);
-        match source {
-            Source::Connected(conn) => {
+        match socket {
+            DispatcherSocket::Connected(conn) => {
                 self.serve(&conn, &include, &exclude, &mut progress, &mut handler)?;
                 Ok(())
             }
-            Source::Listening(listener) => {
+            DispatcherSocket::Listening(listener) => {
                 loop {
                     super::supervise::alive();
                     if TERMINATE.load(Ordering::SeqCst) {
