@@ -63,7 +63,7 @@
 //! | feature | adds | pulls in |
 //! |---|---|---|
 //! | `sdk` | [`sdk`] | serde_json, signal-hook |
-//! | `format` | [`format`] (records as JSON) | serde_json |
+//! | `format` | [`format`](mod@format) (records as JSON) | serde_json |
 //! | `config` | [`config`] | toml, lexopt |
 //! | `dispatcher` | [`engine`], [`journal`], [`systemd::logging`]; `config` | crc32c, getrandom, rustc-hash, serde, tracing, tracing-subscriber, tracing-journald |
 //! | `dbus` | [`dbus`]; `dispatcher`, `sdk` | zbus |
