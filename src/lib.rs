@@ -52,18 +52,46 @@
 //! each record exactly once. Records are lost only by an explicit policy
 //! (`overflow = "drop"`/`"suspend"`, a size limit) and then counted and
 //! logged with a `MESSAGE_ID` ([`log_ids`]).
+//!
+//! # Features
+//!
+//! The core — [`protocol`], [`record`], [`record_types`], [`framing`],
+//! [`uds`], [`log_ids`], [`systemd::activation`] and [`systemd::notify`] —
+//! needs only `libc`, `nix` and `memchr` and is always built. The rest is
+//! behind features, all on by default (the programs need them all):
+//!
+//! | feature | adds | pulls in |
+//! |---|---|---|
+//! | `sdk` | [`sdk`] | serde_json, signal-hook |
+//! | `format` | [`format`](mod@format) (records as JSON) | serde_json |
+//! | `config` | [`config`] | toml, lexopt |
+//! | `dispatcher` | [`engine`], [`journal`], [`systemd::logging`]; `config` | crc32c, getrandom, rustc-hash, serde, tracing, tracing-subscriber, tracing-journald |
+//! | `dbus` | [`dbus`]; `dispatcher`, `sdk` | zbus |
+//! | `remote` | [`remote`]; `dispatcher`, `sdk` | rustls, ring, thiserror |
+//! | `logfile` | audisp-logfile's gzip/zstd; `sdk`, `format`, `config` | flate2, zstd |
+//!
+//! A plugin needs only the SDK:
+//! `audisp = { version = "…", default-features = false, features = ["sdk"] }`
+//! (with `"format"` for JSON).
 
+#[cfg(feature = "config")]
 pub mod config;
+#[cfg(feature = "dbus")]
 pub mod dbus;
+#[cfg(feature = "dispatcher")]
 pub mod engine;
+#[cfg(feature = "format")]
 pub mod format;
 pub mod framing;
+#[cfg(feature = "dispatcher")]
 pub mod journal;
 pub mod log_ids;
 pub mod protocol;
 pub mod record;
 pub mod record_types;
+#[cfg(feature = "remote")]
 pub mod remote;
+#[cfg(feature = "sdk")]
 pub mod sdk;
 pub mod systemd;
 pub mod uds;

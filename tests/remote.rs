@@ -1522,3 +1522,44 @@ fn receiver_feeds_the_watchdog_only_while_it_runs() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// `--on-network-failure suspend`: sending stops until SIGUSR2, even once
+/// the aggregator is back; after SIGUSR2 every record arrives, once.
+#[test]
+fn suspended_sending_resumes_on_sigusr2_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = sender_dispatcher();
+    // Nothing listens on this port yet: the first attempt fails.
+    let port = free_port();
+    let s = start_sender(&d, port, &["--on-network-failure", "suspend"]);
+    let data = sample();
+    let all = lines(&data);
+    let _stdin = keep_feeding(&mut d, &data);
+    wait_until(Duration::from_secs(20), "the suspension", || {
+        sender_log(&d).contains("suspending sending until SIGUSR2")
+    });
+    let r = Receiver::start(tmp.path(), port, &[]);
+    // Unsuspended, the sender would have connected within milliseconds.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        r.lines().is_empty(),
+        "sent while suspended\n{}",
+        sender_log(&d)
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s.id() as i32),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .unwrap();
+    let got = r.wait_lines_or(all.len(), Duration::from_secs(60), &|| {
+        format!("{}\n--- audispd ---\n{}", sender_log(&d), d.log_tail(20))
+    });
+    assert_same(&got, &all, "after SIGUSR2");
+    assert!(
+        sender_log(&d).contains("SIGUSR2: sending again"),
+        "{}",
+        sender_log(&d)
+    );
+    stop_child(s);
+    let _ = d.stop();
+}

@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -24,6 +24,8 @@ use audisp::journal::{Journal, Limits, NewEntry, ReadOutcome, Step};
 use audisp::remote::sender::{Action, Actions, SenderConfig, SenderLoop, SenderState};
 use audisp::remote::tls::{self, TlsFiles};
 use audisp::sdk::{Command, Plugin};
+use signal_hook::consts::SIGUSR2;
+use signal_hook::iterator::Signals;
 
 const USAGE: &str = "usage: audisp-remote [--config FILE | --no-config] [--check-config]
        [--server HOST:PORT] [--spool-dir DIR] [--spool-max BYTES]
@@ -291,12 +293,6 @@ fn size(v: &str) -> Result<usize, String> {
     usize::try_from(parse_size(v)?).map_err(|_| "is too large".to_string())
 }
 
-static RESUME: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_usr2(_: libc::c_int) {
-    RESUME.store(true, Ordering::SeqCst);
-}
-
 fn main() {
     audisp::systemd::logging::init("audisp-remote", "info");
     let opts = match parse() {
@@ -428,22 +424,17 @@ fn run(o: Opts) -> Result<(), String> {
     );
     let sender = std::thread::spawn(move || sender.run());
     {
-        // SIGUSR2 resumes after `suspend`, as with audisp-remote.
-        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-        let act = SigAction::new(
-            SigHandler::Handler(on_usr2),
-            SaFlags::SA_RESTART,
-            SigSet::empty(),
-        );
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { sigaction(Signal::SIGUSR2, &act) }.map_err(|e| format!("sigaction: {e}"))?;
+        // SIGUSR2 resumes after `suspend`, as with audisp-remote. signal-hook
+        // wakes this thread through its pipe; a SIGUSR2 handler installed
+        // before is kept.
+        let mut usr2 = Signals::new([SIGUSR2]).map_err(|e| format!("SIGUSR2: {e}"))?;
         let state = state.clone();
-        std::thread::spawn(move || loop {
-            if RESUME.swap(false, Ordering::SeqCst) && state.suspended.swap(false, Ordering::SeqCst)
-            {
-                tracing::info!("SIGUSR2: sending again");
+        std::thread::spawn(move || {
+            for _ in usr2.forever() {
+                if state.suspended.swap(false, Ordering::SeqCst) {
+                    tracing::info!("SIGUSR2: sending again");
+                }
             }
-            std::thread::sleep(Duration::from_millis(100));
         });
     }
 

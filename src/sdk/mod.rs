@@ -25,7 +25,9 @@
 //!   commands flowing;
 //! * under systemd, sends `READY=1` once it serves and feeds the watchdog
 //!   from its own loop, so a plugin unit can be `Type=notify` with
-//!   `WatchdogSec=`, and a handler that hangs gets the plugin restarted.
+//!   `WatchdogSec=`, and a handler that hangs gets the plugin restarted;
+//! * stops cleanly on SIGTERM or SIGINT, keeping any handler the program
+//!   installed for them ([`Plugin::run`] says how).
 //!
 //! ```no_run
 //! use audisp::sdk::Plugin;

@@ -8,12 +8,13 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket;
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::Error;
 use crate::protocol::{self, record_flags, CommandStatus, FromDispatcher, Hello, Mode};
@@ -355,27 +356,30 @@ impl Context<'_> {
     }
 }
 
+/// Set by SIGTERM or SIGINT once [`Plugin::run`] registered for them.
 static TERMINATE: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_terminate(_: libc::c_int) {
-    TERMINATE.store(true, Ordering::SeqCst);
+/// Adds, once per process, an action to SIGTERM and SIGINT that sets
+/// [`TERMINATE`]. signal-hook chains: a handler the program installed
+/// before runs too, and neither signal kills the process any more (the
+/// plugin stops instead).
+fn register_terminate() -> Result<(), Error> {
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            for sig in [SIGTERM, SIGINT] {
+                signal_hook::flag::register(sig, &TERMINATE)
+                    .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
+            }
+            Ok(())
+        })
+        .clone()
+        .map_err(Error::Setup)
 }
 
-fn install_terminate_handler() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let act = SigAction::new(
-        SigHandler::Handler(on_terminate),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for sig in [Signal::SIGTERM, Signal::SIGINT] {
-        // SAFETY: the handler only stores to an atomic.
-        let _ = unsafe { sigaction(sig, &act) };
-    }
-}
-
-/// Where a plugin's connection comes from.
-enum Source {
+/// The socket that leads to the dispatcher: one connection already made,
+/// or a listener the dispatcher connects to.
+enum DispatcherSocket {
     /// A connected socket (started by audispd).
     Connected(OwnedFd),
     /// A listening socket (systemd socket activation, or `listen`).
@@ -506,17 +510,19 @@ impl Plugin {
             .collect()
     }
 
-    fn source(&self) -> Result<Source, Error> {
+    fn dispatcher_socket(&self) -> Result<DispatcherSocket, Error> {
         // Started by audispd: a connected SEQPACKET socket on stdin.
         if is_seqpacket(0) && !is_listening(0) {
             let fd = nix::fcntl::fcntl(std::io::stdin(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
                 .map_err(io::Error::from)?;
             // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor we own.
-            return Ok(Source::Connected(unsafe { OwnedFd::from_raw_fd(fd) }));
+            return Ok(DispatcherSocket::Connected(unsafe {
+                OwnedFd::from_raw_fd(fd)
+            }));
         }
         // Socket activation.
         if let Some(fd) = listen_fd() {
-            return Ok(Source::Listening(fd));
+            return Ok(DispatcherSocket::Listening(fd));
         }
         let path = self
             .listen
@@ -530,7 +536,7 @@ impl Plugin {
                         .into(),
                 )
             })?;
-        Ok(Source::Listening(bind_listener(&path)?))
+        Ok(DispatcherSocket::Listening(bind_listener(&path)?))
     }
 
     /// Serves one connection the caller already holds — the socket an
@@ -555,6 +561,14 @@ impl Plugin {
     /// closes the connection (started by audispd) or the plugin is told to
     /// terminate (SIGTERM, SIGINT). A handler error stops the plugin
     /// without acknowledging the failed batch.
+    ///
+    /// Signals: from the first `run` on, for the rest of the process,
+    /// SIGTERM and SIGINT ask the plugin to stop: `run` returns `Ok` after
+    /// the batch in hand (acknowledged if the handler finished it) instead
+    /// of the process being killed. The SDK adds its action with
+    /// signal-hook, which keeps a handler the program installed before
+    /// (it still runs); a handler installed after `run` started replaces
+    /// the SDK's. [`Plugin::run_on`] touches no signal.
     pub fn run<F>(self, mut handler: F) -> Result<(), Error>
     where
         F: FnMut(
@@ -565,15 +579,15 @@ impl Plugin {
         let include = Plugin::types(&self.include)?;
         let exclude = Plugin::types(&self.exclude)?;
         let mut progress = self.load_progress()?;
-        install_terminate_handler();
-        let source = self.source()?;
+        register_terminate()?;
+        let socket = self.dispatcher_socket()?;
         super::supervise::ready(&self.name);
-        match source {
-            Source::Connected(conn) => {
+        match socket {
+            DispatcherSocket::Connected(conn) => {
                 self.serve(&conn, &include, &exclude, &mut progress, &mut handler)?;
                 Ok(())
             }
-            Source::Listening(listener) => {
+            DispatcherSocket::Listening(listener) => {
                 loop {
                     super::supervise::alive();
                     if TERMINATE.load(Ordering::SeqCst) {

@@ -9,6 +9,9 @@
 //!
 //! [`Passed::from_env`] takes them and clears the variables, so programs
 //! the daemon starts never believe the sockets are theirs.
+//!
+//! Not `sd-notify`'s `listen_fds_with_names`: its errors do not name the
+//! bad value, and the socket family/type/listening checks stay here anyway.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 

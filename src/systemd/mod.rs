@@ -11,5 +11,6 @@
 //! from this folder.
 
 pub mod activation;
+#[cfg(feature = "dispatcher")]
 pub mod logging;
 pub mod notify;

@@ -16,6 +16,9 @@
 //! `STOPPING=1`) or a watchdog ping waits up to [`PATIENCE`] for room, and
 //! a mere `STATUS=` update is dropped when there is none — the next one
 //! replaces it a second later.
+//!
+//! Not the `sd-notify` crate: its sends block without bound, and it cannot
+//! reach an abstract `@name` socket.
 
 use std::io;
 use std::os::unix::net::UnixDatagram;
