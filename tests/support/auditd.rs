@@ -17,12 +17,14 @@
 //!   it added, restores `backlog_limit` and `enabled` to the values found at start, stops auditd by
 //!   its PID with SIGTERM and checks that `auditctl -s` shows `pid 0` and the original settings.
 //!
-//! Tests call [`RealAuditd::available`] first and, when it fails, print the reason and return.
-//! CI runs the test suite as root on a kernel with audit enabled, so these tests do run there; a
-//! skip in CI means the runner is misconfigured, not that the test passed.
+//! Tests call [`RealAuditd::available_when_idle`] first and, when it fails, hand the reason to
+//! `support::skip` and return. CI runs the test suite as root on a kernel with audit enabled and
+//! `AUDISP_TEST_REQUIRE_ALL=1`, so there these tests run, and a skip fails.
 //!
-//! Within one test binary the instances are serialised by a lock (only one auditd can own the
-//! kernel at a time); across processes, the `pid != 0` check of `available` refuses a second one.
+//! Only one auditd can own kernel audit at a time, so every instance holds [`KernelAuditLock`],
+//! an `flock` on [`KERNEL_AUDIT_LOCK`]: tests of one binary, two test binaries and two people's
+//! runs on one machine wait for each other instead of seeing each other's auditd and skipping.
+//! An auditd the tests did not start (the system's own) still makes `available` refuse.
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -32,7 +34,6 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -68,8 +69,48 @@ const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// auditd 3.0.9 reads config lines into a 160-byte buffer; longer lines are rejected.
 const MAX_CONFIG_LINE: usize = 158;
 
-/// Serialises harness instances inside one test binary: only one auditd can own kernel audit.
-static KERNEL_AUDIT: Mutex<()> = Mutex::new(());
+/// The lock file every user of kernel audit in the tests holds (see [`KernelAuditLock`]); in
+/// `/run/lock`, so every test run on the machine sees the same file.
+pub const KERNEL_AUDIT_LOCK: &str = "/run/lock/audisp-test-kernel-audit.lock";
+
+/// Exclusive use of kernel audit among test processes: an `flock` on [`KERNEL_AUDIT_LOCK`],
+/// held until dropped. Two holders in one process conflict too (each opens the file anew), so
+/// it also serialises the tests of one binary.
+pub struct KernelAuditLock {
+    _file: nix::fcntl::Flock<File>,
+}
+
+impl KernelAuditLock {
+    /// Waits until no other test (in this or another process) holds the lock, then takes it.
+    pub fn acquire() -> Result<Self, String> {
+        use nix::fcntl::{Flock, FlockArg};
+        let path = Path::new(KERNEL_AUDIT_LOCK);
+        // Open an existing file without O_CREAT: with `fs.protected_regular`, O_CREAT on a
+        // file another user made in the sticky /run/lock fails even for root.
+        let open = || {
+            File::open(path)
+                .or_else(|e| match e.kind() {
+                    io::ErrorKind::NotFound => OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(path),
+                    _ => Err(e),
+                })
+                .map_err(|e| io_error("open", path, e))
+        };
+        match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
+            Ok(file) => return Ok(KernelAuditLock { _file: file }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                eprintln!("waiting for {KERNEL_AUDIT_LOCK}: another test is using kernel audit")
+            }
+            Err((_, e)) => return Err(format!("cannot lock {KERNEL_AUDIT_LOCK}: {e}")),
+        }
+        Flock::lock(open()?, FlockArg::LockExclusive)
+            .map(|file| KernelAuditLock { _file: file })
+            .map_err(|(_, e)| format!("cannot lock {KERNEL_AUDIT_LOCK}: {e}"))
+    }
+}
 
 /// Makes every sync marker unique within the process.
 static MARKER_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -346,7 +387,7 @@ pub struct RealAuditd {
     rules: Vec<Vec<String>>,
     backlog_changed: bool,
     keep_dir: bool,
-    _lock: MutexGuard<'static, ()>,
+    _lock: KernelAuditLock,
 }
 
 impl RealAuditd {
@@ -397,20 +438,24 @@ impl RealAuditd {
         Ok(())
     }
 
-    /// [`RealAuditd::available`], checked once no other instance of this test binary runs.
-    /// Tests of one binary run in parallel: checked while a sibling test's auditd runs,
-    /// `available` reports that auditd as a foreign one ("another audit daemon … owns kernel
-    /// audit") and the test would skip. Call this instead of `available` before
+    /// [`RealAuditd::available`], checked once no other test (of this binary or another
+    /// process) holds [`KernelAuditLock`]. Checked while another test's auditd runs,
+    /// `available` would report that auditd as a foreign one ("another audit daemon … owns
+    /// kernel audit") and the test would skip. Call this instead of `available` before
     /// [`RealAuditd::start`] (not while holding an instance: that would wait for ever).
     pub fn available_when_idle() -> Result<(), String> {
-        let _lock = KERNEL_AUDIT.lock().unwrap_or_else(PoisonError::into_inner);
+        if effective_uid()? != 0 {
+            // The reason to skip, without waiting for a lock.
+            return Self::available();
+        }
+        let _lock = KernelAuditLock::acquire()?;
         Self::available()
     }
 
     /// Starts a private auditd with `options`, waits until it is registered with the kernel,
     /// sets `backlog_limit` and adds the rule dropping user-space messages of other login uids.
     pub fn start(options: AuditdOptions) -> Result<Self, String> {
-        let lock = KERNEL_AUDIT.lock().unwrap_or_else(PoisonError::into_inner);
+        let lock = KernelAuditLock::acquire()?;
         Self::available()?;
         let kernel_before = KernelAudit::read()?;
         let version = auditd_version()?;
