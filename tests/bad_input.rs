@@ -636,7 +636,7 @@ fn hello_as(uid: u32, gid: u32, path: &Path, server: u32) -> (u8, u8) {
 #[test]
 fn socket_peer_with_a_uid_not_allowed_is_rejected() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to connect as another uid");
+        support::skip("needs root to connect as another uid");
         return;
     }
     use std::os::unix::fs::PermissionsExt;

@@ -11,6 +11,8 @@
 //! neither owners nor most mode bits. The shipped examples are loaded too,
 //! so they cannot rot.
 
+mod support;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -268,7 +270,7 @@ fn world_writable_plugin_dir_loads_no_plugins() {
 #[test]
 fn plugin_file_owned_by_someone_else() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: only root can give a file to another user");
+        support::skip("only root can give a file to another user");
         return;
     }
     let tree = Tree::new();

@@ -50,7 +50,7 @@ node=web1 type=SYSCALL msg=audit(1700000001.000:501): arch=c000003e syscall=257 
 #[test]
 fn policy_audispctl_and_signals() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     let bus = Bus::start();
@@ -253,7 +253,7 @@ fn check_shipped_introspection(live: &str) {
 #[test]
 fn audispctl_explains_a_missing_bus_or_daemon() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     let o = Command::new(audispctl())
@@ -305,7 +305,7 @@ fn actor(
 #[test]
 fn system_actions_ask_systemd_over_dbus() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     let bus = Bus::start();
@@ -366,7 +366,7 @@ run = "poweroff"
 #[test]
 fn group_readers() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     const GID: u32 = 1;
@@ -484,7 +484,7 @@ fn without_a_bus_audispd_runs_on() {
 #[test]
 fn audispd_reconnects_to_a_bus_that_comes_and_goes() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     let mut bus = Bus::start();

@@ -140,7 +140,7 @@ fn input() -> String {
 #[test]
 fn one_correct_call_per_avc_event() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     let bus = Bus::start();
@@ -200,7 +200,7 @@ fn one_correct_call_per_avc_event() {
 #[test]
 fn absent_setroubleshootd_is_counted_and_dispatching_goes_on() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     let bus = Bus::start();
@@ -242,7 +242,7 @@ fn absent_setroubleshootd_is_counted_and_dispatching_goes_on() {
 #[test]
 fn the_test_setroubleshootd_rejects_contract_violations() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     let bus = Bus::start();
@@ -312,7 +312,7 @@ fn the_test_setroubleshootd_rejects_contract_violations() {
 #[test]
 fn retry_after_bus_activation() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     let calls_path = std::sync::Arc::new(std::sync::Mutex::new(std::path::PathBuf::new()));
@@ -389,7 +389,7 @@ fn retry_after_bus_activation() {
 #[test]
 fn rate_limit() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     let bus = Bus::start();

@@ -214,7 +214,7 @@ fn an_sdk_plugin_feeds_the_watchdog_only_while_its_loop_turns() {
         .output()
         .is_err()
     {
-        eprintln!("SKIP: systemd-socket-activate not installed (apt-get install systemd)");
+        support::skip("systemd-socket-activate not installed (apt-get install systemd)");
         return;
     }
     let data = sample();

@@ -173,7 +173,7 @@ fn audispd_toml(stdin: &str) -> String {
 /// Test 1: auditd → audispd (as auditd's plugin) → sink and `cat`.
 fn auditd_runs_audispd(stdin: Stdin) {
     if let Err(why) = RealAuditd::available_when_idle() {
-        eprintln!("skipping: {why}");
+        support::skip(&why);
         return;
     }
     become_subreaper();
@@ -471,7 +471,7 @@ fn collect_datagrams(
 #[test]
 fn stock_audisp_syslog_run_by_audispd_logs_every_record() {
     if let Some(why) = syslog_test_unavailable() {
-        eprintln!("skipping: {why}");
+        support::skip(&why);
         return;
     }
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sample.log");

@@ -106,7 +106,7 @@ fn assert_eoe_marks_syscall_events(stream: &[Vec<u8>]) -> usize {
 #[test]
 fn string_and_binary_plugins_receive_every_logged_record_plus_eoe() {
     if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
+        support::skip(&why);
         return;
     }
     let mut auditd = RealAuditd::start(AuditdOptions {
@@ -252,7 +252,7 @@ fn string_and_binary_plugins_receive_every_logged_record_plus_eoe() {
 #[test]
 fn raw_format_reaches_a_test_supplied_plugin_program() {
     if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
+        support::skip(&why);
         return;
     }
     // A plugin program supplied by the test itself: auditd wants it root-owned, 0750 at least,
@@ -392,7 +392,7 @@ fn raw_format_reaches_a_test_supplied_plugin_program() {
 #[test]
 fn a_panicking_test_still_restores_kernel_audit_and_keeps_its_files() {
     if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
+        support::skip(&why);
         return;
     }
     let before = KernelAudit::read().expect("kernel state");

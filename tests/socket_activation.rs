@@ -29,7 +29,9 @@ fn have_activate() -> bool {
         .status()
         .is_ok();
     if !found {
-        eprintln!("SKIP: {ACTIVATE} not installed (apt-get install systemd)");
+        support::skip(&format!(
+            "{ACTIVATE} not installed (apt-get install systemd)"
+        ));
     }
     found
 }

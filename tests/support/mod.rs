@@ -22,3 +22,26 @@ pub fn skip(reason: &str) {
     }
     eprintln!("SKIP: {reason}");
 }
+
+/// Why a test that needs root (for `root_for`) and the programs `tools`
+/// (absolute paths, each with the Debian package that installs it) cannot
+/// run here; `None` when it can.
+#[allow(dead_code)]
+pub fn missing_root_or_tools(root_for: &str, tools: &[(&str, &str)]) -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some(format!("needs root ({root_for})"));
+    }
+    tools.iter().find_map(|(tool, package)| {
+        (!std::path::Path::new(tool).exists())
+            .then(|| format!("{tool} missing (apt-get install {package})"))
+    })
+}
+
+/// What a test running a private journald needs, with the packages that
+/// install it.
+#[allow(dead_code)]
+pub const JOURNALD_TOOLS: &[(&str, &str)] = &[
+    ("/lib/systemd/systemd-journald", "systemd"),
+    ("/usr/bin/journalctl", "systemd"),
+    ("/usr/bin/unshare", "util-linux"),
+];
