@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use audisp::protocol::{self, FromDispatcher, Hello};
 use audisp::sdk::InputClient;
 use nix::sys::socket::{self, MsgFlags};
-use support::dispatcher::{lines, sample, sink_plugin, texts, wait_sink, wait_until, Dispatcher};
+use support::dispatcher::{lines, sample, sink_plugin, texts, wait_sink, Dispatcher};
+use support::wait_until;
 
 const MAIN: &str = r#"
 [journal]

@@ -60,7 +60,7 @@ fn policy_audispctl_and_signals() {
     let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
 
     // The name appears once audispd published it.
-    support::dispatcher::wait_until(Duration::from_secs(20), "the D-Bus name", || {
+    support::wait_until(Duration::from_secs(20), "the D-Bus name", || {
         ctl(&bus, 0, &["status"]).status.success()
     });
 
@@ -398,7 +398,7 @@ fn group_readers() {
     d.write_plugin("all", &sink_plugin("all", "", ""));
     d.start(Stdio::piped()).unwrap();
     let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
-    support::dispatcher::wait_until(Duration::from_secs(20), "the D-Bus name", || {
+    support::wait_until(Duration::from_secs(20), "the D-Bus name", || {
         ctl(&bus, 0, &["status"]).status.success()
     });
     let o = member(&["status"]);
@@ -423,7 +423,7 @@ fn group_readers() {
     let mut d = Dispatcher::new(&main_config(&bus));
     d.start(Stdio::piped()).unwrap();
     let stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
-    support::dispatcher::wait_until(Duration::from_secs(20), "the D-Bus name", || {
+    support::wait_until(Duration::from_secs(20), "the D-Bus name", || {
         ctl(&bus, 0, &["status"]).status.success()
     });
     let o = member(&["status"]);
@@ -502,13 +502,13 @@ fn audispd_reconnects_to_a_bus_that_comes_and_goes() {
 
     // The bus appears: audispd publishes within its back-off.
     bus.restart();
-    support::dispatcher::wait_until(Duration::from_secs(30), "the D-Bus name", || {
+    support::wait_until(Duration::from_secs(30), "the D-Bus name", || {
         ctl(&bus, 0, &["status"]).status.success()
     });
 
     // The bus restarts: audispd notices, and publishes on the new one.
     bus.restart();
-    support::dispatcher::wait_until(Duration::from_secs(30), "the D-Bus name again", || {
+    support::wait_until(Duration::from_secs(30), "the D-Bus name again", || {
         ctl(&bus, 0, &["status"]).status.success()
     });
     let o = ctl(&bus, 0, &["status"]);

@@ -11,7 +11,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use support::dbus::{unavailable, Bus, Helper, SETROUBLESHOOT_UID};
-use support::dispatcher::{example, sample, sink_plugin, wait_sink, wait_until, Dispatcher};
+use support::dispatcher::{example, sample, sink_plugin, wait_sink, Dispatcher};
+use support::wait_until;
 
 fn avc_samples() -> Vec<u8> {
     std::fs::read(concat!(

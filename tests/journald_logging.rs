@@ -17,7 +17,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use support::dispatcher::{state_line, wait_until, Dispatcher};
+use support::dispatcher::{state_line, Dispatcher};
+use support::wait_until;
 
 /// Starts journald in the namespace, runs audispd in a cgroup named like a
 /// unit, then dumps that unit's journal as JSON.

@@ -29,7 +29,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::dispatcher::{example, lines, read_sink, texts, wait_until};
+use support::dispatcher::{example, lines, read_sink, texts};
+use support::wait_until;
 
 const CACHE: &str = "/var/cache/audisp-test";
 

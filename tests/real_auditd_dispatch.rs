@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use support::auditd::{
-    event_id, is_dispatched_only, record_type, wait_for_bytes, wait_until, AuditdOptions, Plugin,
-    PluginFormat, RealAuditd, RULE_KEY, TEST_AUID,
+    event_id, is_dispatched_only, record_type, wait_for_bytes, AuditdOptions, Plugin, PluginFormat,
+    RealAuditd, RULE_KEY, TEST_AUID,
 };
 use support::dispatcher::{example, read_sink, Dispatcher};
 
@@ -142,9 +142,9 @@ fn child_named(parent: u32, comm: &str) -> Option<u32> {
 /// Waits for `pid`, a child of this process (see [`become_subreaper`]), to exit.
 fn wait_for_exit(pid: u32, timeout: Duration) -> Result<WaitStatus, String> {
     let mut status = None;
-    wait_until(
-        &format!("process {pid} to exit"),
+    support::try_wait_until(
         timeout,
+        &format!("process {pid} to exit"),
         || match waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => Ok(false),
             Ok(s) => {

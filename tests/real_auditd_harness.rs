@@ -16,8 +16,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use support::auditd::{
-    event_id, is_dispatched_only, read_lines, record_type, wait_until, AuditdOptions, Framing,
-    KernelAudit, LogFormat, Plugin, PluginFormat, RealAuditd, RULE_KEY, TEST_AUID,
+    event_id, is_dispatched_only, read_lines, record_type, AuditdOptions, Framing, KernelAudit,
+    LogFormat, Plugin, PluginFormat, RealAuditd, RULE_KEY, TEST_AUID,
 };
 
 /// Events the main test generates: one `write(1, …, 1)` per byte `dd` copies.
@@ -320,9 +320,9 @@ fn raw_format_reaches_a_test_supplied_plugin_program() {
     assert!(status.success());
     let marker = auditd.sync_captures().expect("sync");
     let own_done = out.clone();
-    wait_until(
-        "the test's plugin to receive the marker",
+    support::try_wait_until(
         Duration::from_secs(60),
+        "the test's plugin to receive the marker",
         || {
             let part = format!("{}.part", own_done.display());
             Ok(fs::read(&part)
@@ -338,9 +338,9 @@ fn raw_format_reaches_a_test_supplied_plugin_program() {
         report.kernel_after.differences_from(&report.kernel_before),
         Vec::<String>::new()
     );
-    wait_until(
-        "the test's plugin to finish",
+    support::try_wait_until(
         Duration::from_secs(15),
+        "the test's plugin to finish",
         || Ok(out.exists()),
     )
     .expect("own plugin exits");

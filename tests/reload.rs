@@ -26,8 +26,9 @@ use std::time::Duration;
 
 use audisp::sdk::InputClient;
 use support::dispatcher::{
-    lines, read_sink, sample, sink_plugin, texts, wait_sink, wait_until, Dispatcher, SinkOutput,
+    lines, read_sink, sample, sink_plugin, texts, wait_sink, Dispatcher, SinkOutput,
 };
+use support::wait_until;
 
 const MAIN: &str = r#"
 [journal]

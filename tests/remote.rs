@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use audisp::remote::wire::{self, types};
 use support::dispatcher::{
-    lines, sample, sample_copies, sample_shifted, wait_until, Dispatcher, NotifyCapture,
+    lines, sample, sample_copies, sample_shifted, Dispatcher, NotifyCapture,
 };
+use support::wait_until;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -14,7 +14,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use audisp::remote::wire::{self, types};
-use support::dispatcher::{lines, sample, wait_until, Dispatcher, NotifyCapture};
+use support::dispatcher::{lines, sample, Dispatcher, NotifyCapture};
+use support::wait_until;
 
 const REMOTE: &str = env!("CARGO_BIN_EXE_audisp-remote");
 const RECEIVE: &str = env!("CARGO_BIN_EXE_audisp-receive");

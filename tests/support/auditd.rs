@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Login uid whose processes the harness records: 65534, `nobody`, which cannot log in, so no
 /// session on the machine has it. Unlike an arbitrary unused uid it has a passwd entry on every
@@ -61,10 +61,6 @@ pub const DISPATCHER_HEADER_LEN: usize = 16;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Interval between two checks of a condition that offers no notification (kernel audit status,
-/// a file written by another process).
-const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
 /// auditd 3.0.9 reads config lines into a 160-byte buffer; longer lines are rejected.
 const MAX_CONFIG_LINE: usize = 158;
@@ -597,9 +593,9 @@ impl RealAuditd {
         let pid = child.id();
         self.child = Some(child);
         let root = self.root.display().to_string();
-        wait_until(
-            "auditd to register with the kernel",
+        super::try_wait_until(
             STARTUP_TIMEOUT,
+            "auditd to register with the kernel",
             || {
                 if let Some(child) = self.child.as_mut() {
                     if let Some(status) = child
@@ -789,9 +785,9 @@ impl RealAuditd {
         for plugin in &self.plugins {
             if plugin.program == PluginProgram::Capture {
                 let done = self.capture_path(&plugin.name);
-                if let Err(e) = wait_until(
-                    "the capture plugin to finish its copy",
+                if let Err(e) = super::try_wait_until(
                     SHUTDOWN_TIMEOUT,
+                    "the capture plugin to finish its copy",
                     || Ok(done.exists()),
                 ) {
                     problems.push(format!("{e} ({})", done.display()));
@@ -879,34 +875,15 @@ impl Drop for RealAuditd {
     }
 }
 
-/// Polls `condition` until it returns `Ok(true)`, fails, or `timeout` passes. For conditions
-/// that offer no notification (kernel audit status, files written by other processes).
-pub fn wait_until(
-    what: &str,
-    timeout: Duration,
-    mut condition: impl FnMut() -> Result<bool, String>,
-) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition()? {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("timed out after {timeout:?} waiting for {what}"));
-        }
-        thread::sleep(POLL_INTERVAL);
-    }
-}
-
 /// Waits until `needle` appears in whichever of `paths` exists (a file another process is
 /// appending to, possibly renamed from one name to the next), reading only new bytes each time.
 pub fn wait_for_bytes(paths: &[&Path], needle: &[u8], timeout: Duration) -> Result<(), String> {
     let needle_text = String::from_utf8_lossy(needle).into_owned();
     let mut offset = 0u64;
     let mut buf = Vec::new();
-    wait_until(
-        &format!("{needle_text:?} in {}", paths[0].display()),
+    super::try_wait_until(
         timeout,
+        &format!("{needle_text:?} in {}", paths[0].display()),
         || {
             let Some(mut file) = paths.iter().find_map(|p| File::open(p).ok()) else {
                 return Ok(false);
@@ -943,7 +920,7 @@ pub fn wait_for_user_frame(
         "a USER frame with {needle_text:?} in {}",
         paths[0].display()
     );
-    wait_until(&what, timeout, || {
+    super::try_wait_until(timeout, &what, || {
         let Some(file) = paths.iter().find_map(|p| File::open(p).ok()) else {
             return Ok(false);
         };
@@ -1112,7 +1089,7 @@ fn terminate(child: &mut Child) -> Result<ExitStatus, String> {
         ));
     }
     let mut exit = None;
-    let waited = wait_until("auditd to exit after SIGTERM", SHUTDOWN_TIMEOUT, || {
+    let waited = super::try_wait_until(SHUTDOWN_TIMEOUT, "auditd to exit after SIGTERM", || {
         exit = child
             .try_wait()
             .map_err(|e| format!("cannot wait for auditd: {e}"))?;

@@ -443,16 +443,6 @@ pub fn feed(mut stdin: impl Write + Send + 'static, data: Vec<u8>) -> std::threa
     })
 }
 
-/// Polls `cond` every 10 ms until true or `limit`; for conditions nothing
-/// notifies about (a file another process writes).
-pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// The small real record sample (4380 records, every line distinct).
 pub fn sample() -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sample.log"))

@@ -10,6 +10,42 @@ pub mod dispatcher;
 #[allow(dead_code)]
 pub mod events;
 
+use std::time::{Duration, Instant};
+
+/// How often [`try_wait_until`] checks its condition.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Polls `cond` until it returns `Ok(true)`, returns an error, or `limit`
+/// passes; for conditions nothing notifies about (a file another process
+/// writes, kernel audit status, a process's exit).
+#[allow(dead_code)]
+pub fn try_wait_until(
+    limit: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> Result<bool, String>,
+) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond()? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("timed out after {limit:?} waiting for {what}"));
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// [`try_wait_until`] for a condition that cannot fail; a timeout fails the
+/// test.
+#[allow(dead_code)]
+#[track_caller]
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    if let Err(e) = try_wait_until(limit, what, || Ok(cond())) {
+        panic!("{e}");
+    }
+}
+
 /// A test that cannot run on this machine says why and returns early; under
 /// `AUDISP_TEST_REQUIRE_ALL=1` (which `.ci/run` sets) it fails instead, so CI
 /// can never go green without running every test.
