@@ -275,12 +275,15 @@ fn plugin_file_owned_by_someone_else() {
     }
     let tree = Tree::new();
     let p = tree.write("plugins.d/theirs.toml", "socket = \"theirs.sock\"\n");
-    nix::unistd::chown(&p, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    nix::unistd::chown(&p, Some(nix::unistd::Uid::from_raw(support::NOBODY)), None).unwrap();
     let (out, ok) = tree.check();
     assert!(!ok);
     let first = out.lines().next().unwrap();
     assert!(
-        first.starts_with("plugins.d/theirs.toml: is owned by uid 65534"),
+        first.starts_with(&format!(
+            "plugins.d/theirs.toml: is owned by uid {}",
+            support::NOBODY
+        )),
         "{out}"
     );
     assert!(

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use audisp::protocol::CommandStatus;
 use audisp::sdk::Plugin;
-use support::dbus::{unavailable, Bus, Helper, NOBODY};
+use support::dbus::{unavailable, Bus, Helper};
 use support::dispatcher::{example, sample, sink_plugin, wait_sink, Dispatcher};
+use support::NOBODY;
 
 fn audispctl() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_audispctl"))

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use support::dbus::{unavailable, Bus, Helper, SETROUBLESHOOT_UID};
 use support::dispatcher::{example, sample, sink_plugin, wait_sink, Dispatcher};
-use support::wait_until;
+use support::{wait_until, NOBODY};
 
 fn avc_samples() -> Vec<u8> {
     std::fs::read(concat!(
@@ -284,8 +284,8 @@ fn the_test_setroubleshootd_rejects_contract_violations() {
     // An unprivileged user may not call avc (setroubleshoot's policy).
     let nobody = std::process::Command::new("setpriv")
         .args([
-            "--reuid=65534",
-            "--regid=65534",
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
             "--clear-groups",
             "dbus-send",
         ])

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use support::dispatcher::{state_line, Dispatcher};
+use support::dispatcher::{state_line, Dispatcher, MAIN_NO_STATS};
 use support::wait_until;
 
 /// Starts journald in the namespace, runs audispd in a cgroup named like a
@@ -63,7 +63,7 @@ fn logs_go_to_journald_with_plugin_and_message_id_fields() {
         support::skip(&why);
         return;
     }
-    let mut d = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
     // A plugin whose socket nobody listens on: "plugin lost", PLUGIN=gone.
     d.write_plugin(
         "gone",
@@ -189,7 +189,7 @@ exec "$@"
 
 #[test]
 fn without_a_journald_it_falls_back_to_stderr() {
-    let mut d = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
     let log = std::fs::File::create(d.path().join("stderr.log")).unwrap();
     let st = nix::sys::stat::fstat(&log).unwrap();
     let audispd = d.command();

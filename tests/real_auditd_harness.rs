@@ -17,11 +17,8 @@ use std::time::{Duration, Instant};
 
 use support::auditd::{
     event_id, is_dispatched_only, read_lines, record_type, AuditdOptions, Framing, KernelAudit,
-    LogFormat, Plugin, PluginFormat, RealAuditd, RULE_KEY, TEST_AUID,
+    LogFormat, Plugin, PluginFormat, RealAuditd, DD_WRITES, RULE_KEY, TEST_AUID,
 };
-
-/// Events the main test generates: one `write(1, …, 1)` per byte `dd` copies.
-const EVENTS: usize = 10_000;
 
 /// Numeric record types the tests check binary frame headers against.
 const TYPE_NUMBERS: &[(&str, u32)] = &[
@@ -126,12 +123,12 @@ fn string_and_binary_plugins_receive_every_logged_record_plus_eoe() {
     assert!(auditd.dir().join("auditd.conf").is_file());
     assert_eq!(auditd.kernel_before().pid, 0);
 
-    // dd opens of= on fd 1 and copies one byte per read/write: exactly EVENTS write(1, …) calls.
+    // dd opens of= on fd 1 and copies one byte per read/write: exactly DD_WRITES write(1, …) calls.
     auditd
         .record_syscalls(&["write"], &["-F", "a0=1"])
         .expect("add rule");
     let started = Instant::now();
-    let count = format!("count={EVENTS}");
+    let count = format!("count={DD_WRITES}");
     let status = auditd
         .workload("dd")
         .args([
@@ -196,7 +193,7 @@ fn string_and_binary_plugins_receive_every_logged_record_plus_eoe() {
         })
         .filter(|r| contains(r, b" syscall=1 ") || contains(r, b"SYSCALL=write"))
         .count();
-    assert_eq!(writes, EVENTS, "dd's write events");
+    assert_eq!(writes, DD_WRITES, "dd's write events");
     let auid = format!(" auid={TEST_AUID} ");
     assert!(log
         .iter()
@@ -216,8 +213,8 @@ fn string_and_binary_plugins_receive_every_logged_record_plus_eoe() {
 
     let eoe = assert_eoe_marks_syscall_events(&string);
     assert!(
-        eoe >= EVENTS,
-        "only {eoe} EOE records for {EVENTS} syscall events"
+        eoe >= DD_WRITES,
+        "only {eoe} EOE records for {DD_WRITES} syscall events"
     );
 
     // The binary plugin got the same records: V1 frames whose payload is the string line.
@@ -242,7 +239,7 @@ fn string_and_binary_plugins_receive_every_logged_record_plus_eoe() {
 
     let records = string.len() as f64;
     eprintln!(
-        "{} records ({} logged, {eoe} EOE) for {EVENTS} events in {elapsed:?}: {:.0} records/s",
+        "{} records ({} logged, {eoe} EOE) for {DD_WRITES} events in {elapsed:?}: {:.0} records/s",
         string.len(),
         log.len(),
         records / elapsed.as_secs_f64()

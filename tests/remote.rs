@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use audisp::remote::wire::{self, types};
 use support::dispatcher::{
-    lines, sample, sample_copies, sample_shifted, Dispatcher, NotifyCapture,
+    lines, sample, sample_copies, sample_shifted, Dispatcher, NotifyCapture, MAIN_NO_STATS,
 };
 use support::wait_until;
 
@@ -263,7 +263,7 @@ fn stock_audisp_remote_managed_and_ascii_to_receive_every_record_once() {
 /// audispd fed `data` on stdin, with the native plugin socket `remote.sock`
 /// that a standalone audisp-remote serves.
 fn sender_dispatcher() -> Dispatcher {
-    let mut d = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
     d.write_plugin(
         "remote",
         "socket = \"{dir}/run/remote.sock\"\nformat = \"native\"\n[restart]\ninitial = \"20ms\"\nmax = \"200ms\"\n",
@@ -333,7 +333,7 @@ fn ours_to_ours_with_kill9_of_both_ends_and_injection_into_a_dispatcher() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     // The aggregator's own dispatcher, with a sink, fed by audisp-receive.
-    let mut agg = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    let mut agg = Dispatcher::new(MAIN_NO_STATS);
     agg.write_plugin("sink", &support::dispatcher::sink_plugin("sink", "", ""));
     agg.start(Stdio::null()).unwrap();
     let input = agg.input_socket();
@@ -1343,7 +1343,7 @@ fn per_address_limit_and_idle_timeout_close_connections() {
 
 #[test]
 fn failure_actions_are_asked_of_the_dispatcher() {
-    let mut d = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
     d.write_plugin(
         "remote",
         "socket = \"{dir}/run/remote.sock\"\nformat = \"native\"\n[restart]\ninitial = \"20ms\"\nmax = \"200ms\"\n[actions.network-down]\nrun = \"log\"\n",
@@ -1383,7 +1383,7 @@ fn failure_actions_are_asked_of_the_dispatcher() {
 #[test]
 fn a_full_spool_waits_for_the_aggregator_feeding_the_watchdog() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut d = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
     d.write_plugin(
         "remote",
         "socket = \"{dir}/run/remote.sock\"\nformat = \"native\"\n[restart]\ninitial = \"20ms\"\nmax = \"200ms\"\n[actions.network-down]\nrun = \"log\"\n",

@@ -42,11 +42,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// distribution, so auditd's ENRICHED formatting resolves `AUID="nobody"` from its cache. An auid
 /// without a passwd entry (e.g. 64500) misses on every lookup: Debian's auditd 3.0.9 then spends
 /// about 62 µs of CPU per record instead of about 19 µs, which would distort throughput figures.
-pub const TEST_AUID: u32 = 65534;
+pub const TEST_AUID: u32 = super::NOBODY;
 
 /// `TEST_AUID` as written to `/proc/self/loginuid` (kept as bytes so the child after `fork`
 /// does not need to format or allocate anything).
 const TEST_AUID_TEXT: &[u8] = b"65534";
+
+/// Bytes the real-auditd tests' `dd` workload copies one at a time: each is one
+/// `write(1, …, 1)`, so one SYSCALL event.
+pub const DD_WRITES: usize = 10_000;
 
 /// Key put on rules added by [`RealAuditd::record_syscalls`], visible as `key="…"` in SYSCALL records.
 pub const RULE_KEY: &str = "audisp-harness";

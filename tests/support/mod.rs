@@ -12,6 +12,11 @@ pub mod events;
 
 use std::time::{Duration, Instant};
 
+/// `nobody`: a uid with a passwd entry on every distribution that no login
+/// session has. Tests run clients as it and record its login uid.
+#[allow(dead_code)]
+pub const NOBODY: u32 = 65534;
+
 /// How often [`try_wait_until`] checks its condition.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
