@@ -1,7 +1,7 @@
 //! The JSON format on real records: golden files for the hard cases
 //! (`tests/golden/NAME/input.log` → `expected.jsonl`, one event per line;
 //! `AUDISP_BLESS=1` rewrites the expected files after a deliberate format
-//! change), checks of what each golden case must contain independently of
+//! change, see tests/golden/README.md), checks of what each golden case must contain independently of
 //! the blessed text, and a sweep over the whole real corpus: every event
 //! becomes valid UTF-8 JSON, every record is accounted for, and every split
 //! `EXECVE` argument is rejoined to its announced length.
@@ -40,11 +40,7 @@ fn golden(name: &str) -> Vec<Value> {
         got.extend(convert(&mut w, &ev));
         got.push(b'\n');
     }
-    let expected_path = dir.join("expected.jsonl");
-    if std::env::var_os("AUDISP_BLESS").is_some() {
-        std::fs::write(&expected_path, &got).expect("write expected.jsonl");
-    }
-    let expected = std::fs::read(&expected_path).expect("expected.jsonl (AUDISP_BLESS=1 makes it)");
+    let expected = support::expected_output(&dir.join("expected.jsonl"), &got);
     if got != expected {
         let g = String::from_utf8_lossy(&got);
         let e = String::from_utf8_lossy(&expected);

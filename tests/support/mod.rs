@@ -86,3 +86,19 @@ pub const JOURNALD_TOOLS: &[(&str, &str)] = &[
     ("/usr/bin/journalctl", "systemd"),
     ("/usr/bin/unshare", "util-linux"),
 ];
+
+/// The variable that rewrites golden files: with `AUDISP_BLESS=1`, a test
+/// that compares output with an expected file first writes its output
+/// there (after a deliberate change; review the diff before committing).
+#[allow(dead_code)]
+pub const BLESS: &str = "AUDISP_BLESS";
+
+/// The expected output stored at `path`, which `AUDISP_BLESS=1` first
+/// replaces with `got`.
+#[allow(dead_code)]
+pub fn expected_output(path: &std::path::Path, got: &[u8]) -> Vec<u8> {
+    if std::env::var_os(BLESS).is_some_and(|v| v == "1") {
+        std::fs::write(path, got).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e} ({BLESS}=1 writes it)", path.display()))
+}
