@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use audisp::protocol::CommandStatus;
 use audisp::sdk::Plugin;
-use support::dispatcher::{lines, sample, sink_plugin, texts, wait_sink, wait_until, Dispatcher};
+use support::dispatcher::{lines, sample, sink_plugin, texts, wait_sink, Dispatcher};
+use support::wait_until;
 
 const MAIN: &str = r#"
 [journal]

@@ -23,17 +23,10 @@ use std::time::{Duration, Instant};
 use audisp::protocol::{self, FromDispatcher, Hello};
 use audisp::sdk::InputClient;
 use nix::sys::socket::{self, MsgFlags};
-use support::dispatcher::{lines, sample, sink_plugin, texts, wait_sink, wait_until, Dispatcher};
-
-const MAIN: &str = r#"
-[journal]
-segment_size = "1M"
-memory = "1M"
-[shutdown]
-timeout = "10s"
-[stats]
-interval = "0"
-"#;
+use support::dispatcher::{
+    lines, sample, sink_plugin, texts, wait_sink, Dispatcher, MAIN_SMALL_JOURNAL,
+};
+use support::wait_until;
 
 /// Deterministic bytes that are neither newlines nor, mostly, text.
 fn garbage(len: usize, seed: u32) -> Vec<u8> {
@@ -60,7 +53,7 @@ fn malformed_lines(log: &str) -> Vec<&str> {
 
 #[test]
 fn string_stdin_skips_empty_oversize_and_truncated_lines_and_keeps_the_rest() {
-    let mut d = Dispatcher::new(MAIN);
+    let mut d = Dispatcher::new(MAIN_SMALL_JOURNAL);
     d.write_plugin("sink", &sink_plugin("sink", "", ""));
     d.start(Stdio::piped()).unwrap();
     let data = sample();
@@ -180,7 +173,7 @@ fn frame(rec: &[u8]) -> Vec<u8> {
 #[test]
 fn binary_stdin_resynchronises_after_garbage_and_reports_a_truncated_frame() {
     let mut d = Dispatcher::new(&format!(
-        "{MAIN}\n[input.stdin]\nformat = \"binary\"\nbinary_framing = \"exact\"\n"
+        "{MAIN_SMALL_JOURNAL}\n[input.stdin]\nformat = \"binary\"\nbinary_framing = \"exact\"\n"
     ));
     d.write_plugin("sink", &sink_plugin("sink", "", ""));
     d.start(Stdio::piped()).unwrap();
@@ -342,7 +335,7 @@ struct SocketCase {
 
 impl SocketCase {
     fn new(extra_main: &str) -> SocketCase {
-        let mut d = Dispatcher::new(&format!("{MAIN}\n{extra_main}"));
+        let mut d = Dispatcher::new(&format!("{MAIN_SMALL_JOURNAL}\n{extra_main}"));
         d.write_plugin("sink", &sink_plugin("sink", "", ""));
         d.start(Stdio::null()).unwrap();
         let (good, start) = InputClient::connect(&d.input_socket(), "good", [1; 16]).unwrap();
@@ -636,7 +629,7 @@ fn hello_as(uid: u32, gid: u32, path: &Path, server: u32) -> (u8, u8) {
 #[test]
 fn socket_peer_with_a_uid_not_allowed_is_rejected() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to connect as another uid");
+        support::skip("needs root to connect as another uid");
         return;
     }
     use std::os::unix::fs::PermissionsExt;
@@ -647,11 +640,17 @@ fn socket_peer_with_a_uid_not_allowed_is_rejected() {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     c.send_good(500);
-    let (kind, detail) = hello_as(65534, 65534, &c.d.input_socket(), c.d.pid());
+    let (kind, detail) = hello_as(
+        support::NOBODY,
+        support::NOBODY,
+        &c.d.input_socket(),
+        c.d.pid(),
+    );
     assert_eq!(
         kind,
         protocol::kind::REJECT,
-        "uid 65534 got no REJECT: {}",
+        "uid {} got no REJECT: {}",
+        support::NOBODY,
         match (kind, detail) {
             (0, 0) => "the connection was closed without one".to_string(),
             (0, errno) => format!(
@@ -666,7 +665,7 @@ fn socket_peer_with_a_uid_not_allowed_is_rejected() {
     let d = c.finish();
     let log = d.log();
     assert!(
-        log.contains("uid 65534") && log.contains("is not allowed"),
+        log.contains(&format!("uid {}", support::NOBODY)) && log.contains("is not allowed"),
         "{}",
         d.log_tail(30)
     );

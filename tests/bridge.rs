@@ -11,9 +11,8 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::dispatcher::{
-    corpus, lines, read_sink, sink_plugin, texts, wait_sink, wait_until, Dispatcher,
-};
+use support::dispatcher::{corpus, lines, read_sink, sink_plugin, texts, wait_sink, Dispatcher};
+use support::wait_until;
 
 /// A running bridge, killed on drop if the test failed.
 struct Bridge(Option<Child>);

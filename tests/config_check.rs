@@ -4,12 +4,15 @@
 //! plugins.d/...) and `expected.txt`, the exact check output. The tree is
 //! copied to a temporary directory first, so its files belong to the user
 //! running the test with mode 0644 whatever git did to them; the temporary
-//! path shows as `$TMP` in the output. Run with `UPDATE_EXPECT=1` to rewrite
-//! the expected files after an intended change, then review the diff.
+//! path shows as `$TMP` in the output. Every case directory runs (a new one
+//! needs no new code). Run with `AUDISP_BLESS=1` to rewrite the expected
+//! files after an intended change, then review the diff.
 //!
 //! Permission cases are built here rather than as fixtures, since git keeps
 //! neither owners nor most mode bits. The shipped examples are loaded too,
 //! so they cannot rot.
+
+mod support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -83,83 +86,53 @@ impl Tree {
     }
 }
 
-fn golden(case: &str) {
+/// Checks one case directory: its `etc/` tree must give exactly
+/// `expected.txt`, and the verdict must match that file's last line.
+fn golden(case: &str) -> Result<(), String> {
     let tree = Tree::from_case(case);
     let (out, ok) = tree.check();
     let expected_file = source_dir()
         .join("tests/config")
         .join(case)
         .join("expected.txt");
-    if std::env::var_os("UPDATE_EXPECT").is_some() {
-        fs::write(&expected_file, &out).unwrap();
+    let expected = support::expected_output(&expected_file, out.as_bytes());
+    let expected = String::from_utf8(expected).map_err(|e| format!("case {case}: {e}"))?;
+    if out != expected {
+        return Err(format!(
+            "check output of case {case}:\n--- expected\n{expected}--- got\n{out}"
+        ));
     }
-    let expected = fs::read_to_string(&expected_file).unwrap();
-    assert_eq!(out, expected, "check output of case {case}");
-    assert_eq!(
-        ok,
-        expected.lines().last().unwrap_or("").starts_with("ok: "),
-        "verdict of case {case}"
+    let verdict = expected.lines().last().unwrap_or("").starts_with("ok: ");
+    if ok != verdict {
+        return Err(format!(
+            "verdict of case {case}: check said {ok}, expected.txt says {verdict}"
+        ));
+    }
+    Ok(())
+}
+
+/// Every directory under `tests/config/` is a case: a new directory runs
+/// without new code. All cases run; the failures are listed together.
+#[test]
+fn every_case_directory_checks_to_its_expected_output() {
+    let mut cases: Vec<String> = fs::read_dir(source_dir().join("tests/config"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_dir())
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    cases.sort();
+    // The twelve cases there were when the walk replaced a function per
+    // case; fewer means the walk lost some.
+    assert!(cases.len() >= 12, "only {} cases: {cases:?}", cases.len());
+    let failures: Vec<String> = cases.iter().filter_map(|c| golden(c).err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
     );
-}
-
-#[test]
-fn all_good() {
-    golden("all_good");
-}
-
-#[test]
-fn syntax_error() {
-    golden("syntax_error");
-}
-
-#[test]
-fn unknown_key() {
-    golden("unknown_key");
-}
-
-#[test]
-fn bad_enum() {
-    golden("bad_enum");
-}
-
-#[test]
-fn unknown_type() {
-    golden("unknown_type");
-}
-
-#[test]
-fn socket_and_exec() {
-    golden("socket_and_exec");
-}
-
-#[test]
-fn relative_exec() {
-    golden("relative_exec");
-}
-
-#[test]
-fn missing_program() {
-    golden("missing_program");
-}
-
-#[test]
-fn broken_main() {
-    golden("broken_main");
-}
-
-#[test]
-fn one_broken_plugin() {
-    golden("one_broken_plugin");
-}
-
-#[test]
-fn stock_conf() {
-    golden("stock_conf");
-}
-
-#[test]
-fn duplicate_socket() {
-    golden("duplicate_socket");
 }
 
 /// The all-good case resolves to the values its files spell out.
@@ -268,17 +241,20 @@ fn world_writable_plugin_dir_loads_no_plugins() {
 #[test]
 fn plugin_file_owned_by_someone_else() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: only root can give a file to another user");
+        support::skip("only root can give a file to another user");
         return;
     }
     let tree = Tree::new();
     let p = tree.write("plugins.d/theirs.toml", "socket = \"theirs.sock\"\n");
-    nix::unistd::chown(&p, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    nix::unistd::chown(&p, Some(nix::unistd::Uid::from_raw(support::NOBODY)), None).unwrap();
     let (out, ok) = tree.check();
     assert!(!ok);
     let first = out.lines().next().unwrap();
     assert!(
-        first.starts_with("plugins.d/theirs.toml: is owned by uid 65534"),
+        first.starts_with(&format!(
+            "plugins.d/theirs.toml: is owned by uid {}",
+            support::NOBODY
+        )),
         "{out}"
     );
     assert!(

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use audisp::protocol::CommandStatus;
 use audisp::sdk::Plugin;
-use support::dbus::{unavailable, Bus, Helper, NOBODY};
+use support::dbus::{unavailable, Bus, Helper};
 use support::dispatcher::{example, sample, sink_plugin, wait_sink, Dispatcher};
+use support::NOBODY;
 
 fn audispctl() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_audispctl"))
@@ -50,7 +51,7 @@ node=web1 type=SYSCALL msg=audit(1700000001.000:501): arch=c000003e syscall=257 
 #[test]
 fn policy_audispctl_and_signals() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     let bus = Bus::start();
@@ -60,7 +61,7 @@ fn policy_audispctl_and_signals() {
     let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
 
     // The name appears once audispd published it.
-    support::dispatcher::wait_until(Duration::from_secs(20), "the D-Bus name", || {
+    support::wait_until(Duration::from_secs(20), "the D-Bus name", || {
         ctl(&bus, 0, &["status"]).status.success()
     });
 
@@ -253,7 +254,7 @@ fn check_shipped_introspection(live: &str) {
 #[test]
 fn audispctl_explains_a_missing_bus_or_daemon() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     let o = Command::new(audispctl())
@@ -305,7 +306,7 @@ fn actor(
 #[test]
 fn system_actions_ask_systemd_over_dbus() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     let bus = Bus::start();
@@ -366,7 +367,7 @@ run = "poweroff"
 #[test]
 fn group_readers() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     const GID: u32 = 1;
@@ -398,7 +399,7 @@ fn group_readers() {
     d.write_plugin("all", &sink_plugin("all", "", ""));
     d.start(Stdio::piped()).unwrap();
     let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
-    support::dispatcher::wait_until(Duration::from_secs(20), "the D-Bus name", || {
+    support::wait_until(Duration::from_secs(20), "the D-Bus name", || {
         ctl(&bus, 0, &["status"]).status.success()
     });
     let o = member(&["status"]);
@@ -423,7 +424,7 @@ fn group_readers() {
     let mut d = Dispatcher::new(&main_config(&bus));
     d.start(Stdio::piped()).unwrap();
     let stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
-    support::dispatcher::wait_until(Duration::from_secs(20), "the D-Bus name", || {
+    support::wait_until(Duration::from_secs(20), "the D-Bus name", || {
         ctl(&bus, 0, &["status"]).status.success()
     });
     let o = member(&["status"]);
@@ -484,7 +485,7 @@ fn without_a_bus_audispd_runs_on() {
 #[test]
 fn audispd_reconnects_to_a_bus_that_comes_and_goes() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     let mut bus = Bus::start();
@@ -502,13 +503,13 @@ fn audispd_reconnects_to_a_bus_that_comes_and_goes() {
 
     // The bus appears: audispd publishes within its back-off.
     bus.restart();
-    support::dispatcher::wait_until(Duration::from_secs(30), "the D-Bus name", || {
+    support::wait_until(Duration::from_secs(30), "the D-Bus name", || {
         ctl(&bus, 0, &["status"]).status.success()
     });
 
     // The bus restarts: audispd notices, and publishes on the new one.
     bus.restart();
-    support::dispatcher::wait_until(Duration::from_secs(30), "the D-Bus name again", || {
+    support::wait_until(Duration::from_secs(30), "the D-Bus name again", || {
         ctl(&bus, 0, &["status"]).status.success()
     });
     let o = ctl(&bus, 0, &["status"]);

@@ -11,7 +11,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use support::dbus::{unavailable, Bus, Helper, SETROUBLESHOOT_UID};
-use support::dispatcher::{example, sample, sink_plugin, wait_sink, wait_until, Dispatcher};
+use support::dispatcher::{example, sample, sink_plugin, wait_sink, Dispatcher};
+use support::{wait_until, NOBODY};
 
 fn avc_samples() -> Vec<u8> {
     std::fs::read(concat!(
@@ -140,7 +141,7 @@ fn input() -> String {
 #[test]
 fn one_correct_call_per_avc_event() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     let bus = Bus::start();
@@ -200,7 +201,7 @@ fn one_correct_call_per_avc_event() {
 #[test]
 fn absent_setroubleshootd_is_counted_and_dispatching_goes_on() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     let bus = Bus::start();
@@ -242,7 +243,7 @@ fn absent_setroubleshootd_is_counted_and_dispatching_goes_on() {
 #[test]
 fn the_test_setroubleshootd_rejects_contract_violations() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     let bus = Bus::start();
@@ -283,8 +284,8 @@ fn the_test_setroubleshootd_rejects_contract_violations() {
     // An unprivileged user may not call avc (setroubleshoot's policy).
     let nobody = std::process::Command::new("setpriv")
         .args([
-            "--reuid=65534",
-            "--regid=65534",
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
             "--clear-groups",
             "dbus-send",
         ])
@@ -312,7 +313,7 @@ fn the_test_setroubleshootd_rejects_contract_violations() {
 #[test]
 fn retry_after_bus_activation() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     let calls_path = std::sync::Arc::new(std::sync::Mutex::new(std::path::PathBuf::new()));
@@ -389,7 +390,7 @@ fn retry_after_bus_activation() {
 #[test]
 fn rate_limit() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        support::skip(&why);
         return;
     }
     let bus = Bus::start();

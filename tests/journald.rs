@@ -31,19 +31,12 @@ fn journald_gets_every_record_with_its_fields() {
         inside_namespace();
         return;
     }
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIPPED: needs root (unshare --mount --pid, a private systemd-journald)");
+    if let Some(why) = support::missing_root_or_tools(
+        "unshare --mount --pid, a private systemd-journald",
+        support::JOURNALD_TOOLS,
+    ) {
+        support::skip(&why);
         return;
-    }
-    for tool in [
-        "/lib/systemd/systemd-journald",
-        "/usr/bin/journalctl",
-        "/usr/bin/unshare",
-    ] {
-        if !Path::new(tool).exists() {
-            eprintln!("SKIPPED: {tool} missing (apt-get install systemd util-linux)");
-            return;
-        }
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/journald-ns.sh");
     let status = Command::new("unshare")

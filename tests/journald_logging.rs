@@ -17,7 +17,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use support::dispatcher::{state_line, wait_until, Dispatcher};
+use support::dispatcher::{state_line, Dispatcher, MAIN_NO_STATS};
+use support::wait_until;
 
 /// Starts journald in the namespace, runs audispd in a cgroup named like a
 /// unit, then dumps that unit's journal as JSON.
@@ -54,30 +55,15 @@ kill $jpid; wait $jpid
 exit $rc
 "#;
 
-fn can_run() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP: needs root (namespaces, journald, cgroups)");
-        return false;
-    }
-    for tool in [
-        "/lib/systemd/systemd-journald",
-        "/usr/bin/journalctl",
-        "/usr/bin/unshare",
-    ] {
-        if !std::path::Path::new(tool).exists() {
-            eprintln!("SKIP: {tool} missing (apt-get install systemd util-linux)");
-            return false;
-        }
-    }
-    true
-}
-
 #[test]
 fn logs_go_to_journald_with_plugin_and_message_id_fields() {
-    if !can_run() {
+    if let Some(why) =
+        support::missing_root_or_tools("namespaces, journald, cgroups", support::JOURNALD_TOOLS)
+    {
+        support::skip(&why);
         return;
     }
-    let mut d = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
     // A plugin whose socket nobody listens on: "plugin lost", PLUGIN=gone.
     d.write_plugin(
         "gone",
@@ -190,16 +176,49 @@ fn logs_go_to_journald_with_plugin_and_message_id_fields() {
     );
 }
 
+/// Hides the host's journald (if any) from audispd: run in a private mount
+/// namespace with an empty tmpfs over `/run/systemd/journal`, then exec
+/// audispd (same pid, so its notifications and signals work as usual).
+const WITHOUT_JOURNALD: &str = r#"
+set -u
+if [ -d /run/systemd/journal ]; then
+  mount -t tmpfs -o mode=0755 tmpfs /run/systemd/journal || exit 10
+fi
+exec "$@"
+"#;
+
 #[test]
 fn without_a_journald_it_falls_back_to_stderr() {
-    if std::path::Path::new("/run/systemd/journal/socket").exists() {
-        eprintln!("SKIP: a journald listens on this machine; the fallback is not reachable");
-        return;
-    }
-    let mut d = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
     let log = std::fs::File::create(d.path().join("stderr.log")).unwrap();
     let st = nix::sys::stat::fstat(&log).unwrap();
-    let mut cmd = d.command();
+    let audispd = d.command();
+    // The host may run a journald: hide it (that needs root); without one
+    // audispd runs as it is.
+    let mut cmd = if std::path::Path::new("/run/systemd/journal").exists() {
+        if let Some(why) = support::missing_root_or_tools(
+            "a mount namespace hiding this machine's journald",
+            &[("/usr/bin/unshare", "util-linux")],
+        ) {
+            support::skip(&why);
+            return;
+        }
+        let mut c = Command::new("/usr/bin/unshare");
+        c.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(WITHOUT_JOURNALD)
+            .arg("sh")
+            .arg(audispd.get_program())
+            .args(audispd.get_args());
+        for (key, value) in audispd.get_envs() {
+            match value {
+                Some(v) => c.env(key, v),
+                None => c.env_remove(key),
+            };
+        }
+        c
+    } else {
+        audispd
+    };
     cmd.env("JOURNAL_STREAM", format!("{}:{}", st.st_dev, st.st_ino))
         .stdin(Stdio::null())
         .stdout(Stdio::null())

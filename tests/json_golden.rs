@@ -1,7 +1,7 @@
 //! The JSON format on real records: golden files for the hard cases
 //! (`tests/golden/NAME/input.log` → `expected.jsonl`, one event per line;
 //! `AUDISP_BLESS=1` rewrites the expected files after a deliberate format
-//! change), checks of what each golden case must contain independently of
+//! change, see tests/golden/README.md), checks of what each golden case must contain independently of
 //! the blessed text, and a sweep over the whole real corpus: every event
 //! becomes valid UTF-8 JSON, every record is accounted for, and every split
 //! `EXECVE` argument is rejoined to its announced length.
@@ -40,11 +40,7 @@ fn golden(name: &str) -> Vec<Value> {
         got.extend(convert(&mut w, &ev));
         got.push(b'\n');
     }
-    let expected_path = dir.join("expected.jsonl");
-    if std::env::var_os("AUDISP_BLESS").is_some() {
-        std::fs::write(&expected_path, &got).expect("write expected.jsonl");
-    }
-    let expected = std::fs::read(&expected_path).expect("expected.jsonl (AUDISP_BLESS=1 makes it)");
+    let expected = support::expected_output(&dir.join("expected.jsonl"), &got);
     if got != expected {
         let g = String::from_utf8_lossy(&got);
         let e = String::from_utf8_lossy(&expected);
@@ -173,6 +169,98 @@ fn bytes_that_are_not_utf8() {
     let last = title.last().unwrap().as_str().unwrap();
     assert!(last.starts_with("üüü"), "{last}");
     assert!(last.ends_with("%C3"), "{last}");
+}
+
+/// The text between `msg=audit(` and `)` of a record: its event id.
+fn audit_id(record: &[u8]) -> &str {
+    let text = std::str::from_utf8(record).expect("record header is ASCII");
+    let start = text.find("msg=audit(").expect("msg=audit(") + "msg=audit(".len();
+    let len = text[start..].find(')').expect("closing ')'");
+    &text[start..start + len]
+}
+
+/// Converts one record-type pair (`tests/golden/types/TYPE`): each line of
+/// `input.log`, a record of type TYPE, becomes one line of JSON in records
+/// mode; the result must equal `expected.jsonl` (`AUDISP_BLESS=1` rewrites
+/// it). Whatever was blessed, each object must carry the record's id, its
+/// node (if any) and its fields under the key TYPE.
+fn record_type_pair(w: &mut JsonWriter, dir: &Path, rtype: &str) -> Result<(), String> {
+    let input = std::fs::read(dir.join("input.log")).map_err(|e| format!("{rtype}: {e}"))?;
+    let recs = lines(&input);
+    if recs.is_empty() {
+        return Err(format!("{rtype}: input.log holds no record"));
+    }
+    let mut got = Vec::new();
+    for (i, r) in recs.iter().enumerate() {
+        let parsed = record::parse(r).ok_or_else(|| format!("{rtype}:{}: no header", i + 1))?;
+        let named = audisp::record_types::display(parsed.rtype);
+        if named != rtype {
+            return Err(format!("{rtype}:{}: a {named} record", i + 1));
+        }
+        let start = got.len();
+        w.write_record(r, &mut got);
+        let v: Value = serde_json::from_slice(&got[start..])
+            .map_err(|e| format!("{rtype}:{}: not JSON ({e})", i + 1))?;
+        let node = parsed.node.map(|n| String::from_utf8_lossy(n).into_owned());
+        let checks = [
+            ("ID", v["ID"].as_str() == Some(audit_id(r))),
+            ("NODE", v["NODE"].as_str().map(str::to_owned) == node),
+            (rtype, v[rtype].is_object() || v[rtype].is_array()),
+        ];
+        if let Some((key, _)) = checks.iter().find(|(_, ok)| !ok) {
+            return Err(format!("{rtype}:{}: wrong or missing {key} in {v}", i + 1));
+        }
+        got.push(b'\n');
+    }
+    let expected = support::expected_output(&dir.join("expected.jsonl"), &got);
+    let (got, expected) = (
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&expected),
+    );
+    match got.lines().zip(expected.lines()).position(|(g, e)| g != e) {
+        Some(i) => Err(format!(
+            "{rtype}:{}: differs from the golden file\n--- expected\n{}\n--- got\n{}",
+            i + 1,
+            expected.lines().nth(i).unwrap_or(""),
+            got.lines().nth(i).unwrap_or("")
+        )),
+        None if got.lines().count() != expected.lines().count() => Err(format!(
+            "{rtype}: {} lines, the golden file has {}",
+            got.lines().count(),
+            expected.lines().count()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Every directory under `tests/golden/types/` is a record type's golden
+/// pair (see tests/golden/README.md): a new one runs without new code. All
+/// pairs run; the failures are listed together.
+#[test]
+fn every_record_type_pair_converts_to_its_golden_json() {
+    let dir = golden_dir().join("types");
+    let mut types: Vec<String> = std::fs::read_dir(&dir)
+        .expect("tests/golden/types")
+        .map(|e| e.expect("directory entry"))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().into_string().expect("a type name"))
+        .collect();
+    types.sort();
+    // The 32 types there were when the pairs were made; fewer means the
+    // walk lost some.
+    assert!(types.len() >= 32, "only {} types: {types:?}", types.len());
+    let mut w = JsonWriter::new();
+    let failures: Vec<String> = types
+        .iter()
+        .filter_map(|t| record_type_pair(&mut w, &dir.join(t), t).err())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} record types failed:\n\n{}",
+        failures.len(),
+        types.len(),
+        failures.join("\n\n")
+    );
 }
 
 /// The whole real corpus: one valid JSON object per event, every record

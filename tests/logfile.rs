@@ -210,7 +210,7 @@ interval = "0"
             .spawn()
             .expect("systemd-socket-activate (package systemd)"),
     );
-    support::dispatcher::wait_until(Duration::from_secs(10), "the activation socket", || {
+    support::wait_until(Duration::from_secs(10), "the activation socket", || {
         sock.exists()
     });
     d.write_plugin(

@@ -214,7 +214,7 @@ fn an_sdk_plugin_feeds_the_watchdog_only_while_its_loop_turns() {
         .output()
         .is_err()
     {
-        eprintln!("SKIP: systemd-socket-activate not installed (apt-get install systemd)");
+        support::skip("systemd-socket-activate not installed (apt-get install systemd)");
         return;
     }
     let data = sample();
@@ -241,7 +241,7 @@ fn an_sdk_plugin_feeds_the_watchdog_only_while_its_loop_turns() {
             .spawn()
             .unwrap(),
     );
-    support::dispatcher::wait_until(Duration::from_secs(10), "the plugin socket", || {
+    support::wait_until(Duration::from_secs(10), "the plugin socket", || {
         sock.exists()
     });
     d.write_plugin("slow", &format!("socket = \"{}\"\n", sock.display()));

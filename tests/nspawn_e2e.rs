@@ -29,7 +29,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::dispatcher::{example, lines, read_sink, texts, wait_until};
+use support::dispatcher::{example, lines, read_sink, texts};
+use support::wait_until;
 
 const CACHE: &str = "/var/cache/audisp-test";
 
@@ -358,7 +359,7 @@ fn bridge(w: &Path) -> Child {
 #[test]
 fn booted_systemd_end_to_end() {
     if let Some(why) = skip_reason() {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     let _one = ONE_CONTAINER.lock().unwrap_or_else(|p| p.into_inner());
@@ -506,11 +507,11 @@ fn real_auditd_through_the_bridge_into_the_booted_dispatcher() {
     use std::os::unix::fs::PermissionsExt;
     use support::auditd::{AuditdOptions, Plugin, PluginFormat, RealAuditd};
     if let Some(why) = skip_reason() {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     if let Err(why) = RealAuditd::available_when_idle() {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     let _one = ONE_CONTAINER.lock().unwrap_or_else(|p| p.into_inner());
@@ -632,7 +633,7 @@ auid=4294967295 ses=4294967295 msg='op=audisp-test-rescue res=success'";
 #[test]
 fn dbus_system_action_and_shipped_plugins_on_booted_systemd() {
     if let Some(why) = skip_reason() {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     let _one = ONE_CONTAINER.lock().unwrap_or_else(|p| p.into_inner());

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use audisp::protocol::{self, FromDispatcher, Hello};
 use nix::sys::socket;
 use support::dispatcher::{
-    corpus, example, lines, read_sink, sample, sink_plugin, texts, wait_sink, wait_until,
-    Dispatcher,
+    corpus, example, lines, read_sink, sample, sink_plugin, texts, wait_sink, Dispatcher,
 };
+use support::wait_until;
 
 const MAIN: &str = r#"
 [journal]

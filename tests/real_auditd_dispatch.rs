@@ -28,13 +28,10 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use support::auditd::{
-    event_id, is_dispatched_only, record_type, wait_for_bytes, wait_until, AuditdOptions, Plugin,
-    PluginFormat, RealAuditd, RULE_KEY, TEST_AUID,
+    event_id, is_dispatched_only, record_type, wait_for_bytes, AuditdOptions, Plugin, PluginFormat,
+    RealAuditd, DD_WRITES, RULE_KEY, TEST_AUID,
 };
 use support::dispatcher::{example, read_sink, Dispatcher};
-
-/// Events test 1 generates: one `write(1, …, 1)` per byte `dd` copies.
-const EVENTS: usize = 10_000;
 
 /// Debian's stock syslog plugin (package audispd-plugins), run by test 2.
 const AUDISP_SYSLOG: &str = "/sbin/audisp-syslog";
@@ -142,9 +139,9 @@ fn child_named(parent: u32, comm: &str) -> Option<u32> {
 /// Waits for `pid`, a child of this process (see [`become_subreaper`]), to exit.
 fn wait_for_exit(pid: u32, timeout: Duration) -> Result<WaitStatus, String> {
     let mut status = None;
-    wait_until(
-        &format!("process {pid} to exit"),
+    support::try_wait_until(
         timeout,
+        &format!("process {pid} to exit"),
         || match waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => Ok(false),
             Ok(s) => {
@@ -173,7 +170,7 @@ fn audispd_toml(stdin: &str) -> String {
 /// Test 1: auditd → audispd (as auditd's plugin) → sink and `cat`.
 fn auditd_runs_audispd(stdin: Stdin) {
     if let Err(why) = RealAuditd::available_when_idle() {
-        eprintln!("skipping: {why}");
+        support::skip(&why);
         return;
     }
     become_subreaper();
@@ -235,7 +232,7 @@ fn auditd_runs_audispd(stdin: Stdin) {
         .record_syscalls(&["write"], &["-F", "a0=1"])
         .expect("add rule");
     let workload = Instant::now();
-    let count = format!("count={EVENTS}");
+    let count = format!("count={DD_WRITES}");
     let status = auditd
         .workload("dd")
         .args([
@@ -355,9 +352,12 @@ fn auditd_runs_audispd(stdin: Stdin) {
         .filter(|r| contains(r, format!(" auid={TEST_AUID} ").as_bytes()))
         .filter(|r| contains(r, b" syscall=1 "))
         .count();
-    assert_eq!(writes, EVENTS, "dd's write events reached the sink");
+    assert_eq!(writes, DD_WRITES, "dd's write events reached the sink");
     let eoe = sink.iter().filter(|r| is_dispatched_only(r)).count();
-    assert!(eoe >= EVENTS, "only {eoe} EOE records for {EVENTS} events");
+    assert!(
+        eoe >= DD_WRITES,
+        "only {eoe} EOE records for {DD_WRITES} events"
+    );
     assert!(sink
         .iter()
         .any(|r| record_type(r) == Some("USER") && contains(r, b"quotes ' and \" pass")));
@@ -375,7 +375,7 @@ fn auditd_runs_audispd(stdin: Stdin) {
     };
     eprintln!(
         "{stdin:?}: audispd stopped on {stopped_by}; {} records ({} logged, {eoe} EOE, {} logged but not dispatched by auditd) \
-         for {EVENTS} events; workload to delivery {delivered:?}, auditd stop to audispd exit {stopped:?}, \
+         for {DD_WRITES} events; workload to delivery {delivered:?}, auditd stop to audispd exit {stopped:?}, \
          audispd start to exit {total:?}",
         sink.len(),
         log.len(),
@@ -471,11 +471,11 @@ fn collect_datagrams(
 #[test]
 fn stock_audisp_syslog_run_by_audispd_logs_every_record() {
     if let Some(why) = syslog_test_unavailable() {
-        eprintln!("skipping: {why}");
+        support::skip(&why);
         return;
     }
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sample.log");
-    let data = fs::read(&sample).expect("tests/data/sample.log");
+    let sample = support::dispatcher::sample_path();
+    let data = support::dispatcher::sample();
     let records: Vec<&[u8]> = support::dispatcher::lines(&data);
     assert!(records.len() > 4000, "sample has {} records", records.len());
     let host_dev_log = fs::symlink_metadata("/dev/log").ok().map(|m| m.file_type());

@@ -16,12 +16,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use support::auditd::{
-    event_id, is_dispatched_only, read_lines, record_type, wait_until, AuditdOptions, Framing,
-    KernelAudit, LogFormat, Plugin, PluginFormat, RealAuditd, RULE_KEY, TEST_AUID,
+    event_id, is_dispatched_only, read_lines, record_type, AuditdOptions, Framing, KernelAudit,
+    LogFormat, Plugin, PluginFormat, RealAuditd, DD_WRITES, RULE_KEY, TEST_AUID,
 };
-
-/// Events the main test generates: one `write(1, …, 1)` per byte `dd` copies.
-const EVENTS: usize = 10_000;
 
 /// Numeric record types the tests check binary frame headers against.
 const TYPE_NUMBERS: &[(&str, u32)] = &[
@@ -106,7 +103,7 @@ fn assert_eoe_marks_syscall_events(stream: &[Vec<u8>]) -> usize {
 #[test]
 fn string_and_binary_plugins_receive_every_logged_record_plus_eoe() {
     if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
+        support::skip(&why);
         return;
     }
     let mut auditd = RealAuditd::start(AuditdOptions {
@@ -126,12 +123,12 @@ fn string_and_binary_plugins_receive_every_logged_record_plus_eoe() {
     assert!(auditd.dir().join("auditd.conf").is_file());
     assert_eq!(auditd.kernel_before().pid, 0);
 
-    // dd opens of= on fd 1 and copies one byte per read/write: exactly EVENTS write(1, …) calls.
+    // dd opens of= on fd 1 and copies one byte per read/write: exactly DD_WRITES write(1, …) calls.
     auditd
         .record_syscalls(&["write"], &["-F", "a0=1"])
         .expect("add rule");
     let started = Instant::now();
-    let count = format!("count={EVENTS}");
+    let count = format!("count={DD_WRITES}");
     let status = auditd
         .workload("dd")
         .args([
@@ -196,7 +193,7 @@ fn string_and_binary_plugins_receive_every_logged_record_plus_eoe() {
         })
         .filter(|r| contains(r, b" syscall=1 ") || contains(r, b"SYSCALL=write"))
         .count();
-    assert_eq!(writes, EVENTS, "dd's write events");
+    assert_eq!(writes, DD_WRITES, "dd's write events");
     let auid = format!(" auid={TEST_AUID} ");
     assert!(log
         .iter()
@@ -216,8 +213,8 @@ fn string_and_binary_plugins_receive_every_logged_record_plus_eoe() {
 
     let eoe = assert_eoe_marks_syscall_events(&string);
     assert!(
-        eoe >= EVENTS,
-        "only {eoe} EOE records for {EVENTS} syscall events"
+        eoe >= DD_WRITES,
+        "only {eoe} EOE records for {DD_WRITES} syscall events"
     );
 
     // The binary plugin got the same records: V1 frames whose payload is the string line.
@@ -242,7 +239,7 @@ fn string_and_binary_plugins_receive_every_logged_record_plus_eoe() {
 
     let records = string.len() as f64;
     eprintln!(
-        "{} records ({} logged, {eoe} EOE) for {EVENTS} events in {elapsed:?}: {:.0} records/s",
+        "{} records ({} logged, {eoe} EOE) for {DD_WRITES} events in {elapsed:?}: {:.0} records/s",
         string.len(),
         log.len(),
         records / elapsed.as_secs_f64()
@@ -252,7 +249,7 @@ fn string_and_binary_plugins_receive_every_logged_record_plus_eoe() {
 #[test]
 fn raw_format_reaches_a_test_supplied_plugin_program() {
     if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
+        support::skip(&why);
         return;
     }
     // A plugin program supplied by the test itself: auditd wants it root-owned, 0750 at least,
@@ -320,9 +317,9 @@ fn raw_format_reaches_a_test_supplied_plugin_program() {
     assert!(status.success());
     let marker = auditd.sync_captures().expect("sync");
     let own_done = out.clone();
-    wait_until(
-        "the test's plugin to receive the marker",
+    support::try_wait_until(
         Duration::from_secs(60),
+        "the test's plugin to receive the marker",
         || {
             let part = format!("{}.part", own_done.display());
             Ok(fs::read(&part)
@@ -338,9 +335,9 @@ fn raw_format_reaches_a_test_supplied_plugin_program() {
         report.kernel_after.differences_from(&report.kernel_before),
         Vec::<String>::new()
     );
-    wait_until(
-        "the test's plugin to finish",
+    support::try_wait_until(
         Duration::from_secs(15),
+        "the test's plugin to finish",
         || Ok(out.exists()),
     )
     .expect("own plugin exits");
@@ -392,7 +389,7 @@ fn raw_format_reaches_a_test_supplied_plugin_program() {
 #[test]
 fn a_panicking_test_still_restores_kernel_audit_and_keeps_its_files() {
     if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
+        support::skip(&why);
         return;
     }
     let before = KernelAudit::read().expect("kernel state");

@@ -19,9 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use audisp::sdk::InputClient;
-use support::dispatcher::{
-    lines, read_sink, sample, sink_plugin, texts, wait_sink, wait_until, Dispatcher,
-};
+use support::dispatcher::{lines, read_sink, sample, sink_plugin, texts, wait_sink, Dispatcher};
+use support::wait_until;
 
 const MAIN: &str = r#"
 [journal]

@@ -26,18 +26,10 @@ use std::time::Duration;
 
 use audisp::sdk::InputClient;
 use support::dispatcher::{
-    lines, read_sink, sample, sink_plugin, texts, wait_sink, wait_until, Dispatcher, SinkOutput,
+    lines, read_sink, sample, sink_plugin, texts, wait_sink, Dispatcher, SinkOutput,
+    MAIN_SMALL_JOURNAL,
 };
-
-const MAIN: &str = r#"
-[journal]
-segment_size = "1M"
-memory = "1M"
-[shutdown]
-timeout = "10s"
-[stats]
-interval = "0"
-"#;
+use support::wait_until;
 
 /// Records per input batch.
 const BATCH: usize = 10;
@@ -178,7 +170,7 @@ fn reload_adds_removes_changes_and_survives_broken_files_without_losing_a_record
     let data = sample();
     let all = lines(&data);
     let n = all.len();
-    let mut d = Dispatcher::new(MAIN);
+    let mut d = Dispatcher::new(MAIN_SMALL_JOURNAL);
     for name in ["keep", "changed", "stable"] {
         d.write_plugin(name, &with_pid(name, ""));
     }

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use audisp::remote::wire::{self, types};
 use support::dispatcher::{
-    lines, sample, sample_copies, sample_shifted, wait_until, Dispatcher, NotifyCapture,
+    lines, sample, sample_copies, sample_shifted, Dispatcher, NotifyCapture, MAIN_NO_STATS,
 };
+use support::wait_until;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -233,7 +234,7 @@ fn stock_audisp_remote(dir: &Path, port: u16, input: &[u8], format: &str) -> Res
 #[test]
 fn stock_audisp_remote_managed_and_ascii_to_receive_every_record_once() {
     if !is_root() {
-        println!("SKIP: needs root (mount namespace for audisp-remote's fixed config path)");
+        support::skip("needs root (mount namespace for audisp-remote's fixed config path)");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -262,7 +263,7 @@ fn stock_audisp_remote_managed_and_ascii_to_receive_every_record_once() {
 /// audispd fed `data` on stdin, with the native plugin socket `remote.sock`
 /// that a standalone audisp-remote serves.
 fn sender_dispatcher() -> Dispatcher {
-    let mut d = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
     d.write_plugin(
         "remote",
         "socket = \"{dir}/run/remote.sock\"\nformat = \"native\"\n[restart]\ninitial = \"20ms\"\nmax = \"200ms\"\n",
@@ -332,7 +333,7 @@ fn ours_to_ours_with_kill9_of_both_ends_and_injection_into_a_dispatcher() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     // The aggregator's own dispatcher, with a sink, fed by audisp-receive.
-    let mut agg = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    let mut agg = Dispatcher::new(MAIN_NO_STATS);
     agg.write_plugin("sink", &support::dispatcher::sink_plugin("sink", "", ""));
     agg.start(Stdio::null()).unwrap();
     let input = agg.input_socket();
@@ -503,7 +504,7 @@ fn make_pki(dir: &Path) -> Pki {
 #[test]
 fn tls_mutual_auth_delivers_everything_and_refuses_an_untrusted_client() {
     if !is_root() {
-        println!("SKIP: TLS key files must be owned by root");
+        support::skip("TLS key files must be owned by root");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -601,7 +602,7 @@ fn fast_reply(s: &mut impl Read) -> Option<(u32, u64)> {
 #[test]
 fn tls_spool_identity_of_another_certificate_is_refused_and_its_owner_loses_nothing() {
     if !is_root() {
-        println!("SKIP: TLS key files must be owned by root");
+        support::skip("TLS key files must be owned by root");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -886,9 +887,11 @@ fn plain_second_live_connection_with_the_same_spool_identity_is_refused() {
 #[test]
 fn ours_to_stock_auditd_listener_every_record_arrives() {
     if !is_root() || !Path::new("/sbin/auditd").exists() {
-        println!("SKIP: needs root and Debian's auditd");
+        support::skip("needs root and Debian's auditd");
         return;
     }
+    // No other test's auditd may come or go while kernel audit's pid is compared.
+    let _kernel_audit = support::auditd::KernelAuditLock::acquire().unwrap();
     let before = Command::new("auditctl").arg("-s").output().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -978,7 +981,7 @@ fn ours_to_stock_auditd_listener_every_record_arrives() {
 #[test]
 fn aggregator_disk_full_then_freed_loses_and_duplicates_nothing() {
     if !is_root() {
-        println!("SKIP: needs root to mount a small tmpfs");
+        support::skip("needs root to mount a small tmpfs");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -1159,7 +1162,7 @@ impl Drop for NetPair {
 #[test]
 fn separate_network_namespaces_link_down_and_kill9_of_both_ends_lose_and_duplicate_nothing() {
     if !is_root() || Command::new("ip").arg("-V").output().is_err() {
-        println!("SKIP: needs root and iproute2 (ip netns)");
+        support::skip("needs root and iproute2 (ip netns)");
         return;
     }
     let net = NetPair::new().unwrap();
@@ -1260,7 +1263,7 @@ fn socket_activated_receiver_serves_the_passed_listener() {
         .output()
         .is_err()
     {
-        println!("SKIP: systemd-socket-activate not installed");
+        support::skip("systemd-socket-activate not installed");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -1340,7 +1343,7 @@ fn per_address_limit_and_idle_timeout_close_connections() {
 
 #[test]
 fn failure_actions_are_asked_of_the_dispatcher() {
-    let mut d = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
     d.write_plugin(
         "remote",
         "socket = \"{dir}/run/remote.sock\"\nformat = \"native\"\n[restart]\ninitial = \"20ms\"\nmax = \"200ms\"\n[actions.network-down]\nrun = \"log\"\n",
@@ -1380,7 +1383,7 @@ fn failure_actions_are_asked_of_the_dispatcher() {
 #[test]
 fn a_full_spool_waits_for_the_aggregator_feeding_the_watchdog() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut d = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
     d.write_plugin(
         "remote",
         "socket = \"{dir}/run/remote.sock\"\nformat = \"native\"\n[restart]\ninitial = \"20ms\"\nmax = \"200ms\"\n[actions.network-down]\nrun = \"log\"\n",

@@ -14,7 +14,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use audisp::remote::wire::{self, types};
-use support::dispatcher::{lines, sample, wait_until, Dispatcher, NotifyCapture};
+use support::dispatcher::{lines, sample, Dispatcher, NotifyCapture, MAIN_NO_STATS};
+use support::wait_until;
 
 const REMOTE: &str = env!("CARGO_BIN_EXE_audisp-remote");
 const RECEIVE: &str = env!("CARGO_BIN_EXE_audisp-receive");
@@ -426,7 +427,7 @@ fn files_alone_configure_a_transfer_that_delivers_every_record_once() {
         &[],
     );
 
-    let mut d = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
     d.write_plugin(
         "remote",
         "socket = \"{dir}/run/remote.sock\"\nformat = \"native\"\n[restart]\ninitial = \"20ms\"\nmax = \"200ms\"\n",
@@ -492,7 +493,7 @@ fn files_alone_configure_a_transfer_that_delivers_every_record_once() {
 /// unreachable aggregator ask audispd for the plugin's action NAME.
 #[test]
 fn the_files_failure_action_is_asked_of_the_dispatcher() {
-    let mut d = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
     d.write_plugin(
         "remote",
         "socket = \"{dir}/run/remote.sock\"\nformat = \"native\"\n[restart]\ninitial = \"20ms\"\nmax = \"200ms\"\n[actions.net-down]\nrun = \"log\"\n",

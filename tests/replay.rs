@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::dispatcher::{corpus, example, feed, lines, read_sink, wait_until, Dispatcher};
+use support::dispatcher::{corpus, example, feed, lines, read_sink, Dispatcher};
+use support::wait_until;
 
 fn rtype(line: &[u8]) -> &[u8] {
     let s = line.strip_prefix(b"node=").map_or(line, |rest| {

@@ -10,8 +10,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use support::dispatcher::{
-    example, lines, read_sink, sample, sink_plugin, texts, wait_sink, wait_until, Dispatcher,
+    example, lines, read_sink, sample, sink_plugin, texts, wait_sink, Dispatcher,
 };
+use support::wait_until;
 
 fn main_config(timeout: &str) -> String {
     format!(

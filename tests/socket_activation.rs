@@ -14,9 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use audisp::sdk::InputClient;
-use support::dispatcher::{
-    example, lines, sample, sink_plugin, texts, wait_sink, wait_until, Dispatcher,
-};
+use support::dispatcher::{example, lines, sample, sink_plugin, texts, wait_sink, Dispatcher};
+use support::wait_until;
 
 const ACTIVATE: &str = "systemd-socket-activate";
 
@@ -29,7 +28,9 @@ fn have_activate() -> bool {
         .status()
         .is_ok();
     if !found {
-        eprintln!("SKIP: {ACTIVATE} not installed (apt-get install systemd)");
+        support::skip(&format!(
+            "{ACTIVATE} not installed (apt-get install systemd)"
+        ));
     }
     found
 }

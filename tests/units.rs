@@ -6,6 +6,8 @@
 //! programs pointed at the freshly built binaries, since verify checks that
 //! they exist.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -30,7 +32,7 @@ fn have_analyze() -> bool {
         .output()
         .is_ok();
     if !ok {
-        eprintln!("SKIP: systemd-analyze not installed (apt-get install systemd)");
+        support::skip("systemd-analyze not installed (apt-get install systemd)");
     }
     ok
 }

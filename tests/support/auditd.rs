@@ -17,12 +17,14 @@
 //!   it added, restores `backlog_limit` and `enabled` to the values found at start, stops auditd by
 //!   its PID with SIGTERM and checks that `auditctl -s` shows `pid 0` and the original settings.
 //!
-//! Tests call [`RealAuditd::available`] first and, when it fails, print the reason and return.
-//! CI runs the test suite as root on a kernel with audit enabled, so these tests do run there; a
-//! skip in CI means the runner is misconfigured, not that the test passed.
+//! Tests call [`RealAuditd::available_when_idle`] first and, when it fails, hand the reason to
+//! `support::skip` and return. CI runs the test suite as root on a kernel with audit enabled and
+//! `AUDISP_TEST_REQUIRE_ALL=1`, so there these tests run, and a skip fails.
 //!
-//! Within one test binary the instances are serialised by a lock (only one auditd can own the
-//! kernel at a time); across processes, the `pid != 0` check of `available` refuses a second one.
+//! Only one auditd can own kernel audit at a time, so every instance holds [`KernelAuditLock`],
+//! an `flock` on [`KERNEL_AUDIT_LOCK`]: tests of one binary, two test binaries and two people's
+//! runs on one machine wait for each other instead of seeing each other's auditd and skipping.
+//! An auditd the tests did not start (the system's own) still makes `available` refuse.
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -32,20 +34,23 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Login uid whose processes the harness records: 65534, `nobody`, which cannot log in, so no
 /// session on the machine has it. Unlike an arbitrary unused uid it has a passwd entry on every
 /// distribution, so auditd's ENRICHED formatting resolves `AUID="nobody"` from its cache. An auid
 /// without a passwd entry (e.g. 64500) misses on every lookup: Debian's auditd 3.0.9 then spends
 /// about 62 µs of CPU per record instead of about 19 µs, which would distort throughput figures.
-pub const TEST_AUID: u32 = 65534;
+pub const TEST_AUID: u32 = super::NOBODY;
 
 /// `TEST_AUID` as written to `/proc/self/loginuid` (kept as bytes so the child after `fork`
 /// does not need to format or allocate anything).
 const TEST_AUID_TEXT: &[u8] = b"65534";
+
+/// Bytes the real-auditd tests' `dd` workload copies one at a time: each is one
+/// `write(1, …, 1)`, so one SYSCALL event.
+pub const DD_WRITES: usize = 10_000;
 
 /// Key put on rules added by [`RealAuditd::record_syscalls`], visible as `key="…"` in SYSCALL records.
 pub const RULE_KEY: &str = "audisp-harness";
@@ -61,15 +66,51 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Interval between two checks of a condition that offers no notification (kernel audit status,
-/// a file written by another process).
-const POLL_INTERVAL: Duration = Duration::from_millis(5);
-
 /// auditd 3.0.9 reads config lines into a 160-byte buffer; longer lines are rejected.
 const MAX_CONFIG_LINE: usize = 158;
 
-/// Serialises harness instances inside one test binary: only one auditd can own kernel audit.
-static KERNEL_AUDIT: Mutex<()> = Mutex::new(());
+/// The lock file every user of kernel audit in the tests holds (see [`KernelAuditLock`]); in
+/// `/run/lock`, so every test run on the machine sees the same file.
+pub const KERNEL_AUDIT_LOCK: &str = "/run/lock/audisp-test-kernel-audit.lock";
+
+/// Exclusive use of kernel audit among test processes: an `flock` on [`KERNEL_AUDIT_LOCK`],
+/// held until dropped. Two holders in one process conflict too (each opens the file anew), so
+/// it also serialises the tests of one binary.
+pub struct KernelAuditLock {
+    _file: nix::fcntl::Flock<File>,
+}
+
+impl KernelAuditLock {
+    /// Waits until no other test (in this or another process) holds the lock, then takes it.
+    pub fn acquire() -> Result<Self, String> {
+        use nix::fcntl::{Flock, FlockArg};
+        let path = Path::new(KERNEL_AUDIT_LOCK);
+        // Open an existing file without O_CREAT: with `fs.protected_regular`, O_CREAT on a
+        // file another user made in the sticky /run/lock fails even for root.
+        let open = || {
+            File::open(path)
+                .or_else(|e| match e.kind() {
+                    io::ErrorKind::NotFound => OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(path),
+                    _ => Err(e),
+                })
+                .map_err(|e| io_error("open", path, e))
+        };
+        match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
+            Ok(file) => return Ok(KernelAuditLock { _file: file }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                eprintln!("waiting for {KERNEL_AUDIT_LOCK}: another test is using kernel audit")
+            }
+            Err((_, e)) => return Err(format!("cannot lock {KERNEL_AUDIT_LOCK}: {e}")),
+        }
+        Flock::lock(open()?, FlockArg::LockExclusive)
+            .map(|file| KernelAuditLock { _file: file })
+            .map_err(|(_, e)| format!("cannot lock {KERNEL_AUDIT_LOCK}: {e}"))
+    }
+}
 
 /// Makes every sync marker unique within the process.
 static MARKER_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -346,7 +387,7 @@ pub struct RealAuditd {
     rules: Vec<Vec<String>>,
     backlog_changed: bool,
     keep_dir: bool,
-    _lock: MutexGuard<'static, ()>,
+    _lock: KernelAuditLock,
 }
 
 impl RealAuditd {
@@ -397,20 +438,24 @@ impl RealAuditd {
         Ok(())
     }
 
-    /// [`RealAuditd::available`], checked once no other instance of this test binary runs.
-    /// Tests of one binary run in parallel: checked while a sibling test's auditd runs,
-    /// `available` reports that auditd as a foreign one ("another audit daemon … owns kernel
-    /// audit") and the test would skip. Call this instead of `available` before
+    /// [`RealAuditd::available`], checked once no other test (of this binary or another
+    /// process) holds [`KernelAuditLock`]. Checked while another test's auditd runs,
+    /// `available` would report that auditd as a foreign one ("another audit daemon … owns
+    /// kernel audit") and the test would skip. Call this instead of `available` before
     /// [`RealAuditd::start`] (not while holding an instance: that would wait for ever).
     pub fn available_when_idle() -> Result<(), String> {
-        let _lock = KERNEL_AUDIT.lock().unwrap_or_else(PoisonError::into_inner);
+        if effective_uid()? != 0 {
+            // The reason to skip, without waiting for a lock.
+            return Self::available();
+        }
+        let _lock = KernelAuditLock::acquire()?;
         Self::available()
     }
 
     /// Starts a private auditd with `options`, waits until it is registered with the kernel,
     /// sets `backlog_limit` and adds the rule dropping user-space messages of other login uids.
     pub fn start(options: AuditdOptions) -> Result<Self, String> {
-        let lock = KERNEL_AUDIT.lock().unwrap_or_else(PoisonError::into_inner);
+        let lock = KernelAuditLock::acquire()?;
         Self::available()?;
         let kernel_before = KernelAudit::read()?;
         let version = auditd_version()?;
@@ -552,9 +597,9 @@ impl RealAuditd {
         let pid = child.id();
         self.child = Some(child);
         let root = self.root.display().to_string();
-        wait_until(
-            "auditd to register with the kernel",
+        super::try_wait_until(
             STARTUP_TIMEOUT,
+            "auditd to register with the kernel",
             || {
                 if let Some(child) = self.child.as_mut() {
                     if let Some(status) = child
@@ -744,9 +789,9 @@ impl RealAuditd {
         for plugin in &self.plugins {
             if plugin.program == PluginProgram::Capture {
                 let done = self.capture_path(&plugin.name);
-                if let Err(e) = wait_until(
-                    "the capture plugin to finish its copy",
+                if let Err(e) = super::try_wait_until(
                     SHUTDOWN_TIMEOUT,
+                    "the capture plugin to finish its copy",
                     || Ok(done.exists()),
                 ) {
                     problems.push(format!("{e} ({})", done.display()));
@@ -834,34 +879,15 @@ impl Drop for RealAuditd {
     }
 }
 
-/// Polls `condition` until it returns `Ok(true)`, fails, or `timeout` passes. For conditions
-/// that offer no notification (kernel audit status, files written by other processes).
-pub fn wait_until(
-    what: &str,
-    timeout: Duration,
-    mut condition: impl FnMut() -> Result<bool, String>,
-) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition()? {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("timed out after {timeout:?} waiting for {what}"));
-        }
-        thread::sleep(POLL_INTERVAL);
-    }
-}
-
 /// Waits until `needle` appears in whichever of `paths` exists (a file another process is
 /// appending to, possibly renamed from one name to the next), reading only new bytes each time.
 pub fn wait_for_bytes(paths: &[&Path], needle: &[u8], timeout: Duration) -> Result<(), String> {
     let needle_text = String::from_utf8_lossy(needle).into_owned();
     let mut offset = 0u64;
     let mut buf = Vec::new();
-    wait_until(
-        &format!("{needle_text:?} in {}", paths[0].display()),
+    super::try_wait_until(
         timeout,
+        &format!("{needle_text:?} in {}", paths[0].display()),
         || {
             let Some(mut file) = paths.iter().find_map(|p| File::open(p).ok()) else {
                 return Ok(false);
@@ -898,7 +924,7 @@ pub fn wait_for_user_frame(
         "a USER frame with {needle_text:?} in {}",
         paths[0].display()
     );
-    wait_until(&what, timeout, || {
+    super::try_wait_until(timeout, &what, || {
         let Some(file) = paths.iter().find_map(|p| File::open(p).ok()) else {
             return Ok(false);
         };
@@ -1067,7 +1093,7 @@ fn terminate(child: &mut Child) -> Result<ExitStatus, String> {
         ));
     }
     let mut exit = None;
-    let waited = wait_until("auditd to exit after SIGTERM", SHUTDOWN_TIMEOUT, || {
+    let waited = super::try_wait_until(SHUTDOWN_TIMEOUT, "auditd to exit after SIGTERM", || {
         exit = child
             .try_wait()
             .map_err(|e| format!("cannot wait for auditd: {e}"))?;

@@ -17,8 +17,6 @@ use std::time::{Duration, Instant};
 /// The uid (and gid) the test setroubleshootd runs as: `daemon`, which
 /// tests/dbus/test-peers.conf lets own setroubleshootd's name.
 pub const SETROUBLESHOOT_UID: u32 = 1;
-/// `nobody`.
-pub const NOBODY: u32 = 65534;
 
 /// Why these tests cannot run here, if they cannot (they need root to run
 /// clients as other users, and dbus-daemon).

@@ -8,6 +8,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// The smallest audispd.toml for a test: defaults, without the periodic
+/// stats line in the log.
+pub const MAIN_NO_STATS: &str = "[stats]\ninterval = \"0\"\n";
+
+/// audispd.toml with a small journal (1M segments and memory) and a 10 s
+/// shutdown limit, for tests that start and stop audispd many times.
+pub const MAIN_SMALL_JOURNAL: &str = r#"
+[journal]
+segment_size = "1M"
+memory = "1M"
+[shutdown]
+timeout = "10s"
+[stats]
+interval = "0"
+"#;
+
 /// Path of an example binary (`examples/NAME.rs`), built by `cargo test`.
 pub fn example(name: &str) -> PathBuf {
     let mut p = std::env::current_exe().expect("test executable path");
@@ -443,20 +459,14 @@ pub fn feed(mut stdin: impl Write + Send + 'static, data: Vec<u8>) -> std::threa
     })
 }
 
-/// Polls `cond` every 10 ms until true or `limit`; for conditions nothing
-/// notifies about (a file another process writes).
-pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+/// Where the small real record sample is.
+pub fn sample_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sample.log")
 }
 
 /// The small real record sample (4380 records, every line distinct).
 pub fn sample() -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sample.log"))
-        .expect("tests/data/sample.log")
+    std::fs::read(sample_path()).expect("tests/data/sample.log")
 }
 
 /// The sample with every time stamp moved (`msg=audit(` → `msg=audit(K`),
