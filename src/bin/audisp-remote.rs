@@ -492,7 +492,7 @@ fn run(o: Opts) -> Result<(), String> {
                 rtype: r.rtype,
                 source: 0,
                 flags: 0,
-                text: r.text,
+                text: r.text.into(),
             })
             .collect();
         let appended = spool.append(&entries)?;

@@ -67,17 +67,6 @@ struct Source {
     counters: Arc<InputCounters>,
 }
 
-/// An entry that could not be written yet.
-#[derive(Debug)]
-struct Pending {
-    event: u64,
-    source_seq: u64,
-    rtype: u32,
-    source: u16,
-    flags: u16,
-    text: Vec<u8>,
-}
-
 /// What a checkpoint stores.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -105,7 +94,8 @@ pub struct SourceCheckpoint {
 struct State {
     grouper: Grouper,
     sources: Vec<Source>,
-    pending: VecDeque<Pending>,
+    /// Entries that could not be written yet, in order.
+    pending: VecDeque<NewEntry<'static>>,
     pending_bytes: usize,
     checkpoint_seq: u64,
     last_error: Option<String>,
@@ -363,8 +353,7 @@ impl Ingest {
                 pending: true,
             };
         }
-        let mut texts: Vec<Cow<'_, [u8]>> = Vec::with_capacity(records.len());
-        let mut metas: Vec<(u64, u32, u16, u64)> = Vec::with_capacity(records.len() * 2);
+        let mut entries: Vec<NewEntry<'_>> = Vec::with_capacity(records.len() * 2);
         let mut closes = Vec::new();
         let mut bytes = 0u64;
         let mut duplicates = 0u64;
@@ -386,37 +375,33 @@ impl Ingest {
             }
             let placement = grouper.place(info.as_ref(), now, &mut closes);
             for c in closes.drain(..) {
-                texts.push(Cow::Borrowed(&[]));
-                metas.push((c, 0, flags::CLOSE_MARKER, 0));
+                entries.push(NewEntry::close_marker(c, id));
             }
             if placement.ends {
                 fl |= flags::ENDS_EVENT;
             }
             bytes += text.len() as u64;
-            texts.push(text);
-            metas.push((placement.event, rtype, fl, r.source_seq));
-        }
-        src.placed = top;
-        stats::add(&counters.duplicates, duplicates);
-        stats::add(&counters.unparsed, unparsed);
-        let accepted = metas.iter().filter(|m| m.2 & flags::CONTROL == 0).count() as u64;
-        let entries: Vec<NewEntry<'_>> = metas
-            .iter()
-            .zip(&texts)
-            .map(|(&(event, rtype, fl, source_seq), text)| NewEntry {
-                event,
-                source_seq,
+            entries.push(NewEntry {
+                event: placement.event,
+                source_seq: r.source_seq,
                 rtype,
                 source: id,
                 flags: fl,
                 text,
-            })
-            .collect();
+            });
+        }
+        src.placed = top;
+        stats::add(&counters.duplicates, duplicates);
+        stats::add(&counters.unparsed, unparsed);
+        let accepted = entries
+            .iter()
+            .filter(|e| e.flags & flags::CONTROL == 0)
+            .count() as u64;
         if blocked {
             queue(
                 &mut st,
                 self.pending_max,
-                &entries,
+                entries,
                 &counters,
                 &self.loss_reported,
             );
@@ -425,7 +410,7 @@ impl Ingest {
             queue(
                 &mut st,
                 self.pending_max,
-                &entries,
+                entries,
                 &counters,
                 &self.loss_reported,
             );
@@ -458,28 +443,19 @@ impl Ingest {
     fn flush_pending(&self, st: &mut State) {
         while !st.pending.is_empty() {
             let n = st.pending.len().min(4096);
-            let entries: Vec<NewEntry<'_>> = st
-                .pending
-                .iter()
-                .take(n)
-                .map(|p| NewEntry {
-                    event: p.event,
-                    source_seq: p.source_seq,
-                    rtype: p.rtype,
-                    source: p.source,
-                    flags: p.flags,
-                    text: &p.text,
-                })
-                .collect();
-            if let Err(e) = self.journal.append(&entries) {
-                drop(entries);
+            if let Err(e) = self.journal.append(&st.pending.make_contiguous()[..n]) {
                 self.report_error(st, &e);
                 return;
             }
-            drop(entries);
-            for p in st.pending.drain(..n).collect::<Vec<_>>() {
-                st.pending_bytes -= p.text.len();
-                if let Some(s) = st.sources.get_mut(p.source as usize) {
+            let State {
+                pending,
+                pending_bytes,
+                sources,
+                ..
+            } = &mut *st;
+            for p in pending.drain(..n) {
+                *pending_bytes -= p.text.len();
+                if let Some(s) = sources.get_mut(p.source as usize) {
                     s.committed = s.committed.max(p.source_seq);
                 }
             }
@@ -513,21 +489,14 @@ impl Ingest {
     fn write_markers(&self, st: &mut State, closes: &[u64]) {
         let entries: Vec<NewEntry<'_>> = closes
             .iter()
-            .map(|&c| NewEntry {
-                event: c,
-                source_seq: 0,
-                rtype: 0,
-                source: 0,
-                flags: flags::CLOSE_MARKER,
-                text: &[],
-            })
+            .map(|&c| NewEntry::close_marker(c, 0))
             .collect();
         let counters = Arc::default();
         if !st.pending.is_empty() {
-            queue(st, usize::MAX, &entries, &counters, &self.loss_reported);
+            queue(st, usize::MAX, entries, &counters, &self.loss_reported);
         } else if let Err(e) = self.journal.append(&entries) {
             self.report_error(st, &e);
-            queue(st, usize::MAX, &entries, &counters, &self.loss_reported);
+            queue(st, usize::MAX, entries, &counters, &self.loss_reported);
         }
     }
 
@@ -617,10 +586,12 @@ fn sanitize(text: &[u8]) -> Cow<'_, [u8]> {
     }
 }
 
+/// Keeps `entries` in memory for a later append, as far as `max` bytes of
+/// text allow (control entries always), counting what does not fit as lost.
 fn queue(
     st: &mut State,
     max: usize,
-    entries: &[NewEntry<'_>],
+    entries: Vec<NewEntry<'_>>,
     counters: &InputCounters,
     loss_reported: &AtomicBool,
 ) {
@@ -631,14 +602,7 @@ fn queue(
             continue;
         }
         st.pending_bytes += e.text.len();
-        st.pending.push_back(Pending {
-            event: e.event,
-            source_seq: e.source_seq,
-            rtype: e.rtype,
-            source: e.source,
-            flags: e.flags,
-            text: e.text.to_vec(),
-        });
+        st.pending.push_back(e.into_owned());
     }
     if lost > 0 {
         stats::add(&counters.lost, lost);
@@ -689,4 +653,144 @@ pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
             .map_err(|e| crate::journal::with_path(e, dir))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::Limits;
+
+    /// A SYSCALL record: it opens an event that a later one closes (with
+    /// `max_open = 1`), so batches carry close markers too.
+    fn rec(serial: u64) -> Vec<u8> {
+        format!(
+            "type=SYSCALL msg=audit(1700000000.000:{serial}): arch=c000003e syscall=59 success=yes"
+        )
+        .into_bytes()
+    }
+
+    fn batch(
+        serials: std::ops::RangeInclusive<u64>,
+        texts: &mut Vec<Vec<u8>>,
+    ) -> Vec<Incoming<'_>> {
+        *texts = serials.clone().map(rec).collect();
+        serials
+            .zip(texts.iter())
+            .map(|(s, text)| Incoming {
+                source_seq: s,
+                type_hint: None,
+                text,
+            })
+            .collect()
+    }
+
+    /// Every entry in the journal: (seq, event, source_seq, rtype, source,
+    /// flags, text).
+    type Stored = (u64, u64, u64, u32, u16, u16, Vec<u8>);
+
+    fn stored(journal: &Journal) -> Vec<Stored> {
+        let mut got = Vec::new();
+        let mut reader = journal.reader(1);
+        loop {
+            let outcome = reader
+                .read(1 << 20, &mut |e| {
+                    got.push((
+                        e.seq,
+                        e.event,
+                        e.source_seq,
+                        e.rtype,
+                        e.source,
+                        e.flags,
+                        e.text.to_vec(),
+                    ));
+                    Step::Next
+                })
+                .unwrap();
+            match outcome {
+                ReadOutcome::CaughtUp => return got,
+                ReadOutcome::Entries(_) => {}
+                lost @ ReadOutcome::Lost { .. } => panic!("{lost:?}"),
+            }
+        }
+    }
+
+    /// Three batches (the third resending two records of the second), the
+    /// journal unwritable from the second batch to a `tick` if `fail`.
+    /// Returns what each submit answered and the journal's entries.
+    fn run(fail: bool, pending_max: usize) -> (Vec<Submitted>, u64, Vec<Stored>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (live, away) = (dir.path().join("journal"), dir.path().join("away"));
+        // Every append after the first opens a new segment file, so an
+        // append fails while the journal's directory is gone.
+        let limits = Limits {
+            segment_size: 1,
+            max_size: 1 << 30,
+            memory: 1 << 20,
+        };
+        let journal = Journal::open(&live, limits).unwrap();
+        let ingest = Ingest::open(
+            journal,
+            dir.path(),
+            Duration::from_secs(600),
+            1,
+            pending_max,
+        )
+        .unwrap();
+        let (id, committed) = ingest.connect("in", [7; 16]).unwrap();
+        assert_eq!(committed, 0);
+        let mut texts = Vec::new();
+        let mut answers = vec![ingest.submit(id, &batch(1..=3, &mut texts), false)];
+        if fail {
+            std::fs::rename(&live, &away).unwrap();
+        }
+        answers.push(ingest.submit(id, &batch(4..=6, &mut texts), true));
+        answers.push(ingest.submit(id, &batch(5..=8, &mut texts), false));
+        if fail {
+            std::fs::rename(&away, &live).unwrap();
+        }
+        ingest.tick(Instant::now()).unwrap();
+        answers.push(ingest.submit(id, &batch(5..=8, &mut texts), false));
+        let lost = stats::get(&ingest.counters(id).lost);
+        (answers, lost, stored(ingest.journal()))
+    }
+
+    #[test]
+    fn records_kept_in_memory_while_the_journal_fails_are_stored_in_order_once() {
+        let (direct, lost, want) = run(false, 1 << 20);
+        assert_eq!(lost, 0);
+        assert!(direct.iter().all(|s| !s.pending));
+        let texts: Vec<&[u8]> = want
+            .iter()
+            .filter(|e| e.5 & flags::CONTROL == 0)
+            .map(|e| e.6.as_slice())
+            .collect();
+        let all: Vec<Vec<u8>> = (1..=8).map(rec).collect();
+        assert_eq!(texts, all.iter().map(|t| t.as_slice()).collect::<Vec<_>>());
+        assert!(want.iter().any(|e| e.5 & flags::CLOSE_MARKER != 0));
+
+        let (answers, lost, got) = run(true, 1 << 20);
+        assert_eq!(lost, 0);
+        let seen: Vec<(u64, bool)> = answers.iter().map(|s| (s.committed, s.pending)).collect();
+        // Stored; kept in memory (standard input); refused while blocked (the
+        // input keeps it); stored after the journal came back.
+        assert_eq!(seen, [(3, false), (3, true), (3, true), (8, false)]);
+        assert_eq!(got, want, "the same journal as without the failure");
+    }
+
+    #[test]
+    fn records_beyond_the_memory_queue_are_counted_lost() {
+        let (answers, lost, got) = run(true, 1);
+        assert_eq!(lost, 3, "records 4..=6 did not fit");
+        assert_eq!(answers.last().map(|s| s.committed), Some(8));
+        let serials: Vec<u64> = got
+            .iter()
+            .filter(|e| e.5 & flags::CONTROL == 0)
+            .map(|e| e.2)
+            .collect();
+        assert_eq!(
+            serials,
+            [1, 2, 3, 7, 8],
+            "nothing stored twice, the lost ones never"
+        );
+    }
 }

@@ -417,7 +417,7 @@ fn entry<'a>(idx: u16, seq: u64, text: &'a [u8]) -> NewEntry<'a> {
         rtype: 0,
         source: idx,
         flags: 0,
-        text,
+        text: text.into(),
     }
 }
 
