@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use super::stats::{self, InputCounters, InputSnapshot};
 use crate::engine::events::{Grouper, GrouperState};
 use crate::journal::entry::flags;
-use crate::journal::{Journal, NewEntry, ReadOutcome, Step};
+use crate::journal::{Journal, JournalId, NewEntry, ReadOutcome, Step};
 use crate::record;
 
 /// Name of the standard-input source.
@@ -58,7 +58,7 @@ pub struct Incoming<'a> {
 #[derive(Debug)]
 struct Source {
     name: String,
-    epoch: [u8; 16],
+    epoch: JournalId,
     /// Highest source sequence number placed (in the journal or pending).
     placed: u64,
     /// Highest source sequence number in the journal.
@@ -68,10 +68,11 @@ struct Source {
 }
 
 /// What a checkpoint stores.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Checkpoint {
     /// The journal this belongs to.
-    pub journal: String,
+    #[serde(with = "id_text")]
+    pub journal: JournalId,
     /// Journal position the state corresponds to (entries before it).
     pub seq: u64,
     /// Event grouping state.
@@ -81,12 +82,13 @@ pub struct Checkpoint {
 }
 
 /// One input in a checkpoint.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SourceCheckpoint {
     /// Input name.
     pub name: String,
-    /// Its sequence-number space, hex.
-    pub epoch: String,
+    /// Its sequence-number space.
+    #[serde(with = "id_text")]
+    pub epoch: JournalId,
     /// Highest source sequence number stored.
     pub committed: u64,
 }
@@ -142,10 +144,9 @@ impl Ingest {
     ) -> io::Result<Ingest> {
         let checkpoint_path = state_dir.join("ingest.json");
         let now = Instant::now();
-        let journal_id = journal.id().to_string();
         let cp = match std::fs::read(&checkpoint_path) {
             Ok(bytes) => match serde_json::from_slice::<Checkpoint>(&bytes) {
-                Ok(cp) if cp.journal == journal_id => Some(cp),
+                Ok(cp) if cp.journal == journal.id() => Some(cp),
                 Ok(_) => {
                     tracing::warn!(
                         file = %checkpoint_path.display(),
@@ -171,7 +172,7 @@ impl Ingest {
                     .iter()
                     .map(|s| Source {
                         name: s.name.clone(),
-                        epoch: parse_epoch(&s.epoch),
+                        epoch: s.epoch,
                         placed: s.committed,
                         committed: s.committed,
                         connected: false,
@@ -256,6 +257,7 @@ impl Ingest {
     /// source sequence number already stored for it (0 for a new epoch).
     /// Fails if an input of that name is already connected.
     pub fn connect(&self, name: &str, epoch: [u8; 16]) -> io::Result<(SourceId, u64)> {
+        let epoch = JournalId(epoch);
         let mut st = self.lock();
         let found = st.sources.iter().position(|s| s.name == name);
         let id = match found {
@@ -520,7 +522,7 @@ impl Ingest {
         }
         let seq = self.journal.end();
         let cp = Checkpoint {
-            journal: self.journal.id().to_string(),
+            journal: self.journal.id(),
             seq,
             grouper: st.grouper.state(),
             sources: st
@@ -528,7 +530,7 @@ impl Ingest {
                 .iter()
                 .map(|s| SourceCheckpoint {
                     name: s.name.clone(),
-                    epoch: epoch_hex(&s.epoch),
+                    epoch: s.epoch,
                     committed: s.committed,
                 })
                 .collect(),
@@ -564,7 +566,7 @@ impl Ingest {
 fn placeholder() -> Source {
     Source {
         name: String::new(),
-        epoch: [0; 16],
+        epoch: JournalId([0; 16]),
         placed: 0,
         committed: 0,
         connected: false,
@@ -616,18 +618,21 @@ fn queue(
     }
 }
 
-fn epoch_hex(e: &[u8; 16]) -> String {
-    e.iter().map(|b| format!("{b:02x}")).collect()
-}
+/// A [`JournalId`] in a checkpoint: its hex text; anything else makes the
+/// checkpoint unreadable (and the state is rebuilt from the journal).
+mod id_text {
+    use serde::{Deserialize, Deserializer, Serializer};
 
-fn parse_epoch(s: &str) -> [u8; 16] {
-    let mut out = [0; 16];
-    if s.len() == 32 {
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap_or(0);
-        }
+    use crate::journal::JournalId;
+
+    pub fn serialize<S: Serializer>(id: &JournalId, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
     }
-    out
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<JournalId, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Replaces `path` with `data` so that a crash leaves the old or the new
@@ -792,5 +797,47 @@ mod tests {
             [1, 2, 3, 7, 8],
             "nothing stored twice, the lost ones never"
         );
+    }
+
+    #[test]
+    fn checkpoint_ids_are_hex_text_and_a_bad_one_is_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            let limits = Limits {
+                segment_size: 1 << 20,
+                max_size: 1 << 30,
+                memory: 1 << 20,
+            };
+            let journal = Journal::open(&dir.path().join("journal"), limits).unwrap();
+            Ingest::open(journal, dir.path(), Duration::from_secs(600), 1, 1 << 20).unwrap()
+        };
+        // An epoch of zeros: a reader that turned bad digits into zeros
+        // would take a damaged epoch for this one.
+        let epoch = [0; 16];
+        let ingest = open();
+        let (id, _) = ingest.connect("in", epoch).unwrap();
+        let mut texts = Vec::new();
+        ingest.submit(id, &batch(1..=3, &mut texts), false);
+        ingest.checkpoint().unwrap();
+        let journal = ingest.journal().id().to_string();
+        drop(ingest);
+        let path = dir.path().join("ingest.json");
+        let json = std::fs::read_to_string(&path).unwrap();
+        let epoch_field = format!("\"epoch\":\"{}\"", "0".repeat(32));
+        assert!(
+            json.contains(&format!("\"journal\":\"{journal}\"")),
+            "{json}"
+        );
+        assert!(json.contains(&epoch_field), "{json}");
+        // Read back: the input's numbers still de-duplicate.
+        let ingest = open();
+        assert_eq!(ingest.connect("in", epoch).unwrap(), (1, 3));
+        drop(ingest);
+        // Damaged: the checkpoint is unreadable (the state is rebuilt from
+        // the journal, which does not name inputs), not read as zeros.
+        let damaged = format!("\"epoch\":\"zz{}\"", "0".repeat(30));
+        std::fs::write(&path, json.replace(&epoch_field, &damaged)).unwrap();
+        let ingest = open();
+        assert_eq!(ingest.connect("in", epoch).unwrap(), (1, 0));
     }
 }
