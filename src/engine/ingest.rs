@@ -56,7 +56,7 @@ pub struct Incoming<'a> {
 
 /// An input known to the ingest stage.
 #[derive(Debug)]
-struct Source {
+struct KnownInput {
     name: String,
     epoch: JournalId,
     /// Highest source sequence number placed (in the journal or pending).
@@ -78,12 +78,12 @@ pub struct Checkpoint {
     /// Event grouping state.
     pub grouper: GrouperState,
     /// Inputs by index (index 0 is unused).
-    pub sources: Vec<SourceCheckpoint>,
+    pub sources: Vec<InputCheckpoint>,
 }
 
 /// One input in a checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SourceCheckpoint {
+pub struct InputCheckpoint {
     /// Input name.
     pub name: String,
     /// Its sequence-number space.
@@ -95,7 +95,8 @@ pub struct SourceCheckpoint {
 
 struct State {
     grouper: Grouper,
-    sources: Vec<Source>,
+    /// Inputs by their index, the journal entries' `source` (0 is unused).
+    sources: Vec<KnownInput>,
     /// Entries that could not be written yet, in order.
     pending: VecDeque<NewEntry<'static>>,
     pending_bytes: usize,
@@ -170,7 +171,7 @@ impl Ingest {
                 Grouper::restore(event_timeout, max_open, &cp.grouper, now),
                 cp.sources
                     .iter()
-                    .map(|s| Source {
+                    .map(|s| KnownInput {
                         name: s.name.clone(),
                         epoch: s.epoch,
                         placed: s.committed,
@@ -287,7 +288,7 @@ impl Ingest {
                 if st.sources.len() >= MAX_SOURCES {
                     return Err(io::Error::other("too many distinct inputs"));
                 }
-                st.sources.push(Source {
+                st.sources.push(KnownInput {
                     name: name.to_string(),
                     epoch,
                     placed: 0,
@@ -528,7 +529,7 @@ impl Ingest {
             sources: st
                 .sources
                 .iter()
-                .map(|s| SourceCheckpoint {
+                .map(|s| InputCheckpoint {
                     name: s.name.clone(),
                     epoch: s.epoch,
                     committed: s.committed,
@@ -563,8 +564,8 @@ impl Ingest {
     }
 }
 
-fn placeholder() -> Source {
-    Source {
+fn placeholder() -> KnownInput {
+    KnownInput {
         name: String::new(),
         epoch: JournalId([0; 16]),
         placed: 0,
