@@ -255,17 +255,7 @@ mod tests {
 
     #[test]
     fn exact_records_inside_a_chunk_are_borrowed() {
-        let input = frame(1, 1302, PATH_V1);
-        let range = input.as_ptr_range();
-        let mut d = Decoder::new(EXACT);
-        let mut seen = 0;
-        d.feed(&input, &mut |item| {
-            if let Item::Record { text, .. } = item {
-                assert!(range.contains(&text.as_ptr()));
-                seen += 1;
-            }
-        });
-        assert_eq!(seen, 1);
+        assert_one_record_lent_from_the_chunk(EXACT, &frame(1, 1302, PATH_V1));
     }
 
     /// Padding made of everything that looks like frames: valid headers with

@@ -270,15 +270,6 @@ mod tests {
     fn string_records_inside_a_chunk_are_borrowed() {
         let mut input = SYSCALL_V1.to_vec();
         input.push(b'\n');
-        let mut d = Decoder::new(STRING);
-        let range = input.as_ptr_range();
-        let mut seen = 0;
-        d.feed(&input, &mut |item| {
-            if let Item::Record { text, .. } = item {
-                assert!(range.contains(&text.as_ptr()));
-                seen += 1;
-            }
-        });
-        assert_eq!(seen, 1);
+        assert_one_record_lent_from_the_chunk(STRING, &input);
     }
 }

@@ -52,6 +52,21 @@ pub(super) fn every_split(format: InputFormat, input: &[u8]) -> Vec<Out> {
     whole
 }
 
+/// Feeds `input` as one chunk and asserts it yields one record, lent from
+/// the chunk rather than copied.
+pub(super) fn assert_one_record_lent_from_the_chunk(format: InputFormat, input: &[u8]) {
+    let range = input.as_ptr_range();
+    let mut d = Decoder::new(format);
+    let mut seen = 0;
+    d.feed(input, &mut |item| {
+        if let Item::Record { text, .. } = item {
+            assert!(range.contains(&text.as_ptr()));
+            seen += 1;
+        }
+    });
+    assert_eq!(seen, 1);
+}
+
 /// A small deterministic PRNG (xorshift64*).
 pub(super) struct Rng(pub(super) u64);
 impl Rng {
