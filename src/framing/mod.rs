@@ -118,7 +118,10 @@ mod test_support;
 use std::fmt;
 
 #[cfg(doc)]
-use crate::record::{self, MAX_RECORD_LEN};
+use crate::{
+    record::{self, MAX_RECORD_LEN},
+    record_types,
+};
 
 use binary::BinaryDecoder;
 use string::StringDecoder;
