@@ -56,7 +56,8 @@
 //! # Features
 //!
 //! The core — [`protocol`], [`record`], [`record_types`], [`framing`],
-//! [`uds`], [`log_ids`], [`systemd::activation`] and [`systemd::notify`] —
+//! [`uds`], [`log_ids`], [`hex`], [`journal_id`], [`systemd::activation`] and
+//! [`systemd::notify`] —
 //! needs only `libc`, `nix` and `memchr` and is always built. The rest is
 //! behind features, all on by default (the programs need them all):
 //!
@@ -83,8 +84,10 @@ pub mod engine;
 #[cfg(feature = "format")]
 pub mod format;
 pub mod framing;
+pub mod hex;
 #[cfg(feature = "dispatcher")]
 pub mod journal;
+pub mod journal_id;
 pub mod log_ids;
 pub mod protocol;
 pub mod record;

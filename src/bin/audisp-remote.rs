@@ -20,7 +20,7 @@ use audisp::config::option_file::{
     self, flag_value, off_if_zero, set, text, FileFlags, Reader, StartError, Table,
 };
 use audisp::config::{parse_duration, parse_size};
-use audisp::journal::{Journal, Limits, NewEntry, ReadOutcome, Step};
+use audisp::journal::{Journal, JournalId, Limits, NewEntry, ReadOutcome, Step};
 use audisp::remote::sender::{Action, Actions, SenderConfig, SenderLoop, SenderState};
 use audisp::remote::tls::{self, TlsFiles};
 use audisp::sdk::{Command, Plugin};
@@ -358,15 +358,8 @@ impl Backlog {
 
 /// The dispatcher journal and position the spool has reached.
 fn spooled_upto(spool: &Journal, meta: &std::path::Path) -> Option<([u8; 16], u64)> {
-    let hex = std::fs::read_to_string(meta).ok()?;
-    let hex = hex.trim();
-    let mut id = [0u8; 16];
-    if hex.len() != 32 {
-        return None;
-    }
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    let id = std::fs::read_to_string(meta).ok()?;
+    let JournalId(id) = id.trim().parse().ok()?;
     if spool.end() <= 1 {
         return None;
     }
@@ -454,9 +447,8 @@ fn run(o: Opts) -> Result<(), String> {
     let result = plugin.run(|batch, ctx| {
         let jid = ctx.journal_id();
         if known_journal != Some(jid) {
-            let hex: String = jid.iter().map(|b| format!("{b:02x}")).collect();
             let tmp = meta.with_extension("tmp");
-            std::fs::write(&tmp, format!("{hex}\n"))?;
+            std::fs::write(&tmp, format!("{}\n", JournalId(jid)))?;
             std::fs::File::open(&tmp)?.sync_all()?;
             std::fs::rename(&tmp, &meta)?;
             known_journal = Some(jid);
@@ -483,7 +475,7 @@ fn run(o: Opts) -> Result<(), String> {
                 rtype: r.rtype,
                 source: 0,
                 flags: 0,
-                text: r.text,
+                text: r.text.into(),
             })
             .collect();
         let appended = spool.append(&entries)?;

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use super::stats::{self, InputCounters, InputSnapshot};
 use crate::engine::events::{Grouper, GrouperState};
 use crate::journal::entry::flags;
-use crate::journal::{Journal, NewEntry, ReadOutcome, Step};
+use crate::journal::{Journal, JournalId, NewEntry, ReadOutcome, Step};
 use crate::record;
 
 /// Name of the standard-input source.
@@ -56,9 +56,9 @@ pub struct Incoming<'a> {
 
 /// An input known to the ingest stage.
 #[derive(Debug)]
-struct Source {
+struct KnownInput {
     name: String,
-    epoch: [u8; 16],
+    epoch: JournalId,
     /// Highest source sequence number placed (in the journal or pending).
     placed: u64,
     /// Highest source sequence number in the journal.
@@ -67,45 +67,38 @@ struct Source {
     counters: Arc<InputCounters>,
 }
 
-/// An entry that could not be written yet.
-#[derive(Debug)]
-struct Pending {
-    event: u64,
-    source_seq: u64,
-    rtype: u32,
-    source: u16,
-    flags: u16,
-    text: Vec<u8>,
-}
-
 /// What a checkpoint stores.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Checkpoint {
     /// The journal this belongs to.
-    pub journal: String,
+    #[serde(with = "id_text")]
+    pub journal: JournalId,
     /// Journal position the state corresponds to (entries before it).
     pub seq: u64,
     /// Event grouping state.
     pub grouper: GrouperState,
     /// Inputs by index (index 0 is unused).
-    pub sources: Vec<SourceCheckpoint>,
+    pub sources: Vec<InputCheckpoint>,
 }
 
 /// One input in a checkpoint.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SourceCheckpoint {
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InputCheckpoint {
     /// Input name.
     pub name: String,
-    /// Its sequence-number space, hex.
-    pub epoch: String,
+    /// Its sequence-number space.
+    #[serde(with = "id_text")]
+    pub epoch: JournalId,
     /// Highest source sequence number stored.
     pub committed: u64,
 }
 
 struct State {
     grouper: Grouper,
-    sources: Vec<Source>,
-    pending: VecDeque<Pending>,
+    /// Inputs by their index, the journal entries' `source` (0 is unused).
+    sources: Vec<KnownInput>,
+    /// Entries that could not be written yet, in order.
+    pending: VecDeque<NewEntry<'static>>,
     pending_bytes: usize,
     checkpoint_seq: u64,
     last_error: Option<String>,
@@ -152,10 +145,9 @@ impl Ingest {
     ) -> io::Result<Ingest> {
         let checkpoint_path = state_dir.join("ingest.json");
         let now = Instant::now();
-        let journal_id = journal.id().to_string();
         let cp = match std::fs::read(&checkpoint_path) {
             Ok(bytes) => match serde_json::from_slice::<Checkpoint>(&bytes) {
-                Ok(cp) if cp.journal == journal_id => Some(cp),
+                Ok(cp) if cp.journal == journal.id() => Some(cp),
                 Ok(_) => {
                     tracing::warn!(
                         file = %checkpoint_path.display(),
@@ -179,9 +171,9 @@ impl Ingest {
                 Grouper::restore(event_timeout, max_open, &cp.grouper, now),
                 cp.sources
                     .iter()
-                    .map(|s| Source {
+                    .map(|s| KnownInput {
                         name: s.name.clone(),
-                        epoch: parse_epoch(&s.epoch),
+                        epoch: s.epoch,
                         placed: s.committed,
                         committed: s.committed,
                         connected: false,
@@ -266,6 +258,7 @@ impl Ingest {
     /// source sequence number already stored for it (0 for a new epoch).
     /// Fails if an input of that name is already connected.
     pub fn connect(&self, name: &str, epoch: [u8; 16]) -> io::Result<(SourceId, u64)> {
+        let epoch = JournalId(epoch);
         let mut st = self.lock();
         let found = st.sources.iter().position(|s| s.name == name);
         let id = match found {
@@ -295,7 +288,7 @@ impl Ingest {
                 if st.sources.len() >= MAX_SOURCES {
                     return Err(io::Error::other("too many distinct inputs"));
                 }
-                st.sources.push(Source {
+                st.sources.push(KnownInput {
                     name: name.to_string(),
                     epoch,
                     placed: 0,
@@ -363,8 +356,7 @@ impl Ingest {
                 pending: true,
             };
         }
-        let mut texts: Vec<Cow<'_, [u8]>> = Vec::with_capacity(records.len());
-        let mut metas: Vec<(u64, u32, u16, u64)> = Vec::with_capacity(records.len() * 2);
+        let mut entries: Vec<NewEntry<'_>> = Vec::with_capacity(records.len() * 2);
         let mut closes = Vec::new();
         let mut bytes = 0u64;
         let mut duplicates = 0u64;
@@ -386,37 +378,33 @@ impl Ingest {
             }
             let placement = grouper.place(info.as_ref(), now, &mut closes);
             for c in closes.drain(..) {
-                texts.push(Cow::Borrowed(&[]));
-                metas.push((c, 0, flags::CLOSE_MARKER, 0));
+                entries.push(NewEntry::close_marker(c, id));
             }
             if placement.ends {
                 fl |= flags::ENDS_EVENT;
             }
             bytes += text.len() as u64;
-            texts.push(text);
-            metas.push((placement.event, rtype, fl, r.source_seq));
-        }
-        src.placed = top;
-        stats::add(&counters.duplicates, duplicates);
-        stats::add(&counters.unparsed, unparsed);
-        let accepted = metas.iter().filter(|m| m.2 & flags::CONTROL == 0).count() as u64;
-        let entries: Vec<NewEntry<'_>> = metas
-            .iter()
-            .zip(&texts)
-            .map(|(&(event, rtype, fl, source_seq), text)| NewEntry {
-                event,
-                source_seq,
+            entries.push(NewEntry {
+                event: placement.event,
+                source_seq: r.source_seq,
                 rtype,
                 source: id,
                 flags: fl,
                 text,
-            })
-            .collect();
+            });
+        }
+        src.placed = top;
+        stats::add(&counters.duplicates, duplicates);
+        stats::add(&counters.unparsed, unparsed);
+        let accepted = entries
+            .iter()
+            .filter(|e| e.flags & flags::CONTROL == 0)
+            .count() as u64;
         if blocked {
             queue(
                 &mut st,
                 self.pending_max,
-                &entries,
+                entries,
                 &counters,
                 &self.loss_reported,
             );
@@ -425,7 +413,7 @@ impl Ingest {
             queue(
                 &mut st,
                 self.pending_max,
-                &entries,
+                entries,
                 &counters,
                 &self.loss_reported,
             );
@@ -458,28 +446,19 @@ impl Ingest {
     fn flush_pending(&self, st: &mut State) {
         while !st.pending.is_empty() {
             let n = st.pending.len().min(4096);
-            let entries: Vec<NewEntry<'_>> = st
-                .pending
-                .iter()
-                .take(n)
-                .map(|p| NewEntry {
-                    event: p.event,
-                    source_seq: p.source_seq,
-                    rtype: p.rtype,
-                    source: p.source,
-                    flags: p.flags,
-                    text: &p.text,
-                })
-                .collect();
-            if let Err(e) = self.journal.append(&entries) {
-                drop(entries);
+            if let Err(e) = self.journal.append(&st.pending.make_contiguous()[..n]) {
                 self.report_error(st, &e);
                 return;
             }
-            drop(entries);
-            for p in st.pending.drain(..n).collect::<Vec<_>>() {
-                st.pending_bytes -= p.text.len();
-                if let Some(s) = st.sources.get_mut(p.source as usize) {
+            let State {
+                pending,
+                pending_bytes,
+                sources,
+                ..
+            } = &mut *st;
+            for p in pending.drain(..n) {
+                *pending_bytes -= p.text.len();
+                if let Some(s) = sources.get_mut(p.source as usize) {
                     s.committed = s.committed.max(p.source_seq);
                 }
             }
@@ -513,21 +492,14 @@ impl Ingest {
     fn write_markers(&self, st: &mut State, closes: &[u64]) {
         let entries: Vec<NewEntry<'_>> = closes
             .iter()
-            .map(|&c| NewEntry {
-                event: c,
-                source_seq: 0,
-                rtype: 0,
-                source: 0,
-                flags: flags::CLOSE_MARKER,
-                text: &[],
-            })
+            .map(|&c| NewEntry::close_marker(c, 0))
             .collect();
         let counters = Arc::default();
         if !st.pending.is_empty() {
-            queue(st, usize::MAX, &entries, &counters, &self.loss_reported);
+            queue(st, usize::MAX, entries, &counters, &self.loss_reported);
         } else if let Err(e) = self.journal.append(&entries) {
             self.report_error(st, &e);
-            queue(st, usize::MAX, &entries, &counters, &self.loss_reported);
+            queue(st, usize::MAX, entries, &counters, &self.loss_reported);
         }
     }
 
@@ -551,15 +523,15 @@ impl Ingest {
         }
         let seq = self.journal.end();
         let cp = Checkpoint {
-            journal: self.journal.id().to_string(),
+            journal: self.journal.id(),
             seq,
             grouper: st.grouper.state(),
             sources: st
                 .sources
                 .iter()
-                .map(|s| SourceCheckpoint {
+                .map(|s| InputCheckpoint {
                     name: s.name.clone(),
-                    epoch: epoch_hex(&s.epoch),
+                    epoch: s.epoch,
                     committed: s.committed,
                 })
                 .collect(),
@@ -592,10 +564,10 @@ impl Ingest {
     }
 }
 
-fn placeholder() -> Source {
-    Source {
+fn placeholder() -> KnownInput {
+    KnownInput {
         name: String::new(),
-        epoch: [0; 16],
+        epoch: JournalId([0; 16]),
         placed: 0,
         committed: 0,
         connected: false,
@@ -617,10 +589,12 @@ fn sanitize(text: &[u8]) -> Cow<'_, [u8]> {
     }
 }
 
+/// Keeps `entries` in memory for a later append, as far as `max` bytes of
+/// text allow (control entries always), counting what does not fit as lost.
 fn queue(
     st: &mut State,
     max: usize,
-    entries: &[NewEntry<'_>],
+    entries: Vec<NewEntry<'_>>,
     counters: &InputCounters,
     loss_reported: &AtomicBool,
 ) {
@@ -631,14 +605,7 @@ fn queue(
             continue;
         }
         st.pending_bytes += e.text.len();
-        st.pending.push_back(Pending {
-            event: e.event,
-            source_seq: e.source_seq,
-            rtype: e.rtype,
-            source: e.source,
-            flags: e.flags,
-            text: e.text.to_vec(),
-        });
+        st.pending.push_back(e.into_owned());
     }
     if lost > 0 {
         stats::add(&counters.lost, lost);
@@ -652,18 +619,21 @@ fn queue(
     }
 }
 
-fn epoch_hex(e: &[u8; 16]) -> String {
-    e.iter().map(|b| format!("{b:02x}")).collect()
-}
+/// A [`JournalId`] in a checkpoint: its hex text; anything else makes the
+/// checkpoint unreadable (and the state is rebuilt from the journal).
+mod id_text {
+    use serde::{Deserialize, Deserializer, Serializer};
 
-fn parse_epoch(s: &str) -> [u8; 16] {
-    let mut out = [0; 16];
-    if s.len() == 32 {
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap_or(0);
-        }
+    use crate::journal::JournalId;
+
+    pub fn serialize<S: Serializer>(id: &JournalId, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
     }
-    out
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<JournalId, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Replaces `path` with `data` so that a crash leaves the old or the new
@@ -689,4 +659,186 @@ pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
             .map_err(|e| crate::journal::with_path(e, dir))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::Limits;
+
+    /// A SYSCALL record: it opens an event that a later one closes (with
+    /// `max_open = 1`), so batches carry close markers too.
+    fn rec(serial: u64) -> Vec<u8> {
+        format!(
+            "type=SYSCALL msg=audit(1700000000.000:{serial}): arch=c000003e syscall=59 success=yes"
+        )
+        .into_bytes()
+    }
+
+    fn batch(
+        serials: std::ops::RangeInclusive<u64>,
+        texts: &mut Vec<Vec<u8>>,
+    ) -> Vec<Incoming<'_>> {
+        *texts = serials.clone().map(rec).collect();
+        serials
+            .zip(texts.iter())
+            .map(|(s, text)| Incoming {
+                source_seq: s,
+                type_hint: None,
+                text,
+            })
+            .collect()
+    }
+
+    /// Every entry in the journal: (seq, event, source_seq, rtype, source,
+    /// flags, text).
+    type Stored = (u64, u64, u64, u32, u16, u16, Vec<u8>);
+
+    fn stored(journal: &Journal) -> Vec<Stored> {
+        let mut got = Vec::new();
+        let mut reader = journal.reader(1);
+        loop {
+            let outcome = reader
+                .read(1 << 20, &mut |e| {
+                    got.push((
+                        e.seq,
+                        e.event,
+                        e.source_seq,
+                        e.rtype,
+                        e.source,
+                        e.flags,
+                        e.text.to_vec(),
+                    ));
+                    Step::Next
+                })
+                .unwrap();
+            match outcome {
+                ReadOutcome::CaughtUp => return got,
+                ReadOutcome::Entries(_) => {}
+                lost @ ReadOutcome::Lost { .. } => panic!("{lost:?}"),
+            }
+        }
+    }
+
+    /// Three batches (the third resending two records of the second), the
+    /// journal unwritable from the second batch to a `tick` if `fail`.
+    /// Returns what each submit answered and the journal's entries.
+    fn run(fail: bool, pending_max: usize) -> (Vec<Submitted>, u64, Vec<Stored>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (live, away) = (dir.path().join("journal"), dir.path().join("away"));
+        // Every append after the first opens a new segment file, so an
+        // append fails while the journal's directory is gone.
+        let limits = Limits {
+            segment_size: 1,
+            max_size: 1 << 30,
+            memory: 1 << 20,
+        };
+        let journal = Journal::open(&live, limits).unwrap();
+        let ingest = Ingest::open(
+            journal,
+            dir.path(),
+            Duration::from_secs(600),
+            1,
+            pending_max,
+        )
+        .unwrap();
+        let (id, committed) = ingest.connect("in", [7; 16]).unwrap();
+        assert_eq!(committed, 0);
+        let mut texts = Vec::new();
+        let mut answers = vec![ingest.submit(id, &batch(1..=3, &mut texts), false)];
+        if fail {
+            std::fs::rename(&live, &away).unwrap();
+        }
+        answers.push(ingest.submit(id, &batch(4..=6, &mut texts), true));
+        answers.push(ingest.submit(id, &batch(5..=8, &mut texts), false));
+        if fail {
+            std::fs::rename(&away, &live).unwrap();
+        }
+        ingest.tick(Instant::now()).unwrap();
+        answers.push(ingest.submit(id, &batch(5..=8, &mut texts), false));
+        let lost = stats::get(&ingest.counters(id).lost);
+        (answers, lost, stored(ingest.journal()))
+    }
+
+    #[test]
+    fn records_kept_in_memory_while_the_journal_fails_are_stored_in_order_once() {
+        let (direct, lost, want) = run(false, 1 << 20);
+        assert_eq!(lost, 0);
+        assert!(direct.iter().all(|s| !s.pending));
+        let texts: Vec<&[u8]> = want
+            .iter()
+            .filter(|e| e.5 & flags::CONTROL == 0)
+            .map(|e| e.6.as_slice())
+            .collect();
+        let all: Vec<Vec<u8>> = (1..=8).map(rec).collect();
+        assert_eq!(texts, all.iter().map(|t| t.as_slice()).collect::<Vec<_>>());
+        assert!(want.iter().any(|e| e.5 & flags::CLOSE_MARKER != 0));
+
+        let (answers, lost, got) = run(true, 1 << 20);
+        assert_eq!(lost, 0);
+        let seen: Vec<(u64, bool)> = answers.iter().map(|s| (s.committed, s.pending)).collect();
+        // Stored; kept in memory (standard input); refused while blocked (the
+        // input keeps it); stored after the journal came back.
+        assert_eq!(seen, [(3, false), (3, true), (3, true), (8, false)]);
+        assert_eq!(got, want, "the same journal as without the failure");
+    }
+
+    #[test]
+    fn records_beyond_the_memory_queue_are_counted_lost() {
+        let (answers, lost, got) = run(true, 1);
+        assert_eq!(lost, 3, "records 4..=6 did not fit");
+        assert_eq!(answers.last().map(|s| s.committed), Some(8));
+        let serials: Vec<u64> = got
+            .iter()
+            .filter(|e| e.5 & flags::CONTROL == 0)
+            .map(|e| e.2)
+            .collect();
+        assert_eq!(
+            serials,
+            [1, 2, 3, 7, 8],
+            "nothing stored twice, the lost ones never"
+        );
+    }
+
+    #[test]
+    fn checkpoint_ids_are_hex_text_and_a_bad_one_is_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            let limits = Limits {
+                segment_size: 1 << 20,
+                max_size: 1 << 30,
+                memory: 1 << 20,
+            };
+            let journal = Journal::open(&dir.path().join("journal"), limits).unwrap();
+            Ingest::open(journal, dir.path(), Duration::from_secs(600), 1, 1 << 20).unwrap()
+        };
+        // An epoch of zeros: a reader that turned bad digits into zeros
+        // would take a damaged epoch for this one.
+        let epoch = [0; 16];
+        let ingest = open();
+        let (id, _) = ingest.connect("in", epoch).unwrap();
+        let mut texts = Vec::new();
+        ingest.submit(id, &batch(1..=3, &mut texts), false);
+        ingest.checkpoint().unwrap();
+        let journal = ingest.journal().id().to_string();
+        drop(ingest);
+        let path = dir.path().join("ingest.json");
+        let json = std::fs::read_to_string(&path).unwrap();
+        let epoch_field = format!("\"epoch\":\"{}\"", "0".repeat(32));
+        assert!(
+            json.contains(&format!("\"journal\":\"{journal}\"")),
+            "{json}"
+        );
+        assert!(json.contains(&epoch_field), "{json}");
+        // Read back: the input's numbers still de-duplicate.
+        let ingest = open();
+        assert_eq!(ingest.connect("in", epoch).unwrap(), (1, 3));
+        drop(ingest);
+        // Damaged: the checkpoint is unreadable (the state is rebuilt from
+        // the journal, which does not name inputs), not read as zeros.
+        let damaged = format!("\"epoch\":\"zz{}\"", "0".repeat(30));
+        std::fs::write(&path, json.replace(&epoch_field, &damaged)).unwrap();
+        let ingest = open();
+        assert_eq!(ingest.connect("in", epoch).unwrap(), (1, 0));
+    }
 }

@@ -18,6 +18,8 @@
 //!     40    …  text        canonical record text, no trailing newline
 //! ```
 
+use std::borrow::Cow;
+
 /// Size of the fixed entry header.
 pub const HEADER_LEN: usize = 40;
 
@@ -37,8 +39,10 @@ pub mod flags {
 }
 
 /// One entry to be appended: everything but the sequence number, which the
-/// journal assigns.
-#[derive(Debug, Clone, Copy)]
+/// journal assigns. The one shape of an entry before it is stored, whether it
+/// is appended at once (its text borrowed from the input) or waits in memory
+/// for the journal to become writable (`NewEntry<'static>`, its text owned).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEntry<'a> {
     /// Event id assigned by the ingest grouper.
     pub event: u64,
@@ -51,7 +55,33 @@ pub struct NewEntry<'a> {
     /// `flags::*`.
     pub flags: u16,
     /// Canonical record text.
-    pub text: &'a [u8],
+    pub text: Cow<'a, [u8]>,
+}
+
+impl NewEntry<'_> {
+    /// A control entry closing `event` (see [`flags::CLOSE_MARKER`]).
+    pub fn close_marker(event: u64, source: u16) -> NewEntry<'static> {
+        NewEntry {
+            event,
+            source_seq: 0,
+            rtype: 0,
+            source,
+            flags: flags::CLOSE_MARKER,
+            text: Cow::Borrowed(&[]),
+        }
+    }
+
+    /// The same entry owning its text, to be kept beyond the input's buffer.
+    pub fn into_owned(self) -> NewEntry<'static> {
+        NewEntry {
+            event: self.event,
+            source_seq: self.source_seq,
+            rtype: self.rtype,
+            source: self.source,
+            flags: self.flags,
+            text: Cow::Owned(self.text.into_owned()),
+        }
+    }
 }
 
 /// A decoded view of one entry, borrowing its text.
@@ -93,7 +123,7 @@ pub fn encode(out: &mut Vec<u8>, seq: u64, entry: &NewEntry<'_>) {
     out.extend_from_slice(&entry.rtype.to_le_bytes());
     out.extend_from_slice(&entry.source.to_le_bytes());
     out.extend_from_slice(&entry.flags.to_le_bytes());
-    out.extend_from_slice(entry.text);
+    out.extend_from_slice(&entry.text);
     let crc = crc32c::crc32c(&out[start + 8..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
@@ -169,7 +199,7 @@ mod tests {
             rtype: 1300,
             source: 2,
             flags: flags::ENDS_EVENT,
-            text,
+            text: text.into(),
         }
     }
 

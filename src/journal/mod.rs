@@ -25,6 +25,7 @@ pub mod entry;
 mod reader;
 mod segment;
 
+pub use crate::journal_id::JournalId;
 pub use entry::{EntryRef, NewEntry};
 pub use reader::{LostReason, ReadOutcome, Reader, Step};
 
@@ -38,27 +39,11 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 use segment::SegmentInfo;
 
-/// Identifies one journal for the whole of its life. Plugins store it next to
-/// the sequence number they have reached: if the journal is ever recreated
-/// (its state directory wiped), the id changes and old positions are void.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct JournalId(pub [u8; 16]);
-
-impl JournalId {
-    fn generate() -> io::Result<Self> {
-        let mut b = [0; 16];
-        getrandom::fill(&mut b).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
-        Ok(JournalId(b))
-    }
-}
-
-impl std::fmt::Display for JournalId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
+/// A new journal's id: random.
+fn generate_id() -> io::Result<JournalId> {
+    let mut b = [0; 16];
+    getrandom::fill(&mut b).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
+    Ok(JournalId(b))
 }
 
 /// Sizes that bound the journal.
@@ -237,7 +222,7 @@ impl Journal {
                 )
             }
             None => {
-                let id = JournalId::generate()?;
+                let id = generate_id()?;
                 let (info, file) = segment::create(dir, id, 1)?;
                 let size = info.bytes;
                 (

@@ -30,7 +30,7 @@ fn append_n(j: &Journal, from: u64, n: u64, per_block: u64) {
                 rtype: 1300,
                 source: 1,
                 flags: flags::ENDS_EVENT,
-                text: t,
+                text: t.into(),
             })
             .collect();
         let a = j.append(&entries).unwrap();
@@ -119,7 +119,7 @@ fn torn_tail_is_cut_on_recovery() {
             rtype: 1300,
             source: 0,
             flags: 0,
-            text: &t,
+            text: t.as_slice().into(),
         },
     );
     let seg = dir.path().join("00000000000000000001.journal");
@@ -178,7 +178,7 @@ fn size_limit_evicts_oldest_and_reports_it() {
                 rtype: 1300,
                 source: 0,
                 flags: 0,
-                text: &t,
+                text: t.as_slice().into(),
             }])
             .unwrap();
         evicted = a.evicted_before.or(evicted);

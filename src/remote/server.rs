@@ -590,7 +590,7 @@ impl<'s> Connection<'s> {
     /// anything after the hello is read, so nothing of it is stored or
     /// acknowledged.
     fn hello(&mut self, store: &Store, id: [u8; 16]) -> Result<(), End> {
-        let hex = super::store::hex(&id);
+        let hex = crate::journal::JournalId(id);
         let cert = self.io.certificate();
         let idx = match store.fast_sender(id, cert.as_deref()) {
             Ok(FastClaim::Granted(idx)) => idx,

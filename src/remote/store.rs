@@ -41,7 +41,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::journal::{Journal, Limits, NewEntry, ReadOutcome, Step};
+use crate::hex;
+use crate::journal::{Journal, JournalId, Limits, NewEntry, ReadOutcome, Step};
 
 /// Who sent a record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -55,8 +56,8 @@ pub enum SenderKey {
 impl SenderKey {
     fn to_line(&self, idx: u16, cert: Option<&str>) -> String {
         match (self, cert) {
-            (SenderKey::Fast(id), Some(c)) => format!("{idx} fast {} {c}\n", hex(id)),
-            (SenderKey::Fast(id), None) => format!("{idx} fast {}\n", hex(id)),
+            (SenderKey::Fast(id), Some(c)) => format!("{idx} fast {} {c}\n", JournalId(*id)),
+            (SenderKey::Fast(id), None) => format!("{idx} fast {}\n", JournalId(*id)),
             (SenderKey::Peer(ip), _) => format!("{idx} peer {ip}\n"),
         }
     }
@@ -77,7 +78,7 @@ impl TableLine {
         let parsed = match (it.next()?, it.next()?) {
             ("fast", h) => TableLine::New(
                 idx,
-                SenderKey::Fast(unhex(h)?.try_into().ok()?),
+                SenderKey::Fast(h.parse::<JournalId>().ok()?.0),
                 it.next().map(str::to_string),
             ),
             ("peer", ip) => TableLine::New(idx, SenderKey::Peer(ip.parse().ok()?), None),
@@ -370,7 +371,11 @@ impl Store {
             let tmp = self.dir.join("senders.state.tmp");
             let mut out = String::new();
             for (i, st) in s.state.iter().enumerate().skip(FIRST_INDEX as usize) {
-                out.push_str(&format!("{i} {} {}\n", st.last_seq, hex(&st.last_text)));
+                out.push_str(&format!(
+                    "{i} {} {}\n",
+                    st.last_seq,
+                    hex::encode(&st.last_text)
+                ));
             }
             let mut f = File::create(&tmp).map_err(|e| with_path(e, &tmp))?;
             f.write_all(out.as_bytes())?;
@@ -417,7 +422,7 @@ fn entry<'a>(idx: u16, seq: u64, text: &'a [u8]) -> NewEntry<'a> {
         rtype: 0,
         source: idx,
         flags: 0,
-        text,
+        text: text.into(),
     }
 }
 
@@ -433,7 +438,7 @@ fn load_snapshot(path: &Path, state: &mut [SenderState]) -> io::Result<()> {
         let parsed = (|| {
             let i: usize = it.next()?.parse().ok()?;
             let seq: u64 = it.next()?.parse().ok()?;
-            let text = unhex(it.next().unwrap_or(""))?;
+            let text = hex::decode(it.next().unwrap_or("")).ok()?;
             Some((i, seq, text))
         })();
         match parsed {
@@ -450,21 +455,6 @@ fn load_snapshot(path: &Path, state: &mut [SenderState]) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Bytes as lower-case hex, as the sender table and log lines write identities.
-pub(super) fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 fn with_path(e: io::Error, p: &Path) -> io::Error {
@@ -509,7 +499,7 @@ mod tests {
         // A sender table written before bindings existed still loads.
         std::fs::write(
             dir.path().join("senders"),
-            format!("1 fast {}\n2 peer 10.0.0.1\n", hex(&[1; 16])),
+            format!("1 fast {}\n2 peer 10.0.0.1\n", JournalId([1; 16])),
         )
         .unwrap();
         {
@@ -583,8 +573,8 @@ mod tests {
     #[test]
     fn a_torn_last_sender_line_is_cut_off_before_the_next_is_appended() {
         let dir = tempfile::tempdir().unwrap();
-        let whole = format!("1 fast {} sha256:aa\n", hex(&[1; 16]));
-        let torn = format!("2 fast {} sha256:b", hex(&[2; 16]));
+        let whole = format!("1 fast {} sha256:aa\n", JournalId([1; 16]));
+        let torn = format!("2 fast {} sha256:b", JournalId([2; 16]));
         std::fs::write(dir.path().join("senders"), format!("{whole}{torn}")).unwrap();
         {
             let s = Store::open(dir.path(), limits()).unwrap();

@@ -169,8 +169,7 @@ impl Transport for ServerStream {
 /// The fingerprint a client certificate is recorded by (`sha256:HEX`).
 fn fingerprint(cert: &CertificateDer<'_>) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
-    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", crate::hex::encode(d.as_ref()))
 }
 
 /// The receiver's wrapper for accepted connections, when TLS is configured.

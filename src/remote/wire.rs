@@ -31,6 +31,8 @@
 
 use thiserror::Error;
 
+use crate::journal_id::JournalId;
+
 /// The header's first four bytes, as a little-endian u32.
 pub const MAGIC: u32 = 0xff00_00fe;
 /// The magic as it appears on the wire.
@@ -268,27 +270,15 @@ pub const HELLO_PREFIX: &[u8] = b"audisp-fast/1 sender=";
 /// on it).
 pub fn hello_line(sender: [u8; 16]) -> Vec<u8> {
     let mut v = HELLO_PREFIX.to_vec();
-    for b in sender {
-        v.extend_from_slice(format!("{b:02x}").as_bytes());
-    }
+    v.extend_from_slice(JournalId(sender).to_string().as_bytes());
     v.push(b'\n');
     v
 }
 
 /// The sender identity in a hello line (without its `\n`), if it is one.
 pub fn parse_hello(line: &[u8]) -> Option<[u8; 16]> {
-    let hex = line.strip_prefix(HELLO_PREFIX)?;
-    // Hex digits only (`from_str_radix` alone would take "+f" for 0x0f,
-    // letting two spellings name one sender).
-    if hex.len() != 32 || !hex.iter().all(u8::is_ascii_hexdigit) {
-        return None;
-    }
-    let mut id = [0u8; 16];
-    for (i, pair) in hex.chunks(2).enumerate() {
-        let s = std::str::from_utf8(pair).ok()?;
-        id[i] = u8::from_str_radix(s, 16).ok()?;
-    }
-    Some(id)
+    let hex = std::str::from_utf8(line.strip_prefix(HELLO_PREFIX)?).ok()?;
+    Some(hex.parse::<JournalId>().ok()?.0)
 }
 
 /// Builds fast-mode batch payloads: `u64 LE first_seq`, then per record

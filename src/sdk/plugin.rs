@@ -17,6 +17,7 @@ use nix::sys::socket;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::Error;
+use crate::journal_id::JournalId;
 use crate::protocol::{self, record_flags, CommandStatus, FromDispatcher, Hello, Mode};
 use crate::record_types;
 use crate::uds;
@@ -396,28 +397,13 @@ struct Progress {
 impl Progress {
     fn store(&mut self) -> Result<(), Error> {
         if let (Some(f), Some(j)) = (&self.checkpoint, self.journal) {
-            let mut line = format!("{} {}\n", hex(&j), self.last).into_bytes();
+            let mut line = format!("{} {}\n", JournalId(j), self.last).into_bytes();
             line.resize(64, b' ');
             f.write_all_at(&line, 0)
                 .map_err(|e| Error::Setup(format!("cannot write the checkpoint file: {e}")))?;
         }
         Ok(())
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<[u8; 16]> {
-    if s.len() != 32 {
-        return None;
-    }
-    let mut out = [0; 16];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// Most messages joined into one records-mode batch: half the dispatcher's
@@ -639,8 +625,8 @@ impl Plugin {
             let n = f.read_at(&mut buf, 0).unwrap_or(0);
             let text = String::from_utf8_lossy(&buf[..n]);
             let mut it = text.split_whitespace();
-            if let (Some(j), Some(s)) = (
-                it.next().and_then(unhex),
+            if let (Some(JournalId(j)), Some(s)) = (
+                it.next().and_then(|s| s.parse().ok()),
                 it.next().and_then(|s| s.parse().ok()),
             ) {
                 if p.journal.is_none_or(|pj| pj == j) {

@@ -325,7 +325,7 @@ fn store(journal: &Journal, batch: &mut Vec<(Option<u32>, Vec<u8>)>) {
             rtype: rtype.unwrap_or(0),
             source: 0,
             flags: 0,
-            text,
+            text: text.into(),
         })
         .collect();
     match journal.append(&entries) {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use audisp::sdk::{Error, PluginOptions};
 use mapping::{MapOptions, Mapper};
-use native::{Entry, Journal, Via};
+use native::{Entry, Journald, Via};
 
 struct Options {
     socket: PathBuf,
@@ -141,7 +141,7 @@ struct Counts {
 }
 
 fn run(o: Options) -> Result<(), String> {
-    let journal = Journal::new(&o.socket, o.patience).map_err(|e| format!("socket: {e}"))?;
+    let journald = Journald::new(&o.socket, o.patience).map_err(|e| format!("socket: {e}"))?;
     let mut mapper = Mapper::new(o.map.clone());
     let mut plugin = o.plugin.plugin();
     if o.events {
@@ -164,7 +164,7 @@ fn run(o: Options) -> Result<(), String> {
                 mapper.omitted - before
             );
         }
-        match journal.send(&entry) {
+        match journald.send(&entry) {
             Ok(via) => {
                 counts.entries += 1;
                 counts.memfd += u64::from(via == Via::Memfd);

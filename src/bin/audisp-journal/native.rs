@@ -97,18 +97,19 @@ pub enum Via {
     Memfd,
 }
 
-/// A connection to journald's native socket.
-pub struct Journal {
+/// A client of journald's native socket (not audisp's own record journal,
+/// [`audisp::journal::Journal`]).
+pub struct Journald {
     sock: UnixDatagram,
     path: PathBuf,
     /// How long to keep retrying while journald is not there (restarting).
     patience: Duration,
 }
 
-impl Journal {
+impl Journald {
     /// A client for the socket at `path` (journald need not run yet).
-    pub fn new(path: &Path, patience: Duration) -> io::Result<Journal> {
-        Ok(Journal {
+    pub fn new(path: &Path, patience: Duration) -> io::Result<Journald> {
+        Ok(Journald {
             sock: UnixDatagram::unbound()?,
             path: path.to_path_buf(),
             patience,
@@ -219,7 +220,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("socket");
         let server = UnixDatagram::bind(&path).unwrap();
-        let j = Journal::new(&path, Duration::from_secs(1)).unwrap();
+        let j = Journald::new(&path, Duration::from_secs(1)).unwrap();
         let mut e = Entry::default();
         let big = vec![b'x'; 4 << 20];
         e.add(b"MESSAGE", &big);
