@@ -826,7 +826,7 @@ impl Sender {
                     continue;
                 }
             }
-            if !s.native && s.written_bytes > self.consumed_floor(s) {
+            if !s.native && self.consumed_floor(s).is_some_and(|c| s.written_bytes > c) {
                 // Watch the plugin read what it was given.
                 wait = Duration::from_millis(100);
             }
@@ -1238,14 +1238,22 @@ impl Sender {
 
     /// Bytes the plugin has certainly read (written minus what is still in
     /// the socket; the kernel counts buffer overhead too, so this errs on the
-    /// side of resending).
-    fn consumed_floor(&self, s: &Session) -> u64 {
-        s.written_bytes.saturating_sub(outq(&s.sock))
+    /// side of resending). None once the plugin has closed its end: the
+    /// kernel then frees what it had not read, and the socket looks drained.
+    fn consumed_floor(&self, s: &Session) -> Option<u64> {
+        let queued = outq(&s.sock);
+        // The kernel marks our end hung up before it frees the bytes the
+        // plugin left unread, so a measure taken before this check is only
+        // trusted if the plugin was still there after it.
+        if peer_closed(&s.sock) {
+            return None;
+        }
+        Some(s.written_bytes.saturating_sub(queued))
     }
 
     fn settle_legacy(&mut self, s: &mut Session) {
         let consumed = self.consumed_floor(s);
-        self.settle(s, Some(consumed));
+        self.settle(s, consumed);
     }
 
     fn track_consumption(&mut self, s: &mut Session) {
@@ -1402,4 +1410,10 @@ fn outq(fd: &OwnedFd) -> u64 {
     } else {
         n.max(0) as u64
     }
+}
+
+/// Whether the peer has closed its end of a stream socket.
+fn peer_closed(fd: &OwnedFd) -> bool {
+    uds::wait(fd, PollFlags::empty(), Duration::ZERO)
+        .is_ok_and(|ev| ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
 }
