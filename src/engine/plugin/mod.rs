@@ -347,3 +347,6 @@ trait Host {
     /// Runs the action a plugin asked for by `COMMAND`.
     fn command(&mut self, name: &str, args: &[String]) -> (CommandStatus, String);
 }
+
+#[cfg(test)]
+mod testing;

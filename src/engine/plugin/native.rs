@@ -478,3 +478,393 @@ fn message_name(m: &FromPlugin<'_>) -> &'static str {
         FromPlugin::RecordsIn(_) => "RECORDS_IN",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::plugin::testing::{append, journal, pair, TestHost};
+    use crate::journal::Journal;
+    use crate::protocol::{CommandStatus, FromDispatcher};
+    use nix::sys::socket::SockType;
+
+    /// One record as the plugin received it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Got {
+        seq: u64,
+        ack_id: u64,
+        flags: u16,
+    }
+
+    /// A plugin's hello asking for `mode` and 4096-byte messages (three
+    /// records of 1000 bytes each).
+    fn hello(mode: Mode) -> Hello {
+        Hello {
+            mode: Some(mode),
+            max_message: Some(4096),
+            ..Hello::output("t")
+        }
+    }
+
+    /// Connects a plugin saying `hello` to a host at its cursor; returns
+    /// the delivery, the plugin's end and the dispatcher's welcome.
+    fn connect(j: &Journal, host: &TestHost, hello: Hello) -> (Native, OwnedFd, Welcome) {
+        let (ours, theirs) = pair(SockType::SeqPacket);
+        let g = Greeting {
+            name: "t",
+            include: &[],
+            exclude: &[],
+            mode: Mode::Records,
+            acked: host.position.acked,
+            journal_id: j.id(),
+            journal_end: j.end(),
+            server: "test",
+        };
+        let native = Native::welcome(ours, hello, &g).expect("welcome");
+        let mut buf = vec![0; protocol::MAX_MESSAGE];
+        let n = uds::recv_message(&theirs, &mut buf)
+            .unwrap()
+            .expect("a WELCOME");
+        let Ok(FromDispatcher::Welcome(w)) = protocol::decode_from_dispatcher(&buf[..n]) else {
+            panic!("expected WELCOME");
+        };
+        (native, theirs, w)
+    }
+
+    /// Every `RECORDS` message waiting at the plugin's end.
+    fn messages(peer: &OwnedFd) -> Vec<Vec<Got>> {
+        let mut buf = vec![0; protocol::MAX_MESSAGE];
+        let mut out = Vec::new();
+        while let Some(n) = uds::recv_message(peer, &mut buf).unwrap() {
+            let Ok(FromDispatcher::Records(rs)) = protocol::decode_from_dispatcher(&buf[..n])
+            else {
+                panic!("expected RECORDS");
+            };
+            out.push(
+                rs.iter()
+                    .map(|r| Got {
+                        seq: r.seq,
+                        ack_id: r.ack_id,
+                        flags: r.flags,
+                    })
+                    .collect(),
+            );
+        }
+        out
+    }
+
+    fn seqs(msgs: &[Vec<Got>]) -> Vec<u64> {
+        msgs.iter().flatten().map(|g| g.seq).collect()
+    }
+
+    fn ack(peer: &OwnedFd, id: u64) {
+        uds::send_nowait(peer, &protocol::encode_ack(id))
+            .unwrap()
+            .expect("room for an ACK");
+    }
+
+    #[test]
+    fn the_window_holds_its_messages_until_the_plugin_acknowledges() {
+        let (_dir, j) = journal();
+        let mut host = TestHost::at_end(&j);
+        append(&j, 200, 1, 1000);
+        let (mut n, peer, _) = connect(&j, &host, hello(Mode::Records));
+        n.fill(&mut host).unwrap();
+        let first = messages(&peer);
+        assert_eq!(first.len(), WINDOW, "a window of messages went out");
+        assert!(
+            first.iter().all(|m| m.len() == 3),
+            "three records a message"
+        );
+        assert!(n.window_full());
+        assert!(!n.has_unsent());
+        n.fill(&mut host).unwrap();
+        assert!(messages(&peer).is_empty(), "nothing beyond the window");
+        let sent = seqs(&first);
+        assert_eq!(sent, (1..=sent.len() as u64).collect::<Vec<_>>());
+        assert_eq!(host.delivered, sent.len() as u64);
+        assert_eq!(host.handled, 0, "nothing handled before an ACK");
+
+        ack(&peer, first[0][2].seq);
+        n.heard(true, &mut host).unwrap();
+        assert!(!n.window_full());
+        n.fill(&mut host).unwrap();
+        let next = messages(&peer);
+        assert_eq!(next.len(), 1, "one acknowledged message makes room for one");
+        assert_eq!(next[0][0].seq, sent[sent.len() - 1] + 1);
+    }
+
+    #[test]
+    fn a_partial_ack_settles_only_the_messages_it_covers() {
+        let (_dir, j) = journal();
+        let mut host = TestHost::at_end(&j);
+        append(&j, 9, 1, 1000);
+        let (mut n, peer, _) = connect(&j, &host, hello(Mode::Records));
+        n.fill(&mut host).unwrap();
+        let msgs = messages(&peer);
+        assert_eq!(seqs(&msgs), (1..=9).collect::<Vec<_>>());
+        assert_eq!(msgs.len(), 3);
+
+        // The first record of the second message: the first message is
+        // handled, the second is not.
+        ack(&peer, msgs[1][0].seq);
+        n.heard(true, &mut host).unwrap();
+        assert_eq!(host.position.acked, msgs[0][2].seq);
+        assert_eq!(host.position.replay_from, msgs[0][2].seq + 1);
+        assert_eq!(host.handled, 3);
+
+        ack(&peer, msgs[1][2].seq);
+        n.heard(true, &mut host).unwrap();
+        assert_eq!(host.position.acked, msgs[1][2].seq);
+        assert_eq!(host.handled, 6);
+    }
+
+    #[test]
+    fn a_reconnect_resends_what_was_not_acknowledged() {
+        let (_dir, j) = journal();
+        let mut host = TestHost::at_end(&j);
+        append(&j, 30, 1, 1000);
+        let (mut n, peer, _) = connect(&j, &host, hello(Mode::Records));
+        n.fill(&mut host).unwrap();
+        let msgs = messages(&peer);
+        assert_eq!(seqs(&msgs), (1..=30).collect::<Vec<_>>());
+        ack(&peer, msgs[3][2].seq);
+        // The plugin goes away after acknowledging; the delivery takes the
+        // acknowledgement still queued.
+        drop(peer);
+        n.salvage(&mut host);
+        drop(n);
+        assert_eq!(host.position.acked, 12);
+
+        // The sender reads again from the cursor and reconnects.
+        host.reader.seek(host.position.replay_from);
+        let (mut n, peer, w) = connect(&j, &host, hello(Mode::Records));
+        assert_eq!(w.start_after, 12);
+        n.fill(&mut host).unwrap();
+        assert_eq!(seqs(&messages(&peer)), (13..=30).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_plugin_resume_point_skips_what_it_already_has() {
+        let (_dir, j) = journal();
+        let mut host = TestHost::at_end(&j);
+        append(&j, 10, 1, 100);
+        let mut h = hello(Mode::Records);
+        h.resume = Some((j.id().0, 6));
+        let (mut n, peer, w) = connect(&j, &host, h);
+        assert_eq!(w.start_after, 6);
+        n.fill(&mut host).unwrap();
+        assert_eq!(seqs(&messages(&peer)), (7..=10).collect::<Vec<_>>());
+
+        // A resume point from another journal is ignored.
+        let mut host = TestHost::at_end(&j);
+        host.reader.seek(1);
+        host.position = Position {
+            acked: 0,
+            replay_from: 1,
+        };
+        let mut h = hello(Mode::Records);
+        h.resume = Some(([9; 16], 6));
+        let (mut n, peer, w) = connect(&j, &host, h);
+        assert_eq!(w.start_after, 0);
+        n.fill(&mut host).unwrap();
+        assert_eq!(seqs(&messages(&peer)), (1..=10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_event_too_big_for_a_message_is_split_and_completed_at_its_end() {
+        let (_dir, j) = journal();
+        let mut host = TestHost::at_end(&j);
+        let big = append(&j, 1, 10, 1000).remove(0);
+        let small = append(&j, 1, 1, 100).remove(0);
+        let (mut n, peer, w) = connect(&j, &host, hello(Mode::Events));
+        assert_eq!(w.mode, Some(Mode::Events));
+        n.fill(&mut host).unwrap();
+        let msgs = messages(&peer);
+        assert!(msgs.len() >= 4, "ten 1000-byte records need four messages");
+        let got: Vec<Got> = msgs.into_iter().flatten().collect();
+        let close = big[9];
+        assert_eq!(got.len(), 11);
+        for (g, seq) in got.iter().zip(&big) {
+            assert_eq!(g.seq, *seq);
+            assert_eq!(
+                g.ack_id, close,
+                "every part is acknowledged by the event's id"
+            );
+            let complete = g.flags & record_flags::EVENT_COMPLETE != 0;
+            assert_eq!(complete, *seq == close, "only the last record completes it");
+        }
+        assert_eq!(got[10].seq, small[0]);
+        assert_ne!(got[10].flags & record_flags::EVENT_COMPLETE, 0);
+
+        // Acknowledgements settle whole messages: the event's last part
+        // shares its message with the next event, so the cursor stays
+        // before the event's id until that message is acknowledged too.
+        ack(&peer, close);
+        n.heard(true, &mut host).unwrap();
+        assert_eq!(host.position.acked, close - 1);
+        assert_eq!(host.position.replay_from, big[0]);
+        assert_eq!(host.handled, 9);
+        ack(&peer, small[0]);
+        n.heard(true, &mut host).unwrap();
+        assert_eq!(host.position.acked, small[0]);
+        assert_eq!(host.position.replay_from, small[0] + 1);
+        assert_eq!(host.handled, 11);
+    }
+
+    #[test]
+    fn events_still_being_assembled_are_read_again_after_a_reconnect() {
+        let (_dir, j) = journal();
+        let mut host = TestHost::at_end(&j);
+        let done = append(&j, 1, 1, 100).remove(0)[0];
+        // Two records of an event whose end has not arrived.
+        let texts = [b"type=PATH msg=audit(1.0:2): a".to_vec(), b"b".to_vec()];
+        let open: Vec<NewEntryText> = texts.iter().map(|t| (77, 0, t.as_slice())).collect();
+        let open_seqs = append_raw(&j, &open);
+        let (mut n, peer, _) = connect(&j, &host, hello(Mode::Events));
+        n.fill(&mut host).unwrap();
+        let msgs = messages(&peer);
+        assert_eq!(seqs(&msgs), vec![done]);
+        ack(&peer, done);
+        n.heard(true, &mut host).unwrap();
+        assert_eq!(
+            host.position.replay_from, open_seqs[0],
+            "reading restarts where the open event began"
+        );
+        drop((n, peer));
+
+        let end = append_raw(&j, &[(77, flags::ENDS_EVENT, b"c")])[0];
+        host.reader.seek(host.position.replay_from);
+        let (mut n, peer, _) = connect(&j, &host, hello(Mode::Events));
+        n.fill(&mut host).unwrap();
+        let got: Vec<Got> = messages(&peer).into_iter().flatten().collect();
+        let got_seqs: Vec<u64> = got.iter().map(|g| g.seq).collect();
+        assert_eq!(
+            got_seqs,
+            vec![open_seqs[0], open_seqs[1], end],
+            "the whole event, once"
+        );
+        assert!(got.iter().all(|g| g.ack_id == end));
+    }
+
+    /// (event id, journal flags, text) of an entry to append.
+    type NewEntryText<'a> = (u64, u16, &'a [u8]);
+
+    fn append_raw(j: &Journal, entries: &[NewEntryText<'_>]) -> Vec<u64> {
+        let es: Vec<crate::journal::NewEntry<'_>> = entries
+            .iter()
+            .map(|&(event, flags, text)| crate::journal::NewEntry {
+                event,
+                source_seq: 0,
+                rtype: 1302,
+                source: 1,
+                flags,
+                text,
+            })
+            .collect();
+        j.append(&es).unwrap().seqs.collect()
+    }
+
+    #[test]
+    fn a_message_the_socket_has_no_room_for_goes_first_when_there_is_room() {
+        let (_dir, j) = journal();
+        let mut host = TestHost::at_end(&j);
+        append(&j, 60, 1, 1000);
+        let (mut n, peer, _) = connect(&j, &host, hello(Mode::Records));
+        socket::setsockopt(&n.sock, socket::sockopt::SndBuf, &4096).unwrap();
+        n.fill(&mut host).unwrap();
+        assert!(n.has_unsent(), "the socket filled up before the window");
+        let mut got = Vec::new();
+        let mut rounds = 0;
+        while n.has_unsent() || !host.reader.caught_up() {
+            let msgs = messages(&peer);
+            assert!(!msgs.is_empty(), "the socket took something each round");
+            for m in &msgs {
+                ack(&peer, m[m.len() - 1].seq);
+            }
+            got.extend(seqs(&msgs));
+            n.heard(true, &mut host).unwrap();
+            n.fill(&mut host).unwrap();
+            rounds += 1;
+            assert!(rounds < 100);
+        }
+        got.extend(seqs(&messages(&peer)));
+        assert_eq!(
+            got,
+            (1..=60).collect::<Vec<_>>(),
+            "every record once, in order"
+        );
+        assert!(rounds > 1);
+    }
+
+    #[test]
+    fn commands_and_stats_requests_are_answered() {
+        let (_dir, j) = journal();
+        let mut host = TestHost::at_end(&j);
+        let (mut n, peer, _) = connect(&j, &host, hello(Mode::Records));
+        uds::send_nowait(
+            &peer,
+            &protocol::encode_command(7, "disk-full", &["/var"]).unwrap(),
+        )
+        .unwrap();
+        uds::send_nowait(&peer, &protocol::encode_stats_request(9)).unwrap();
+        n.heard(true, &mut host).unwrap();
+        assert_eq!(
+            host.commands,
+            vec![("disk-full".to_string(), vec!["/var".to_string()])]
+        );
+        let mut buf = vec![0; protocol::MAX_MESSAGE];
+        let k = uds::recv_message(&peer, &mut buf).unwrap().unwrap();
+        assert_eq!(
+            protocol::decode_from_dispatcher(&buf[..k]).unwrap(),
+            FromDispatcher::CommandResult {
+                id: 7,
+                status: CommandStatus::Done,
+                message: "disk-full done".into()
+            }
+        );
+        let k = uds::recv_message(&peer, &mut buf).unwrap().unwrap();
+        assert_eq!(
+            protocol::decode_from_dispatcher(&buf[..k]).unwrap(),
+            FromDispatcher::Stats {
+                id: 9,
+                json: b"{\"test\":true}"
+            }
+        );
+    }
+
+    #[test]
+    fn a_second_hello_ends_the_connection() {
+        let (_dir, j) = journal();
+        let mut host = TestHost::at_end(&j);
+        let (mut n, peer, _) = connect(&j, &host, hello(Mode::Records));
+        uds::send_nowait(&peer, &protocol::encode_hello(&Hello::output("t"))).unwrap();
+        let e = n.heard(true, &mut host).unwrap_err();
+        assert!(e.contains("unexpected HELLO"), "{e}");
+    }
+
+    #[test]
+    fn an_input_is_rejected_with_the_reason() {
+        let (_dir, j) = journal();
+        let (ours, theirs) = pair(SockType::SeqPacket);
+        let g = Greeting {
+            name: "t",
+            include: &[],
+            exclude: &[],
+            mode: Mode::Records,
+            acked: 0,
+            journal_id: j.id(),
+            journal_end: j.end(),
+            server: "test",
+        };
+        let Err(why) = Native::welcome(ours, Hello::input("t", [1; 16]), &g) else {
+            panic!("an input was welcomed");
+        };
+        assert!(why.contains("output plugins"), "{why}");
+        let mut buf = vec![0; 4096];
+        let k = uds::recv_message(&theirs, &mut buf).unwrap().unwrap();
+        assert_eq!(
+            protocol::decode_from_dispatcher(&buf[..k]).unwrap(),
+            FromDispatcher::Reject(why)
+        );
+    }
+}
