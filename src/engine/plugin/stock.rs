@@ -232,3 +232,170 @@ fn peer_closed(fd: &OwnedFd) -> bool {
     uds::wait(fd, PollFlags::empty(), Duration::ZERO)
         .is_ok_and(|ev| ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::plugin::testing::{append, journal, pair, text, TestHost};
+    use nix::sys::socket::{self, SockType};
+
+    fn stock(encoding: Encoding, host: &TestHost) -> (Stock, OwnedFd) {
+        let (ours, theirs) = pair(SockType::Stream);
+        let s = Stock::new(ours, encoding, Filter::all(), host.position.acked);
+        (s, theirs)
+    }
+
+    /// Reads what is waiting at the plugin's end; returns the bytes read.
+    fn read_some(peer: &OwnedFd, into: &mut Vec<u8>) -> usize {
+        let mut buf = vec![0; 64 * 1024];
+        let mut total = 0;
+        loop {
+            match nix::unistd::read(peer, &mut buf) {
+                Ok(0) | Err(nix::errno::Errno::EAGAIN) => return total,
+                Ok(n) => {
+                    into.extend_from_slice(&buf[..n]);
+                    total += n;
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    fn lines(seqs: std::ops::RangeInclusive<u64>, len: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in seqs {
+            out.extend_from_slice(&text(i, len));
+            out.push(b'\n');
+        }
+        out
+    }
+
+    #[test]
+    fn short_writes_keep_whole_records_in_order() {
+        let (_dir, j) = journal();
+        let mut host = TestHost::at_end(&j);
+        append(&j, 300, 1, 700);
+        let (mut s, peer) = stock(Encoding::String, &host);
+        socket::setsockopt(&s.sock, socket::sockopt::SndBuf, &4096).unwrap();
+        let mut got = Vec::new();
+        let mut short = 0;
+        let mut rounds = 0;
+        loop {
+            s.fill(&mut host).unwrap();
+            if s.has_unsent() {
+                short += 1;
+            } else if host.reader.caught_up() {
+                break;
+            }
+            assert!(read_some(&peer, &mut got) > 0, "the plugin got something");
+            rounds += 1;
+            assert!(rounds < 10_000);
+        }
+        read_some(&peer, &mut got);
+        assert!(short > 1, "the socket took the output in pieces");
+        assert_eq!(
+            got,
+            lines(1..=300, 700),
+            "every record whole, once, in order"
+        );
+        assert_eq!(host.delivered, 300);
+    }
+
+    #[test]
+    fn binary_frames_carry_auditds_header() {
+        let (_dir, j) = journal();
+        let mut host = TestHost::at_end(&j);
+        append(&j, 2, 1, 50);
+        let (mut s, peer) = stock(Encoding::Binary, &host);
+        s.fill(&mut host).unwrap();
+        let mut got = Vec::new();
+        read_some(&peer, &mut got);
+        let mut want = Vec::new();
+        for i in 1..=2 {
+            let t = text(i, 50);
+            for word in [1u32, 16, 1300, t.len() as u32] {
+                want.extend_from_slice(&word.to_ne_bytes());
+            }
+            want.extend_from_slice(&t);
+        }
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn records_settle_once_the_plugin_has_read_them() {
+        let (_dir, j) = journal();
+        let mut host = TestHost::at_end(&j);
+        append(&j, 20, 1, 500);
+        let (mut s, peer) = stock(Encoding::String, &host);
+        s.fill(&mut host).unwrap();
+        assert!(!s.has_unsent());
+        assert_eq!(host.delivered, 20);
+        assert_eq!(host.position.acked, 0, "nothing read yet");
+        assert_eq!(s.patience(), WATCH_READING, "unread bytes are watched");
+
+        // Half read: the batch is not handled until its last byte is.
+        let mut got = Vec::new();
+        let mut buf = vec![0; s.written as usize / 2];
+        let n = nix::unistd::read(&peer, &mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+        s.heard(false, &mut host).unwrap();
+        assert_eq!(host.position.acked, 0, "half a batch is not handled");
+
+        read_some(&peer, &mut got);
+        s.heard(false, &mut host).unwrap();
+        assert_eq!(host.position.acked, 20);
+        assert_eq!(host.position.replay_from, 21);
+        assert_eq!(host.handled, 20);
+        assert_eq!(s.patience(), Duration::from_secs(1));
+        assert_eq!(got, lines(1..=20, 500));
+    }
+
+    #[test]
+    fn a_plugin_that_closes_its_end_has_not_read_what_was_left() {
+        let (_dir, j) = journal();
+        let mut host = TestHost::at_end(&j);
+        append(&j, 20, 1, 500);
+        let (mut s, peer) = stock(Encoding::String, &host);
+        s.fill(&mut host).unwrap();
+        // The plugin reads a little and dies: the kernel frees the rest,
+        // and the socket's send queue looks empty.
+        let mut buf = vec![0; 100];
+        nix::unistd::read(&peer, &mut buf).unwrap();
+        drop(peer);
+        assert_eq!(outq(&s.sock), 0, "the kernel freed what was unread");
+        s.salvage(&mut host);
+        assert_eq!(host.position.acked, 0, "nothing counted as read");
+        assert_eq!(host.handled, 0);
+
+        // The next connection gets every record again, whole.
+        host.reader.seek(host.position.replay_from);
+        let (mut s, peer) = stock(Encoding::String, &host);
+        s.fill(&mut host).unwrap();
+        let mut got = Vec::new();
+        read_some(&peer, &mut got);
+        assert_eq!(got, lines(1..=20, 500));
+    }
+
+    #[test]
+    fn records_already_handled_are_not_sent_again() {
+        let (_dir, j) = journal();
+        append(&j, 10, 1, 100);
+        // A native plugin in events mode left the cursor: handled up to 6,
+        // reading restarts at 4 (an event that began there was open).
+        let mut host = TestHost::at(
+            &j,
+            Position {
+                acked: 6,
+                replay_from: 4,
+            },
+        );
+        let (mut s, peer) = stock(Encoding::String, &host);
+        s.fill(&mut host).unwrap();
+        let mut got = Vec::new();
+        read_some(&peer, &mut got);
+        assert_eq!(got, lines(7..=10, 100));
+        s.heard(false, &mut host).unwrap();
+        assert_eq!(host.position.acked, 10);
+        assert_eq!(host.delivered, 4);
+    }
+}
