@@ -556,6 +556,16 @@ mod tests {
         msgs.iter().flatten().map(|g| g.seq).collect()
     }
 
+    /// A plugin in records mode with 4096-byte messages, connected at the
+    /// start of a journal of `records` records of 1000 bytes.
+    fn records_mode(records: u64) -> (tempfile::TempDir, Journal, TestHost, Native, OwnedFd) {
+        let (dir, j) = journal();
+        let host = TestHost::at_end(&j);
+        append(&j, records, 1, 1000);
+        let (n, peer, _) = connect(&j, &host, hello(Mode::Records));
+        (dir, j, host, n, peer)
+    }
+
     fn ack(peer: &OwnedFd, id: u64) {
         uds::send_nowait(peer, &protocol::encode_ack(id))
             .unwrap()
@@ -564,10 +574,7 @@ mod tests {
 
     #[test]
     fn the_window_holds_its_messages_until_the_plugin_acknowledges() {
-        let (_dir, j) = journal();
-        let mut host = TestHost::at_end(&j);
-        append(&j, 200, 1, 1000);
-        let (mut n, peer, _) = connect(&j, &host, hello(Mode::Records));
+        let (_dir, _, mut host, mut n, peer) = records_mode(200);
         n.fill(&mut host).unwrap();
         let first = messages(&peer);
         assert_eq!(first.len(), WINDOW, "a window of messages went out");
@@ -595,10 +602,7 @@ mod tests {
 
     #[test]
     fn a_partial_ack_settles_only_the_messages_it_covers() {
-        let (_dir, j) = journal();
-        let mut host = TestHost::at_end(&j);
-        append(&j, 9, 1, 1000);
-        let (mut n, peer, _) = connect(&j, &host, hello(Mode::Records));
+        let (_dir, _, mut host, mut n, peer) = records_mode(9);
         n.fill(&mut host).unwrap();
         let msgs = messages(&peer);
         assert_eq!(seqs(&msgs), (1..=9).collect::<Vec<_>>());
@@ -620,10 +624,7 @@ mod tests {
 
     #[test]
     fn a_reconnect_resends_what_was_not_acknowledged() {
-        let (_dir, j) = journal();
-        let mut host = TestHost::at_end(&j);
-        append(&j, 30, 1, 1000);
-        let (mut n, peer, _) = connect(&j, &host, hello(Mode::Records));
+        let (_dir, j, mut host, mut n, peer) = records_mode(30);
         n.fill(&mut host).unwrap();
         let msgs = messages(&peer);
         assert_eq!(seqs(&msgs), (1..=30).collect::<Vec<_>>());
@@ -766,10 +767,7 @@ mod tests {
 
     #[test]
     fn a_message_the_socket_has_no_room_for_goes_first_when_there_is_room() {
-        let (_dir, j) = journal();
-        let mut host = TestHost::at_end(&j);
-        append(&j, 60, 1, 1000);
-        let (mut n, peer, _) = connect(&j, &host, hello(Mode::Records));
+        let (_dir, _, mut host, mut n, peer) = records_mode(60);
         socket::setsockopt(&n.sock, socket::sockopt::SndBuf, &4096).unwrap();
         n.fill(&mut host).unwrap();
         assert!(n.has_unsent(), "the socket filled up before the window");
