@@ -38,7 +38,7 @@ use actions::Actions;
 use ingest::Ingest;
 use inputs::{AckSync, InputContext, PeerPolicy};
 use liveness::Liveness;
-use plugin::{Plugin, Services, Stop};
+use plugin::{SenderHandle, Services, Stop};
 use stats::{JournalSnapshot, Snapshot};
 
 /// What the engine is started with besides its configuration.
@@ -52,12 +52,12 @@ pub struct Sockets {
 }
 
 struct Running {
-    plugin: Arc<Plugin>,
+    plugin: Arc<SenderHandle>,
     thread: JoinHandle<()>,
 }
 
 struct Stopping {
-    plugin: Arc<Plugin>,
+    plugin: Arc<SenderHandle>,
     thread: JoinHandle<()>,
     /// Remove its cursor once stopped (removed from the configuration).
     forget: bool,
@@ -351,7 +351,7 @@ impl Engine {
 
     /// Deletes journal segments no plugin needs: neither the running ones,
     /// nor those stopping, nor `also` (plugins the caller holds).
-    fn collect_garbage_keeping(&self, also: &[&Plugin]) {
+    fn collect_garbage_keeping(&self, also: &[&SenderHandle]) {
         let mut floor = self.ingest.retention_floor();
         for r in lock(&self.plugins).values() {
             floor = floor.min(r.plugin.position().replay_from);
@@ -442,7 +442,7 @@ impl Engine {
         self.with_plugin(name, |p| p.set_suspended(false))
     }
 
-    fn with_plugin(&self, name: &str, f: impl FnOnce(&Plugin)) -> Result<(), String> {
+    fn with_plugin(&self, name: &str, f: impl FnOnce(&SenderHandle)) -> Result<(), String> {
         match lock(&self.plugins).get(name) {
             Some(r) => {
                 f(&r.plugin);
@@ -572,7 +572,7 @@ impl Engine {
         if let Err(e) = self.ingest.checkpoint() {
             tracing::error!("final ingest checkpoint failed: {e}");
         }
-        let held: Vec<&Plugin> = stopped.iter().map(|p| &**p).collect();
+        let held: Vec<&SenderHandle> = stopped.iter().map(|p| &**p).collect();
         self.collect_garbage_keeping(&held);
         let sync = lock(&self.main).journal.sync;
         if sync == SyncPolicy::Never {

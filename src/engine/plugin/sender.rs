@@ -1,0 +1,629 @@
+//! The sender thread of one plugin: connects to the plugin (or starts its
+//! program), hands the connection to the delivery its format needs
+//! ([`Native`] or [`Stock`]), and keeps everything that outlives a
+//! connection: reconnecting with back-off, the overflow policy, suspension,
+//! stop and drain requests, and the plugin's cursor.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::socket;
+
+use super::native::{self, Greeting, Native};
+use super::stock::{Encoding, Stock};
+use super::{lock, Delivery, Host, SenderHandle, Services, State, Stop};
+use crate::config::{DeliveryMode, Overflow, PluginConfig, PluginFormat, Transport};
+use crate::engine::actions::Effect;
+use crate::engine::child::{self, Running, StdinSocket};
+use crate::engine::cursor::{CursorFile, Position};
+use crate::engine::stats;
+use crate::engine::subscription::Subscription;
+use crate::journal::{LostReason, Reader};
+use crate::protocol::{self, CommandStatus, Hello, Mode};
+use crate::uds;
+
+/// How long a freshly connected plugin has to say hello (a socket-activated
+/// unit may still be starting).
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// A plugin that stayed connected this long gets its back-off reset.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+
+/// Why a session ended.
+enum End {
+    /// The sender must stop (drained, stopped, or shut down).
+    Stop,
+    /// Suspended: disconnect and wait.
+    Suspend,
+    /// New configuration: reconnect at once.
+    Reconfigure,
+    /// The plugin went away or misbehaved; reconnect after back-off.
+    Lost(String),
+}
+
+/// The thread's state across connections.
+pub(super) struct Sender {
+    handle: Arc<SenderHandle>,
+    services: Services,
+    cursor: CursorFile,
+    reader: Reader,
+    config: PluginConfig,
+    outage_reported: bool,
+    loss_reported: bool,
+}
+
+impl Sender {
+    pub(super) fn new(handle: Arc<SenderHandle>, services: Services, cursor: CursorFile) -> Sender {
+        let pos = handle.position();
+        let reader = services.journal.reader(pos.replay_from);
+        let config = handle.config();
+        Sender {
+            handle,
+            services,
+            cursor,
+            reader,
+            config,
+            outage_reported: false,
+            loss_reported: false,
+        }
+    }
+
+    /// Feeds the plugin until asked to stop.
+    pub(super) fn run(mut self) {
+        let mut backoff = self.config.restart.initial;
+        loop {
+            self.handle.heartbeat.beat();
+            match self.control() {
+                Some(End::Stop) => break,
+                Some(End::Suspend) => {
+                    self.suspended();
+                    continue;
+                }
+                Some(End::Reconfigure) => backoff = self.config.restart.initial,
+                _ => {}
+            }
+            if let Some(End::Stop) = self.drained() {
+                break;
+            }
+            self.handle.set_state(State::Connecting);
+            let end = self.attempt(&mut backoff);
+            // Whatever was not acknowledged is sent again next time.
+            let pos = self.handle.position();
+            self.reader.seek(pos.replay_from);
+            match end {
+                End::Stop => break,
+                End::Suspend | End::Reconfigure => continue,
+                End::Lost(why) if lock(&self.handle.control).stop.is_some() => {
+                    // Stopping, and the plugin is gone: what it has not
+                    // acknowledged stays in the journal for next time.
+                    tracing::info!(
+                        plugin = %self.handle.name,
+                        "plugin unavailable while stopping ({why}); its records stay in the journal"
+                    );
+                    break;
+                }
+                End::Lost(why) => {
+                    stats::add(&self.handle.counters.reconnects, 1);
+                    if !self.outage_reported {
+                        tracing::warn!(
+                            message_id = crate::log_ids::PLUGIN_LOST,
+                            plugin = %self.handle.name,
+                            "plugin {} unavailable: {why}; retrying with back-off (records wait in the journal)",
+                            self.handle.name
+                        );
+                        self.outage_reported = true;
+                    } else {
+                        tracing::debug!(plugin = %self.handle.name, "still unavailable: {why}");
+                    }
+                    self.wait(backoff);
+                    backoff = (backoff * 2).min(self.config.restart.max);
+                }
+            }
+        }
+        self.handle.set_state(State::Stopped);
+        let _ = self.cursor.sync();
+    }
+
+    /// Applies control requests. Returns how the current activity must end.
+    fn control(&mut self) -> Option<End> {
+        let mut c = lock(&self.handle.control);
+        if let Some(cfg) = c.config.take() {
+            self.handle.taken.notify_all();
+            *lock(&self.handle.config) = cfg.clone();
+            self.config = cfg;
+            return Some(End::Reconfigure);
+        }
+        match c.stop {
+            Some(Stop::Now) => return Some(End::Stop),
+            // A suspended plugin receives nothing: there is nothing to drain.
+            Some(Stop::Drain { .. }) if c.suspended => return Some(End::Stop),
+            _ => {}
+        }
+        if c.suspended {
+            return Some(End::Suspend);
+        }
+        None
+    }
+
+    /// Whether a drain request is satisfied (or timed out).
+    fn drained(&self) -> Option<End> {
+        let stop = lock(&self.handle.control).stop;
+        match stop {
+            Some(Stop::Drain { until, deadline }) => {
+                let pos = self.handle.position();
+                if pos.acked + 1 >= until || Instant::now() >= deadline {
+                    Some(End::Stop)
+                } else {
+                    None
+                }
+            }
+            Some(Stop::Now) => Some(End::Stop),
+            None => None,
+        }
+    }
+
+    /// Sleeps for `d`, waking early for control requests.
+    fn wait(&self, d: Duration) {
+        let deadline = Instant::now() + d;
+        loop {
+            self.handle.heartbeat.beat();
+            {
+                // Any stop request ends the back-off: one more attempt is
+                // made, and a plugin still unreachable then is left behind.
+                let c = lock(&self.handle.control);
+                if c.stop.is_some() || c.config.is_some() {
+                    return;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let mut fds = [PollFd::new(self.handle.wake.fd(), PollFlags::POLLIN)];
+            let _ = nix::poll::poll(&mut fds, timeout(left.min(Duration::from_secs(1))));
+            self.handle.wake.clear();
+        }
+    }
+
+    /// Suspended: deliver nothing, hold nothing back.
+    fn suspended(&mut self) {
+        self.handle.set_state(State::Suspended);
+        tracing::warn!(
+            message_id = crate::log_ids::PLUGIN_SUSPENDED,
+            plugin = %self.handle.name,
+            "plugin {} suspended: it receives nothing until resumed (audispctl resume {0}); its records are counted as dropped",
+            self.handle.name
+        );
+        loop {
+            self.skip_to(self.services.journal.end(), "suspended");
+            self.handle.heartbeat.beat();
+            let c = lock(&self.handle.control);
+            if c.stop.is_some() {
+                return;
+            }
+            if !c.suspended {
+                break;
+            }
+            drop(c);
+            let mut fds = [PollFd::new(self.handle.wake.fd(), PollFlags::POLLIN)];
+            let _ = nix::poll::poll(&mut fds, timeout(Duration::from_secs(1)));
+            self.handle.wake.clear();
+        }
+        tracing::info!(
+            message_id = crate::log_ids::PLUGIN_SUSPENDED,
+            plugin = %self.handle.name,
+            "plugin {} resumed",
+            self.handle.name
+        );
+    }
+
+    /// Moves the cursor forward to `to`, counting what the plugin will never
+    /// get.
+    fn skip_to(&mut self, to: u64, why: &str) {
+        let mut pos = lock(&self.handle.position);
+        if to <= pos.replay_from {
+            return;
+        }
+        let skipped = to - pos.replay_from;
+        *pos = Position {
+            acked: to - 1,
+            replay_from: to,
+        };
+        let p = *pos;
+        drop(pos);
+        stats::add(&self.handle.counters.dropped, skipped);
+        if why != "suspended" {
+            tracing::warn!(
+                message_id = crate::log_ids::RECORD_LOSS,
+                plugin = %self.handle.name,
+                skipped,
+                "plugin {}: {skipped} journal records skipped ({why})",
+                self.handle.name
+            );
+        }
+        self.store(p);
+        if self.reader.next_seq() < to {
+            self.reader.seek(to);
+        }
+    }
+
+    fn store(&self, p: Position) {
+        if let Err(e) = self.cursor.store(p) {
+            tracing::error!(plugin = %self.handle.name, "cannot store the plugin's cursor: {e}");
+        }
+    }
+
+    /// Opens a connection: connects to the plugin's socket, makes the
+    /// in-process consumer's socket pair, or starts the program.
+    fn connect(&mut self) -> Result<(OwnedFd, Option<Running>), String> {
+        let cfg = &self.config;
+        let native = cfg.format == PluginFormat::Native;
+        let (sock, child) = match &cfg.transport {
+            Transport::Socket(path) => {
+                let ty = if native {
+                    socket::SockType::SeqPacket
+                } else {
+                    socket::SockType::Stream
+                };
+                (uds::connect(path, ty).map_err(|e| e.to_string())?, None)
+            }
+            Transport::Internal => {
+                let connector = lock(&self.services.internal)
+                    .get(&self.handle.name)
+                    .cloned()
+                    .ok_or("no in-process consumer is attached under this name")?;
+                let (ours, theirs) = socket::socketpair(
+                    socket::AddressFamily::Unix,
+                    socket::SockType::SeqPacket,
+                    None,
+                    socket::SockFlag::SOCK_CLOEXEC,
+                )
+                .map_err(|e| format!("socketpair: {e}"))?;
+                connector(theirs);
+                (ours, None)
+            }
+            Transport::Exec(argv) => {
+                let kind = if native {
+                    StdinSocket::Seqpacket
+                } else {
+                    StdinSocket::Stream
+                };
+                let (running, sock) = child::spawn_plugin(argv, kind).map_err(|e| e.to_string())?;
+                if stats::get(&self.handle.counters.connects) > 0
+                    || stats::get(&self.handle.counters.reconnects) > 0
+                {
+                    stats::add(&self.handle.counters.restarts, 1);
+                }
+                tracing::info!(plugin = %self.handle.name, pid = running.pid(), "started plugin program");
+                (sock, Some(running))
+            }
+        };
+        uds::set_nonblocking(&sock).map_err(|e| e.to_string())?;
+        Ok((sock, child))
+    }
+
+    /// One connection: connects, sets up the delivery the plugin's format
+    /// needs and delivers until the connection ends.
+    fn attempt(&mut self, backoff: &mut Duration) -> End {
+        let (sock, mut child) = match self.connect() {
+            Ok(c) => c,
+            Err(e) => return End::Lost(e),
+        };
+        let started = Instant::now();
+        let encoding = match self.config.format {
+            PluginFormat::Native => None,
+            PluginFormat::String => Some(Encoding::String),
+            PluginFormat::Binary => Some(Encoding::Binary),
+        };
+        let end = match encoding {
+            Some(encoding) => {
+                let cfg = &self.config;
+                let records = Subscription::new(&cfg.include, &cfg.exclude, &[], &[]).records;
+                let stock = Stock::new(sock, encoding, records, self.handle.position().acked);
+                self.session(stock, &mut child)
+            }
+            None => match self.handshake(sock, child.as_ref()) {
+                Ok(native) => self.session(native, &mut child),
+                Err(e) => {
+                    self.stop_program(child);
+                    return End::Lost(e);
+                }
+            },
+        };
+        if started.elapsed() >= HEALTHY_AFTER {
+            *backoff = self.config.restart.initial;
+        }
+        self.stop_program(child);
+        end
+    }
+
+    /// Waits for the plugin's `HELLO` and answers it.
+    fn handshake(&mut self, sock: OwnedFd, child: Option<&Running>) -> Result<Native, String> {
+        let hello = self.await_hello(&sock, child)?;
+        let cfg = &self.config;
+        let journal = &self.services.journal;
+        let greeting = Greeting {
+            name: &self.handle.name,
+            include: &cfg.include,
+            exclude: &cfg.exclude,
+            mode: match cfg.mode {
+                DeliveryMode::Records => Mode::Records,
+                DeliveryMode::Events => Mode::Events,
+            },
+            acked: self.handle.position().acked,
+            journal_id: journal.id(),
+            journal_end: journal.end(),
+            server: &self.services.server,
+        };
+        Native::welcome(sock, hello, &greeting)
+    }
+
+    fn await_hello(&self, sock: &OwnedFd, child: Option<&Running>) -> Result<Hello, String> {
+        let deadline = Instant::now() + HELLO_TIMEOUT;
+        let mut buf = vec![0u8; protocol::MAX_MESSAGE];
+        loop {
+            self.handle.heartbeat.beat();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("no HELLO within {}s", HELLO_TIMEOUT.as_secs()));
+            }
+            let mut fds = vec![PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+            if let Some(c) = child {
+                fds.push(PollFd::new(c.pidfd(), PollFlags::POLLIN));
+            }
+            let _ = nix::poll::poll(&mut fds, timeout(left.min(Duration::from_secs(1))));
+            if fds
+                .get(1)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty())
+            {
+                return Err("the plugin program exited before saying hello".into());
+            }
+            if let Some(hello) = native::read_hello(sock, &mut buf)? {
+                return Ok(hello);
+            }
+        }
+    }
+
+    /// Stops the program at the other end of a closed connection, if the
+    /// dispatcher started one.
+    fn stop_program(&mut self, child: Option<Running>) {
+        if let Some(c) = child {
+            let hb = &self.handle.heartbeat;
+            match c.stop_with(Duration::from_secs(2), &mut || hb.beat()) {
+                Ok(status) => {
+                    tracing::info!(plugin = %self.handle.name, "plugin program ended: {status}")
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = %self.handle.name, "stopping plugin program: {e}")
+                }
+            }
+        }
+    }
+
+    /// Delivers through `d` until the connection ends; the connection's
+    /// socket is closed on return.
+    fn session<D: Delivery>(&mut self, mut d: D, child: &mut Option<Running>) -> End {
+        let pos = self.handle.position();
+        self.reader.seek(pos.replay_from);
+        self.handle.set_state(State::Connected);
+        tracing::info!(
+            plugin = %self.handle.name,
+            from = pos.replay_from,
+            "plugin connected; delivering from journal position {}",
+            pos.replay_from
+        );
+        stats::add(&self.handle.counters.connects, 1);
+        if self.outage_reported {
+            tracing::info!(plugin = %self.handle.name, "plugin is back; resending what it had not acknowledged");
+            self.outage_reported = false;
+        }
+        self.deliver(&mut d, child)
+    }
+
+    fn deliver<D: Delivery>(&mut self, d: &mut D, child: &mut Option<Running>) -> End {
+        loop {
+            self.handle.heartbeat.beat();
+            if let Some(end) = self.control() {
+                return end;
+            }
+            if let Some(end) = self.drained() {
+                return end;
+            }
+            if let Some(end) = self.overflow(d) {
+                return end;
+            }
+            let filled = d.fill(self);
+            self.reading_done();
+            if let Err(e) = filled {
+                // A plugin that went away may have handled more first: take
+                // that, so less is sent again.
+                d.salvage(self);
+                return End::Lost(e);
+            }
+            if let Some(end) = self.drained() {
+                return end;
+            }
+            let want_out = d.has_unsent();
+            if !want_out && !d.window_full() {
+                self.handle.wake.arm();
+                if !self.reader.caught_up() {
+                    continue;
+                }
+            }
+            let wait = d.patience();
+            let mut fds = vec![
+                PollFd::new(
+                    d.socket(),
+                    if want_out {
+                        PollFlags::POLLIN | PollFlags::POLLOUT
+                    } else {
+                        PollFlags::POLLIN
+                    },
+                ),
+                PollFd::new(self.handle.wake.fd(), PollFlags::POLLIN),
+            ];
+            if let Some(c) = child.as_ref() {
+                fds.push(PollFd::new(c.pidfd(), PollFlags::POLLIN));
+            }
+            match nix::poll::poll(&mut fds, timeout(wait)) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return End::Lost(format!("poll: {e}")),
+            }
+            let sock_ev = fds[0].revents().unwrap_or(PollFlags::empty());
+            let wake_ev = fds[1].revents().unwrap_or(PollFlags::empty());
+            let child_ev = fds
+                .get(2)
+                .and_then(|f| f.revents())
+                .unwrap_or(PollFlags::empty());
+            drop(fds);
+            if !wake_ev.is_empty() {
+                self.handle.wake.clear();
+            }
+            if let Err(e) = d.heard(sock_ev.contains(PollFlags::POLLIN), self) {
+                return End::Lost(e);
+            }
+            if sock_ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+                d.salvage(self);
+                return End::Lost("the plugin closed the connection".into());
+            }
+            if !child_ev.is_empty() {
+                let status = child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                d.salvage(self);
+                return End::Lost(match status {
+                    Some(st) => format!("plugin program exited ({st})"),
+                    None => "plugin program exited".into(),
+                });
+            }
+        }
+    }
+
+    /// Applies the overflow policy if the plugin is further behind than
+    /// allowed.
+    fn overflow(&mut self, d: &mut dyn Delivery) -> Option<End> {
+        let journal = &self.services.journal;
+        let pos = self.handle.position();
+        let end = journal.end();
+        let backlog = end.saturating_sub(pos.acked + 1);
+        let cfg = &self.config;
+        match cfg.overflow {
+            Overflow::Spool => {
+                if journal.bytes_behind(pos.replay_from) > cfg.spool_max {
+                    let to = journal.position_within(cfg.spool_max);
+                    self.overflowed(
+                        d,
+                        to,
+                        "its spool_max was exceeded: the oldest records were skipped",
+                    );
+                }
+                None
+            }
+            Overflow::Drop if backlog > cfg.queue_size => {
+                let to = end - cfg.queue_size;
+                self.overflowed(d, to, "its queue_size was exceeded (overflow = drop): the oldest records were skipped");
+                None
+            }
+            Overflow::Suspend if backlog > cfg.queue_size => {
+                tracing::warn!(
+                    message_id = crate::log_ids::PLUGIN_OVERFLOW,
+                    plugin = %self.handle.name,
+                    backlog,
+                    "plugin {} is {backlog} records behind, more than its queue_size {}; suspending it (overflow = suspend)",
+                    self.handle.name,
+                    cfg.queue_size
+                );
+                lock(&self.handle.control).suspended = true;
+                Some(End::Suspend)
+            }
+            _ => None,
+        }
+    }
+
+    fn overflowed(&mut self, d: &mut dyn Delivery, to: u64, why: &str) {
+        if !self.loss_reported {
+            tracing::warn!(
+                message_id = crate::log_ids::PLUGIN_OVERFLOW,
+                plugin = %self.handle.name,
+                "plugin {} overflowed: {why}",
+                self.handle.name
+            );
+            self.loss_reported = true;
+        }
+        self.skip_to(to, why);
+        // Events in progress lost their beginning; start assembling afresh.
+        if self.reader.next_seq() <= to {
+            d.forget_partial();
+        }
+    }
+
+    fn advance(&mut self, p: Position, records: u64) {
+        let mut pos = lock(&self.handle.position);
+        let next = Position {
+            acked: pos.acked.max(p.acked),
+            replay_from: pos.replay_from.max(p.replay_from),
+        };
+        let changed = next != *pos;
+        *pos = next;
+        drop(pos);
+        stats::add(&self.handle.counters.acked, records);
+        if changed {
+            self.store(next);
+        }
+    }
+
+    fn reading_done(&self) {
+        self.handle
+            .reading
+            .store(self.reader.next_seq(), Ordering::Relaxed);
+    }
+}
+
+impl Host for Sender {
+    fn reader(&mut self) -> &mut Reader {
+        &mut self.reader
+    }
+
+    fn delivered(&mut self, records: u64) {
+        stats::add(&self.handle.counters.delivered, records);
+    }
+
+    fn settled(&mut self, position: Position, records: u64) {
+        self.advance(position, records);
+    }
+
+    fn lost(&mut self, from: u64, to: u64, reason: &LostReason) {
+        stats::add(&self.handle.counters.dropped, to - from);
+        tracing::error!(
+            message_id = crate::log_ids::RECORD_LOSS,
+            plugin = %self.handle.name,
+            from,
+            to,
+            "plugin {}: journal entries {from}..{to} are gone before it read them ({reason:?})",
+            self.handle.name
+        );
+    }
+
+    fn stats(&mut self) -> Vec<u8> {
+        let snap = (self.services.snapshot)();
+        serde_json::to_vec(&snap).unwrap_or_default()
+    }
+
+    fn command(&mut self, name: &str, args: &[String]) -> (CommandStatus, String) {
+        stats::add(&self.handle.counters.commands, 1);
+        let outcome =
+            self.services
+                .actions
+                .run(&self.handle.name, name, self.config.actions.get(name), args);
+        if outcome.effect == Effect::SuspendPlugin {
+            lock(&self.handle.control).suspended = true;
+        }
+        (outcome.status, outcome.message)
+    }
+}
+
+fn timeout(d: Duration) -> PollTimeout {
+    PollTimeout::try_from(d.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+}
