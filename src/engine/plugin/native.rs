@@ -759,7 +759,7 @@ mod tests {
                 rtype: 1302,
                 source: 1,
                 flags,
-                text,
+                text: text.into(),
             })
             .collect();
         j.append(&es).unwrap().seqs.collect()
