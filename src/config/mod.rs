@@ -21,6 +21,7 @@ mod files;
 mod main_file;
 pub mod option_file;
 mod plugin_file;
+mod to_engine;
 mod units;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,7 +31,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The values of plugin keys and of `[journal] sync` are the engine's own
+/// vocabulary; the file model uses the engine's types for them.
+pub use crate::engine::settings::{
+    Action, Backoff, DeliveryMode, Overflow, PluginFormat, SyncPolicy, SystemAction, Transport,
+};
+use crate::engine::settings::{EventSettings, InputSocketSettings, JournalSettings, StdinSettings};
 use files::{Entry, ReadError};
+pub use to_engine::section_of;
 /// Durations as the config files write them (`"500ms"`, `"30s"`; bare
 /// digits are seconds), for programs' own options.
 pub use units::parse_duration;
@@ -122,15 +130,22 @@ pub struct Config {
 /// The settings of `audispd.toml`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MainConfig {
-    /// `[input.stdin]`: records from auditd on standard input.
-    pub stdin: StdinInput,
-    /// `[input.socket]`: the socket input plugins connect to.
-    pub input_socket: InputSocket,
-    /// `[journal]`: where records wait until every plugin has them.
-    pub journal: JournalConfig,
-    /// `[events]`: grouping records into events.
-    pub events: EventConfig,
-    /// `[stats]`: periodic statistics.
+    /// `[input.stdin]` (`enabled`, `format`, `binary_framing`): records
+    /// from auditd on standard input.
+    pub stdin: StdinSettings,
+    /// `[input.socket]` (`enabled`, `path`, `mode`, `allow_users`,
+    /// `allow_groups`): the socket input plugins connect to. A relative
+    /// `path` is taken from the runtime directory (default
+    /// `RUNTIME_DIR/input.sock`).
+    pub input_socket: InputSocketSettings,
+    /// `[journal]` (`dir`, `max_size`, `segment_size`, `memory`, `sync`,
+    /// `sync_interval`): where records wait until every plugin has them. A
+    /// relative `dir` is taken from the state directory (default
+    /// `STATE_DIR/journal`).
+    pub journal: JournalSettings,
+    /// `[events]` (`timeout`, `max_open`): grouping records into events.
+    pub events: EventSettings,
+    /// `[stats]`: periodic statistics and the state report.
     pub stats: StatsConfig,
     /// `[shutdown] timeout`: how long plugins get to catch up on shutdown.
     pub shutdown_timeout: Duration,
@@ -138,8 +153,8 @@ pub struct MainConfig {
     pub dbus: DbusConfig,
 }
 
-/// `[dbus]`: publishing on the system bus. The engine never reads this; the
-/// `audispd` binary hands it to `audisp::dbus`.
+/// `[dbus]`: publishing on the system bus. Not part of the engine's
+/// settings: the `audispd` binary hands it to `audisp::dbus`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DbusConfig {
     /// `enabled` (default false): own `org.audisp.Dispatcher1` and forward
@@ -170,90 +185,6 @@ pub struct SetroubleshootConfig {
     pub dedup_window: Duration,
 }
 
-/// `[input.stdin]`: reading auditd's stream on standard input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StdinInput {
-    /// `enabled` (default true).
-    pub enabled: bool,
-    /// `format` and `binary_framing`.
-    pub format: StdinFormat,
-}
-
-/// How records arrive on standard input: what auditd's plugin `format` was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StdinFormat {
-    /// `format = "string"`: one text record per line (the default).
-    String,
-    /// `format = "binary"`: auditd's binary frames.
-    Binary(BinaryFramingChoice),
-}
-
-/// `binary_framing`: how long auditd's binary frames are (auditd up to
-/// 4.1 pads every frame to its maximum size, later versions do not).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BinaryFramingChoice {
-    /// `"auto"`: tell from the first frames (the default).
-    Auto,
-    /// `"padded"`: every frame is 16 + 8970 bytes.
-    Padded,
-    /// `"exact"`: every frame is as long as its header says.
-    Exact,
-}
-
-/// `[input.socket]`: the socket input plugins connect to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputSocket {
-    /// `enabled` (default true).
-    pub enabled: bool,
-    /// `path` (default `RUNTIME_DIR/input.sock`; relative paths are taken
-    /// from the runtime directory).
-    pub path: PathBuf,
-    /// `mode`, the socket file's permission bits (default 0660).
-    pub mode: u32,
-    /// `allow_users`, resolved to uids; root is always allowed.
-    pub allow_users: Vec<u32>,
-    /// `allow_groups`, resolved to gids.
-    pub allow_groups: Vec<u32>,
-}
-
-/// `[journal]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JournalConfig {
-    /// `dir` (default `STATE_DIR/journal`; relative paths are taken from
-    /// the state directory).
-    pub dir: PathBuf,
-    /// `max_size`: bytes on disk before the oldest segments go, read or not.
-    pub max_size: u64,
-    /// `segment_size`: bytes per segment file.
-    pub segment_size: u64,
-    /// `memory`: bytes of the newest records also kept in memory.
-    pub memory: u64,
-    /// `sync`: when the journal is flushed to disk.
-    pub sync: SyncPolicy,
-    /// `sync_interval`: how often the journal is flushed.
-    pub sync_interval: Duration,
-}
-
-/// `sync`: when journal writes reach the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncPolicy {
-    /// `"batch"`: before input is acknowledged (the default).
-    Batch,
-    /// `"interval"`: every `sync_interval`.
-    Interval,
-    /// `"never"`: left to the kernel.
-    Never,
-}
-
-/// `[events]`: grouping records into events.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventConfig {
-    /// `timeout`: an event without its end record is closed after this long.
-    pub timeout: Duration,
-    /// `max_open`: most events assembled at once.
-    pub max_open: usize,
-}
-
 /// `[stats]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsConfig {
@@ -274,7 +205,9 @@ pub struct PluginConfig {
     /// `active` (default true); inactive plugins are loaded and checked but
     /// not run.
     pub active: bool,
-    /// `socket` or `exec`.
+    /// `socket` (relative paths are under `RUNTIME_DIR/plugins`) or `exec`
+    /// (an absolute program path and its arguments); never
+    /// [`Transport::Internal`], which no file can name.
     pub transport: Transport,
     /// `format` (default native).
     pub format: PluginFormat,
@@ -294,108 +227,6 @@ pub struct PluginConfig {
     pub restart: Backoff,
     /// `[actions.NAME]`: what the plugin may ask audispd to do.
     pub actions: BTreeMap<String, Action>,
-}
-
-/// How audispd reaches a plugin.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transport {
-    /// `socket = "..."`: connect to a plugin listening there (typically a
-    /// socket-activated unit); relative paths are under `RUNTIME_DIR/plugins`.
-    Socket(PathBuf),
-    /// `exec = [...]`: start the program (absolute path) with these
-    /// arguments, its standard input connected to audispd.
-    Exec(Vec<OsString>),
-    /// Not from a file: a consumer inside the embedding process (such as the
-    /// D-Bus adapter), handed one end of a socket pair per connection by the
-    /// connector it registered (`Engine::attach_internal`).
-    Internal,
-}
-
-/// `format`: what the plugin speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PluginFormat {
-    /// audisp's acknowledged protocol.
-    Native,
-    /// auditd's string plugin format: one text record per line.
-    String,
-    /// auditd's binary plugin format.
-    Binary,
-}
-
-/// `mode`: what a native plugin receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryMode {
-    /// Records one by one.
-    Records,
-    /// Whole events (native plugins only).
-    Events,
-}
-
-/// `overflow`: what happens when a plugin is `queue_size` records behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overflow {
-    /// Keep its records in the journal on disk, up to `spool_max`.
-    Spool,
-    /// Drop what it cannot take.
-    Drop,
-    /// Stop sending to it until it is resumed.
-    Suspend,
-}
-
-/// `[restart]`: the delay before restarting or reconnecting starts at
-/// `initial` and doubles up to `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// `initial` (default 100ms).
-    pub initial: Duration,
-    /// `max` (default 30s).
-    pub max: Duration,
-}
-
-/// `[actions.NAME] run = ...`: what audispd does when the plugin asks for
-/// the action NAME.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Acknowledge and do nothing.
-    Ignore,
-    /// Log the request.
-    Log,
-    /// Run `program` with `args`, then the plugin's arguments, never
-    /// through a shell.
-    Exec {
-        /// Absolute path of the program.
-        program: PathBuf,
-        /// Arguments before the plugin's.
-        args: Vec<String>,
-    },
-    /// Suspend the plugin.
-    Suspend,
-    /// A system state change, carried out by the embedder's hook (the
-    /// `audispd` binary asks systemd over D-Bus).
-    System(SystemAction),
-}
-
-/// `run = "single-user" | "halt" | "poweroff"`: what the service manager is
-/// asked to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SystemAction {
-    /// Isolate `rescue.target` (what `systemctl rescue` does).
-    SingleUser,
-    /// Start `halt.target`, replacing every queued job.
-    Halt,
-    /// Start `poweroff.target`, replacing every queued job.
-    Poweroff,
-}
-
-impl SystemAction {
-    /// The `run` word of this action.
-    pub fn name(self) -> &'static str {
-        match self {
-            SystemAction::SingleUser => "single-user",
-            SystemAction::Halt => "halt",
-            SystemAction::Poweroff => "poweroff",
-        }
-    }
 }
 
 /// One problem found in the configuration.

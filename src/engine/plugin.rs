@@ -35,8 +35,8 @@ use super::actions::{Actions, Effect};
 use super::child::{self, Running, StdinSocket};
 use super::cursor::{CursorFile, Position};
 use super::liveness::Heartbeat;
+use super::settings::{DeliveryMode, Overflow, PluginFormat, PluginSettings, Transport};
 use super::stats::{self, PluginCounters, PluginSnapshot, Snapshot};
-use crate::config::{DeliveryMode, Overflow, PluginConfig, PluginFormat, Transport};
 use crate::engine::events::{Assembler, Event, EventRecord};
 use crate::engine::subscription::Subscription;
 use crate::journal::entry::flags;
@@ -100,13 +100,13 @@ pub enum Stop {
 struct Control {
     stop: Option<Stop>,
     suspended: bool,
-    config: Option<PluginConfig>,
+    config: Option<PluginSettings>,
 }
 
 /// The part of a plugin's sender the rest of the engine sees.
 pub struct Plugin {
     name: String,
-    config: Mutex<PluginConfig>,
+    config: Mutex<PluginSettings>,
     counters: PluginCounters,
     position: Mutex<Position>,
     control: Mutex<Control>,
@@ -130,7 +130,7 @@ impl Plugin {
     }
 
     /// The configuration the sender runs with.
-    pub fn config(&self) -> PluginConfig {
+    pub fn config(&self) -> PluginSettings {
         lock(&self.config).clone()
     }
 
@@ -163,7 +163,7 @@ impl Plugin {
 
     /// Hands the sender a changed configuration: it reconnects with it and
     /// resends what the plugin had not acknowledged.
-    pub fn reconfigure(&self, config: PluginConfig) {
+    pub fn reconfigure(&self, config: PluginSettings) {
         lock(&self.control).config = Some(config);
         self.wake.wake();
     }
@@ -255,7 +255,7 @@ pub type Connector = Arc<dyn Fn(OwnedFd) + Send + Sync>;
 /// Starts a sender for `config`, resuming from the plugin's stored cursor
 /// (or the end of the journal for a plugin never seen before).
 pub fn start(
-    config: PluginConfig,
+    config: PluginSettings,
     services: Services,
     cursor_dir: &Path,
     heartbeat: Heartbeat,
@@ -334,7 +334,7 @@ struct Sender {
     services: Services,
     cursor: CursorFile,
     reader: Reader,
-    config: PluginConfig,
+    config: PluginSettings,
     outage_reported: bool,
     loss_reported: bool,
 }
