@@ -50,7 +50,8 @@ pub struct Sockets {
     pub input_listener: Option<OwnedFd>,
 }
 
-struct Running {
+/// A plugin's sender and its thread.
+struct RunningPlugin {
     plugin: Arc<Plugin>,
     thread: JoinHandle<()>,
 }
@@ -83,7 +84,7 @@ pub struct Engine {
     journal: Journal,
     ingest: Arc<Ingest>,
     services: Services,
-    plugins: Mutex<BTreeMap<String, Running>>,
+    plugins: Mutex<BTreeMap<String, RunningPlugin>>,
     stopping: Mutex<Vec<Stopping>>,
     actions: Arc<Actions>,
     liveness: Arc<Liveness>,
@@ -195,7 +196,7 @@ impl Engine {
         let hb = self.liveness.register(&format!("plugin {name}"));
         let (plugin, thread) =
             plugin::start(settings, self.services.clone(), &self.cursor_dir, hb)?;
-        lock(&self.plugins).insert(name, Running { plugin, thread });
+        lock(&self.plugins).insert(name, RunningPlugin { plugin, thread });
         Ok(())
     }
 
@@ -551,7 +552,7 @@ impl Engine {
         let timeout = lock(&self.core).shutdown_timeout;
         let until = self.journal.end();
         let deadline = Instant::now() + timeout;
-        let plugins: Vec<(String, Running)> = std::mem::take(&mut *lock(&self.plugins))
+        let plugins: Vec<(String, RunningPlugin)> = std::mem::take(&mut *lock(&self.plugins))
             .into_iter()
             .collect();
         for (_, r) in &plugins {
