@@ -354,19 +354,21 @@ args = ["a"]
     }
 
     #[test]
-    fn start_only_sections() {
-        let named: Vec<&str> = [
-            StartOnly::Stdin,
-            StartOnly::InputSocket,
-            StartOnly::Journal,
-            StartOnly::Events,
-        ]
-        .into_iter()
-        .map(section_of)
-        .collect();
+    fn start_only_changes_by_section() {
+        let old = main_file("").core_settings();
+        let live = main_file("[stats]\nstate_file = \"/x\"\n[shutdown]\ntimeout = \"9s\"\n");
+        assert_eq!(old.start_only_changes(&live.core_settings()), []);
+        let new = main_file(
+            "[input.stdin]\nenabled = false\n[input.socket]\nmode = \"0600\"\n[journal]\nsync = \"never\"\n[events]\nmax_open = 1\n",
+        );
+        let named: Vec<&str> = old
+            .start_only_changes(&new.core_settings())
+            .into_iter()
+            .map(section_of)
+            .collect();
         assert_eq!(
             named,
-            ["[input.stdin]", "[input.socket]", "[journal]", "[events]"]
+            ["[journal]", "[input.stdin]", "[input.socket]", "[events]"]
         );
     }
 }

@@ -463,7 +463,7 @@ impl Engine {
         let mut summary = ReloadSummary::default();
         {
             let mut core = lock(&self.core);
-            summary.needs_restart = start_only_changes(&core, &settings.core);
+            summary.needs_restart = core.start_only_changes(&settings.core);
             let mut applied = settings.core;
             // What cannot change live stays as it is.
             applied.journal = core.journal.clone();
@@ -588,22 +588,4 @@ impl Engine {
         self.actions.finish(Duration::from_secs(1));
         behind
     }
-}
-
-/// What differs between `old` and `new` in the settings read only at start.
-fn start_only_changes(old: &CoreSettings, new: &CoreSettings) -> Vec<StartOnly> {
-    let mut v = Vec::new();
-    if old.journal != new.journal {
-        v.push(StartOnly::Journal);
-    }
-    if old.stdin != new.stdin {
-        v.push(StartOnly::Stdin);
-    }
-    if old.input_socket != new.input_socket {
-        v.push(StartOnly::InputSocket);
-    }
-    if old.events != new.events {
-        v.push(StartOnly::Events);
-    }
-    v
 }

@@ -42,6 +42,26 @@ pub struct CoreSettings {
     pub shutdown_timeout: Duration,
 }
 
+impl CoreSettings {
+    /// The parts read only at start that differ in `new`.
+    pub fn start_only_changes(&self, new: &CoreSettings) -> Vec<StartOnly> {
+        let mut v = Vec::new();
+        if self.journal != new.journal {
+            v.push(StartOnly::Journal);
+        }
+        if self.stdin != new.stdin {
+            v.push(StartOnly::Stdin);
+        }
+        if self.input_socket != new.input_socket {
+            v.push(StartOnly::InputSocket);
+        }
+        if self.events != new.events {
+            v.push(StartOnly::Events);
+        }
+        v
+    }
+}
+
 /// A part of [`CoreSettings`] read only at start: a reload that changes it
 /// keeps the old value, and reports it (`ReloadSummary::needs_restart`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
