@@ -35,8 +35,9 @@
 //!   ([`engine::subscription`]), running the actions a plugin may ask for
 //!   ([`engine::actions`]).
 //! * **The engine** ([`engine`]) ties these together and is driven by its
-//!   embedder: the `audispd` binary adds configuration ([`config`]), signals,
-//!   logging and the service manager ([`systemd::notify`]); it knows nothing of
+//!   embedder: the `audispd` binary adds configuration ([`config`], turned
+//!   into the engine's own [`engine::settings`]), signals, logging and the
+//!   service manager ([`systemd::notify`]); it knows nothing of config files,
 //!   systemd, D-Bus or journald itself.
 //! * **Plugins** are written with the [`sdk`] in a few lines, or in any
 //!   language against `docs/protocol.md`; stock auditd plugins work

@@ -7,9 +7,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use audisp::config::{
-    Backoff, Config, DeliveryMode, MainConfig, Overflow, Paths, PluginConfig, PluginFormat,
-    Transport,
+use audisp::config::{Config, MainConfig, Paths};
+use audisp::engine::settings::{
+    Backoff, DeliveryMode, Overflow, PluginFormat, PluginSettings, Transport,
 };
 use audisp::engine::{Engine, Sockets};
 use audisp::sdk::Plugin;
@@ -34,7 +34,8 @@ fn internal_consumer_gets_its_subscription_once_across_reconnects() {
         Config {
             main,
             plugins: Vec::new(),
-        },
+        }
+        .engine_settings(),
         &paths.state_dir,
         Sockets {
             stdin: Some(reader),
@@ -83,10 +84,8 @@ fn internal_consumer_gets_its_subscription_once_across_reconnects() {
     });
     engine
         .attach_internal(
-            PluginConfig {
+            PluginSettings {
                 name: "internal".into(),
-                file: Default::default(),
-                active: true,
                 transport: Transport::Internal,
                 format: PluginFormat::Native,
                 mode: DeliveryMode::Records,

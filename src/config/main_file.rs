@@ -9,10 +9,9 @@ use toml::de::{DeTable, DeValue};
 
 use super::doc::{show, Doc, Section};
 use super::units::{self, show_size};
-use super::{
-    BinaryFramingChoice, DbusConfig, EventConfig, InputSocket, JournalConfig, MainConfig, Paths,
-    SetroubleshootConfig, StatsConfig, StdinFormat, StdinInput, SyncPolicy,
-};
+use super::{DbusConfig, MainConfig, Paths, SetroubleshootConfig, StatsConfig, SyncPolicy};
+use crate::engine::settings::{EventSettings, InputSocketSettings, JournalSettings, StdinSettings};
+use crate::framing::{BinaryFraming, InputFormat};
 
 const MIB: u64 = 1 << 20;
 /// Smallest journal segment: several of the largest records auditd can
@@ -46,18 +45,18 @@ impl MainConfig {
     /// The settings used for everything `audispd.toml` does not set.
     pub fn defaults(paths: &Paths) -> MainConfig {
         MainConfig {
-            stdin: StdinInput {
+            stdin: StdinSettings {
                 enabled: true,
-                format: StdinFormat::String,
+                format: InputFormat::String,
             },
-            input_socket: InputSocket {
+            input_socket: InputSocketSettings {
                 enabled: true,
                 path: paths.runtime_dir.join("input.sock"),
                 mode: 0o660,
                 allow_users: Vec::new(),
                 allow_groups: Vec::new(),
             },
-            journal: JournalConfig {
+            journal: JournalSettings {
                 dir: paths.state_dir.join("journal"),
                 max_size: 1 << 30,
                 segment_size: 64 * MIB,
@@ -65,7 +64,7 @@ impl MainConfig {
                 sync: SyncPolicy::Batch,
                 sync_interval: Duration::from_secs(1),
             },
-            events: EventConfig {
+            events: EventSettings {
                 timeout: Duration::from_secs(2),
                 max_open: 4096,
             },
@@ -225,7 +224,7 @@ fn dbus(doc: &mut Doc, s: &Section, out: &mut DbusConfig) {
     }
 }
 
-fn stdin(doc: &mut Doc, s: &Section) -> StdinInput {
+fn stdin(doc: &mut Doc, s: &Section) -> StdinSettings {
     s.reject_unknown(doc, STDIN);
     let enabled = s.bool(doc, "enabled").unwrap_or(true);
     let binary = s
@@ -241,28 +240,28 @@ fn stdin(doc: &mut Doc, s: &Section) -> StdinInput {
         "binary_framing",
         "binary framing",
         &[
-            ("auto", BinaryFramingChoice::Auto),
-            ("padded", BinaryFramingChoice::Padded),
-            ("exact", BinaryFramingChoice::Exact),
+            ("auto", BinaryFraming::Auto),
+            ("padded", BinaryFraming::Padded),
+            ("exact", BinaryFraming::Exact),
         ],
     );
     let format = if binary {
-        StdinFormat::Binary(framing.unwrap_or(BinaryFramingChoice::Auto))
+        InputFormat::Binary(framing.unwrap_or(BinaryFraming::Auto))
     } else {
         // The default is harmless; anything else would silently do nothing.
-        if framing.is_some_and(|f| f != BinaryFramingChoice::Auto) {
+        if framing.is_some_and(|f| f != BinaryFraming::Auto) {
             s.bad(
                 doc,
                 "binary_framing",
                 "only applies to format = \"binary\"; remove it or set format = \"binary\"",
             );
         }
-        StdinFormat::String
+        InputFormat::String
     };
-    StdinInput { enabled, format }
+    StdinSettings { enabled, format }
 }
 
-fn input_socket(doc: &mut Doc, s: &Section, paths: &Paths, out: &mut InputSocket) {
+fn input_socket(doc: &mut Doc, s: &Section, paths: &Paths, out: &mut InputSocketSettings) {
     s.reject_unknown(doc, SOCKET);
     if let Some(e) = s.bool(doc, "enabled") {
         out.enabled = e;
@@ -340,7 +339,7 @@ fn resolve_id(v: &DeValue<'_>, kind: IdKind) -> Result<u32, String> {
     }
 }
 
-fn journal(doc: &mut Doc, s: &Section, paths: &Paths, out: &mut JournalConfig) {
+fn journal(doc: &mut Doc, s: &Section, paths: &Paths, out: &mut JournalSettings) {
     s.reject_unknown(doc, JOURNAL);
     if let Some(p) = s.string(doc, "dir") {
         out.dir = paths.state_dir.join(p);
@@ -500,9 +499,9 @@ timeout = "1m"
         assert!(e.is_empty(), "{e:?}");
         assert_eq!(
             c.stdin,
-            StdinInput {
+            StdinSettings {
                 enabled: false,
-                format: StdinFormat::Binary(BinaryFramingChoice::Exact)
+                format: InputFormat::Binary(BinaryFraming::Exact)
             }
         );
         assert!(!c.input_socket.enabled);

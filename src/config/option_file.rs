@@ -21,7 +21,7 @@ use super::Diagnostic;
 /// Where a program's option file is, and whether it was named explicitly
 /// (then it must exist; the default file may be absent).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Source {
+pub struct OptionFile {
     /// The file.
     pub path: PathBuf,
     /// How it was named (`--config`, `$AUDISP_REMOTE_CONFIG`), or `None`
@@ -29,7 +29,7 @@ pub struct Source {
     pub named_by: Option<String>,
 }
 
-impl Source {
+impl OptionFile {
     /// Picks the file from, in order: the `--config` flag, the environment
     /// variable `env_var` (empty counts as unset) and `default`. `env`
     /// looks up a variable (`&|k| std::env::var_os(k)` in a program).
@@ -38,20 +38,20 @@ impl Source {
         env_var: &str,
         default: &str,
         env: &dyn Fn(&str) -> Option<OsString>,
-    ) -> Source {
+    ) -> OptionFile {
         if let Some(path) = flag {
-            return Source {
+            return OptionFile {
                 path,
                 named_by: Some("--config".into()),
             };
         }
         if let Some(v) = env(env_var).filter(|v| !v.is_empty()) {
-            return Source {
+            return OptionFile {
                 path: v.into(),
                 named_by: Some(format!("${env_var}")),
             };
         }
-        Source {
+        OptionFile {
             path: default.into(),
             named_by: None,
         }
@@ -139,7 +139,7 @@ pub fn settings<O: Default>(
     args: Vec<OsString>,
     flags: impl Fn(&mut O, Vec<OsString>) -> Result<FileFlags, String>,
     file: impl for<'s> FnOnce(&mut Reader<'s>, &Table<'_, 's>, &mut O),
-) -> Result<(O, Option<Source>), StartError> {
+) -> Result<(O, Option<OptionFile>), StartError> {
     let chosen = flags(&mut O::default(), args.clone()).map_err(StartError::Usage)?;
     if chosen.none && chosen.config.is_some() {
         return Err(StartError::Usage(
@@ -148,7 +148,7 @@ pub fn settings<O: Default>(
     }
     let mut o = O::default();
     let source = (!chosen.none).then(|| {
-        Source::locate(chosen.config, env_var, default_path, &|k| {
+        OptionFile::locate(chosen.config, env_var, default_path, &|k| {
             std::env::var_os(k)
         })
     });
@@ -218,7 +218,7 @@ pub struct Table<'t, 's>(Section<'t, 's>);
 /// Takes typed values out of an option file, recording every mistake at its
 /// line. Each getter returns `None` when the key is absent or its value is
 /// wrong (the mistake is then recorded), so a program applies only good
-/// values and learns about the rest from [`Source::load`]'s result.
+/// values and learns about the rest from [`OptionFile::load`]'s result.
 pub struct Reader<'s> {
     doc: Doc<'s>,
 }
@@ -452,23 +452,23 @@ mod tests {
         let none = |_: &str| None;
         let empty = |_: &str| Some(OsString::new());
         assert_eq!(
-            Source::locate(Some("/f.toml".into()), "X_CONFIG", "/etc/x.toml", &env),
-            Source {
+            OptionFile::locate(Some("/f.toml".into()), "X_CONFIG", "/etc/x.toml", &env),
+            OptionFile {
                 path: "/f.toml".into(),
                 named_by: Some("--config".into())
             }
         );
         assert_eq!(
-            Source::locate(None, "X_CONFIG", "/etc/x.toml", &env),
-            Source {
+            OptionFile::locate(None, "X_CONFIG", "/etc/x.toml", &env),
+            OptionFile {
                 path: "/env/x.toml".into(),
                 named_by: Some("$X_CONFIG".into())
             }
         );
         for env in [&none as &dyn Fn(&str) -> Option<OsString>, &empty] {
             assert_eq!(
-                Source::locate(None, "X_CONFIG", "/etc/x.toml", env),
-                Source {
+                OptionFile::locate(None, "X_CONFIG", "/etc/x.toml", env),
+                OptionFile {
                     path: "/etc/x.toml".into(),
                     named_by: None
                 }
@@ -480,12 +480,12 @@ mod tests {
     fn missing_and_untrusted_files() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.toml");
-        let default = Source {
+        let default = OptionFile {
             path: p.clone(),
             named_by: None,
         };
         assert_eq!(default.load("prog", read).unwrap(), None);
-        let named = Source {
+        let named = OptionFile {
             named_by: Some("--config".into()),
             ..default.clone()
         };

@@ -32,8 +32,9 @@ use std::time::{Duration, Instant};
 use zbus::blocking::Connection;
 use zbus::object_server::SignalEmitter;
 
-use crate::config::{
-    Backoff, DbusConfig, DeliveryMode, Overflow, PluginConfig, PluginFormat, Transport,
+use crate::config::DbusConfig;
+use crate::engine::settings::{
+    Backoff, DeliveryMode, Overflow, PluginFormat, PluginSettings, Transport,
 };
 use crate::engine::Engine;
 use crate::record_types;
@@ -152,7 +153,7 @@ pub fn start(engine: Arc<Engine>, config: &DbusConfig, reload: ReloadHook) -> Re
         }
     });
     engine
-        .attach_internal(consumer_config(), connector)
+        .attach_internal(consumer_settings(), connector)
         .map_err(|e| format!("cannot attach the D-Bus event consumer: {e}"))?;
     let keeper = Keeper {
         address,
@@ -265,11 +266,9 @@ fn ping(conn: &Connection) -> zbus::Result<()> {
     .map(|_| ())
 }
 
-fn consumer_config() -> PluginConfig {
-    PluginConfig {
+fn consumer_settings() -> PluginSettings {
+    PluginSettings {
         name: CONSUMER.into(),
-        file: Default::default(),
-        active: true,
         transport: Transport::Internal,
         format: PluginFormat::Native,
         mode: DeliveryMode::Events,

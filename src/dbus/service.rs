@@ -25,7 +25,17 @@ use crate::engine::{Engine, ReloadSummary};
 use crate::record_types;
 
 /// Runs a reload the way the embedder does on SIGHUP.
-pub type ReloadHook = Arc<dyn Fn() -> Result<ReloadSummary, String> + Send + Sync>;
+pub type ReloadHook = Arc<dyn Fn() -> Result<Reloaded, String> + Send + Sync>;
+
+/// What a reload did, as the embedder reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The engine's account of it.
+    pub summary: ReloadSummary,
+    /// Config-file sections (`[journal]`, `[dbus]`) whose changes wait for
+    /// a restart: the engine's start-only settings and the embedder's own.
+    pub needs_restart: Vec<String>,
+}
 
 /// Who asked for which record types (unique bus name → types; empty set
 /// means every type).
@@ -219,8 +229,9 @@ impl Api {
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> fdo::Result<(Vec<String>, Vec<String>, Vec<String>, Vec<String>)> {
         self.authorize(conn, &hdr, Need::Root, "Reload").await?;
-        let s = (self.reload)().map_err(fdo::Error::Failed)?;
-        Ok((s.added, s.removed, s.changed, s.needs_restart))
+        let r = (self.reload)().map_err(fdo::Error::Failed)?;
+        let s = r.summary;
+        Ok((s.added, s.removed, s.changed, r.needs_restart))
     }
 
     /// Suspends a plugin: it gets nothing, and its records are dropped,

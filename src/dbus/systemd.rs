@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use crate::config::SystemAction;
 use crate::engine::actions::SystemHook;
+use crate::engine::settings::SystemAction;
 
 /// systemd's bus name, object and manager interface.
 pub const DEST: &str = "org.freedesktop.systemd1";

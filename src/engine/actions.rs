@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::child::{self, Running};
-use crate::config::{Action, SystemAction};
+use super::settings::{Action, SystemAction};
 use crate::protocol::CommandStatus;
 
 /// Most action programs running at once; further requests fail until some

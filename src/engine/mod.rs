@@ -1,12 +1,13 @@
 //! The dispatcher engine: inputs → journal → one sender per plugin.
 //!
-//! The engine knows nothing of systemd, D-Bus or journald. Whoever embeds it
-//! (the `audispd` binary, tests, the demo) starts it with a configuration and
-//! the sockets it should use, calls [`Engine::tick`] a few times a second,
-//! and drives it through its methods: [`Engine::reload`],
-//! [`Engine::suspend`]/[`Engine::resume`], [`Engine::snapshot`],
-//! [`Engine::liveness`], [`Engine::shutdown`]. Adapters (sd_notify, the
-//! D-Bus interface) are thin layers over those methods.
+//! The engine knows nothing of config files, systemd, D-Bus or journald.
+//! Whoever embeds it (the `audispd` binary, tests, the demo) starts it with
+//! its own [`Settings`] (see [`settings`]) and the sockets it should use,
+//! calls [`Engine::tick`] a few times a second, and drives it through its
+//! methods: [`Engine::reload`], [`Engine::suspend`]/[`Engine::resume`],
+//! [`Engine::snapshot`], [`Engine::liveness`], [`Engine::shutdown`].
+//! Adapters (sd_notify, the D-Bus interface) are thin layers over those
+//! methods.
 
 pub mod actions;
 pub mod child;
@@ -16,6 +17,7 @@ pub mod ingest;
 pub mod inputs;
 pub mod liveness;
 pub mod plugin;
+pub mod settings;
 pub mod stats;
 pub mod subscription;
 
@@ -29,19 +31,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::{
-    BinaryFramingChoice, Config, MainConfig, PluginConfig, StdinFormat, SyncPolicy,
-};
-use crate::framing::{BinaryFraming, InputFormat};
 use crate::journal::{Journal, Limits, Wakeup};
 use actions::Actions;
 use ingest::Ingest;
 use inputs::{AckSync, InputContext, PeerPolicy};
 use liveness::Liveness;
 use plugin::{SenderHandle, Services, Stop};
+use settings::{CoreSettings, PluginSettings, Settings, StartOnly, SyncPolicy, Transport};
 use stats::{JournalSnapshot, Snapshot};
 
-/// What the engine is started with besides its configuration.
+/// What the engine is started with besides its settings.
 #[derive(Debug, Default)]
 pub struct Sockets {
     /// auditd's stream (standard input when auditd started us), or None.
@@ -51,7 +50,8 @@ pub struct Sockets {
     pub input_listener: Option<OwnedFd>,
 }
 
-struct Running {
+/// A plugin's sender and its thread.
+struct RunningPlugin {
     plugin: Arc<SenderHandle>,
     thread: JoinHandle<()>,
 }
@@ -72,18 +72,19 @@ pub struct ReloadSummary {
     pub removed: Vec<String>,
     /// Plugins reconnecting with a new configuration.
     pub changed: Vec<String>,
-    /// Main-config settings that only take effect after a restart.
-    pub needs_restart: Vec<String>,
+    /// Settings that changed but only take effect after a restart (the
+    /// engine runs on with their old values).
+    pub needs_restart: Vec<StartOnly>,
 }
 
 /// The running dispatcher.
 pub struct Engine {
-    main: Mutex<MainConfig>,
+    core: Mutex<CoreSettings>,
     cursor_dir: PathBuf,
     journal: Journal,
     ingest: Arc<Ingest>,
     services: Services,
-    plugins: Mutex<BTreeMap<String, Running>>,
+    plugins: Mutex<BTreeMap<String, RunningPlugin>>,
     stopping: Mutex<Vec<Stopping>>,
     actions: Arc<Actions>,
     liveness: Arc<Liveness>,
@@ -102,8 +103,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The journal's durability policy as the input side sees it.
-fn ack_sync(main: &MainConfig) -> AckSync {
-    match main.journal.sync {
+fn ack_sync(core: &CoreSettings) -> AckSync {
+    match core.journal.sync {
         SyncPolicy::Batch => AckSync::Sync,
         SyncPolicy::Interval | SyncPolicy::Never => AckSync::Written,
     }
@@ -111,27 +112,27 @@ fn ack_sync(main: &MainConfig) -> AckSync {
 
 impl Engine {
     /// Opens the journal in `state_dir`, recovers, starts the inputs and one
-    /// sender per active plugin.
+    /// sender per plugin.
     pub fn start(
-        config: Config,
+        settings: Settings,
         state_dir: &std::path::Path,
         sockets: Sockets,
         server: &str,
     ) -> io::Result<Arc<Engine>> {
-        let main = config.main;
+        let core = settings.core;
         let journal = Journal::open(
-            &main.journal.dir,
+            &core.journal.dir,
             Limits {
-                segment_size: main.journal.segment_size,
-                max_size: main.journal.max_size,
-                memory: main.journal.memory,
+                segment_size: core.journal.segment_size,
+                max_size: core.journal.max_size,
+                memory: core.journal.memory,
             },
         )?;
         let ingest = Arc::new(Ingest::open(
             journal.clone(),
             state_dir,
-            main.events.timeout,
-            main.events.max_open,
+            core.events.timeout,
+            core.events.max_open,
             64 << 20,
         )?);
         let liveness = Arc::new(Liveness::new());
@@ -180,40 +181,42 @@ impl Engine {
                 events: events.clone(),
                 started: Instant::now(),
                 last_sync: Mutex::new(Instant::now()),
-                main: Mutex::new(main.clone()),
+                core: Mutex::new(core.clone()),
             }
         });
-        for p in config.plugins.into_iter().filter(|p| p.active) {
+        for p in settings.plugins {
             engine.start_plugin(p)?;
         }
-        engine.start_inputs(&main, sockets)?;
+        engine.start_inputs(&core, sockets)?;
         Ok(engine)
     }
 
-    fn start_plugin(&self, config: PluginConfig) -> io::Result<()> {
-        let name = config.name.clone();
+    fn start_plugin(&self, settings: PluginSettings) -> io::Result<()> {
+        let name = settings.name.clone();
         let hb = self.liveness.register(&format!("plugin {name}"));
-        let (plugin, thread) = plugin::start(config, self.services.clone(), &self.cursor_dir, hb)?;
-        lock(&self.plugins).insert(name, Running { plugin, thread });
+        let (plugin, thread) =
+            plugin::start(settings, self.services.clone(), &self.cursor_dir, hb)?;
+        lock(&self.plugins).insert(name, RunningPlugin { plugin, thread });
         Ok(())
     }
 
-    fn input_context(&self, main: &MainConfig) -> InputContext {
+    fn input_context(&self, core: &CoreSettings) -> InputContext {
         InputContext {
             ingest: self.ingest.clone(),
             liveness: self.liveness.clone(),
             stopping: self.inputs_stopping.clone(),
             stop_wake: self.input_wake.clone(),
-            ack_sync: ack_sync(main),
+            ack_sync: ack_sync(core),
             server: self.services.server.clone(),
         }
     }
 
-    fn start_inputs(&self, main: &MainConfig, sockets: Sockets) -> io::Result<()> {
-        let ctx = self.input_context(main);
+    fn start_inputs(&self, core: &CoreSettings, sockets: Sockets) -> io::Result<()> {
+        let ctx = self.input_context(core);
         let mut threads = lock(&self.input_threads);
-        if let Some(fd) = sockets.stdin {
-            let format = input_format(main.stdin.format);
+        // A stream that is not to be read is closed here, unread.
+        if let Some(fd) = sockets.stdin.filter(|_| core.stdin.enabled) {
+            let format = core.stdin.format;
             let closed = self.stdin_closed.clone();
             let events = self.events.clone();
             let c = ctx.clone();
@@ -233,16 +236,16 @@ impl Engine {
         }
         let listener = match sockets.input_listener {
             Some(fd) => Some(fd),
-            None if main.input_socket.enabled => Some(inputs::bind_input_socket(
-                &main.input_socket.path,
-                main.input_socket.mode,
+            None if core.input_socket.enabled => Some(inputs::bind_input_socket(
+                &core.input_socket.path,
+                core.input_socket.mode,
             )?),
             None => None,
         };
         if let Some(fd) = listener {
             let policy = PeerPolicy {
-                uids: main.input_socket.allow_users.clone(),
-                gids: main.input_socket.allow_groups.clone(),
+                uids: core.input_socket.allow_users.clone(),
+                gids: core.input_socket.allow_groups.clone(),
             };
             threads.push(
                 std::thread::Builder::new()
@@ -254,31 +257,31 @@ impl Engine {
     }
 
     /// Attaches a consumer that lives in the embedding process (the D-Bus
-    /// adapter, for instance) as a plugin named `config.name`: it gets
+    /// adapter, for instance) as a plugin named `settings.name`: it gets
     /// everything a plugin gets — its subscription, acknowledged delivery,
     /// resend after a reconnect, a cursor kept across restarts — through one
     /// end of a `SOCK_SEQPACKET` socket pair that `connector` is handed for
     /// each connection (serve it with `sdk::Plugin::run_on`). Its transport
-    /// must be `Transport::Internal`; reloads leave it alone.
+    /// must be [`Transport::Internal`]; reloads leave it alone.
     pub fn attach_internal(
         &self,
-        config: PluginConfig,
+        settings: PluginSettings,
         connector: plugin::Connector,
     ) -> io::Result<()> {
-        if config.transport != crate::config::Transport::Internal {
+        if settings.transport != Transport::Internal {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "an in-process consumer needs transport Internal",
             ));
         }
-        if lock(&self.plugins).contains_key(&config.name) {
+        if lock(&self.plugins).contains_key(&settings.name) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                format!("a plugin named {} is already running", config.name),
+                format!("a plugin named {} is already running", settings.name),
             ));
         }
-        lock(&self.services.internal).insert(config.name.clone(), connector);
-        self.start_plugin(config)
+        lock(&self.services.internal).insert(settings.name.clone(), connector);
+        self.start_plugin(settings)
     }
 
     /// Installs the embedder's handler for system actions
@@ -325,11 +328,11 @@ impl Engine {
         // Segments every plugin has passed go before the sync, so they are
         // never written back.
         self.collect_garbage();
-        let main = lock(&self.main).clone();
-        let sync_due = match main.journal.sync {
+        let journal = lock(&self.core).journal.clone();
+        let sync_due = match journal.sync {
             SyncPolicy::Never => false,
             SyncPolicy::Interval | SyncPolicy::Batch => {
-                lock(&self.last_sync).elapsed() >= main.journal.sync_interval
+                lock(&self.last_sync).elapsed() >= journal.sync_interval
             }
         };
         if sync_due {
@@ -419,9 +422,9 @@ impl Engine {
         }
     }
 
-    /// Writes the state report to the configured state file.
+    /// Writes the state report to the state file.
     pub fn write_state_file(&self) -> io::Result<PathBuf> {
-        let path = lock(&self.main).stats.state_file.clone();
+        let path = lock(&self.core).stats.state_file.clone();
         ingest::write_atomically(&path, self.snapshot().render_state().as_bytes())?;
         Ok(path)
     }
@@ -452,30 +455,29 @@ impl Engine {
         }
     }
 
-    /// Applies a new configuration: new plugins start, removed or
-    /// deactivated ones drain and stop, changed ones reconnect with their
-    /// new settings (resending what they had not acknowledged). Plugins in
-    /// `keep` (whose files are broken) keep running as they are.
-    pub fn reload(&self, config: Config, keep: &BTreeSet<String>) -> ReloadSummary {
+    /// Applies new settings: new plugins start, plugins no longer listed
+    /// drain and stop, changed ones reconnect with their new settings
+    /// (resending what they had not acknowledged). Plugins in `keep` (whose
+    /// settings could not be read) keep running as they are.
+    pub fn reload(&self, settings: Settings, keep: &BTreeSet<String>) -> ReloadSummary {
         let mut summary = ReloadSummary::default();
         {
-            let mut main = lock(&self.main);
-            summary.needs_restart = restart_only_changes(&main, &config.main);
-            let mut applied = config.main.clone();
+            let mut core = lock(&self.core);
+            summary.needs_restart = core.start_only_changes(&settings.core);
+            let mut applied = settings.core;
             // What cannot change live stays as it is.
-            applied.journal = main.journal.clone();
-            applied.stdin = main.stdin;
-            applied.input_socket = main.input_socket.clone();
-            applied.events = main.events.clone();
-            *main = applied;
+            applied.journal = core.journal.clone();
+            applied.stdin = core.stdin;
+            applied.input_socket = core.input_socket.clone();
+            applied.events = core.events.clone();
+            *core = applied;
         }
-        let wanted: BTreeMap<String, PluginConfig> = config
+        let wanted: BTreeMap<String, PluginSettings> = settings
             .plugins
             .into_iter()
-            .filter(|p| p.active)
             .map(|p| (p.name.clone(), p))
             .collect();
-        let deadline = Instant::now() + lock(&self.main).shutdown_timeout;
+        let deadline = Instant::now() + lock(&self.core).shutdown_timeout;
         let mut plugins = lock(&self.plugins);
         let current: Vec<String> = plugins.keys().cloned().collect();
         let mut reconfigured = Vec::new();
@@ -510,7 +512,7 @@ impl Engine {
                 }
             }
         }
-        let new: Vec<PluginConfig> = wanted
+        let new: Vec<PluginSettings> = wanted
             .into_values()
             .filter(|p| !plugins.contains_key(&p.name))
             .collect();
@@ -547,10 +549,10 @@ impl Engine {
             let _ = t.join();
         }
         self.ingest.close_all_events();
-        let timeout = lock(&self.main).shutdown_timeout;
+        let timeout = lock(&self.core).shutdown_timeout;
         let until = self.journal.end();
         let deadline = Instant::now() + timeout;
-        let plugins: Vec<(String, Running)> = std::mem::take(&mut *lock(&self.plugins))
+        let plugins: Vec<(String, RunningPlugin)> = std::mem::take(&mut *lock(&self.plugins))
             .into_iter()
             .collect();
         for (_, r) in &plugins {
@@ -574,7 +576,7 @@ impl Engine {
         }
         let held: Vec<&SenderHandle> = stopped.iter().map(|p| &**p).collect();
         self.collect_garbage_keeping(&held);
-        let sync = lock(&self.main).journal.sync;
+        let sync = lock(&self.core).journal.sync;
         if sync == SyncPolicy::Never {
             // Left to the kernel, as configured.
         } else if let Err(e) = self.journal.sync_upto(self.journal.end()) {
@@ -586,37 +588,4 @@ impl Engine {
         self.actions.finish(Duration::from_secs(1));
         behind
     }
-}
-
-/// The framing the stdin decoder uses for the configured format.
-fn input_format(f: StdinFormat) -> InputFormat {
-    match f {
-        StdinFormat::String => InputFormat::String,
-        StdinFormat::Binary(b) => InputFormat::Binary(match b {
-            BinaryFramingChoice::Auto => BinaryFraming::Auto,
-            BinaryFramingChoice::Padded => BinaryFraming::Padded,
-            BinaryFramingChoice::Exact => BinaryFraming::Exact,
-        }),
-    }
-}
-
-fn restart_only_changes(old: &MainConfig, new: &MainConfig) -> Vec<String> {
-    let mut v = Vec::new();
-    if old.journal != new.journal {
-        v.push("[journal]".to_string());
-    }
-    if old.stdin != new.stdin {
-        v.push("[input.stdin]".to_string());
-    }
-    if old.input_socket != new.input_socket {
-        v.push("[input.socket]".to_string());
-    }
-    if old.events != new.events {
-        v.push("[events]".to_string());
-    }
-    // Read by the embedder (audispd's D-Bus adapter) once, at start.
-    if old.dbus != new.dbus {
-        v.push("[dbus]".to_string());
-    }
-    v
 }

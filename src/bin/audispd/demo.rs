@@ -173,7 +173,7 @@ fn run_in(dir: &Path) -> Result<(), String> {
     );
     let started = Instant::now();
     let engine = Engine::start(
-        config,
+        config.engine_settings(),
         &paths.state_dir,
         Sockets {
             stdin: Some(reader),

@@ -15,6 +15,7 @@ mod demo;
 mod listen;
 
 use audisp::config::{self, Paths};
+use audisp::dbus::service::Reloaded;
 use audisp::engine::{Engine, Sockets};
 use audisp::systemd::notify::Notifier;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -187,24 +188,26 @@ fn run(
     for dir in [&paths.runtime_dir, &paths.state_dir] {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    let stdin = if config.main.stdin.enabled {
-        stdin_source()
-    } else {
-        None
-    };
     let stats_interval = config.main.stats.interval;
     let sockets = Sockets {
-        stdin,
+        // The engine reads it only when [input.stdin] is enabled.
+        stdin: stdin_source(),
         input_listener: listen::input_socket(&mut passed)?,
     };
     let server = format!("audispd {}", env!("CARGO_PKG_VERSION"));
-    let dbus_config = config.main.dbus.clone();
-    let engine = Engine::start(config, &paths.state_dir, sockets, &server)
+    // Read here, once: a reload that changes it asks for a restart.
+    let dbus_config = std::sync::Arc::new(config.main.dbus.clone());
+    let engine = Engine::start(config.engine_settings(), &paths.state_dir, sockets, &server)
         .map_err(|e| format!("cannot start: {e}"))?;
     // The D-Bus adapter ([dbus] in audispd.toml); without a bus we run on.
     let _dbus = dbus_config.enabled.then(|| {
-        let (e, p, n) = (engine.clone(), paths.clone(), notifier.clone());
-        let reload_hook = std::sync::Arc::new(move || reload(&e, &p, &n));
+        let (e, p, n, d) = (
+            engine.clone(),
+            paths.clone(),
+            notifier.clone(),
+            dbus_config.clone(),
+        );
+        let reload_hook = std::sync::Arc::new(move || reload(&e, &p, &n, &d));
         audisp::dbus::start(engine.clone(), &dbus_config, reload_hook)
             .map_err(|e| tracing::error!("D-Bus: {e}; running on without it"))
     });
@@ -273,7 +276,7 @@ fn run(
         while let Ok(Some(sig)) = sfd.read_signal() {
             match Signal::try_from(sig.ssi_signo as i32) {
                 Ok(Signal::SIGHUP) => {
-                    let _ = reload(&engine, &paths, notifier);
+                    let _ = reload(&engine, &paths, notifier, &dbus_config);
                 }
                 Ok(Signal::SIGUSR1) => match engine.write_state_file() {
                     Ok(p) => tracing::info!("state report written to {}", p.display()),
@@ -301,19 +304,25 @@ fn run(
 }
 
 /// Reloads plugins.d (SIGHUP, or `Reload` on D-Bus), telling the service
-/// manager with `RELOADING=1` … `READY=1` whichever asked.
+/// manager with `RELOADING=1` … `READY=1` whichever asked. `dbus` is the
+/// `[dbus]` audispd started with.
 fn reload(
     engine: &Engine,
     paths: &Paths,
     notifier: &Notifier,
-) -> Result<audisp::engine::ReloadSummary, String> {
+    dbus: &config::DbusConfig,
+) -> Result<Reloaded, String> {
     let _ = notifier.reloading();
-    let result = reload_config(engine, paths);
+    let result = reload_config(engine, paths, dbus);
     let _ = notifier.ready(&status_line(engine));
     result
 }
 
-fn reload_config(engine: &Engine, paths: &Paths) -> Result<audisp::engine::ReloadSummary, String> {
+fn reload_config(
+    engine: &Engine,
+    paths: &Paths,
+    dbus: &config::DbusConfig,
+) -> Result<Reloaded, String> {
     tracing::info!("reloading the configuration");
     let (config, broken) = load(paths);
     let Some(config) = config else {
@@ -324,7 +333,7 @@ fn reload_config(engine: &Engine, paths: &Paths) -> Result<audisp::engine::Reloa
         tracing::error!(message_id = audisp::log_ids::CONFIG_ERROR, "{msg}");
         return Err(msg);
     };
-    let s = engine.reload(config, &broken);
+    let s = engine.reload(config.engine_settings(), &broken);
     tracing::info!(
         added = ?s.added,
         removed = ?s.removed,
@@ -332,13 +341,24 @@ fn reload_config(engine: &Engine, paths: &Paths) -> Result<audisp::engine::Reloa
         kept_broken = ?broken,
         "reloaded"
     );
-    if !s.needs_restart.is_empty() {
+    let mut needs_restart: Vec<String> = s
+        .needs_restart
+        .iter()
+        .map(|&part| config::section_of(part).to_string())
+        .collect();
+    if config.main.dbus != *dbus {
+        needs_restart.push("[dbus]".to_string());
+    }
+    if !needs_restart.is_empty() {
         tracing::warn!(
             "changes to {:?} take effect at the next restart",
-            s.needs_restart
+            needs_restart
         );
     }
-    Ok(s)
+    Ok(Reloaded {
+        summary: s,
+        needs_restart,
+    })
 }
 
 /// One line for `systemctl status`: records in, and each plugin's backlog.

@@ -46,8 +46,8 @@ use std::time::{Duration, Instant};
 use super::actions::Actions;
 use super::cursor::{CursorFile, Position};
 use super::liveness::Heartbeat;
+use super::settings::PluginSettings;
 use super::stats::{self, PluginCounters, PluginSnapshot, Snapshot};
-use crate::config::PluginConfig;
 use crate::journal::{Journal, LostReason, Reader, Wakeup};
 use crate::protocol::CommandStatus;
 
@@ -105,7 +105,7 @@ pub enum Stop {
 struct Control {
     stop: Option<Stop>,
     suspended: bool,
-    config: Option<PluginConfig>,
+    config: Option<PluginSettings>,
 }
 
 /// The handle the engine keeps for a running sender: the plugin's name,
@@ -113,7 +113,7 @@ struct Control {
 /// thread, and the means to stop, suspend or reconfigure it.
 pub struct SenderHandle {
     name: String,
-    config: Mutex<PluginConfig>,
+    config: Mutex<PluginSettings>,
     counters: PluginCounters,
     position: Mutex<Position>,
     control: Mutex<Control>,
@@ -137,7 +137,7 @@ impl SenderHandle {
     }
 
     /// The configuration the sender runs with.
-    pub fn config(&self) -> PluginConfig {
+    pub fn config(&self) -> PluginSettings {
         lock(&self.config).clone()
     }
 
@@ -170,7 +170,7 @@ impl SenderHandle {
 
     /// Hands the sender a changed configuration: it reconnects with it and
     /// resends what the plugin had not acknowledged.
-    pub fn reconfigure(&self, config: PluginConfig) {
+    pub fn reconfigure(&self, config: PluginSettings) {
         lock(&self.control).config = Some(config);
         self.wake.wake();
     }
@@ -251,7 +251,7 @@ pub type Connector = Arc<dyn Fn(OwnedFd) + Send + Sync>;
 /// Starts a sender for `config`, resuming from the plugin's stored cursor
 /// (or the end of the journal for a plugin never seen before).
 pub fn start(
-    config: PluginConfig,
+    config: PluginSettings,
     services: Services,
     cursor_dir: &Path,
     heartbeat: Heartbeat,

@@ -16,10 +16,10 @@ use nix::sys::socket;
 use super::native::{self, Greeting, Native};
 use super::stock::{Encoding, Stock};
 use super::{lock, Delivery, Host, SenderHandle, Services, State, Stop};
-use crate::config::{DeliveryMode, Overflow, PluginConfig, PluginFormat, Transport};
 use crate::engine::actions::Effect;
 use crate::engine::child::{self, Running, StdinSocket};
 use crate::engine::cursor::{CursorFile, Position};
+use crate::engine::settings::{DeliveryMode, Overflow, PluginFormat, PluginSettings, Transport};
 use crate::engine::stats;
 use crate::engine::subscription::Subscription;
 use crate::journal::{LostReason, Reader};
@@ -50,7 +50,7 @@ pub(super) struct Sender {
     services: Services,
     cursor: CursorFile,
     reader: Reader,
-    config: PluginConfig,
+    config: PluginSettings,
     outage_reported: bool,
     loss_reported: bool,
 }

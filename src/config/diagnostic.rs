@@ -1,0 +1,62 @@
+//! One problem found in a configuration or option file, shown as
+//! `FILE:LINE: message`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// The line, when the problem is at one.
+    pub line: Option<usize>,
+    /// What is wrong and what to do about it.
+    pub message: String,
+}
+
+impl Diagnostic {
+    /// `FILE:LINE: message` with FILE shown relative to `base` when it is
+    /// inside it (as `audispd --check-config` shows it).
+    pub fn display_relative(&self, base: &Path) -> String {
+        let file = self.file.strip_prefix(base).unwrap_or(&self.file);
+        match self.line {
+            Some(l) => format!("{}:{l}: {}", file.display(), self.message),
+            None => format!("{}: {}", file.display(), self.message),
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{l}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnostics_display() {
+        let d = Diagnostic {
+            file: "/etc/audisp/plugins.d/a.toml".into(),
+            line: Some(4),
+            message: "bad".into(),
+        };
+        assert_eq!(d.to_string(), "/etc/audisp/plugins.d/a.toml:4: bad");
+        assert_eq!(
+            d.display_relative(Path::new("/etc/audisp")),
+            "plugins.d/a.toml:4: bad"
+        );
+        let d = Diagnostic { line: None, ..d };
+        assert_eq!(d.to_string(), "/etc/audisp/plugins.d/a.toml: bad");
+        assert_eq!(
+            d.display_relative(Path::new("/elsewhere")),
+            "/etc/audisp/plugins.d/a.toml: bad"
+        );
+    }
+}
