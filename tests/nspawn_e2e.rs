@@ -383,6 +383,38 @@ fn prepare(w: &Path) -> Container {
     c
 }
 
+/// The .deb to install, or None after saying why the test cannot run.
+fn installable() -> Option<PathBuf> {
+    if let Some(why) = skip_reason() {
+        support::skip(&why);
+        return None;
+    }
+    pkg::find(pkg::Kind::Deb)
+        .map_err(|why| support::skip(&why))
+        .ok()
+}
+
+/// Boots the tree with the test binds, `extra` ones and the package, and
+/// installs the package (`apt_install`): the container, and apt's output.
+fn boot_installed(w: &Path, deb: &Path, extra: Vec<Bind>) -> (Container, String) {
+    let root = bookworm();
+    let mut binds = test_binds(w);
+    binds.push(package_bind(deb));
+    binds.extend(extra);
+    let c = boot(&root, w, &binds);
+    let apt = apt_install(&c, deb);
+    (c, apt)
+}
+
+/// Writes records, a line each, as auditd writes them to its plugins.
+fn write_lines(to: &mut impl Write, records: &[&[u8]]) {
+    for r in records {
+        to.write_all(r).unwrap();
+        to.write_all(b"\n").unwrap();
+    }
+    to.flush().unwrap();
+}
+
 /// The package, read-only in /srv/pkg/.
 fn package_bind(deb: &Path) -> Bind {
     let name = deb.file_name().unwrap().to_string_lossy().into_owned();
@@ -725,31 +757,19 @@ auid=4294967295 ses=4294967295 msg='op=audisp-test-rescue res=success'";
 ///   before the bus (audisp.service is ordered after it).
 #[test]
 fn dbus_system_action_and_shipped_plugins_on_booted_systemd() {
-    if let Some(why) = skip_reason() {
-        support::skip(&why);
+    let Some(deb) = installable() else {
         return;
-    }
-    let deb = match pkg::find(pkg::Kind::Deb) {
-        Ok(deb) => deb,
-        Err(why) => {
-            support::skip(&why);
-            return;
-        }
     };
     let _one = ONE_CONTAINER.lock().unwrap_or_else(|p| p.into_inner());
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
-    let root = bookworm();
     work_dirs(w);
     sink_units(
         &w.join("units"),
         "actor",
         " --command rescue --command-on op=audisp-test-rescue",
     );
-    let mut binds = test_binds(w);
-    binds.push(package_bind(&deb));
-    let c = boot(&root, w, &binds);
-    apt_install(&c, &deb);
+    let (c, _) = boot_installed(w, &deb, Vec::new());
 
     // As an admin configures it: [dbus] on, readable by the audisp group
     // (setroubleshootd is not here), the shipped plugins turned on as the
@@ -795,11 +815,7 @@ fn dbus_system_action_and_shipped_plugins_on_booted_systemd() {
     let all = lines(&data);
     let mut bridge = installed_bridge(&c, w);
     let mut feed = bridge.stdin.take().unwrap();
-    for l in &all {
-        feed.write_all(l).unwrap();
-        feed.write_all(b"\n").unwrap();
-    }
-    feed.flush().unwrap();
+    write_lines(&mut feed, &all);
 
     // audispd on the real system bus, from inside its sandbox.
     wait_until(Duration::from_secs(30), "audispd on the system bus", || {
@@ -999,16 +1015,8 @@ fn dbus_system_action_and_shipped_plugins_on_booted_systemd() {
 ///   the units' enablement.
 #[test]
 fn package_installs_verifies_and_purges_on_booted_systemd() {
-    if let Some(why) = skip_reason() {
-        support::skip(&why);
+    let Some(deb) = installable() else {
         return;
-    }
-    let deb = match pkg::find(pkg::Kind::Deb) {
-        Ok(deb) => deb,
-        Err(why) => {
-            support::skip(&why);
-            return;
-        }
     };
     let stock_syslog = Path::new("/sbin/audisp-syslog");
     if !stock_syslog.exists() {
@@ -1020,15 +1028,10 @@ fn package_installs_verifies_and_purges_on_booted_systemd() {
     let _one = ONE_CONTAINER.lock().unwrap_or_else(|p| p.into_inner());
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
-    let root = bookworm();
     work_dirs(w);
-    let mut binds = test_binds(w);
-    binds.push(package_bind(&deb));
     // The stock plugin the syslog example names, from auditd (which the
     // package recommends and apt_install leaves out), as on a real host.
-    binds.push(ro(stock_syslog, "/usr/sbin/audisp-syslog"));
-    let c = boot(&root, w, &binds);
-    let apt = apt_install(&c, &deb);
+    let (c, apt) = boot_installed(w, &deb, vec![ro(stock_syslog, "/usr/sbin/audisp-syslog")]);
     assert!(apt.contains("Setting up audisp "), "{apt}");
 
     // What the maintainer scripts set up.
@@ -1164,10 +1167,7 @@ fn package_installs_verifies_and_purges_on_booted_systemd() {
     let all = lines(&data);
     let mut bridge = installed_bridge(&c, w);
     let mut feed = bridge.stdin.take().unwrap();
-    for l in &all {
-        feed.write_all(l).unwrap();
-        feed.write_all(b"\n").unwrap();
-    }
+    write_lines(&mut feed, &all);
     drop(feed);
     let status = bridge.wait().unwrap();
     let blog = std::fs::read_to_string(w.join("bridge.log")).unwrap();

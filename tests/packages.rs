@@ -86,6 +86,11 @@ fn rpm_files(rpm: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// Bytes in a file (0 if it cannot be read).
+fn file_size(p: &Path) -> u64 {
+    std::fs::metadata(p).map_or(0, |m| m.len())
+}
+
 /// Names of the files in a source directory.
 fn names(dir: &str) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(src().join(dir))
@@ -236,14 +241,13 @@ fn deb_and_rpm_hold_every_file_where_it_belongs() {
         "{recommends}"
     );
 
-    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "{}: {} bytes, {} files; {}: {} bytes",
         deb.display(),
-        size(&deb),
+        file_size(&deb),
         in_deb.len(),
         rpm.display(),
-        size(&rpm)
+        file_size(&rpm)
     );
 }
 
@@ -295,9 +299,13 @@ fn maintainer_scripts_name_every_unit() {
     }
     // The group exists before the D-Bus policy naming it is unpacked.
     let preinst = script("preinst");
-    let group = "systemd-sysusers --replace=/usr/lib/sysusers.d/audisp.conf -\ng audisp -\n";
-    assert!(preinst.contains(group), "{preinst}");
-    assert!(rpm_scripts.contains(group), "{rpm_scripts}");
+    for text in [&preinst, &rpm_scripts] {
+        assert!(
+            text.contains("systemd-sysusers --replace=/usr/lib/sysusers.d/audisp.conf -")
+                && text.contains("\ng audisp -\n"),
+            "{text}"
+        );
+    }
     assert!(prerm.contains("systemctl stop"), "{prerm}");
     assert!(
         postrm.contains("purge") && postrm.contains("/var/lib/audisp"),
@@ -377,7 +385,7 @@ fn programs_are_stripped_and_their_debug_info_is_packaged() {
                 "{debug} holds no debug info:\n{d}"
             );
             let stripped = std::fs::metadata(&program).unwrap().len();
-            let unstripped = std::fs::metadata(built.join(&name)).map_or(0, |m| m.len());
+            let unstripped = file_size(&built.join(&name));
             eprintln!("{name}: {stripped} bytes stripped ({unstripped} bytes as built)");
             total.0 += stripped;
             total.1 += unstripped;
@@ -385,15 +393,14 @@ fn programs_are_stripped_and_their_debug_info_is_packaged() {
         }
     }
     assert!(programs >= 7, "{programs} programs");
-    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "{programs} programs: {} bytes stripped, {} bytes as built; {}: {} bytes, {}: {} bytes",
         total.0,
         total.1,
         dbgsym.display(),
-        size(&dbgsym),
+        file_size(&dbgsym),
         debuginfo.display(),
-        size(&debuginfo)
+        file_size(&debuginfo)
     );
 }
 
