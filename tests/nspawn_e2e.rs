@@ -803,10 +803,11 @@ fn dbus_system_action_and_shipped_plugins_on_booted_systemd() {
         "systemctl",
         "enable",
         "--now",
-        "audisp.socket",
         "audisp-logfile.socket",
         "audisp-journal.socket",
         "audisp-actor.socket",
+        "audisp.socket",
+        "audisp.service",
     ]);
     assert_eq!(c.prop("dbus.socket", "ActiveState"), "active");
 
