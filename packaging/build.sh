@@ -125,10 +125,11 @@ stage() {
     local version=$1
     shift
     rm -rf "$root" "$debug" "$out/scripts"
-    local exe name
+    local exe name section
     for exe in "$@"; do
         name=$(basename "$exe")
-        if [ "$(man_section "$name")" = 1 ]; then
+        section=$(man_section "$name")
+        if [ "$section" = 1 ]; then
             strip_into "$exe" "$root/usr/bin/$name"
         else
             strip_into "$exe" "$root/usr/sbin/$name"
