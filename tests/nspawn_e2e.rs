@@ -1,6 +1,6 @@
 //! The whole systemd story on a real, booted systemd: a Debian bookworm
-//! root (debootstrap, cached in /var/cache/audisp-test/bookworm) booted with
-//! `systemd-nspawn`, our units and binaries installed in it, and
+//! root (debootstrap, cached in /var/cache/audisp-test/bookworm-2) booted
+//! with `systemd-nspawn`, our units and binaries bound into it, and
 //! `audisp-bridge` on the host feeding real audit records into the
 //! container's `audisp.socket` through a bind-mounted /run/audisp. Checked:
 //!
@@ -12,16 +12,24 @@
 //! * `kill -STOP` of the dispatcher trips the watchdog and systemd restarts
 //!   it; `kill -9` of the plugin and systemd restarts it;
 //! * across all of it, each plugin has every record exactly once, in order;
-//! * in a second boot, as an admin installs them: `[dbus]` on the real
-//!   system bus with the shipped policy (`audispctl status`), a plugin's
-//!   `single-user` action isolating rescue.target, and the shipped
-//!   `audisp-logfile` / `audisp-journal` units socket-activated, each with
-//!   every record exactly once.
+//! * in a second boot, with the .deb of `packaging/build.sh deb` installed
+//!   by `apt install` and configured as the README says: `[dbus]` on the
+//!   real system bus with the shipped policy (`audispctl status`, also for
+//!   a member of the `audisp` group), a plugin's `single-user` action
+//!   isolating rescue.target, and the shipped `audisp-logfile` /
+//!   `audisp-journal` units socket-activated, each with every record
+//!   exactly once, fed by the installed `audisp-bridge`;
+//! * in a third, the package's life: what the install sets up (group,
+//!   tmpfiles, presets), `systemd-analyze verify` silent on every installed
+//!   unit (man pages included), `man` rendering every page, every shipped
+//!   example and configuration file passing `--check-config` as installed,
+//!   and `apt remove` / `apt purge` leaving nothing running or behind.
 //!
 //! The container runs without the audit capabilities (so neither its
 //! systemd nor its journald touches the host's kernel audit) and on a
 //! volatile overlay (the cached tree stays pristine).
 
+mod pkg;
 mod support;
 
 use std::io::Write;
@@ -33,6 +41,10 @@ use support::dispatcher::{example, lines, read_sink, texts};
 use support::wait_until;
 
 const CACHE: &str = "/var/cache/audisp-test";
+
+/// The debootstrap tree, by what it holds (the `-2` one has man-db and
+/// zstd, for the package tests).
+const TREE: &str = "bookworm-2";
 
 fn skip_reason() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
@@ -67,24 +79,24 @@ fn mirror() -> String {
 /// The bookworm tree: the cached one, or built now (under a lock, into a
 /// temporary directory renamed when complete).
 fn bookworm() -> PathBuf {
-    let root = Path::new(CACHE).join("bookworm");
+    let root = Path::new(CACHE).join(TREE);
     if root.join("usr/lib/systemd/systemd").exists() {
         return root;
     }
     std::fs::create_dir_all(CACHE).unwrap();
-    let lock = std::fs::File::create(Path::new(CACHE).join("bookworm.lock")).unwrap();
+    let lock = std::fs::File::create(Path::new(CACHE).join(format!("{TREE}.lock"))).unwrap();
     let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
         .expect("lock the cache");
     if root.join("usr/lib/systemd/systemd").exists() {
         return root;
     }
-    let tmp = Path::new(CACHE).join(format!("bookworm.tmp.{}", std::process::id()));
+    let tmp = Path::new(CACHE).join(format!("{TREE}.tmp.{}", std::process::id()));
     let started = Instant::now();
     let out = Command::new("debootstrap")
         .args([
             "--variant=minbase",
-            "--include=systemd,systemd-sysv,dbus,procps,ca-certificates",
+            "--include=systemd,systemd-sysv,dbus,procps,ca-certificates,man-db,zstd",
             "bookworm",
         ])
         .arg(&tmp)
@@ -130,6 +142,11 @@ impl Container {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A path inside the container, as the host reaches it.
+    fn path(&self, inside: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{inside}", self.pid1))
     }
 
     /// `systemctl show -p PROP --value UNIT`.
@@ -185,10 +202,68 @@ fn sink_units(dir: &Path, name: &str, extra: &str) {
     .unwrap();
 }
 
-/// Boots `root` with the work directory's files bound in, plus `extra`
-/// read-only binds (host path, container path).
-fn boot(root: &Path, work: &Path, extra: &[(PathBuf, String)]) -> Container {
+/// A bind mount into the container.
+struct Bind {
+    from: PathBuf,
+    to: String,
+    writable: bool,
+}
+
+/// A read-only bind of `from` at `to`.
+fn ro(from: impl Into<PathBuf>, to: impl Into<String>) -> Bind {
+    Bind {
+        from: from.into(),
+        to: to.into(),
+        writable: false,
+    }
+}
+
+/// A writable bind of `from` at `to`.
+fn rw(from: impl Into<PathBuf>, to: impl Into<String>) -> Bind {
+    Bind {
+        from: from.into(),
+        to: to.into(),
+        writable: true,
+    }
+}
+
+/// The freshly built dispatcher and its units bound in, with the work
+/// directory's configuration, runtime directory, test units and drop-in.
+fn dev_binds(work: &Path) -> Vec<Bind> {
     let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("units");
+    let mut binds = vec![
+        rw(work.join("run-audisp"), "/run/audisp"),
+        rw(work.join("etc-audisp"), "/etc/audisp"),
+        ro(env!("CARGO_BIN_EXE_audispd"), "/usr/sbin/audispd"),
+        ro(
+            work.join("audisp.service.d"),
+            "/etc/systemd/system/audisp.service.d",
+        ),
+    ];
+    for u in ["audisp.socket", "audisp.service"] {
+        binds.push(ro(units.join(u), format!("/etc/systemd/system/{u}")));
+    }
+    binds.extend(test_binds(work));
+    binds
+}
+
+/// What every boot has: the sink plugin, the work directory's test units,
+/// and /srv/out for the sinks' output.
+fn test_binds(work: &Path) -> Vec<Bind> {
+    let mut binds = vec![
+        rw(work.join("out"), "/srv/out"),
+        ro(example("sink"), "/usr/local/bin/sink"),
+    ];
+    for f in std::fs::read_dir(work.join("units")).unwrap() {
+        let p = f.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        binds.push(ro(p, format!("/etc/systemd/system/{name}")));
+    }
+    binds
+}
+
+/// Boots `root` with `binds`; nspawn's output goes to the work directory.
+fn boot(root: &Path, work: &Path, binds: &[Bind]) -> Container {
     let mut cmd = Command::new("systemd-nspawn");
     cmd.arg("-D")
         .arg(root)
@@ -201,44 +276,13 @@ fn boot(root: &Path, work: &Path, extra: &[(PathBuf, String)]) -> Container {
             "--volatile=overlay",
             "--drop-capability=CAP_AUDIT_CONTROL,CAP_AUDIT_WRITE",
         ]);
-    let bind = |cmd: &mut Command, ro: bool, from: &Path, to: &str| {
+    for b in binds {
         cmd.arg(format!(
-            "--bind{}={}:{to}",
-            if ro { "-ro" } else { "" },
-            from.display()
+            "--bind{}={}:{}",
+            if b.writable { "" } else { "-ro" },
+            b.from.display(),
+            b.to
         ));
-    };
-    bind(&mut cmd, false, &work.join("run-audisp"), "/run/audisp");
-    bind(&mut cmd, false, &work.join("etc-audisp"), "/etc/audisp");
-    bind(&mut cmd, false, &work.join("out"), "/srv/out");
-    bind(
-        &mut cmd,
-        true,
-        Path::new(env!("CARGO_BIN_EXE_audispd")),
-        "/usr/sbin/audispd",
-    );
-    bind(&mut cmd, true, &example("sink"), "/usr/local/bin/sink");
-    for u in ["audisp.socket", "audisp.service"] {
-        bind(
-            &mut cmd,
-            true,
-            &units.join(u),
-            &format!("/etc/systemd/system/{u}"),
-        );
-    }
-    bind(
-        &mut cmd,
-        true,
-        &work.join("audisp.service.d"),
-        "/etc/systemd/system/audisp.service.d",
-    );
-    for f in std::fs::read_dir(work.join("units")).unwrap() {
-        let p = f.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        bind(&mut cmd, true, &p, &format!("/etc/systemd/system/{name}"));
-    }
-    for (from, to) in extra {
-        bind(&mut cmd, true, from, to);
     }
     let nspawn = cmd
         .stdin(Stdio::null())
@@ -328,7 +372,7 @@ fn prepare(w: &Path) -> Container {
     .unwrap();
     sink_units(&w.join("units"), "sink", "");
     sink_units(&w.join("units"), "late", "");
-    let c = boot(&root, w, &[]);
+    let c = boot(&root, w, &dev_binds(w));
     c.ok(&[
         "systemctl",
         "enable",
@@ -338,6 +382,84 @@ fn prepare(w: &Path) -> Container {
         "audisp-late.socket",
     ]);
     c
+}
+
+/// The .deb to install, or None after saying why the test cannot run.
+fn installable() -> Option<PathBuf> {
+    if let Some(why) = skip_reason() {
+        support::skip(&why);
+        return None;
+    }
+    pkg::find(pkg::Kind::Deb)
+        .map_err(|why| support::skip(&why))
+        .ok()
+}
+
+/// Boots the tree with the test binds, `extra` ones and the package, and
+/// installs the package (`apt_install`): the container, and apt's output.
+fn boot_installed(w: &Path, deb: &Path, extra: Vec<Bind>) -> (Container, String) {
+    let root = bookworm();
+    let mut binds = test_binds(w);
+    binds.push(package_bind(deb));
+    binds.extend(extra);
+    let c = boot(&root, w, &binds);
+    let apt = apt_install(&c, deb);
+    (c, apt)
+}
+
+/// Writes records, a line each, as auditd writes them to its plugins.
+fn write_lines(to: &mut impl Write, records: &[&[u8]]) {
+    for r in records {
+        to.write_all(r).unwrap();
+        to.write_all(b"\n").unwrap();
+    }
+    to.flush().unwrap();
+}
+
+/// The package, read-only in /srv/pkg/.
+fn package_bind(deb: &Path) -> Bind {
+    let name = deb.file_name().unwrap().to_string_lossy().into_owned();
+    ro(deb, format!("/srv/pkg/{name}"))
+}
+
+/// Installs the package as the README says, `apt install ./audisp_*.deb`,
+/// but without the recommended auditd: it cannot run in a container
+/// without the audit capabilities (zstd, the other one, is in the tree).
+/// Returns apt's output.
+fn apt_install(c: &Container, deb: &Path) -> String {
+    let name = deb.file_name().unwrap().to_string_lossy().into_owned();
+    c.ok(&[
+        "sh",
+        "-c",
+        &format!(
+            "cd /srv/pkg && DEBIAN_FRONTEND=noninteractive \
+             apt-get install -y --no-install-recommends ./{name} 2>&1"
+        ),
+    ])
+}
+
+/// Starts the installed `audisp-bridge` inside the container as auditd
+/// would: the program its plugins.d file names, with no arguments and an
+/// empty environment (but the log level); the test writes its standard
+/// input, as auditd does.
+fn installed_bridge(c: &Container, w: &Path) -> Child {
+    let conf = c.ok(&["cat", "/etc/audit/plugins.d/audisp-bridge.conf"]);
+    let path = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("path = "))
+        .expect("path = in audisp-bridge.conf")
+        .trim()
+        .to_string();
+    assert!(conf.lines().any(|l| l == "active = yes"), "{conf}");
+    Command::new("nsenter")
+        .args(["-t", &c.pid1.to_string(), "-a", "--", "env", "-i"])
+        .arg("AUDISP_LOG=info")
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(w.join("bridge.log")).unwrap())
+        .spawn()
+        .expect("nsenter audisp-bridge")
 }
 
 /// Starts `audisp-bridge` on the host, feeding the container's input
@@ -617,13 +739,17 @@ const RESCUE_MARKER: &[u8] = b"type=USER msg=audit(1700000000.000:990001): pid=1
 auid=4294967295 ses=4294967295 msg='op=audisp-test-rescue res=success'";
 
 /// D-Bus and the shipped plugin units on the booted systemd, all as an
-/// admin installs them: `[dbus] enabled` in audispd.toml, the shipped bus
-/// policy, `audisp-logfile` and `audisp-journal` with their shipped units
-/// and plugins.d examples, and a sink plugin (`actor`) whose
-/// `[actions.rescue]` says `run = "single-user"`. Checked:
+/// admin installs them: the .deb installed with `apt install`, `[dbus]
+/// enabled` in its audispd.toml, `audisp-logfile` and `audisp-journal`
+/// turned on as the README says (plugins.d example copied, socket
+/// enabled), the installed `audisp-bridge` started as auditd would start
+/// it, and a sink plugin (`actor`) whose `[actions.rescue]` says
+/// `run = "single-user"`. Checked:
 ///
 /// * audispd, inside the hardened audisp.service, owns its name on the
-///   container's real system bus, and `audispctl status` works there;
+///   container's real system bus, and `audispctl status` works there, for
+///   root and for a member of the `audisp` group (the package's sysusers.d
+///   group, in the bus policy dbus read at install);
 /// * both plugins were socket-activated; the log file holds every event
 ///   exactly once (as the in-process JSON conversion writes it) and the
 ///   journal every record exactly once, in order, with `AUDIT_` fields;
@@ -632,90 +758,66 @@ auid=4294967295 ses=4294967295 msg='op=audisp-test-rescue res=success'";
 ///   before the bus (audisp.service is ordered after it).
 #[test]
 fn dbus_system_action_and_shipped_plugins_on_booted_systemd() {
-    if let Some(why) = skip_reason() {
-        support::skip(&why);
+    let Some(deb) = installable() else {
         return;
-    }
+    };
     let _one = ONE_CONTAINER.lock().unwrap_or_else(|p| p.into_inner());
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
-    let root = bookworm();
     work_dirs(w);
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let etc = w.join("etc-audisp");
-    std::fs::write(
-        etc.join("audispd.toml"),
-        "[dbus]\nenabled = true\n[dbus.setroubleshoot]\nenabled = false\n",
-    )
-    .unwrap();
-    for p in ["logfile", "journal"] {
-        std::fs::copy(
-            src.join(format!("plugins.d/{p}.toml.example")),
-            etc.join(format!("plugins.d/{p}.toml")),
-        )
-        .unwrap();
-    }
-    std::fs::write(
-        etc.join("plugins.d/actor.toml"),
-        "socket = \"/run/audisp/plugins/actor.sock\"\n[actions.rescue]\nrun = \"single-user\"\n",
-    )
-    .unwrap();
     sink_units(
         &w.join("units"),
         "actor",
         " --command rescue --command-on op=audisp-test-rescue",
     );
-    let bin = |name: &str| {
-        Path::new(env!("CARGO_BIN_EXE_audispd"))
-            .with_file_name(name)
-            .to_path_buf()
-    };
-    let mut extra = vec![
-        (
-            bin("audisp-logfile"),
-            "/usr/sbin/audisp-logfile".to_string(),
-        ),
-        (
-            bin("audisp-journal"),
-            "/usr/sbin/audisp-journal".to_string(),
-        ),
-        (bin("audispctl"), "/usr/bin/audispctl".to_string()),
-        (
-            src.join("dbus/org.audisp.Dispatcher1.conf"),
-            "/usr/share/dbus-1/system.d/org.audisp.Dispatcher1.conf".to_string(),
-        ),
-    ];
+    let (c, _) = boot_installed(w, &deb, Vec::new());
+
+    // As an admin configures it: [dbus] on, readable by the audisp group
+    // (setroubleshootd is not here), the shipped plugins turned on as the
+    // README says, and the actor.
+    c.ok(&[
+        "sed",
+        "-i",
+        "-e",
+        "/^\\[dbus\\]$/,/^\\[/ s/^#enabled = false$/enabled = true/",
+        "-e",
+        "s/^#read_groups = \\[\\]$/read_groups = [\"audisp\"]/",
+        "-e",
+        "/^\\[dbus.setroubleshoot\\]$/,/^\\[/ s/^#enabled = true$/enabled = false/",
+        "/etc/audisp/audispd.toml",
+    ]);
     for p in ["logfile", "journal"] {
-        for kind in ["socket", "service"] {
-            let unit = format!("audisp-{p}.{kind}");
-            extra.push((
-                src.join("units").join(&unit),
-                format!("/etc/systemd/system/{unit}"),
-            ));
-        }
+        c.ok(&[
+            "cp",
+            &format!("/etc/audisp/plugins.d/{p}.toml.example"),
+            &format!("/etc/audisp/plugins.d/{p}.toml"),
+        ]);
     }
-    let c = boot(&root, w, &extra);
+    std::fs::write(
+        c.path("/etc/audisp/plugins.d/actor.toml"),
+        "socket = \"/run/audisp/plugins/actor.sock\"\n[actions.rescue]\nrun = \"single-user\"\n",
+    )
+    .unwrap();
+    let check = c.ok(&["audispd", "--check-config"]);
+    assert_eq!(check, "ok: 3 plugins (actor, journal, logfile)\n");
     c.ok(&[
         "systemctl",
         "enable",
         "--now",
-        "audisp.socket",
         "audisp-logfile.socket",
         "audisp-journal.socket",
         "audisp-actor.socket",
+        "audisp.socket",
+        "audisp.service",
     ]);
     assert_eq!(c.prop("dbus.socket", "ActiveState"), "active");
 
-    // Every sample record, through the bridge.
+    // Every sample record, through the installed bridge.
     let data = support::dispatcher::sample();
     let all = lines(&data);
-    let mut bridge = bridge(w);
+    let mut bridge = installed_bridge(&c, w);
     let mut feed = bridge.stdin.take().unwrap();
-    for l in &all {
-        feed.write_all(l).unwrap();
-        feed.write_all(b"\n").unwrap();
-    }
-    feed.flush().unwrap();
+    write_lines(&mut feed, &all);
 
     // audispd on the real system bus, from inside its sandbox.
     wait_until(Duration::from_secs(30), "audispd on the system bus", || {
@@ -737,6 +839,20 @@ fn dbus_system_action_and_shipped_plugins_on_booted_systemd() {
             "{table}"
         );
     }
+    // A member of the audisp group may read too: the group exists and the
+    // bus read the policy that names it when the package was installed.
+    c.ok(&["useradd", "--system", "--groups", "audisp", "reader"]);
+    let as_reader = c.ok(&[
+        "setpriv",
+        "--reuid=reader",
+        "--regid=reader",
+        "--init-groups",
+        "audispctl",
+        "status",
+    ]);
+    assert!(as_reader.contains("PLUGIN"), "{as_reader}");
+    let bus_log = c.ok(&["journalctl", "--no-pager", "-u", "dbus", "-o", "cat"]);
+    assert!(!bus_log.contains("Unknown group"), "{bus_log}");
 
     // audisp-logfile: every event once, as JSON.
     let logdir = PathBuf::from(format!("/proc/{}/root/var/log/audisp", c.pid1));
@@ -879,6 +995,245 @@ fn dbus_system_action_and_shipped_plugins_on_booted_systemd() {
     drop(feed);
     let _ = bridge.kill();
     let _ = bridge.wait();
+    let mut c = c;
+    c.power_off();
+}
+
+/// The package's life on a booted systemd: `apt install ./audisp_*.deb`,
+/// then, as installed and with nothing copied by hand:
+///
+/// * the `audisp` group (sysusers.d), the bridge's state directory
+///   (tmpfiles.d) and the presets: `audisp.socket` and `audisp.service`
+///   enabled, every other unit disabled;
+/// * `systemd-analyze verify` prints nothing for any installed unit, with
+///   its man page check (`Documentation=man:...`) on;
+/// * `man` renders every installed page without a warning;
+/// * every shipped plugins.d example copied as is, and every installed
+///   configuration file, passes its program's `--check-config`;
+/// * `systemctl enable --now audisp.socket`, and the installed bridge's
+///   records reach the socket-activated dispatcher, all acknowledged;
+/// * `apt remove` stops every unit and leaves no audisp process; `apt
+///   purge` removes the configuration, the state, the runtime directory and
+///   the units' enablement.
+#[test]
+fn package_installs_verifies_and_purges_on_booted_systemd() {
+    let Some(deb) = installable() else {
+        return;
+    };
+    let stock_syslog = Path::new("/sbin/audisp-syslog");
+    if !stock_syslog.exists() {
+        support::skip(
+            "/sbin/audisp-syslog missing (apt-get install auditd), for the syslog example",
+        );
+        return;
+    }
+    let _one = ONE_CONTAINER.lock().unwrap_or_else(|p| p.into_inner());
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    work_dirs(w);
+    // The stock plugin the syslog example names, from auditd (which the
+    // package recommends and apt_install leaves out), as on a real host.
+    let (c, apt) = boot_installed(w, &deb, vec![ro(stock_syslog, "/usr/sbin/audisp-syslog")]);
+    assert!(apt.contains("Setting up audisp "), "{apt}");
+
+    // What the maintainer scripts set up.
+    c.ok(&["getent", "group", "audisp"]);
+    assert_eq!(
+        c.ok(&["stat", "-c", "%a %U", "/var/lib/audisp-bridge"]),
+        "700 root\n"
+    );
+    let units: Vec<String> = c
+        .ok(&["dpkg", "-L", "audisp"])
+        .lines()
+        .filter(|l| l.starts_with("/usr/lib/systemd/system/"))
+        .filter(|l| l.ends_with(".service") || l.ends_with(".socket"))
+        .map(str::to_string)
+        .collect();
+    let shipped = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("units"))
+        .unwrap()
+        .count();
+    assert_eq!(units.len(), shipped, "{units:?}");
+    for unit in &units {
+        let name = Path::new(unit).file_name().unwrap().to_string_lossy();
+        let state = c.x(&["systemctl", "is-enabled", &name]);
+        let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
+        // A disabled service whose [Install] only has Also= is "indirect".
+        let enabled = name == "audisp.socket" || name == "audisp.service";
+        assert!(
+            (state == "enabled") == enabled
+                && ["enabled", "disabled", "indirect"].contains(&state.as_str()),
+            "{name} after the preset: {state}"
+        );
+    }
+
+    // systemd-analyze verify, man page check included: not a word.
+    let mut verify = vec!["systemd-analyze", "verify"];
+    verify.extend(units.iter().map(String::as_str));
+    let out = c.x(&verify);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.is_empty(),
+        "{verify:?}: {}\n{said}",
+        out.status
+    );
+
+    // man renders every installed page, by name, without a warning.
+    let pages: Vec<String> = c
+        .ok(&["dpkg", "-L", "audisp"])
+        .lines()
+        .filter(|l| l.starts_with("/usr/share/man/man") && l.ends_with(".gz"))
+        .map(str::to_string)
+        .collect();
+    assert!(pages.len() >= 9, "{pages:?}");
+    for page in &pages {
+        let file = Path::new(page).file_name().unwrap().to_string_lossy();
+        let (name, section) = file
+            .trim_end_matches(".gz")
+            .rsplit_once('.')
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .unwrap();
+        let out = c.x(&[
+            "env",
+            "MANWIDTH=80",
+            "man",
+            "--warnings",
+            "-P",
+            "cat",
+            &section,
+            &name,
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let warnings = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "man {section} {name}: {}\n{warnings}",
+            out.status
+        );
+        assert!(
+            warnings.trim().is_empty(),
+            "man {section} {name}:\n{warnings}"
+        );
+        assert!(
+            text.contains("NAME") && text.contains(&name),
+            "man {section} {name}:\n{text}"
+        );
+    }
+    let audispd = c.ok(&["env", "MANWIDTH=80", "man", "-P", "cat", "audispd"]);
+    assert!(
+        audispd.contains("SYNOPSIS") && audispd.contains("--check-config"),
+        "{audispd}"
+    );
+
+    // Every shipped example copied as is, with the installed audispd.toml.
+    let examples: Vec<String> = c
+        .ok(&["sh", "-c", "ls /etc/audisp/plugins.d/*.example"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(examples.len() >= 6, "{examples:?}");
+    c.ok(&[
+        "sh",
+        "-c",
+        "mkdir -p /root/check/plugins.d && cp /etc/audisp/audispd.toml /root/check/ && \
+         for f in /etc/audisp/plugins.d/*.example; do \
+           cp \"$f\" /root/check/plugins.d/\"$(basename \"$f\" .example)\"; done",
+    ]);
+    let check = c.ok(&["audispd", "--check-config", "--config-dir", "/root/check"]);
+    let mut names: Vec<String> = examples
+        .iter()
+        .map(|e| {
+            Path::new(e)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches(".toml.example")
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        check,
+        format!("ok: {} plugins ({})\n", names.len(), names.join(", "))
+    );
+    c.ok(&["audispd", "--check-config"]);
+    c.ok(&["audisp-remote", "--check-config"]);
+    c.ok(&["audisp-receive", "--check-config"]);
+
+    // The README's first step, then records through the installed bridge.
+    c.ok(&["systemctl", "enable", "--now", "audisp.socket"]);
+    let data = support::dispatcher::sample();
+    let all = lines(&data);
+    let mut bridge = installed_bridge(&c, w);
+    let mut feed = bridge.stdin.take().unwrap();
+    write_lines(&mut feed, &all);
+    drop(feed);
+    let status = bridge.wait().unwrap();
+    let blog = std::fs::read_to_string(w.join("bridge.log")).unwrap();
+    assert!(
+        status.success() && blog.contains("the dispatcher has every record"),
+        "{blog}"
+    );
+    assert_eq!(c.prop("audisp.service", "ActiveState"), "active");
+    let triggered = c.prop("audisp.service", "TriggeredBy");
+    assert!(triggered.contains("audisp.socket"), "{triggered}");
+
+    // apt remove: every unit stopped, no audisp program left running.
+    c.ok(&[
+        "env",
+        "DEBIAN_FRONTEND=noninteractive",
+        "apt-get",
+        "remove",
+        "-y",
+        "audisp",
+    ]);
+    for unit in &units {
+        let name = Path::new(unit).file_name().unwrap().to_string_lossy();
+        let state = c.x(&["systemctl", "is-active", &name]);
+        assert_ne!(
+            String::from_utf8_lossy(&state.stdout).trim(),
+            "active",
+            "{name} after apt remove"
+        );
+    }
+    let ps = c.ok(&["ps", "-eo", "comm="]);
+    assert!(!ps.lines().any(|p| p.starts_with("audisp")), "{ps}");
+    assert!(c.path("/var/lib/audisp").exists(), "remove keeps the state");
+    assert!(
+        c.path("/etc/audisp/audispd.toml").exists(),
+        "remove keeps the configuration"
+    );
+
+    // apt purge: configuration, state, runtime directory and enablement gone.
+    c.ok(&[
+        "env",
+        "DEBIAN_FRONTEND=noninteractive",
+        "apt-get",
+        "purge",
+        "-y",
+        "audisp",
+    ]);
+    for gone in [
+        "/etc/audisp/audispd.toml",
+        "/etc/audisp/plugins.d/logfile.toml.example",
+        "/etc/audit/plugins.d/audisp-bridge.conf",
+        "/var/lib/audisp",
+        "/var/lib/audisp-bridge",
+        "/run/audisp",
+        "/usr/sbin/audispd",
+    ] {
+        assert!(!c.path(gone).exists(), "{gone} after apt purge");
+    }
+    let links = c.ok(&["find", "/etc/systemd/system", "-name", "audisp*"]);
+    assert!(links.trim().is_empty(), "{links}");
+    let dpkg = c.x(&["dpkg-query", "-W", "-f", "${db:Status-Status}", "audisp"]);
+    let left = String::from_utf8_lossy(&dpkg.stdout);
+    assert!(left.is_empty() || left == "not-installed", "dpkg: {left}");
+    let ps = c.ok(&["ps", "-eo", "comm="]);
+    assert!(!ps.lines().any(|p| p.starts_with("audisp")), "{ps}");
     let mut c = c;
     c.power_off();
 }

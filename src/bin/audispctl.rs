@@ -5,6 +5,7 @@
 //! when the bus or the daemon is not there or access is denied.
 
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use audisp::dbus::{IFACE, NAME, PATH};
 use zbus::blocking::Connection;
@@ -15,8 +16,9 @@ Usage: audispctl [--json] [--address ADDRESS] COMMAND
 Talks to audispd over D-Bus (org.audisp.Dispatcher1 on the system bus).
 
 Commands:
-  status              the dispatcher, every plugin (state, queue, counters)
-                      and the setroubleshoot forwarder
+  status              the dispatcher, every plugin (state, queue, counters,
+                      records/s over the last second) and the setroubleshoot
+                      forwarder
   reload              re-read the configuration (as SIGHUP does)
   suspend PLUGIN      stop sending to PLUGIN (its records are dropped)
   resume PLUGIN       send to PLUGIN again, from the newest record on
@@ -67,7 +69,7 @@ fn explain(e: zbus::Error) -> Fail {
     match name.as_str() {
         "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => fail(
             3,
-            format!("audispd is not on the bus ({NAME} has no owner): it is not running, or [dbus] enabled is not true in audispd.toml"),
+            format!("audispd is not on the bus ({NAME} has no owner): it is not running (`systemctl enable --now audisp.service` starts it, and at every boot), or [dbus] enabled is not true in audispd.toml"),
         ),
         "org.freedesktop.DBus.Error.AccessDenied" => fail(
             4,
@@ -222,59 +224,116 @@ fn run(args: &Args) -> Result<(), Fail> {
     }
 }
 
-fn status(conn: &Connection, json: bool) -> Result<(), Fail> {
+/// How far apart `status` reads the counters to tell the current rates.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// One `GetStats` document.
+fn get_stats(conn: &Connection) -> Result<serde_json::Value, Fail> {
     let text: String = call(conn, "GetStats", &())?;
+    serde_json::from_str(&text).map_err(|e| fail(1, format!("GetStats returned bad JSON: {e}")))
+}
+
+fn status(conn: &Connection, json: bool) -> Result<(), Fail> {
     if json {
+        let text: String = call(conn, "GetStats", &())?;
         println!("{text}");
         return Ok(());
     }
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| fail(1, format!("GetStats returned bad JSON: {e}")))?;
-    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
-    let uptime = n(&v["uptime_secs"]);
-    let records_in: u64 = v["inputs"]
-        .as_array()
-        .map(|a| a.iter().map(|i| n(&i["records"])).sum())
-        .unwrap_or(0);
-    let rate = |count: u64| count as f64 / uptime.max(1) as f64;
-    println!(
-        "audispd up {uptime}s, {records_in} records in ({:.1}/s average), journal {}..{}, {} bytes on disk",
-        rate(records_in),
-        n(&v["journal"]["start"]),
-        n(&v["journal"]["end"]),
-        n(&v["journal"]["disk_bytes"])
-    );
-    println!();
-    println!(
-        "{:<20} {:<11} {:>8} {:>10} {:>10} {:>8} {:>9}",
-        "PLUGIN", "STATE", "QUEUED", "DELIVERED", "ACKED", "DROPPED", "RATE/s"
-    );
-    for p in v["plugins"].as_array().into_iter().flatten() {
-        println!(
-            "{:<20} {:<11} {:>8} {:>10} {:>10} {:>8} {:>9.1}",
-            p["name"].as_str().unwrap_or("?"),
-            p["state"].as_str().unwrap_or("?"),
-            n(&p["queued"]),
-            n(&p["delivered"]),
-            n(&p["acked"]),
-            n(&p["dropped"]),
-            rate(n(&p["acked"]))
-        );
-    }
-    if let Some(s) = v.get("setroubleshoot") {
-        println!();
-        println!(
-            "setroubleshoot: sent {} failed {} dropped {} duplicates {} rate-limited {} guarded {} retries {}",
-            n(&s["sent"]),
-            n(&s["failed"]),
-            n(&s["dropped"]),
-            n(&s["duplicates"]),
-            n(&s["rate_limited"]),
-            n(&s["guarded"]),
-            n(&s["retries"])
-        );
-    }
+    // The rates are what happens now: the counters' growth over a second,
+    // not their totals over the uptime (which hide a stall or a burst).
+    let before = get_stats(conn)?;
+    let started = Instant::now();
+    std::thread::sleep(RATE_WINDOW);
+    let after = get_stats(conn)?;
+    print!("{}", status_text(&before, &after, started.elapsed()));
     Ok(())
+}
+
+/// A counter of a `GetStats` document (0 when absent).
+fn count(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// Records accepted from every input.
+fn records_in(stats: &serde_json::Value) -> u64 {
+    stats["inputs"]
+        .as_array()
+        .map(|a| a.iter().map(|i| count(&i["records"])).sum())
+        .unwrap_or(0)
+}
+
+/// The `status` table from two `GetStats` documents read `window` apart:
+/// totals from the second, rates from the difference. A plugin missing
+/// from the first reading, or counters that went back (audispd restarted
+/// in between), have no rate (`-`).
+fn status_text(before: &serde_json::Value, after: &serde_json::Value, window: Duration) -> String {
+    use std::fmt::Write;
+    let secs = window.as_secs_f64().max(f64::EPSILON);
+    let rate = |old: Option<u64>, new: u64| match old {
+        Some(old) if old <= new => format!("{:.1}", (new - old) as f64 / secs),
+        _ => "-".to_string(),
+    };
+    let restarted = count(&after["uptime_secs"]) < count(&before["uptime_secs"]);
+    let mut out = String::new();
+    let total = records_in(after);
+    let _ = writeln!(
+        out,
+        "audispd up {}s, {total} records in ({}/s now), journal {}..{}, {} bytes on disk",
+        count(&after["uptime_secs"]),
+        rate((!restarted).then(|| records_in(before)), total),
+        count(&after["journal"]["start"]),
+        count(&after["journal"]["end"]),
+        count(&after["journal"]["disk_bytes"])
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<20} {:<11} {:>8} {:>10} {:>10} {:>8} {:>9}",
+        "PLUGIN", "STATE", "QUEUED", "DELIVERED", "ACKED", "DROPPED", "ACKED/s"
+    );
+    let earlier = |name: &str| -> Option<u64> {
+        before["plugins"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"].as_str() == Some(name))
+            .map(|p| count(&p["acked"]))
+    };
+    for p in after["plugins"].as_array().into_iter().flatten() {
+        let name = p["name"].as_str().unwrap_or("?");
+        let _ = writeln!(
+            out,
+            "{:<20} {:<11} {:>8} {:>10} {:>10} {:>8} {:>9}",
+            name,
+            p["state"].as_str().unwrap_or("?"),
+            count(&p["queued"]),
+            count(&p["delivered"]),
+            count(&p["acked"]),
+            count(&p["dropped"]),
+            rate(earlier(name).filter(|_| !restarted), count(&p["acked"]))
+        );
+    }
+    if let Some(s) = after.get("setroubleshoot") {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "setroubleshoot: sent {} failed {} dropped {} duplicates {} rate-limited {} guarded {} retries {}",
+            count(&s["sent"]),
+            count(&s["failed"]),
+            count(&s["dropped"]),
+            count(&s["duplicates"]),
+            count(&s["rate_limited"]),
+            count(&s["guarded"]),
+            count(&s["retries"])
+        );
+    }
+    out
+}
+
+/// A record as `watch` prints it: auditd's 0x1D separator before the
+/// ENRICHED fields becomes a space (as audisp-journal writes it), so a
+/// terminal shows no control character. `--json` keeps the record exact.
+fn printable(record: &str) -> String {
+    record.replace('\x1d', " ")
 }
 
 fn watch(conn: &Connection, rest: &[&str], json: bool) -> Result<(), Fail> {
@@ -354,7 +413,7 @@ fn watch(conn: &Connection, rest: &[&str], json: bool) -> Result<(), Fail> {
             } else {
                 println!("event {id}:");
                 for r in &records {
-                    println!("  {r}");
+                    println!("  {}", printable(r));
                 }
             }
         }
@@ -363,4 +422,69 @@ fn watch(conn: &Connection, rest: &[&str], json: bool) -> Result<(), Fail> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stats(uptime: u64, records: u64, plugins: &[(&str, u64)]) -> serde_json::Value {
+        json!({
+            "uptime_secs": uptime,
+            "journal": {"start": 1, "end": records + 1, "disk_bytes": 4096},
+            "inputs": [{"name": "auditd", "records": records}],
+            "plugins": plugins.iter().map(|(name, acked)| json!({
+                "name": name, "state": "connected", "queued": 0,
+                "delivered": acked, "acked": acked, "dropped": 0,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    #[test]
+    fn status_shows_the_rate_of_the_last_window_not_the_average() {
+        // 10000 records in an hour, then 50 in the last two seconds.
+        let before = stats(3600, 10_000, &[("logfile", 9_990), ("journal", 10_000)]);
+        let after = stats(
+            3602,
+            10_050,
+            &[("logfile", 9_990), ("journal", 10_050), ("new", 7)],
+        );
+        let text = status_text(&before, &after, Duration::from_secs(2));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "audispd up 3602s, 10050 records in (25.0/s now), journal 1..10051, 4096 bytes on disk"
+        );
+        assert!(lines[2].ends_with("ACKED/s"), "{text}");
+        let rate_of = |plugin: &str| {
+            let line = lines
+                .iter()
+                .find(|l| l.split_whitespace().next() == Some(plugin))
+                .unwrap();
+            line.split_whitespace().last().unwrap().to_string()
+        };
+        assert_eq!(rate_of("logfile"), "0.0", "a stalled plugin shows 0");
+        assert_eq!(rate_of("journal"), "25.0");
+        assert_eq!(rate_of("new"), "-", "no earlier reading");
+    }
+
+    #[test]
+    fn a_restart_between_the_readings_shows_no_rate() {
+        let before = stats(3600, 10_000, &[("logfile", 10_000)]);
+        let after = stats(0, 3, &[("logfile", 3)]);
+        let text = status_text(&before, &after, Duration::from_secs(1));
+        assert!(text.contains("3 records in (-/s now)"), "{text}");
+        let logfile = text.lines().find(|l| l.starts_with("logfile")).unwrap();
+        assert!(logfile.ends_with(" -"), "{text}");
+    }
+
+    #[test]
+    fn watch_shows_the_enrichment_separator_as_a_space() {
+        let record = "type=USER_LOGIN msg=audit(1.0:2): res=success'\x1dUID=\"root\" AUID=\"root\"";
+        assert_eq!(
+            printable(record),
+            "type=USER_LOGIN msg=audit(1.0:2): res=success' UID=\"root\" AUID=\"root\""
+        );
+    }
 }
