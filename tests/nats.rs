@@ -428,6 +428,11 @@ fn kill9_of_nats_server_mid_stream_and_restart_loses_and_duplicates_nothing() {
         stream_messages(&server) > 2000
     });
     server.kill9();
+    let before = stock_lines(&agg).len();
+    assert!(
+        before < want.len(),
+        "killed mid-stream ({before} records through)"
+    );
     // Publishing waits meanwhile (nothing acknowledged without a PubAck).
     std::thread::sleep(Duration::from_millis(500));
     server.spawn();
@@ -466,11 +471,21 @@ fn kill9_of_publisher_and_of_consumer_mid_stream_loses_and_duplicates_nothing() 
         stream_messages(&server) > 2000
     });
     kill9(&mut publisher);
+    let stored = stream_messages(&server);
+    assert!(
+        stored < want.len() as u64,
+        "publisher killed mid-stream ({stored} stored)"
+    );
     publisher = start_publisher(&d, &servers, &[]);
     wait_until(Duration::from_secs(60), "records at the aggregator", || {
         stock_lines(&agg).len() > 3000
     });
     kill9(&mut consumer);
+    let fed = stock_lines(&agg).len();
+    assert!(
+        fed < want.len(),
+        "consumer killed mid-stream ({fed} records through)"
+    );
     consumer = start_consumer(&agg, &servers, &[]);
     assert_each_once(&agg, &want, false, Duration::from_secs(120), &|| {
         format!(
@@ -541,6 +556,11 @@ fn three_node_cluster_r3_stream_survives_the_leader_killed_mid_stream() {
     let at = nodes.iter().position(|n| n.name == leader).unwrap();
     nodes[at].kill9();
     let alive = (at + 1) % 3;
+    let stored = stream_messages(&nodes[alive]);
+    assert!(
+        stored < want.len() as u64,
+        "leader killed mid-stream ({stored} stored)"
+    );
     assert_each_once(&agg, &want, false, Duration::from_secs(180), &|| {
         format!(
             "--- publish ---\n{}\n--- consume ---\n{}",

@@ -289,13 +289,40 @@ async fn stream_identity(js: &JetStream, name: &str, retry_max: Duration) -> Str
     }
 }
 
-/// The durable pull consumer, made if it does not exist.
+/// The durable pull consumer, made if it does not exist; retried with
+/// back-off while the servers cannot answer (a cluster electing leaders).
 async fn durable(js: &JetStream, o: &Opts) -> Result<PullConsumer, String> {
+    let mut attempt = 0;
+    loop {
+        match try_durable(js, o).await {
+            Ok(c) => return Ok(c),
+            Err(Fatal(e)) => return Err(e),
+            Err(Passing(e)) => {
+                if attempt == 0 {
+                    tracing::warn!("{e}; retrying");
+                }
+            }
+        }
+        attempt += 1;
+        tokio::time::sleep(connect::backoff(attempt, o.connection.retry_max)).await;
+    }
+}
+
+/// Why the durable is not there yet.
+enum Setback {
+    /// Worth trying again.
+    Passing(String),
+    /// Not: the durable exists with settings that would lose messages.
+    Fatal(String),
+}
+use Setback::{Fatal, Passing};
+
+async fn try_durable(js: &JetStream, o: &Opts) -> Result<PullConsumer, Setback> {
     let c = &o.consume;
     let stream = js
         .get_stream(&o.connection.stream)
         .await
-        .map_err(|e| format!("stream {:?}: {e}", o.connection.stream))?;
+        .map_err(|e| Passing(format!("stream {:?}: {e}", o.connection.stream)))?;
     let config = pull::Config {
         durable_name: Some(c.durable.clone()),
         ack_policy: AckPolicy::Explicit,
@@ -307,16 +334,16 @@ async fn durable(js: &JetStream, o: &Opts) -> Result<PullConsumer, String> {
     let mut consumer = stream
         .get_or_create_consumer(&c.durable, config)
         .await
-        .map_err(|e| format!("durable consumer {:?}: {e}", c.durable))?;
+        .map_err(|e| Passing(format!("durable consumer {:?}: {e}", c.durable)))?;
     let info = consumer
         .info()
         .await
-        .map_err(|e| format!("durable consumer {:?}: {e}", c.durable))?;
+        .map_err(|e| Passing(format!("durable consumer {:?}: {e}", c.durable)))?;
     if info.config.ack_policy != AckPolicy::Explicit {
-        return Err(format!(
+        return Err(Fatal(format!(
             "durable consumer {:?} acknowledges {:?}, not each message on its own: a message could be dropped before audispd has it; use another --durable",
             c.durable, info.config.ack_policy
-        ));
+        )));
     }
     tracing::info!(
         "durable consumer {:?} on stream {:?}: {} messages waiting, {} delivered and not acknowledged",
@@ -326,6 +353,31 @@ async fn durable(js: &JetStream, o: &Opts) -> Result<PullConsumer, String> {
         info.num_ack_pending
     );
     Ok(consumer)
+}
+
+/// Messages from the durable, pulled `batch` at a time ahead of need;
+/// retried with back-off until the servers serve them.
+async fn pull_messages(consumer: &PullConsumer, batch: usize, retry_max: Duration) -> pull::Stream {
+    let mut attempt = 0;
+    loop {
+        match consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+        {
+            Ok(m) => return m,
+            Err(e) => {
+                if attempt == 0 {
+                    tracing::warn!("cannot pull messages: {e}; retrying");
+                }
+            }
+        }
+        attempt += 1;
+        tokio::time::sleep(connect::backoff(attempt, retry_max)).await;
+    }
 }
 
 /// Acknowledges `seqs` to JetStream (their ackers are in `acks`).
@@ -402,14 +454,7 @@ async fn consume(o: &Opts, mut ledger: Ledger) -> Result<(), String> {
     };
     let feeder = std::thread::spawn(move || feeder.run(work_rx));
 
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(c.batch)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await
-        .map_err(|e| format!("cannot pull from durable consumer {:?}: {e}", c.durable))?;
+    let mut messages = pull_messages(&consumer, c.batch, o.connection.retry_max).await;
     let notify = Notifier::from_env();
     let mut ready = false;
     let mut counts = Counts::default();
@@ -428,7 +473,9 @@ async fn consume(o: &Opts, mut ledger: Ledger) -> Result<(), String> {
         tokio::select! {
             m = messages.next() => {
                 let Some(m) = m else {
-                    return Err("the pull subscription ended".into());
+                    tracing::warn!("the pull subscription ended; pulling again");
+                    messages = pull_messages(&consumer, c.batch, o.connection.retry_max).await;
+                    continue;
                 };
                 let mut batch = Vec::new();
                 let mut next = Some(m);

@@ -26,7 +26,8 @@ mod stream;
 use settings::{Mode, USAGE};
 
 fn main() {
-    audisp::systemd::logging::init("audisp-nats", "info");
+    // The client's own connection chatter is said again, better, by ours.
+    audisp::systemd::logging::init("audisp-nats", "info,async_nats=warn");
     let mut args = std::env::args_os().skip(1);
     let first = args.next();
     let mode = match first.as_ref().and_then(|a| a.to_str()) {

@@ -391,11 +391,14 @@ pub fn run(o: Opts) -> Result<(), String> {
         link_tx,
     )?;
     let client = rt.block_on(connect::connect(&o.connection, options))?;
+    // The context spawns its acknowledgement task on the runtime.
+    let guard = rt.enter();
     let js = jetstream::ContextBuilder::new()
         .timeout(o.publish.ack_timeout)
         .max_ack_inflight(o.publish.max_pending)
         .backpressure_on_inflight(true)
         .build(client);
+    drop(guard);
     rt.spawn(check_stream(js.clone(), o.connection.stream.clone()));
     let (trouble_tx, trouble_rx) = mpsc::channel();
     rt.spawn(watch_link(link_rx, trouble_tx));
