@@ -87,6 +87,8 @@ pub fn options(
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
+        // A batch's publishes queue for the connection at once.
+        .client_capacity(1 << 16)
         .reconnect_delay_callback(move |attempt| backoff(attempt, max))
         .event_callback(move |e| {
             let events = events.clone();
