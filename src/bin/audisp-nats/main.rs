@@ -3,7 +3,7 @@
 //! * `audisp-nats publish`: an audispd plugin that publishes every record
 //!   (or whole event) into a JetStream stream exactly once — ids that let
 //!   the stream drop resends, acknowledgement to audispd only after every
-//!   PubAck ([`publish`]).
+//!   PubAck, all of a batch in flight at once ([`publish`], [`pubacks`]).
 //! * `audisp-nats consume`: a durable pull consumer feeding a local
 //!   audispd's input socket, acknowledging to JetStream only what audispd
 //!   holds durably, and storing each message once ([`consume`], [`ledger`]).
@@ -19,6 +19,7 @@ mod connect;
 mod consume;
 mod ledger;
 mod message;
+mod pubacks;
 mod publish;
 mod settings;
 mod stream;

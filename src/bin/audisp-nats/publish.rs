@@ -23,26 +23,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use async_nats::jetstream::context::{PublishError, PublishErrorKind};
-use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, Context as JetStream};
 use audisp::remote::sender::Action;
 use audisp::sdk::{Batch, Command, Context, Plugin};
 use bytes::Bytes;
-use futures_util::future::join_all;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::connect::{self, Link};
 use crate::message::{Origin, Payloads, Subjects};
+use crate::pubacks::{self, Failed, Item};
 use crate::settings::{Failure, Opts};
-
-/// One message ready to go.
-struct Item {
-    subject: String,
-    id: String,
-    payload: Bytes,
-}
 
 /// Why messages of a batch are not stored yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,15 +120,14 @@ impl Actions {
     }
 }
 
-/// Sorts a publish error into its kind of trouble, with what to log.
-fn classify(e: &PublishError) -> Trouble {
-    match e.kind() {
-        PublishErrorKind::StreamNotFound => Trouble::Refused,
-        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => Trouble::Network,
-        _ => {
-            let text = e.to_string().to_lowercase();
-            if text.contains("maximum") || text.contains("insufficient") || text.contains("storage")
-            {
+/// Sorts a failed round into its kind of trouble.
+fn classify(f: &Failed) -> Trouble {
+    match f {
+        Failed::NoAck(_) => Trouble::Network,
+        Failed::NoResponders => Trouble::Refused,
+        Failed::Stream(d) => {
+            let d = d.to_lowercase();
+            if d.contains("maximum") || d.contains("insufficient") || d.contains("storage") {
                 Trouble::Full
             } else {
                 Trouble::Refused
@@ -218,50 +208,11 @@ async fn watch_link(mut rx: UnboundedReceiver<Link>, tx: mpsc::Sender<(Trouble, 
     }
 }
 
-/// Sends `todo` (indexes into `items`) and waits for every PubAck; returns
-/// the duplicates counted and the indexes still not stored with the first
-/// failure among them.
-async fn publish_all(
-    js: &JetStream,
-    stream: &str,
-    items: &[Item],
-    todo: &[usize],
-) -> (usize, Vec<usize>, Option<PublishError>) {
-    let mut sent = Vec::with_capacity(todo.len());
-    for &i in todo {
-        let it = &items[i];
-        let p = PublishMessage::build()
-            .payload(it.payload.clone())
-            .message_id(&it.id)
-            .expected_stream(stream);
-        sent.push((i, js.send_publish(it.subject.clone(), p).await));
-    }
-    let acks = join_all(sent.into_iter().map(|(i, r)| async move {
-        match r {
-            Ok(ack) => (i, ack.await),
-            Err(e) => (i, Err(e)),
-        }
-    }))
-    .await;
-    let mut dups = 0;
-    let mut left = Vec::new();
-    let mut first = None;
-    for (i, r) in acks {
-        match r {
-            Ok(a) => dups += usize::from(a.duplicate),
-            Err(e) => {
-                left.push(i);
-                first.get_or_insert(e);
-            }
-        }
-    }
-    (dups, left, first)
-}
-
 /// The plugin's state between batches.
 struct Publisher {
     rt: Runtime,
-    js: JetStream,
+    out: pubacks::Publisher,
+    max_pending: usize,
     stream: String,
     subjects: Subjects,
     payloads: Payloads,
@@ -341,9 +292,18 @@ impl Publisher {
                 }
                 ctx.idle(Duration::from_millis(100))?;
             }
-            let (dups, left, err) =
-                self.rt
-                    .block_on(publish_all(&self.js, &self.stream, &items, &todo));
+            let (dups, left, err) = self.rt.block_on(async {
+                let mut dups = 0;
+                let mut left = Vec::new();
+                let mut err = None;
+                for window in todo.chunks(self.max_pending) {
+                    let r = self.out.round(&items, window).await;
+                    dups += r.duplicates;
+                    left.extend(r.left);
+                    err = err.or(r.failure);
+                }
+                (dups, left, err)
+            });
             self.stored += (todo.len() - left.len()) as u64;
             self.duplicates += dups as u64;
             if dups > 0 {
@@ -393,13 +353,14 @@ pub fn run(o: Opts) -> Result<(), String> {
     let client = rt.block_on(connect::connect(&o.connection, options))?;
     // The context spawns its acknowledgement task on the runtime.
     let guard = rt.enter();
-    let js = jetstream::ContextBuilder::new()
-        .timeout(o.publish.ack_timeout)
-        .max_ack_inflight(o.publish.max_pending)
-        .backpressure_on_inflight(true)
-        .build(client);
+    let js = jetstream::new(client.clone());
     drop(guard);
-    rt.spawn(check_stream(js.clone(), o.connection.stream.clone()));
+    rt.spawn(check_stream(js, o.connection.stream.clone()));
+    let out = rt.block_on(pubacks::Publisher::new(
+        client,
+        &o.connection.stream,
+        o.publish.ack_timeout,
+    ))?;
     let (trouble_tx, trouble_rx) = mpsc::channel();
     rt.spawn(watch_link(link_rx, trouble_tx));
     {
@@ -423,7 +384,8 @@ pub fn run(o: Opts) -> Result<(), String> {
     }
     let mut publisher = Publisher {
         rt,
-        js,
+        out,
+        max_pending: o.publish.max_pending,
         stream: o.connection.stream.clone(),
         subjects: Subjects::new(&p.subject, &host),
         payloads: Payloads::new(p.format),
@@ -468,19 +430,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn errors_sort_into_failure_cases() {
-        assert_eq!(
-            classify(&PublishError::new(PublishErrorKind::StreamNotFound)),
-            Trouble::Refused
-        );
-        assert_eq!(
-            classify(&PublishError::new(PublishErrorKind::TimedOut)),
-            Trouble::Network
-        );
-        let full = PublishError::with_source(
-            PublishErrorKind::Other,
-            std::io::Error::other("maximum messages exceeded"),
-        );
+    fn failures_sort_into_cases() {
+        assert_eq!(classify(&Failed::NoResponders), Trouble::Refused);
+        assert_eq!(classify(&Failed::NoAck("x".into())), Trouble::Network);
+        let full = Failed::Stream("maximum messages exceeded".into());
         assert_eq!(classify(&full), Trouble::Full);
+        let other = Failed::Stream("expected stream does not match".into());
+        assert_eq!(classify(&other), Trouble::Refused);
     }
 }

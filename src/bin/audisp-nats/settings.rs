@@ -344,7 +344,7 @@ fn apply_flags(mode: Mode, o: &mut Opts, args: Vec<OsString>) -> Result<FileFlag
             Long("events") => pb.events = true,
             Long("host") => pb.host = Some(flag_value(&mut p, "host", text)?),
             Long("host-id") => pb.host_id = Some(flag_value(&mut p, "host-id", text)?),
-            Long("max-pending") => pb.max_pending = flag_value(&mut p, "max-pending", positive)?,
+            Long("max-pending") => pb.max_pending = flag_value(&mut p, "max-pending", pending)?,
             Long("ack-timeout") => {
                 pb.ack_timeout = flag_value(&mut p, "ack-timeout", parse_duration)?
             }
@@ -449,7 +449,7 @@ fn apply_file<'s>(r: &mut Reader<'s>, top: &Table<'_, 's>, o: &mut Opts) {
         set(&mut pb.host, r.string(&t, "host").map(Some));
         set(&mut pb.host_id, r.string(&t, "host_id").map(Some));
         if let Some(n) = r.count::<usize>(&t, "max_pending") {
-            pb.max_pending = n.max(1);
+            pb.max_pending = n.clamp(1, MAX_PENDING);
         }
         set(&mut pb.ack_timeout, r.duration(&t, "ack_timeout"));
         set(&mut pb.name, r.string(&t, "name"));
@@ -619,6 +619,18 @@ fn positive(v: &str) -> Result<usize, String> {
     match v.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
         _ => Err("is not a whole number of at least 1".into()),
+    }
+}
+
+/// The most messages in flight: PubAcks beyond what the client's inbox
+/// subscription buffers (64 Ki) would be dropped by the client.
+pub const MAX_PENDING: usize = 60_000;
+
+/// A count of messages in flight, 1 to [`MAX_PENDING`].
+fn pending(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if (1..=MAX_PENDING).contains(&n) => Ok(n),
+        _ => Err(format!("is not a whole number from 1 to {MAX_PENDING}")),
     }
 }
 
