@@ -841,3 +841,71 @@ fn shipped_option_file_checks_and_covers_every_flag() {
         "{out}"
     );
 }
+
+/// A sending host whose plugins.d file configures the actions `names`
+/// (each `run = "log"`).
+fn sending_host_with_actions(names: &[&str]) -> Dispatcher {
+    let mut d = Dispatcher::new("[stats]\ninterval = \"0\"\n");
+    let mut body = "socket = \"{dir}/run/nats.sock\"\nformat = \"native\"\n[restart]\ninitial = \"20ms\"\nmax = \"200ms\"\n".to_string();
+    for n in names {
+        body.push_str(&format!("[actions.{n}]\nrun = \"log\"\n"));
+    }
+    d.write_plugin("nats", &body);
+    d.start(Stdio::piped()).unwrap();
+    d
+}
+
+#[test]
+fn a_full_stream_and_no_stream_run_their_failure_actions_and_acknowledge_nothing_unstored() {
+    if let Some(why) = unavailable() {
+        support::skip(&why);
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let server = single(tmp.path(), "");
+    let servers = vec![server.url()];
+    // Room for a few hundred records; discard new: the stream refuses more.
+    create_stream(&servers, &["--max-bytes", "200K"]);
+    let mut d = sending_host_with_actions(&["stream-full"]);
+    let publisher = start_publisher(
+        &d,
+        &servers,
+        &["--on-stream-full", "dispatcher:stream-full"],
+    );
+    let data = sample();
+    let want = lines(&data);
+    let _stdin = keep_feeding(&mut d, &data);
+    wait_until(Duration::from_secs(60), "the stream-full action", || {
+        log_of(&d, "publish.log").contains("action \"stream-full\": Done")
+    });
+    d.wait_log("stream-full", Duration::from_secs(10));
+    let log = log_of(&d, "publish.log");
+    assert!(log.contains("maximum bytes exceeded"), "{log}");
+    // Nothing the stream did not store was acknowledged to audispd (a batch
+    // only when all of it is stored): the rest waits in its journal.
+    let stored = stream_messages(&server);
+    assert!(stored > 0 && stored < want.len() as u64, "{stored} stored");
+    let acked = d.plugin_state("nats").get("acked");
+    assert!(acked <= stored, "{acked} acknowledged, {stored} stored");
+    stop(publisher);
+
+    // A subject no stream captures: nobody answers, the refused action runs.
+    let mut d2 = sending_host_with_actions(&["refused"]);
+    let publisher = start_publisher(
+        &d2,
+        &servers,
+        &[
+            "--subject",
+            "elsewhere.{type}",
+            "--on-refused",
+            "dispatcher:refused",
+        ],
+    );
+    let _stdin2 = keep_feeding(&mut d2, &data);
+    wait_until(Duration::from_secs(60), "the refused action", || {
+        log_of(&d2, "publish.log").contains("action \"refused\": Done")
+    });
+    assert!(log_of(&d2, "publish.log").contains("no responders"));
+    assert_eq!(d2.plugin_state("nats").get("acked"), 0);
+    stop(publisher);
+}
