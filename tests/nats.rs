@@ -909,3 +909,94 @@ fn a_full_stream_and_no_stream_run_their_failure_actions_and_acknowledge_nothing
     assert_eq!(d2.plugin_state("nats").get("acked"), 0);
     stop(publisher);
 }
+
+/// A CA, a server certificate for `localhost` and a client certificate,
+/// written to `dir`; returns (ca, server cert, server key, client cert,
+/// client key).
+fn make_pki(dir: &Path) -> [PathBuf; 5] {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |name: &str| {
+        let k = KeyPair::generate().unwrap();
+        let c = CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&k, &issuer)
+            .unwrap();
+        (c.pem(), k.serialize_pem())
+    };
+    let paths = [
+        "ca.pem",
+        "server.pem",
+        "server.key",
+        "client.pem",
+        "client.key",
+    ]
+    .map(|n| dir.join(n));
+    let (sc, sk) = leaf("localhost");
+    let (cc, ck) = leaf("publisher.test");
+    std::fs::write(&paths[0], ca_cert.pem()).unwrap();
+    std::fs::write(&paths[1], sc).unwrap();
+    secret(&paths[2], &sk);
+    std::fs::write(&paths[3], cc).unwrap();
+    secret(&paths[4], &ck);
+    paths
+}
+
+#[test]
+fn tls_with_client_certificates_delivers_every_record_once_and_refuses_a_client_without_one() {
+    if let Some(why) = unavailable() {
+        support::skip(&why);
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        support::skip("needs root (key files must be root's)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let [ca, cert, key, ccert, ckey] = make_pki(tmp.path());
+    let server = single(
+        tmp.path(),
+        &format!(
+            "tls {{ cert_file: \"{}\"\n key_file: \"{}\"\n ca_file: \"{}\"\n verify: true }}",
+            cert.display(),
+            key.display(),
+            ca.display()
+        ),
+    );
+    let servers = vec![format!("nats://localhost:{}", server.port)];
+    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let (ca, ccert, ckey) = (s(&ca), s(&ccert), s(&ckey));
+    let tls = ["--tls-ca", &ca, "--tls-cert", &ccert, "--tls-key", &ckey];
+    // Without a client certificate the server refuses the handshake.
+    let (ok, out) = nats_tool(&[
+        "create-stream",
+        "--no-config",
+        "--server",
+        &servers[0],
+        "--tls-ca",
+        &ca,
+    ]);
+    assert!(!ok, "{out}");
+    create_stream(&servers, &tls);
+    let agg = aggregating_host();
+    let consumer = start_consumer(&agg, &servers, &tls);
+    let mut d = sending_host();
+    let publisher = start_publisher(&d, &servers, &tls);
+    let data = sample();
+    let want = lines(&data);
+    let _stdin = keep_feeding(&mut d, &data);
+    assert_each_once(&agg, &want, true, Duration::from_secs(120), &|| {
+        format!(
+            "--- publish ---\n{}\n--- consume ---\n{}\n--- server ---\n{}",
+            log_of(&d, "publish.log"),
+            log_of(&agg, "consume.log"),
+            server.log()
+        )
+    });
+    stop(publisher);
+    stop(consumer);
+}

@@ -41,10 +41,13 @@ fn secret(path: &Path) -> Result<String, String> {
 }
 
 /// Connection options from the settings; `name` is shown by the server
-/// (`connz`), `events` hears of outages.
+/// (`connz`), `events` hears of outages. A `persistent` client (the
+/// services) keeps trying from the start; another fails at once when no
+/// server takes it.
 pub fn options(
     c: &Connection,
     name: &str,
+    persistent: bool,
     events: UnboundedSender<Link>,
 ) -> Result<ConnectOptions, String> {
     let mut o = match &c.auth {
@@ -83,8 +86,10 @@ pub fn options(
     }
     let max = c.retry_max;
     let servers = c.servers.join(", ");
+    if persistent {
+        o = o.retry_on_initial_connect();
+    }
     Ok(o.name(name)
-        .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
         // A batch's publishes queue for the connection at once.

@@ -421,6 +421,7 @@ async fn consume(o: &Opts, mut ledger: Ledger) -> Result<(), String> {
     let options = connect::options(
         &o.connection,
         &format!("audisp-nats consume {}", c.durable),
+        true,
         link_tx,
     )?;
     let client = connect::connect(&o.connection, options).await?;

@@ -348,6 +348,7 @@ pub fn run(o: Opts) -> Result<(), String> {
     let options = connect::options(
         &o.connection,
         &format!("audisp-nats publish {host}"),
+        true,
         link_tx,
     )?;
     let client = rt.block_on(connect::connect(&o.connection, options))?;

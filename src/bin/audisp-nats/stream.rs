@@ -54,7 +54,7 @@ pub fn create(o: Opts) -> Result<(), String> {
         .map_err(|e| format!("cannot start the NATS client's runtime: {e}"))?;
     rt.block_on(async {
         let (tx, _rx) = unbounded_channel();
-        let options = connect::options(&o.connection, "audisp-nats create-stream", tx)?;
+        let options = connect::options(&o.connection, "audisp-nats create-stream", false, tx)?;
         let client = connect::connect(&o.connection, options).await?;
         let js = async_nats::jetstream::new(client);
         let name = &o.connection.stream;
