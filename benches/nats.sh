@@ -207,7 +207,7 @@ def sending_host(d, servers):
     return disp, pub
 
 
-def jetstream(tmp, name, data, n, servers, probe):
+def jetstream(tmp, name, data, n, servers, probe, procs):
     """audispd -> publish -> JetStream -> consume -> audispd."""
     d = os.path.join(tmp, name)
     agg = Dispatcher(os.path.join(d, "agg"), {}, False)
@@ -216,6 +216,7 @@ def jetstream(tmp, name, data, n, servers, probe):
                              "--state-dir", f"{d}/agg/consume"] + sum((["--server", s] for s in servers), []),
                             stderr=open(os.path.join(d, "consume.log"), "w"))
     disp, pub = sending_host(os.path.join(d, "send"), servers)
+    s0 = sum(cpu(p.pid) for p in procs)
     t0 = time.time()
     feeder = threading.Thread(target=lambda: (disp.p.stdin.write(data), disp.p.stdin.close()))
     feeder.start()
@@ -236,6 +237,7 @@ def jetstream(tmp, name, data, n, servers, probe):
     t_out = time.time() - t0
     res = {"case": name, "records": n, "in_secs": t_in, "out_secs": t_out,
            "pub_cpu": pub_cpu, "cons_cpu": cpu(cons.pid), "disp_cpu": disp_cpu,
+           "srv_cpu": sum(cpu(p.pid) for p in procs) - s0,
            "in_stream": probe.messages(), "at_agg": stored}
     feeder.join()
     disp.p.wait()
@@ -259,6 +261,7 @@ def fan_in(tmp, data, hosts, server):
                              "--state-dir", f"{d}/agg/consume", "--server", server.url()],
                             stderr=open(os.path.join(d, "consume.log"), "w"))
     senders = [sending_host(os.path.join(d, f"host{i}"), [server.url()]) for i in range(len(chunks))]
+    s0 = cpu(server.p.pid)
     t0 = time.time()
     feeders = [threading.Thread(target=lambda s=s, c=c: (s[0].p.stdin.write(c), s[0].p.stdin.close()))
                for s, c in zip(senders, chunks)]
@@ -279,6 +282,7 @@ def fan_in(tmp, data, hosts, server):
     t_out = time.time() - t0
     res = {"case": f"fan-in: {len(chunks)} hosts -> R1 -> consume", "records": n, "in_secs": t_in,
            "out_secs": t_out, "pub_cpu": pub_cpu, "cons_cpu": cpu(cons.pid),
+           "srv_cpu": cpu(server.p.pid) - s0,
            "in_stream": server.messages(), "at_agg": stored}
     for f in feeders:
         f.join()
@@ -347,7 +351,7 @@ def main():
     s1 = Server(tmp, "r1")
     s1.healthy("/healthz?js-enabled-only=true")
     create_stream([s1.url()], 1)
-    r1 = jetstream(tmp, "JetStream R1, file storage", data, n, [s1.url()], s1)
+    r1 = jetstream(tmp, "JetStream R1, file storage", data, n, [s1.url()], s1, [s1.p])
     rows.append(r1)
     s1.stop()
     routes = [free_port() for _ in range(3)]
@@ -357,7 +361,8 @@ def main():
     for s in nodes:
         s.healthy("/healthz")
     create_stream([s.url() for s in nodes], 3)
-    rows.append(jetstream(tmp, "JetStream R3 (3 servers), file storage", data, n, [s.url() for s in nodes], nodes[0]))
+    rows.append(jetstream(tmp, "JetStream R3 (3 servers), file storage", data, n, [s.url() for s in nodes], nodes[0],
+                          [s.p for s in nodes]))
     for s in nodes:
         s.stop()
     fan = Server(tmp, "fan")
@@ -366,20 +371,21 @@ def main():
     rows.append(fan_in(tmp, data, o["hosts"], fan))
     fan.stop()
     print()
-    print(f"{'case':46} {'records':>8} {'into stream/s':>13} {'end to end/s':>12} {'pub us/rec':>10} {'cons us/rec':>11} {'once':>5}")
+    print(f"{'case':46} {'records':>8} {'into stream/s':>13} {'end to end/s':>12} {'pub us/rec':>10} {'cons us/rec':>11} {'srv us/rec':>10} {'once':>5}")
     for r in rows:
         into = f"{r['records'] / r['in_secs']:.0f}" if "in_secs" in r else "-"
         out = r["records"] / r["out_secs"]
         once = (r.get("in_stream", n) == n and r["at_agg"] == n)
+        srv = f"{r['srv_cpu'] / r['records'] * 1e6:.2f}" if "srv_cpu" in r else "-"
         print(f"{r['case']:46} {r['records']:>8} {into:>13} {out:>12.0f} {r['pub_cpu'] / r['records'] * 1e6:>10.2f} "
-              f"{r['cons_cpu'] / r['records'] * 1e6:>11.2f} {'yes' if once else 'NO':>5}")
+              f"{r['cons_cpu'] / r['records'] * 1e6:>11.2f} {srv:>10} {'yes' if once else 'NO':>5}")
         if not once:
             print(f"  WARNING: {r['case']}: stream {r.get('in_stream')} aggregator {r['at_agg']} of {n}")
     for r in rows:
         if "disp_cpu" in r and r["disp_cpu"]:
             print(f"  ({r['case']}: the sending host's audispd used {r['disp_cpu'] / r['records'] * 1e6:.2f} us/record)")
     print("  (pub: audisp-nats publish, or audisp-remote; cons: audisp-nats consume, or audisp-receive;"
-          " fan-in pub is all publishers together)")
+          " srv: nats-server, all cluster members together; fan-in pub is all publishers together)")
     if o["keep"]:
         print(f"kept {tmp}")
     else:
