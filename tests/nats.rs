@@ -1000,3 +1000,71 @@ fn tls_with_client_certificates_delivers_every_record_once_and_refuses_a_client_
     stop(publisher);
     stop(consumer);
 }
+
+#[test]
+fn events_mode_publishes_one_message_per_event_and_every_record_arrives_once() {
+    if let Some(why) = unavailable() {
+        support::skip(&why);
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let server = single(tmp.path(), "");
+    let servers = vec![server.url()];
+    create_stream(&servers, &[]);
+    let agg = aggregating_host();
+    let consumer = start_consumer(&agg, &servers, &[]);
+    let mut d = sending_host();
+    let publisher = start_publisher(&d, &servers, &["--events"]);
+    let data = sample();
+    let is_eoe = |l: &[u8]| l.starts_with(b"type=EOE ");
+    // audispd's events mode leaves out EOE records (they only close an
+    // event): every other record must arrive once.
+    let mut want: Vec<&[u8]> = lines(&data).into_iter().filter(|l| !is_eoe(l)).collect();
+    let _stdin = keep_feeding(&mut d, &data);
+    let more = || {
+        format!(
+            "--- publish ---\n{}\n--- consume ---\n{}",
+            log_of(&d, "publish.log"),
+            log_of(&agg, "consume.log")
+        )
+    };
+    wait_until(Duration::from_secs(120), "every record but EOEs", || {
+        stock_lines(&agg).iter().filter(|l| !is_eoe(l)).count() >= want.len()
+    });
+    // Every message was fed by now (each holds records other than EOE):
+    // the plugin gets what the input stored, the last EOEs maybe later.
+    let stored = agg.input_state("nats").get("records") as usize;
+    wait_until(
+        Duration::from_secs(30),
+        "the input's records at the plugin",
+        || stock_lines(&agg).len() >= stored,
+    );
+    let got = stock_lines(&agg);
+    let mut records: Vec<&[u8]> = got.iter().map(|l| &l[..]).filter(|l| !is_eoe(l)).collect();
+    records.sort_unstable();
+    want.sort_unstable();
+    assert!(records == want, "every record but EOEs, once\n{}", more());
+    // The sample's lines are all distinct: none came twice.
+    let mut all: Vec<&[u8]> = got.iter().map(|l| &l[..]).collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), got.len(), "no record twice");
+    assert_eq!(
+        stored,
+        got.len(),
+        "what the input stored is what the plugin got"
+    );
+    let messages = stream_messages(&server);
+    assert!(
+        messages > 0 && messages < want.len() as u64 / 2,
+        "{messages} messages for {} records",
+        want.len()
+    );
+    stop(publisher);
+    stop(consumer);
+    let log = log_of(&agg, "consume.log");
+    assert!(
+        log.contains(&format!("of {messages} messages; 0 duplicates, 0 skipped")),
+        "{log}"
+    );
+}
