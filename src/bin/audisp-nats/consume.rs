@@ -4,15 +4,16 @@
 //! Two halves, so that fetching the next messages overlaps with audispd
 //! making the last ones durable:
 //!
-//! * the NATS side (async, on a small tokio runtime) pulls messages, acks
-//!   at once those audispd already holds (per the [`Ledger`]), terminates
-//!   those that are not audit records (counted and logged, never fed, so
-//!   the consumer does not stall on them), gathers the rest into batches,
-//!   and acknowledges each message to JetStream only once the feeder says
-//!   audispd has it;
-//! * the feeder (a thread: the SDK's input client is blocking) numbers the
-//!   records, writes the ledger to stable storage, sends them to audispd
-//!   and waits for its acknowledgement (durable, with `sync = "batch"`).
+//! * the NATS side (async, on a small tokio runtime) pulls messages,
+//!   terminates those that are not audit records (counted and logged,
+//!   never fed, so the consumer does not stall on them), gathers the rest
+//!   into batches, and acknowledges each message to JetStream only once the
+//!   feeder says audispd has it;
+//! * the feeder (a thread: the SDK's input client is blocking) owns the
+//!   [`Ledger`]: it releases at once what audispd already holds, numbers
+//!   the other records, writes the ledger to stable storage, sends them to
+//!   audispd and waits for its acknowledgement (durable, with
+//!   `sync = "batch"`).
 //!
 //! Several processes may share one durable (each gets other messages);
 //! each feeds its own input name with its own ledger.
