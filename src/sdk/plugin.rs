@@ -280,6 +280,13 @@ impl Context<'_> {
         }
     }
 
+    /// Whether the plugin was told to stop (SIGTERM, SIGINT): a handler
+    /// that retries on purpose gives up its batch (unacknowledged, so the
+    /// dispatcher keeps it) instead of retrying on.
+    pub fn terminating(&self) -> bool {
+        TERMINATE.load(Ordering::SeqCst)
+    }
+
     /// Sends the commands other threads queued ([`Plugin::commands`]).
     fn send_queued(&mut self) -> Result<(), Error> {
         let Some(q) = &self.plugin.commands else {

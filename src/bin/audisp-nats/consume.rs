@@ -1,0 +1,585 @@
+//! `audisp-nats consume`: a durable JetStream pull consumer that feeds a
+//! local audispd's input socket (the acknowledged input protocol).
+//!
+//! Two halves, so that fetching the next messages overlaps with audispd
+//! making the last ones durable:
+//!
+//! * the NATS side (async, on a small tokio runtime) pulls messages,
+//!   terminates those that are not audit records (counted and logged,
+//!   never fed, so the consumer does not stall on them), gathers the rest
+//!   into batches, and acknowledges each message to JetStream only once the
+//!   feeder says audispd has it;
+//! * the feeder (a thread: the SDK's input client is blocking) owns the
+//!   [`Ledger`]: it releases at once what audispd already holds, numbers
+//!   the other records, writes the ledger to stable storage, sends them to
+//!   audispd and waits for its acknowledgement (durable, with
+//!   `sync = "batch"`).
+//!
+//! Several processes may share one durable (each gets other messages);
+//! each feeds its own input name with its own ledger.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
+use async_nats::jetstream::message::Acker;
+use async_nats::jetstream::{self, AckKind, Context as JetStream};
+use audisp::sdk::InputClient;
+use audisp::systemd::notify::Notifier;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+
+use crate::connect::{self, Link};
+use crate::ledger::Ledger;
+use crate::message::{self, NotAudit};
+use crate::settings::{Consume, Opts};
+
+/// A message to feed: its stream sequence number and its records.
+struct Fed {
+    stream_seq: u64,
+    records: Vec<Vec<u8>>,
+}
+
+/// What the NATS side hands the feeder.
+enum Work {
+    /// Messages to feed, in the order received.
+    Feed(Vec<Fed>),
+    /// JetStream's acknowledgement floor, as just polled.
+    Floor(u64),
+}
+
+/// What the feeder tells the NATS side.
+enum Fedback {
+    /// audispd holds these stream messages (`duplicates` of them it held
+    /// before they came again): acknowledge them.
+    Stored {
+        seqs: Vec<u64>,
+        records: u64,
+        duplicates: u64,
+    },
+    /// Connected to audispd.
+    Connected,
+}
+
+/// Milliseconds since start of the feeder's last sign of life.
+type Beat = Arc<AtomicU64>;
+
+/// The feeder: owns the ledger and the connection to audispd.
+struct Feeder {
+    ledger: Ledger,
+    socket: PathBuf,
+    name: String,
+    client: Option<InputClient>,
+    /// The messages being fed, by stream sequence, until audispd has them.
+    held: HashMap<u64, Vec<Vec<u8>>>,
+    /// Fed and not yet released, in order.
+    queue: Vec<u64>,
+    /// The floor polled before the last one.
+    floor: u64,
+    back: UnboundedSender<Fedback>,
+    beat: Beat,
+    origin: Instant,
+    warned: bool,
+}
+
+impl Feeder {
+    fn alive(&self) {
+        self.beat
+            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Connects if not connected, and resolves what was pending: what
+    /// audispd holds is released, the rest is fed again. False while
+    /// audispd cannot be reached.
+    fn connect(&mut self) -> Result<bool, String> {
+        if self.client.is_some() {
+            return Ok(true);
+        }
+        match InputClient::connect(&self.socket, &self.name, self.ledger.epoch) {
+            Ok((client, have)) => {
+                tracing::info!(
+                    "feeding audispd at {} as input {:?} (it holds up to {have})",
+                    self.socket.display(),
+                    self.name
+                );
+                self.warned = false;
+                self.client = Some(client);
+                let (stored, again) = self.ledger.reconcile(have);
+                self.ledger.save()?;
+                self.release(stored, 0);
+                // Fed again first, in their order, before anything newer.
+                let again: Vec<u64> = again
+                    .into_iter()
+                    .filter(|s| self.held.contains_key(s))
+                    .collect();
+                self.queue.retain(|s| !again.contains(s));
+                self.queue.splice(0..0, again);
+                let _ = self.back.send(Fedback::Connected);
+                Ok(true)
+            }
+            Err(e) => {
+                if !self.warned {
+                    tracing::warn!(
+                        "cannot reach audispd at {}: {e}; retrying",
+                        self.socket.display()
+                    );
+                    self.warned = true;
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// audispd holds `seqs`: forget their records, have them acknowledged.
+    fn release(&mut self, seqs: Vec<u64>, duplicates: u64) {
+        if seqs.is_empty() {
+            return;
+        }
+        let mut records = 0;
+        for s in &seqs {
+            if let Some(r) = self.held.remove(s) {
+                records += r.len() as u64;
+            }
+        }
+        let _ = self.back.send(Fedback::Stored {
+            seqs,
+            records,
+            duplicates,
+        });
+    }
+
+    /// Takes new messages: those audispd holds already are released at once,
+    /// those being fed are not taken twice.
+    fn take(&mut self, batch: Vec<Fed>) {
+        let mut dups = Vec::new();
+        for f in batch {
+            if self.ledger.is_stored(f.stream_seq) {
+                dups.push(f.stream_seq);
+            } else if !self.held.contains_key(&f.stream_seq) {
+                self.queue.push(f.stream_seq);
+                self.held.insert(f.stream_seq, f.records);
+            }
+        }
+        let n = dups.len() as u64;
+        self.release(dups, n);
+    }
+
+    /// Feeds the queue to audispd and waits until it has it; an error
+    /// keeps it queued (and pending in the ledger) for the next connection.
+    fn feed(&mut self) -> Result<(), String> {
+        let mut numbered: Vec<(u64, &[u8])> = Vec::new();
+        for s in &self.queue {
+            let Some(records) = self.held.get(s) else {
+                continue;
+            };
+            let first = self.ledger.number(*s, records.len() as u64);
+            for (k, r) in records.iter().enumerate() {
+                numbered.push((first + k as u64, r));
+            }
+        }
+        let Some(&(last, _)) = numbered.last() else {
+            self.queue.clear();
+            return Ok(());
+        };
+        // On stable storage before audispd sees a record.
+        self.ledger.save()?;
+        let Some(client) = self.client.as_mut() else {
+            return Err("not connected to audispd".into());
+        };
+        let sent = client
+            .send(numbered.iter().map(|&(n, t)| (n, 0, t)))
+            .and_then(|()| client.wait_acked(last, Duration::from_secs(60)));
+        if let Err(e) = sent {
+            self.client = None;
+            return Err(format!("audispd input connection lost: {e}"));
+        }
+        self.queue.clear();
+        let stored = self.ledger.stored_upto(last);
+        self.release(stored, 0);
+        Ok(())
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Work>) -> Result<(), String> {
+        let mut open = true;
+        loop {
+            self.alive();
+            if !self.connect()? {
+                if !open {
+                    break;
+                }
+                // Meanwhile take what arrives (duplicates are released).
+                while let Ok(w) = rx.try_recv() {
+                    self.work(w);
+                }
+                std::thread::sleep(Duration::from_millis(250));
+                continue;
+            }
+            if self.queue.is_empty() {
+                if !open {
+                    break;
+                }
+                match rx.recv_timeout(Duration::from_millis(250)) {
+                    Ok(w) => self.work(w),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
+                }
+                // Whatever else is waiting joins this batch.
+                while let Ok(w) = rx.try_recv() {
+                    self.work(w);
+                }
+                continue;
+            }
+            if let Err(e) = self.feed() {
+                tracing::warn!("{e}; reconnecting");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+        self.ledger.save()
+    }
+
+    fn work(&mut self, w: Work) {
+        match w {
+            Work::Feed(batch) => self.take(batch),
+            Work::Floor(f) => {
+                self.ledger.forget_upto(self.floor);
+                self.floor = f;
+            }
+        }
+    }
+}
+
+/// Counters, shown in the log and the service status.
+#[derive(Default)]
+struct Counts {
+    messages: u64,
+    records: u64,
+    duplicates: u64,
+    skipped: u64,
+}
+
+impl Counts {
+    fn status(&self) -> String {
+        format!(
+            "fed {} records of {} messages; {} duplicates, {} skipped (not audit records)",
+            self.records, self.messages, self.duplicates, self.skipped
+        )
+    }
+}
+
+/// The stream's identity: its name and creation time (a stream deleted and
+/// made again numbers from 1 again).
+async fn stream_identity(js: &JetStream, name: &str, retry_max: Duration) -> String {
+    let mut attempt = 0;
+    loop {
+        match js.get_stream(name).await {
+            Ok(mut s) => match s.info().await {
+                Ok(info) => return format!("{name}@{}", info.created.unix_timestamp_nanos()),
+                Err(e) => tracing::warn!("stream {name:?}: {e}"),
+            },
+            Err(e) => {
+                if attempt == 0 {
+                    tracing::warn!("stream {name:?} not available ({e}); waiting for it");
+                }
+            }
+        }
+        attempt += 1;
+        tokio::time::sleep(connect::backoff(attempt, retry_max)).await;
+    }
+}
+
+/// The durable pull consumer, made if it does not exist; retried with
+/// back-off while the servers cannot answer (a cluster electing leaders).
+async fn durable(js: &JetStream, o: &Opts) -> Result<PullConsumer, String> {
+    let mut attempt = 0;
+    loop {
+        match try_durable(js, o).await {
+            Ok(c) => return Ok(c),
+            Err(Fatal(e)) => return Err(e),
+            Err(Passing(e)) => {
+                if attempt == 0 {
+                    tracing::warn!("{e}; retrying");
+                }
+            }
+        }
+        attempt += 1;
+        tokio::time::sleep(connect::backoff(attempt, o.connection.retry_max)).await;
+    }
+}
+
+/// Why the durable is not there yet.
+enum Setback {
+    /// Worth trying again.
+    Passing(String),
+    /// Not: the durable exists with settings that would lose messages.
+    Fatal(String),
+}
+use Setback::{Fatal, Passing};
+
+async fn try_durable(js: &JetStream, o: &Opts) -> Result<PullConsumer, Setback> {
+    let c = &o.consume;
+    let stream = js
+        .get_stream(&o.connection.stream)
+        .await
+        .map_err(|e| Passing(format!("stream {:?}: {e}", o.connection.stream)))?;
+    let config = pull::Config {
+        durable_name: Some(c.durable.clone()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: c.ack_wait,
+        max_ack_pending: i64::try_from(c.batch.saturating_mul(8)).unwrap_or(i64::MAX),
+        filter_subject: c.filter.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let mut consumer = stream
+        .get_or_create_consumer(&c.durable, config)
+        .await
+        .map_err(|e| Passing(format!("durable consumer {:?}: {e}", c.durable)))?;
+    let info = consumer
+        .info()
+        .await
+        .map_err(|e| Passing(format!("durable consumer {:?}: {e}", c.durable)))?;
+    if info.config.ack_policy != AckPolicy::Explicit {
+        return Err(Fatal(format!(
+            "durable consumer {:?} acknowledges {:?}, not each message on its own: a message could be dropped before audispd has it; use another --durable",
+            c.durable, info.config.ack_policy
+        )));
+    }
+    tracing::info!(
+        "durable consumer {:?} on stream {:?}: {} messages waiting, {} delivered and not acknowledged",
+        c.durable,
+        o.connection.stream,
+        info.num_pending,
+        info.num_ack_pending
+    );
+    Ok(consumer)
+}
+
+/// Messages from the durable, pulled `batch` at a time ahead of need;
+/// retried with back-off until the servers serve them.
+async fn pull_messages(consumer: &PullConsumer, batch: usize, retry_max: Duration) -> pull::Stream {
+    let mut attempt = 0;
+    loop {
+        match consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+        {
+            Ok(m) => return m,
+            Err(e) => {
+                if attempt == 0 {
+                    tracing::warn!("cannot pull messages: {e}; retrying");
+                }
+            }
+        }
+        attempt += 1;
+        tokio::time::sleep(connect::backoff(attempt, retry_max)).await;
+    }
+}
+
+/// Acknowledges `seqs` to JetStream (their ackers are in `acks`).
+async fn ack_all(acks: &mut HashMap<u64, Acker>, seqs: &[u64]) {
+    for s in seqs {
+        if let Some(a) = acks.remove(s) {
+            if let Err(e) = a.ack().await {
+                tracing::debug!("acknowledging stream message {s}: {e}");
+            }
+        }
+    }
+}
+
+/// Logs a message that is not an audit record (the first ten, then every
+/// thousandth).
+fn log_skipped(n: u64, seq: u64, why: &NotAudit) {
+    if n <= 10 || n % 1000 == 0 {
+        tracing::warn!("stream message {seq} skipped, the {n}th so far: {why}");
+    }
+}
+
+/// Runs the consumer until SIGTERM or SIGINT.
+pub fn run(o: Opts) -> Result<(), String> {
+    let c: &Consume = &o.consume;
+    std::fs::create_dir_all(&c.state_dir)
+        .map_err(|e| format!("cannot create {}: {e}", c.state_dir.display()))?;
+    let ledger_path = c.state_dir.join(format!("consume-{}.ledger", c.input_name));
+    let ledger = Ledger::open(&ledger_path)?;
+    tracing::info!("ledger {}", ledger_path.display());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the NATS client's runtime: {e}"))?;
+    rt.block_on(consume(&o, ledger))
+}
+
+async fn consume(o: &Opts, mut ledger: Ledger) -> Result<(), String> {
+    let c = &o.consume;
+    let (link_tx, mut link_rx) = unbounded_channel();
+    let options = connect::options(
+        &o.connection,
+        &format!("audisp-nats consume {}", c.durable),
+        true,
+        link_tx,
+    )?;
+    let client = connect::connect(&o.connection, options).await?;
+    let js = jetstream::new(client.clone());
+    let identity = stream_identity(&js, &o.connection.stream, o.connection.retry_max).await;
+    if ledger.bind_stream(&identity) {
+        tracing::warn!(
+            "stream {:?} was created anew ({identity}): the ledger's stream positions are forgotten",
+            o.connection.stream
+        );
+    }
+    ledger.save()?;
+    let mut consumer = durable(&js, o).await?;
+
+    let (work_tx, work_rx) = mpsc::channel::<Work>();
+    let (back_tx, mut back_rx) = unbounded_channel::<Fedback>();
+    let beat: Beat = Arc::new(AtomicU64::new(0));
+    let origin = Instant::now();
+    let feeder = Feeder {
+        ledger,
+        socket: c.socket.clone(),
+        name: c.input_name.clone(),
+        client: None,
+        held: HashMap::new(),
+        queue: Vec::new(),
+        floor: 0,
+        back: back_tx,
+        beat: beat.clone(),
+        origin,
+        warned: false,
+    };
+    let feeder = std::thread::spawn(move || feeder.run(work_rx));
+
+    let mut messages = pull_messages(&consumer, c.batch, o.connection.retry_max).await;
+    let notify = Notifier::from_env();
+    let mut ready = false;
+    let mut counts = Counts::default();
+    let mut acks: HashMap<u64, Acker> = HashMap::new();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("signal: {e}"))?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| format!("signal: {e}"))?;
+    let tick = notify.watchdog().map_or(Duration::from_secs(5), |w| {
+        (w / 4).max(Duration::from_millis(50))
+    });
+    let mut ticker = tokio::time::interval(tick);
+    let mut last_poll = Instant::now();
+    let mut stalled = false;
+    loop {
+        tokio::select! {
+            m = messages.next() => {
+                let Some(m) = m else {
+                    tracing::warn!("the pull subscription ended; pulling again");
+                    messages = pull_messages(&consumer, c.batch, o.connection.retry_max).await;
+                    continue;
+                };
+                let mut batch = Vec::new();
+                let mut next = Some(m);
+                while let Some(m) = next.take() {
+                    match m {
+                        Ok(m) => {
+                            let Some(seq) = m.info().ok().map(|i| i.stream_sequence) else {
+                                tracing::warn!("a message without JetStream metadata: skipped");
+                                continue;
+                            };
+                            let (msg, acker) = m.split();
+                            match message::records(&msg.payload) {
+                                Ok(records) => {
+                                    batch.push(Fed {
+                                        stream_seq: seq,
+                                        records: records.into_iter().map(<[u8]>::to_vec).collect(),
+                                    });
+                                    acks.insert(seq, acker);
+                                }
+                                Err(why) => {
+                                    counts.skipped += 1;
+                                    log_skipped(counts.skipped, seq, &why);
+                                    if let Err(e) = acker.ack_with(AckKind::Term).await {
+                                        tracing::debug!("terminating stream message {seq}: {e}");
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!("pulling messages: {e}"),
+                    }
+                    if batch.len() < c.batch {
+                        next = messages.next().now_or_never().flatten();
+                    }
+                }
+                if !batch.is_empty() && work_tx.send(Work::Feed(batch)).is_err() {
+                    break;
+                }
+            }
+            b = back_rx.recv() => match b {
+                Some(Fedback::Stored { seqs, records, duplicates }) => {
+                    counts.messages += seqs.len() as u64 - duplicates;
+                    counts.records += records;
+                    counts.duplicates += duplicates;
+                    ack_all(&mut acks, &seqs).await;
+                }
+                Some(Fedback::Connected) => {
+                    if !ready {
+                        let _ = notify.ready(&counts.status());
+                        ready = true;
+                    }
+                }
+                None => break,
+            },
+            l = link_rx.recv() => match l {
+                Some(Link::Down(why)) => tracing::warn!("{why}"),
+                Some(Link::Up) => tracing::info!("connected to NATS"),
+                None => {}
+            },
+            _ = ticker.tick() => {
+                let age = origin.elapsed().as_millis() as u64 - beat.load(Ordering::Relaxed);
+                if let Some(w) = notify.watchdog() {
+                    if Duration::from_millis(age) < (w / 2).max(Duration::from_millis(1500)) {
+                        stalled = false;
+                        let _ = notify.watchdog_ping();
+                    } else if !stalled {
+                        tracing::error!("not feeding the watchdog: the feeder shows no progress for {age} ms");
+                        stalled = true;
+                    }
+                }
+                let _ = notify.status(&counts.status());
+                if last_poll.elapsed() >= Duration::from_secs(30) {
+                    last_poll = Instant::now();
+                    if let Ok(info) = consumer.info().await {
+                        let _ = work_tx.send(Work::Floor(info.ack_floor.stream_sequence));
+                    }
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("stopping: finishing the batch audispd is storing");
+    let _ = notify.stopping();
+    drop(work_tx);
+    drop(messages);
+    while let Some(b) = back_rx.recv().await {
+        if let Fedback::Stored {
+            seqs,
+            records,
+            duplicates,
+        } = b
+        {
+            counts.messages += seqs.len() as u64 - duplicates;
+            counts.records += records;
+            counts.duplicates += duplicates;
+            ack_all(&mut acks, &seqs).await;
+        }
+    }
+    let _ = client.flush().await;
+    let fed = feeder
+        .join()
+        .map_err(|_| "the feeder thread panicked".to_string())?;
+    tracing::info!("stopped: {}", counts.status());
+    fed
+}
