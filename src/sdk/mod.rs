@@ -45,6 +45,7 @@
 //! Input plugins use [`InputClient`] to feed records into the dispatcher.
 
 mod input;
+mod relay;
 mod options;
 mod plugin;
 mod supervise;
@@ -52,6 +53,7 @@ mod supervise;
 pub use input::InputClient;
 pub use options::PluginOptions;
 pub use plugin::{Batch, Command, Context, Event, Plugin, Record};
+pub use relay::{Relay, RelayConfig};
 
 use std::fmt;
 

@@ -7,24 +7,20 @@
 //! `/etc/audit/plugins.d/audisp-bridge.conf`), it reads auditd's stream
 //! continuously — every record goes into its own buffer, never waiting for
 //! the dispatcher, so auditd is never blocked — and relays the records to
-//! `audisp.service`'s input socket as an input plugin. The buffer is an
-//! [`audisp::journal::Journal`]: the newest records in memory, all of them
-//! on disk (`--state-dir`), kept until the dispatcher acknowledges them, so
-//! a dispatcher restart (or the bridge's own) loses nothing and the
-//! dispatcher stores each record once (the journal's id is the input's
-//! epoch, its sequence numbers the input's record numbers).
-
-mod relay;
+//! `audisp.service`'s input socket as an input plugin. The buffer and the
+//! relaying are [`audisp::sdk::Relay`]'s: the newest records in memory, all
+//! of them on disk (`--state-dir`), kept until the dispatcher acknowledges
+//! them, so a dispatcher restart (or the bridge's own) loses nothing and the
+//! dispatcher stores each record once.
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use audisp::framing::{BinaryFraming, Decoder, InputFormat, Item};
-use audisp::journal::{Journal, Limits, NewEntry};
+use audisp::journal::Limits;
+use audisp::sdk::{Relay, RelayConfig};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -163,88 +159,35 @@ fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot block signals: {e}"))?;
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| format!("signalfd: {e}"))?;
-    let journal = Journal::open(
+    let relay = Relay::start(
         &args.state_dir,
         Limits {
             segment_size: (args.max_size / 16).clamp(64 << 10, 64 << 20),
             max_size: args.max_size,
             memory: args.memory,
         },
-    )
-    .map_err(|e| {
-        format!(
-            "cannot open the buffer in {}: {e}",
-            args.state_dir.display()
-        )
-    })?;
-    tracing::info!(
-        "audisp-bridge started: relaying to {} as input {:?}; {} records wait in the buffer",
-        args.socket.display(),
-        args.name,
-        journal.end() - journal.start()
-    );
-    let input_done = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicU64::new(journal.start().saturating_sub(1)));
-    let sender = {
-        let cfg = relay::Config {
-            socket: args.socket.clone(),
-            name: args.name.clone(),
-            acked: acked.clone(),
-        };
-        let journal = journal.clone();
-        let done = input_done.clone();
-        std::thread::Builder::new()
-            .name("relay".into())
-            .spawn(move || relay::run(cfg, journal, done))
-            .map_err(|e| format!("cannot start the relay thread: {e}"))?
-    };
-    read_input(&journal, args.format, &sfd);
-    input_done.store(true, Ordering::SeqCst);
-    // The relay stops by itself within FLUSH_LIMIT, unless it is stuck in a
-    // send to a dispatcher that does not read (stopped): then leave it.
-    let deadline = Instant::now() + FLUSH_LIMIT + Duration::from_secs(2);
-    while !sender.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if sender.is_finished() {
-        if sender.join().is_err() {
-            return Err("the relay thread failed".into());
-        }
-    } else {
-        tracing::warn!("the dispatcher takes no records (stopped?); giving up sending");
-    }
-    let left = journal
-        .end()
-        .saturating_sub(acked.load(Ordering::SeqCst) + 1);
-    if let Err(e) = journal.sync_upto(journal.end()) {
-        tracing::error!(
-            message_id = audisp::log_ids::JOURNAL_ERROR,
-            "cannot sync the buffer: {e}"
-        );
-    }
-    if left == 0 {
-        tracing::info!("input ended; the dispatcher has every record");
-    } else {
-        tracing::warn!(
-            "input ended; {left} records not yet acknowledged stay in {} for the next start",
-            args.state_dir.display()
-        );
-    }
-    Ok(())
+        RelayConfig {
+            socket: args.socket,
+            name: args.name,
+            flush_limit: FLUSH_LIMIT,
+        },
+    )?;
+    read_input(&relay, args.format, &sfd);
+    relay.finish().map(|_| ())
 }
 
-/// Reads auditd's stream into the journal until it ends or a stop signal
+/// Reads auditd's stream into the buffer until it ends or a stop signal
 /// comes (then what auditd already wrote is still read, for a moment).
-fn read_input(journal: &Journal, format: InputFormat, sfd: &SignalFd) {
+fn read_input(relay: &Relay, format: InputFormat, sfd: &SignalFd) {
     let stdin = std::io::stdin();
     let fd = stdin.as_fd();
     let mut decoder = Decoder::new(format);
     let mut buf = vec![0u8; 256 << 10];
-    let mut batch: Vec<(Option<u32>, Vec<u8>)> = Vec::new();
+    let mut batch: Vec<(u32, Vec<u8>)> = Vec::new();
     let mut malformed = 0u64;
     let mut stop_at: Option<Instant> = None;
-    let mut on_item = |item: Item<'_>, batch: &mut Vec<(Option<u32>, Vec<u8>)>| match item {
-        Item::Record { text, type_hint } => batch.push((type_hint, text.to_vec())),
+    let mut on_item = |item: Item<'_>, batch: &mut Vec<(u32, Vec<u8>)>| match item {
+        Item::Record { text, type_hint } => batch.push((type_hint.unwrap_or(0), text.to_vec())),
         Item::Malformed(m) => {
             malformed += 1;
             tracing::warn!(
@@ -270,7 +213,7 @@ fn read_input(journal: &Journal, format: InputFormat, sfd: &SignalFd) {
             Ok(0) if stop_at.is_some() => break,
             Ok(0) => {
                 decoder.input_idle(&mut |i| on_item(i, &mut batch));
-                store(journal, &mut batch);
+                relay.store(&mut batch);
                 continue;
             }
             Err(Errno::EINTR) => continue,
@@ -300,48 +243,13 @@ fn read_input(journal: &Journal, format: InputFormat, sfd: &SignalFd) {
         };
         if n == 0 {
             decoder.finish(&mut |i| on_item(i, &mut batch));
-            store(journal, &mut batch);
+            relay.store(&mut batch);
             tracing::info!("standard input closed");
             return;
         }
         decoder.feed(&buf[..n], &mut |i| on_item(i, &mut batch));
-        store(journal, &mut batch);
+        relay.store(&mut batch);
     }
     decoder.input_idle(&mut |i| on_item(i, &mut batch));
-    store(journal, &mut batch);
-}
-
-/// Appends the decoded records to the journal. A record the journal cannot
-/// take (disk error) is kept in `batch` and retried with the next ones.
-fn store(journal: &Journal, batch: &mut Vec<(Option<u32>, Vec<u8>)>) {
-    if batch.is_empty() {
-        return;
-    }
-    let entries: Vec<NewEntry<'_>> = batch
-        .iter()
-        .map(|(rtype, text)| NewEntry {
-            event: 0,
-            source_seq: 0,
-            rtype: rtype.unwrap_or(0),
-            source: 0,
-            flags: 0,
-            text,
-        })
-        .collect();
-    match journal.append(&entries) {
-        Ok(a) => {
-            if let Some(before) = a.evicted_before {
-                tracing::error!(
-                    message_id = audisp::log_ids::RECORD_LOSS,
-                    "the buffer is full (--max-size): records before {before} were dropped unsent"
-                );
-            }
-            batch.clear();
-        }
-        Err(e) => tracing::error!(
-            message_id = audisp::log_ids::JOURNAL_ERROR,
-            "cannot write the buffer: {e}; keeping {} records in memory",
-            batch.len()
-        ),
-    }
+    relay.store(&mut batch);
 }
