@@ -53,7 +53,7 @@ mod supervise;
 pub use input::InputClient;
 pub use options::PluginOptions;
 pub use plugin::{Batch, Command, Context, Event, Plugin, Record};
-pub use relay::{Relay, RelayConfig};
+pub use relay::{flag_value, stop_signals, Relay, RelayConfig, RelayOptions};
 
 use std::fmt;
 

@@ -22,6 +22,7 @@
 //!   says what is left for the next start.
 //!
 //! One program per buffer directory: a lock file refuses a second one.
+//! [`RelayOptions`] are the command-line options all these programs share.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::journal::{Journal, Limits, NewEntry, ReadOutcome, Step};
 use crate::sdk::InputClient;
@@ -64,6 +67,124 @@ struct Config {
     /// Highest sequence number the dispatcher acknowledged, for the final
     /// report.
     acked: Arc<AtomicU64>,
+}
+
+/// The command-line options every input program shares (`--socket`,
+/// `--name`, `--state-dir`, `--max-size`, `--memory`): one parser, so every
+/// program spells and applies them the same way; [`RelayOptions::help`]
+/// describes them.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// The dispatcher's input socket (`--socket`, `$AUDISP_INPUT_SOCKET`).
+    pub socket: PathBuf,
+    /// The input's name at the dispatcher (`--name`).
+    pub name: String,
+    /// Where the buffer lives (`--state-dir`).
+    pub state_dir: PathBuf,
+    /// Most bytes the buffer may hold (`--max-size`, MiB).
+    pub max_size: u64,
+    /// Newest part of the buffer also kept in memory (`--memory`, MiB).
+    pub memory: u64,
+    /// The environment variable naming the default `--state-dir`.
+    state_env: String,
+}
+
+impl RelayOptions {
+    /// Defaults: input `name`, buffer in `$state_env` or `state_dir`, at
+    /// most `max_size` bytes.
+    pub fn new(name: &str, state_env: &str, state_dir: &str, max_size: u64) -> RelayOptions {
+        let env = |k: &str, d: &str| std::env::var_os(k).map_or_else(|| PathBuf::from(d), Into::into);
+        RelayOptions {
+            socket: env("AUDISP_INPUT_SOCKET", "/run/audisp/input.sock"),
+            name: name.into(),
+            state_dir: env(state_env, state_dir),
+            max_size,
+            memory: 8 << 20,
+            state_env: state_env.into(),
+        }
+    }
+
+    /// Help text for these options, with the program's defaults.
+    pub fn help(&self) -> String {
+        format!(
+            "  --socket PATH       the dispatcher's input socket [env AUDISP_INPUT_SOCKET,
+                      default /run/audisp/input.sock]
+  --name NAME         the input's name at the dispatcher (default {name})
+  --state-dir DIR     the buffer of unacknowledged records [env {env},
+                      default {dir}]
+  --max-size MIB      most the buffer may hold, in MiB (default {max}); beyond
+                      it the oldest unsent records are dropped and logged
+  --memory MIB        newest part of the buffer also kept in memory (default {mem})
+",
+            name = self.name,
+            env = self.state_env,
+            dir = self.state_dir.display(),
+            max = self.max_size >> 20,
+            mem = self.memory >> 20,
+        )
+    }
+
+    /// The long flags these options answer to (without `--`).
+    pub const FLAGS: [&'static str; 5] = ["socket", "name", "state-dir", "max-size", "memory"];
+
+    /// Takes `--flag`, one of [`RelayOptions::FLAGS`], reading its value
+    /// from `p`.
+    pub fn take(&mut self, flag: &str, p: &mut lexopt::Parser) -> Result<(), String> {
+        let mib = |v: String, what: &str| -> Result<u64, String> {
+            match v.parse::<u64>() {
+                Ok(n) if n > 0 && n < (1 << 40) => Ok(n << 20),
+                _ => Err(format!("{what} {v:?}: a whole number of MiB, at least 1")),
+            }
+        };
+        match flag {
+            "socket" => self.socket = flag_value(p)?.into(),
+            "name" => self.name = flag_value(p)?,
+            "state-dir" => self.state_dir = flag_value(p)?.into(),
+            "max-size" => self.max_size = mib(flag_value(p)?, "--max-size")?,
+            "memory" => self.memory = mib(flag_value(p)?, "--memory")?,
+            other => return Err(format!("--{other} is not an input option")),
+        }
+        Ok(())
+    }
+
+    /// Opens the buffer and starts relaying; `flush_limit` as in
+    /// [`RelayConfig`].
+    pub fn start(self, flush_limit: Duration) -> Result<Relay, String> {
+        Relay::start(
+            &self.state_dir,
+            Limits {
+                segment_size: (self.max_size / 16).clamp(64 << 10, 64 << 20),
+                max_size: self.max_size,
+                memory: self.memory.min(self.max_size),
+            },
+            RelayConfig {
+                socket: self.socket,
+                name: self.name,
+                flush_limit,
+            },
+        )
+    }
+}
+
+/// A signalfd for SIGTERM and SIGINT, blocked in every thread started after
+/// this: an input program polls it beside its source and stops reading when
+/// it is readable.
+pub fn stop_signals() -> Result<SignalFd, String> {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGINT);
+    mask.thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("signalfd: {e}"))
+}
+
+/// The value of the option just read, as UTF-8.
+pub fn flag_value(p: &mut lexopt::Parser) -> Result<String, String> {
+    p.value()
+        .map_err(|e| e.to_string())?
+        .into_string()
+        .map_err(|v| format!("{v:?} is not UTF-8"))
 }
 
 /// An input program's buffer and the thread that relays it.

@@ -14,18 +14,16 @@
 //! dispatcher stores each record once.
 
 use std::os::fd::AsFd;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use audisp::framing::{BinaryFraming, Decoder, InputFormat, Item};
-use audisp::journal::Limits;
-use audisp::sdk::{Relay, RelayConfig};
+use audisp::sdk::{flag_value, stop_signals, Relay, RelayOptions};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signalfd::SignalFd;
 
+/// Help text; the shared options come from [`RelayOptions::help`].
 const USAGE: &str = "\
 Usage: audisp-bridge [OPTIONS]
 
@@ -34,17 +32,9 @@ relays them to the audisp dispatcher's input socket, keeping every record
 (in memory, then on disk) until the dispatcher has acknowledged it.
 
 Options:
-  --socket PATH       the dispatcher's input socket [env AUDISP_INPUT_SOCKET,
-                      default /run/audisp/input.sock]
-  --state-dir DIR     the buffer of unacknowledged records [env AUDISP_BRIDGE_STATE_DIR,
-                      default /var/lib/audisp-bridge]
   --format FORMAT     what auditd writes: string (default) or binary
   --framing F         binary frames: auto (default), padded (auditd <= 4.1.0), exact
-  --name NAME         the input's name at the dispatcher (default auditd)
-  --max-size MIB      most disk the buffer may use, in MiB (default 1024); beyond
-                      it the oldest unsent records are dropped and logged
-  --memory MIB        newest part of the buffer also kept in memory (default 8)
-  --version           print the version
+{relay}  --version           print the version
   -h, --help          print this help
 
 At the end of input (auditd stopping) or on SIGTERM it keeps sending for up
@@ -55,62 +45,59 @@ to 5 seconds; whatever is still unacknowledged is sent at the next start.
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
 struct Args {
-    socket: PathBuf,
-    state_dir: PathBuf,
+    relay: RelayOptions,
     format: InputFormat,
-    name: String,
-    max_size: u64,
-    memory: u64,
+}
+
+fn relay_options() -> RelayOptions {
+    RelayOptions::new(
+        "auditd",
+        "AUDISP_BRIDGE_STATE_DIR",
+        "/var/lib/audisp-bridge",
+        1024 << 20,
+    )
+}
+
+fn usage() -> String {
+    USAGE.replace("{relay}", &relay_options().help())
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
     use lexopt::prelude::*;
-    let env = |k: &str, d: &str| std::env::var_os(k).map_or_else(|| PathBuf::from(d), Into::into);
     let mut a = Args {
-        socket: env("AUDISP_INPUT_SOCKET", "/run/audisp/input.sock"),
-        state_dir: env("AUDISP_BRIDGE_STATE_DIR", "/var/lib/audisp-bridge"),
+        relay: relay_options(),
         format: InputFormat::String,
-        name: "auditd".into(),
-        max_size: 1024 << 20,
-        memory: 8 << 20,
     };
     let mut binary = false;
     let mut framing = BinaryFraming::Auto;
     let mut p = lexopt::Parser::from_env();
-    let mib = |v: String, what: &str| -> Result<u64, String> {
-        match v.parse::<u64>() {
-            Ok(n) if n > 0 => Ok(n << 20),
-            _ => Err(format!("{what} {v:?}: a whole number of MiB, at least 1")),
-        }
-    };
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
-            Long("socket") => a.socket = value(&mut p)?.into(),
-            Long("state-dir") => a.state_dir = value(&mut p)?.into(),
-            Long("name") => a.name = value(&mut p)?,
+            Long(flag) if RelayOptions::FLAGS.contains(&flag) => {
+                let flag = flag.to_owned();
+                a.relay.take(&flag, &mut p)?;
+            }
             Long("format") => {
-                binary = match value(&mut p)?.as_str() {
+                binary = match flag_value(&mut p)?.as_str() {
                     "string" => false,
                     "binary" => true,
                     other => return Err(format!("--format {other:?}: string or binary")),
                 }
             }
             Long("framing") => {
-                framing = match value(&mut p)?.as_str() {
+                framing = match flag_value(&mut p)?.as_str() {
                     "auto" => BinaryFraming::Auto,
                     "padded" => BinaryFraming::Padded,
                     "exact" => BinaryFraming::Exact,
                     other => return Err(format!("--framing {other:?}: auto, padded or exact")),
                 }
             }
-            Long("max-size") => a.max_size = mib(value(&mut p)?, "--max-size")?,
-            Long("memory") => a.memory = mib(value(&mut p)?, "--memory")?,
             Long("version") => {
                 println!("audisp-bridge {}", env!("CARGO_PKG_VERSION"));
                 return Ok(None);
             }
             Short('h') | Long("help") => {
-                print!("{USAGE}");
+                print!("{}", usage());
                 return Ok(None);
             }
             _ => return Err(arg.unexpected().to_string()),
@@ -122,20 +109,12 @@ fn parse_args() -> Result<Option<Args>, String> {
     Ok(Some(a))
 }
 
-/// The value of the option just read, as UTF-8.
-fn value(p: &mut lexopt::Parser) -> Result<String, String> {
-    p.value()
-        .map_err(|e| e.to_string())?
-        .into_string()
-        .map_err(|v| format!("{v:?} is not UTF-8"))
-}
-
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("audisp-bridge: {e}\n\n{USAGE}");
+            eprintln!("audisp-bridge: {e}\n\n{}", usage());
             return ExitCode::from(2);
         }
     };
@@ -150,28 +129,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    // SIGTERM/SIGINT from a signalfd, polled with standard input; blocked in
-    // every thread.
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGTERM);
-    mask.add(Signal::SIGINT);
-    mask.thread_block()
-        .map_err(|e| format!("cannot block signals: {e}"))?;
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| format!("signalfd: {e}"))?;
-    let relay = Relay::start(
-        &args.state_dir,
-        Limits {
-            segment_size: (args.max_size / 16).clamp(64 << 10, 64 << 20),
-            max_size: args.max_size,
-            memory: args.memory,
-        },
-        RelayConfig {
-            socket: args.socket,
-            name: args.name,
-            flush_limit: FLUSH_LIMIT,
-        },
-    )?;
+    // SIGTERM/SIGINT from a signalfd, polled with standard input.
+    let sfd = stop_signals()?;
+    let relay = args.relay.start(FLUSH_LIMIT)?;
     read_input(&relay, args.format, &sfd);
     relay.finish().map(|_| ())
 }
