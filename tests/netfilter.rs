@@ -218,8 +218,7 @@ fn field<'a>(record: &'a str, name: &str) -> Option<&'a str> {
 /// Connects to 127.0.0.1:`port` from 127.0.0.1:`from`.
 fn connect_from(from: u16, port: u16) {
     use nix::sys::socket::{
-        bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType,
-        SockaddrIn,
+        bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
     };
     let fd = socket(
         AddressFamily::Inet,
@@ -290,27 +289,46 @@ fn ping_and_tcp_connects_give_one_record_per_logged_packet() {
         .iter()
         .map(|r| String::from_utf8(r.1.clone()).unwrap())
         .collect();
-    assert_eq!(records.len(), 8, "one record per logged packet: {records:#?}");
+    assert_eq!(
+        records.len(),
+        8,
+        "one record per logged packet: {records:#?}"
+    );
     for r in &records {
         assert!(r.starts_with("type=NETFILTER_PKT msg=audit("), "{r}");
         assert_eq!(field(r, "mark"), Some("0x0"), "{r}");
         assert_eq!(field(r, "hook"), Some("3"), "the output hook: {r}");
         assert_eq!(field(r, "oif"), Some("\"lo\""), "{r}");
         assert_eq!(field(r, "iif"), None, "{r}");
-        assert_eq!((field(r, "uid"), field(r, "gid")), (Some("0"), Some("0")), "{r}");
+        assert_eq!(
+            (field(r, "uid"), field(r, "gid")),
+            (Some("0"), Some("0")),
+            "{r}"
+        );
         assert_eq!(field(r, "group"), Some("7"), "{r}");
         assert!(audisp::record::parse(r.as_bytes()).is_some_and(|i| i.rtype == 1324));
     }
-    let pings: Vec<&String> = records.iter().filter(|r| field(r, "prefix") == Some("\"ping\"")).collect();
+    let pings: Vec<&String> = records
+        .iter()
+        .filter(|r| field(r, "prefix") == Some("\"ping\""))
+        .collect();
     assert_eq!(pings.len(), 3);
     for r in pings {
         assert_eq!(
-            (field(r, "saddr"), field(r, "daddr"), field(r, "proto"), field(r, "sport")),
+            (
+                field(r, "saddr"),
+                field(r, "daddr"),
+                field(r, "proto"),
+                field(r, "sport")
+            ),
             (Some("127.0.0.1"), Some("127.0.0.1"), Some("1"), None),
             "{r}"
         );
     }
-    let pings6: Vec<&String> = records.iter().filter(|r| field(r, "prefix") == Some("\"ping6\"")).collect();
+    let pings6: Vec<&String> = records
+        .iter()
+        .filter(|r| field(r, "prefix") == Some("\"ping6\""))
+        .collect();
     assert_eq!(pings6.len(), 3);
     for r in pings6 {
         assert_eq!(
@@ -383,12 +401,19 @@ fn send_end_until_seen(ns: &Netns, d: &Dispatcher) -> u64 {
         sent += 1;
         let wait_until = std::time::Instant::now() + Duration::from_millis(500);
         while std::time::Instant::now() < wait_until {
-            if read_sink(&d.out("sink")).records.iter().any(|r| is_end(&r.1)) {
+            if read_sink(&d.out("sink"))
+                .records
+                .iter()
+                .any(|r| is_end(&r.1))
+            {
                 return sent;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(std::time::Instant::now() < deadline, "no end record at the sink");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no end record at the sink"
+        );
     }
 }
 
@@ -404,8 +429,16 @@ fn settle(d: &Dispatcher, reader: &mut Reader, n: usize, ends: u64) -> (u64, u64
         .filter(|r| r.1.ends_with(b"prefix=\"flood\" group=8"))
         .count() as u64;
     let end = out.records.iter().filter(|r| is_end(&r.1)).count() as u64;
-    assert_eq!(out.records.len() as u64, flood + end, "only flood and end records");
-    assert_eq!(logged, out.records.len() as u64, "every record read reached the sink");
+    assert_eq!(
+        out.records.len() as u64,
+        flood + end,
+        "only flood and end records"
+    );
+    assert_eq!(
+        logged,
+        out.records.len() as u64,
+        "every record read reached the sink"
+    );
     let serials: HashSet<u64> = out
         .records
         .iter()

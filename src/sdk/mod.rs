@@ -45,9 +45,9 @@
 //! Input plugins use [`InputClient`] to feed records into the dispatcher.
 
 mod input;
-mod relay;
 mod options;
 mod plugin;
+mod relay;
 mod supervise;
 
 pub use input::InputClient;

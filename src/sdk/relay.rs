@@ -93,7 +93,8 @@ impl RelayOptions {
     /// Defaults: input `name`, buffer in `$state_env` or `state_dir`, at
     /// most `max_size` bytes.
     pub fn new(name: &str, state_env: &str, state_dir: &str, max_size: u64) -> RelayOptions {
-        let env = |k: &str, d: &str| std::env::var_os(k).map_or_else(|| PathBuf::from(d), Into::into);
+        let env =
+            |k: &str, d: &str| std::env::var_os(k).map_or_else(|| PathBuf::from(d), Into::into);
         RelayOptions {
             socket: env("AUDISP_INPUT_SOCKET", "/run/audisp/input.sock"),
             name: name.into(),

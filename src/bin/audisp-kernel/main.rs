@@ -423,7 +423,15 @@ fn run(args: Args) -> Result<(), String> {
     } else {
         "reading the audit multicast group"
     });
-    let result = read_loop(&sock, &sfd, &mut reader, &mut daemon, &mut buf, &relay, &notifier);
+    let result = read_loop(
+        &sock,
+        &sfd,
+        &mut reader,
+        &mut daemon,
+        &mut buf,
+        &relay,
+        &notifier,
+    );
     let _ = notifier.stopping();
     let stopped = match daemon {
         Some(d) => d.unregister(&mut sock, &mut reader, &mut buf, &relay),

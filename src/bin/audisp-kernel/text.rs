@@ -67,7 +67,11 @@ mod tests {
     #[test]
     fn a_record_reads_as_auditd_writes_it() {
         assert_eq!(
-            line(None, 1300, b"audit(1796590324.277:3): arch=c000003e syscall=1"),
+            line(
+                None,
+                1300,
+                b"audit(1796590324.277:3): arch=c000003e syscall=1"
+            ),
             "type=SYSCALL msg=audit(1796590324.277:3): arch=c000003e syscall=1"
         );
         assert_eq!(

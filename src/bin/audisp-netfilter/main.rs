@@ -100,7 +100,13 @@ fn parse_args() -> Result<Option<Args>, String> {
         v.parse::<u32>()
             .ok()
             .filter(|n| range.contains(n))
-            .ok_or_else(|| format!("{what} {v:?}: a number from {} to {}", range.start(), range.end()))
+            .ok_or_else(|| {
+                format!(
+                    "{what} {v:?}: a number from {} to {}",
+                    range.start(),
+                    range.end()
+                )
+            })
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
@@ -207,7 +213,10 @@ impl Counts {
             self.overflows - self.reported_overflows,
         );
         if (new_missed == 0 && new_overflows == 0)
-            || (!last && self.last_report.is_some_and(|t| t.elapsed() < LOSS_REPORT_EVERY))
+            || (!last
+                && self
+                    .last_report
+                    .is_some_and(|t| t.elapsed() < LOSS_REPORT_EVERY))
         {
             return;
         }

@@ -121,7 +121,9 @@ impl NflogSocket {
                      group and network namespace)"
                 ),
                 Errno::EPERM => {
-                    format!("cannot bind log group {group}: permission denied (it needs CAP_NET_ADMIN)")
+                    format!(
+                        "cannot bind log group {group}: permission denied (it needs CAP_NET_ADMIN)"
+                    )
                 }
                 e => format!("cannot bind log group {group}: {e}"),
             })?;
