@@ -33,7 +33,7 @@ use support::auditd::{
     auditctl, event_id, record_type, AuditdOptions, KernelAudit, Plugin, PluginFormat, RealAuditd,
     RULE_KEY, TEST_AUID,
 };
-use support::dispatcher::{read_sink, sink_plugin, wait_until, Dispatcher, NotifyCapture};
+use support::dispatcher::{read_sink, sink_plugin, Dispatcher, NotifyCapture};
 
 const MAIN: &str = "[input.stdin]\nenabled = false\n[journal]\nsegment_size = \"4M\"\nmemory = \"4M\"\n[stats]\ninterval = \"0\"\n";
 
@@ -153,10 +153,18 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Waits until a sink record contains `needle`.
-fn wait_sink_for(d: &Dispatcher, needle: &str) {
-    wait_until(Duration::from_secs(120), needle, || {
-        sink_texts(d).iter().any(|r| contains(r, needle.as_bytes()))
-    });
+fn wait_sink_for(d: &Dispatcher, reader: &KernelReader, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !sink_texts(d).iter().any(|r| contains(r, needle.as_bytes())) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{needle} did not reach the sink ({} records there)\n{}\n{}",
+            sink_texts(d).len(),
+            reader.log(),
+            d.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Sends a USER record with `text` as the test login uid.
@@ -208,7 +216,7 @@ fn multicast_records_match_what_auditd_receives() {
     let marker = auditd
         .sync_captures()
         .expect("marker reaches auditd's plugin");
-    wait_sink_for(&d, &marker);
+    wait_sink_for(&d, &reader, &marker);
     reader.stop();
     let report = auditd.stop().expect("auditd stops, kernel audit restored");
     assert_eq!(report.lost_during_run(), 0);
@@ -355,7 +363,7 @@ fn as_the_daemon_a_getppid_load_arrives_whole_with_lost_unchanged() {
     }
     assert!(load.status().expect("getppid load").success());
     user_message("audisp-kernel-test end of load");
-    wait_sink_for(&d, "audisp-kernel-test end of load");
+    wait_sink_for(&d, &reader, "audisp-kernel-test end of load");
     let lost_after = KernelAudit::read().unwrap().lost;
     reader.stop();
     let after = state.restore();
@@ -415,14 +423,14 @@ fn a_killed_daemon_is_replaced_by_the_next_one() {
     let never_others = format!("auid!={TEST_AUID}");
     state.add_rule(&["-a", "never,user", "-F", &never_others]);
     user_message("audisp-kernel-test before the crash");
-    wait_sink_for(&d, "audisp-kernel-test before the crash");
+    wait_sink_for(&d, &first, "audisp-kernel-test before the crash");
     first.crash();
     // The kernel still names the dead daemon until it tries to send to it;
     // registering tests the old connection and takes over.
     let mut second = KernelReader::start(&d, &["--daemon"], "audit_control");
     assert_eq!(KernelAudit::read().unwrap().pid, second.pid());
     user_message("audisp-kernel-test after the crash");
-    wait_sink_for(&d, "audisp-kernel-test after the crash");
+    wait_sink_for(&d, &second, "audisp-kernel-test after the crash");
     second.stop();
     let after = state.restore();
     assert_eq!(after.pid, 0, "the daemon role was given back");

@@ -184,12 +184,16 @@ impl AuditSocket {
 
     /// The kernel's audit status. Needs `CAP_AUDIT_CONTROL`.
     pub fn status(&mut self) -> Result<Status, String> {
-        let seq = self.send(AUDIT_GET, &[])?;
+        // The kernel sends the status from a thread of its own, possibly
+        // after the acknowledgement; so no acknowledgement is asked for and
+        // the wait ends with the status (or an error, which always comes).
+        let seq = self.send(AUDIT_GET, &[], false)?;
         let mut got = None;
         self.wait_reply(seq, &mut |rtype, payload| {
             if rtype == AUDIT_GET {
                 got = Status::decode(payload);
             }
+            got.is_some()
         })?;
         got.ok_or_else(|| "the kernel sent no audit status".to_string())
     }
@@ -202,19 +206,27 @@ impl AuditSocket {
         status: &Status,
         on_record: &mut dyn FnMut(u16, &[u8]),
     ) -> Result<(), String> {
-        let seq = self.send(AUDIT_SET, &status.encode())?;
-        self.wait_reply(seq, on_record)
+        let seq = self.send(AUDIT_SET, &status.encode(), true)?;
+        self.wait_reply(seq, &mut |rtype, payload| {
+            on_record(rtype, payload);
+            false
+        })
     }
 
-    /// Sends a request asking for an acknowledgement; returns its number.
-    fn send(&mut self, rtype: u16, payload: &[u8]) -> Result<u32, String> {
+    /// Sends a request, asking for an acknowledgement if `ack`; returns its
+    /// number.
+    fn send(&mut self, rtype: u16, payload: &[u8], ack: bool) -> Result<u32, String> {
         self.seq = self.seq.wrapping_add(1);
         let mut msg = vec![0u8; HEADER + payload.len()];
         {
             let mut b = NetlinkBuffer::new(&mut msg[..]);
             b.set_length((HEADER + payload.len()) as u32);
             b.set_message_type(rtype);
-            b.set_flags(NLM_F_REQUEST | NLM_F_ACK);
+            b.set_flags(if ack {
+                NLM_F_REQUEST | NLM_F_ACK
+            } else {
+                NLM_F_REQUEST
+            });
             b.set_sequence_number(self.seq);
             b.set_port_number(0);
         }
@@ -225,9 +237,14 @@ impl AuditSocket {
         Ok(self.seq)
     }
 
-    /// Waits for the acknowledgement of request `seq`, handing every other
-    /// message (a reply to it, or a record) to `other`.
-    fn wait_reply(&self, seq: u32, other: &mut dyn FnMut(u16, &[u8])) -> Result<(), String> {
+    /// Waits for the acknowledgement (or error) of request `seq`, handing
+    /// every other message (a reply to it, or a record) to `other`, which
+    /// may end the wait by returning true.
+    fn wait_reply(
+        &self,
+        seq: u32,
+        other: &mut dyn FnMut(u16, &[u8]) -> bool,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + REPLY_TIMEOUT;
         let mut buf = vec![0u8; 16 << 10];
         loop {
@@ -262,7 +279,9 @@ impl AuditSocket {
                     Some(c) => Err(Errno::from_raw(-c.get()).desc().to_string()),
                 };
             }
-            other(rtype, &buf[HEADER..n]);
+            if other(rtype, &buf[HEADER..n]) {
+                return Ok(());
+            }
         }
     }
 }
