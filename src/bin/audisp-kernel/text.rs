@@ -16,13 +16,18 @@ use audisp::record_types;
 const MAX_LINE: usize = 8970 - 32 - 1;
 
 /// Which kernel messages are records. Below 1100 are requests and replies
-/// (`AUDIT_GET`, rules…) and netlink's own control messages; 1200–1299 are
+/// (`AUDIT_GET`, rules…) and netlink's own control messages, except the two
+/// oldest record types, `USER` (1005) and `LOGIN` (1006); 1200–1299 are
 /// auditd's own records, which the kernel never emits; `AUDIT_REPLACE` is the
 /// kernel asking the registered daemon whether it still lives. auditd skips
 /// the same ones.
 pub fn is_record(rtype: u16) -> bool {
+    const USER: u16 = 1005;
+    const LOGIN: u16 = 1006;
     const REPLACE: u16 = 1329;
-    rtype >= 1100 && !(1200..1300).contains(&rtype) && rtype != REPLACE
+    rtype == USER
+        || rtype == LOGIN
+        || (rtype >= 1100 && !(1200..1300).contains(&rtype) && rtype != REPLACE)
 }
 
 /// Appends the line for a kernel message of type `rtype` whose payload (the
@@ -110,10 +115,10 @@ mod tests {
 
     #[test]
     fn only_records_are_records() {
-        for t in [2u16, 3, 1000, 1001, 1011, 1099, 1200, 1299, 1329] {
+        for t in [2u16, 3, 1000, 1001, 1004, 1007, 1011, 1099, 1200, 1299, 1329] {
             assert!(!is_record(t), "{t}");
         }
-        for t in [1100u16, 1112, 1300, 1320, 1324, 1335, 1400, 1700, 2100] {
+        for t in [1005u16, 1006, 1100, 1112, 1300, 1320, 1324, 1335, 1400, 1700, 2100] {
             assert!(is_record(t), "{t}");
         }
     }
