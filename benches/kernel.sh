@@ -9,6 +9,7 @@
 #   --events N    getppid events of the audit load (default 100000; 3 records each)
 #   --packets N   UDP packets of the netfilter flood (default 200000)
 #   --no-build    use the release binaries already in target/release
+#   --netfilter-only  only the packet-log part (no kernel audit, no lock needed)
 #
 # Needs root, kernel audit with no audit daemon registered, auditd/auditctl,
 # nft, ip, python3. Changes kernel audit (a rule on the test login uid,
@@ -21,7 +22,7 @@ build=1
 for a in "$@"; do
     case "$a" in
         --no-build) build=0 ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     esac
 done
 [ "$(id -u)" = 0 ] || { echo "kernel.sh: needs root" >&2; exit 2; }
@@ -61,7 +62,7 @@ def die(msg):
 
 
 def opts(argv):
-    o = {"events": 100_000, "packets": 200_000}
+    o = {"events": 100_000, "packets": 200_000, "audit": True}
     it = iter(argv)
     for a in it:
         if a in ("--events", "--packets"):
@@ -69,6 +70,8 @@ def opts(argv):
             if not v.isdigit() or int(v) < 1:
                 die(f"{a} needs a positive integer")
             o[a[2:]] = int(v)
+        elif a == "--netfilter-only":
+            o["audit"] = False
         elif a != "--no-build":
             die(f"unknown argument {a}")
     return o
@@ -144,7 +147,7 @@ class Dispatcher:
                     if m in chunk:
                         t = time.monotonic()
                         with open(self.sink, "rb") as g:
-                            return t, sum(1 for _ in g)
+                            return t, sum(1 for l in g if not l.startswith(b"JOURNAL\t"))
                     seen = max(0, seen - len(m)) + len(chunk)
             except FileNotFoundError:
                 pass
@@ -275,9 +278,9 @@ def netfilter_case(tmp, n):
     sh("ip", "netns", "add", NS)
     try:
         sh("ip", "-n", NS, "link", "set", "lo", "up")
-        rules = ("table inet b { chain out { type filter hook output priority 0;\n"
-                 "udp dport 9999 log group 9 prefix \"flood\"\n"
-                 "udp dport 9998 log group 9 prefix \"end\"\n} }\n")
+        rules = ("table inet b {\n chain out {\n  type filter hook output priority 0;\n"
+                 "  udp dport 9999 log group 9 prefix \"flood\"\n"
+                 "  udp dport 9998 log group 9 prefix \"end\"\n }\n}\n")
         subprocess.run(["ip", "netns", "exec", NS, "nft", "-f", "-"], input=rules,
                        text=True, check=True)
         # The sender alone, to a port no rule logs: the ceiling.
@@ -312,8 +315,7 @@ def netfilter_case(tmp, n):
         sh("ip", "netns", "del", NS, check=False)
 
 
-def main():
-    o = opts(sys.argv[1:])
+def audit_cases(o, tmp):
     st = status()
     if st.get("pid"):
         die(f"an audit daemon (pid {st['pid']}) is registered; stop it first")
@@ -321,7 +323,6 @@ def main():
         die("kernel audit is locked")
     rule = ["-a", "always,exit", "-F", "arch=b64", "-S", "getppid", "-F", f"auid={AUID}", "-k", KEY]
     never = ["-a", "never,user", "-F", f"auid!={AUID}"]
-    tmp = tempfile.mkdtemp(prefix="audisp-kbench.")
     try:
         sh("auditctl", "-b", "8192")
         sh("auditctl", "-e", "1")
@@ -341,6 +342,13 @@ def main():
         sh("auditctl", "-d", *never[1:], check=False)
         sh("auditctl", "-b", str(st["backlog_limit"]), check=False)
         sh("auditctl", "-e", str(st["enabled"]), check=False)
+
+
+def main():
+    o = opts(sys.argv[1:])
+    tmp = tempfile.mkdtemp(prefix="audisp-kbench.")
+    if o["audit"]:
+        audit_cases(o, tmp)
     p = o["packets"]
     sender, lines, secs, cpu, report = netfilter_case(tmp, p)
     print(f"netfilter flood: {p} UDP packets; the sender alone: {sender:,.0f} packets/s")
