@@ -37,6 +37,7 @@ exec python3 - "$@" <<'PY'
 rows of one run, never across runs (the machines are shared)."""
 
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -344,9 +345,7 @@ def audit_cases(o, tmp):
         sh("auditctl", "-e", str(st["enabled"]), check=False)
 
 
-def main():
-    o = opts(sys.argv[1:])
-    tmp = tempfile.mkdtemp(prefix="audisp-kbench.")
+def run_cases(o, tmp):
     if o["audit"]:
         audit_cases(o, tmp)
     p = o["packets"]
@@ -354,7 +353,17 @@ def main():
     print(f"netfilter flood: {p} UDP packets; the sender alone: {sender:,.0f} packets/s")
     row("packets -> audisp-netfilter -> sink", lines, secs, {"audisp-netfilter": cpu})
     print(f"audisp-netfilter: {report}")
-    print(f"(kept {tmp})")
+
+
+def main():
+    o = opts(sys.argv[1:])
+    tmp = tempfile.mkdtemp(prefix="audisp-kbench.")
+    try:
+        run_cases(o, tmp)
+    except BaseException:
+        print(f"kernel.sh: failed; kept {tmp}", file=sys.stderr)
+        raise
+    shutil.rmtree(tmp)
 
 
 main()
