@@ -49,11 +49,15 @@
 mod input;
 mod options;
 mod plugin;
+#[cfg(feature = "dispatcher")]
+mod relay;
 mod supervise;
 
 pub use input::InputClient;
 pub use options::PluginOptions;
 pub use plugin::{Batch, Command, Context, Event, Plugin, Record};
+#[cfg(feature = "dispatcher")]
+pub use relay::{flag_value, stop_signals, Relay, RelayConfig, RelayOptions};
 
 use std::fmt;
 

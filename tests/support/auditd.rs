@@ -1125,7 +1125,8 @@ fn explain_early_exit(status: ExitStatus, dir: &str) -> String {
     )
 }
 
-fn auditctl<S: AsRef<OsStr>>(args: &[S]) -> Result<String, String> {
+/// Runs `auditctl` with `args`; its standard output, or why it failed.
+pub fn auditctl<S: AsRef<OsStr>>(args: &[S]) -> Result<String, String> {
     let path = sbin("auditctl")?;
     let out = Command::new(&path)
         .args(args)

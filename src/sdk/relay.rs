@@ -1,0 +1,506 @@
+//! Input programs' buffer and relay: records wait in a [`Journal`] (the
+//! newest in memory, all on disk) until the dispatcher has acknowledged them,
+//! and a thread sends them to its input socket, as many in flight as the
+//! window allows.
+//!
+//! Every input program (`audisp-bridge`, `audisp-kernel`,
+//! `audisp-netfilter`) reads a source that must never wait for the
+//! dispatcher — auditd's pipe, the kernel's audit socket, a netfilter log
+//! group — so it stores what it reads with [`Relay::store`] and goes on
+//! reading; [`Relay`] does the rest:
+//!
+//! * when the dispatcher is away it reconnects with back-off while the buffer
+//!   grows, up to its size limit (beyond it the oldest unsent records are
+//!   dropped and logged);
+//! * after reconnecting it resumes after the last record the dispatcher says
+//!   it stored (which may be beyond our last ack: an ack lost with the
+//!   connection), so nothing is sent twice to be stored twice;
+//! * the journal's id is the input's epoch and its sequence numbers are the
+//!   input's record numbers, so a restart of the program itself (the buffer is
+//!   reopened) resends exactly what the dispatcher lacks;
+//! * [`Relay::finish`] goes on sending for a while once the source ended and
+//!   says what is left for the next start.
+//!
+//! One program per buffer directory: a lock file refuses a second one.
+//! [`RelayOptions`] are the command-line options all these programs share.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::journal::{Journal, Limits, NewEntry, ReadOutcome, Step};
+use crate::sdk::InputClient;
+
+/// Most records sent and not yet acknowledged.
+const WINDOW: u64 = 20_000;
+/// Bytes of records read from the buffer per send.
+const SEND_BYTES: usize = 256 << 10;
+/// Longest wait between two connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the buffer is flushed to disk.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// Where to relay to.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// The dispatcher's input socket.
+    pub socket: PathBuf,
+    /// Our input name there.
+    pub name: String,
+    /// How long [`Relay::finish`] goes on sending after the source ended.
+    pub flush_limit: Duration,
+}
+
+/// What the sending thread needs.
+struct Config {
+    socket: PathBuf,
+    name: String,
+    flush_limit: Duration,
+    /// Highest sequence number the dispatcher acknowledged, for the final
+    /// report.
+    acked: Arc<AtomicU64>,
+}
+
+/// The command-line options every input program shares (`--socket`,
+/// `--name`, `--state-dir`, `--max-size`, `--memory`): one parser, so every
+/// program spells and applies them the same way; [`RelayOptions::help`]
+/// describes them.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// The dispatcher's input socket (`--socket`, `$AUDISP_INPUT_SOCKET`).
+    pub socket: PathBuf,
+    /// The input's name at the dispatcher (`--name`).
+    pub name: String,
+    /// Where the buffer lives (`--state-dir`).
+    pub state_dir: PathBuf,
+    /// Most bytes the buffer may hold (`--max-size`, MiB).
+    pub max_size: u64,
+    /// Newest part of the buffer also kept in memory (`--memory`, MiB).
+    pub memory: u64,
+    /// The environment variable naming the default `--state-dir`.
+    state_env: String,
+}
+
+impl RelayOptions {
+    /// Defaults: input `name`, buffer in `$state_env` or `state_dir`, at
+    /// most `max_size` bytes.
+    pub fn new(name: &str, state_env: &str, state_dir: &str, max_size: u64) -> RelayOptions {
+        let env =
+            |k: &str, d: &str| std::env::var_os(k).map_or_else(|| PathBuf::from(d), Into::into);
+        RelayOptions {
+            socket: env("AUDISP_INPUT_SOCKET", "/run/audisp/input.sock"),
+            name: name.into(),
+            state_dir: env(state_env, state_dir),
+            max_size,
+            memory: 8 << 20,
+            state_env: state_env.into(),
+        }
+    }
+
+    /// Help text for these options, with the program's defaults.
+    pub fn help(&self) -> String {
+        format!(
+            "  --socket PATH       the dispatcher's input socket [env AUDISP_INPUT_SOCKET,
+                      default /run/audisp/input.sock]
+  --name NAME         the input's name at the dispatcher (default {name})
+  --state-dir DIR     the buffer of unacknowledged records [env {env},
+                      default {dir}]
+  --max-size MIB      most the buffer may hold, in MiB (default {max}); beyond
+                      it the oldest unsent records are dropped and logged
+  --memory MIB        newest part of the buffer also kept in memory (default {mem})
+",
+            name = self.name,
+            env = self.state_env,
+            dir = self.state_dir.display(),
+            max = self.max_size >> 20,
+            mem = self.memory >> 20,
+        )
+    }
+
+    /// The long flags these options answer to (without `--`).
+    pub const FLAGS: [&'static str; 5] = ["socket", "name", "state-dir", "max-size", "memory"];
+
+    /// Takes `--flag`, one of [`RelayOptions::FLAGS`], reading its value
+    /// from `p`.
+    pub fn take(&mut self, flag: &str, p: &mut lexopt::Parser) -> Result<(), String> {
+        let mib = |v: String, what: &str| -> Result<u64, String> {
+            match v.parse::<u64>() {
+                Ok(n) if n > 0 && n < (1 << 40) => Ok(n << 20),
+                _ => Err(format!("{what} {v:?}: a whole number of MiB, at least 1")),
+            }
+        };
+        match flag {
+            "socket" => self.socket = flag_value(p)?.into(),
+            "name" => self.name = flag_value(p)?,
+            "state-dir" => self.state_dir = flag_value(p)?.into(),
+            "max-size" => self.max_size = mib(flag_value(p)?, "--max-size")?,
+            "memory" => self.memory = mib(flag_value(p)?, "--memory")?,
+            other => return Err(format!("--{other} is not an input option")),
+        }
+        Ok(())
+    }
+
+    /// Opens the buffer and starts relaying; `flush_limit` as in
+    /// [`RelayConfig`].
+    pub fn start(self, flush_limit: Duration) -> Result<Relay, String> {
+        Relay::start(
+            &self.state_dir,
+            Limits {
+                segment_size: (self.max_size / 16).clamp(64 << 10, 64 << 20),
+                max_size: self.max_size,
+                memory: self.memory.min(self.max_size),
+            },
+            RelayConfig {
+                socket: self.socket,
+                name: self.name,
+                flush_limit,
+            },
+        )
+    }
+}
+
+/// A signalfd for SIGTERM and SIGINT, blocked in every thread started after
+/// this: an input program polls it beside its source and stops reading when
+/// it is readable.
+pub fn stop_signals() -> Result<SignalFd, String> {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGINT);
+    mask.thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("signalfd: {e}"))
+}
+
+/// The value of the option just read, as UTF-8.
+pub fn flag_value(p: &mut lexopt::Parser) -> Result<String, String> {
+    p.value()
+        .map_err(|e| e.to_string())?
+        .into_string()
+        .map_err(|v| format!("{v:?} is not UTF-8"))
+}
+
+/// An input program's buffer and the thread that relays it.
+pub struct Relay {
+    journal: Journal,
+    done: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+    sender: JoinHandle<()>,
+    flush_limit: Duration,
+    _lock: Flock<File>,
+}
+
+impl Relay {
+    /// Opens (or creates) the buffer in `dir`, locked against a second
+    /// program, and starts relaying it as `cfg` says.
+    pub fn start(dir: &Path, limits: Limits, cfg: RelayConfig) -> Result<Relay, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create the buffer {}: {e}", dir.display()))?;
+        let lock_path = dir.join("relay.lock");
+        let file = File::create(&lock_path)
+            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+            format!(
+                "the buffer {} is in use by another program ({e}); one program per buffer",
+                dir.display()
+            )
+        })?;
+        let journal = Journal::open(dir, limits)
+            .map_err(|e| format!("cannot open the buffer in {}: {e}", dir.display()))?;
+        tracing::info!(
+            "relaying to {} as input {:?}; {} records wait in the buffer {}",
+            cfg.socket.display(),
+            cfg.name,
+            journal.end() - journal.start(),
+            dir.display()
+        );
+        let done = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicU64::new(journal.start().saturating_sub(1)));
+        let sender = {
+            let cfg = Config {
+                socket: cfg.socket,
+                name: cfg.name,
+                flush_limit: cfg.flush_limit,
+                acked: acked.clone(),
+            };
+            let journal = journal.clone();
+            let done = done.clone();
+            std::thread::Builder::new()
+                .name("relay".into())
+                .spawn(move || run(cfg, journal, done))
+                .map_err(|e| format!("cannot start the relay thread: {e}"))?
+        };
+        Ok(Relay {
+            journal,
+            done,
+            acked,
+            sender,
+            flush_limit: cfg.flush_limit,
+            _lock: lock,
+        })
+    }
+
+    /// Appends records (type or 0, text) to the buffer, where the relay
+    /// thread finds them. A record the buffer cannot take (disk error) stays
+    /// in `batch` and is retried with the next ones.
+    pub fn store(&self, batch: &mut Vec<(u32, Vec<u8>)>) {
+        if batch.is_empty() {
+            return;
+        }
+        let entries: Vec<NewEntry<'_>> = batch
+            .iter()
+            .map(|(rtype, text)| NewEntry {
+                event: 0,
+                source_seq: 0,
+                rtype: *rtype,
+                source: 0,
+                flags: 0,
+                text: text.as_slice().into(),
+            })
+            .collect();
+        match self.journal.append(&entries) {
+            Ok(a) => {
+                if let Some(before) = a.evicted_before {
+                    tracing::error!(
+                        message_id = crate::log_ids::RECORD_LOSS,
+                        "the buffer is full (--max-size): records before {before} were dropped unsent"
+                    );
+                }
+                batch.clear();
+            }
+            Err(e) => tracing::error!(
+                message_id = crate::log_ids::JOURNAL_ERROR,
+                "cannot write the buffer: {e}; keeping {} records in memory",
+                batch.len()
+            ),
+        }
+    }
+
+    /// Records stored and not yet acknowledged by the dispatcher.
+    pub fn unacknowledged(&self) -> u64 {
+        self.journal
+            .end()
+            .saturating_sub(self.acked.load(Ordering::SeqCst) + 1)
+    }
+
+    /// The source ended: sends for up to the flush limit, makes the buffer
+    /// durable and says what is left for the next start. Returns the number
+    /// of records the dispatcher has not acknowledged.
+    pub fn finish(self) -> Result<u64, String> {
+        self.done.store(true, Ordering::SeqCst);
+        // The relay stops by itself within the flush limit, unless it is
+        // stuck in a send to a dispatcher that does not read (stopped): then
+        // leave it.
+        let deadline = Instant::now() + self.flush_limit + Duration::from_secs(2);
+        while !self.sender.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.sender.is_finished() {
+            if self.sender.join().is_err() {
+                return Err("the relay thread failed".into());
+            }
+        } else {
+            tracing::warn!("the dispatcher takes no records (stopped?); giving up sending");
+        }
+        let left = self
+            .journal
+            .end()
+            .saturating_sub(self.acked.load(Ordering::SeqCst) + 1);
+        if let Err(e) = self.journal.sync_upto(self.journal.end()) {
+            tracing::error!(
+                message_id = crate::log_ids::JOURNAL_ERROR,
+                "cannot sync the buffer: {e}"
+            );
+        }
+        if left == 0 {
+            tracing::info!("input ended; the dispatcher has every record");
+        } else {
+            tracing::warn!(
+                "input ended; {left} records not yet acknowledged stay in {} for the next start",
+                self.journal.dir().display()
+            );
+        }
+        Ok(left)
+    }
+}
+
+/// Sending state kept across connections.
+struct State {
+    /// Highest sequence number the dispatcher acknowledged.
+    acked: u64,
+    /// When the input ended (then we only flush, for a while).
+    done_at: Option<Instant>,
+    last_sync: Instant,
+}
+
+/// Relays until the input is done and everything is acknowledged, or the
+/// flush time after the input ended is up.
+fn run(cfg: Config, journal: Journal, done: Arc<AtomicBool>) {
+    let mut st = State {
+        acked: cfg.acked.load(Ordering::SeqCst),
+        done_at: None,
+        last_sync: Instant::now(),
+    };
+    let mut backoff = Duration::from_millis(100);
+    let mut outage_reported = false;
+    loop {
+        match session(&cfg, &journal, &done, &mut st, &mut outage_reported) {
+            Ok(()) => return,
+            Err(e) => {
+                if !outage_reported {
+                    tracing::warn!(
+                        "dispatcher unavailable: {e}; buffering records until it is back"
+                    );
+                    outage_reported = true;
+                } else {
+                    tracing::debug!("dispatcher still unavailable: {e}");
+                }
+            }
+        }
+        // Wait before the next attempt, unless the flush time is up.
+        let until = Instant::now() + backoff;
+        loop {
+            if flush_over(&cfg, &done, &mut st) {
+                return;
+            }
+            sync(&journal, &mut st);
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            std::thread::sleep((until - now).min(Duration::from_millis(100)));
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Whether the input ended more than the flush limit ago.
+fn flush_over(cfg: &Config, done: &AtomicBool, st: &mut State) -> bool {
+    if st.done_at.is_none() && done.load(Ordering::SeqCst) {
+        st.done_at = Some(Instant::now());
+    }
+    st.done_at.is_some_and(|t| t.elapsed() >= cfg.flush_limit)
+}
+
+/// Flushes the buffer to disk every [`SYNC_EVERY`], so a crash of the
+/// machine loses at most that much of what the dispatcher has not taken.
+fn sync(journal: &Journal, st: &mut State) {
+    if st.last_sync.elapsed() >= SYNC_EVERY {
+        st.last_sync = Instant::now();
+        if let Err(e) = journal.sync_upto(journal.end()) {
+            tracing::error!(
+                message_id = crate::log_ids::JOURNAL_ERROR,
+                "cannot sync the buffer: {e}"
+            );
+        }
+    }
+}
+
+/// One connection. Ok when everything is sent and acknowledged after the
+/// input ended (or the flush time is up); Err when the connection fails.
+fn session(
+    cfg: &Config,
+    journal: &Journal,
+    done: &AtomicBool,
+    st: &mut State,
+    outage_reported: &mut bool,
+) -> Result<(), String> {
+    let (mut client, after) =
+        InputClient::connect(&cfg.socket, &cfg.name, journal.id().0).map_err(|e| e.to_string())?;
+    tracing::info!(
+        "connected to the dispatcher at {}; it has our records up to {after}, we have up to {}",
+        cfg.socket.display(),
+        journal.end().saturating_sub(1)
+    );
+    *outage_reported = false;
+    st.acked = after;
+    cfg.acked.store(after, Ordering::SeqCst);
+    let mut next = after + 1;
+    if next < journal.start() {
+        tracing::error!(
+            message_id = crate::log_ids::RECORD_LOSS,
+            "records {next}..{} are no longer in the buffer (its size limit); they are lost",
+            journal.start()
+        );
+        next = journal.start();
+    }
+    let mut reader = journal.reader(next);
+    let wake = journal.wakeup().map_err(|e| format!("eventfd: {e}"))?;
+    let mut batch: Vec<(u64, u32, Vec<u8>)> = Vec::new();
+    loop {
+        sync(journal, st);
+        if flush_over(cfg, done, st) {
+            return Ok(());
+        }
+        let inflight = reader.next_seq().saturating_sub(st.acked + 1);
+        if inflight < WINDOW && !reader.caught_up() {
+            batch.clear();
+            let outcome = reader
+                .read(SEND_BYTES, &mut |e| {
+                    batch.push((e.seq, e.rtype, e.text.to_vec()));
+                    Step::Next
+                })
+                .map_err(|e| format!("reading the buffer: {e}"))?;
+            if let ReadOutcome::Lost { from, to, reason } = outcome {
+                tracing::error!(
+                    message_id = crate::log_ids::RECORD_LOSS,
+                    "records {from}..{to} of the buffer cannot be sent: {reason:?}"
+                );
+            }
+            if !batch.is_empty() {
+                client
+                    .send(batch.iter().map(|(s, t, x)| (*s, *t, &x[..])))
+                    .map_err(|e| e.to_string())?;
+            }
+            // Take any acknowledgement already there, without waiting.
+            ack(cfg, journal, st, client.wait_ack(Duration::ZERO))?;
+            continue;
+        }
+        if inflight > 0 {
+            ack(
+                cfg,
+                journal,
+                st,
+                client.wait_ack(Duration::from_millis(100)),
+            )?;
+            continue;
+        }
+        if st.done_at.is_some() || done.load(Ordering::SeqCst) {
+            // Input over, everything acknowledged.
+            return Ok(());
+        }
+        wake.arm();
+        if !reader.caught_up() {
+            continue;
+        }
+        let mut fds = [PollFd::new(wake.fd(), PollFlags::POLLIN)];
+        let _ = nix::poll::poll(&mut fds, PollTimeout::from(500u16));
+        wake.clear();
+    }
+}
+
+/// Records an acknowledgement and frees what it covers.
+fn ack(
+    cfg: &Config,
+    journal: &Journal,
+    st: &mut State,
+    got: Result<u64, crate::sdk::Error>,
+) -> Result<(), String> {
+    let acked = got.map_err(|e| e.to_string())?;
+    if acked > st.acked {
+        st.acked = acked;
+        cfg.acked.store(acked, Ordering::SeqCst);
+        if let Err(e) = journal.retain_from(acked + 1) {
+            tracing::warn!("cannot delete sent parts of the buffer: {e}");
+        }
+    }
+    Ok(())
+}
