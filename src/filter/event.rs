@@ -108,7 +108,9 @@ impl<T> WholeEvents<T> {
 
     /// Takes one record (`item`) of `event`; `matched` is whether the
     /// expression is true for it, `ends` whether it is the event's last. If
-    /// the event ends, its records go to `release` (in order) or are dropped.
+    /// the event ends, its records go to `release` (in order) or are
+    /// dropped, and the result says which (`Some(true)`: released); `None`
+    /// while the event is still open.
     pub fn push(
         &mut self,
         event: u64,
@@ -116,7 +118,7 @@ impl<T> WholeEvents<T> {
         ends: bool,
         item: T,
         release: &mut impl FnMut(T),
-    ) {
+    ) -> Option<bool> {
         if !ends {
             let spare = &mut self.spare;
             let held = self.open.entry(event).or_insert_with(|| Held {
@@ -126,7 +128,7 @@ impl<T> WholeEvents<T> {
             held.matched |= matched;
             held.items.push(item);
             self.held += 1;
-            return;
+            return None;
         }
         match self.open.remove(&event) {
             None => {
@@ -135,22 +137,23 @@ impl<T> WholeEvents<T> {
                 if pass {
                     release(item);
                 }
+                Some(pass)
             }
             Some(mut held) => {
                 held.matched |= matched;
                 held.items.push(item);
                 self.held += 1;
-                self.finish(held, release);
+                Some(self.finish(held, release))
             }
         }
     }
 
     /// Ends `event` (it ended without a last record of its own: a timeout,
-    /// the open-event limit, shutdown). Unknown events are ignored.
-    pub fn close(&mut self, event: u64, release: &mut impl FnMut(T)) {
-        if let Some(held) = self.open.remove(&event) {
-            self.finish(held, release);
-        }
+    /// the open-event limit, shutdown) and says whether its records were
+    /// released; `None` for an event that holds nothing.
+    pub fn close(&mut self, event: u64, release: &mut impl FnMut(T)) -> Option<bool> {
+        let held = self.open.remove(&event)?;
+        Some(self.finish(held, release))
     }
 
     /// Ends every held event, oldest (lowest id) first.
@@ -160,7 +163,7 @@ impl<T> WholeEvents<T> {
         }
     }
 
-    fn finish(&mut self, mut held: Held<T>, release: &mut impl FnMut(T)) {
+    fn finish(&mut self, mut held: Held<T>, release: &mut impl FnMut(T)) -> bool {
         let n = held.items.len();
         self.held -= n;
         let pass = self.action.passes(held.matched);
@@ -173,6 +176,7 @@ impl<T> WholeEvents<T> {
             held.items.clear();
         }
         self.spare.push(held.items);
+        pass
     }
 
     fn count(&mut self, pass: bool, records: u64) {
@@ -216,7 +220,8 @@ mod tests {
         let mut w = WholeEvents::new(action);
         let mut out = Vec::new();
         for &(event, matched, ends, item) in steps {
-            w.push(event, matched, ends, item, &mut |i| out.push(i));
+            let decided = w.push(event, matched, ends, item, &mut |i| out.push(i));
+            assert_eq!(decided.is_some(), ends);
         }
         (out, w)
     }
@@ -261,8 +266,8 @@ mod tests {
         assert!(out.is_empty());
         assert_eq!((w.held(), w.held_events()), (3, 3));
         assert_eq!(w.oldest_held(), Some(&40));
-        w.close(5, &mut |i| out.push(i));
-        w.close(99, &mut |i| out.push(i));
+        assert_eq!(w.close(5, &mut |i| out.push(i)), Some(true));
+        assert_eq!(w.close(99, &mut |i| out.push(i)), None);
         assert_eq!(out, [50]);
         w.close_all(&mut |i| out.push(i));
         assert_eq!(out, [50, 40]);
