@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use super::ast::{Comparison, Expr, Field, Operand, Operator};
 use super::error::ParseError;
-use super::interpret::{self, parse_id};
+use super::interpret::parse_id;
 use super::parser::{self, Names};
-use super::view::{Buffers, Found, View};
+use super::view::{Buffers, Name, View};
 
 /// A parsed filter expression, ready to evaluate.
 #[derive(Debug, Clone)]
@@ -30,7 +30,8 @@ pub struct Filter {
 struct Inner {
     /// `None`: a rule file without rules, which matches nothing.
     expr: Option<Expr>,
-    names: Vec<String>,
+    /// The field names the expression uses, by slot, ready to search for.
+    names: Vec<Name>,
     rules: usize,
 }
 
@@ -62,7 +63,7 @@ impl Filter {
         Filter {
             inner: Arc::new(Inner {
                 expr,
-                names: names.names,
+                names: names.names.iter().map(|n| Name::new(n)).collect(),
                 rules,
             }),
         }
@@ -91,7 +92,7 @@ impl Filter {
         };
         let mut e = Evaluation {
             names: &self.inner.names,
-            view: View::new(record, self.inner.names.len(), &mut scratch.buffers),
+            view: View::new(record, &mut scratch.buffers),
         };
         // libauparse drops EOE records, and records it cannot read the type
         // of: no expression ever sees them. They go with their event.
@@ -122,7 +123,7 @@ impl std::str::FromStr for Filter {
 }
 
 struct Evaluation<'f, 'r, 'b> {
-    names: &'f [String],
+    names: &'f [Name],
     view: View<'r, 'b>,
 }
 
@@ -146,7 +147,7 @@ impl Evaluation<'_, '_, '_> {
                 }
                 false
             }
-            Expr::Regexp(p) => p.regex.is_match(self.view.raw),
+            Expr::Regexp(p) => p.regex.is_match(self.view.raw()),
             Expr::Compare(c) => self.compare(c),
         }
     }
@@ -154,14 +155,15 @@ impl Evaluation<'_, '_, '_> {
     fn compare(&mut self, c: &Comparison) -> bool {
         let ord = match (&c.field, &c.value) {
             (Field::Named { slot, .. }, Operand::Text(want)) => {
-                let found = self.view.find(*slot, self.names);
-                if found == Found::Missing {
-                    return false;
-                }
+                let name = &self.names[*slot];
+                let found = self.view.find(name);
                 let got = match c.op {
                     Operator::RawEq | Operator::RawNe => self.view.written(found),
-                    _ => self.interpreted(*slot, found),
+                    _ => self.view.interpreted(found, name),
                 };
+                // A missing field (or one without a value) makes every
+                // comparison false.
+                let Some(got) = got else { return false };
                 if got == want.as_bytes() {
                     Ordering::Equal
                 } else {
@@ -169,13 +171,12 @@ impl Evaluation<'_, '_, '_> {
                 }
             }
             (Field::Named { slot, .. }, Operand::Number(want)) => {
-                let found = self.view.find(*slot, self.names);
-                if found == Found::Missing {
+                let found = self.view.find(&self.names[*slot]);
+                let Some(got) = self.view.written(found) else {
                     return false;
-                }
+                };
                 // auparse reads the value with strtoul: no digits is 0.
-                let got = parse_id(self.view.written(found)).unwrap_or(0);
-                got.cmp(want)
+                parse_id(got).unwrap_or(0).cmp(want)
             }
             (Field::RecordType, Operand::RecordType(want)) => match self.view.rtype() {
                 Some(t) => t.cmp(want),
@@ -197,19 +198,5 @@ impl Evaluation<'_, '_, '_> {
             _ => return false,
         };
         c.op.holds(ord)
-    }
-
-    /// The interpreted value of the field found for `slot`.
-    fn interpreted(&mut self, slot: usize, found: Found) -> &[u8] {
-        let names = self.names;
-        let Some(raw) = self.view.unquoted(found) else {
-            return self.view.written(found);
-        };
-        if matches!(found, Found::Type | Found::Node) {
-            return raw.text;
-        }
-        let kind = interpret::kind(self.view.rtype().unwrap_or(0), names[slot].as_bytes());
-        let enriched = self.view.enriched(slot, names);
-        interpret::interpret(kind, raw, enriched, self.view.text_buffer())
     }
 }

@@ -18,15 +18,19 @@
 //!    * `res`, `result`: `yes` for 1, `no` for 0, `unset` for other
 //!      numbers, the text as written otherwise (`success`, `failed`);
 //!    * fields the kernel hex-encodes (`exe`, `comm`, `name`, `cwd`,
-//!      `proctitle`, `EXECVE` arguments, `key`…): decoded when hex, without
-//!      quotes when quoted; `proctitle`'s NUL separators become spaces and a
-//!      `key` holding several keys (separated by 0x01) gives the first;
-//!    * any other field: the value as written, without its quotes. auparse
+//!      `proctitle`, `EXECVE` arguments, `key`…, the list of
+//!      [`crate::format::fields::is_escaped`]): without quotes when quoted,
+//!      decoded when hex (up to a NUL byte; `proctitle`'s NUL separators
+//!      become spaces);
+//!    * any other field: the value as written, quotes included. auparse
 //!      would translate more (errno names for `exit`, permission and mode
 //!      bits, syscall arguments, capability sets…); this filter does not,
 //!      so `i=` on those fields compares the written value.
+//!
+//! Like auparse (its default `AUPARSE_ESC_TTY`), a locally interpreted value
+//! shows control characters as `\ooo` (a tab is `\011`).
 
-use crate::format::fields::{decode_hex, is_escaped, is_hex};
+use crate::format::fields::{decode_hex, is_escaped};
 
 /// Fields whose value is a user id (auparse's `AUPARSE_TYPE_UID`).
 const UID_FIELDS: &[&str] = &[
@@ -102,85 +106,115 @@ pub(crate) fn kind(rtype: u32, name: &[u8]) -> Kind {
     }
 }
 
-/// A value as the record holds it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Written<'a> {
-    /// The value without its quotes.
-    pub text: &'a [u8],
-    /// Whether it was quoted.
-    pub quoted: bool,
-}
-
-/// The interpreted value of a field of kind `kind` written as `raw`, given
-/// what auditd's enrichment says about it (`enriched`). The result borrows
-/// from the inputs or from `buf`.
+/// The interpreted value of a field of kind `kind` written as `raw` (as
+/// written, quotes included), given what auditd's enrichment says about it
+/// (`enriched`). The result borrows from the inputs or from the buffers.
 pub(crate) fn interpret<'a>(
     kind: Kind,
-    raw: Written<'a>,
-    enriched: Option<Written<'a>>,
+    raw: &'a [u8],
+    enriched: Option<&'a [u8]>,
     buf: &'a mut Vec<u8>,
+    escaped: &'a mut Vec<u8>,
 ) -> &'a [u8] {
-    if let Some(e) = enriched.filter(|e| !e.text.starts_with(b"unknown-")) {
+    if let Some(e) = enriched.filter(|e| !e.starts_with(b"unknown-")) {
         return if kind == Kind::Id {
-            unescape(e, buf)
+            print_escaped(e, buf)
         } else {
-            e.text
+            e
         };
     }
-    let v = raw.text;
-    match kind {
-        Kind::Id => match parse_id(v) {
+    let out: &[u8] = match kind {
+        Kind::Id => match parse_id(raw) {
             Some(u32::MAX) => b"unset",
             Some(0) => b"root",
-            _ => v,
+            _ => raw,
         },
-        Kind::Session if v == b"4294967295" => b"unset",
-        Kind::Success if v.first().is_some_and(u8::is_ascii_digit) => match parse_id(v) {
+        Kind::Session if raw == b"4294967295" => b"unset",
+        Kind::Success if raw.first().is_some_and(u8::is_ascii_digit) => match parse_id(raw) {
             Some(1) => b"yes",
             Some(0) => b"no",
             _ => b"unset",
         },
-        Kind::Escaped => unescape(raw, buf),
-        Kind::Proctitle => {
-            if !decode(raw, buf) {
-                return v;
+        Kind::Escaped | Kind::Key => until_nul(print_escaped(raw, buf)),
+        Kind::Proctitle => match unescape(raw, buf) {
+            Some(text) => text,
+            None => {
+                // The arguments are separated by NUL bytes: show spaces.
+                for b in buf.iter_mut().filter(|b| **b == 0) {
+                    *b = b' ';
+                }
+                buf
             }
-            for b in buf.iter_mut().filter(|b| **b == 0) {
-                *b = b' ';
-            }
-            buf
-        }
-        Kind::Key => {
-            let decoded = unescape(raw, buf);
-            match memchr::memchr(1, decoded) {
-                Some(i) => &decoded[..i],
-                None => decoded,
-            }
-        }
-        Kind::Session | Kind::Success | Kind::Plain => v,
+        },
+        Kind::Session | Kind::Success | Kind::Plain => raw,
+    };
+    tty_escaped(out, escaped)
+}
+
+/// auparse's `print_escaped`: a quoted value up to its closing quote (a
+/// single space if it has none, as when a space cut it), hex digits
+/// decoded (a leading `00`, the NUL of an abstract socket name, skipped),
+/// `(null)` and anything else as written.
+fn print_escaped<'a>(v: &'a [u8], buf: &'a mut Vec<u8>) -> &'a [u8] {
+    match unescape(v, buf) {
+        Some(text) => text,
+        None => buf,
     }
 }
 
-/// auparse's `print_escaped`: a quoted value without its quotes, hex decoded
-/// (a leading `00`, the NUL of an abstract socket name, skipped), anything
-/// else as written.
-fn unescape<'a>(v: Written<'a>, buf: &'a mut Vec<u8>) -> &'a [u8] {
-    if decode(v, buf) {
-        buf
-    } else {
-        v.text
+/// [`print_escaped`]'s work: the text to use, or `None` when it decoded
+/// hex into `buf`.
+fn unescape<'v>(v: &'v [u8], buf: &mut Vec<u8>) -> Option<&'v [u8]> {
+    if let Some(rest) = v.strip_prefix(b"\"") {
+        return Some(match memchr::memchr(b'"', rest) {
+            Some(i) => &rest[..i],
+            None => b" ",
+        });
     }
-}
-
-/// Decodes `v` into `buf` if it is hex (and not quoted); false if it is not.
-fn decode(v: Written<'_>, buf: &mut Vec<u8>) -> bool {
-    if v.quoted || !is_hex(v.text) {
-        return false;
+    let src = v.strip_prefix(b"00").unwrap_or(v);
+    if src.starts_with(b"(") {
+        return Some(match memchr::memchr(b')', src) {
+            Some(i) => &src[..=i],
+            None => v,
+        });
     }
-    let hex = v.text.strip_prefix(b"00").unwrap_or(v.text);
+    let run = src.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if run < 2 {
+        return Some(v);
+    }
     buf.clear();
-    decode_hex(hex, buf);
-    true
+    decode_hex(&src[..run], buf);
+    None
+}
+
+/// A decoded value as a C string: up to its first NUL byte.
+fn until_nul(v: &[u8]) -> &[u8] {
+    match memchr::memchr(0, v) {
+        Some(i) => &v[..i],
+        None => v,
+    }
+}
+
+/// auparse's default (`AUPARSE_ESC_TTY`) escaping of interpreted values:
+/// control characters as `\ooo`.
+fn tty_escaped<'a>(v: &'a [u8], out: &'a mut Vec<u8>) -> &'a [u8] {
+    if !v.iter().any(|&b| b < 0x20) {
+        return v;
+    }
+    out.clear();
+    for &b in v {
+        if b < 0x20 {
+            out.extend_from_slice(&[
+                b'\\',
+                b'0' + (b >> 6),
+                b'0' + ((b >> 3) & 7),
+                b'0' + (b & 7),
+            ]);
+        } else {
+            out.push(b);
+        }
+    }
+    out
 }
 
 /// A number as C's `strtoul` reads it and auparse stores it: decimal digits
@@ -213,16 +247,16 @@ pub(crate) fn parse_id(v: &[u8]) -> Option<u32> {
 mod tests {
     use super::*;
 
-    fn w(text: &str, quoted: bool) -> Written<'_> {
-        Written {
-            text: text.as_bytes(),
-            quoted,
-        }
-    }
-
-    fn interp(kind: Kind, raw: Written<'_>, enriched: Option<Written<'_>>) -> String {
-        let mut buf = Vec::new();
-        String::from_utf8_lossy(interpret(kind, raw, enriched, &mut buf)).into_owned()
+    fn interp(kind: Kind, raw: &str, enriched: Option<&str>) -> String {
+        let (mut buf, mut esc) = (Vec::new(), Vec::new());
+        let out = interpret(
+            kind,
+            raw.as_bytes(),
+            enriched.map(str::as_bytes),
+            &mut buf,
+            &mut esc,
+        );
+        String::from_utf8_lossy(out).into_owned()
     }
 
     #[test]
@@ -242,64 +276,50 @@ mod tests {
 
     #[test]
     fn enrichment_comes_first() {
-        assert_eq!(
-            interp(Kind::Id, w("1000", false), Some(w("alice", true))),
-            "alice"
-        );
+        assert_eq!(interp(Kind::Id, "1000", Some("\"alice\"")), "alice");
         // A user name auditd had to hex-encode.
         assert_eq!(
-            interp(
-                Kind::Id,
-                w("1000", false),
-                Some(w("6A6F686E20646F65", false))
-            ),
+            interp(Kind::Id, "1000", Some("6A6F686E20646F65")),
             "john doe"
         );
-        assert_eq!(
-            interp(Kind::Plain, w("101", false), Some(w("openat", false))),
-            "openat"
-        );
+        assert_eq!(interp(Kind::Plain, "101", Some("openat")), "openat");
         // auditd did not know it then: interpret here.
-        assert_eq!(
-            interp(Kind::Id, w("0", false), Some(w("unknown-uid(0)", false))),
-            "root"
-        );
+        assert_eq!(interp(Kind::Id, "0", Some("unknown-uid(0)")), "root");
     }
 
     #[test]
     fn local_interpretations() {
-        assert_eq!(interp(Kind::Id, w("4294967295", false), None), "unset");
-        assert_eq!(interp(Kind::Id, w("-1", false), None), "unset");
-        assert_eq!(interp(Kind::Id, w("0", false), None), "root");
-        assert_eq!(interp(Kind::Id, w("1000", false), None), "1000");
-        assert_eq!(interp(Kind::Session, w("4294967295", false), None), "unset");
-        assert_eq!(interp(Kind::Session, w("3", false), None), "3");
-        assert_eq!(interp(Kind::Success, w("1", false), None), "yes");
-        assert_eq!(interp(Kind::Success, w("0", false), None), "no");
-        assert_eq!(interp(Kind::Success, w("7", false), None), "unset");
-        assert_eq!(interp(Kind::Success, w("success", false), None), "success");
+        assert_eq!(interp(Kind::Id, "4294967295", None), "unset");
+        assert_eq!(interp(Kind::Id, "-1", None), "unset");
+        assert_eq!(interp(Kind::Id, "0", None), "root");
+        assert_eq!(interp(Kind::Id, "1000", None), "1000");
+        assert_eq!(interp(Kind::Session, "4294967295", None), "unset");
+        assert_eq!(interp(Kind::Session, "3", None), "3");
+        assert_eq!(interp(Kind::Success, "1", None), "yes");
+        assert_eq!(interp(Kind::Success, "0", None), "no");
+        assert_eq!(interp(Kind::Success, "7", None), "unset");
+        assert_eq!(interp(Kind::Success, "success", None), "success");
         assert_eq!(
-            interp(Kind::Escaped, w("/usr/bin/cat", true), None),
+            interp(Kind::Escaped, "\"/usr/bin/cat\"", None),
             "/usr/bin/cat"
         );
+        // A quoted value a space cut has no closing quote.
+        assert_eq!(interp(Kind::Escaped, "\"/home/al", None), " ");
+        assert_eq!(interp(Kind::Escaped, "2F746D702F612062", None), "/tmp/a b");
+        assert_eq!(interp(Kind::Escaped, "(null)", None), "(null)");
+        assert_eq!(interp(Kind::Escaped, "/usr/bin/x", None), "/usr/bin/x");
+        assert_eq!(interp(Kind::Escaped, "00616263", None), "abc");
+        assert_eq!(interp(Kind::Escaped, "61006263", None), "a");
+        assert_eq!(interp(Kind::Escaped, "6109620A", None), "a\\011b\\012");
         assert_eq!(
-            interp(Kind::Escaped, w("2F746D702F612062", false), None),
-            "/tmp/a b"
-        );
-        assert_eq!(interp(Kind::Escaped, w("(null)", false), None), "(null)");
-        assert_eq!(interp(Kind::Escaped, w("00616263", false), None), "abc");
-        assert_eq!(
-            interp(
-                Kind::Proctitle,
-                w("636174002F6574632F706173737764", false),
-                None
-            ),
+            interp(Kind::Proctitle, "636174002F6574632F706173737764", None),
             "cat /etc/passwd"
         );
-        assert_eq!(interp(Kind::Proctitle, w("bash", true), None), "bash");
-        assert_eq!(interp(Kind::Key, w("6F6E650174776F", false), None), "one");
-        assert_eq!(interp(Kind::Key, w("exec", true), None), "exec");
-        assert_eq!(interp(Kind::Plain, w("(none)", false), None), "(none)");
+        assert_eq!(interp(Kind::Proctitle, "\"bash\"", None), "bash");
+        assert_eq!(interp(Kind::Key, "\"exec\"", None), "exec");
+        assert_eq!(interp(Kind::Plain, "(none)", None), "(none)");
+        // auparse keeps the quotes of values it does not interpret.
+        assert_eq!(interp(Kind::Plain, "\"x\"", None), "\"x\"");
     }
 
     #[test]
