@@ -156,7 +156,7 @@ impl Evaluation<'_, '_, '_> {
         let ord = match (&c.field, &c.value) {
             (Field::Named { slot, .. }, Operand::Text(want)) => {
                 let name = &self.names[*slot];
-                let found = self.view.find(name);
+                let found = self.view.find_slot(*slot, name);
                 let got = match c.op {
                     Operator::RawEq | Operator::RawNe => self.view.written(found),
                     _ => self.view.interpreted(found, name),
@@ -171,7 +171,7 @@ impl Evaluation<'_, '_, '_> {
                 }
             }
             (Field::Named { slot, .. }, Operand::Number(want)) => {
-                let found = self.view.find(&self.names[*slot]);
+                let found = self.view.find_slot(*slot, &self.names[*slot]);
                 let Some(got) = self.view.written(found) else {
                     return false;
                 };

@@ -89,6 +89,11 @@ pub(crate) struct Buffers {
     built: Vec<u8>,
     /// Interpreted values with control characters escaped.
     escaped: Vec<u8>,
+    /// Which record is being evaluated (a count), so that `found` needs no
+    /// clearing between records.
+    record: u64,
+    /// What [`View::find`] found, by slot, and for which record.
+    found: Vec<(u64, Found)>,
 }
 
 /// A record being evaluated.
@@ -102,6 +107,7 @@ pub(crate) struct View<'r, 'b> {
 impl<'r, 'b> View<'r, 'b> {
     /// A view of `record` (canonical text, enrichment included).
     pub(crate) fn new(record: &'r [u8], b: &'b mut Buffers) -> View<'r, 'b> {
+        b.record = b.record.wrapping_add(1);
         View {
             record,
             split: None,
@@ -141,6 +147,26 @@ impl<'r, 'b> View<'r, 'b> {
             return b"";
         };
         self.raw().get(h.after_stamp..).unwrap_or(b"")
+    }
+
+    /// The first field named `name`, the filter's name number `slot`:
+    /// looked for once per record (a value built in the buffer, which a
+    /// later lookup may overwrite, is looked for again).
+    pub(crate) fn find_slot(&mut self, slot: usize, name: &Name) -> Found {
+        let record = self.b.record;
+        if let Some(&(r, found)) = self.b.found.get(slot) {
+            if r == record {
+                return found;
+            }
+        }
+        let found = self.find(name);
+        if found != Found::Built {
+            if self.b.found.len() <= slot {
+                self.b.found.resize(slot + 1, (0, Found::Missing));
+            }
+            self.b.found[slot] = (record, found);
+        }
+        found
     }
 
     /// The first field named `name`.
@@ -261,6 +287,7 @@ impl<'r, 'b> View<'r, 'b> {
             text,
             built,
             escaped,
+            ..
         } = &mut *self.b;
         let raw = if found == Found::Built {
             &built[..]
