@@ -7,8 +7,9 @@
 //!
 //! Evaluation never fails: a comparison whose field the record lacks is
 //! false (so its `!` is true), as are `r=`/`i=` on the virtual fields
-//! (which have no text) and `\timestamp`/`\record_type` of a record whose
-//! header cannot be read; `\regexp` still searches such a record.
+//! (which have no text); an `EOE` record and a record whose header cannot
+//! be read match nothing, as in libauparse, which never shows them to an
+//! expression.
 
 use std::cmp::Ordering;
 use std::fmt;

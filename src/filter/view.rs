@@ -170,7 +170,7 @@ impl<'r, 'b> View<'r, 'b> {
     }
 
     /// The first field named `name`.
-    pub(crate) fn find(&mut self, name: &Name) -> Found {
+    fn find(&mut self, name: &Name) -> Found {
         match name.text.as_str() {
             "type" => return Found::Type,
             "node" if self.header().is_some_and(|h| h.node.is_some()) => return Found::Node,
