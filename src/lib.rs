@@ -67,7 +67,8 @@
 //! | `sdk` | [`sdk`] | serde_json, signal-hook |
 //! | `format` | [`format`](mod@format) (records as JSON) | serde_json |
 //! | `config` | [`config`] | toml, lexopt |
-//! | `dispatcher` | [`engine`], [`journal`], [`systemd::logging`]; `config` | crc32c, getrandom, rustc-hash, serde, tracing, tracing-subscriber, tracing-journald |
+//! | `filter` | [`filter`] (filter expressions); `format` | regex |
+//! | `dispatcher` | [`engine`], [`journal`], [`systemd::logging`]; `config`, `filter` | crc32c, getrandom, rustc-hash, serde, tracing, tracing-subscriber, tracing-journald |
 //! | `dbus` | [`dbus`]; `dispatcher`, `sdk` | zbus |
 //! | `remote` | [`remote`]; `dispatcher`, `sdk` | rustls, ring, thiserror |
 //! | `logfile` | audisp-logfile's gzip/zstd; `sdk`, `format`, `config` | flate2, zstd |
@@ -82,6 +83,8 @@ pub mod config;
 pub mod dbus;
 #[cfg(feature = "dispatcher")]
 pub mod engine;
+#[cfg(feature = "filter")]
+pub mod filter;
 #[cfg(feature = "format")]
 pub mod format;
 pub mod framing;
