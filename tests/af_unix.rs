@@ -552,3 +552,144 @@ fn binary_output_is_what_auditd_writes_to_a_binary_plugin() {
         );
     }
 }
+
+/// A listening socket the test creates at `path`, standing in for one of
+/// systemd's.
+fn listener(path: &Path, ty: nix::sys::socket::SockType) -> std::os::fd::OwnedFd {
+    use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, UnixAddr};
+    let fd = socket(AddressFamily::Unix, ty, SockFlag::empty(), None).unwrap();
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &UnixAddr::new(path).unwrap(),
+    )
+    .unwrap();
+    listen(&fd, Backlog::new(16).unwrap()).unwrap();
+    fd
+}
+
+/// As its unit runs it: systemd passes the plugin socket and the readers'
+/// socket (`Sockets=` of both socket units); the plugin serves readers on
+/// the one passed, whose path and mode systemd owns, and leaves it in place.
+#[test]
+fn socket_activated_with_the_readers_socket_from_systemd() {
+    use nix::sys::socket::SockType;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
+    let plugin_sock = d.path().join("run/af_unix.sock");
+    let events = d.path().join("run/events");
+    let seq = listener(&plugin_sock, SockType::SeqPacket);
+    let stream = listener(&events, SockType::Stream);
+    let (a, b) = (stream.as_raw_fd(), seq.as_raw_fd());
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args([
+        "-c",
+        "LISTEN_PID=$$ LISTEN_FDS=2 LISTEN_FDNAMES=readers:af_unix exec \"$0\" --no-config",
+        BIN,
+    ]);
+    // SAFETY: only fcntl and dup2, which are async-signal-safe, between
+    // fork and exec. Both are first copied above 4, so that neither can be
+    // overwritten by the other's dup2.
+    unsafe {
+        cmd.pre_exec(move || {
+            let (a, b) = (
+                libc::fcntl(a, libc::F_DUPFD, 10),
+                libc::fcntl(b, libc::F_DUPFD, 10),
+            );
+            if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let log = std::fs::File::create(d.path().join("plugin.log")).unwrap();
+    let mut plugin = cmd.stderr(log).spawn().unwrap();
+    drop((seq, stream));
+    d.write_plugin(
+        "af_unix",
+        &format!("socket = \"{}\"\n", plugin_sock.display()),
+    );
+    let log_path = d.path().join("plugin.log");
+    let plugin_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    support::wait_until(Duration::from_secs(30), "the plugin to start", || {
+        plugin_log().contains("serving readers on 1 socket(s) passed by systemd")
+    });
+    let reader = Collector::start(&events);
+    support::wait_until(Duration::from_secs(30), "the reader", || {
+        plugin_log().contains("reader 1 connected: ")
+    });
+    d.start(Stdio::piped()).unwrap();
+    let data = sample();
+    paced_run(&mut d, &data, &reader);
+    // audispd is gone; the plugin waits for it to come back, readers stay.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(plugin.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(plugin.wait().unwrap().success(), "{}", plugin_log());
+    assert!(reader.finish() == data, "the reader missed records");
+    assert!(events.exists(), "the socket systemd owns was removed");
+}
+
+/// The shipped option file passes `--check-config` as installed, and with
+/// every commented setting uncommented (the defaults it shows are valid);
+/// `socket_group = "audisp"` is left out, since that group need not exist
+/// on a test machine (the plugin falls back when it does not).
+#[test]
+fn the_shipped_option_file_checks_clean() {
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/audisp-af_unix.toml"),
+    )
+    .unwrap();
+    let mut uncommented = String::new();
+    let mut n = 0;
+    for line in shipped.lines() {
+        match line.strip_prefix('#') {
+            Some(l)
+                if l.contains(" = ") && !l.starts_with(' ') && !l.starts_with("socket_group") =>
+            {
+                uncommented.push_str(l);
+                n += 1;
+            }
+            _ => uncommented.push_str(line),
+        }
+        uncommented.push('\n');
+    }
+    assert!(n >= 10, "only {n} settings");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [("shipped", &shipped), ("uncommented", &uncommented)] {
+        let p = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&p, text).unwrap();
+        let out = Command::new(BIN)
+            .args(["--config", p.to_str().unwrap(), "--check-config"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "audisp-af_unix: configuration ok\n"
+        );
+    }
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "format = \"binary\"\nframing = \"loose\"\nsocket_mode = \"0755\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", bad.to_str().unwrap(), "--check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:2: framing = \"loose\""), "{err}");
+    assert!(
+        err.contains("bad.toml:3: socket_mode = \"0755\" is not a socket mode"),
+        "{err}"
+    );
+}

@@ -732,3 +732,48 @@ fn a_digest_left_by_an_earlier_run_is_sent() {
     drop(d.child.as_mut().unwrap().stdin.take());
     assert!(d.wait(Duration::from_secs(60)).unwrap().success());
 }
+
+/// The shipped option file passes `--check-config` as installed, and with
+/// its commented settings uncommented (except the login and CA, which name
+/// files this machine does not have).
+#[test]
+fn the_shipped_option_file_checks_clean() {
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/audisp-mail.toml"),
+    )
+    .unwrap();
+    let mut uncommented = String::new();
+    let mut n = 0;
+    for line in shipped.lines() {
+        let setting = line.strip_prefix('#').filter(|l| {
+            l.contains(" = ")
+                && !l.starts_with(' ')
+                && !["user", "password_file", "ca "]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+        });
+        match setting {
+            Some(l) => {
+                uncommented.push_str(l);
+                n += 1;
+            }
+            None => uncommented.push_str(line),
+        }
+        uncommented.push('\n');
+    }
+    assert!(n >= 15, "only {n} settings");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [("shipped", &shipped), ("uncommented", &uncommented)] {
+        let p = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&p, text).unwrap();
+        let out = Command::new(BIN)
+            .args(["--config", p.to_str().unwrap(), "--check-config"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
