@@ -642,20 +642,7 @@ fn the_shipped_option_file_checks_clean() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/audisp-af_unix.toml"),
     )
     .unwrap();
-    let mut uncommented = String::new();
-    let mut n = 0;
-    for line in shipped.lines() {
-        match line.strip_prefix('#') {
-            Some(l)
-                if l.contains(" = ") && !l.starts_with(' ') && !l.starts_with("socket_group") =>
-            {
-                uncommented.push_str(l);
-                n += 1;
-            }
-            _ => uncommented.push_str(line),
-        }
-        uncommented.push('\n');
-    }
+    let (uncommented, n) = support::uncommented(&shipped, &["socket_group"]);
     assert!(n >= 10, "only {n} settings");
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in [("shipped", &shipped), ("uncommented", &uncommented)] {

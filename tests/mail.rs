@@ -127,6 +127,22 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// Arguments mailing root@example.org through the test server on `port`
+/// without TLS, then `more`.
+fn smtp_args(port: u16, more: &[&str]) -> Vec<String> {
+    let server = format!("127.0.0.1:{port}");
+    let mut v = args(&[
+        "--server",
+        &server,
+        "--tls",
+        "none",
+        "--to",
+        "root@example.org",
+    ]);
+    v.extend(args(more));
+    v
+}
+
 /// The events of the sample that hold a record of one of `types`.
 fn sample_events(types: &[&str]) -> Vec<Vec<Vec<u8>>> {
     let data = sample();
@@ -283,20 +299,17 @@ fn at_most_one_mail_per_interval_and_a_digest_of_the_rest() {
         "mail",
         &mail_plugin(
             &types,
-            &args(&[
-                "--server",
-                &format!("127.0.0.1:{port}"),
-                "--tls",
-                "none",
-                "--to",
-                "root@example.org",
-                "--interval",
-                "3s",
-                "--digest-max",
-                "10",
-                "--state-dir",
-                &state.display().to_string(),
-            ]),
+            &smtp_args(
+                port,
+                &[
+                    "--interval",
+                    "3s",
+                    "--digest-max",
+                    "10",
+                    "--state-dir",
+                    &state.display().to_string(),
+                ],
+            ),
         ),
     );
     let stdin = start_fed(&mut d);
@@ -350,18 +363,7 @@ fn a_mail_is_retried_until_the_server_is_up_and_acknowledged_only_then() {
         "mail",
         &mail_plugin(
             &types,
-            &args(&[
-                "--server",
-                &format!("127.0.0.1:{port}"),
-                "--tls",
-                "none",
-                "--to",
-                "root@example.org",
-                "--interval",
-                "0",
-                "--retry-max",
-                "1s",
-            ]),
+            &smtp_args(port, &["--interval", "0", "--retry-max", "1s"]),
         ),
     );
     let stdin = start_fed(&mut d);
@@ -390,22 +392,19 @@ fn a_mail_that_cannot_be_sent_is_dropped_and_counted_when_configured() {
         "mail",
         &mail_plugin(
             &types,
-            &args(&[
-                "--server",
-                &format!("127.0.0.1:{port}"),
-                "--tls",
-                "none",
-                "--to",
-                "root@example.org",
-                "--interval",
-                "0",
-                "--retry-max",
-                "1s",
-                "--on-failure",
-                "drop",
-                "--attempts",
-                "2",
-            ]),
+            &smtp_args(
+                port,
+                &[
+                    "--interval",
+                    "0",
+                    "--retry-max",
+                    "1s",
+                    "--on-failure",
+                    "drop",
+                    "--attempts",
+                    "2",
+                ],
+            ),
         ),
     );
     let stdin = start_fed(&mut d);
@@ -704,18 +703,15 @@ fn a_digest_left_by_an_earlier_run_is_sent() {
         "mail",
         &mail_plugin(
             &["USER_AUTH"],
-            &args(&[
-                "--server",
-                &format!("127.0.0.1:{port}"),
-                "--tls",
-                "none",
-                "--to",
-                "root@example.org",
-                "--interval",
-                "1h",
-                "--state-dir",
-                &state.display().to_string(),
-            ]),
+            &smtp_args(
+                port,
+                &[
+                    "--interval",
+                    "1h",
+                    "--state-dir",
+                    &state.display().to_string(),
+                ],
+            ),
         ),
     );
     d.start(Stdio::piped()).unwrap();
@@ -742,25 +738,7 @@ fn the_shipped_option_file_checks_clean() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/audisp-mail.toml"),
     )
     .unwrap();
-    let mut uncommented = String::new();
-    let mut n = 0;
-    for line in shipped.lines() {
-        let setting = line.strip_prefix('#').filter(|l| {
-            l.contains(" = ")
-                && !l.starts_with(' ')
-                && !["user", "password_file", "ca "]
-                    .iter()
-                    .any(|k| l.starts_with(k))
-        });
-        match setting {
-            Some(l) => {
-                uncommented.push_str(l);
-                n += 1;
-            }
-            None => uncommented.push_str(line),
-        }
-        uncommented.push('\n');
-    }
+    let (uncommented, n) = support::uncommented(&shipped, &["user", "password_file", "ca"]);
     assert!(n >= 15, "only {n} settings");
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in [("shipped", &shipped), ("uncommented", &uncommented)] {

@@ -81,6 +81,20 @@ struct Reader {
 }
 
 impl Reader {
+    fn new(fd: OwnedFd, id: u64, peer: String) -> Reader {
+        Reader {
+            fd,
+            id,
+            peer,
+            queue: VecDeque::new(),
+            queued: 0,
+            records: 0,
+            skipping: 0,
+            skipped: 0,
+            gaps: 0,
+        }
+    }
+
     fn push(&mut self, chunk: &Arc<Chunk>, start: usize, end: usize, records: usize) {
         if end > start {
             self.queue.push_back(Piece {
@@ -412,17 +426,7 @@ impl Hub {
             let id = self.next_id;
             self.next_id += 1;
             eprintln!("audisp-af_unix: reader {id} connected: {peer}");
-            self.readers.push(Reader {
-                fd,
-                id,
-                peer,
-                queue: VecDeque::new(),
-                queued: 0,
-                records: 0,
-                skipping: 0,
-                skipped: 0,
-                gaps: 0,
-            });
+            self.readers.push(Reader::new(fd, id, peer));
             self.connected.store(self.readers.len(), Ordering::Relaxed);
         }
     }
@@ -458,18 +462,7 @@ mod tests {
             socket::SockFlag::SOCK_CLOEXEC | socket::SockFlag::SOCK_NONBLOCK,
         )
         .unwrap();
-        let r = Reader {
-            fd: a,
-            id: 1,
-            peer: "test".into(),
-            queue: VecDeque::new(),
-            queued: 0,
-            records: 0,
-            skipping: 0,
-            skipped: 0,
-            gaps: 0,
-        };
-        (r, b)
+        (Reader::new(a, 1, "test".into()), b)
     }
 
     fn limits(slow: SlowReader, buffer: usize) -> Limits {

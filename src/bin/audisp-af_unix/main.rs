@@ -20,7 +20,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use audisp::config::option_file::{
-    self, flag_value, set, text, FileFlags, Reader, StartError, Table,
+    self, flag_value, set, text, word, FileFlags, Reader, StartError, Table,
 };
 use audisp::config::{parse_duration, parse_size};
 use audisp::sdk::{Error, Plugin};
@@ -91,17 +91,6 @@ const SLOW: &[(&str, SlowReader)] = &[
     ("disconnect", SlowReader::Disconnect),
     ("skip", SlowReader::Skip),
 ];
-
-/// One of `choices`, by name.
-fn word<T: Copy>(choices: &[(&str, T)], v: &str) -> Result<T, String> {
-    match choices.iter().find(|(n, _)| *n == v) {
-        Some((_, t)) => Ok(*t),
-        None => {
-            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-            Err(format!("is not one of {}", names.join(", ")))
-        }
-    }
-}
 
 /// Permission bits of the readers' socket, in octal.
 fn mode(v: &str) -> Result<u32, String> {

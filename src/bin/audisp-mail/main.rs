@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use audisp::config::option_file::{
-    self, flag_value, set, text, FileFlags, Reader, StartError, Table,
+    self, flag_value, set, text, word, FileFlags, Reader, StartError, Table,
 };
 use audisp::config::parse_duration;
 use audisp::format::JsonWriter;
@@ -133,17 +133,6 @@ const TLS: &[(&str, Security)] = &[
 ];
 const ON_FAILURE: &[(&str, bool)] = &[("retry", false), ("drop", true)];
 
-/// One of `choices`, by name.
-fn word<T: Copy>(choices: &[(&str, T)], v: &str) -> Result<T, String> {
-    match choices.iter().find(|(n, _)| *n == v) {
-        Some((_, t)) => Ok(*t),
-        None => {
-            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-            Err(format!("is not one of {}", names.join(", ")))
-        }
-    }
-}
-
 /// A count from 1 to `max`.
 fn count<T: TryFrom<u64>>(v: &str, max: u64) -> Result<T, String> {
     v.parse::<u64>()
@@ -154,7 +143,7 @@ fn count<T: TryFrom<u64>>(v: &str, max: u64) -> Result<T, String> {
 }
 
 /// A template, checked.
-fn template(v: &str) -> Result<String, String> {
+fn check_template(v: &str) -> Result<String, String> {
     Template::parse(v).map(|_| v.to_string())
 }
 
@@ -179,8 +168,8 @@ fn apply_flags(o: &mut Opts, args: Vec<OsString>) -> Result<FileFlags, String> {
             Long("check-config") => o.check_config = true,
             Long("to") => to.push(flag_value(&mut p, "to", address)?),
             Long("from") => o.from = Some(flag_value(&mut p, "from", address)?),
-            Long("subject") => o.subject = flag_value(&mut p, "subject", template)?,
-            Long("body") => o.body = flag_value(&mut p, "body", template)?,
+            Long("subject") => o.subject = flag_value(&mut p, "subject", check_template)?,
+            Long("body") => o.body = flag_value(&mut p, "body", check_template)?,
             Long("interval") => o.interval = flag_value(&mut p, "interval", parse_duration)?,
             Long("digest") => o.digest = true,
             Long("digest-max") => {
@@ -269,7 +258,7 @@ fn apply_file<'s>(r: &mut Reader<'s>, top: &Table<'_, 's>, o: &mut Opts) {
         ("digest_body", &mut o.digest_body),
         ("digest_line", &mut o.digest_line),
     ] {
-        set(slot, r.parsed(top, key, template));
+        set(slot, r.parsed(top, key, check_template));
     }
     set(&mut o.interval, r.duration(top, "interval"));
     set(&mut o.digest, r.bool(top, "digest"));
