@@ -72,6 +72,8 @@
 //! | `dbus` | [`dbus`]; `dispatcher`, `sdk` | zbus |
 //! | `remote` | [`remote`]; `dispatcher`, `sdk` | rustls, ring, thiserror |
 //! | `logfile` | audisp-logfile's gzip/zstd; `sdk`, `format`, `config` | flate2, zstd |
+//! | `af_unix` | the audisp-af_unix program; `sdk`, `config` | — |
+//! | `mail` | the audisp-mail program; `sdk`, `format`, `config` | lettre (rustls) |
 //!
 //! A plugin needs only the SDK:
 //! `audisp = { version = "…", default-features = false, features = ["sdk"] }`

@@ -187,6 +187,18 @@ pub fn text(v: &str) -> Result<String, String> {
     Ok(v.to_string())
 }
 
+/// A value converter for [`flag_value`]: one of a fixed set of words (the
+/// flag's counterpart of [`Reader::choice`]).
+pub fn word<T: Copy>(choices: &[(&str, T)], v: &str) -> Result<T, String> {
+    match choices.iter().find(|(n, _)| *n == v) {
+        Some((_, t)) => Ok(*t),
+        None => {
+            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            Err(format!("is not one of {}", names.join(", ")))
+        }
+    }
+}
+
 /// A value converter for [`flag_value`]: a duration where 0 means none.
 pub fn off_if_zero(v: &str) -> Result<Option<Duration>, String> {
     super::parse_duration(v).map(|d| (!d.is_zero()).then_some(d))

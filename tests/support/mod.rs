@@ -102,3 +102,27 @@ pub fn expected_output(path: &std::path::Path, got: &[u8]) -> Vec<u8> {
     }
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e} ({BLESS}=1 writes it)", path.display()))
 }
+
+/// A shipped option file with every commented setting (`#key = value` at
+/// the start of a line) uncommented, except those whose key is in `keep`,
+/// and how many were uncommented.
+#[allow(dead_code)]
+pub fn uncommented(text: &str, keep: &[&str]) -> (String, usize) {
+    let mut out = String::new();
+    let mut n = 0;
+    for line in text.lines() {
+        let setting = line.strip_prefix('#').filter(|l| {
+            l.split_once(" = ")
+                .is_some_and(|(k, _)| !k.is_empty() && !k.contains(' ') && !keep.contains(&k))
+        });
+        match setting {
+            Some(l) => {
+                out.push_str(l);
+                n += 1;
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    (out, n)
+}
