@@ -36,8 +36,9 @@
 //!   ([`engine::actions`]).
 //! * **The engine** ([`engine`]) ties these together and is driven by its
 //!   embedder: the `audispd` binary adds configuration ([`config`]), signals,
-//!   logging and the service manager ([`systemd::notify`]); it knows nothing of
-//!   systemd, D-Bus or journald itself.
+//!   logging, the service manager ([`systemd::notify`]), the D-Bus interface
+//!   ([`dbus`]) and the metrics endpoint ([`metrics`]); it knows nothing of
+//!   systemd, D-Bus, HTTP or journald itself.
 //! * **Plugins** are written with the [`sdk`] in a few lines, or in any
 //!   language against `docs/protocol.md`; stock auditd plugins work
 //!   unmodified.
@@ -70,6 +71,7 @@
 //! | `dbus` | [`dbus`]; `dispatcher`, `sdk` | zbus |
 //! | `remote` | [`remote`]; `dispatcher`, `sdk` | rustls, ring, thiserror |
 //! | `logfile` | audisp-logfile's gzip/zstd; `sdk`, `format`, `config` | flate2, zstd |
+//! | `metrics` | [`metrics`] (Prometheus/OpenMetrics endpoint); `dispatcher` | — |
 //!
 //! A plugin needs only the SDK:
 //! `audisp = { version = "…", default-features = false, features = ["sdk"] }`
@@ -89,6 +91,8 @@ pub mod hex;
 pub mod journal;
 pub mod journal_id;
 pub mod log_ids;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod protocol;
 pub mod record;
 pub mod record_types;

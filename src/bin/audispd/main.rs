@@ -193,9 +193,10 @@ fn run(
         None
     };
     let stats_interval = config.main.stats.interval;
+    let listeners = listen::passed_sockets(&mut passed)?;
     let sockets = Sockets {
         stdin,
-        input_listener: listen::input_socket(&mut passed)?,
+        input_listener: listeners.input,
     };
     let server = format!("audispd {}", env!("CARGO_PKG_VERSION"));
     let dbus_config = config.main.dbus.clone();
@@ -207,6 +208,14 @@ fn run(
         let reload_hook = std::sync::Arc::new(move || reload(&e, &p, &n));
         audisp::dbus::start(engine.clone(), &dbus_config, reload_hook)
             .map_err(|e| tracing::error!("D-Bus: {e}; running on without it"))
+    });
+    // The metrics endpoint, when systemd passed its socket; without it we
+    // run on.
+    let _metrics = listeners.metrics.and_then(|fd| {
+        audisp::metrics::start(engine.clone(), fd, env!("CARGO_PKG_VERSION"))
+            .inspect(|_| tracing::info!("metrics endpoint socket passed by the service manager"))
+            .map_err(|e| tracing::error!("metrics endpoint: {e}; running on without it"))
+            .ok()
     });
     tracing::info!(
         plugins = ?engine.plugin_names(),
