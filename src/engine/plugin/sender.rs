@@ -198,7 +198,11 @@ impl Sender {
             self.handle.name
         );
         loop {
-            self.skip_to(self.services.journal.end(), DropReason::Suspended, "suspended");
+            self.skip_to(
+                self.services.journal.end(),
+                DropReason::Suspended,
+                "suspended",
+            );
             self.handle.heartbeat.beat();
             let c = lock(&self.handle.control);
             if c.stop.is_some() {
