@@ -191,9 +191,12 @@ struct Destination {
     host: String,
     port: u16,
     socket: Option<UdpSocket>,
-    /// Whether the last problem was already logged (said once per streak).
-    complained: bool,
+    /// When a failure was last logged.
+    complained: Option<Instant>,
 }
+
+/// How often a failure that goes on is logged again.
+const COMPLAIN_EVERY: Duration = Duration::from_secs(600);
 
 impl Destination {
     fn connect(&mut self) -> Result<&UdpSocket, String> {
@@ -217,8 +220,10 @@ impl Destination {
         self.socket.as_ref().ok_or_else(|| "no socket".to_string())
     }
 
-    /// Sends every datagram; a failure is logged once until sending works
-    /// again (a statsd server that is down must not flood the log).
+    /// Sends every datagram. A failure is logged at most every
+    /// [`COMPLAIN_EVERY`]: a statsd server that is down must not flood the
+    /// log (and with UDP, sends that succeed in between prove nothing: a
+    /// refusal only shows on the send after).
     fn send(&mut self, datagrams: &[Vec<u8>]) {
         let result = self.connect().and_then(|s| {
             for d in datagrams {
@@ -226,12 +231,16 @@ impl Destination {
             }
             Ok(())
         });
-        match result {
-            Ok(()) => self.complained = false,
-            Err(e) => {
-                if !std::mem::replace(&mut self.complained, true) {
-                    eprintln!("audisp-statsd: {e}; trying again at the next report");
-                }
+        if let Err(e) = result {
+            if self
+                .complained
+                .is_none_or(|t| t.elapsed() >= COMPLAIN_EVERY)
+            {
+                self.complained = Some(Instant::now());
+                eprintln!(
+                    "audisp-statsd: {e}; reports are lost until the server takes them (said again in {} minutes if it goes on)",
+                    COMPLAIN_EVERY.as_secs() / 60
+                );
             }
         }
     }
@@ -257,7 +266,7 @@ fn run(o: Opts) -> Result<(), String> {
         host: o.address.clone(),
         port: o.port,
         socket: None,
-        complained: false,
+        complained: None,
     };
     let mut plugin = Plugin::new(&o.name)
         .events()

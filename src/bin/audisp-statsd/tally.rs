@@ -5,7 +5,8 @@
 //!
 //! An event's outcome is that of its first record with a `success=` field
 //! (the kernel's `SYSCALL`) or a `res=` field (user-space messages, also
-//! inside their `msg='…'`): `no`, `failed` and `0` are failures. A kind is
+//! inside their `msg='…'`): `no`, `failed` and `0` are failures. Values end
+//! at a space, a quote or the 0x1d before auditd's enriched fields. A kind is
 //! counted once per event that holds a record of it.
 
 use audisp::record_types::AVC;
@@ -54,7 +55,7 @@ fn field<'t>(text: &'t [u8], key: &[u8]) -> Option<&'t [u8]> {
             let value = &text[after + 1..];
             let end = value
                 .iter()
-                .position(|&b| matches!(b, b' ' | b'\'' | b'"'))
+                .position(|&b| matches!(b, b' ' | b'\'' | b'"' | 0x1d))
                 .unwrap_or(value.len());
             return Some(&value[..end]);
         }
@@ -140,6 +141,11 @@ mod tests {
         assert_eq!(
             field(b"a=1 success=no exit=-13", b"success"),
             Some(&b"no"[..])
+        );
+        // auditd's enriched format: the interpreted fields follow a 0x1d.
+        assert_eq!(
+            field(b"sig=11 res=0\x1dAUID=\"root\"", b"res"),
+            Some(&b"0"[..])
         );
     }
 
