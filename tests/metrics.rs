@@ -15,7 +15,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -26,10 +25,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::dispatcher::{lines, sample, sink_plugin, state_line, texts, wait_sink, Dispatcher};
+use support::metrics::{parse, Parsed};
 use support::{try_wait_until, wait_until};
 
 const ACTIVATE: &str = "systemd-socket-activate";
-const PYTHON: &str = "/usr/bin/python3";
 
 const MAIN: &str = r#"
 [journal]
@@ -53,15 +52,7 @@ fn missing_tools() -> Option<String> {
             "{ACTIVATE} not installed (apt-get install systemd)"
         ));
     }
-    let parser = Command::new(PYTHON)
-        .args(["-c", "import prometheus_client.openmetrics.parser"])
-        .status();
-    if !parser.is_ok_and(|s| s.success()) {
-        return Some(
-            "prometheus_client missing (apt-get install python3-prometheus-client)".into(),
-        );
-    }
-    None
+    support::metrics::missing_parser()
 }
 
 /// A loopback port nothing listens on now.
@@ -122,87 +113,6 @@ impl Endpoint {
 
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
-
-/// One metric sample: its name and labels.
-type Key = (String, BTreeMap<String, String>);
-
-/// What the parser made of an exposition: every sample's value, and the
-/// families (name, type, help).
-struct Parsed {
-    samples: BTreeMap<Key, f64>,
-    families: Vec<(String, String, String)>,
-}
-
-impl Parsed {
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let key = (
-            name.to_string(),
-            labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
-        *self
-            .samples
-            .get(&key)
-            .unwrap_or_else(|| panic!("no sample {key:?}"))
-    }
-}
-
-/// Parses `text` with prometheus_client (`format`: "text" or
-/// "openmetrics"); a parse error fails the test.
-fn parse(text: &str, format: &str) -> Parsed {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/metrics-parse.py");
-    let mut child = Command::new(PYTHON)
-        .arg(script)
-        .arg(format)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the {format} parser refused the exposition: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let families: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let mut samples = BTreeMap::new();
-    let mut names = Vec::new();
-    for f in &families {
-        names.push((
-            f["name"].as_str().unwrap().to_string(),
-            f["type"].as_str().unwrap().to_string(),
-            f["help"].as_str().unwrap().to_string(),
-        ));
-        for s in f["samples"].as_array().unwrap() {
-            let labels = s["labels"]
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-                .collect();
-            let key = (s["name"].as_str().unwrap().to_string(), labels);
-            assert!(
-                samples
-                    .insert(key.clone(), s["value"].as_f64().unwrap())
-                    .is_none(),
-                "sample {key:?} twice"
-            );
-        }
-    }
-    Parsed {
-        samples,
-        families: names,
-    }
-}
 
 /// Starts audispd under systemd-socket-activate, listening on `listen`
 /// (`-l` arguments) with names `names`, standard input a pipe for the test.

@@ -50,7 +50,9 @@ struct Opts {
 impl Default for Opts {
     fn default() -> Opts {
         Opts {
-            address: "localhost".into(),
+            // Not "localhost": it may resolve to ::1 first, where a statsd
+            // listening on IPv4 only would never see a report.
+            address: "127.0.0.1".into(),
             port: 8125,
             interval: Duration::from_secs(15),
             prefix: String::new(),
@@ -126,7 +128,7 @@ fn address(v: &str) -> Result<String, String> {
     let host = v.trim_matches(|c| c == '[' || c == ']');
     if host.is_empty() || host.contains(char::is_whitespace) || host.parse::<SocketAddr>().is_ok() {
         return Err(
-            "is not a host name or address; write it such as \"localhost\", \"statsd.example\" or \"::1\" (the port goes in port)"
+            "is not a host name or address; write it such as \"127.0.0.1\", \"statsd.example\" or \"::1\" (the port goes in port)"
                 .into(),
         );
     }
