@@ -36,9 +36,10 @@
 //!   ([`engine::actions`]).
 //! * **The engine** ([`engine`]) ties these together and is driven by its
 //!   embedder: the `audispd` binary adds configuration ([`config`], turned
-//!   into the engine's own [`engine::settings`]), signals, logging and the
-//!   service manager ([`systemd::notify`]); it knows nothing of config files,
-//!   systemd, D-Bus or journald itself.
+//!   into the engine's own [`engine::settings`]), signals, logging, the
+//!   service manager ([`systemd::notify`]), the D-Bus interface ([`dbus`])
+//!   and the metrics endpoint ([`metrics`]); it knows nothing of config
+//!   files, systemd, D-Bus, HTTP or journald itself.
 //! * **Plugins** are written with the [`sdk`] in a few lines, or in any
 //!   language against `docs/protocol.md`; stock auditd plugins work
 //!   unmodified.
@@ -74,6 +75,7 @@
 //! | `logfile` | audisp-logfile's gzip/zstd; `sdk`, `format`, `config` | flate2, zstd |
 //! | `af_unix` | the audisp-af_unix program; `sdk`, `config` | — |
 //! | `mail` | the audisp-mail program; `sdk`, `format`, `config` | lettre (rustls) |
+//! | `metrics` | [`metrics`] (Prometheus/OpenMetrics endpoint); `dispatcher` | — |
 //!
 //! A plugin needs only the SDK:
 //! `audisp = { version = "…", default-features = false, features = ["sdk"] }`
@@ -95,6 +97,8 @@ pub mod hex;
 pub mod journal;
 pub mod journal_id;
 pub mod log_ids;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod protocol;
 pub mod record;
 pub mod record_types;

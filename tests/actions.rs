@@ -234,6 +234,11 @@ fn suspend_action_suspends_only_the_plugin_that_asked() {
     let actor = d.plugin_state("actor");
     assert_eq!(actor.state, "suspended", "{actor:?}");
     assert!(actor.get("dropped") > 0, "{actor:?}");
+    assert_eq!(
+        actor.get("dropped_suspended"),
+        actor.get("dropped"),
+        "{actor:?}"
+    );
     let witness = d.plugin_state("witness");
     assert_eq!(witness.state, "connected", "{witness:?}");
     assert_eq!(witness.get("dropped"), 0, "{witness:?}");

@@ -50,6 +50,9 @@ fn skip_reason() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return Some("needs root".into());
     }
+    if let Some(why) = support::metrics::missing_parser() {
+        return Some(why);
+    }
     for tool in [
         "/usr/bin/systemd-nspawn",
         "/usr/sbin/debootstrap",
@@ -753,6 +756,11 @@ auid=4294967295 ses=4294967295 msg='op=audisp-test-rescue res=success'";
 /// * both plugins were socket-activated; the log file holds every event
 ///   exactly once (as the in-process JSON conversion writes it) and the
 ///   journal every record exactly once, in order, with `AUDIT_` fields;
+/// * the shipped `audisp-metrics.socket` reaches audispd inside its
+///   sandbox: a scrape from the host has every record counted, read by
+///   prometheus_client's parser; the shipped `audisp-statsd` units, with
+///   the shipped option file (and a 1 s interval), report every event
+///   exactly once to a UDP listener on the host;
 /// * last, the actor asks for `rescue`: audispd has the real systemd
 ///   isolate rescue.target, and the multi-user services stop, audispd
 ///   before the bus (audisp.service is ordered after it).
@@ -765,6 +773,12 @@ fn dbus_system_action_and_shipped_plugins_on_booted_systemd() {
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     work_dirs(w);
+    // Where the shipped statsd settings send (the container shares the
+    // host's network).
+    let statsd = std::net::UdpSocket::bind("127.0.0.1:8125").expect("UDP port 8125 for statsd");
+    statsd
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     sink_units(
         &w.join("units"),
         "actor",
@@ -786,26 +800,33 @@ fn dbus_system_action_and_shipped_plugins_on_booted_systemd() {
         "/^\\[dbus.setroubleshoot\\]$/,/^\\[/ s/^#enabled = true$/enabled = false/",
         "/etc/audisp/audispd.toml",
     ]);
-    for p in ["logfile", "journal"] {
+    for p in ["logfile", "journal", "statsd"] {
         c.ok(&[
             "cp",
             &format!("/etc/audisp/plugins.d/{p}.toml.example"),
             &format!("/etc/audisp/plugins.d/{p}.toml"),
         ]);
     }
+    // The installed statsd option file as an admin sets it: a shorter interval.
+    let statsd_conf = c.path("/etc/audisp/audisp-statsd.toml");
+    let mut shipped = std::fs::read_to_string(&statsd_conf).unwrap();
+    shipped.push_str("interval = \"1s\"\n");
+    std::fs::write(&statsd_conf, shipped).unwrap();
     std::fs::write(
         c.path("/etc/audisp/plugins.d/actor.toml"),
         "socket = \"/run/audisp/plugins/actor.sock\"\n[actions.rescue]\nrun = \"single-user\"\n",
     )
     .unwrap();
     let check = c.ok(&["audispd", "--check-config"]);
-    assert_eq!(check, "ok: 3 plugins (actor, journal, logfile)\n");
+    assert_eq!(check, "ok: 4 plugins (actor, journal, logfile, statsd)\n");
     c.ok(&[
         "systemctl",
         "enable",
         "--now",
         "audisp-logfile.socket",
         "audisp-journal.socket",
+        "audisp-statsd.socket",
+        "audisp-metrics.socket",
         "audisp-actor.socket",
         "audisp.socket",
         "audisp.service",
@@ -946,6 +967,56 @@ fn dbus_system_action_and_shipped_plugins_on_booted_systemd() {
         entries.len(),
         got.len()
     );
+
+    // The metrics endpoint, scraped from the host.
+    let scrape = || {
+        let mut c = std::net::TcpStream::connect("127.0.0.1:9469").expect("audisp-metrics.socket");
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut c, &mut answer).unwrap();
+        answer
+    };
+    let answer = scrape();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let m = support::metrics::parse(body, "text");
+    let records_in: f64 = m
+        .samples
+        .iter()
+        .filter(|((name, _), _)| name == "audisp_input_records_total")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(records_in, all.len() as f64, "{body}");
+    for p in ["logfile", "journal", "statsd", "actor", "dbus"] {
+        let state = [("plugin", p), ("state", "connected")];
+        assert_eq!(m.get("audisp_plugin_state", &state), 1.0, "{body}");
+    }
+    let triggered = c.prop("audisp.service", "TriggeredBy");
+    assert!(triggered.contains("audisp-metrics.socket"), "{triggered}");
+
+    // statsd: every event counted once, in reports at the interval.
+    let events = want.len() as u64;
+    let mut counted = 0u64;
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counted < events {
+        assert!(
+            Instant::now() < deadline,
+            "statsd: {counted} of {events} events reported"
+        );
+        if let Ok(n) = statsd.recv(&mut buf) {
+            for line in std::str::from_utf8(&buf[..n]).unwrap().lines() {
+                if let Some(v) = line.strip_prefix("events.total_count:") {
+                    counted += v.trim_end_matches("|c").parse::<u64>().unwrap();
+                }
+            }
+        }
+    }
+    assert_eq!(counted, events, "no event reported twice");
+    let triggered = c.prop("audisp-statsd.service", "TriggeredBy");
+    assert!(triggered.contains("audisp-statsd.socket"), "{triggered}");
+    assert_eq!(c.prop("audisp-statsd.service", "ActiveState"), "active");
 
     // Last: the actor asks for rescue; systemd isolates rescue.target.
     let asked = Instant::now();

@@ -118,6 +118,11 @@ fn drop_skips_the_oldest_records_of_a_stuck_plugin_only() {
         "{stuck:?}"
     );
     assert_eq!(stuck.get("acked"), 0, "{stuck:?}");
+    assert_eq!(
+        stuck.get("dropped_overflow"),
+        stuck.get("dropped"),
+        "every drop counted under its reason: {stuck:?}"
+    );
     let fast = d.plugin_state("fast");
     assert_eq!(fast.get("dropped"), 0, "{fast:?}");
     assert_eq!(fast.get("queued"), 0, "{fast:?}");

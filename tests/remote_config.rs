@@ -1,4 +1,5 @@
-//! The option files of audisp-remote and audisp-receive, through the real
+//! The option files of audisp-remote and audisp-receive (and, for the
+//! shipped examples, audisp-statsd's), through the real
 //! programs: mistakes are all reported at their lines before anything
 //! starts, untrusted files are refused, flags override the file, the shipped
 //! examples are good, and a file alone configures a working transfer (every
@@ -19,6 +20,7 @@ use support::wait_until;
 
 const REMOTE: &str = env!("CARGO_BIN_EXE_audisp-remote");
 const RECEIVE: &str = env!("CARGO_BIN_EXE_audisp-receive");
+const STATSD: &str = env!("CARGO_BIN_EXE_audisp-statsd");
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -239,9 +241,10 @@ fn keys_of_flags(program: &str) -> Vec<String> {
 #[test]
 fn shipped_examples_check_cleanly_and_cover_every_flag() {
     let dir = tempfile::tempdir().unwrap();
-    for (program, name) in [
-        (REMOTE, "audisp-remote.toml"),
-        (RECEIVE, "audisp-receive.toml"),
+    for (program, name, flags) in [
+        (REMOTE, "audisp-remote.toml", 15),
+        (RECEIVE, "audisp-receive.toml", 15),
+        (STATSD, "audisp-statsd.toml", 6),
     ] {
         let shipped = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -271,7 +274,7 @@ fn shipped_examples_check_cleanly_and_cover_every_flag() {
             uncommented.push('\n');
         }
         let keys = keys_of_flags(program);
-        assert!(keys.len() >= 15, "flags of {program} --help: {keys:?}");
+        assert!(keys.len() >= flags, "flags of {program} --help: {keys:?}");
         for key in keys {
             assert!(
                 settings.contains(&key),

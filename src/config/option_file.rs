@@ -339,6 +339,26 @@ impl<'s> Reader<'s> {
         t.0.choice(&mut self.doc, key, what, choices)
     }
 
+    /// `value` (what a getter returned for `key`) if `check` accepts it;
+    /// otherwise `None`, with `check`'s reason recorded at the key's line
+    /// (`port = 0 is not a port…`): for limits a type alone cannot say.
+    pub fn checked<T>(
+        &mut self,
+        t: &Table<'_, 's>,
+        key: &str,
+        value: Option<T>,
+        check: impl FnOnce(&T) -> Result<(), String>,
+    ) -> Option<T> {
+        let v = value?;
+        match check(&v) {
+            Ok(()) => Some(v),
+            Err(why) => {
+                t.0.bad(&mut self.doc, key, &why);
+                None
+            }
+        }
+    }
+
     /// `n` converted to `N`, or the mistake recorded.
     fn fit<N: TryFrom<u64>>(&mut self, t: &Table<'_, 's>, key: &str, n: u64) -> Option<N> {
         match N::try_from(n) {
@@ -431,6 +451,35 @@ mod tests {
         let got = parse(Path::new("p.toml"), "size = 1024\nlog = \"/l\"\n", read).unwrap();
         assert_eq!(got.size, Some(1024));
         assert_eq!(got.log, Some(Some("/l".into())));
+    }
+
+    #[test]
+    fn a_checked_value_outside_its_limits_is_reported_at_its_line() {
+        fn at_least_one(n: &u32) -> Result<(), String> {
+            if *n == 0 {
+                Err("must be at least 1".to_string())
+            } else {
+                Ok(())
+            }
+        }
+        fn read<'s>(r: &mut Reader<'s>, top: &Table<'_, 's>) -> (Option<u32>, Option<u32>) {
+            let a = r.count::<u32>(top, "a");
+            let b = r.count::<u32>(top, "b");
+            (
+                r.checked(top, "a", a, at_least_one),
+                r.checked(top, "b", b, at_least_one),
+            )
+        }
+        assert_eq!(
+            parse(Path::new("p.toml"), "a = 2\n", read).unwrap(),
+            (Some(2), None)
+        );
+        let m: Vec<String> = parse(Path::new("p.toml"), "a = 1\nb = 0\n", read)
+            .unwrap_err()
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(m, ["p.toml:2: b = 0 must be at least 1"]);
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! calls [`Engine::tick`] a few times a second, and drives it through its
 //! methods: [`Engine::reload`], [`Engine::suspend`]/[`Engine::resume`],
 //! [`Engine::snapshot`], [`Engine::liveness`], [`Engine::shutdown`].
-//! Adapters (sd_notify, the D-Bus interface) are thin layers over those
-//! methods.
+//! Adapters (sd_notify, the D-Bus interface, the metrics endpoint) are thin
+//! layers over those methods.
 
 pub mod actions;
 pub mod child;

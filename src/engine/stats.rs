@@ -5,6 +5,7 @@
 //! [`Snapshot`] is a consistent-enough copy taken for logging, the state file
 //! and the `STATS` protocol message.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
@@ -36,8 +37,10 @@ pub struct PluginCounters {
     /// Records the plugin acknowledged (or consumed, for stock plugins).
     pub acked: AtomicU64,
     /// Records the plugin will never get (overflow policy, suspension, or
-    /// the journal's size limit).
+    /// the journal's size limit): the sum of `dropped_by`.
     pub dropped: AtomicU64,
+    /// `dropped` by [`DropReason`] (indexed by `reason as usize`).
+    pub dropped_by: [AtomicU64; DropReason::ALL.len()],
     /// Connections (re)established.
     pub connects: AtomicU64,
     /// Connection attempts that failed, and connections lost.
@@ -46,6 +49,60 @@ pub struct PluginCounters {
     pub restarts: AtomicU64,
     /// Commands the plugin sent.
     pub commands: AtomicU64,
+}
+
+/// Why a plugin will never get some records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// `overflow = "drop"`: it was more than `queue_size` records behind.
+    Overflow,
+    /// `overflow = "spool"`: its backlog outgrew `spool_max`.
+    SpoolMax,
+    /// Suspended (`audispctl suspend`, `overflow = "suspend"`, an action):
+    /// what arrived meanwhile.
+    Suspended,
+    /// The journal's size limit deleted them before the plugin read them.
+    JournalLimit,
+    /// A damaged journal segment could not be read.
+    Damaged,
+}
+
+impl DropReason {
+    /// Every reason, in index order.
+    pub const ALL: [DropReason; 5] = [
+        DropReason::Overflow,
+        DropReason::SpoolMax,
+        DropReason::Suspended,
+        DropReason::JournalLimit,
+        DropReason::Damaged,
+    ];
+
+    /// The name in the state report, `STATS` and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Overflow => "overflow",
+            DropReason::SpoolMax => "spool_max",
+            DropReason::Suspended => "suspended",
+            DropReason::JournalLimit => "journal_limit",
+            DropReason::Damaged => "damaged",
+        }
+    }
+}
+
+impl PluginCounters {
+    /// Counts `n` records the plugin will never get, for `reason`.
+    pub fn drop_records(&self, reason: DropReason, n: u64) {
+        add(&self.dropped, n);
+        add(&self.dropped_by[reason as usize], n);
+    }
+
+    /// `dropped_by` by reason name, every reason present.
+    pub fn dropped_by_reason(&self) -> BTreeMap<String, u64> {
+        DropReason::ALL
+            .iter()
+            .map(|&r| (r.name().to_string(), get(&self.dropped_by[r as usize])))
+            .collect()
+    }
 }
 
 /// Increments a counter.
@@ -116,6 +173,8 @@ pub struct PluginSnapshot {
     pub acked: u64,
     /// See [`PluginCounters`].
     pub dropped: u64,
+    /// `dropped` by reason ([`DropReason::name`]), every reason present.
+    pub dropped_by_reason: BTreeMap<String, u64>,
     /// See [`PluginCounters`].
     pub connects: u64,
     /// See [`PluginCounters`].
@@ -192,7 +251,7 @@ impl Snapshot {
         for p in &self.plugins {
             let _ = writeln!(
                 s,
-                "plugin {} = {} queued={} spooled={} acked_seq={} delivered={} acked={} dropped={} connects={} reconnects={} restarts={} commands={}",
+                "plugin {} = {} queued={} spooled={} acked_seq={} delivered={} acked={} dropped={}{} connects={} reconnects={} restarts={} commands={}",
                 p.name,
                 p.state,
                 p.queued,
@@ -201,6 +260,10 @@ impl Snapshot {
                 p.delivered,
                 p.acked,
                 p.dropped,
+                p.dropped_by_reason
+                    .iter()
+                    .map(|(why, n)| format!(" dropped_{why}={n}"))
+                    .collect::<String>(),
                 p.connects,
                 p.reconnects,
                 p.restarts,
@@ -208,5 +271,63 @@ impl Snapshot {
             );
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_are_counted_in_total_and_by_reason_and_reported() {
+        let c = PluginCounters::default();
+        c.drop_records(DropReason::Overflow, 3);
+        c.drop_records(DropReason::JournalLimit, 2);
+        c.drop_records(DropReason::Overflow, 1);
+        assert_eq!(get(&c.dropped), 6);
+        let by = c.dropped_by_reason();
+        let want: BTreeMap<String, u64> = [
+            ("damaged", 0),
+            ("journal_limit", 2),
+            ("overflow", 4),
+            ("spool_max", 0),
+            ("suspended", 0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(by, want);
+        let snap = Snapshot {
+            uptime_secs: 1,
+            journal: JournalSnapshot {
+                id: "j".into(),
+                start: 1,
+                end: 7,
+                synced: 7,
+                disk_bytes: 10,
+                open_events: 0,
+            },
+            inputs: Vec::new(),
+            plugins: vec![PluginSnapshot {
+                name: "p".into(),
+                state: "connected".into(),
+                queued: 0,
+                spooled: 0,
+                acked_seq: 0,
+                delivered: 0,
+                acked: 0,
+                dropped: 6,
+                dropped_by_reason: by,
+                connects: 1,
+                reconnects: 0,
+                restarts: 0,
+                commands: 0,
+            }],
+        };
+        let report = snap.render_state();
+        assert!(
+            report.contains(" dropped=6 dropped_damaged=0 dropped_journal_limit=2 dropped_overflow=4 dropped_spool_max=0 dropped_suspended=0 connects=1 "),
+            "{report}"
+        );
     }
 }

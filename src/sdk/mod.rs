@@ -20,6 +20,8 @@
 //!   ([`Context::command`]) or for its counters ([`Context::stats`]), and
 //!   other threads of the plugin queue such actions ([`Plugin::commands`])
 //!   that go out between batches or within half a second when idle;
+//! * calls the closure at intervals with an empty batch if asked to
+//!   ([`Plugin::tick`]), for plugins that report periodically;
 //! * lets a closure that must wait on purpose (for room in its own storage)
 //!   do so with [`Context::idle`], which keeps the watchdog fed and queued
 //!   commands flowing;

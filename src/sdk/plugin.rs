@@ -33,6 +33,7 @@ pub struct Plugin {
     checkpoint: Option<PathBuf>,
     listen: Option<PathBuf>,
     commands: Option<CommandQueue>,
+    tick: Option<Duration>,
 }
 
 /// A command for the dispatcher from a thread of the plugin other than the
@@ -436,6 +437,7 @@ impl Plugin {
             checkpoint: None,
             listen: None,
             commands: None,
+            tick: None,
         }
     }
 
@@ -490,6 +492,16 @@ impl Plugin {
     /// systemd), since the thread that queued it has moved on.
     pub fn commands(mut self, rx: mpsc::Receiver<Command>) -> Plugin {
         self.commands = Some(CommandQueue(Arc::new(Mutex::new(rx))));
+        self
+    }
+
+    /// Also call the handler with an empty batch whenever `every` has
+    /// passed since it was last called, so that a plugin that reports at
+    /// intervals (counters it sends on, asking [`Context::stats`]) does so
+    /// while no records arrive. Without it the handler only ever sees
+    /// batches with records.
+    pub fn tick(mut self, every: Duration) -> Plugin {
+        self.tick = Some(every);
         self
     }
 
@@ -685,25 +697,40 @@ impl Plugin {
         let mut stash: VecDeque<Vec<u8>> = VecDeque::new();
         let mut next_id = 0u32;
         let mut more = vec![0u8; protocol::MAX_MESSAGE];
+        let mut last_call = Instant::now();
         loop {
             super::supervise::alive();
             if TERMINATE.load(Ordering::SeqCst) {
                 return Ok(Ended::Terminated);
             }
-            Context {
+            let mut ctx = Context {
                 conn,
                 stash: &mut stash,
                 next_id: &mut next_id,
                 journal,
                 plugin: self,
+            };
+            ctx.send_queued()?;
+            let mut wait = Duration::from_millis(500);
+            if let Some(every) = self.tick {
+                let due = every.saturating_sub(last_call.elapsed());
+                if due.is_zero() {
+                    let nothing = Batch {
+                        metas: &[],
+                        data: &[],
+                    };
+                    handler(&nothing, &mut ctx).map_err(Error::Handler)?;
+                    last_call = Instant::now();
+                    continue;
+                }
+                wait = wait.min(due);
             }
-            .send_queued()?;
             let msg: Vec<u8>;
             let data: &[u8] = if let Some(m) = stash.pop_front() {
                 msg = m;
                 &msg
             } else {
-                match recv_wait(conn, &mut buf, Duration::from_millis(500))? {
+                match recv_wait(conn, &mut buf, wait)? {
                     None => continue,
                     Some(0) => return Ok(Ended::Closed),
                     Some(n) => &buf[..n],
@@ -809,6 +836,7 @@ impl Plugin {
                     plugin: self,
                 };
                 handler(&batch, &mut ctx).map_err(Error::Handler)?;
+                last_call = Instant::now();
                 if let Some(a) = batch.last_ack() {
                     progress.last = progress.last.max(a);
                 }

@@ -136,6 +136,25 @@ impl Passed {
         Ok(Some(fd))
     }
 
+    /// Takes the descriptor named `name`, checking that it is a listening
+    /// stream socket, TCP (IPv4 or IPv6) or `AF_UNIX`: for an endpoint the
+    /// admin may put on a port or on a path. Ok(None) if none has that name.
+    pub fn take_stream_listener(&mut self, name: &str) -> Result<Option<OwnedFd>, String> {
+        let Some(i) = self.fds.iter().position(|(n, _)| n == name) else {
+            return Ok(None);
+        };
+        let (_, fd) = self.fds.remove(i);
+        check_tcp_listener(&fd)
+            .or_else(|_| check_listener(&fd, SockType::Stream))
+            .map_err(|why| {
+                format!(
+                    "the socket passed as {name:?} (fd {}) {why}",
+                    fd.as_raw_fd()
+                )
+            })?;
+        Ok(Some(fd))
+    }
+
     /// Takes every passed descriptor, checking that each is a listening TCP
     /// socket (IPv4 or IPv6): for network services whose socket unit lists
     /// any number of `ListenStream=` addresses, whatever their names.
@@ -248,6 +267,29 @@ mod tests {
         assert!(check_listener(&c, SockType::SeqPacket)
             .unwrap_err()
             .contains("not listening"));
+    }
+
+    #[test]
+    fn a_stream_listener_is_taken_by_name_on_a_port_or_a_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let unix = crate::uds::listen(&dir.path().join("m"), SockType::Stream, 0o600, 4).unwrap();
+        let seq = crate::uds::listen(&dir.path().join("s"), SockType::SeqPacket, 0o600, 4).unwrap();
+        let mut passed = Passed {
+            fds: vec![
+                ("input".into(), seq),
+                ("metrics".into(), OwnedFd::from(tcp)),
+                ("other".into(), unix),
+            ],
+        };
+        assert!(passed.take_stream_listener("metrics").unwrap().is_some());
+        assert!(passed.take_stream_listener("other").unwrap().is_some());
+        assert!(passed.take_stream_listener("metrics").unwrap().is_none());
+        let err = passed.take_stream_listener("input").unwrap_err();
+        assert!(
+            err.contains("\"input\"") && err.contains("SeqPacket socket, not Stream"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -189,10 +189,11 @@ fn run(
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let stats_interval = config.main.stats.interval;
+    let listeners = listen::passed_sockets(&mut passed)?;
     let sockets = Sockets {
         // The engine reads it only when [input.stdin] is enabled.
         stdin: stdin_source(),
-        input_listener: listen::input_socket(&mut passed)?,
+        input_listener: listeners.input,
     };
     let server = format!("audispd {}", env!("CARGO_PKG_VERSION"));
     // Read here, once: a reload that changes it asks for a restart.
@@ -210,6 +211,14 @@ fn run(
         let reload_hook = std::sync::Arc::new(move || reload(&e, &p, &n, &d));
         audisp::dbus::start(engine.clone(), &dbus_config, reload_hook)
             .map_err(|e| tracing::error!("D-Bus: {e}; running on without it"))
+    });
+    // The metrics endpoint, when systemd passed its socket; without it we
+    // run on.
+    let _metrics = listeners.metrics.and_then(|fd| {
+        audisp::metrics::start(engine.clone(), fd, env!("CARGO_PKG_VERSION"))
+            .inspect(|_| tracing::info!("metrics endpoint socket passed by the service manager"))
+            .map_err(|e| tracing::error!("metrics endpoint: {e}; running on without it"))
+            .ok()
     });
     tracing::info!(
         plugins = ?engine.plugin_names(),

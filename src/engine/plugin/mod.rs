@@ -217,6 +217,7 @@ impl SenderHandle {
             delivered: stats::get(&c.delivered),
             acked: stats::get(&c.acked),
             dropped: stats::get(&c.dropped),
+            dropped_by_reason: c.dropped_by_reason(),
             connects: stats::get(&c.connects),
             reconnects: stats::get(&c.reconnects),
             restarts: stats::get(&c.restarts),

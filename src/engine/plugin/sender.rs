@@ -20,7 +20,7 @@ use crate::engine::actions::Effect;
 use crate::engine::child::{self, Running, StdinSocket};
 use crate::engine::cursor::{CursorFile, Position};
 use crate::engine::settings::{DeliveryMode, Overflow, PluginFormat, PluginSettings, Transport};
-use crate::engine::stats;
+use crate::engine::stats::{self, DropReason};
 use crate::engine::subscription::Subscription;
 use crate::journal::{LostReason, Reader};
 use crate::protocol::{self, CommandStatus, Hello, Mode};
@@ -198,7 +198,11 @@ impl Sender {
             self.handle.name
         );
         loop {
-            self.skip_to(self.services.journal.end(), "suspended");
+            self.skip_to(
+                self.services.journal.end(),
+                DropReason::Suspended,
+                "suspended",
+            );
             self.handle.heartbeat.beat();
             let c = lock(&self.handle.control);
             if c.stop.is_some() {
@@ -221,8 +225,8 @@ impl Sender {
     }
 
     /// Moves the cursor forward to `to`, counting what the plugin will never
-    /// get.
-    fn skip_to(&mut self, to: u64, why: &str) {
+    /// get under `reason` (`why` says it in the log).
+    fn skip_to(&mut self, to: u64, reason: DropReason, why: &str) {
         let mut pos = lock(&self.handle.position);
         if to <= pos.replay_from {
             return;
@@ -234,8 +238,8 @@ impl Sender {
         };
         let p = *pos;
         drop(pos);
-        stats::add(&self.handle.counters.dropped, skipped);
-        if why != "suspended" {
+        self.handle.counters.drop_records(reason, skipped);
+        if reason != DropReason::Suspended {
             tracing::warn!(
                 message_id = crate::log_ids::RECORD_LOSS,
                 plugin = %self.handle.name,
@@ -516,6 +520,7 @@ impl Sender {
                     self.overflowed(
                         d,
                         to,
+                        DropReason::SpoolMax,
                         "its spool_max was exceeded: the oldest records were skipped",
                     );
                 }
@@ -523,7 +528,7 @@ impl Sender {
             }
             Overflow::Drop if backlog > cfg.queue_size => {
                 let to = end - cfg.queue_size;
-                self.overflowed(d, to, "its queue_size was exceeded (overflow = drop): the oldest records were skipped");
+                self.overflowed(d, to, DropReason::Overflow, "its queue_size was exceeded (overflow = drop): the oldest records were skipped");
                 None
             }
             Overflow::Suspend if backlog > cfg.queue_size => {
@@ -542,7 +547,7 @@ impl Sender {
         }
     }
 
-    fn overflowed(&mut self, d: &mut dyn Delivery, to: u64, why: &str) {
+    fn overflowed(&mut self, d: &mut dyn Delivery, to: u64, reason: DropReason, why: &str) {
         if !self.loss_reported {
             tracing::warn!(
                 message_id = crate::log_ids::PLUGIN_OVERFLOW,
@@ -552,7 +557,7 @@ impl Sender {
             );
             self.loss_reported = true;
         }
-        self.skip_to(to, why);
+        self.skip_to(to, reason, why);
         // Events in progress lost their beginning; start assembling afresh.
         if self.reader.next_seq() <= to {
             d.forget_partial();
@@ -595,7 +600,11 @@ impl Host for Sender {
     }
 
     fn lost(&mut self, from: u64, to: u64, reason: &LostReason) {
-        stats::add(&self.handle.counters.dropped, to - from);
+        let counted = match reason {
+            LostReason::Evicted => DropReason::JournalLimit,
+            LostReason::Damaged(_) => DropReason::Damaged,
+        };
+        self.handle.counters.drop_records(counted, to - from);
         tracing::error!(
             message_id = crate::log_ids::RECORD_LOSS,
             plugin = %self.handle.name,
