@@ -396,6 +396,38 @@ fn ours_to_ours_with_kill9_of_both_ends_and_injection_into_a_dispatcher() {
     assert!(log.contains("fast mode, resuming after"), "{log}");
 }
 
+/// Found by attack (issue 10): lines on audispd's input that are not
+/// records (audispd delivers them, flagged unparsed) went through fast mode
+/// into the aggregator's log, terminal escapes included. audisp-receive
+/// refuses a batch holding one, so audisp-remote never sends them: every
+/// record arrives once, nothing else does, and the stream does not stall.
+#[test]
+fn fast_mode_carries_records_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut r = Receiver::start(tmp.path(), port, &[]);
+    let mut d = sender_dispatcher();
+    let s = start_sender(&d, port, &[]);
+    let records = sample();
+    let all = lines(&records);
+    let mut data = Vec::new();
+    for (i, l) in all.iter().enumerate() {
+        data.extend_from_slice(l);
+        data.push(b'\n');
+        if i % 1000 == 10 {
+            data.extend_from_slice(b"\x1b[2J\x1b[Hgotcha\n\x00\x00binary\n");
+        }
+    }
+    let _stdin = keep_feeding(&mut d, &data);
+    let got = r.wait_lines_or(all.len(), Duration::from_secs(60), &|| sender_log(&d));
+    assert_same(&got, &all, "records only, each once");
+    stop_child(s);
+    r.stop();
+    let _ = d.stop();
+    let log = sender_log(&d);
+    assert!(log.matches("is not an audit record").count() >= 10, "{log}");
+}
+
 /// Writes a key file with root-only mode.
 fn write_key(path: &Path, pem: &str) {
     std::fs::write(path, pem).unwrap();

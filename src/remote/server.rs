@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
 
-use super::store::{FastClaim, SenderKey, Store, Stored};
+use super::store::{FastClaim, SenderKey, Store};
 use super::wire::{self, types, Decoder, Frame, WireError};
 
 /// A connection's byte stream: plain TCP, or TLS over it.
@@ -445,11 +445,9 @@ impl<'s> Connection<'s> {
                     Ok(Some(Reply::Ack(h.seq)))
                 }
                 (Frame::Managed(h, p), Mode::Stock) if h.mtype == types::MESSAGE => {
-                    let text = clean_payload(p);
-                    if text.is_empty() {
-                        Ok(Some(Reply::Stored(h.seq)))
-                    } else {
-                        match self
+                    match wire::record_text(stock_payload(p)) {
+                        Err(e) => Err(End::Garbage(e)),
+                        Ok(text) => match self
                             .stock_index()
                             .and_then(|i| store.store_stock(i, h.seq, &text))
                         {
@@ -462,54 +460,63 @@ impl<'s> Connection<'s> {
                                 tracing::error!("{}: storing failed: {e}", self.who);
                                 Ok(Some(Reply::Failed(h.seq, is_full(&e))))
                             }
-                        }
+                        },
                     }
                 }
                 (Frame::Managed(h, p), Mode::Fast(idx)) if h.mtype == types::FAST_BATCH => {
                     let idx = *idx;
-                    match wire::parse_batch(p) {
+                    // Every record of the batch passes, or none is stored.
+                    let texts = wire::parse_batch(p).and_then(|(first, recs)| {
+                        let texts = recs
+                            .into_iter()
+                            .map(wire::record_text)
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Ok((first, texts))
+                    });
+                    match texts {
                         Err(e) => Err(End::Garbage(e)),
-                        Ok((first, recs)) => match store_fast_lines(&store, idx, first, p, &recs) {
-                            Ok(s) => {
-                                self.count(s.new, s.duplicates);
-                                sync_to = sync_to.max(s.sync_to);
-                                Ok(Some(Reply::FastAck(s.last_seq)))
+                        Ok((first, texts)) => {
+                            let recs: Vec<&[u8]> = texts.iter().map(|t| &t[..]).collect();
+                            match store.store_fast(idx, first, &recs) {
+                                Ok(s) => {
+                                    self.count(s.new, s.duplicates);
+                                    sync_to = sync_to.max(s.sync_to);
+                                    Ok(Some(Reply::FastAck(s.last_seq)))
+                                }
+                                Err(e) => {
+                                    tracing::error!("{}: storing failed: {e}", self.who);
+                                    Ok(Some(Reply::Failed(0, is_full(&e))))
+                                }
                             }
-                            Err(e) => {
-                                tracing::error!("{}: storing failed: {e}", self.who);
-                                Ok(Some(Reply::Failed(0, is_full(&e))))
-                            }
-                        },
+                        }
                     }
                 }
                 (Frame::Managed(h, _), _) => Err(End::Garbage(WireError::BadType(h.mtype))),
                 (Frame::Line(l), Mode::Stock) => {
                     if let Some(id) = wire::parse_hello(l) {
                         self.hello(&store, id).map(|()| None)
-                    } else if wire::is_record_line(l) {
-                        // ASCII format: no acknowledgement.
-                        let text = clean_payload(l);
-                        match self
-                            .stock_index()
-                            .and_then(|i| store.store_stock(i, 0, &text))
-                        {
-                            Ok(s) => {
-                                self.count(s.new, s.duplicates);
-                                sync_to = sync_to.max(s.sync_to);
-                                Ok(None)
-                            }
-                            Err(e) => {
-                                tracing::error!(
-                                    "{}: storing failed (ASCII, no way to tell the client): {e}",
-                                    self.who
-                                );
-                                Err(End::DiskFailed)
-                            }
-                        }
                     } else {
-                        Err(End::Garbage(WireError::BadLine(
-                            "does not start with node= or type=",
-                        )))
+                        // ASCII format: no acknowledgement.
+                        match wire::record_text(stock_payload(l)) {
+                            Err(e) => Err(End::Garbage(e)),
+                            Ok(text) => match self
+                                .stock_index()
+                                .and_then(|i| store.store_stock(i, 0, &text))
+                            {
+                                Ok(s) => {
+                                    self.count(s.new, s.duplicates);
+                                    sync_to = sync_to.max(s.sync_to);
+                                    Ok(None)
+                                }
+                                Err(e) => {
+                                    tracing::error!(
+                                        "{}: storing failed (ASCII, no way to tell the client): {e}",
+                                        self.who
+                                    );
+                                    Err(End::DiskFailed)
+                                }
+                            },
+                        }
                     }
                 }
                 (Frame::Line(_), _) => {
@@ -654,39 +661,11 @@ fn is_full(e: &io::Error) -> bool {
         || e.kind() == io::ErrorKind::StorageFull
 }
 
-/// A record as auditd's listener takes it: cut at the first NUL, one
-/// trailing `\n` removed; any other newline becomes a space so the record
-/// stays one line.
-fn clean_payload(p: &[u8]) -> Vec<u8> {
+/// A stock record's text as auditd's listener unwraps it: cut at the first
+/// NUL, one trailing `\n` removed ([`wire::record_text`] then judges it).
+fn stock_payload(p: &[u8]) -> &[u8] {
     let p = &p[..memchr::memchr(0, p).unwrap_or(p.len())];
-    let p = p.strip_suffix(b"\n").unwrap_or(p);
-    one_line(p)
-}
-
-/// `text` with every newline made a space: the log holds one record per
-/// line, whatever a client put inside a record.
-fn one_line(text: &[u8]) -> Vec<u8> {
-    text.iter()
-        .map(|&b| if b == b'\n' { b' ' } else { b })
-        .collect()
-}
-
-/// Stores a fast-mode batch (`payload`, parsed into `recs`), each record
-/// made one line first. Our sender never puts a newline in a record, so
-/// the copy is only made when the payload has one at all.
-fn store_fast_lines(
-    store: &Store,
-    idx: u16,
-    first: u64,
-    payload: &[u8],
-    recs: &[&[u8]],
-) -> io::Result<Stored> {
-    if memchr::memchr(b'\n', payload).is_none() {
-        return store.store_fast(idx, first, recs);
-    }
-    let lines: Vec<Vec<u8>> = recs.iter().map(|r| one_line(r)).collect();
-    let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
-    store.store_fast(idx, first, &refs)
+    p.strip_suffix(b"\n").unwrap_or(p)
 }
 
 #[cfg(test)]
@@ -883,6 +862,41 @@ mod tests {
         let r = connect(&shared, None, fast_batch_from([1; 16], 3, &[b"type=A 3"]));
         assert_eq!(r, fast_replies(2, 3));
         assert_eq!(held(&shared.store).len(), 3);
+    }
+
+    /// Found by attack (issue 10): fast mode acknowledged and stored
+    /// non-records, which went on to the log; the stock path now follows
+    /// the same rule (`wire::record_text`) in its managed form too. A batch
+    /// holding one is refused whole: nothing of it is stored or
+    /// acknowledged, and the connection is closed.
+    #[test]
+    fn non_records_are_refused_on_every_path() {
+        let good = b"type=USER msg=audit(1.000:1): ok";
+        for bad in [&b"\x00\x00binary"[..], b"\x1b[2J\x1b[Hgotcha"] {
+            let (replies, held) = session(fast_batch(1, &[good, bad]));
+            assert_eq!(replies, fast_replies(0, 0)[..24], "only FAST_OK");
+            assert!(held.is_empty(), "{held:?}");
+
+            let mut input = Vec::new();
+            wire::encode(&mut input, types::MESSAGE, 2, good).unwrap();
+            wire::encode(&mut input, types::MESSAGE, 3, bad).unwrap();
+            let (replies, held) = session(input);
+            let mut want = Vec::new();
+            wire::encode(&mut want, types::ACK, 2, b"").unwrap();
+            assert_eq!(replies, want, "only the record is acknowledged");
+            assert_eq!(held, vec![good.to_vec()]);
+
+            let input = [&good[..], b"\n", bad, b"\n"].concat();
+            let (replies, held) = session(input);
+            assert!(replies.is_empty());
+            assert_eq!(held, vec![good.to_vec()]);
+        }
+        // Inside a record, control bytes become spaces on every path.
+        let (_, held) = session(fast_batch(1, &[b"type=USER msg=audit(1.000:1): \x1b[2J"]));
+        assert_eq!(held, vec![b"type=USER msg=audit(1.000:1):  [2J".to_vec()]);
+        let mut input = Vec::new();
+        wire::encode(&mut input, types::MESSAGE, 2, b"type=USER \x1b[2J\n").unwrap();
+        assert_eq!(session(input).1, vec![b"type=USER  [2J".to_vec()]);
     }
 
     #[test]
