@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -31,9 +31,14 @@ pub struct StateLock {
 }
 
 impl StateLock {
-    /// Locks the state directory `dir` (which must exist) through
-    /// `DIR/lock`.
+    /// Locks the state directory `dir` through `DIR/lock`, creating the
+    /// directory (mode 0700) if it is missing.
     pub fn dir(dir: &Path) -> Result<StateLock, String> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         StateLock::take(&dir.join(DIR_LOCK_NAME), dir)
     }
 
@@ -131,6 +136,15 @@ mod tests {
         let again = StateLock::dir(dir.path()).unwrap();
         let text = std::fs::read_to_string(again.path()).unwrap();
         assert_eq!(text, format!("{}\n", std::process::id()));
+    }
+
+    #[test]
+    fn a_missing_state_directory_is_made_for_root_alone() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("a/state");
+        let _held = StateLock::dir(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o700);
     }
 
     #[test]

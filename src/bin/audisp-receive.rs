@@ -252,6 +252,8 @@ fn run(opts: Opts) -> Result<(), String> {
     sigs.add(Signal::SIGINT);
     sigs.thread_block()
         .map_err(|e| format!("cannot block signals: {e}"))?;
+    // One receiver per store, until this returns.
+    let _state_lock = audisp::statelock::StateLock::dir(&opts.state_dir)?;
 
     // Before any thread starts (the variables are removed).
     let mut listeners: Vec<TcpListener> = audisp::systemd::activation::Passed::from_env()?

@@ -163,6 +163,8 @@ fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot block signals: {e}"))?;
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| format!("signalfd: {e}"))?;
+    // One bridge per buffer, until this returns.
+    let _state_lock = audisp::statelock::StateLock::dir(&args.state_dir)?;
     let journal = Journal::open(
         &args.state_dir,
         Limits {

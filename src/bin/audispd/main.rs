@@ -187,6 +187,8 @@ fn run(
     for dir in [&paths.runtime_dir, &paths.state_dir] {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
+    // One audispd per state directory, until this returns.
+    let _state_lock = audisp::statelock::StateLock::dir(&paths.state_dir)?;
     let stdin = if config.main.stdin.enabled {
         stdin_source()
     } else {
