@@ -144,7 +144,10 @@ mod tests {
         let dir = top.path().join("a/state");
         let _held = StateLock::dir(&dir).unwrap();
         let mode = std::fs::metadata(&dir).unwrap().permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o700);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o700
+        );
     }
 
     #[test]

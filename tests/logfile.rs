@@ -328,9 +328,7 @@ fn random_kill9_with_state_writes_every_record_exactly_once() {
     let data = support::dispatcher::sample_copies(6);
     let fed = data.clone();
     let all = lines(&fed);
-    let mut d = Dispatcher::new(
-        "[shutdown]\ntimeout = \"300s\"\n[stats]\ninterval = \"0\"\n",
-    );
+    let mut d = Dispatcher::new("[shutdown]\ntimeout = \"300s\"\n[stats]\ninterval = \"0\"\n");
     let out = d.out("killed");
     std::fs::create_dir_all(&out).unwrap();
     let sock = d.path().join("run/killed.sock");
@@ -348,7 +346,14 @@ fn random_kill9_with_state_writes_every_record_exactly_once() {
             .open(out.join("stderr"))
             .unwrap();
         let child = Command::new(BIN)
-            .args(["--name", "killed", "--max-size", "256K", "--generations", "1000"])
+            .args([
+                "--name",
+                "killed",
+                "--max-size",
+                "256K",
+                "--generations",
+                "1000",
+            ])
             .args(["--fsync", "batch", "--listen"])
             .arg(&sock)
             .arg("--state")
@@ -381,7 +386,9 @@ fn random_kill9_with_state_writes_every_record_exactly_once() {
     for _ in 0..40 {
         let mut r = [0u8; 2];
         getrandom::fill(&mut r).unwrap();
-        std::thread::sleep(Duration::from_millis(20 + u64::from(u16::from_le_bytes(r)) % 130));
+        std::thread::sleep(Duration::from_millis(
+            20 + u64::from(u16::from_le_bytes(r)) % 130,
+        ));
         let before = live_size();
         for _ in 0..500 {
             if live_size() != before {

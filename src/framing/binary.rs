@@ -476,7 +476,10 @@ mod tests {
             }
         }
         // An 8970-byte record with auditd's trailing NUL is whole.
-        let outs = one_shot(EXACT, &[frame(1, 1300, &max), frame(1, 1112, LOGIN_V1)].concat());
+        let outs = one_shot(
+            EXACT,
+            &[frame(1, 1300, &max), frame(1, 1112, LOGIN_V1)].concat(),
+        );
         assert_eq!(records(&outs), vec![long, LOGIN_V1.to_vec()]);
         assert!(bads(&outs).is_empty());
     }

@@ -191,7 +191,8 @@ fn run(mut o: Options) -> Result<(), String> {
         }
         None => (None, None),
     };
-    let mut log = RotatingLog::open(o.settings, positions, at).map_err(|e| format!("{path}: {e}"))?;
+    let mut log =
+        RotatingLog::open(o.settings, positions, at).map_err(|e| format!("{path}: {e}"))?;
     let mut plugin = o.plugin.plugin();
     if let Some(at) = at {
         plugin = plugin.resume_after(at.journal, at.seq);

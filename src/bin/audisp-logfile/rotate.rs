@@ -317,7 +317,11 @@ impl RotatingLog {
 /// (files moved by hand) cuts nothing.
 fn cut_back(s: &Settings, end: FileEnd) -> io::Result<()> {
     let live = live(s);
-    let first = generation(s, 1, s.codec != Codec::None && s.when == CompressWhen::Stream);
+    let first = generation(
+        s,
+        1,
+        s.codec != Codec::None && s.when == CompressWhen::Stream,
+    );
     if inode_of(&live)? == Some(end.inode) {
         return cut_to(&live, end.size);
     }
@@ -603,7 +607,8 @@ mod tests {
         let s = settings(dir.path(), Codec::None, CompressWhen::Stream);
         let mut log = RotatingLog::open(s.clone(), None, None).unwrap();
         for i in 0..1000 {
-            log.write_unit(format!("line {i:05}\n").as_bytes(), i).unwrap();
+            log.write_unit(format!("line {i:05}\n").as_bytes(), i)
+                .unwrap();
         }
         log.commit().unwrap();
         let names: Vec<String> = std::fs::read_dir(dir.path())
