@@ -73,7 +73,7 @@ impl Default for Opts {
             durable: true,
             fast: true,
             window: 8 << 20,
-            heartbeat: None,
+            heartbeat: Some(Duration::from_secs(60)),
             reply_timeout: Duration::from_secs(5),
             retry_max: Duration::from_secs(30),
             tls: TlsFiles::default(),
