@@ -57,14 +57,7 @@ impl StateLock {
     }
 
     fn take(lock: &Path, guarded: &Path) -> Result<StateLock, String> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(lock)
+        let file = open_state_file(lock)
             .map_err(|e| format!("cannot open the lock file {}: {e}", lock.display()))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut file) => {
@@ -90,6 +83,20 @@ impl StateLock {
             Err((_, e)) => Err(format!("cannot lock {}: {e}", lock.display())),
         }
     }
+}
+
+/// Opens (or creates, mode 0600) a program's own state file for reading and
+/// writing, close-on-exec, refusing a symbolic link in its place (which
+/// would make the program write where the link points).
+pub fn open_state_file(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// Replaces the lock file's content with this process's pid.

@@ -76,9 +76,10 @@ fn plugin(name: &str, args: &[&str], mode: &str) -> String {
     format!("exec = [{}]\nmode = \"{mode}\"\n", exec.join(", "))
 }
 
-struct Activated(Child);
+/// A process killed when dropped.
+struct Killed(Child);
 
-impl Drop for Activated {
+impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -183,7 +184,7 @@ interval = "0"
     // connects, systemd-socket-activate accepts the first connection by
     // exec'ing the plugin with LISTEN_FDS.
     let sock = d.path().join("run/json-sock.sock");
-    let activated = Activated(
+    let activated = Killed(
         Command::new("systemd-socket-activate")
             .arg("--seqpacket")
             .arg("-l")
@@ -304,16 +305,6 @@ fn bad_options_are_refused_precisely() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
-    }
-}
-
-/// A process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

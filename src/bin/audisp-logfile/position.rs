@@ -20,11 +20,11 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use audisp::journal_id::JournalId;
-use audisp::statelock::StateLock;
+use audisp::statelock::{self, StateLock};
 
 /// Length every position line is padded to, so a shorter one overwrites a
 /// longer one whole.
@@ -64,15 +64,8 @@ impl PositionFile {
     /// position it holds, if any. `sync`: fsync every update.
     pub fn open(path: &Path, sync: bool) -> Result<(PositionFile, Option<Position>), String> {
         let lock = StateLock::file(path)?;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let file =
+            statelock::open_state_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut buf = [0u8; LINE];
         let n = file
             .read_at(&mut buf, 0)
