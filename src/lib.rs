@@ -58,8 +58,8 @@
 //! # Features
 //!
 //! The core — [`protocol`], [`record`], [`record_types`], [`framing`],
-//! [`uds`], [`log_ids`], [`hex`], [`journal_id`], [`systemd::activation`] and
-//! [`systemd::notify`] —
+//! [`uds`], [`statelock`], [`log_ids`], [`hex`], [`journal_id`],
+//! [`systemd::activation`] and [`systemd::notify`] —
 //! needs only `libc`, `nix` and `memchr` and is always built. The rest is
 //! behind features, all on by default (the programs need them all):
 //!
@@ -106,5 +106,6 @@ pub mod record_types;
 pub mod remote;
 #[cfg(feature = "sdk")]
 pub mod sdk;
+pub mod statelock;
 pub mod systemd;
 pub mod uds;

@@ -76,9 +76,10 @@ fn plugin(name: &str, args: &[&str], mode: &str) -> String {
     format!("exec = [{}]\nmode = \"{mode}\"\n", exec.join(", "))
 }
 
-struct Activated(Child);
+/// A process killed when dropped.
+struct Killed(Child);
 
-impl Drop for Activated {
+impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -183,7 +184,7 @@ interval = "0"
     // connects, systemd-socket-activate accepts the first connection by
     // exec'ing the plugin with LISTEN_FDS.
     let sock = d.path().join("run/json-sock.sock");
-    let activated = Activated(
+    let activated = Killed(
         Command::new("systemd-socket-activate")
             .arg("--seqpacket")
             .arg("-l")
@@ -305,4 +306,104 @@ fn bad_options_are_refused_precisely() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+/// Found by attack (issue 10): with `--state`, 4 of 38 random kill -9s of
+/// audisp-logfile repeated a whole batch in the log (the position was
+/// updated after the write). Here audisp-logfile, serving audispd on a
+/// socket, is killed 40 times at random moments while records stream in,
+/// rotating every 256 KiB: the log holds every record exactly once, in
+/// order.
+#[test]
+fn random_kill9_with_state_writes_every_record_exactly_once() {
+    let data = support::dispatcher::sample_copies(6);
+    let fed = data.clone();
+    let all = lines(&fed);
+    let mut d = Dispatcher::new("[shutdown]\ntimeout = \"300s\"\n[stats]\ninterval = \"0\"\n");
+    let out = d.out("killed");
+    std::fs::create_dir_all(&out).unwrap();
+    let sock = d.path().join("run/killed.sock");
+    d.write_plugin(
+        "killed",
+        &format!(
+            "socket = \"{}\"\n[restart]\ninitial = \"20ms\"\nmax = \"100ms\"\n",
+            sock.display()
+        ),
+    );
+    let spawn = || {
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out.join("stderr"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args([
+                "--name",
+                "killed",
+                "--max-size",
+                "256K",
+                "--generations",
+                "1000",
+            ])
+            .args(["--fsync", "batch", "--listen"])
+            .arg(&sock)
+            .arg("--state")
+            .arg(out.join("position"))
+            .arg("--file")
+            .arg(out.join("log"))
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("audisp-logfile");
+        Killed(child)
+    };
+    let live_size = || std::fs::metadata(out.join("log")).map_or(0, |m| m.len());
+    let mut plugin = spawn();
+    d.start(Stdio::piped()).unwrap();
+    // Records arrive over about eight seconds.
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        for chunk in data.chunks(16 << 10) {
+            if std::io::Write::write_all(&mut stdin, chunk).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    });
+    // Each kill comes after a random pause, at the first change of the live
+    // file's size seen after it (polled every millisecond, for at most half
+    // a second): right after a write, where a kill lands between the data
+    // and its position far more often than at a random moment.
+    for _ in 0..40 {
+        let mut r = [0u8; 2];
+        getrandom::fill(&mut r).unwrap();
+        std::thread::sleep(Duration::from_millis(
+            20 + u64::from(u16::from_le_bytes(r)) % 130,
+        ));
+        let before = live_size();
+        for _ in 0..500 {
+            if live_size() != before {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(plugin);
+        plugin = spawn();
+    }
+    feeder.join().unwrap();
+    let status = d.wait(Duration::from_secs(300)).unwrap();
+    assert!(status.success(), "audispd: {status}\n{}", d.log_tail(40));
+    drop(plugin);
+    let files = generations(&out, "log");
+    assert!(files.len() > 10, "{files:?}");
+    let back = read_back("cat", &files);
+    let got = lines(&back);
+    let stderr = std::fs::read_to_string(out.join("stderr")).unwrap_or_default();
+    let first = got.iter().zip(all.iter()).position(|(a, b)| a != b);
+    assert!(
+        got.len() == all.len() && first.is_none(),
+        "{} records in the log, {} fed; first difference at {first:?}\n{stderr}",
+        got.len(),
+        all.len()
+    );
 }

@@ -8,10 +8,13 @@
 //! * no record is longer than `MAX_RECORD_LEN`;
 //! * a well-formed exact stream decodes, exact or auto, to exactly its
 //!   records; a padded stream decodes with `Padded` to exactly its records
-//!   whatever its padding holds.
+//!   whatever its padding holds;
+//! * an exact stream with one V1 frame cut short (a short write) decodes with
+//!   `Exact` to every other record and one `Truncated` report.
 //!
 //! Input layout: byte 0 = flags (bit 0: build a binary stream from the rest,
-//! bit 1: padded layout for it, bit 2: call `input_idle` before `finish`),
+//! bit 1: padded layout for it, bit 2: call `input_idle` before `finish`,
+//! bit 3: cut one V1 frame of an exact stream short, chosen by the seed),
 //! bytes 1..9 = seed of the chunking, the rest = data.
 
 #![no_main]
@@ -68,10 +71,10 @@ fn chunk(input: &[u8], mut seed: u64) -> Vec<&[u8]> {
 }
 
 /// Builds a binary stream of well-formed frames from `data`; returns the
-/// stream and how many frames it has.
-fn build(data: &[u8], padded: bool) -> (Vec<u8>, usize) {
+/// stream and where each frame starts, with its protocol version.
+fn build(data: &[u8], padded: bool) -> (Vec<u8>, Vec<(usize, u32)>) {
     let mut stream = Vec::new();
-    let mut frames = 0;
+    let mut frames = Vec::new();
     let mut rest = data;
     let mut serial = 0u32;
     while rest.len() >= 3 {
@@ -94,9 +97,11 @@ fn build(data: &[u8], padded: bool) -> (Vec<u8>, usize) {
             )
             .into_bytes()
         };
-        payload.extend(rest[..n].iter().map(|&b| if b == 0 { b' ' } else { b }));
+        // Record text holds neither NUL nor the 0x01 a header starts with.
+        payload.extend(rest[..n].iter().map(|&b| if b <= 1 { b' ' } else { b }));
         payload.truncate(8970);
         rest = &rest[n..];
+        frames.push((stream.len(), ver));
         for w in [ver, 16, rtype, payload.len() as u32] {
             stream.extend_from_slice(&w.to_ne_bytes());
         }
@@ -106,9 +111,30 @@ fn build(data: &[u8], padded: bool) -> (Vec<u8>, usize) {
             let pad = 8970 - payload.len();
             stream.extend((0..pad).map(|i| data.get(i % data.len().max(1)).copied().unwrap_or(0)));
         }
-        frames += 1;
     }
     (stream, frames)
+}
+
+/// Cuts the first V1 frame at or after frame `seed % n` short by 1..=20
+/// payload bytes (its header still promising them), as a short write would;
+/// returns whether one was cut.
+fn cut_one(stream: &mut Vec<u8>, frames: &[(usize, u32)], seed: u64) -> bool {
+    if frames.is_empty() {
+        return false;
+    }
+    let first = (seed % frames.len() as u64) as usize;
+    let Some(i) = (first..frames.len()).find(|&i| frames[i].1 == 1) else {
+        return false;
+    };
+    let end = frames.get(i + 1).map_or(stream.len(), |f| f.0);
+    // Every payload starts with a record header of at least 26 bytes. An
+    // 8970-byte payload cut by one byte and followed by a V0 header ends in
+    // one NUL, as a whole one does: streams never mix versions, so that cut
+    // is not made.
+    let next_v0 = frames.get(i + 1).is_some_and(|f| f.1 == 0);
+    let cut = (1 + (seed >> 20) as usize % 20).max(if next_v0 { 2 } else { 1 });
+    stream.drain(end - cut..end);
+    true
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -126,11 +152,15 @@ fuzz_target!(|data: &[u8]| {
         InputFormat::Binary(BinaryFraming::Auto),
     ];
     let built;
+    let mut cut = false;
     let (input, frames, padded) = if flags & 1 != 0 {
         let padded = flags & 2 != 0;
-        let (stream, frames) = build(data, padded);
+        let (mut stream, starts) = build(data, padded);
+        if flags & 8 != 0 && !padded {
+            cut = cut_one(&mut stream, &starts, seed);
+        }
         built = stream;
-        (&built[..], Some(frames), padded)
+        (&built[..], Some(starts.len()), padded)
     } else {
         (data, None, false)
     };
@@ -141,6 +171,14 @@ fuzz_target!(|data: &[u8]| {
         let Some(frames) = frames else { continue };
         let records = whole.iter().filter(|o| matches!(o, Out::Rec(..))).count();
         let reports: Vec<&Out> = whole.iter().filter(|o| matches!(o, Out::Bad(..))).collect();
+        if cut {
+            if format == InputFormat::Binary(BinaryFraming::Exact) {
+                assert_eq!(records, frames - 1, "{reports:?}");
+                let one_cut = matches!(reports[..], [Out::Bad(MalformedKind::Truncated, ..)]);
+                assert!(one_cut, "{reports:?}");
+            }
+            continue;
+        }
         let clean = match format {
             InputFormat::Binary(BinaryFraming::Exact) => !padded,
             InputFormat::Binary(BinaryFraming::Padded) => padded,

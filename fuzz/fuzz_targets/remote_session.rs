@@ -109,6 +109,7 @@ fuzz_target!(|data: &[u8]| {
         ServerConfig {
             max_per_addr: 1,
             max_connections: 1,
+            handshake_timeout: None,
             idle_timeout: None,
             space_left: 0,
             dir: dir.path().to_path_buf(),

@@ -37,7 +37,8 @@ const USAGE: &str = "usage: audisp-receive [--config FILE | --no-config] [--chec
        [--listen ADDR:PORT]... [--state-dir DIR]
        [--log FILE | --no-log] [--log-max-size BYTES] [--log-keep N]
        [--dispatcher SOCKET] [--input-name NAME] [--max-per-addr N]
-       [--max-connections N] [--idle-timeout SECS] [--space-left BYTES]
+       [--max-connections N] [--handshake-timeout SECS] [--idle-timeout SECS]
+       [--space-left BYTES]
        [--store-max BYTES] [--tls-cert F --tls-key F --tls-ca F]
 Settings not given as flags come from FILE (default /etc/audisp/audisp-receive.toml,
 or $AUDISP_RECEIVE_CONFIG).";
@@ -75,7 +76,8 @@ impl Default for Opts {
             server: ServerConfig {
                 max_per_addr: 1,
                 max_connections: 128,
-                idle_timeout: None,
+                handshake_timeout: Some(Duration::from_secs(10)),
+                idle_timeout: Some(Duration::from_secs(300)),
                 space_left: 75 << 20,
                 dir: PathBuf::new(),
             },
@@ -127,6 +129,9 @@ fn apply_flags(o: &mut Opts, args: Vec<OsString>) -> Result<FileFlags, String> {
             Long("max-connections") => {
                 o.server.max_connections = flag_value(&mut p, "max-connections", number)?
             }
+            Long("handshake-timeout") => {
+                o.server.handshake_timeout = flag_value(&mut p, "handshake-timeout", off_if_zero)?
+            }
             Long("idle-timeout") => {
                 o.server.idle_timeout = flag_value(&mut p, "idle-timeout", off_if_zero)?
             }
@@ -164,6 +169,7 @@ fn apply_file<'s>(r: &mut Reader<'s>, top: &Table<'_, 's>, o: &mut Opts) {
             "input_name",
             "max_per_addr",
             "max_connections",
+            "handshake_timeout",
             "idle_timeout",
             "space_left",
             "store_max",
@@ -183,6 +189,9 @@ fn apply_file<'s>(r: &mut Reader<'s>, top: &Table<'_, 's>, o: &mut Opts) {
         &mut o.server.max_connections,
         r.count(top, "max_connections"),
     );
+    if let Some(d) = r.duration(top, "handshake_timeout") {
+        o.server.handshake_timeout = (!d.is_zero()).then_some(d);
+    }
     if let Some(d) = r.duration(top, "idle_timeout") {
         o.server.idle_timeout = (!d.is_zero()).then_some(d);
     }
@@ -252,6 +261,8 @@ fn run(opts: Opts) -> Result<(), String> {
     sigs.add(Signal::SIGINT);
     sigs.thread_block()
         .map_err(|e| format!("cannot block signals: {e}"))?;
+    // One receiver per store, until this returns.
+    let _state_lock = audisp::statelock::StateLock::dir(&opts.state_dir)?;
 
     // Before any thread starts (the variables are removed).
     let mut listeners: Vec<TcpListener> = audisp::systemd::activation::Passed::from_env()?
@@ -268,10 +279,11 @@ fn run(opts: Opts) -> Result<(), String> {
                 .into(),
         );
     }
-    let wrap: Arc<Wrap> = match audisp::remote::tls::server_wrap(&opts.tls)? {
-        Some(w) => w,
-        None => Arc::new(|s| Ok(Box::new(s) as Box<dyn Transport>)),
-    };
+    let wrap: Arc<Wrap> =
+        match audisp::remote::tls::server_wrap(&opts.tls, opts.server.handshake_timeout)? {
+            Some(w) => w,
+            None => Arc::new(|s| Ok(Box::new(s) as Box<dyn Transport>)),
+        };
     let store = Arc::new(
         Store::open(
             &opts.state_dir,

@@ -73,7 +73,7 @@ impl Default for Opts {
             durable: true,
             fast: true,
             window: 8 << 20,
-            heartbeat: None,
+            heartbeat: Some(Duration::from_secs(60)),
             reply_timeout: Duration::from_secs(5),
             retry_max: Duration::from_secs(30),
             tls: TlsFiles::default(),
@@ -381,6 +381,8 @@ fn run(o: Opts) -> Result<(), String> {
         .map(|(h, _)| h.trim_matches(|c| c == '[' || c == ']').to_string())
         .ok_or_else(|| format!("--server {:?}: expected HOST:PORT", o.server))?;
     let tls = tls::Client::new(&o.tls, o.tls_name.as_deref().unwrap_or(&server_host))?;
+    // One sender per spool, until this returns.
+    let _state_lock = audisp::statelock::StateLock::dir(&o.spool_dir)?;
     let spool = Journal::open(
         &o.spool_dir.join("spool"),
         Limits {

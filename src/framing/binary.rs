@@ -427,6 +427,63 @@ mod tests {
         );
     }
 
+    /// Found by attack (issue 10): an exact frame cut short delivered its
+    /// payload glued to the next frame's header, and the next record was
+    /// lost. Now the cut frame alone is reported and every other record
+    /// arrives, however short the cut and with either protocol version after
+    /// it.
+    #[test]
+    fn an_exact_frame_cut_short_costs_that_record_only() {
+        let long = v1_record(9, MAX_PAYLOAD - 1);
+        let mut max = long.clone();
+        max.push(0);
+        for (cut_payload, next) in [
+            (PATH_V1, frame(1, 1112, LOGIN_V1)),
+            (PATH_V1, frame(0, 1320, EOE_V0)),
+            (&max[..], frame(1, 1112, LOGIN_V1)),
+        ] {
+            let whole = frame(1, 1302, cut_payload);
+            let next_text = if next[0] == 1 {
+                LOGIN_V1.to_vec()
+            } else {
+                b"type=EOE msg=audit(1721000000.123:42): ".to_vec()
+            };
+            // Down to "type=": a shorter rest is reported as not a record.
+            for k in [1, 2, 3, 4, 5, 15, 16, 17, 40, cut_payload.len() - 5] {
+                let mut input = frame(1, 1300, SYSCALL_V1);
+                let at = input.len() as u64;
+                input.extend_from_slice(&whole[..whole.len() - k]);
+                input.extend_from_slice(&next);
+                input.extend_from_slice(&frame(1, 1307, b"type=CWD msg=audit(1.000:1): cwd=\"/\""));
+                let outs = one_shot(EXACT, &input);
+                random_chunkings(EXACT, &input, &outs, 200);
+                let want = vec![
+                    SYSCALL_V1.to_vec(),
+                    next_text.clone(),
+                    b"type=CWD msg=audit(1.000:1): cwd=\"/\"".to_vec(),
+                ];
+                let size = cut_payload.len();
+                assert_eq!(records(&outs), want, "size {size} cut by {k}");
+                let bad = bads(&outs);
+                assert_eq!(bad.len(), 1, "size {size} cut by {k}: {bad:?}");
+                assert_eq!(bad[0].kind, MalformedKind::Truncated);
+                assert_eq!(
+                    (bad[0].offset, bad[0].skipped),
+                    (at, (whole.len() - k) as u64),
+                    "size {size} cut by {k}"
+                );
+                assert!(bad[0].detail.contains("a frame cut short"), "{bad:?}");
+            }
+        }
+        // An 8970-byte record with auditd's trailing NUL is whole.
+        let outs = one_shot(
+            EXACT,
+            &[frame(1, 1300, &max), frame(1, 1112, LOGIN_V1)].concat(),
+        );
+        assert_eq!(records(&outs), vec![long, LOGIN_V1.to_vec()]);
+        assert!(bads(&outs).is_empty());
+    }
+
     #[test]
     fn truncated_final_frames_are_reported() {
         let whole = frame(1, 1302, PATH_V1);

@@ -121,6 +121,34 @@ fn strictly_plausible(ver: u32, payload: &[u8]) -> bool {
     }
 }
 
+/// Where a V1 payload shows that its frame was cut short (a short write):
+/// the next frame's header, which starts `01 00 00 00 10 00 00 00` (V1) or
+/// `00 00 00 00 10 00 00 00` (V0), begins inside it. A V1 record's text
+/// holds no NUL byte and ends in a printable one; auditd's only NUL is the
+/// single one that ends an 8970-byte payload. So a NUL followed by more
+/// data, a payload ending in NULs other than that one, or text ending in the
+/// byte 0x01 is a header's first bytes. Returns the payload offset of the
+/// evidence. An incomplete payload is judged by what has arrived (a NUL
+/// followed by more data); its end is judged once complete.
+fn cut_short(h: &Header, avail: &[u8], complete: bool) -> Option<usize> {
+    if h.ver != 1 {
+        return None;
+    }
+    let text_end = avail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    if let Some(i) = memchr::memchr(0, &avail[..text_end]) {
+        return Some(i);
+    }
+    if !complete {
+        return None;
+    }
+    let trailing = avail.len() - text_end;
+    if avail[..text_end].last() == Some(&1) {
+        return Some(text_end - 1);
+    }
+    let auditds_nul = trailing == 1 && avail.len() == MAX_PAYLOAD;
+    (trailing > 0 && !auditds_nul).then_some(text_end)
+}
+
 /// The report of a payload that is not a record of protocol `ver`.
 fn payload_problem(h: &Header, avail: &[u8], strict: bool) -> String {
     let shown = &avail[..avail.len().min(SHOWN_PAYLOAD)];
@@ -319,6 +347,17 @@ impl Framer {
                     if !plausible {
                         let detail = payload_problem(&h, avail, self.strict);
                         self.broken(MalformedKind::BadPayload, at, detail);
+                        pos += 1;
+                        continue;
+                    }
+                    if let Some(i) = cut_short(&h, avail, complete) {
+                        let detail = format!(
+                            "header ver={} type={} size={}: byte {i} of the payload is where \
+                             the next frame's header starts (a frame cut short), \
+                             resynchronising on that header",
+                            h.ver, h.rtype, h.size
+                        );
+                        self.broken(MalformedKind::Truncated, at, detail);
                         pos += 1;
                         continue;
                     }

@@ -45,6 +45,14 @@
 //! frame a later scan finds (a padded stream is only damaged by a short
 //! write, which auditd does not do in practice).
 //!
+//! A frame cut short (a short write: `size` promises more payload than was
+//! written) would otherwise swallow the start of the next frame. Its V1
+//! payload gives it away: a V1 record holds no NUL byte (auditd's only NUL
+//! ends an 8970-byte payload) and never ends in 0x01, while every header
+//! starts `01 00 00 00` or `00 00 00 00`. Such a payload is reported as
+//! [`MalformedKind::Truncated`] and not delivered, and the scan above finds
+//! the next frame at its real start, so only the cut record is lost.
+//!
 //! # Auto-detection of the padding ([`BinaryFraming::Auto`])
 //!
 //! The header does not say which framing auditd uses, so `Auto` works it out
@@ -194,7 +202,8 @@ pub enum MalformedKind {
     Empty,
     /// A line longer than [`MAX_RECORD_LEN`] in string input.
     Oversize,
-    /// The stream ended inside a record or frame.
+    /// A record or frame cut short: the stream ended inside it, or (binary)
+    /// the next frame's header starts inside its payload.
     Truncated,
     /// A binary header with impossible field values.
     BadHeader,

@@ -5,7 +5,8 @@
 //! * [`store`]: the receiver's durable store and duplicate suppression.
 //! * [`logfile`]: the receiver's auditd-format log with rotation, written
 //!   exactly once from the store.
-//! * [`server`]: the receiver's connections.
+//! * [`server`]: the receiver's connections, and [`slots`]: which of them
+//!   may hold one of its limited places.
 //! * [`tls`]: TLS 1.3 with mutual certificate authentication.
 //! * [`sender`], [`link`]: audisp-remote's spool-to-aggregator loop and its
 //!   non-blocking connection.
@@ -14,6 +15,7 @@ pub mod link;
 pub mod logfile;
 pub mod sender;
 pub mod server;
+pub mod slots;
 pub mod store;
 pub mod tls;
 pub mod wire;

@@ -573,6 +573,21 @@ impl SenderLoop {
             while inflight_bytes < self.cfg.window && !link.pending() {
                 batch.start(reader.next_seq());
                 let got = reader.read(wire::MAX_BATCH, &mut |e| {
+                    if !wire::is_record_line(e.text) {
+                        // audisp-receive refuses a batch holding a
+                        // non-record, so one is never sent: the batch ends
+                        // before it, and the next one starts after it.
+                        if batch.count() > 0 {
+                            return Step::StopBefore;
+                        }
+                        tracing::error!(
+                            "spool entry {} is not an audit record (it does not start with \
+                             type= or node=): not sent",
+                            e.seq
+                        );
+                        batch.start(e.seq + 1);
+                        return Step::Next;
+                    }
                     if batch.push(e.text) {
                         Step::Next
                     } else {

@@ -1,7 +1,8 @@
-//! audisp-receive's connections: accepting (with per-address and total
-//! limits), speaking the managed, ASCII and fast protocols, acknowledging
-//! only what is durable, and closing connections that send garbage or stay
-//! idle. One thread per connection; the store's group commit lets their
+//! audisp-receive's connections: accepting (within the limits of
+//! [`super::slots`]), speaking the managed, ASCII and fast protocols,
+//! acknowledging only what is durable, and closing connections that send
+//! garbage, stay silent past the handshake timeout or idle past the idle
+//! timeout. One thread per connection; the store's group commit lets their
 //! fsyncs coincide.
 
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
 
+use super::slots::{Cut, LogLimit, Sender, Slot, SlotLimits, Slots};
 use super::store::{FastClaim, SenderKey, Store, Stored};
 use super::wire::{self, types, Decoder, Frame, WireError};
 
@@ -42,11 +44,16 @@ pub type Wrap = dyn Fn(TcpStream) -> io::Result<Box<dyn Transport>> + Send + Syn
 /// Settings of the server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Concurrent connections allowed from one address.
+    /// Connections still in their handshake, and stock-protocol senders,
+    /// allowed from one address ([`super::slots`]).
     pub max_per_addr: usize,
     /// Concurrent connections in all.
     pub max_connections: usize,
-    /// Close a connection that sent nothing for this long (None: never).
+    /// Close a connection that has not shown it is a sender (TLS handshake
+    /// and first message) within this long (None: never).
+    pub handshake_timeout: Option<Duration>,
+    /// Close a connection that sent nothing for this long (None: never),
+    /// telling it `ENDING` first.
     pub idle_timeout: Option<Duration>,
     /// Free space on the store's filesystem below which replies are
     /// `DISKLOW` instead of `ACK`.
@@ -76,7 +83,12 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// Counters.
     pub counters: Counters,
-    per_addr: Mutex<HashMap<IpAddr, usize>>,
+    /// Which connections hold the limited places.
+    pub slots: Slots,
+    /// One refusal logged a second.
+    refusals: LogLimit,
+    /// One connection closed by the slots logged a second.
+    cuts: LogLimit,
     /// Fast senders (by index) with a live connection, and who that is.
     live: Mutex<HashMap<u16, String>>,
     disk: Mutex<(Instant, bool)>,
@@ -85,12 +97,23 @@ pub struct Shared {
 impl Shared {
     /// Shared state for a server on `store`.
     pub fn new(store: Arc<Store>, cfg: ServerConfig) -> Shared {
+        let slots = Slots::new(
+            SlotLimits {
+                max_connections: cfg.max_connections,
+                max_per_addr: cfg.max_per_addr,
+                handshake_timeout: cfg.handshake_timeout,
+            },
+            store.peer_addresses(),
+            Some(cfg.dir.join("known-addresses")),
+        );
         Shared {
             store,
             cfg,
             stop: AtomicBool::new(false),
             counters: Counters::default(),
-            per_addr: Mutex::new(HashMap::new()),
+            slots,
+            refusals: LogLimit::default(),
+            cuts: LogLimit::default(),
             live: Mutex::new(HashMap::new()),
             disk: Mutex::new((Instant::now() - Duration::from_secs(10), false)),
         }
@@ -118,15 +141,30 @@ impl Shared {
         d.1
     }
 
-    fn count_in(&self, ip: IpAddr) -> bool {
-        let mut m = self.per_addr.lock().unwrap_or_else(|p| p.into_inner());
-        let total: usize = m.values().sum();
-        let n = m.entry(ip).or_insert(0);
-        if *n >= self.cfg.max_per_addr || total >= self.cfg.max_connections {
-            return false;
+    /// Counts and logs (at most once a second) a connection refused.
+    fn refuse(&self, peer: SocketAddr, why: &str) {
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(held) = self.refusals.allow() {
+            tracing::warn!("refusing {peer}: {why}{}", more(held, "refused"));
         }
-        *n += 1;
-        true
+    }
+
+    /// Counts and logs (at most once a second) a connection the slots
+    /// closed.
+    fn cut(&self, who: &str, cut: Cut) {
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(held) = self.cuts.allow() {
+            let why = match cut {
+                Cut::PushedOut => "its place went to a newer connection (it had not shown \
+                                   it is a sender, and connection limits were reached)"
+                    .to_string(),
+                Cut::HandshakeTimeout => format!(
+                    "no handshake and first message within {:?}",
+                    self.cfg.handshake_timeout.unwrap_or_default()
+                ),
+            };
+            tracing::info!("{who}: closing: {why}{}", more(held, "closed so"));
+        }
     }
 
     /// Marks fast sender `idx` as served by connection `who`; if another
@@ -146,15 +184,14 @@ impl Shared {
         let mut m = self.live.lock().unwrap_or_else(|p| p.into_inner());
         m.remove(&idx);
     }
+}
 
-    fn count_out(&self, ip: IpAddr) {
-        let mut m = self.per_addr.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&ip);
-            }
-        }
+/// The tail of a rate-limited log line: how many like it were held back.
+fn more(held: u64, what: &str) -> String {
+    if held == 0 {
+        String::new()
+    } else {
+        format!(" ({held} more {what} in the last second, not logged)")
     }
 }
 
@@ -173,8 +210,9 @@ pub fn serve(
     let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
     while !shared.stop.load(Ordering::Acquire) {
         // At least every 250 ms: the watchdog's proof that clients are
-        // still being accepted.
+        // still being accepted, and the end of silent connections' time.
         beat.beat();
+        shared.slots.expire();
         let mut fds: Vec<nix::poll::PollFd<'_>> = listeners
             .iter()
             .map(|l| nix::poll::PollFd::new(l.as_fd(), PollFlags::POLLIN))
@@ -194,16 +232,17 @@ pub fn serve(
                         break;
                     }
                 };
-                let ip = canonical(peer.ip());
-                if !shared.count_in(ip) {
-                    tracing::warn!(
-                        "refusing {peer}: connection limit reached (per address {}, total {})",
-                        shared.cfg.max_per_addr,
-                        shared.cfg.max_connections
-                    );
-                    shared.counters.refused.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
+                let admitted = stream
+                    .try_clone()
+                    .map_err(|e| format!("cannot keep a handle on it: {e}"))
+                    .and_then(|handle| shared.slots.admit(canonical(peer.ip()), handle));
+                let slot = match admitted {
+                    Ok(slot) => slot,
+                    Err(why) => {
+                        shared.refuse(peer, &why);
+                        continue;
+                    }
+                };
                 let shared2 = shared.clone();
                 let wrap = wrap.clone();
                 threads.push(std::thread::spawn(move || {
@@ -211,14 +250,17 @@ pub fn serve(
                         tracing::warn!("{peer}: {e}");
                     } else {
                         match wrap(stream) {
-                            Ok(t) => serve_connection(t, peer, &shared2),
-                            Err(e) => {
-                                shared2.counters.refused.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!("refusing {peer}: {e}");
-                            }
+                            Ok(t) => Connection::new(t, peer, &shared2, Some(&slot)).run(),
+                            Err(e) => match slot.cut() {
+                                Some(cut) => shared2.cut(&peer.to_string(), cut),
+                                None => {
+                                    shared2.counters.refused.fetch_add(1, Ordering::Relaxed);
+                                    tracing::warn!("refusing {peer}: {e}");
+                                }
+                            },
                         }
                     }
-                    shared2.count_out(ip);
+                    shared2.slots.leave(&slot);
                 }));
             }
         }
@@ -234,7 +276,7 @@ pub fn serve(
 /// stops: everything a connection does after the accept loop's limits let
 /// it in (the fuzz target `remote_session` drives it with arbitrary bytes).
 pub fn serve_connection(io: Box<dyn Transport>, peer: SocketAddr, shared: &Shared) {
-    Connection::new(io, peer, shared).run()
+    Connection::new(io, peer, shared, None).run()
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -297,6 +339,11 @@ struct Connection<'s> {
     /// The fast sender this connection holds in `Shared::live`.
     claimed: Option<u16>,
     last_data: Instant,
+    /// Its place among the accepted connections (None: served outside the
+    /// accept loop, as the fuzz target does).
+    slot: Option<&'s Slot>,
+    /// It has shown it is a sender.
+    proven: bool,
 }
 
 impl Drop for Connection<'_> {
@@ -320,7 +367,12 @@ enum End {
 }
 
 impl<'s> Connection<'s> {
-    fn new(io: Box<dyn Transport>, peer: SocketAddr, shared: &'s Shared) -> Self {
+    fn new(
+        io: Box<dyn Transport>,
+        peer: SocketAddr,
+        shared: &'s Shared,
+        slot: Option<&'s Slot>,
+    ) -> Self {
         let who = match io.identity() {
             Some(id) => format!("{peer} ({id})"),
             None => peer.to_string(),
@@ -335,12 +387,46 @@ impl<'s> Connection<'s> {
             stock_index: None,
             claimed: None,
             last_data: Instant::now(),
+            slot,
+            proven: false,
         }
+    }
+
+    /// Takes the connection out of the pending ones: it showed itself to be
+    /// `sender`. Refused beyond the per-address limit of stock senders.
+    fn proven(&mut self, sender: Sender) -> Result<(), End> {
+        if self.proven {
+            return Ok(());
+        }
+        if let Some(slot) = self.slot {
+            self.shared
+                .slots
+                .prove(slot, sender)
+                .map_err(End::Refused)?;
+        }
+        self.proven = true;
+        Ok(())
+    }
+
+    /// A stock-protocol message arrived: the connection is a stock sender,
+    /// known if the store knows its address.
+    fn proven_stock(&mut self) -> Result<(), End> {
+        if self.proven {
+            return Ok(());
+        }
+        let known = self
+            .shared
+            .store
+            .knows(&SenderKey::Peer(canonical(self.peer.ip())));
+        self.proven(Sender::Stock { known })
     }
 
     fn run(mut self) {
         tracing::info!("{}: connected", self.who);
         let end = self.serve();
+        if let Some(cut) = self.slot.and_then(Slot::cut) {
+            return self.shared.cut(&self.who, cut);
+        }
         match &end {
             End::Closed => tracing::info!("{}: closed by the client", self.who),
             End::Garbage(e) => {
@@ -353,7 +439,14 @@ impl<'s> Connection<'s> {
                 let _ = self.io.write_all(&m).and_then(|_| self.io.flush());
                 tracing::info!("{}: sent ENDING", self.who);
             }
-            End::Idle => tracing::info!("{}: closing: idle", self.who),
+            End::Idle => {
+                // A stock audisp-remote reconnects at its next record after
+                // ENDING; after a bare close it would wait for a heartbeat.
+                let mut m = Vec::new();
+                let _ = wire::encode(&mut m, types::ENDING, 0, b"");
+                let _ = self.io.write_all(&m).and_then(|_| self.io.flush());
+                tracing::info!("{}: closing: idle (sent ENDING)", self.who)
+            }
             End::Error(e) => tracing::info!("{}: closing: {e}", self.who),
             End::DiskFailed => tracing::warn!("{}: closing after a failed store write", self.who),
             End::Refused(why) => {
@@ -414,6 +507,22 @@ impl<'s> Connection<'s> {
         Ok(i)
     }
 
+    /// Stores a stock record (managed payload or ASCII line `raw`, sequence
+    /// number `seq`): the connection's end if it is not a record or the
+    /// connection may not be a stock sender, else what storing gave.
+    fn stock_record(
+        &mut self,
+        store: &Store,
+        seq: u32,
+        raw: &[u8],
+    ) -> Result<io::Result<Stored>, End> {
+        let text = wire::record_text(stock_payload(raw)).map_err(End::Garbage)?;
+        self.proven_stock()?;
+        Ok(self
+            .stock_index()
+            .and_then(|i| store.store_stock(i, seq, &text)))
+    }
+
     /// Handles every complete message in the buffer, makes what they stored
     /// durable with one sync, then replies. `Some` ends the connection.
     fn process(&mut self) -> Option<End> {
@@ -442,63 +551,64 @@ impl<'s> Connection<'s> {
                     Ok(Some(Reply::FastOk(h.seq, last)))
                 }
                 (Frame::Managed(h, _), _) if h.mtype == types::HEARTBEAT => {
-                    Ok(Some(Reply::Ack(h.seq)))
+                    self.proven_stock().map(|()| Some(Reply::Ack(h.seq)))
                 }
                 (Frame::Managed(h, p), Mode::Stock) if h.mtype == types::MESSAGE => {
-                    let text = clean_payload(p);
-                    if text.is_empty() {
-                        Ok(Some(Reply::Stored(h.seq)))
-                    } else {
-                        match self
-                            .stock_index()
-                            .and_then(|i| store.store_stock(i, h.seq, &text))
-                        {
-                            Ok(s) => {
-                                self.count(s.new, s.duplicates);
-                                sync_to = sync_to.max(s.sync_to);
-                                Ok(Some(Reply::Stored(h.seq)))
-                            }
-                            Err(e) => {
-                                tracing::error!("{}: storing failed: {e}", self.who);
-                                Ok(Some(Reply::Failed(h.seq, is_full(&e))))
-                            }
+                    match self.stock_record(&store, h.seq, p) {
+                        Err(end) => Err(end),
+                        Ok(Ok(s)) => {
+                            self.count(s.new, s.duplicates);
+                            sync_to = sync_to.max(s.sync_to);
+                            Ok(Some(Reply::Stored(h.seq)))
+                        }
+                        Ok(Err(e)) => {
+                            tracing::error!("{}: storing failed: {e}", self.who);
+                            Ok(Some(Reply::Failed(h.seq, is_full(&e))))
                         }
                     }
                 }
                 (Frame::Managed(h, p), Mode::Fast(idx)) if h.mtype == types::FAST_BATCH => {
                     let idx = *idx;
-                    match wire::parse_batch(p) {
+                    // Every record of the batch passes, or none is stored.
+                    let texts = wire::parse_batch(p).and_then(|(first, recs)| {
+                        let texts = recs
+                            .into_iter()
+                            .map(wire::record_text)
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Ok((first, texts))
+                    });
+                    match texts {
                         Err(e) => Err(End::Garbage(e)),
-                        Ok((first, recs)) => match store_fast_lines(&store, idx, first, p, &recs) {
-                            Ok(s) => {
-                                self.count(s.new, s.duplicates);
-                                sync_to = sync_to.max(s.sync_to);
-                                Ok(Some(Reply::FastAck(s.last_seq)))
+                        Ok((first, texts)) => {
+                            let recs: Vec<&[u8]> = texts.iter().map(|t| &t[..]).collect();
+                            match store.store_fast(idx, first, &recs) {
+                                Ok(s) => {
+                                    self.count(s.new, s.duplicates);
+                                    sync_to = sync_to.max(s.sync_to);
+                                    Ok(Some(Reply::FastAck(s.last_seq)))
+                                }
+                                Err(e) => {
+                                    tracing::error!("{}: storing failed: {e}", self.who);
+                                    Ok(Some(Reply::Failed(0, is_full(&e))))
+                                }
                             }
-                            Err(e) => {
-                                tracing::error!("{}: storing failed: {e}", self.who);
-                                Ok(Some(Reply::Failed(0, is_full(&e))))
-                            }
-                        },
+                        }
                     }
                 }
                 (Frame::Managed(h, _), _) => Err(End::Garbage(WireError::BadType(h.mtype))),
                 (Frame::Line(l), Mode::Stock) => {
                     if let Some(id) = wire::parse_hello(l) {
                         self.hello(&store, id).map(|()| None)
-                    } else if wire::is_record_line(l) {
+                    } else {
                         // ASCII format: no acknowledgement.
-                        let text = clean_payload(l);
-                        match self
-                            .stock_index()
-                            .and_then(|i| store.store_stock(i, 0, &text))
-                        {
-                            Ok(s) => {
+                        match self.stock_record(&store, 0, l) {
+                            Err(end) => Err(end),
+                            Ok(Ok(s)) => {
                                 self.count(s.new, s.duplicates);
                                 sync_to = sync_to.max(s.sync_to);
                                 Ok(None)
                             }
-                            Err(e) => {
+                            Ok(Err(e)) => {
                                 tracing::error!(
                                     "{}: storing failed (ASCII, no way to tell the client): {e}",
                                     self.who
@@ -506,10 +616,6 @@ impl<'s> Connection<'s> {
                                 Err(End::DiskFailed)
                             }
                         }
-                    } else {
-                        Err(End::Garbage(WireError::BadLine(
-                            "does not start with node= or type=",
-                        )))
                     }
                 }
                 (Frame::Line(_), _) => {
@@ -592,6 +698,7 @@ impl<'s> Connection<'s> {
     fn hello(&mut self, store: &Store, id: [u8; 16]) -> Result<(), End> {
         let hex = crate::journal::JournalId(id);
         let cert = self.io.certificate();
+        let known = store.knows(&SenderKey::Fast(id));
         let idx = match store.fast_sender(id, cert.as_deref()) {
             Ok(FastClaim::Granted(idx)) => idx,
             Ok(FastClaim::Foreign { idx, bound }) => {
@@ -632,6 +739,7 @@ impl<'s> Connection<'s> {
             )));
         }
         self.claimed = Some(idx);
+        self.proven(Sender::Fast { known })?;
         self.mode = Mode::FastPending(idx);
         Ok(())
     }
@@ -654,39 +762,11 @@ fn is_full(e: &io::Error) -> bool {
         || e.kind() == io::ErrorKind::StorageFull
 }
 
-/// A record as auditd's listener takes it: cut at the first NUL, one
-/// trailing `\n` removed; any other newline becomes a space so the record
-/// stays one line.
-fn clean_payload(p: &[u8]) -> Vec<u8> {
+/// A stock record's text as auditd's listener unwraps it: cut at the first
+/// NUL, one trailing `\n` removed ([`wire::record_text`] then judges it).
+fn stock_payload(p: &[u8]) -> &[u8] {
     let p = &p[..memchr::memchr(0, p).unwrap_or(p.len())];
-    let p = p.strip_suffix(b"\n").unwrap_or(p);
-    one_line(p)
-}
-
-/// `text` with every newline made a space: the log holds one record per
-/// line, whatever a client put inside a record.
-fn one_line(text: &[u8]) -> Vec<u8> {
-    text.iter()
-        .map(|&b| if b == b'\n' { b' ' } else { b })
-        .collect()
-}
-
-/// Stores a fast-mode batch (`payload`, parsed into `recs`), each record
-/// made one line first. Our sender never puts a newline in a record, so
-/// the copy is only made when the payload has one at all.
-fn store_fast_lines(
-    store: &Store,
-    idx: u16,
-    first: u64,
-    payload: &[u8],
-    recs: &[&[u8]],
-) -> io::Result<Stored> {
-    if memchr::memchr(b'\n', payload).is_none() {
-        return store.store_fast(idx, first, recs);
-    }
-    let lines: Vec<Vec<u8>> = recs.iter().map(|r| one_line(r)).collect();
-    let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
-    store.store_fast(idx, first, &refs)
+    p.strip_suffix(b"\n").unwrap_or(p)
 }
 
 #[cfg(test)]
@@ -735,6 +815,7 @@ mod tests {
             ServerConfig {
                 max_per_addr: 1,
                 max_connections: 1,
+                handshake_timeout: Some(Duration::from_secs(10)),
                 idle_timeout: None,
                 space_left: 0,
                 dir: dir.to_path_buf(),
@@ -883,6 +964,41 @@ mod tests {
         let r = connect(&shared, None, fast_batch_from([1; 16], 3, &[b"type=A 3"]));
         assert_eq!(r, fast_replies(2, 3));
         assert_eq!(held(&shared.store).len(), 3);
+    }
+
+    /// Found by attack (issue 10): fast mode acknowledged and stored
+    /// non-records, which went on to the log; the stock path now follows
+    /// the same rule (`wire::record_text`) in its managed form too. A batch
+    /// holding one is refused whole: nothing of it is stored or
+    /// acknowledged, and the connection is closed.
+    #[test]
+    fn non_records_are_refused_on_every_path() {
+        let good = b"type=USER msg=audit(1.000:1): ok";
+        for bad in [&b"\x00\x00binary"[..], b"\x1b[2J\x1b[Hgotcha"] {
+            let (replies, held) = session(fast_batch(1, &[good, bad]));
+            assert_eq!(replies, fast_replies(0, 0)[..24], "only FAST_OK");
+            assert!(held.is_empty(), "{held:?}");
+
+            let mut input = Vec::new();
+            wire::encode(&mut input, types::MESSAGE, 2, good).unwrap();
+            wire::encode(&mut input, types::MESSAGE, 3, bad).unwrap();
+            let (replies, held) = session(input);
+            let mut want = Vec::new();
+            wire::encode(&mut want, types::ACK, 2, b"").unwrap();
+            assert_eq!(replies, want, "only the record is acknowledged");
+            assert_eq!(held, vec![good.to_vec()]);
+
+            let input = [&good[..], b"\n", bad, b"\n"].concat();
+            let (replies, held) = session(input);
+            assert!(replies.is_empty());
+            assert_eq!(held, vec![good.to_vec()]);
+        }
+        // Inside a record, control bytes become spaces on every path.
+        let (_, held) = session(fast_batch(1, &[b"type=USER msg=audit(1.000:1): \x1b[2J"]));
+        assert_eq!(held, vec![b"type=USER msg=audit(1.000:1):  [2J".to_vec()]);
+        let mut input = Vec::new();
+        wire::encode(&mut input, types::MESSAGE, 2, b"type=USER \x1b[2J\n").unwrap();
+        assert_eq!(session(input).1, vec![b"type=USER  [2J".to_vec()]);
     }
 
     #[test]

@@ -241,6 +241,24 @@ impl Store {
         self.senders.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether `key` is a sender the store already knows (registered by an
+    /// earlier connection, in this run or before).
+    pub fn knows(&self, key: &SenderKey) -> bool {
+        self.lock().index.contains_key(key)
+    }
+
+    /// The addresses of every stock sender the store knows.
+    pub fn peer_addresses(&self) -> Vec<IpAddr> {
+        self.lock()
+            .index
+            .keys()
+            .filter_map(|k| match k {
+                SenderKey::Peer(ip) => Some(*ip),
+                SenderKey::Fast(_) => None,
+            })
+            .collect()
+    }
+
     /// The index of `key`, registered durably if new.
     pub fn sender(&self, key: &SenderKey) -> io::Result<u16> {
         let mut s = self.lock();

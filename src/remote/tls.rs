@@ -172,8 +172,14 @@ fn fingerprint(cert: &CertificateDer<'_>) -> String {
     format!("sha256:{}", crate::hex::encode(d.as_ref()))
 }
 
-/// The receiver's wrapper for accepted connections, when TLS is configured.
-pub fn server_wrap(files: &TlsFiles) -> Result<Option<Arc<Wrap>>, String> {
+/// The receiver's wrapper for accepted connections, when TLS is configured;
+/// a handshake waits at most `handshake` for the client (None: as long as
+/// it takes; the connection slots close a connection that takes too long
+/// anyway).
+pub fn server_wrap(
+    files: &TlsFiles,
+    handshake: Option<Duration>,
+) -> Result<Option<Arc<Wrap>>, String> {
     let Some(l) = files.load()? else {
         return Ok(None);
     };
@@ -192,7 +198,7 @@ pub fn server_wrap(files: &TlsFiles) -> Result<Option<Arc<Wrap>>, String> {
     Ok(Some(Arc::new(move |mut sock: TcpStream| {
         let mut conn = ServerConnection::new(cfg.clone()).map_err(io::Error::other)?;
         let keep = sock.read_timeout()?;
-        sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+        sock.set_read_timeout(handshake)?;
         while conn.is_handshaking() {
             conn.complete_io(&mut sock).map_err(|e| {
                 io::Error::new(

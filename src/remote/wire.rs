@@ -29,6 +29,8 @@
 //! many in flight) and the receiver acknowledges cumulatively with
 //! [`types::FAST_ACK`]. Stock auditd never sees a fast-mode message.
 
+use std::borrow::Cow;
+
 use thiserror::Error;
 
 use crate::journal_id::JournalId;
@@ -109,6 +111,11 @@ pub enum WireError {
     /// A fast-mode batch whose inner framing does not add up.
     #[error("malformed batch: {0}")]
     BadBatch(&'static str),
+    /// A well-framed message (managed record, ASCII line, batch entry) whose
+    /// text is not an audit record ([`record_text`]); the first bytes,
+    /// escaped.
+    #[error("not an audit record (it does not start with type= or node=): \"{0}\"")]
+    NotARecord(String),
 }
 
 /// A decoded header.
@@ -257,9 +264,38 @@ impl Decoder {
     }
 }
 
-/// Whether an ASCII line looks like an audit record (`node=` or `type=`).
+/// Whether a text starts as an audit record does (`node=` or `type=`).
 pub fn is_record_line(line: &[u8]) -> bool {
     line.starts_with(b"type=") || line.starts_with(b"node=")
+}
+
+/// How many bytes of a refused text [`WireError::NotARecord`] quotes.
+const SHOWN: usize = 32;
+
+/// The one rule for what audisp-receive stores, whichever way a record came
+/// (managed `MESSAGE`, ASCII line, fast-mode batch entry; each protocol's own
+/// unwrapping done first): it must start as an audit record does (`type=` or
+/// `node=`, as the ASCII framing already demands), and it is stored as one
+/// line that a terminal shows as text. Every control byte but tab and 0x1d
+/// (the separator of auditd's ENRICHED format) becomes a space: a newline
+/// would split the record into two log lines, the second one made up by the
+/// client, and an escape sequence would act on the terminal of whoever reads
+/// the log. Anything else is refused (the connection is closed and nothing of
+/// that message is stored or acknowledged).
+pub fn record_text(text: &[u8]) -> Result<Cow<'_, [u8]>, WireError> {
+    if !is_record_line(text) {
+        let shown = &text[..text.len().min(SHOWN)];
+        return Err(WireError::NotARecord(shown.escape_ascii().to_string()));
+    }
+    let control = |b: u8| (b < 0x20 && b != b'\t' && b != 0x1d) || b == 0x7f;
+    if !text.iter().any(|&b| control(b)) {
+        return Ok(Cow::Borrowed(text));
+    }
+    Ok(Cow::Owned(
+        text.iter()
+            .map(|&b| if control(b) { b' ' } else { b })
+            .collect(),
+    ))
 }
 
 /// How our sender's hello line starts.
@@ -497,6 +533,31 @@ mod tests {
         assert!(b.push(b"type=A msg=audit(1.0:1): a"));
         assert!(b.push(b"type=A msg=audit(1.0:1): b"));
         assert_eq!(parse_batch(b.payload()).unwrap().1.len(), 2);
+    }
+
+    /// Found by attack (issue 10): fast-mode batches stored whatever they
+    /// held (`\x00\x00binary`, `\x1b[2J…`), which then went to the log.
+    #[test]
+    fn only_records_pass_and_control_bytes_in_them_become_spaces() {
+        for bad in [
+            &b"\x00\x00binary"[..],
+            b"\x1b[2J\x1b[Hhello",
+            b"",
+            b"GET / HTTP/1.0",
+            b" type=USER msg=audit(1.000:1): x",
+        ] {
+            let e = record_text(bad).unwrap_err();
+            assert!(matches!(e, WireError::NotARecord(_)), "{e}");
+            assert!(!e.to_string().contains('\x1b'), "{e}");
+        }
+        let plain = b"node=a type=USER msg=audit(1.000:1): x=\"y\"\tz";
+        assert!(matches!(record_text(plain), Ok(Cow::Borrowed(t)) if t == plain));
+        let enriched = b"type=USER msg=audit(1.000:1): uid=0\x1dUID=\"root\"";
+        assert_eq!(record_text(enriched).unwrap(), &enriched[..]);
+        assert_eq!(
+            record_text(b"type=USER msg=audit(1.000:1): a\nb\r\x1b[2J\x00\x7f").unwrap(),
+            &b"type=USER msg=audit(1.000:1): a b  [2J  "[..]
+        );
     }
 
     #[test]

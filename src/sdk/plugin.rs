@@ -400,6 +400,8 @@ struct Progress {
     journal: Option<[u8; 16]>,
     last: u64,
     checkpoint: Option<std::fs::File>,
+    /// One process per checkpoint file.
+    _lock: Option<crate::statelock::StateLock>,
 }
 
 impl Progress {
@@ -470,7 +472,10 @@ impl Plugin {
     /// Let the SDK remember in `path` how far the plugin got, so a restarted
     /// plugin does not see records again. The file is updated after each
     /// handled batch, before it is acknowledged; a crash between the handler
-    /// returning and that update (microseconds) can still repeat one batch.
+    /// returning and that update can still repeat one batch. It is locked
+    /// (`PATH.lock`, [`crate::statelock`]) while the plugin runs: a second
+    /// process given the same file stops with [`Error::Setup`] naming the
+    /// first one's pid.
     /// Plugins that need strictly exactly-once store the position with their
     /// own output and use [`Plugin::resume_after`].
     pub fn checkpoint_file(mut self, path: impl Into<PathBuf>) -> Plugin {
@@ -627,12 +632,14 @@ impl Plugin {
             journal: None,
             last: 0,
             checkpoint: None,
+            _lock: None,
         };
         if let Some((j, s)) = self.resume {
             p.journal = Some(j);
             p.last = s;
         }
         if let Some(path) = &self.checkpoint {
+            p._lock = Some(crate::statelock::StateLock::file(path).map_err(Error::Setup)?);
             let f = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)

@@ -21,23 +21,23 @@
 //! * [`Relay::finish`] goes on sending for a while once the source ended and
 //!   says what is left for the next start.
 //!
-//! One program per buffer directory: a lock file refuses a second one.
+//! One program per buffer directory: its state lock ([`crate::statelock`])
+//! refuses a second one, naming the holder's pid.
 //! [`RelayOptions`] are the command-line options all these programs share.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::journal::{Journal, Limits, NewEntry, ReadOutcome, Step};
 use crate::sdk::InputClient;
+use crate::statelock::StateLock;
 
 /// Most records sent and not yet acknowledged.
 const WINDOW: u64 = 20_000;
@@ -195,24 +195,15 @@ pub struct Relay {
     acked: Arc<AtomicU64>,
     sender: JoinHandle<()>,
     flush_limit: Duration,
-    _lock: Flock<File>,
+    _lock: StateLock,
 }
 
 impl Relay {
     /// Opens (or creates) the buffer in `dir`, locked against a second
     /// program, and starts relaying it as `cfg` says.
     pub fn start(dir: &Path, limits: Limits, cfg: RelayConfig) -> Result<Relay, String> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create the buffer {}: {e}", dir.display()))?;
-        let lock_path = dir.join("relay.lock");
-        let file = File::create(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-            format!(
-                "the buffer {} is in use by another program ({e}); one program per buffer",
-                dir.display()
-            )
-        })?;
+        // One program per buffer, until the relay is dropped.
+        let lock = StateLock::dir(dir)?;
         let journal = Journal::open(dir, limits)
             .map_err(|e| format!("cannot open the buffer in {}: {e}", dir.display()))?;
         tracing::info!(

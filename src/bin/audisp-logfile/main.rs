@@ -5,8 +5,11 @@
 //!
 //! Records are acknowledged to the dispatcher only after they were written
 //! (and, with `--fsync batch`, synced), so none is lost when the plugin,
-//! the dispatcher or the machine stops.
+//! the dispatcher or the machine stops. With `--state`, the position kept
+//! there agrees with the log ([`position`]), so none is written twice
+//! either.
 
+mod position;
 mod rotate;
 
 use std::path::PathBuf;
@@ -14,6 +17,7 @@ use std::process::ExitCode;
 
 use audisp::format::JsonWriter;
 use audisp::sdk::{Error, PluginOptions};
+use position::PositionFile;
 use rotate::{Codec, CompressWhen, Fsync, RotatingLog, Settings};
 
 /// What is written for each record or event.
@@ -177,24 +181,37 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(o: Options) -> Result<(), String> {
+fn run(mut o: Options) -> Result<(), String> {
     let path = o.settings.path.display().to_string();
-    let mut log = RotatingLog::open(o.settings).map_err(|e| format!("{path}: {e}"))?;
+    // The position is kept here, with the log, not by the SDK.
+    let (positions, at) = match o.plugin.state.take() {
+        Some(state) => {
+            let (file, at) = PositionFile::open(&state, o.settings.fsync == Fsync::Batch)?;
+            (Some(file), at)
+        }
+        None => (None, None),
+    };
+    let mut log =
+        RotatingLog::open(o.settings, positions, at).map_err(|e| format!("{path}: {e}"))?;
     let mut plugin = o.plugin.plugin();
+    if let Some(at) = at {
+        plugin = plugin.resume_after(at.journal, at.seq);
+    }
     if o.format == Format::Json {
         plugin = plugin.events();
     }
     let mut json = JsonWriter::new();
     let mut line = Vec::with_capacity(64 * 1024);
     let format = o.format;
-    let result = plugin.run(|batch, _ctx| {
+    let result = plugin.run(|batch, ctx| {
+        log.set_journal(ctx.journal_id());
         match format {
             Format::Raw => {
                 for r in batch.records() {
                     line.clear();
                     line.extend_from_slice(r.text);
                     line.push(b'\n');
-                    log.write_unit(&line)?;
+                    log.write_unit(&line, r.seq)?;
                 }
             }
             Format::JsonRecords => {
@@ -202,7 +219,7 @@ fn run(o: Options) -> Result<(), String> {
                     line.clear();
                     json.write_record(r.text, &mut line);
                     line.push(b'\n');
-                    log.write_unit(&line)?;
+                    log.write_unit(&line, r.seq)?;
                 }
             }
             Format::Json => {
@@ -213,7 +230,7 @@ fn run(o: Options) -> Result<(), String> {
                     line.clear();
                     json.write_event(&recs, &mut line);
                     line.push(b'\n');
-                    log.write_unit(&line)?;
+                    log.write_unit(&line, ev.id())?;
                 }
             }
         }

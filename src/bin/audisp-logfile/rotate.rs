@@ -14,14 +14,21 @@
 //!
 //! Rotation happens only between units (a record line or an event line),
 //! so no line is ever split across generations. At start, a last write a
-//! crash tore is cut off (it was not acknowledged, so it comes again).
+//! crash tore is cut off (it was not acknowledged, so it comes again). With
+//! a position file ([`super::position`]) every unit carries the sequence
+//! number it ends at, the position is recorded at each commit and around
+//! each rotation, and at start everything written past the recorded
+//! position is cut off the same way, so a restart never writes a batch
+//! twice.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Uid};
+
+use super::position::{FileEnd, Position, PositionFile};
 
 /// Which compressor, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,21 +104,40 @@ const CHUNK: usize = 1 << 20;
 pub struct RotatingLog {
     s: Settings,
     file: File,
+    /// The live file's inode (what a position names).
+    inode: u64,
     /// Bytes stored in the live file.
     size: u64,
     /// Units not yet written.
     buf: Vec<u8>,
     packed: Vec<u8>,
+    /// Where positions are recorded (`--state`).
+    positions: Option<PositionFile>,
+    /// The journal the units' sequence numbers belong to.
+    journal: Option<[u8; 16]>,
+    /// Sequence number of the last unit added to `buf`.
+    buffered: u64,
+    /// Sequence number of the last unit written to the file.
+    written: u64,
 }
 
 impl RotatingLog {
-    /// Opens (appending to) or creates the live file, after finishing any
+    /// Opens (appending to) or creates the live file, after cutting off what
+    /// was written past the recorded position `at` and finishing any
     /// compression of a closed generation that a crash interrupted.
-    pub fn open(s: Settings) -> io::Result<RotatingLog> {
+    /// `positions` receives the position from now on.
+    pub fn open(
+        s: Settings,
+        positions: Option<PositionFile>,
+        at: Option<Position>,
+    ) -> io::Result<RotatingLog> {
         if s.generations == 0 {
             return Err(io::Error::other("at least one generation must be kept"));
         }
         let log_dir = dir_of(&s.path);
+        if let Some(end) = at.and_then(|p| p.file) {
+            cut_back(&s, end)?;
+        }
         if s.codec != Codec::None && s.when == CompressWhen::Rotate {
             let plain = generation(&s, 1, false);
             let _ = std::fs::remove_file(tmp_name(&generation(&s, 1, true)));
@@ -128,48 +154,78 @@ impl RotatingLog {
             file.set_len(whole)?;
         }
         let size = whole;
+        let inode = file.metadata()?.ino();
+        let seq = at.map_or(0, |p| p.seq);
         let mut log = RotatingLog {
             s,
             file,
+            inode,
             size,
             buf: Vec::with_capacity(CHUNK + 64 * 1024),
             packed: Vec::new(),
+            positions,
+            journal: at.map(|p| p.journal),
+            buffered: seq,
+            written: seq,
         };
         log.start_file()?;
         sync_dir(&log_dir, log.s.fsync)?;
+        log.save_position()?;
         Ok(log)
     }
 
-    /// Adds one unit (one or more whole lines). It is written by
-    /// [`RotatingLog::commit`] at the latest.
-    pub fn write_unit(&mut self, unit: &[u8]) -> io::Result<()> {
-        if self.stream_compressed() {
-            self.buf.extend_from_slice(unit);
-            if self.buf.len() >= CHUNK {
-                self.flush_buf()?;
-            }
-            return Ok(());
+    /// The journal the sequence numbers of the next units belong to (the
+    /// dispatcher's, from the connection).
+    pub fn set_journal(&mut self, journal: [u8; 16]) {
+        if self.journal != Some(journal) {
+            self.journal = Some(journal);
+            self.buffered = 0;
+            self.written = 0;
         }
-        let pending = self.size + self.buf.len() as u64;
-        if pending > 0 && pending + unit.len() as u64 > self.s.max_size {
-            self.flush_buf()?;
-            self.rotate()?;
+    }
+
+    /// Adds one unit (one or more whole lines) that ends at sequence number
+    /// `seq`. It is written by [`RotatingLog::commit`] at the latest.
+    pub fn write_unit(&mut self, unit: &[u8], seq: u64) -> io::Result<()> {
+        if !self.stream_compressed() {
+            let pending = self.size + self.buf.len() as u64;
+            if pending > 0 && pending + unit.len() as u64 > self.s.max_size {
+                self.flush_buf()?;
+                self.rotate()?;
+            }
         }
         self.buf.extend_from_slice(unit);
+        self.buffered = seq;
         if self.buf.len() >= CHUNK {
             self.flush_buf()?;
         }
         Ok(())
     }
 
-    /// Writes everything added so far and applies the fsync policy; after
-    /// it returns, the units may be acknowledged.
+    /// Writes everything added so far, applies the fsync policy and records
+    /// the position; after it returns, the units may be acknowledged.
     pub fn commit(&mut self) -> io::Result<()> {
         self.flush_buf()?;
         if self.s.fsync == Fsync::Batch {
             self.file.sync_data()?;
         }
-        Ok(())
+        self.save_position()
+    }
+
+    /// Records that the log holds everything up to the last unit written
+    /// and ends at the live file's current size.
+    fn save_position(&self) -> io::Result<()> {
+        let (Some(positions), Some(journal)) = (&self.positions, self.journal) else {
+            return Ok(());
+        };
+        positions.save(&Position {
+            journal,
+            seq: self.written,
+            file: Some(FileEnd {
+                inode: self.inode,
+                size: self.size,
+            }),
+        })
     }
 
     fn stream_compressed(&self) -> bool {
@@ -199,6 +255,7 @@ impl RotatingLog {
             self.file.write_all(&self.packed)?;
             self.size += self.packed.len() as u64;
             self.buf.clear();
+            self.written = self.buffered;
             if self.size >= self.s.max_size {
                 self.rotate()?;
             }
@@ -206,15 +263,20 @@ impl RotatingLog {
             self.file.write_all(&self.buf)?;
             self.size += self.buf.len() as u64;
             self.buf.clear();
+            self.written = self.buffered;
         }
         Ok(())
     }
 
-    /// Closes the live file and shifts every generation by one.
+    /// Closes the live file and shifts every generation by one. The
+    /// position is recorded before (naming the file being closed, which
+    /// keeps its inode as `FILE.1`) and after (naming the new live file), so
+    /// that a start in between finds what it names.
     fn rotate(&mut self) -> io::Result<()> {
         if self.s.fsync != Fsync::Never {
             self.file.sync_all()?;
         }
+        self.save_position()?;
         let s = &self.s;
         let closed_compressed = s.codec != Codec::None;
         let oldest = generation(s, s.generations, closed_compressed);
@@ -233,13 +295,87 @@ impl RotatingLog {
         std::fs::rename(live(s), &first)?;
         let path = live(s);
         self.file = create(s, &path, false)?;
+        self.inode = self.file.metadata()?.ino();
         self.size = 0;
         sync_dir(&dir_of(&path), s.fsync)?;
+        self.start_file()?;
+        self.save_position()?;
+        let s = &self.s;
         if s.codec != Codec::None && s.when == CompressWhen::Rotate {
             compress_file(s, &first, &generation(s, 1, true))?;
         }
-        self.start_file()
+        Ok(())
     }
+}
+
+/// Cuts the log back to where the recorded position says it ended: what
+/// follows was written but never acknowledged, and the dispatcher sends it
+/// again. The position names the live file, or — when a start comes
+/// between a rotation and the next record of the position — the generation
+/// the live file became (`FILE.1`, before any compression of it), the new
+/// live file then holding nothing recorded. A position naming neither
+/// (files moved by hand) cuts nothing.
+fn cut_back(s: &Settings, end: FileEnd) -> io::Result<()> {
+    let live = live(s);
+    let first = generation(
+        s,
+        1,
+        s.codec != Codec::None && s.when == CompressWhen::Stream,
+    );
+    if inode_of(&live)? == Some(end.inode) {
+        return cut_to(&live, end.size);
+    }
+    if inode_of(&first)? == Some(end.inode) {
+        cut_to(&first, end.size)?;
+        if inode_of(&live)?.is_some() {
+            cut_to(&live, 0)?;
+        }
+        return Ok(());
+    }
+    eprintln!(
+        "audisp-logfile: the position names a file (inode {}) that is neither {} nor {}; \
+         nothing is cut back (were the files moved?)",
+        end.inode,
+        live.display(),
+        first.display()
+    );
+    Ok(())
+}
+
+/// The inode number of `path`, None if it does not exist.
+fn inode_of(path: &Path) -> io::Result<Option<u64>> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => Ok(Some(m.ino())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Cuts `path` to `size` bytes; says so if it is shorter.
+fn cut_to(path: &Path, size: u64) -> io::Result<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)?;
+    let len = f.metadata()?.len();
+    if len > size {
+        eprintln!(
+            "audisp-logfile: {}: cutting off {} bytes written after the last recorded \
+             position (never acknowledged: they come again)",
+            path.display(),
+            len - size
+        );
+        f.set_len(size)?;
+        f.sync_all()?;
+    } else if len < size {
+        eprintln!(
+            "audisp-logfile: {} is {len} bytes, shorter than the {size} its position records: \
+             records were lost outside audisp-logfile (a crash with --fsync rotate or never, \
+             or the file was changed)",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// How much of the live file at `path` is whole: up to its last newline
@@ -439,13 +575,13 @@ mod tests {
             for when in [CompressWhen::Stream, CompressWhen::Rotate] {
                 let dir = tempfile::tempdir().unwrap();
                 let s = settings(dir.path(), codec, when);
-                let mut log = RotatingLog::open(s.clone()).unwrap();
+                let mut log = RotatingLog::open(s.clone(), None, None).unwrap();
                 let mut want = Vec::new();
                 // Few enough lines that 3 generations of 1000 bytes hold
                 // them all (compressed ones hold more).
                 for i in 0..100 {
                     let line = format!("record {i:04} {}\n", "x".repeat(i % 7));
-                    log.write_unit(line.as_bytes()).unwrap();
+                    log.write_unit(line.as_bytes(), i as u64).unwrap();
                     want.extend_from_slice(line.as_bytes());
                     if i % 5 == 4 {
                         log.commit().unwrap();
@@ -469,9 +605,10 @@ mod tests {
     fn only_n_generations_are_kept_and_plain_ones_never_exceed_max() {
         let dir = tempfile::tempdir().unwrap();
         let s = settings(dir.path(), Codec::None, CompressWhen::Stream);
-        let mut log = RotatingLog::open(s.clone()).unwrap();
+        let mut log = RotatingLog::open(s.clone(), None, None).unwrap();
         for i in 0..1000 {
-            log.write_unit(format!("line {i:05}\n").as_bytes()).unwrap();
+            log.write_unit(format!("line {i:05}\n").as_bytes(), i)
+                .unwrap();
         }
         log.commit().unwrap();
         let names: Vec<String> = std::fs::read_dir(dir.path())
@@ -493,10 +630,10 @@ mod tests {
         for codec in [Codec::None, Codec::Gzip, Codec::Zstd] {
             let dir = tempfile::tempdir().unwrap();
             let s = settings(dir.path(), codec, CompressWhen::Stream);
-            let mut log = RotatingLog::open(s.clone()).unwrap();
-            log.write_unit(b"one\n").unwrap();
+            let mut log = RotatingLog::open(s.clone(), None, None).unwrap();
+            log.write_unit(b"one\n", 1).unwrap();
             log.commit().unwrap();
-            log.write_unit(b"two\n").unwrap();
+            log.write_unit(b"two\n", 2).unwrap();
             log.commit().unwrap();
             drop(log);
             // Half of a third write, as a crash would leave it.
@@ -506,10 +643,90 @@ mod tests {
             let mut f = OpenOptions::new().append(true).open(live(&s)).unwrap();
             f.write_all(&torn).unwrap();
             drop(f);
-            let mut log = RotatingLog::open(s.clone()).unwrap();
-            log.write_unit(b"three\n").unwrap();
+            let mut log = RotatingLog::open(s.clone(), None, None).unwrap();
+            log.write_unit(b"three\n", 3).unwrap();
             log.commit().unwrap();
             assert_eq!(read_all(&s), b"one\ntwo\nthree\n", "{codec:?}");
+        }
+    }
+
+    /// Found by attack (issue 10): a kill between a batch's write and the
+    /// position's update repeated the batch at restart. Whatever was written
+    /// past the recorded position is cut off at start, and the dispatcher's
+    /// resend from there is written once, for every codec and with
+    /// rotations among the lost writes.
+    #[test]
+    fn what_was_written_past_the_position_is_cut_at_start() {
+        let unit = |seq: u64| format!("record {seq:04}\n").into_bytes();
+        for codec in [Codec::None, Codec::Gzip, Codec::Zstd] {
+            for when in [CompressWhen::Stream, CompressWhen::Rotate] {
+                let dir = tempfile::tempdir().unwrap();
+                let s = settings(dir.path(), codec, when);
+                let state = dir.path().join("pos");
+                let open = || {
+                    let (file, at) = PositionFile::open(&state, false).unwrap();
+                    let mut log = RotatingLog::open(s.clone(), Some(file), at).unwrap();
+                    log.set_journal([5; 16]);
+                    (log, at.map_or(0, |p| p.seq))
+                };
+                let (mut log, from) = open();
+                assert_eq!(from, 0);
+                // Five committed batches, then writes (rotating) that a
+                // kill stops before their commit.
+                for seq in 1..=110 {
+                    log.write_unit(&unit(seq), seq).unwrap();
+                    if seq % 10 == 0 && seq <= 50 {
+                        log.commit().unwrap();
+                    }
+                }
+                log.flush_buf().unwrap();
+                drop(log);
+                // The dispatcher sends again what follows the position.
+                let (mut log, from) = open();
+                assert!((50..110).contains(&from), "{from}");
+                for seq in from + 1..=120 {
+                    log.write_unit(&unit(seq), seq).unwrap();
+                }
+                log.commit().unwrap();
+                drop(log);
+                let want: Vec<u8> = (1..=120).flat_map(unit).collect();
+                assert_eq!(
+                    String::from_utf8(read_all(&s)).unwrap(),
+                    String::from_utf8(want).unwrap(),
+                    "{codec:?} {when:?}"
+                );
+            }
+        }
+    }
+
+    /// A start between a rotation and the position's next record finds the
+    /// position naming the generation the live file became.
+    #[test]
+    fn a_position_recorded_before_a_rotation_is_found_in_the_first_generation() {
+        for codec in [Codec::None, Codec::Gzip] {
+            let dir = tempfile::tempdir().unwrap();
+            let s = settings(dir.path(), codec, CompressWhen::Stream);
+            let state = dir.path().join("pos");
+            let (file, _) = PositionFile::open(&state, false).unwrap();
+            let mut log = RotatingLog::open(s.clone(), Some(file), None).unwrap();
+            log.set_journal([6; 16]);
+            log.write_unit(b"kept\n", 1).unwrap();
+            log.commit().unwrap();
+            log.write_unit(b"unacknowledged\n", 2).unwrap();
+            log.flush_buf().unwrap();
+            drop(log);
+            // The rotation's rename and new file, without the position that
+            // would follow them.
+            std::fs::rename(live(&s), generation(&s, 1, codec != Codec::None)).unwrap();
+            let mut junk = Vec::new();
+            compress_into(codec, 0, b"after the rotation\n", &mut junk).unwrap();
+            std::fs::write(live(&s), junk).unwrap();
+            let (file, at) = PositionFile::open(&state, false).unwrap();
+            assert_eq!(at.map(|p| p.seq), Some(1));
+            let mut log = RotatingLog::open(s.clone(), Some(file), at).unwrap();
+            log.write_unit(b"resent\n", 2).unwrap();
+            log.commit().unwrap();
+            assert_eq!(read_all(&s), b"kept\nresent\n", "{codec:?}");
         }
     }
 
@@ -519,8 +736,8 @@ mod tests {
         let s = settings(dir.path(), Codec::Zstd, CompressWhen::Rotate);
         std::fs::write(generation(&s, 1, false), b"closed\n").unwrap();
         std::fs::write(live(&s), b"live\n").unwrap();
-        let mut log = RotatingLog::open(s.clone()).unwrap();
-        log.write_unit(b"more\n").unwrap();
+        let mut log = RotatingLog::open(s.clone(), None, None).unwrap();
+        log.write_unit(b"more\n", 1).unwrap();
         log.commit().unwrap();
         assert!(!generation(&s, 1, false).exists());
         assert_eq!(read_all(&s), b"closed\nlive\nmore\n");

@@ -188,6 +188,8 @@ fn run(
     for dir in [&paths.runtime_dir, &paths.state_dir] {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
+    // One audispd per state directory, until this returns.
+    let _state_lock = audisp::statelock::StateLock::dir(&paths.state_dir)?;
     let stats_interval = config.main.stats.interval;
     let listeners = listen::passed_sockets(&mut passed)?;
     let sockets = Sockets {
