@@ -152,6 +152,21 @@ fn logs_go_to_journald_with_plugin_and_message_id_fields() {
         .find(|e| field(e, "MESSAGE_ID").as_deref() == Some(audisp::log_ids::PLUGIN_LOST))
         .unwrap_or_else(|| panic!("no plugin-lost entry in\n{json}"));
     assert_eq!(field(lost, "PLUGIN").as_deref(), Some("gone"), "{lost}");
+    // The name is in the text too (journalctl's default output shows only
+    // MESSAGE): every entry about a plugin or an input names it.
+    for key in ["PLUGIN", "INPUT"] {
+        for e in entries.iter().filter(|e| field(e, key).is_some()) {
+            let name = field(e, key).unwrap_or_default();
+            let message = field(e, "MESSAGE").unwrap_or_default();
+            assert!(message.contains(&name), "{key}={name} not in {message:?}");
+        }
+    }
+    assert!(
+        entries
+            .iter()
+            .any(|e| field(e, "MESSAGE").is_some_and(|m| m.contains("input stdin"))),
+        "{json}"
+    );
     assert_eq!(
         field(lost, "PRIORITY").as_deref(),
         Some("4"),

@@ -235,13 +235,15 @@ impl Actions {
         running.retain_mut(|s| match s.running.try_wait() {
             Ok(Some(status)) => {
                 if status.success() {
-                    tracing::info!(plugin = %s.plugin, action = %s.action, "action program finished");
+                    tracing::info!(plugin = %s.plugin, action = %s.action, "plugin {}: action {} program finished", s.plugin, s.action);
                 } else {
                     tracing::warn!(
                         message_id = crate::log_ids::ACTION,
                         plugin = %s.plugin,
                         action = %s.action,
-                        "action program failed: {status}"
+                        "plugin {}: action {} program failed: {status}",
+                        s.plugin,
+                        s.action
                     );
                 }
                 false

@@ -274,7 +274,7 @@ impl Ingest {
                     if s.committed > 0 {
                         tracing::info!(
                             input = name,
-                            "input started a new sequence (its spool was reset); earlier numbers no longer de-duplicate"
+                            "input {name} started a new sequence (its spool was reset); earlier numbers no longer de-duplicate"
                         );
                     }
                     s.epoch = epoch;

@@ -384,11 +384,16 @@ impl Engine {
             if s.forget {
                 let path = self.cursor_dir.join(format!("{}.cursor", s.plugin.name()));
                 match std::fs::remove_file(&path) {
-                    Ok(()) => tracing::info!(plugin = s.plugin.name(), "plugin removed"),
+                    Ok(()) => tracing::info!(
+                        plugin = s.plugin.name(),
+                        "plugin {} removed",
+                        s.plugin.name()
+                    ),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => tracing::warn!(
                         plugin = s.plugin.name(),
-                        "cannot remove its cursor {}: {e}",
+                        "plugin {}: cannot remove its cursor {}: {e}",
+                        s.plugin.name(),
                         path.display()
                     ),
                 }
@@ -523,7 +528,8 @@ impl Engine {
             if !plugin.wait_reconfigured(deadline) {
                 tracing::warn!(
                     plugin = plugin.name(),
-                    "the plugin's sender did not take its new configuration in time; it applies it when it next runs"
+                    "plugin {}: its sender did not take the new configuration in time; it applies it when it next runs",
+                        plugin.name()
                 );
             }
         }
@@ -533,7 +539,7 @@ impl Engine {
             let name = p.name.clone();
             match self.start_plugin(p) {
                 Ok(()) => summary.added.push(name),
-                Err(e) => tracing::error!(plugin = %name, "cannot start plugin: {e}"),
+                Err(e) => tracing::error!(plugin = %name, "cannot start plugin {name}: {e}"),
             }
         }
         summary

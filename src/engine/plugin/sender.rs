@@ -101,7 +101,8 @@ impl Sender {
                     // acknowledged stays in the journal for next time.
                     tracing::info!(
                         plugin = %self.handle.name,
-                        "plugin unavailable while stopping ({why}); its records stay in the journal"
+                        "plugin {} unavailable while stopping ({why}); its records stay in the journal",
+                        self.handle.name
                     );
                     break;
                 }
@@ -116,7 +117,7 @@ impl Sender {
                         );
                         self.outage_reported = true;
                     } else {
-                        tracing::debug!(plugin = %self.handle.name, "still unavailable: {why}");
+                        tracing::debug!(plugin = %self.handle.name, "plugin {} still unavailable: {why}", self.handle.name);
                     }
                     self.wait(backoff);
                     backoff = (backoff * 2).min(self.config.restart.max);
@@ -256,7 +257,7 @@ impl Sender {
 
     fn store(&self, p: Position) {
         if let Err(e) = self.cursor.store(p) {
-            tracing::error!(plugin = %self.handle.name, "cannot store the plugin's cursor: {e}");
+            tracing::error!(plugin = %self.handle.name, "plugin {}: cannot store its cursor: {e}", self.handle.name);
         }
     }
 
@@ -301,7 +302,7 @@ impl Sender {
                 {
                     stats::add(&self.handle.counters.restarts, 1);
                 }
-                tracing::info!(plugin = %self.handle.name, pid = running.pid(), "started plugin program");
+                tracing::info!(plugin = %self.handle.name, pid = running.pid(), "plugin {}: started its program", self.handle.name);
                 (sock, Some(running))
             }
         };
@@ -399,10 +400,10 @@ impl Sender {
             let hb = &self.handle.heartbeat;
             match c.stop_with(Duration::from_secs(2), &mut || hb.beat()) {
                 Ok(status) => {
-                    tracing::info!(plugin = %self.handle.name, "plugin program ended: {status}")
+                    tracing::info!(plugin = %self.handle.name, "plugin {}: its program ended: {status}", self.handle.name)
                 }
                 Err(e) => {
-                    tracing::warn!(plugin = %self.handle.name, "stopping plugin program: {e}")
+                    tracing::warn!(plugin = %self.handle.name, "plugin {}: stopping its program: {e}", self.handle.name)
                 }
             }
         }
@@ -417,12 +418,13 @@ impl Sender {
         tracing::info!(
             plugin = %self.handle.name,
             from = pos.replay_from,
-            "plugin connected; delivering from journal position {}",
+            "plugin {} connected; delivering from journal position {}",
+            self.handle.name,
             pos.replay_from
         );
         stats::add(&self.handle.counters.connects, 1);
         if self.outage_reported {
-            tracing::info!(plugin = %self.handle.name, "plugin is back; resending what it had not acknowledged");
+            tracing::info!(plugin = %self.handle.name, "plugin {} is back; resending what it had not acknowledged", self.handle.name);
             self.outage_reported = false;
         }
         self.deliver(&mut d, child)
