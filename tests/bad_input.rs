@@ -46,9 +46,8 @@ fn garbage(len: usize, seed: u32) -> Vec<u8> {
 
 /// The `input stdin: …` warnings audispd logged, one per problem.
 fn malformed_lines(log: &str) -> Vec<&str> {
-    log.lines()
-        .filter(|l| l.contains("input stdin: "))
-        .collect()
+    let id = format!("message_id=\"{}\"", audisp::log_ids::INPUT_MALFORMED);
+    log.lines().filter(|l| l.contains(&id)).collect()
 }
 
 #[test]
