@@ -48,6 +48,7 @@
 //!
 //! Input plugins use [`InputClient`] to feed records into the dispatcher.
 
+mod batch;
 mod input;
 mod options;
 mod plugin;
@@ -57,7 +58,8 @@ mod supervise;
 
 pub use input::InputClient;
 pub use options::PluginOptions;
-pub use plugin::{Batch, Command, Context, Event, Plugin, Record};
+pub use batch::{Batch, Event, Record};
+pub use plugin::{Command, Context, Plugin};
 #[cfg(feature = "dispatcher")]
 pub use relay::{flag_value, stop_signals, Relay, RelayConfig, RelayOptions};
 

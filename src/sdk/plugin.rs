@@ -1,7 +1,6 @@
 //! Output plugins: connection, handshake, batches, acknowledgements,
 //! exactly-once delivery to the plugin's code.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
@@ -16,6 +15,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+use super::batch::{Batch, Meta, Store};
 use super::Error;
 use crate::journal_id::JournalId;
 use crate::protocol::{self, record_flags, CommandStatus, FromDispatcher, Hello, Mode};
@@ -66,158 +66,6 @@ impl CommandQueue {
             Ok(rx) => rx.try_iter().collect(),
             Err(_) => Vec::new(),
         }
-    }
-}
-
-/// One record as the plugin sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Record<'a> {
-    /// Journal sequence number: the record's identity, increasing.
-    pub seq: u64,
-    /// Record type number.
-    pub rtype: u32,
-    /// `protocol::record_flags`.
-    pub flags: u16,
-    /// The record in auditd's string format, without the newline.
-    pub text: &'a [u8],
-}
-
-impl Record<'_> {
-    /// The type's name as auditd writes it (`SYSCALL`, `UNKNOWN[1234]`).
-    pub fn type_name(&self) -> Cow<'static, str> {
-        record_types::display(self.rtype)
-    }
-
-    /// The text, with bytes that are not UTF-8 replaced.
-    pub fn text_lossy(&self) -> Cow<'_, str> {
-        String::from_utf8_lossy(self.text)
-    }
-
-    /// Whether the dispatcher could not parse this record's type, time or
-    /// serial (it is delivered anyway).
-    pub fn unparsed(&self) -> bool {
-        self.flags & record_flags::UNPARSED != 0
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Meta {
-    seq: u64,
-    ack: u64,
-    rtype: u32,
-    flags: u16,
-    start: usize,
-    len: usize,
-}
-
-/// A whole event (events mode).
-#[derive(Debug, Clone, Copy)]
-pub struct Event<'a> {
-    id: u64,
-    metas: &'a [Meta],
-    arena: &'a [u8],
-}
-
-impl<'a> Event<'a> {
-    /// The event's id: the journal sequence number of the entry that ended it.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// The event's records, in order.
-    pub fn records(&self) -> impl ExactSizeIterator<Item = Record<'a>> + 'a {
-        let arena = self.arena;
-        self.metas.iter().map(move |m| record(m, arena))
-    }
-}
-
-fn record<'a>(m: &Meta, arena: &'a [u8]) -> Record<'a> {
-    Record {
-        seq: m.seq,
-        rtype: m.rtype,
-        flags: m.flags,
-        text: &arena[m.start..m.start + m.len],
-    }
-}
-
-/// What the handler is given: records (records mode) or whole events
-/// (events mode), each seen once. In records mode the records are lent
-/// straight from the message the dispatcher sent.
-#[derive(Debug, Clone, Copy)]
-pub struct Batch<'a> {
-    metas: &'a [Meta],
-    data: &'a [u8],
-}
-
-impl<'a> Batch<'a> {
-    /// Every record in the batch, in order.
-    pub fn records(&self) -> impl ExactSizeIterator<Item = Record<'a>> + 'a {
-        let data = self.data;
-        self.metas.iter().map(move |m| record(m, data))
-    }
-
-    /// The batch's events (events mode; in records mode, each record is
-    /// returned as an event of its own).
-    pub fn events(&self) -> impl Iterator<Item = Event<'a>> + 'a {
-        let data = self.data;
-        self.metas
-            .chunk_by(|a, b| a.ack == b.ack)
-            .map(move |metas| Event {
-                id: metas[0].ack,
-                metas,
-                arena: data,
-            })
-    }
-
-    /// Number of records.
-    pub fn len(&self) -> usize {
-        self.metas.len()
-    }
-
-    /// Whether the batch is empty.
-    pub fn is_empty(&self) -> bool {
-        self.metas.is_empty()
-    }
-
-    fn last_ack(&self) -> Option<u64> {
-        self.metas.last().map(|m| m.ack)
-    }
-}
-
-/// Records copied out of messages (events mode: events may span messages).
-#[derive(Debug, Default)]
-struct Store {
-    metas: Vec<Meta>,
-    arena: Vec<u8>,
-}
-
-impl Store {
-    fn clear(&mut self) {
-        self.metas.clear();
-        self.arena.clear();
-    }
-
-    fn push(&mut self, r: &protocol::Record<'_>) {
-        self.metas.push(Meta {
-            seq: r.seq,
-            ack: r.ack_id,
-            rtype: r.rtype,
-            flags: r.flags,
-            start: self.arena.len(),
-            len: r.text.len(),
-        });
-        self.arena.extend_from_slice(r.text);
-    }
-
-    /// Moves everything of `other` to the end of this store.
-    fn append(&mut self, other: &mut Store) {
-        let base = self.arena.len();
-        self.metas.extend(other.metas.iter().map(|m| Meta {
-            start: m.start + base,
-            ..*m
-        }));
-        self.arena.extend_from_slice(&other.arena);
-        other.clear();
     }
 }
 

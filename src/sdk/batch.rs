@@ -1,0 +1,161 @@
+//! What a plugin's handler is given: records and whole events lent from the
+//! dispatcher's messages (records mode) or copied into a store (events mode,
+//! where an event may span messages). The connection and its bookkeeping are
+//! in `plugin.rs`.
+
+use std::borrow::Cow;
+
+use crate::protocol::{self, record_flags};
+use crate::record_types;
+
+/// One record as the plugin sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// Journal sequence number: the record's identity, increasing.
+    pub seq: u64,
+    /// Record type number.
+    pub rtype: u32,
+    /// `protocol::record_flags`.
+    pub flags: u16,
+    /// The record in auditd's string format, without the newline.
+    pub text: &'a [u8],
+}
+
+impl Record<'_> {
+    /// The type's name as auditd writes it (`SYSCALL`, `UNKNOWN[1234]`).
+    pub fn type_name(&self) -> Cow<'static, str> {
+        record_types::display(self.rtype)
+    }
+
+    /// The text, with bytes that are not UTF-8 replaced.
+    pub fn text_lossy(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(self.text)
+    }
+
+    /// Whether the dispatcher could not parse this record's type, time or
+    /// serial (it is delivered anyway).
+    pub fn unparsed(&self) -> bool {
+        self.flags & record_flags::UNPARSED != 0
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Meta {
+    pub(super) seq: u64,
+    pub(super) ack: u64,
+    pub(super) rtype: u32,
+    pub(super) flags: u16,
+    pub(super) start: usize,
+    pub(super) len: usize,
+}
+
+/// A whole event (events mode).
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    id: u64,
+    metas: &'a [Meta],
+    arena: &'a [u8],
+}
+
+impl<'a> Event<'a> {
+    /// The event's id: the journal sequence number of the entry that ended it.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The event's records, in order.
+    pub fn records(&self) -> impl ExactSizeIterator<Item = Record<'a>> + 'a {
+        let arena = self.arena;
+        self.metas.iter().map(move |m| record(m, arena))
+    }
+}
+
+fn record<'a>(m: &Meta, arena: &'a [u8]) -> Record<'a> {
+    Record {
+        seq: m.seq,
+        rtype: m.rtype,
+        flags: m.flags,
+        text: &arena[m.start..m.start + m.len],
+    }
+}
+
+/// What the handler is given: records (records mode) or whole events
+/// (events mode), each seen once. In records mode the records are lent
+/// straight from the message the dispatcher sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub(super) metas: &'a [Meta],
+    pub(super) data: &'a [u8],
+}
+
+impl<'a> Batch<'a> {
+    /// Every record in the batch, in order.
+    pub fn records(&self) -> impl ExactSizeIterator<Item = Record<'a>> + 'a {
+        let data = self.data;
+        self.metas.iter().map(move |m| record(m, data))
+    }
+
+    /// The batch's events (events mode; in records mode, each record is
+    /// returned as an event of its own).
+    pub fn events(&self) -> impl Iterator<Item = Event<'a>> + 'a {
+        let data = self.data;
+        self.metas
+            .chunk_by(|a, b| a.ack == b.ack)
+            .map(move |metas| Event {
+                id: metas[0].ack,
+                metas,
+                arena: data,
+            })
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.metas.is_empty()
+    }
+
+    pub(super) fn last_ack(&self) -> Option<u64> {
+        self.metas.last().map(|m| m.ack)
+    }
+}
+
+/// Records copied out of messages (events mode: events may span messages).
+#[derive(Debug, Default)]
+pub(super) struct Store {
+    pub(super) metas: Vec<Meta>,
+    pub(super) arena: Vec<u8>,
+}
+
+impl Store {
+    pub(super) fn clear(&mut self) {
+        self.metas.clear();
+        self.arena.clear();
+    }
+
+    pub(super) fn push(&mut self, r: &protocol::Record<'_>) {
+        self.metas.push(Meta {
+            seq: r.seq,
+            ack: r.ack_id,
+            rtype: r.rtype,
+            flags: r.flags,
+            start: self.arena.len(),
+            len: r.text.len(),
+        });
+        self.arena.extend_from_slice(r.text);
+    }
+
+    /// Moves everything of `other` to the end of this store.
+    pub(super) fn append(&mut self, other: &mut Store) {
+        let base = self.arena.len();
+        self.metas.extend(other.metas.iter().map(|m| Meta {
+            start: m.start + base,
+            ..*m
+        }));
+        self.arena.extend_from_slice(&other.arena);
+        other.clear();
+    }
+}
