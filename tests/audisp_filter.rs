@@ -357,13 +357,19 @@ fn sighup_reloads_the_rules_and_sigterm_still_delivers_held_events() {
     // ignores it, as a plugin that cannot reload should.
     let mut child = Command::new(BIN)
         .args(["keep", rules.to_str().expect("utf-8"), "/bin/sh", "-c"])
-        .arg(format!("trap '' HUP; exec /bin/cat > '{}'", out.display()))
+        .arg(format!(
+            "trap '' HUP; echo 'child: HUP ignored' >&2; exec /bin/cat > '{}'",
+            out.display()
+        ))
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("starts");
     let log = log_lines(&mut child);
     wait_for_line(&log, "started /bin/sh");
+    // A SIGHUP before the trap is set would kill the child (and so
+    // audisp-filter): wait for the child's word that it is set.
+    wait_for_line(&log, "child: HUP ignored");
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(USER_A.as_bytes()).expect("write");
     stdin.write_all(USER_B.as_bytes()).expect("write");

@@ -56,9 +56,9 @@ mod plugin;
 mod relay;
 mod supervise;
 
+pub use batch::{Batch, Event, Record};
 pub use input::InputClient;
 pub use options::PluginOptions;
-pub use batch::{Batch, Event, Record};
 pub use plugin::{Command, Context, Plugin};
 #[cfg(feature = "dispatcher")]
 pub use relay::{flag_value, stop_signals, Relay, RelayConfig, RelayOptions};
