@@ -9,6 +9,8 @@ pub mod dbus;
 pub mod dispatcher;
 #[allow(dead_code)]
 pub mod events;
+#[allow(dead_code)]
+pub mod tmpfs;
 
 use std::time::{Duration, Instant};
 
