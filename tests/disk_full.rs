@@ -420,31 +420,37 @@ fn soak_full_disk_killed_plugin_reloads_and_garbage() {
 
     let start = std::time::Instant::now();
     let mut copies = 0;
+    let mut ticks = 0;
     let mut reloads = 0;
     let mut kills = 0;
     let mut up = None;
     while start.elapsed() < soak {
-        // A copy of the sample a second (1.1 MB, 4380 records).
-        stdin.write_all(&sample_shifted(copies)).unwrap();
-        copies += 1;
+        // Copies of the sample (1.1 MB, 4380 records each): two a second
+        // while the disk is full, enough to overflow the memory queue
+        // (64 MiB) within a minute, then one a second.
+        for _ in 0..if up.is_none() { 2 } else { 1 } {
+            stdin.write_all(&sample_shifted(copies)).unwrap();
+            copies += 1;
+        }
+        ticks += 1;
         if up.is_none() && start.elapsed() >= soak / 2 {
             up = Some(bring_up(&d));
         }
-        if copies % 3 == 0 {
+        if ticks % 3 == 0 {
             kills += u32::from(kill_sink(&pid_file));
         }
-        if copies % 2 == 0 {
+        if ticks % 2 == 0 {
             d.write_plugin(
                 "churn",
                 "exec = [\"/bin/sh\", \"-c\", \"exec cat > /dev/null\"]\nformat = \"string\"\n",
             );
-        } else if copies > 1 {
+        } else if ticks > 1 {
             d.remove_plugin("churn");
         }
         d.reload()
             .unwrap_or_else(|e| panic!("reload: {e}\n{}", d.log_tail(40)));
         reloads += 1;
-        let next = start + Duration::from_secs(copies as u64);
+        let next = start + Duration::from_secs(ticks);
         std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
     }
     if up.is_none() {
