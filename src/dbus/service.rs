@@ -247,7 +247,7 @@ impl Api {
         self.engine
             .suspend(&name)
             .map_err(fdo::Error::InvalidArgs)?;
-        tracing::info!(plugin = %name, "plugin {name} suspended over D-Bus");
+        tracing::info!(plugin = %name, "plugin suspended over D-Bus");
         Ok(())
     }
 
@@ -261,7 +261,7 @@ impl Api {
         self.authorize(conn, &hdr, Need::Root, "ResumePlugin")
             .await?;
         self.engine.resume(&name).map_err(fdo::Error::InvalidArgs)?;
-        tracing::info!(plugin = %name, "plugin {name} resumed over D-Bus");
+        tracing::info!(plugin = %name, "plugin resumed over D-Bus");
         Ok(())
     }
 

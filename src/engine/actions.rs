@@ -130,7 +130,7 @@ impl Actions {
                 message_id = crate::log_ids::ACTION,
                 plugin,
                 action = name,
-                "plugin {plugin} asked for action {name:?}, which its plugins.d file does not configure; refused"
+                "plugin asked for action {name:?}, which its plugins.d file does not configure; refused"
             );
             return Outcome {
                 status: CommandStatus::Refused,
@@ -235,21 +235,13 @@ impl Actions {
         running.retain_mut(|s| match s.running.try_wait() {
             Ok(Some(status)) => {
                 if status.success() {
-                    tracing::info!(
-                        plugin = %s.plugin,
-                        action = %s.action,
-                        "action {} program of plugin {} finished",
-                        s.action,
-                        s.plugin
-                    );
+                    tracing::info!(plugin = %s.plugin, action = %s.action, "action program finished");
                 } else {
                     tracing::warn!(
                         message_id = crate::log_ids::ACTION,
                         plugin = %s.plugin,
                         action = %s.action,
-                        "action {} program of plugin {} failed: {status}",
-                        s.action,
-                        s.plugin
+                        "action program failed: {status}"
                     );
                 }
                 false

@@ -193,7 +193,7 @@ pub fn read_stdin(
         if drain_until.is_some_and(|t| Instant::now() >= t) {
             tracing::warn!(
                 input = STDIN,
-                "input stdin: stopping with standard input still open and busy; unread records stay with auditd"
+                "stopping with standard input still open and busy; unread records stay with auditd"
             );
             break;
         }
@@ -231,7 +231,7 @@ pub fn read_stdin(
             Err(e) => {
                 tracing::error!(
                     input = STDIN,
-                    "input stdin: reading standard input: {e}; treating it as closed"
+                    "reading standard input: {e}; treating it as closed"
                 );
                 0
             }
@@ -240,7 +240,7 @@ pub fn read_stdin(
             decoder.finish(&mut |item| on_item(item, &[], &mut texts, &mut spans));
             submit(&[], &mut texts, &mut spans);
             ctx.ingest.disconnect(id);
-            tracing::info!(input = STDIN, "input stdin: standard input closed");
+            tracing::info!(input = STDIN, "standard input closed");
             on_eof();
             return Ok(());
         }
@@ -250,7 +250,7 @@ pub fn read_stdin(
         });
         if !framing_logged {
             if let Some(f) = decoder.detected_framing() {
-                tracing::info!(input = STDIN, "input stdin: detected {f:?} binary framing");
+                tracing::info!(input = STDIN, "binary input: detected {f:?} framing");
                 framing_logged = true;
             }
         }
@@ -487,21 +487,13 @@ fn input_connection(ctx: InputContext, conn: OwnedFd, policy: PeerPolicy) {
         ctx.ingest.disconnect(id);
         return;
     }
-    tracing::info!(
-        input = %hello.name,
-        "input {} connected ({who}); it resumes after its record {committed}",
-        hello.name
-    );
+    tracing::info!(input = %hello.name, "input connected ({who}); it resumes after its record {committed}");
     let hb = ctx.liveness.register(&format!("input {}", hello.name));
     let end = serve_input(&ctx, &conn, id, &hello.name, committed, &mut buf, &hb);
     ctx.ingest.disconnect(id);
     match end {
-        Ok(()) => tracing::info!(input = %hello.name, "input {} disconnected", hello.name),
-        Err(why) => tracing::warn!(
-            input = %hello.name,
-            "input {}: connection closed: {why}",
-            hello.name
-        ),
+        Ok(()) => tracing::info!(input = %hello.name, "input disconnected"),
+        Err(why) => tracing::warn!(input = %hello.name, "input connection closed: {why}"),
     }
 }
 
@@ -599,7 +591,7 @@ fn serve_input(
                 tracing::warn!(
                     input = name,
                     action,
-                    "input {name} asked for action {action}; inputs have none configured"
+                    "input plugin asked for an action; inputs have none configured"
                 );
                 send_msg(
                     conn,

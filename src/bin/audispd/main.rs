@@ -300,19 +300,25 @@ fn run(
     } else {
         format!("plugins {behind:?} had not caught up: their records wait in the journal for the next start")
     };
-    if lost == 0 {
-        tracing::info!(
-            read,
-            lost,
-            "stopped; {read} records read, none lost; {plugins}"
-        );
-    } else {
+    if lost > 0 {
         tracing::warn!(
             message_id = audisp::log_ids::RECORD_LOSS,
             read,
             lost,
-            "stopped; {read} records read, {} stored, {lost} LOST (see the earlier lines about them); {plugins}",
+            "stopped; {plugins}; {read} records read, {} stored, {lost} LOST (see the earlier lines about them)",
             read - lost
+        );
+    } else if behind.is_empty() {
+        tracing::info!(
+            read,
+            lost,
+            "stopped; {plugins}; {read} records read, none lost"
+        );
+    } else {
+        tracing::warn!(
+            read,
+            lost,
+            "stopped; {plugins}; {read} records read, none lost"
         );
     }
     Ok(())

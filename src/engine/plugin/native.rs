@@ -132,13 +132,7 @@ impl Native {
             ));
         };
         if hello.name != g.name {
-            tracing::debug!(
-                plugin = %g.name,
-                hello = %hello.name,
-                "plugin {} calls itself {}",
-                g.name,
-                hello.name
-            );
+            tracing::debug!(plugin = %g.name, hello = %hello.name, "plugin calls itself by another name");
         }
         let mut skip = g.acked;
         if let Some((id, seq)) = hello.resume {
@@ -147,8 +141,7 @@ impl Native {
             } else {
                 tracing::info!(
                     plugin = %g.name,
-                    "the resume point of plugin {} belongs to another journal; ignoring it",
-                    g.name
+                    "plugin's resume point belongs to another journal; ignoring it"
                 );
             }
         }
@@ -336,11 +329,7 @@ impl Native {
                         uds::send_nowait(&self.sock, &protocol::encode_stats(id, &json)),
                         Ok(Some(_))
                     ) {
-                        tracing::debug!(
-                            plugin = %self.name,
-                            "stats answer to plugin {} not sent: socket full",
-                            self.name
-                        );
+                        tracing::debug!(plugin = %self.name, "stats answer not sent: socket full");
                     }
                 }
                 Ok(FromPlugin::Command { id, name, args }) => {
