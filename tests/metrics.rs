@@ -217,6 +217,7 @@ fn differences(report: &str, m: &Parsed, plugins: &[&str]) -> Vec<String> {
         ("audisp_input_unparsed_records_total", "unparsed"),
         ("audisp_input_duplicate_records_total", "duplicates"),
         ("audisp_input_records_lost_total", "lost"),
+        ("audisp_input_records_waiting", "waiting"),
     ] {
         same(&format!("stdin {key}"), m.get(metric, &i), input.get(key));
     }

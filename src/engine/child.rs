@@ -22,12 +22,22 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 pub struct Running {
     child: Child,
     pidfd: OwnedFd,
+    /// A plugin's end of its standard-input socket, held by the dispatcher
+    /// too (see [`Running::take_stdin`]).
+    stdin: Option<OwnedFd>,
 }
 
 impl Running {
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The plugin's end of its standard-input socket, which the dispatcher
+    /// holds too: what the plugin has not read stays there, countable, even
+    /// after it exits. Dropping it leaves the socket to the plugin alone.
+    pub fn take_stdin(&mut self) -> Option<OwnedFd> {
+        self.stdin.take()
     }
 
     /// The descriptor to poll: readable once the child has exited.
@@ -120,6 +130,7 @@ pub fn spawn_plugin(
         StdinSocket::Seqpacket => SockType::SeqPacket,
     };
     let (ours, theirs) = socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC)?;
+    let held = theirs.try_clone()?;
     let mut cmd = Command::new(program);
     cmd.arg0(program)
         .args(args)
@@ -133,7 +144,12 @@ pub fn spawn_plugin(
         )
     })?;
     let pidfd = pidfd_open(child.id())?;
-    Ok((Running { child, pidfd }, ours))
+    let running = Running {
+        child,
+        pidfd,
+        stdin: Some(held),
+    };
+    Ok((running, ours))
 }
 
 /// Starts an action program with its arguments, an empty environment and
@@ -146,7 +162,11 @@ pub fn spawn_action(program: &std::path::Path, args: &[String]) -> io::Result<Ru
         io::Error::new(e.kind(), format!("cannot start {}: {e}", program.display()))
     })?;
     let pidfd = pidfd_open(child.id())?;
-    Ok(Running { child, pidfd })
+    Ok(Running {
+        child,
+        pidfd,
+        stdin: None,
+    })
 }
 
 fn reset_signals_on_exec(cmd: &mut Command) {

@@ -15,23 +15,31 @@
 //! If the journal cannot be written (disk full, I/O error), records wait in a
 //! bounded memory queue, in order, and are retried; inputs are not
 //! acknowledged meanwhile, so they keep their copies. Only standard input,
-//! which cannot be pushed back without stalling auditd, can lose records, and
-//! only once that queue is full; such loss is counted and logged.
+//! which cannot be pushed back without stalling auditd, can lose records:
+//! once that queue is full, and at stop what still waits in it. Every record
+//! read is stored, waiting (counted as `waiting`) or counted as `lost`, and
+//! every loss is logged ([`super::loss`]).
 //!
 //! A [`Checkpoint`] (grouper state and per-input high-water marks at a journal
 //! position) is written every few seconds; recovery loads it and replays the
-//! journal entries written after it, so the restored state is exact.
+//! journal entries written after it, so the restored state is exact. It
+//! always describes the journal, never records waiting in memory: while some
+//! wait, its grouper state is worked out from the previous checkpoint and
+//! the journal. Since the journal keeps every segment from the checkpoint
+//! on, a checkpoint must also be writable on a full disk, or nothing could
+//! be deleted to make room: a little space is kept for it (`ingest.reserve`)
+//! and given up when the disk is full.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::loss::{Loss, LossLog};
 use super::stats::{self, InputCounters, InputSnapshot};
 use crate::engine::events::{Grouper, GrouperState};
 use crate::journal::entry::flags;
@@ -65,6 +73,7 @@ struct KnownInput {
     committed: u64,
     connected: bool,
     counters: Arc<InputCounters>,
+    loss: LossLog,
 }
 
 /// What a checkpoint stores.
@@ -100,7 +109,14 @@ struct State {
     /// Entries that could not be written yet, in order.
     pending: VecDeque<NewEntry<'static>>,
     pending_bytes: usize,
-    checkpoint_seq: u64,
+    /// The checkpoint last written.
+    last: Checkpoint,
+    /// Records the grouper placed were lost: once nothing waits any more,
+    /// the grouper is rebuilt from the journal, so that events whose end
+    /// was lost are still open (and closed in time).
+    resync: bool,
+    /// Bytes set aside for the checkpoint (see the module docs).
+    reserve_len: u64,
     last_error: Option<String>,
 }
 
@@ -123,8 +139,10 @@ pub struct Ingest {
     journal: Journal,
     state: Mutex<State>,
     checkpoint_path: PathBuf,
+    reserve_path: PathBuf,
     pending_max: usize,
-    loss_reported: AtomicBool,
+    event_timeout: Duration,
+    max_open: usize,
 }
 
 /// Index of an input in the ingest stage.
@@ -178,6 +196,7 @@ impl Ingest {
                         committed: s.committed,
                         connected: false,
                         counters: Arc::default(),
+                        loss: LossLog::default(),
                     })
                     .collect(),
                 cp.seq.max(journal.start()),
@@ -192,34 +211,7 @@ impl Ingest {
             sources.push(placeholder());
         }
         // Replay what was written after the checkpoint.
-        let mut reader = journal.reader(from);
-        let mut replayed = 0u64;
-        loop {
-            let outcome = reader.read(4 << 20, &mut |e| {
-                let info = if e.is_control() {
-                    None
-                } else {
-                    record::parse(e.text)
-                };
-                grouper.replay(&e, info.as_ref(), now);
-                if let Some(s) = sources.get_mut(e.source as usize) {
-                    s.committed = s.committed.max(e.source_seq);
-                    s.placed = s.committed;
-                }
-                replayed += 1;
-                Step::Next
-            })?;
-            match outcome {
-                ReadOutcome::CaughtUp => break,
-                ReadOutcome::Entries(_) => {}
-                ReadOutcome::Lost { from, to, reason } => tracing::warn!(
-                    from,
-                    to,
-                    ?reason,
-                    "ingest recovery: journal entries unreadable; their inputs' high-water marks may be low, so a resend could be stored twice"
-                ),
-            }
-        }
+        let replayed = replay(&journal, from, &mut grouper, &mut sources, now)?;
         if replayed > 0 {
             tracing::info!(
                 replayed,
@@ -227,6 +219,9 @@ impl Ingest {
                 "ingest state recovered from the journal after the last checkpoint"
             );
         }
+        let reserve_path = state_dir.join("ingest.reserve");
+        let reserve_len = std::fs::metadata(&reserve_path).map_or(0, |m| m.len());
+        let first = checkpoint_of(&journal, grouper.state(), &sources);
         let ingest = Ingest {
             journal,
             state: Mutex::new(State {
@@ -234,14 +229,18 @@ impl Ingest {
                 sources,
                 pending: VecDeque::new(),
                 pending_bytes: 0,
-                checkpoint_seq: from,
+                last: first.clone(),
+                resync: false,
+                reserve_len,
                 last_error: None,
             }),
             checkpoint_path,
+            reserve_path,
             pending_max,
-            loss_reported: AtomicBool::new(false),
+            event_timeout,
+            max_open,
         };
-        ingest.checkpoint()?;
+        ingest.store_checkpoint(&mut ingest.lock(), first)?;
         Ok(ingest)
     }
 
@@ -295,6 +294,7 @@ impl Ingest {
                     committed: 0,
                     connected: true,
                     counters: Arc::default(),
+                    loss: LossLog::default(),
                 });
                 st.sources.len() - 1
             }
@@ -400,29 +400,19 @@ impl Ingest {
             .iter()
             .filter(|e| e.flags & flags::CONTROL == 0)
             .count() as u64;
+        // Counted as read before they are stored, waiting or lost, so that
+        // the counters never show more stored than read.
+        stats::add(&counters.records, accepted);
+        stats::add(&counters.bytes, bytes);
         if blocked {
-            queue(
-                &mut st,
-                self.pending_max,
-                entries,
-                &counters,
-                &self.loss_reported,
-            );
+            self.queue(&mut st, id, entries, now);
         } else if let Err(e) = self.journal.append(&entries) {
             self.report_error(&mut st, &e);
-            queue(
-                &mut st,
-                self.pending_max,
-                entries,
-                &counters,
-                &self.loss_reported,
-            );
+            self.queue(&mut st, id, entries, now);
         } else {
             let src = &mut st.sources[id as usize];
             src.committed = src.committed.max(top);
         }
-        stats::add(&counters.records, accepted);
-        stats::add(&counters.bytes, bytes);
         let src = &st.sources[id as usize];
         Submitted {
             committed: src.committed,
@@ -443,6 +433,37 @@ impl Ingest {
         }
     }
 
+    /// Keeps `entries` of input `id` in memory for a later append, as far
+    /// as the queue's size allows (control entries always), and counts and
+    /// logs what does not fit as lost.
+    fn queue(&self, st: &mut State, id: SourceId, entries: Vec<NewEntry<'_>>, now: Instant) {
+        let mut lost = 0u64;
+        let mut kept = 0u64;
+        for e in entries {
+            let control = e.flags & flags::CONTROL != 0;
+            if !control && st.pending_bytes + e.text.len() > self.pending_max {
+                lost += 1;
+                continue;
+            }
+            kept += u64::from(!control);
+            st.pending_bytes += e.text.len();
+            st.pending.push_back(e.into_owned());
+        }
+        if let Some(src) = st.sources.get_mut(id as usize) {
+            stats::add(&src.counters.waiting, kept);
+        }
+        if lost > 0 {
+            st.resync = true;
+            count_lost(
+                st,
+                id,
+                lost,
+                "the journal cannot be written and the memory queue for records waiting on it is full",
+                now,
+            );
+        }
+    }
+
     fn flush_pending(&self, st: &mut State) {
         while !st.pending.is_empty() {
             let n = st.pending.len().min(4096);
@@ -460,17 +481,47 @@ impl Ingest {
                 *pending_bytes -= p.text.len();
                 if let Some(s) = sources.get_mut(p.source as usize) {
                     s.committed = s.committed.max(p.source_seq);
+                    if p.flags & flags::CONTROL == 0 {
+                        stats::sub(&s.counters.waiting, 1);
+                    }
                 }
             }
         }
+        if st.resync {
+            self.resync(st);
+        }
         if st.last_error.take().is_some() {
             tracing::info!("journal writable again; records kept in memory were stored");
-            self.loss_reported.store(false, Ordering::Relaxed);
         }
     }
 
+    /// Rebuilds the grouper from the journal (nothing waits in memory): it
+    /// placed records that were lost, and the journal does not have them.
+    fn resync(&self, st: &mut State) {
+        match self.grouper_of_journal(&st.last) {
+            Ok(g) => {
+                st.grouper = g;
+                st.resync = false;
+            }
+            Err(e) => tracing::error!(
+                message_id = crate::log_ids::JOURNAL_ERROR,
+                "cannot read the journal back to regroup events after record loss: {e}"
+            ),
+        }
+    }
+
+    /// The grouper as the journal alone leaves it: the one of checkpoint
+    /// `last`, and the journal entries after it.
+    fn grouper_of_journal(&self, last: &Checkpoint) -> io::Result<Grouper> {
+        let now = Instant::now();
+        let mut g = Grouper::restore(self.event_timeout, self.max_open, &last.grouper, now);
+        replay(&self.journal, last.seq, &mut g, &mut [], now)?;
+        Ok(g)
+    }
+
     /// Periodic work: ends events idle for the timeout, retries pending
-    /// records, writes a checkpoint if anything changed.
+    /// records, writes a checkpoint if anything changed, logs loss still
+    /// owed.
     pub fn tick(&self, now: Instant) -> io::Result<()> {
         let mut st = self.lock();
         if !st.pending.is_empty() {
@@ -481,10 +532,9 @@ impl Ingest {
         if !closes.is_empty() {
             self.write_markers(&mut st, &closes);
         }
-        let changed = self.journal.end() != st.checkpoint_seq;
-        drop(st);
-        if changed {
-            self.checkpoint()?;
+        report_owed_loss(&mut st, now, false);
+        if self.journal.end() != st.last.seq {
+            self.checkpoint_locked(&mut st)?;
         }
         Ok(())
     }
@@ -494,12 +544,12 @@ impl Ingest {
             .iter()
             .map(|&c| NewEntry::close_marker(c, 0))
             .collect();
-        let counters = Arc::default();
+        let now = Instant::now();
         if !st.pending.is_empty() {
-            queue(st, usize::MAX, entries, &counters, &self.loss_reported);
+            self.queue(st, 0, entries, now);
         } else if let Err(e) = self.journal.append(&entries) {
             self.report_error(st, &e);
-            queue(st, usize::MAX, entries, &counters, &self.loss_reported);
+            self.queue(st, 0, entries, now);
         }
     }
 
@@ -514,38 +564,114 @@ impl Ingest {
         }
     }
 
-    /// Writes the checkpoint now (it is skipped while records are pending,
-    /// since the grouper then knows more than the journal holds).
-    pub fn checkpoint(&self) -> io::Result<()> {
+    /// The last step of a stop, once the inputs have stopped and plugins
+    /// have had their chance to free space: stores what still waits in
+    /// memory if the journal takes it now. Standard input's records it does
+    /// not take are lost, counted and logged; an input plugin's are handed
+    /// back (it sends them again after a restart, as they were never
+    /// acknowledged). Then every loss still owed is logged, and the
+    /// checkpoint written.
+    pub fn finish(&self) -> io::Result<()> {
         let mut st = self.lock();
+        let now = Instant::now();
         if !st.pending.is_empty() {
-            return Ok(());
+            self.flush_pending(&mut st);
         }
-        let seq = self.journal.end();
-        let cp = Checkpoint {
-            journal: self.journal.id(),
-            seq,
-            grouper: st.grouper.state(),
-            sources: st
-                .sources
-                .iter()
-                .map(|s| InputCheckpoint {
-                    name: s.name.clone(),
-                    epoch: s.epoch,
-                    committed: s.committed,
-                })
-                .collect(),
+        if !st.pending.is_empty() {
+            let waiting = std::mem::take(&mut st.pending);
+            st.pending_bytes = 0;
+            let mut lost = vec![0u64; st.sources.len()];
+            let mut handed_back = vec![0u64; st.sources.len()];
+            for e in waiting.iter().filter(|e| e.flags & flags::CONTROL == 0) {
+                let i = e.source as usize;
+                if let Some(n) = if e.source_seq == 0 {
+                    lost.get_mut(i)
+                } else {
+                    handed_back.get_mut(i)
+                } {
+                    *n += 1;
+                }
+            }
+            for (i, (&lost, &back)) in lost.iter().zip(&handed_back).enumerate() {
+                let src = &st.sources[i];
+                stats::sub(&src.counters.waiting, lost + back);
+                if back > 0 {
+                    stats::sub(&src.counters.records, back);
+                    tracing::warn!(
+                        input = %src.name,
+                        records = back,
+                        "input {}: {back} records not stored at stop (the journal cannot be written); never acknowledged, they are sent again after a restart",
+                        src.name
+                    );
+                }
+                count_lost(
+                    &mut st,
+                    i as SourceId,
+                    lost,
+                    "they were still waiting in memory for the journal at stop",
+                    now,
+                );
+            }
+            st.resync = true;
+        }
+        if st.resync {
+            self.resync(&mut st);
+        }
+        report_owed_loss(&mut st, now, true);
+        self.checkpoint_locked(&mut st)
+    }
+
+    /// Writes the checkpoint now.
+    pub fn checkpoint(&self) -> io::Result<()> {
+        self.checkpoint_locked(&mut self.lock())
+    }
+
+    fn checkpoint_locked(&self, st: &mut State) -> io::Result<()> {
+        // While records wait in memory the grouper has placed more than the
+        // journal holds; the checkpoint describes the journal.
+        let grouper = if st.pending.is_empty() {
+            st.grouper.state()
+        } else {
+            self.grouper_of_journal(&st.last)?.state()
         };
+        let cp = checkpoint_of(&self.journal, grouper, &st.sources);
+        self.store_checkpoint(st, cp)
+    }
+
+    /// Writes `cp`, with the reserved space if the disk is full, and sets
+    /// space aside again for next time.
+    fn store_checkpoint(&self, st: &mut State, cp: Checkpoint) -> io::Result<()> {
         let json = serde_json::to_vec(&cp).map_err(io::Error::other)?;
-        write_atomically(&self.checkpoint_path, &json)?;
-        st.checkpoint_seq = seq;
+        match write_atomically(&self.checkpoint_path, &json) {
+            Err(e) if e.kind() == io::ErrorKind::StorageFull && st.reserve_len > 0 => {
+                // What the reserve is for: without a new checkpoint, no
+                // segment written since the last one could be deleted.
+                std::fs::remove_file(&self.reserve_path)
+                    .map_err(|e| crate::journal::with_path(e, &self.reserve_path))?;
+                st.reserve_len = 0;
+                tracing::warn!(
+                    "the disk holding {} is full; the space kept for the ingest checkpoint was used",
+                    self.checkpoint_path.display()
+                );
+                write_atomically(&self.checkpoint_path, &json)?;
+            }
+            other => other?,
+        }
+        st.last = cp;
+        let want = reserve_for(json.len());
+        if st.reserve_len < want {
+            match reserve(&self.reserve_path, want) {
+                Ok(()) => st.reserve_len = want,
+                Err(e) => tracing::debug!("cannot set space aside for the checkpoint yet: {e}"),
+            }
+        }
         Ok(())
     }
 
     /// Journal entries before this position are no longer needed for
     /// recovery.
     pub fn retention_floor(&self) -> u64 {
-        self.lock().checkpoint_seq
+        self.lock().last.seq
     }
 
     /// Events still being grouped.
@@ -564,6 +690,127 @@ impl Ingest {
     }
 }
 
+/// Replays journal entries from `from` on into `grouper` and the inputs'
+/// high-water marks; returns how many there were.
+fn replay(
+    journal: &Journal,
+    from: u64,
+    grouper: &mut Grouper,
+    sources: &mut [KnownInput],
+    now: Instant,
+) -> io::Result<u64> {
+    let mut reader = journal.reader(from);
+    let mut replayed = 0u64;
+    loop {
+        let outcome = reader.read(4 << 20, &mut |e| {
+            let info = if e.is_control() {
+                None
+            } else {
+                record::parse(e.text)
+            };
+            grouper.replay(&e, info.as_ref(), now);
+            if let Some(s) = sources.get_mut(e.source as usize) {
+                s.committed = s.committed.max(e.source_seq);
+                s.placed = s.committed;
+            }
+            replayed += 1;
+            Step::Next
+        })?;
+        match outcome {
+            ReadOutcome::CaughtUp => return Ok(replayed),
+            ReadOutcome::Entries(_) => {}
+            ReadOutcome::Lost { from, to, reason } => tracing::warn!(
+                from,
+                to,
+                ?reason,
+                "ingest state: journal entries unreadable; their inputs' high-water marks may be low, so a resend could be stored twice"
+            ),
+        }
+    }
+}
+
+/// The checkpoint of the journal as it ends now, with `grouper` the
+/// grouper's state there.
+fn checkpoint_of(journal: &Journal, grouper: GrouperState, sources: &[KnownInput]) -> Checkpoint {
+    Checkpoint {
+        journal: journal.id(),
+        seq: journal.end(),
+        grouper,
+        // `committed` only counts what is in the journal.
+        sources: sources
+            .iter()
+            .map(|s| InputCheckpoint {
+                name: s.name.clone(),
+                epoch: s.epoch,
+                committed: s.committed,
+            })
+            .collect(),
+    }
+}
+
+/// Bytes to keep for a checkpoint of `len` bytes: room for it twice over,
+/// in 64 KiB steps.
+fn reserve_for(len: usize) -> u64 {
+    const STEP: u64 = 64 << 10;
+    (len as u64 * 2).div_ceil(STEP).max(1) * STEP
+}
+
+/// Sets `len` bytes of disk aside in the file `path`.
+fn reserve(path: &Path, len: u64) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| crate::journal::with_path(e, path))?;
+    if let Err(e) = nix::fcntl::posix_fallocate(&f, 0, len as libc::off_t) {
+        // Half a reserve would only be mistaken for a whole one.
+        drop(f);
+        let _ = std::fs::remove_file(path);
+        return Err(crate::journal::with_path(e.into(), path));
+    }
+    f.sync_all().map_err(|e| crate::journal::with_path(e, path))
+}
+
+/// Counts `n` records of input `id` as lost and logs them (see
+/// [`super::loss`]).
+fn count_lost(st: &mut State, id: SourceId, n: u64, why: &'static str, now: Instant) {
+    let Some(src) = st.sources.get_mut(id as usize) else {
+        return;
+    };
+    stats::add(&src.counters.lost, n);
+    let total = stats::get(&src.counters.lost);
+    if let Some(loss) = src.loss.lost(n, why, total, now) {
+        log_loss(&src.name, loss);
+    }
+}
+
+/// Logs the loss lines due (all of them with `now_anyway`).
+fn report_owed_loss(st: &mut State, now: Instant, now_anyway: bool) {
+    for src in &mut st.sources {
+        let total = stats::get(&src.counters.lost);
+        if let Some(loss) = src.loss.flush(total, now, now_anyway) {
+            log_loss(&src.name, loss);
+        }
+    }
+}
+
+fn log_loss(input: &str, loss: Loss) {
+    tracing::error!(
+        message_id = crate::log_ids::RECORD_LOSS,
+        input,
+        lost = loss.since_last,
+        total = loss.total,
+        "input {input}: {} records LOST, {} in all: {}",
+        loss.since_last,
+        loss.total,
+        loss.why
+    );
+}
+
 fn placeholder() -> KnownInput {
     KnownInput {
         name: String::new(),
@@ -572,6 +819,7 @@ fn placeholder() -> KnownInput {
         committed: 0,
         connected: false,
         counters: Arc::default(),
+        loss: LossLog::default(),
     }
 }
 
@@ -586,36 +834,6 @@ fn sanitize(text: &[u8]) -> Cow<'_, [u8]> {
                 .map(|&b| if b == b'\n' { b' ' } else { b })
                 .collect(),
         )
-    }
-}
-
-/// Keeps `entries` in memory for a later append, as far as `max` bytes of
-/// text allow (control entries always), counting what does not fit as lost.
-fn queue(
-    st: &mut State,
-    max: usize,
-    entries: Vec<NewEntry<'_>>,
-    counters: &InputCounters,
-    loss_reported: &AtomicBool,
-) {
-    let mut lost = 0u64;
-    for e in entries {
-        if st.pending_bytes + e.text.len() > max && e.flags & flags::CONTROL == 0 {
-            lost += 1;
-            continue;
-        }
-        st.pending_bytes += e.text.len();
-        st.pending.push_back(e.into_owned());
-    }
-    if lost > 0 {
-        stats::add(&counters.lost, lost);
-        if !loss_reported.swap(true, Ordering::Relaxed) {
-            tracing::error!(
-                message_id = crate::log_ids::RECORD_LOSS,
-                lost,
-                "records LOST: the journal cannot be written and the memory queue for them is full"
-            );
-        }
     }
 }
 
@@ -649,9 +867,12 @@ pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| crate::journal::with_path(e, &tmp))?;
-    f.write_all(data)
-        .and_then(|_| f.sync_data())
-        .map_err(|e| crate::journal::with_path(e, &tmp))?;
+    if let Err(e) = f.write_all(data).and_then(|_| f.sync_data()) {
+        // What was written of it must not hold on to the space.
+        drop(f);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(crate::journal::with_path(e, &tmp));
+    }
     std::fs::rename(&tmp, path).map_err(|e| crate::journal::with_path(e, path))?;
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)

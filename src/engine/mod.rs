@@ -16,6 +16,7 @@ pub mod events;
 pub mod ingest;
 pub mod inputs;
 pub mod liveness;
+pub mod loss;
 pub mod plugin;
 pub mod settings;
 pub mod stats;
@@ -392,7 +393,7 @@ impl Engine {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => tracing::warn!(
                         plugin = s.plugin.name(),
-                        "plugin {}: cannot remove its cursor {}: {e}",
+                        "cannot remove the cursor of plugin {}, {}: {e}",
                         s.plugin.name(),
                         path.display()
                     ),
@@ -528,8 +529,8 @@ impl Engine {
             if !plugin.wait_reconfigured(deadline) {
                 tracing::warn!(
                     plugin = plugin.name(),
-                    "plugin {}: its sender did not take the new configuration in time; it applies it when it next runs",
-                        plugin.name()
+                    "the sender of plugin {} did not take its new configuration in time; it applies it when it next runs",
+                    plugin.name()
                 );
             }
         }
@@ -547,7 +548,10 @@ impl Engine {
 
     /// Stops: inputs first, then every plugin gets until `shutdown_timeout`
     /// to take what it has not acknowledged; what is left stays in the
-    /// journal for next time. Returns the plugins that did not catch up.
+    /// journal for next time. Records still waiting in memory for the
+    /// journal are stored if it takes them now, and counted lost if not
+    /// (see [`Ingest::finish`]; [`Engine::snapshot`] has the totals).
+    /// Returns the plugins that did not catch up.
     pub fn shutdown(&self) -> Vec<String> {
         self.inputs_stopping.store(true, Ordering::SeqCst);
         self.input_wake.wake();
@@ -577,10 +581,12 @@ impl Engine {
             s.plugin.stop(Stop::Now);
             let _ = s.thread.join();
         }
-        if let Err(e) = self.ingest.checkpoint() {
+        // Room the plugins made is room for records still waiting in memory.
+        let held: Vec<&SenderHandle> = stopped.iter().map(|p| &**p).collect();
+        self.collect_garbage_keeping(&held);
+        if let Err(e) = self.ingest.finish() {
             tracing::error!("final ingest checkpoint failed: {e}");
         }
-        let held: Vec<&SenderHandle> = stopped.iter().map(|p| &**p).collect();
         self.collect_garbage_keeping(&held);
         let sync = lock(&self.core).journal.sync;
         if sync == SyncPolicy::Never {

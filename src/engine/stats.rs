@@ -13,7 +13,8 @@ use serde::Serialize;
 /// Counters of one input (stdin or a connected input plugin).
 #[derive(Debug, Default)]
 pub struct InputCounters {
-    /// Records accepted into the journal.
+    /// Records read from the input: stored in the journal, waiting in
+    /// memory for it (`waiting`), or lost (`lost`).
     pub records: AtomicU64,
     /// Bytes of record text accepted.
     pub bytes: AtomicU64,
@@ -27,6 +28,9 @@ pub struct InputCounters {
     /// (only standard input can lose records, and only while the journal
     /// cannot be written).
     pub lost: AtomicU64,
+    /// Records read that wait in memory because the journal cannot be
+    /// written now.
+    pub waiting: AtomicU64,
 }
 
 /// Counters of one plugin.
@@ -110,6 +114,11 @@ pub fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
+/// Decrements a counter.
+pub fn sub(c: &AtomicU64, n: u64) {
+    c.fetch_sub(n, Ordering::Relaxed);
+}
+
 /// Reads a counter.
 pub fn get(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
@@ -134,6 +143,8 @@ pub struct InputSnapshot {
     pub duplicates: u64,
     /// See [`InputCounters`].
     pub lost: u64,
+    /// See [`InputCounters`].
+    pub waiting: u64,
 }
 
 impl InputSnapshot {
@@ -148,6 +159,7 @@ impl InputSnapshot {
             unparsed: get(&c.unparsed),
             duplicates: get(&c.duplicates),
             lost: get(&c.lost),
+            waiting: get(&c.waiting),
         }
     }
 }
@@ -221,6 +233,11 @@ impl Snapshot {
         self.inputs.iter().map(|i| i.records).sum()
     }
 
+    /// Records lost by every input.
+    pub fn records_lost(&self) -> u64 {
+        self.inputs.iter().map(|i| i.lost).sum()
+    }
+
     /// The state file written on SIGUSR1, one `key = value` per line like
     /// auditd's, so that admins can read it and scripts can grep it.
     pub fn render_state(&self) -> String {
@@ -237,7 +254,7 @@ impl Snapshot {
         for i in &self.inputs {
             let _ = writeln!(
                 s,
-                "input {} = {} records={} bytes={} malformed={} unparsed={} duplicates={} lost={}",
+                "input {} = {} records={} bytes={} malformed={} unparsed={} duplicates={} lost={} waiting={}",
                 i.name,
                 if i.connected { "connected" } else { "closed" },
                 i.records,
@@ -245,7 +262,8 @@ impl Snapshot {
                 i.malformed,
                 i.unparsed,
                 i.duplicates,
-                i.lost
+                i.lost,
+                i.waiting
             );
         }
         for p in &self.plugins {

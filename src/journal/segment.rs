@@ -57,6 +57,8 @@ fn header(id: JournalId, first_seq: u64) -> [u8; HEADER_LEN] {
 }
 
 /// Creates the segment that starts at `first_seq`, header written and synced.
+/// A segment that cannot be completed (a full disk) is removed again, so
+/// that the next attempt can create it.
 pub(super) fn create(dir: &Path, id: JournalId, first_seq: u64) -> io::Result<(SegmentInfo, File)> {
     use std::io::Write;
     let path = dir.join(name(first_seq));
@@ -67,9 +69,13 @@ pub(super) fn create(dir: &Path, id: JournalId, first_seq: u64) -> io::Result<(S
         .custom_flags(libc::O_CLOEXEC)
         .open(&path)
         .map_err(|e| with_path(e, &path))?;
-    file.write_all(&header(id, first_seq))
-        .map_err(|e| with_path(e, &path))?;
-    file.sync_all().map_err(|e| with_path(e, &path))?;
+    let written = file
+        .write_all(&header(id, first_seq))
+        .and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&path);
+        return Err(with_path(e, &path));
+    }
     // Make the new name itself durable.
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -150,6 +156,22 @@ pub(super) fn scan_dir(dir: &Path) -> io::Result<Option<Found>> {
         }
     }
     firsts.sort_unstable();
+    // A crash (or a full disk) while the newest segment was being created
+    // can leave it without a whole header; it holds nothing.
+    if let Some(&last) = firsts.last() {
+        let path = dir.join(name(last));
+        let len = std::fs::metadata(&path)
+            .map_err(|e| with_path(e, &path))?
+            .len();
+        if len < HEADER_LEN as u64 {
+            tracing::warn!(
+                segment = %path.display(),
+                "journal: removing a segment whose creation was cut short (it holds no entries)"
+            );
+            std::fs::remove_file(&path).map_err(|e| with_path(e, &path))?;
+            firsts.pop();
+        }
+    }
     let Some(&last_first) = firsts.last() else {
         return Ok(None);
     };

@@ -137,6 +137,26 @@ fn torn_tail_is_cut_on_recovery() {
 }
 
 #[test]
+fn a_segment_left_without_its_header_is_removed_on_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 1 << 20)).unwrap();
+        append_n(&j, 1, 20, 5);
+        j.id()
+    };
+    // A crash (or a full disk) right after the next segment was created.
+    let stub = dir.path().join("00000000000000000021.journal");
+    std::fs::write(&stub, b"AUDISPJ1").unwrap();
+    let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 1 << 20)).unwrap();
+    assert!(!stub.exists());
+    assert_eq!((j.id(), j.end()), (id, 21));
+    append_n(&j, 21, 5, 5);
+    let (got, lost) = read_all(&mut j.reader(1), 1 << 20);
+    assert!(lost.is_empty());
+    expect_seqs(&got, 1..26);
+}
+
+#[test]
 fn retain_from_deletes_only_passed_segments() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), limits(2048, 1 << 30, 1 << 20)).unwrap();

@@ -201,6 +201,11 @@ fn families(snap: &Snapshot, process: Option<&ProcessStats>, version: &str) -> V
         Counter,
         "Records read from the input that could not be stored (the journal could not be written).",
     );
+    let mut waiting = Family::new(
+        "audisp_input_records_waiting",
+        Gauge,
+        "Records read from the input that wait in memory for the journal to be writable.",
+    );
     for i in &snap.inputs {
         let l = || vec![("input", i.name.clone())];
         connected.add(l(), u64::from(i.connected));
@@ -210,9 +215,10 @@ fn families(snap: &Snapshot, process: Option<&ProcessStats>, version: &str) -> V
         unparsed.add(l(), i.unparsed);
         duplicates.add(l(), i.duplicates);
         lost.add(l(), i.lost);
+        waiting.add(l(), i.waiting);
     }
     out.extend([
-        connected, records, bytes, malformed, unparsed, duplicates, lost,
+        connected, records, bytes, malformed, unparsed, duplicates, lost, waiting,
     ]);
 
     let mut state = Family::new(
@@ -445,6 +451,7 @@ mod tests {
                 unparsed: 0,
                 duplicates: 2,
                 lost: 0,
+                waiting: 0,
             }],
             plugins: vec![PluginSnapshot {
                 name: "we\"ird\\name\n".into(),

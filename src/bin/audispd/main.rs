@@ -304,11 +304,32 @@ fn run(
     }
     let _ = notifier.stopping();
     let behind = engine.shutdown();
-    if behind.is_empty() {
-        tracing::info!("stopped; every plugin had every record");
+    let snap = engine.snapshot();
+    let (read, lost) = (snap.records_in(), snap.records_lost());
+    let plugins = if behind.is_empty() {
+        "every plugin had every record stored".to_string()
+    } else {
+        format!("plugins {behind:?} had not caught up: their records wait in the journal for the next start")
+    };
+    if lost > 0 {
+        tracing::warn!(
+            message_id = audisp::log_ids::RECORD_LOSS,
+            read,
+            lost,
+            "stopped; {plugins}; {read} records read, {} stored, {lost} LOST (see the earlier lines about them)",
+            read - lost
+        );
+    } else if behind.is_empty() {
+        tracing::info!(
+            read,
+            lost,
+            "stopped; {plugins}; {read} records read, none lost"
+        );
     } else {
         tracing::warn!(
-            "stopped; plugins {behind:?} had not caught up: their records wait in the journal for the next start"
+            read,
+            lost,
+            "stopped; {plugins}; {read} records read, none lost"
         );
     }
     Ok(())

@@ -14,11 +14,12 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket;
 
 use super::native::{self, Greeting, Native};
-use super::stock::{Encoding, Stock};
+use super::stock::{self, Encoding, Stock};
 use super::{lock, Delivery, Host, SenderHandle, Services, State, Stop};
 use crate::engine::actions::Effect;
 use crate::engine::child::{self, Running, StdinSocket};
 use crate::engine::cursor::{CursorFile, Position};
+use crate::engine::loss::{Loss, LossLog};
 use crate::engine::settings::{DeliveryMode, Overflow, PluginFormat, PluginSettings, Transport};
 use crate::engine::stats::{self, DropReason};
 use crate::engine::subscription::Subscription;
@@ -31,6 +32,12 @@ use crate::uds;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// A plugin that stayed connected this long gets its back-off reset.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// Why a suspended plugin's records are skipped (logged as a suspension,
+/// not record by record).
+const SUSPENDED: &str = "suspended";
+/// Why records deleted by the journal's size limit are lost.
+const EVICTED: &str =
+    "the journal reached its max_size and deleted them before the plugin had them";
 
 /// Why a session ended.
 enum End {
@@ -53,6 +60,7 @@ pub(super) struct Sender {
     config: PluginSettings,
     outage_reported: bool,
     loss_reported: bool,
+    loss: LossLog,
 }
 
 impl Sender {
@@ -68,6 +76,7 @@ impl Sender {
             config,
             outage_reported: false,
             loss_reported: false,
+            loss: LossLog::default(),
         }
     }
 
@@ -76,6 +85,7 @@ impl Sender {
         let mut backoff = self.config.restart.initial;
         loop {
             self.handle.heartbeat.beat();
+            self.evicted();
             match self.control() {
                 Some(End::Stop) => break,
                 Some(End::Suspend) => {
@@ -117,7 +127,11 @@ impl Sender {
                         );
                         self.outage_reported = true;
                     } else {
-                        tracing::debug!(plugin = %self.handle.name, "plugin {} still unavailable: {why}", self.handle.name);
+                        tracing::debug!(
+                            plugin = %self.handle.name,
+                            "plugin {} still unavailable: {why}",
+                            self.handle.name
+                        );
                     }
                     self.wait(backoff);
                     backoff = (backoff * 2).min(self.config.restart.max);
@@ -125,6 +139,7 @@ impl Sender {
             }
         }
         self.handle.set_state(State::Stopped);
+        self.report_owed_loss(true);
         let _ = self.cursor.sync();
     }
 
@@ -166,11 +181,14 @@ impl Sender {
         }
     }
 
-    /// Sleeps for `d`, waking early for control requests.
-    fn wait(&self, d: Duration) {
+    /// Sleeps for `d`, waking early for control requests (and at least
+    /// once a second to count what the journal's size limit deletes).
+    fn wait(&mut self, d: Duration) {
         let deadline = Instant::now() + d;
         loop {
             self.handle.heartbeat.beat();
+            self.evicted();
+            self.report_owed_loss(false);
             {
                 // Any stop request ends the back-off: one more attempt is
                 // made, and a plugin still unreachable then is left behind.
@@ -202,9 +220,10 @@ impl Sender {
             self.skip_to(
                 self.services.journal.end(),
                 DropReason::Suspended,
-                "suspended",
+                SUSPENDED,
             );
             self.handle.heartbeat.beat();
+            self.report_owed_loss(false);
             let c = lock(&self.handle.control);
             if c.stop.is_some() {
                 return;
@@ -226,8 +245,9 @@ impl Sender {
     }
 
     /// Moves the cursor forward to `to`, counting what the plugin will never
-    /// get under `reason` (`why` says it in the log).
-    fn skip_to(&mut self, to: u64, reason: DropReason, why: &str) {
+    /// get under `reason`, and logging it unless the plugin is suspended
+    /// (which is logged as such).
+    fn skip_to(&mut self, to: u64, reason: DropReason, why: &'static str) {
         let mut pos = lock(&self.handle.position);
         if to <= pos.replay_from {
             return;
@@ -239,15 +259,10 @@ impl Sender {
         };
         let p = *pos;
         drop(pos);
-        self.handle.counters.drop_records(reason, skipped);
-        if reason != DropReason::Suspended {
-            tracing::warn!(
-                message_id = crate::log_ids::RECORD_LOSS,
-                plugin = %self.handle.name,
-                skipped,
-                "plugin {}: {skipped} journal records skipped ({why})",
-                self.handle.name
-            );
+        if reason == DropReason::Suspended {
+            self.handle.counters.drop_records(reason, skipped);
+        } else {
+            self.count_dropped(skipped, reason, why);
         }
         self.store(p);
         if self.reader.next_seq() < to {
@@ -255,9 +270,57 @@ impl Sender {
         }
     }
 
+    /// Skips what the journal's size limit deleted before the plugin had
+    /// it, as soon as it happens (whether or not the plugin is connected
+    /// and reading). Returns where the journal now starts if it did.
+    fn evicted(&mut self) -> Option<u64> {
+        let start = self.services.journal.start();
+        if self.handle.position().replay_from >= start {
+            return None;
+        }
+        self.skip_to(start, DropReason::JournalLimit, EVICTED);
+        Some(start)
+    }
+
+    /// Counts `n` records the plugin will never get and logs them (see
+    /// [`crate::engine::loss`]).
+    fn count_dropped(&mut self, n: u64, reason: DropReason, why: &'static str) {
+        self.handle.counters.drop_records(reason, n);
+        let total = stats::get(&self.handle.counters.dropped);
+        if let Some(loss) = self.loss.lost(n, why, total, Instant::now()) {
+            self.log_loss(loss);
+        }
+    }
+
+    /// Logs the loss line due, if any (any owed with `now_anyway`).
+    fn report_owed_loss(&mut self, now_anyway: bool) {
+        let total = stats::get(&self.handle.counters.dropped);
+        if let Some(loss) = self.loss.flush(total, Instant::now(), now_anyway) {
+            self.log_loss(loss);
+        }
+    }
+
+    fn log_loss(&self, loss: Loss) {
+        tracing::warn!(
+            message_id = crate::log_ids::RECORD_LOSS,
+            plugin = %self.handle.name,
+            skipped = loss.since_last,
+            dropped = loss.total,
+            "plugin {}: {} journal records skipped, {} dropped in all: {}",
+            self.handle.name,
+            loss.since_last,
+            loss.total,
+            loss.why
+        );
+    }
+
     fn store(&self, p: Position) {
         if let Err(e) = self.cursor.store(p) {
-            tracing::error!(plugin = %self.handle.name, "plugin {}: cannot store its cursor: {e}", self.handle.name);
+            tracing::error!(
+                plugin = %self.handle.name,
+                "cannot store the cursor of plugin {}: {e}",
+                self.handle.name
+            );
         }
     }
 
@@ -302,7 +365,13 @@ impl Sender {
                 {
                     stats::add(&self.handle.counters.restarts, 1);
                 }
-                tracing::info!(plugin = %self.handle.name, pid = running.pid(), "plugin {}: started its program", self.handle.name);
+                tracing::info!(
+                    plugin = %self.handle.name,
+                    pid = running.pid(),
+                    "started the program of plugin {} (pid {})",
+                    self.handle.name,
+                    running.pid()
+                );
                 (sock, Some(running))
             }
         };
@@ -323,20 +392,39 @@ impl Sender {
             PluginFormat::String => Some(Encoding::String),
             PluginFormat::Binary => Some(Encoding::Binary),
         };
+        // Only a stock plugin's end is worth holding (see `stock`).
+        let peer = child.as_mut().and_then(Running::take_stdin);
         let end = match encoding {
             Some(encoding) => {
                 let cfg = &self.config;
                 let records = Subscription::new(&cfg.include, &cfg.exclude, &[], &[]).records;
-                let stock = Stock::new(sock, encoding, records, self.handle.position().acked);
-                self.session(stock, &mut child)
-            }
-            None => match self.handshake(sock, child.as_ref()) {
-                Ok(native) => self.session(native, &mut child),
-                Err(e) => {
-                    self.stop_program(child);
-                    return End::Lost(e);
+                let acked = self.handle.position().acked;
+                let mut stock = Stock::new(sock, peer, encoding, records, acked);
+                let end = self.session(&mut stock, &mut child);
+                if !matches!(end, End::Lost(_)) && !stock.close(self) {
+                    tracing::warn!(
+                        plugin = %self.handle.name,
+                        "plugin {} did not read for {:?}: the last record it was given is cut short",
+                        self.handle.name,
+                        stock::CLOSE_LIMIT
+                    );
                 }
-            },
+                // A program reads on to the end of what it was given and
+                // exits; only then is what it read known for sure.
+                self.stop_program(child.take());
+                stock.salvage(self);
+                end
+            }
+            None => {
+                drop(peer);
+                match self.handshake(sock, child.as_ref()) {
+                    Ok(mut native) => self.session(&mut native, &mut child),
+                    Err(e) => {
+                        self.stop_program(child);
+                        return End::Lost(e);
+                    }
+                }
+            }
         };
         if started.elapsed() >= HEALTHY_AFTER {
             *backoff = self.config.restart.initial;
@@ -399,19 +487,22 @@ impl Sender {
         if let Some(c) = child {
             let hb = &self.handle.heartbeat;
             match c.stop_with(Duration::from_secs(2), &mut || hb.beat()) {
-                Ok(status) => {
-                    tracing::info!(plugin = %self.handle.name, "plugin {}: its program ended: {status}", self.handle.name)
-                }
-                Err(e) => {
-                    tracing::warn!(plugin = %self.handle.name, "plugin {}: stopping its program: {e}", self.handle.name)
-                }
+                Ok(status) => tracing::info!(
+                    plugin = %self.handle.name,
+                    "the program of plugin {} ended: {status}",
+                    self.handle.name
+                ),
+                Err(e) => tracing::warn!(
+                    plugin = %self.handle.name,
+                    "stopping the program of plugin {}: {e}",
+                    self.handle.name
+                ),
             }
         }
     }
 
-    /// Delivers through `d` until the connection ends; the connection's
-    /// socket is closed on return.
-    fn session<D: Delivery>(&mut self, mut d: D, child: &mut Option<Running>) -> End {
+    /// Delivers through `d` until the connection ends.
+    fn session<D: Delivery>(&mut self, d: &mut D, child: &mut Option<Running>) -> End {
         let pos = self.handle.position();
         self.reader.seek(pos.replay_from);
         self.handle.set_state(State::Connected);
@@ -424,10 +515,14 @@ impl Sender {
         );
         stats::add(&self.handle.counters.connects, 1);
         if self.outage_reported {
-            tracing::info!(plugin = %self.handle.name, "plugin {} is back; resending what it had not acknowledged", self.handle.name);
+            tracing::info!(
+                plugin = %self.handle.name,
+                "plugin {} is back; resending what it had not acknowledged",
+                self.handle.name
+            );
             self.outage_reported = false;
         }
-        self.deliver(&mut d, child)
+        self.deliver(d, child)
     }
 
     fn deliver<D: Delivery>(&mut self, d: &mut D, child: &mut Option<Running>) -> End {
@@ -508,8 +603,14 @@ impl Sender {
     }
 
     /// Applies the overflow policy if the plugin is further behind than
-    /// allowed.
+    /// allowed, after skipping what the journal's size limit deleted.
     fn overflow(&mut self, d: &mut dyn Delivery) -> Option<End> {
+        self.report_owed_loss(false);
+        if let Some(start) = self.evicted() {
+            if self.reader.next_seq() <= start {
+                d.forget_partial();
+            }
+        }
         let journal = &self.services.journal;
         let pos = self.handle.position();
         let end = journal.end();
@@ -549,7 +650,7 @@ impl Sender {
         }
     }
 
-    fn overflowed(&mut self, d: &mut dyn Delivery, to: u64, reason: DropReason, why: &str) {
+    fn overflowed(&mut self, d: &mut dyn Delivery, to: u64, reason: DropReason, why: &'static str) {
         if !self.loss_reported {
             tracing::warn!(
                 message_id = crate::log_ids::PLUGIN_OVERFLOW,
@@ -602,19 +703,24 @@ impl Host for Sender {
     }
 
     fn lost(&mut self, from: u64, to: u64, reason: &LostReason) {
-        let counted = match reason {
-            LostReason::Evicted => DropReason::JournalLimit,
-            LostReason::Damaged(_) => DropReason::Damaged,
-        };
-        self.handle.counters.drop_records(counted, to - from);
-        tracing::error!(
-            message_id = crate::log_ids::RECORD_LOSS,
-            plugin = %self.handle.name,
-            from,
-            to,
-            "plugin {}: journal entries {from}..{to} are gone before it read them ({reason:?})",
-            self.handle.name
-        );
+        match reason {
+            // As if seen before reading (`evicted`): the cursor moves on.
+            LostReason::Evicted => self.skip_to(to, DropReason::JournalLimit, EVICTED),
+            LostReason::Damaged(what) => {
+                self.handle
+                    .counters
+                    .drop_records(DropReason::Damaged, to - from);
+                let total = stats::get(&self.handle.counters.dropped);
+                tracing::error!(
+                    message_id = crate::log_ids::RECORD_LOSS,
+                    plugin = %self.handle.name,
+                    skipped = to - from,
+                    dropped = total,
+                    "plugin {}: journal entries {from}..{to} are unreadable ({what}), {total} dropped in all",
+                    self.handle.name
+                );
+            }
+        }
     }
 
     fn stats(&mut self) -> Vec<u8> {

@@ -6,17 +6,30 @@
 //! length) and the text. Records are encoded into an output buffer of about
 //! [`STOCK_BUFFER`] bytes and written as the socket takes them; a short
 //! write leaves the rest of the buffer for the next, so the plugin always
-//! reads whole records in order.
+//! reads whole records in order. A connection audispd ends itself (reload,
+//! suspension, stop) first completes the record it was writing.
 //!
-//! A stock plugin never acknowledges. A batch counts as handled once the
-//! plugin has read past its last byte: bytes written minus bytes still in
-//! the socket's send queue (`SIOCOUTQ`). The kernel frees what a plugin
-//! left unread when it closes its end, which makes the queue look drained,
-//! so a measure is trusted only while the plugin is still connected: a
-//! plugin that dies loses nothing that was still in the socket.
+//! A stock plugin never acknowledges. A record counts as handled once the
+//! plugin has read past its last byte, so that after a connection ends the
+//! plugin gets again only the records it had not read (whole):
+//!
+//! * for a program audispd started (`exec`), audispd keeps a hold on the
+//!   program's end of the socket pair, so the bytes it has not read stay
+//!   there and are counted exactly (`FIONREAD`), also after it exits or
+//!   dies; and a connection audispd ends is measured once the program has
+//!   read on to the end and exited;
+//! * for a plugin on a socket, the measure is bytes written minus what is
+//!   still in our send queue (`SIOCOUTQ`, which counts kernel overhead too,
+//!   so it errs towards sending a few records again). The kernel frees what
+//!   a plugin left unread when it closes its end, which makes the queue look
+//!   drained, so a measure is trusted only while the plugin is still
+//!   connected: a plugin that dies gets again what it had not been seen to
+//!   read (at most [`WATCH_READING`] of reading), rather than losing what
+//!   was still in the socket. A connection audispd ends waits (up to
+//!   [`CLOSE_LIMIT`]) for the plugin to read what it was given.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
 
@@ -31,6 +44,10 @@ use crate::uds;
 const STOCK_BUFFER: usize = 256 * 1024;
 /// How often a plugin with unread bytes in its socket is looked at.
 const WATCH_READING: Duration = Duration::from_millis(100);
+/// Longest a connection audispd ends waits for the plugin to read.
+pub(super) const CLOSE_LIMIT: Duration = Duration::from_secs(1);
+/// Length of auditd's binary record header.
+const BINARY_HEADER: usize = 16;
 
 /// Which of auditd's formats the plugin reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +61,9 @@ pub(super) enum Encoding {
 /// One stock connection.
 pub(super) struct Stock {
     sock: OwnedFd,
+    /// The plugin's end of the socket, when audispd started the plugin: its
+    /// unread bytes can be counted there, even once it is gone.
+    peer: Option<OwnedFd>,
     encoding: Encoding,
     /// The records the plugin gets.
     records: Filter,
@@ -52,8 +72,10 @@ pub(super) struct Stock {
     /// events mode left the cursor (its configuration changed to a stock
     /// format).
     skip_upto: u64,
+    /// One batch per record, settled by the byte offset of its end.
     inflight: Inflight,
-    /// Encoded records not yet written, from `out_pos` on.
+    /// Encoded records not yet written, from `out_pos` on. `out` starts with
+    /// a whole record.
     out: Vec<u8>,
     out_pos: usize,
     /// Bytes written to the socket on this connection.
@@ -62,10 +84,18 @@ pub(super) struct Stock {
 
 impl Stock {
     /// Starts feeding a connected stock plugin; records up to `skip_upto`
-    /// are not sent.
-    pub(super) fn new(sock: OwnedFd, encoding: Encoding, records: Filter, skip_upto: u64) -> Stock {
+    /// are not sent. `peer` is the plugin's end of the socket, if audispd
+    /// holds it.
+    pub(super) fn new(
+        sock: OwnedFd,
+        peer: Option<OwnedFd>,
+        encoding: Encoding,
+        records: Filter,
+        skip_upto: u64,
+    ) -> Stock {
         Stock {
             sock,
+            peer,
             encoding,
             records,
             skip_upto,
@@ -100,20 +130,29 @@ impl Stock {
     }
 
     /// Encodes about a buffer's worth of journal entries into the output
-    /// buffer; returns the records taken.
+    /// buffer, each record a batch in flight; returns the records taken.
     fn encode(&mut self, host: &mut dyn Host) -> Result<u64, String> {
         let mut taken = 0u64;
+        // Connection offset of `out[0]`.
+        let base = self.written - self.out_pos as u64;
+        let Stock {
+            encoding,
+            records,
+            skip_upto,
+            inflight,
+            out,
+            ..
+        } = self;
         let outcome = host
             .reader()
             .read(STOCK_BUFFER, &mut |e| {
-                if e.is_control() || e.seq <= self.skip_upto || !self.records.wants(e.rtype) {
+                if e.is_control() || e.seq <= *skip_upto || !records.wants(e.rtype) {
                     return Step::Next;
                 }
-                let out = &mut self.out;
-                match self.encoding {
+                match encoding {
                     Encoding::Binary => {
                         out.extend_from_slice(&1u32.to_ne_bytes());
-                        out.extend_from_slice(&16u32.to_ne_bytes());
+                        out.extend_from_slice(&(BINARY_HEADER as u32).to_ne_bytes());
                         out.extend_from_slice(&e.rtype.to_ne_bytes());
                         out.extend_from_slice(&(e.text.len() as u32).to_ne_bytes());
                         out.extend_from_slice(e.text);
@@ -123,6 +162,14 @@ impl Stock {
                         out.push(b'\n');
                     }
                 }
+                inflight.push(
+                    Some(base + out.len() as u64),
+                    Position {
+                        acked: e.seq,
+                        replay_from: e.seq + 1,
+                    },
+                    1,
+                );
                 taken += 1;
                 Step::Next
             })
@@ -133,10 +180,12 @@ impl Stock {
         Ok(taken)
     }
 
-    /// Bytes the plugin has certainly read (written minus what is still in
-    /// the socket; the kernel counts buffer overhead too, so this errs on the
-    /// side of resending). None once the plugin has closed its end.
+    /// Bytes the plugin has certainly read (see the module docs). None once
+    /// a plugin on a socket has closed its end.
     fn consumed_floor(&self) -> Option<u64> {
+        if let Some(peer) = &self.peer {
+            return unread(peer).map(|n| self.written.saturating_sub(n));
+        }
         let queued = outq(&self.sock);
         // The kernel marks our end hung up before it frees the bytes the
         // plugin left unread, so a measure taken before this check is only
@@ -147,12 +196,78 @@ impl Stock {
         Some(self.written.saturating_sub(queued))
     }
 
-    /// Settles the batches the plugin has read past.
+    /// Settles the records the plugin has read past.
     fn track(&mut self, host: &mut dyn Host) {
         let consumed = self.consumed_floor();
         if let Some(s) = self.inflight.settle(consumed) {
             host.settled(s.position, s.records);
         }
+    }
+
+    /// Where the record being written ends in `out` (`out_pos` when no
+    /// record is cut).
+    fn record_end(&self) -> usize {
+        let (out, at) = (&self.out, self.out_pos);
+        if at == 0 || at == out.len() {
+            return at;
+        }
+        match self.encoding {
+            Encoding::String if out[at - 1] == b'\n' => at,
+            Encoding::String => memchr::memchr(b'\n', &out[at..]).map_or(out.len(), |i| at + i + 1),
+            Encoding::Binary => {
+                let mut end = 0;
+                while end < at {
+                    let len = out
+                        .get(end + 12..end + BINARY_HEADER)
+                        .and_then(|b| b.try_into().ok())
+                        .map_or(0, u32::from_ne_bytes);
+                    end += BINARY_HEADER + len as usize;
+                }
+                end.min(out.len())
+            }
+        }
+    }
+
+    /// The connection is ending on audispd's side (reload, suspension,
+    /// stop) and the plugin is still there: completes the record it was
+    /// being given, and, for a plugin on a socket, waits (up to
+    /// [`CLOSE_LIMIT`]) for it to read what it was given, so that it is not
+    /// sent again. Returns false if the plugin did not read the end of its
+    /// last record in time (it is cut short).
+    pub(super) fn close(&mut self, host: &mut dyn Host) -> bool {
+        let deadline = Instant::now() + CLOSE_LIMIT;
+        let end = self.record_end();
+        while self.out_pos < end {
+            match uds::send_nowait(&self.sock, &self.out[self.out_pos..end]) {
+                Ok(Some(n)) => {
+                    self.out_pos += n;
+                    self.written += n as u64;
+                }
+                Ok(None) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    let _ = uds::wait(&self.sock, PollFlags::POLLOUT, left);
+                }
+                // Gone: nothing can be cut any more.
+                Err(_) => return true,
+            }
+        }
+        if self.peer.is_none() {
+            loop {
+                self.track(host);
+                let reading = self.consumed_floor().is_some_and(|c| c < self.written);
+                if !reading || Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.track(host);
+        let _ =
+            nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+        true
     }
 }
 
@@ -171,16 +286,17 @@ impl Delivery for Stock {
                 return Ok(());
             }
             let taken = self.encode(host)?;
-            let end = self.written + (self.out.len() - self.out_pos) as u64;
             host.delivered(taken);
+            // Entries the plugin does not get after the last record: passed
+            // once every record before them is read.
             let next = host.reader().next_seq();
             self.inflight.push(
-                (taken > 0).then_some(end),
+                None,
                 Position {
                     acked: next - 1,
                     replay_from: next,
                 },
-                taken,
+                0,
             );
             self.track(host);
         }
@@ -227,6 +343,15 @@ fn outq(fd: &OwnedFd) -> u64 {
     }
 }
 
+/// Bytes waiting to be read at the plugin's end of the socket (None if
+/// that cannot be told: nothing then counts as read).
+fn unread(peer: &OwnedFd) -> Option<u64> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD (SIOCINQ) writes one int to the pointer we pass.
+    let r = unsafe { libc::ioctl(peer.as_raw_fd(), libc::FIONREAD, &mut n) };
+    (r >= 0).then(|| n.max(0) as u64)
+}
+
 /// Whether the peer has closed its end of a stream socket.
 fn peer_closed(fd: &OwnedFd) -> bool {
     uds::wait(fd, PollFlags::empty(), Duration::ZERO)
@@ -241,7 +366,22 @@ mod tests {
 
     fn stock(encoding: Encoding, host: &TestHost) -> (Stock, OwnedFd) {
         let (ours, theirs) = pair(SockType::Stream);
-        let s = Stock::new(ours, encoding, Filter::all(), host.position.acked);
+        let s = Stock::new(ours, None, encoding, Filter::all(), host.position.acked);
+        (s, theirs)
+    }
+
+    /// A stock delivery to a plugin whose end audispd holds too, as for a
+    /// program it started.
+    fn held(host: &TestHost) -> (Stock, OwnedFd) {
+        let (ours, theirs) = pair(SockType::Stream);
+        let peer = theirs.try_clone().unwrap();
+        let s = Stock::new(
+            ours,
+            Some(peer),
+            Encoding::String,
+            Filter::all(),
+            host.position.acked,
+        );
         (s, theirs)
     }
 
@@ -333,13 +473,14 @@ mod tests {
         assert_eq!(host.position.acked, 0, "nothing read yet");
         assert_eq!(s.patience(), WATCH_READING, "unread bytes are watched");
 
-        // Half read: the batch is not handled until its last byte is.
+        // Half read: the kernel's count of what is left includes its own
+        // overhead, so at most the records wholly read are handled.
         let mut got = Vec::new();
         let mut buf = vec![0; s.written as usize / 2];
         let n = nix::unistd::read(&peer, &mut buf).unwrap();
         got.extend_from_slice(&buf[..n]);
         s.heard(false, &mut host).unwrap();
-        assert_eq!(host.position.acked, 0, "half a batch is not handled");
+        assert!(host.position.acked <= 10, "{:?}", host.position);
 
         read_some(&peer, &mut got);
         s.heard(false, &mut host).unwrap();
@@ -348,6 +489,93 @@ mod tests {
         assert_eq!(host.handled, 20);
         assert_eq!(s.patience(), Duration::from_secs(1));
         assert_eq!(got, lines(1..=20, 500));
+    }
+
+    #[test]
+    fn a_program_is_measured_record_by_record_even_once_gone() {
+        let (_dir, j) = journal();
+        let mut host = TestHost::at_end(&j);
+        append(&j, 20, 1, 500);
+        let (mut s, plugin) = held(&host);
+        s.fill(&mut host).unwrap();
+        let line = lines(1..=1, 500).len();
+        // The program reads seven and a half records and dies.
+        let mut buf = vec![0; line * 15 / 2];
+        assert_eq!(nix::unistd::read(&plugin, &mut buf).unwrap(), buf.len());
+        s.heard(false, &mut host).unwrap();
+        assert_eq!(host.position.acked, 7, "the records wholly read");
+        drop(plugin);
+        s.salvage(&mut host);
+        assert_eq!(
+            (host.position.acked, host.handled),
+            (7, 7),
+            "what it left unread is still counted as unread"
+        );
+
+        // The next program gets the rest, the record it had begun whole.
+        host.reader.seek(host.position.replay_from);
+        let (mut s, plugin) = held(&host);
+        s.fill(&mut host).unwrap();
+        let mut got = Vec::new();
+        read_some(&plugin, &mut got);
+        assert_eq!(got, lines(8..=20, 500));
+        s.heard(false, &mut host).unwrap();
+        assert_eq!((host.position.acked, host.handled), (20, 20));
+    }
+
+    #[test]
+    fn a_connection_audispd_ends_completes_the_record_it_was_writing() {
+        for encoding in [Encoding::String, Encoding::Binary] {
+            let (_dir, j) = journal();
+            let mut host = TestHost::at_end(&j);
+            append(&j, 50, 1, 3000);
+            let (mut s, peer) = stock(encoding, &host);
+            socket::setsockopt(&s.sock, socket::sockopt::SndBuf, &4096).unwrap();
+            s.fill(&mut host).unwrap();
+            assert!(s.has_unsent(), "the socket took part of the output");
+            let cut = s.record_end() != s.out_pos;
+            assert!(cut, "a record is cut ({encoding:?})");
+            // The plugin reads on while the connection is closed.
+            let reader = std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut buf = vec![0; 4096];
+                loop {
+                    let _ = uds::wait(&peer, PollFlags::POLLIN, Duration::from_secs(5));
+                    match nix::unistd::read(&peer, &mut buf) {
+                        Ok(0) => return got,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(nix::errno::Errno::EAGAIN) => {}
+                        Err(e) => panic!("read: {e}"),
+                    }
+                }
+            });
+            assert!(s.close(&mut host));
+            drop(s);
+            let got = reader.join().unwrap();
+            let whole = match encoding {
+                Encoding::String => {
+                    let n = got.iter().filter(|&&b| b == b'\n').count() as u64;
+                    assert_eq!(got, lines(1..=n, 3000), "whole lines only");
+                    n
+                }
+                Encoding::Binary => {
+                    let mut at = 0;
+                    let mut n = 0;
+                    while at < got.len() {
+                        let len = u32::from_ne_bytes(got[at + 12..at + 16].try_into().unwrap());
+                        at += 16 + len as usize;
+                        n += 1;
+                    }
+                    assert_eq!(at, got.len(), "whole frames only");
+                    n
+                }
+            };
+            assert!(whole > 0);
+            assert_eq!(
+                host.position.acked, whole,
+                "what it read is handled, not sent again ({encoding:?})"
+            );
+        }
     }
 
     #[test]
