@@ -11,6 +11,7 @@ pub mod dispatcher;
 pub mod events;
 #[allow(dead_code)]
 pub mod metrics;
+#[allow(dead_code)]
 pub mod tmpfs;
 
 use std::time::{Duration, Instant};
