@@ -57,9 +57,9 @@
 //! # Features
 //!
 //! The core — [`protocol`], [`record`], [`record_types`], [`framing`],
-//! [`uds`], [`log_ids`], [`hex`], [`journal_id`], [`systemd::activation`] and
-//! [`systemd::notify`] —
-//! needs only `libc`, `nix` and `memchr` and is always built. The rest is
+//! [`uds`], [`trust`], [`statefile`], [`signals`], [`log_ids`], [`hex`],
+//! [`journal_id`], [`systemd::activation`] and [`systemd::notify`] — needs
+//! only `libc`, `nix` and `memchr` and is always built. The rest is
 //! behind features, all on by default (the programs need them all):
 //!
 //! | feature | adds | pulls in |
@@ -97,5 +97,8 @@ pub mod record_types;
 pub mod remote;
 #[cfg(feature = "sdk")]
 pub mod sdk;
+pub mod signals;
+pub mod statefile;
 pub mod systemd;
+pub mod trust;
 pub mod uds;

@@ -537,7 +537,7 @@ impl Ingest {
                 .collect(),
         };
         let json = serde_json::to_vec(&cp).map_err(io::Error::other)?;
-        write_atomically(&self.checkpoint_path, &json)?;
+        crate::statefile::write_atomically(&self.checkpoint_path, &json)?;
         st.checkpoint_seq = seq;
         Ok(())
     }
@@ -634,31 +634,6 @@ mod id_text {
         let text = String::deserialize(d)?;
         text.parse().map_err(serde::de::Error::custom)
     }
-}
-
-/// Replaces `path` with `data` so that a crash leaves the old or the new
-/// file, never a mix.
-pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| crate::journal::with_path(e, &tmp))?;
-    f.write_all(data)
-        .and_then(|_| f.sync_data())
-        .map_err(|e| crate::journal::with_path(e, &tmp))?;
-    std::fs::rename(&tmp, path).map_err(|e| crate::journal::with_path(e, path))?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| crate::journal::with_path(e, dir))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -202,11 +202,13 @@ impl Relay {
     /// Opens (or creates) the buffer in `dir`, locked against a second
     /// program, and starts relaying it as `cfg` says.
     pub fn start(dir: &Path, limits: Limits, cfg: RelayConfig) -> Result<Relay, String> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create the buffer {}: {e}", dir.display()))?;
+        crate::statefile::private_dir(dir).map_err(|e| format!("cannot create the buffer: {e}"))?;
         let lock_path = dir.join("relay.lock");
-        let file = File::create(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        let file = crate::statefile::open(
+            crate::statefile::options().write(true).create(true),
+            &lock_path,
+        )
+        .map_err(|e| format!("cannot open the buffer's lock: {e}"))?;
         let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
             format!(
                 "the buffer {} is in use by another program ({e}); one program per buffer",
