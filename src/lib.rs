@@ -58,9 +58,10 @@
 //! # Features
 //!
 //! The core — [`protocol`], [`record`], [`record_types`], [`framing`],
-//! [`uds`], [`statelock`], [`log_ids`], [`hex`], [`journal_id`],
-//! [`systemd::activation`] and [`systemd::notify`] —
-//! needs only `libc`, `nix` and `memchr` and is always built. The rest is
+//! [`uds`], [`trust`], [`statefile`], [`statelock`], [`signals`],
+//! [`log_ids`], [`hex`], [`journal_id`], [`systemd::activation`] and
+//! [`systemd::notify`] — needs only `libc`, `nix` and `memchr` and is
+//! always built. The rest is
 //! behind features, all on by default (the programs need them all):
 //!
 //! | feature | adds | pulls in |
@@ -106,6 +107,9 @@ pub mod record_types;
 pub mod remote;
 #[cfg(feature = "sdk")]
 pub mod sdk;
+pub mod signals;
+pub mod statefile;
 pub mod statelock;
 pub mod systemd;
+pub mod trust;
 pub mod uds;

@@ -12,7 +12,6 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -34,11 +33,8 @@ impl StateLock {
     /// Locks the state directory `dir` through `DIR/lock`, creating the
     /// directory (mode 0700) if it is missing.
     pub fn dir(dir: &Path) -> Result<StateLock, String> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        crate::statefile::private_dir(dir)
+            .map_err(|e| format!("cannot make the state directory {}: {e}", dir.display()))?;
         StateLock::take(&dir.join(DIR_LOCK_NAME), dir)
     }
 
@@ -57,8 +53,15 @@ impl StateLock {
     }
 
     fn take(lock: &Path, guarded: &Path) -> Result<StateLock, String> {
-        let file = open_state_file(lock)
-            .map_err(|e| format!("cannot open the lock file {}: {e}", lock.display()))?;
+        let file = crate::statefile::open(
+            crate::statefile::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            lock,
+        )
+        .map_err(|e| format!("cannot open the lock file: {e}"))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut file) => {
                 write_pid(&mut file)
@@ -83,20 +86,6 @@ impl StateLock {
             Err((_, e)) => Err(format!("cannot lock {}: {e}", lock.display())),
         }
     }
-}
-
-/// Opens (or creates, mode 0600) a program's own state file for reading and
-/// writing, close-on-exec, refusing a symbolic link in its place (which
-/// would make the program write where the link points).
-pub fn open_state_file(path: &Path) -> io::Result<File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(path)
 }
 
 /// Replaces the lock file's content with this process's pid.

@@ -294,6 +294,15 @@ fn size(v: &str) -> Result<usize, String> {
 }
 
 fn main() {
+    // SIGUSR2 (resume) must not kill a sender that is still starting; its
+    // handler takes it once installed.
+    let usr2 = match audisp::signals::hold(&[nix::sys::signal::Signal::SIGUSR2]) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("audisp-remote: {e}");
+            std::process::exit(1);
+        }
+    };
     audisp::systemd::logging::init("audisp-remote", "info");
     let opts = match parse() {
         Ok(o) => o,
@@ -303,7 +312,7 @@ fn main() {
         println!("audisp-remote: configuration ok");
         return;
     }
-    if let Err(e) = run(opts) {
+    if let Err(e) = run(opts, usr2) {
         tracing::error!("{e}");
         std::process::exit(1);
     }
@@ -374,7 +383,9 @@ fn spooled_upto(spool: &Journal, meta: &std::path::Path) -> Option<([u8; 16], u6
     }
 }
 
-fn run(o: Opts) -> Result<(), String> {
+/// Runs the plugin. `usr2_held`: SIGUSR2, blocked since `main` began,
+/// released once its handler is in place.
+fn run(o: Opts, usr2_held: audisp::signals::Held) -> Result<(), String> {
     let server_host = o
         .server
         .rsplit_once(':')
@@ -431,6 +442,7 @@ fn run(o: Opts) -> Result<(), String> {
                 }
             }
         });
+        usr2_held.release()?;
     }
 
     // The sender thread's failure actions go to audispd as they happen,
@@ -449,10 +461,7 @@ fn run(o: Opts) -> Result<(), String> {
     let result = plugin.run(|batch, ctx| {
         let jid = ctx.journal_id();
         if known_journal != Some(jid) {
-            let tmp = meta.with_extension("tmp");
-            std::fs::write(&tmp, format!("{}\n", JournalId(jid)))?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, &meta)?;
+            audisp::statefile::write_atomically(&meta, format!("{}\n", JournalId(jid)).as_bytes())?;
             known_journal = Some(jid);
         }
         if !o.drop_oldest {

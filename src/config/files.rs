@@ -6,14 +6,17 @@
 //! auditd with its own plugins.d, it only trusts files that nobody but root
 //! could have written: owned by root (or by the user running audispd, so
 //! that an unprivileged test or demo instance works), not writable by group
-//! or others, and, for programs, executable by their owner.
+//! or others, and, for programs, executable by their owner and reached
+//! through directories only root can change ([`crate::trust`] has the rule;
+//! the engine applies it again before each start).
 
+use std::ffi::OsString;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-use nix::unistd::{geteuid, Uid, User};
+use crate::trust::{self, Facts, FileRole};
 
 /// Config files larger than this are refused (a config is a few KiB; this
 /// keeps a mistaken path from being read into memory).
@@ -77,24 +80,15 @@ pub(super) fn read_config_for(path: &Path, program: &str) -> Result<String, Read
     })
 }
 
-/// Checks a program audispd would run (`exec`, an action's `program`).
-/// `what` names it in the message ("exec program", "program of action
-/// \"disk-full\"").
-pub(super) fn check_program(path: &Path, what: &str) -> Result<(), String> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(format!(
-                "{what} {} does not exist; install it or correct the path",
-                path.display()
-            ));
-        }
-        Err(e) => return Err(format!("cannot check {what} {}: {e}", path.display())),
-    };
-    match trust_problem(path, &meta, FileRole::Program, "audispd") {
-        Some(problem) => Err(format!("{what} {} {problem}", path.display())),
-        None => Ok(()),
-    }
+/// Checks a command audispd would run (`exec`, an action's `program`
+/// with its `args`): the program, its `#!` interpreter if it is a script,
+/// every directory leading to them and every argument naming an existing
+/// file, by the rule of [`crate::trust`]. `what` names the program in the
+/// message ("exec program", "action \"disk-full\" program").
+pub(super) fn check_command(argv: &[OsString], what: &str) -> Result<(), String> {
+    trust::prepare_exec(argv, "audispd")
+        .map(drop)
+        .map_err(|m| format!("{what} {m}"))
 }
 
 /// Checks the plugins.d directory: if anyone may write to it, anyone may
@@ -110,101 +104,10 @@ pub(super) fn check_plugin_dir(path: &Path, meta: &Metadata) -> Result<(), Strin
     Ok(())
 }
 
-/// What a checked file is for, which decides what is demanded of it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum FileRole {
-    Config,
-    Program,
-}
-
 /// Why `meta` (of `path`) cannot be trusted by `program`, with the fix, or
 /// `None`.
 fn trust_problem(path: &Path, meta: &Metadata, role: FileRole, program: &str) -> Option<String> {
-    let kind = match role {
-        FileRole::Config => "config files",
-        FileRole::Program => "programs",
-    };
-    if !meta.file_type().is_file() {
-        return Some(format!(
-            "is {}, not a regular file; {program} only uses regular files as {kind}",
-            file_type_name(meta)
-        ));
-    }
-    let euid = geteuid().as_raw();
-    let mode = meta.mode() & 0o7777;
-    let wrong_owner = meta.uid() != 0 && meta.uid() != euid;
-    let writable = mode & 0o022;
-    let not_executable = role == FileRole::Program && mode & 0o100 == 0;
-    if !wrong_owner && writable == 0 && !not_executable {
-        return None;
-    }
-    let mut problems = Vec::new();
-    if wrong_owner {
-        problems.push(format!("is owned by {}", describe_uid(meta.uid())));
-    }
-    match writable {
-        0 => {}
-        0o020 => problems.push(format!("is group-writable (mode {mode:04o})")),
-        0o002 => problems.push(format!("is world-writable (mode {mode:04o})")),
-        _ => problems.push(format!("is group- and world-writable (mode {mode:04o})")),
-    }
-    if not_executable {
-        problems.push(format!("is not executable by its owner (mode {mode:04o})"));
-    }
-    let owner_rule = if euid == 0 {
-        "owned by root".to_string()
-    } else {
-        format!("owned by root (or by uid {euid}, which runs {program})")
-    };
-    let rule = match role {
-        FileRole::Config => format!(
-            "{program} only reads config files {owner_rule} that group and others cannot write"
-        ),
-        FileRole::Program => {
-            format!("{program} only runs programs {owner_rule} that group and others cannot write and the owner can execute")
-        }
-    };
-    let shown = path.display();
-    let mut fix = Vec::new();
-    if wrong_owner {
-        fix.push(format!("chown root:root {shown}"));
-    }
-    if writable != 0 || not_executable {
-        let good = if role == FileRole::Program {
-            "0755"
-        } else {
-            "0644"
-        };
-        fix.push(format!("chmod {good} {shown}"));
-    }
-    Some(format!(
-        "{}; {rule}; fix: {}",
-        problems.join(" and "),
-        fix.join(" && ")
-    ))
-}
-
-/// `uid 1000 (alice)`, or just `uid 1000` when the user has no name.
-fn describe_uid(uid: u32) -> String {
-    match User::from_uid(Uid::from_raw(uid)) {
-        Ok(Some(u)) => format!("uid {uid} ({})", u.name),
-        _ => format!("uid {uid}"),
-    }
-}
-
-fn file_type_name(meta: &Metadata) -> &'static str {
-    let t = meta.file_type();
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "a device"
-    } else {
-        "not a regular file"
-    }
+    trust::file_problem(path, Facts::from_metadata(meta), role, program)
 }
 
 /// What a name found in plugins.d is.
@@ -391,6 +294,7 @@ mod tests {
 
     #[test]
     fn programs_must_be_private_and_executable() {
+        let check_program = |p: &Path, what: &str| check_command(&[p.into()], what);
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("prog");
         std::fs::write(&p, "#!/bin/sh\n").unwrap();

@@ -130,8 +130,8 @@ pub(super) fn parse(
     let actions = actions(doc, &top, active);
     if active {
         if let Some(Transport::Exec(argv)) = &transport {
-            if let Some(program) = argv.first() {
-                if let Err(m) = files::check_program(Path::new(program), "exec program") {
+            if !argv.is_empty() {
+                if let Err(m) = files::check_command(argv, "exec program") {
                     let span = top.get("exec").map(|v| v.span());
                     doc.error(span, m);
                 }
@@ -349,8 +349,10 @@ fn actions(doc: &mut Doc, top: &Section, active: bool) -> BTreeMap<String, Actio
                     continue;
                 }
                 if active {
-                    if let Err(m) =
-                        files::check_program(&program, &format!("action {name:?} program"))
+                    let argv: Vec<std::ffi::OsString> = std::iter::once(program.clone().into())
+                        .chain(args.iter().map(Into::into))
+                        .collect();
+                    if let Err(m) = files::check_command(&argv, &format!("action {name:?} program"))
                     {
                         let span = s.get("program").map(|v| v.span());
                         doc.error(span, m);

@@ -3,15 +3,25 @@
 //! without systemd) and the programs of `exec` actions.
 //!
 //! Plugins are started exactly as auditd starts them: one end of an `AF_UNIX`
-//! socket pair on standard input, `execve` of the path with the configured
-//! arguments and an empty environment, every signal disposition reset to its
-//! default and the signal mask cleared (a dispatcher started by auditd
-//! inherits every signal ignored, and a plugin must not).
+//! socket pair on standard input, the configured arguments and an empty
+//! environment, every signal disposition reset to its default and the signal
+//! mask cleared (a dispatcher started by auditd inherits every signal
+//! ignored, and a plugin must not).
+//!
+//! What runs as root is checked right before each start, not only when the
+//! configuration was read: the program (and a script's interpreter), every
+//! directory leading to it and every argument naming an existing file, by the
+//! rule of [`crate::trust`]. The file that passed is then executed through
+//! its open descriptor (`execveat` with `AT_EMPTY_PATH`), so a program
+//! renamed over between check and start is never run.
 
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{self, SigSet, SigmaskHow, Signal};
@@ -118,48 +128,38 @@ pub enum StdinSocket {
 /// Starts `argv` with a socket pair on standard input and returns the child
 /// and the dispatcher's end of the pair. Standard output and error are the
 /// dispatcher's own (under systemd: its journal; under auditd: /dev/null).
-pub fn spawn_plugin(
-    argv: &[std::ffi::OsString],
-    kind: StdinSocket,
-) -> io::Result<(Running, OwnedFd)> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty exec line"))?;
+pub fn spawn_plugin(argv: &[OsString], kind: StdinSocket) -> io::Result<(Running, OwnedFd)> {
+    let mut cmd = checked_command(argv)?;
     let ty = match kind {
         StdinSocket::Stream => SockType::Stream,
         StdinSocket::Seqpacket => SockType::SeqPacket,
     };
     let (ours, theirs) = socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC)?;
     let held = theirs.try_clone()?;
-    let mut cmd = Command::new(program);
-    cmd.arg0(program)
-        .args(args)
-        .env_clear()
-        .stdin(Stdio::from(theirs));
-    reset_signals_on_exec(&mut cmd);
-    let child = cmd.spawn().map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot start {}: {e}", program.to_string_lossy()),
-        )
-    })?;
-    let pidfd = pidfd_open(child.id())?;
-    let running = Running {
-        child,
-        pidfd,
-        stdin: Some(held),
-    };
+    cmd.stdin(Stdio::from(theirs));
+    let mut running = start(cmd, argv)?;
+    running.stdin = Some(held);
     Ok((running, ours))
 }
 
 /// Starts an action program with its arguments, an empty environment and
 /// standard input from /dev/null.
 pub fn spawn_action(program: &std::path::Path, args: &[String]) -> io::Result<Running> {
-    let mut cmd = Command::new(program);
-    cmd.args(args).env_clear().stdin(Stdio::null());
-    reset_signals_on_exec(&mut cmd);
+    let argv: Vec<OsString> = std::iter::once(program.as_os_str().to_owned())
+        .chain(args.iter().map(OsString::from))
+        .collect();
+    let mut cmd = checked_command(&argv)?;
+    cmd.stdin(Stdio::null());
+    start(cmd, &argv)
+}
+
+fn start(mut cmd: Command, argv: &[OsString]) -> io::Result<Running> {
     let child = cmd.spawn().map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot start {}: {e}", program.display()))
+        let program = argv
+            .first()
+            .map(|p| p.to_string_lossy())
+            .unwrap_or_default();
+        io::Error::new(e.kind(), format!("cannot start {program}: {e}"))
     })?;
     let pidfd = pidfd_open(child.id())?;
     Ok(Running {
@@ -169,9 +169,103 @@ pub fn spawn_action(program: &std::path::Path, args: &[String]) -> io::Result<Ru
     })
 }
 
+/// A command that, once spawned, resets signals and executes the file
+/// [`crate::trust::prepare_exec`] checked and opened for `argv` — or fails
+/// to spawn with the reason it may not run.
+fn checked_command(argv: &[OsString]) -> io::Result<Command> {
+    let Some(program) = argv.first() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "empty exec line",
+        ));
+    };
+    let plan = match crate::trust::prepare_exec(argv, "the dispatcher") {
+        Ok(plan) => {
+            lock_refused().remove(program);
+            plan
+        }
+        Err(why) => {
+            let mut refused = lock_refused();
+            if refused.get(program) != Some(&why) {
+                tracing::error!("refusing to start {}: {why}", program.to_string_lossy());
+                refused.insert(program.clone(), why.clone());
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("refusing to start: {why}"),
+            ));
+        }
+    };
+    let mut cmd = Command::new(program);
+    cmd.env_clear();
+    reset_signals_on_exec(&mut cmd);
+    let file = plan.file;
+    let args = CArgs::new(plan.argv);
+    // SAFETY: between fork and exec the closure only makes the execveat
+    // system call, on arrays built before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+            libc::syscall(
+                libc::SYS_execveat,
+                file.as_raw_fd(),
+                c"".as_ptr(),
+                args.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+            // Only reached if the kernel refused; spawn reports it.
+            Err(io::Error::last_os_error())
+        });
+    }
+    Ok(cmd)
+}
+
+/// Programs refused, with the reason last logged: a refusal is logged once
+/// (an error, whatever the caller does with it) until its reason changes or
+/// the program starts, not at every retry.
+static REFUSED: Mutex<BTreeMap<OsString, String>> = Mutex::new(BTreeMap::new());
+
+fn lock_refused() -> std::sync::MutexGuard<'static, BTreeMap<OsString, String>> {
+    REFUSED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An argument vector as `execveat` takes it, built before `fork` (nothing
+/// may allocate between fork and exec in a threaded program).
+struct CArgs {
+    _strings: Vec<CString>,
+    /// Pointers into `_strings`, then a null.
+    ptrs: Vec<*const libc::c_char>,
+}
+
+impl CArgs {
+    fn new(strings: Vec<CString>) -> CArgs {
+        let ptrs = strings
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        CArgs {
+            _strings: strings,
+            ptrs,
+        }
+    }
+
+    /// The null-terminated array of pointers `execveat` takes.
+    fn as_ptr(&self) -> *const *const libc::c_char {
+        self.ptrs.as_ptr()
+    }
+}
+
+// SAFETY: the pointers point into the strings the struct owns, which are
+// never changed or moved (a CString's buffer is on the heap).
+unsafe impl Send for CArgs {}
+// SAFETY: as above; the arrays are only read.
+unsafe impl Sync for CArgs {}
+
 fn reset_signals_on_exec(cmd: &mut Command) {
     // SAFETY: the closure only calls async-signal-safe functions
-    // (sigaction, sigprocmask, close_range) between fork and exec.
+    // (sigaction, sigprocmask, close_range, fcntl) between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
             // Every signal up to SIGRTMAX, real-time ones included (auditd
@@ -185,7 +279,30 @@ fn reset_signals_on_exec(cmd: &mut Command) {
             signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
             // Only standard input, output and error cross into the program,
             // even if some descriptor was opened without close-on-exec.
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            // Marked close-on-exec rather than closed: the program's own
+            // descriptor must stay open until execveat, and so must the
+            // pipe on which a failed exec is reported.
+            let r = libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            if r < 0 {
+                // Kernels before 5.11: one descriptor at a time.
+                let mut lim: libc::rlimit = std::mem::zeroed();
+                let top = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                    lim.rlim_cur.min(1 << 20) as i32
+                } else {
+                    1024
+                };
+                for fd in 3..top {
+                    let flags = libc::fcntl(fd, libc::F_GETFD);
+                    if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                        libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+                    }
+                }
+            }
             Ok(())
         });
     }
@@ -259,6 +376,48 @@ mod tests {
         // be reset (nor set by auditd); every other one must be default.
         let mask = u64::from_str_radix(ignored, 16).unwrap() & !(0b11 << 31);
         assert_eq!(mask, 0, "ignored signals left: {ignored}");
+    }
+
+    #[test]
+    fn the_checked_file_runs_even_if_renamed_over_before_the_start() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let write = |name: &str, word: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("#!/bin/sh\necho {word} > {}\n", out.display())).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        let prog = write("prog", "checked");
+        // A copy of /bin/sh stands in for the program, so that the file
+        // executed is the descriptor's and not the script's interpreter.
+        let sh = dir.path().join("sh");
+        std::fs::copy("/bin/sh", &sh).unwrap();
+        std::fs::set_permissions(&sh, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let argv: Vec<OsString> = vec![sh.clone().into(), prog.clone().into()];
+        let mut cmd = checked_command(&argv).unwrap();
+        // Swapped after the check: the new file must not run.
+        let evil = dir.path().join("evil");
+        std::fs::write(
+            &evil,
+            format!("#!/bin/sh\necho swapped > {}\n", out.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&evil, &sh).unwrap();
+        let status = cmd.spawn().unwrap().wait().unwrap();
+        assert!(status.success());
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "checked\n");
+        // The next start checks and opens anew, and runs what is there now.
+        let status = checked_command(&argv)
+            .unwrap()
+            .spawn()
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "swapped\n");
     }
 
     #[test]

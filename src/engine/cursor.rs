@@ -5,11 +5,12 @@
 //! to a fixed size and rewritten in place with a single `pwrite`, so an update
 //! costs one system call and a crash leaves either the old or the new value
 //! (the page cache survives a process crash; `sync` makes it survive power
-//! loss too).
+//! loss too). The directory is private and a cursor file is never opened
+//! through a link ([`crate::statefile`]).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::journal::JournalId;
@@ -43,17 +44,16 @@ impl CursorFile {
         name: &str,
         journal: JournalId,
     ) -> io::Result<(CursorFile, Option<Position>)> {
-        std::fs::create_dir_all(dir).map_err(|e| crate::journal::with_path(e, dir))?;
+        crate::statefile::private_subdir(dir)?;
         let path = dir.join(format!("{name}.cursor"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| crate::journal::with_path(e, &path))?;
+        let file = crate::statefile::open(
+            crate::statefile::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            &path,
+        )?;
         let mut buf = [0u8; SIZE];
         let n = file.read_at(&mut buf, 0)?;
         let stored = parse(&buf[..n], journal);

@@ -642,7 +642,7 @@ impl Ingest {
     /// space aside again for next time.
     fn store_checkpoint(&self, st: &mut State, cp: Checkpoint) -> io::Result<()> {
         let json = serde_json::to_vec(&cp).map_err(io::Error::other)?;
-        match write_atomically(&self.checkpoint_path, &json) {
+        match crate::statefile::write_atomically(&self.checkpoint_path, &json) {
             Err(e) if e.kind() == io::ErrorKind::StorageFull && st.reserve_len > 0 => {
                 // What the reserve is for: without a new checkpoint, no
                 // segment written since the last one could be deleted.
@@ -653,7 +653,7 @@ impl Ingest {
                     "the disk holding {} is full; the space kept for the ingest checkpoint was used",
                     self.checkpoint_path.display()
                 );
-                write_atomically(&self.checkpoint_path, &json)?;
+                crate::statefile::write_atomically(&self.checkpoint_path, &json)?;
             }
             other => other?,
         }
@@ -852,34 +852,6 @@ mod id_text {
         let text = String::deserialize(d)?;
         text.parse().map_err(serde::de::Error::custom)
     }
-}
-
-/// Replaces `path` with `data` so that a crash leaves the old or the new
-/// file, never a mix.
-pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| crate::journal::with_path(e, &tmp))?;
-    if let Err(e) = f.write_all(data).and_then(|_| f.sync_data()) {
-        // What was written of it must not hold on to the space.
-        drop(f);
-        let _ = std::fs::remove_file(&tmp);
-        return Err(crate::journal::with_path(e, &tmp));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| crate::journal::with_path(e, path))?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| crate::journal::with_path(e, dir))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@
 //! their name and epoch, and send numbered records; each batch is
 //! acknowledged once it is in the journal (and on stable storage, with the
 //! default `sync = "batch"`), and a resent batch is recognised and stored
-//! once. Peers are checked with `SO_PEERCRED`: root and the configured users
-//! and groups only.
+//! once. Peers are checked with `SO_PEERCRED` the moment they are accepted:
+//! root and the configured users and groups only, each user with its own
+//! budget of [`CONNECTIONS_PER_USER`] connections, and [`HELLO_TIMEOUT`] to
+//! say HELLO; anyone else is refused at once and holds nothing.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -297,32 +299,34 @@ pub struct PeerPolicy {
     pub gids: Vec<u32>,
 }
 
+/// A connected peer, from `SO_PEERCRED`.
+struct Peer {
+    uid: u32,
+    /// `pid 123 uid 0 gid 0`, for the log.
+    who: String,
+}
+
 impl PeerPolicy {
-    /// Who the peer is, and whether it may connect.
-    fn check(&self, fd: &OwnedFd) -> (String, Result<(), String>) {
-        let cred = match socket::getsockopt(fd, socket::sockopt::PeerCredentials) {
-            Ok(c) => c,
-            Err(e) => {
-                return (
-                    "an unknown peer".into(),
-                    Err(format!("cannot read peer credentials: {e}")),
-                )
-            }
-        };
+    /// Who the peer is, or why that cannot be told; and whether it may
+    /// connect.
+    fn check(&self, fd: &OwnedFd) -> Result<Peer, (Option<u32>, String)> {
+        let cred = socket::getsockopt(fd, socket::sockopt::PeerCredentials)
+            .map_err(|e| (None, format!("cannot read peer credentials: {e}")))?;
         let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid());
         let who = format!("pid {pid} uid {uid} gid {gid}");
         let allowed = uid == 0
             || self.uids.contains(&uid)
             || self.gids.contains(&gid)
             || peer_groups(fd).iter().any(|g| self.gids.contains(g));
-        let verdict = if allowed {
-            Ok(())
-        } else {
-            Err(format!(
-                "{who} is not allowed (root, allow_users and allow_groups of [input.socket] are)"
-            ))
-        };
-        (who, verdict)
+        if !allowed {
+            return Err((
+                Some(uid),
+                format!(
+                    "{who} is not allowed (root, allow_users and allow_groups of [input.socket] are)"
+                ),
+            ));
+        }
+        Ok(Peer { uid, who })
     }
 }
 
@@ -346,14 +350,78 @@ fn peer_groups(fd: &OwnedFd) -> Vec<u32> {
     groups
 }
 
+/// Most connections one user may hold on the input socket at once. An
+/// input program holds one; the rest is room for restarts. Users have
+/// separate budgets, so no user can take another's (root's included).
+pub const CONNECTIONS_PER_USER: usize = 16;
+
+/// A connection that has not said HELLO within this long is closed. After
+/// HELLO a connection may stay quiet as long as it likes (an input on a
+/// quiet host has nothing to send); it only ever holds a slot of its own
+/// user's budget.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Logs refused connections: the first of each user every minute, then how
+/// many more there were, so a flood cannot fill the log.
+#[derive(Default)]
+struct RefusalLog {
+    /// Per uid (None: unknown): when its last line was logged, and the
+    /// refusals since then not logged.
+    by_uid: std::collections::HashMap<Option<u32>, (Instant, u64)>,
+}
+
+impl RefusalLog {
+    fn note(&mut self, uid: Option<u32>, why: &str) {
+        let now = Instant::now();
+        let minute = Duration::from_secs(60);
+        self.by_uid
+            .retain(|_, (at, n)| *n > 0 || now.duration_since(*at) < minute);
+        match self.by_uid.get_mut(&uid) {
+            Some((at, n)) if now.duration_since(*at) < minute => *n += 1,
+            Some((at, n)) => {
+                tracing::warn!(
+                    "input socket: refused {why} ({} more refused from this user in the last minute)",
+                    *n
+                );
+                *at = now;
+                *n = 0;
+            }
+            None => {
+                tracing::warn!("input socket: refused {why}");
+                self.by_uid.insert(uid, (now, 0));
+            }
+        }
+    }
+}
+
+/// Turns a peer away at once: reads what it may already have sent (closing
+/// a socket with unread data would reset the connection before the peer
+/// could read the answer), answers REJECT and closes.
+fn refuse(conn: OwnedFd, why: &str) {
+    let mut scrap = [0u8; 512];
+    for _ in 0..4 {
+        match uds::recv_message(&conn, &mut scrap) {
+            Ok(Some(n)) if n > 0 => {}
+            // Nothing (more) waiting, the peer gone, or a message larger
+            // than `scrap` (discarded all the same).
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {}
+            _ => break,
+        }
+    }
+    let _ = uds::send_nowait(&conn, &protocol::encode_reject(why));
+}
+
 /// Accepts input plugins on `listener` until stopped; one thread per
-/// connection.
+/// connection. Peers are checked as soon as they are accepted: anyone not
+/// allowed, or a user already holding [`CONNECTIONS_PER_USER`]
+/// connections, is refused at once and holds nothing.
 pub fn serve_inputs(ctx: InputContext, listener: OwnedFd, policy: PeerPolicy) {
     let hb = ctx.liveness.register("input socket");
-    let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    let mut threads: Vec<(u32, std::thread::JoinHandle<()>)> = Vec::new();
+    let mut refusals = RefusalLog::default();
     loop {
         hb.beat();
-        threads.retain(|t| !t.is_finished());
+        threads.retain(|(_, t)| !t.is_finished());
         if ctx.stopping.load(Ordering::Relaxed) {
             break;
         }
@@ -382,29 +450,39 @@ pub fn serve_inputs(ctx: InputContext, listener: OwnedFd, policy: PeerPolicy) {
                 continue;
             }
         };
-        if threads.len() >= MAX_INPUT_CONNECTIONS {
-            tracing::warn!(
-                "input socket: {MAX_INPUT_CONNECTIONS} connections already open; refusing another"
+        let peer = match policy.check(&conn) {
+            Ok(p) => p,
+            Err((uid, why)) => {
+                refusals.note(uid, &why);
+                refuse(conn, &why);
+                continue;
+            }
+        };
+        threads.retain(|(_, t)| !t.is_finished());
+        let held = threads.iter().filter(|(uid, _)| *uid == peer.uid).count();
+        if held >= CONNECTIONS_PER_USER {
+            let why = format!(
+                "{}: uid {} already holds {held} connections, the most one user may hold",
+                peer.who, peer.uid
             );
+            refusals.note(Some(peer.uid), &why);
+            refuse(conn, &why);
             continue;
         }
         let c = ctx.clone();
-        let p = policy.clone();
+        let uid = peer.uid;
         match std::thread::Builder::new()
             .name("input-conn".into())
-            .spawn(move || input_connection(c, conn, p))
+            .spawn(move || input_connection(c, conn, peer))
         {
-            Ok(t) => threads.push(t),
+            Ok(t) => threads.push((uid, t)),
             Err(e) => tracing::error!("input socket: cannot start a connection thread: {e}"),
         }
     }
-    for t in threads {
+    for (_, t) in threads {
         let _ = t.join();
     }
 }
-
-/// Most input connections served at once.
-const MAX_INPUT_CONNECTIONS: usize = 64;
 
 fn send_msg(fd: &OwnedFd, msg: &[u8]) -> io::Result<()> {
     // Acks and answers are small; a peer that lets its receive queue fill up
@@ -412,14 +490,16 @@ fn send_msg(fd: &OwnedFd, msg: &[u8]) -> io::Result<()> {
     uds::send_within(fd, msg, Duration::from_secs(10))
 }
 
-fn input_connection(ctx: InputContext, conn: OwnedFd, policy: PeerPolicy) {
-    let (who, verdict) = policy.check(&conn);
+fn input_connection(ctx: InputContext, conn: OwnedFd, peer: Peer) {
+    let who = peer.who;
     let mut buf = vec![0u8; protocol::MAX_MESSAGE];
     let hello = {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + HELLO_TIMEOUT;
         loop {
             if Instant::now() >= deadline || ctx.stopping.load(Ordering::Relaxed) {
-                tracing::warn!("input socket: {who} sent no HELLO; closing");
+                tracing::warn!(
+                    "input socket: {who} sent no HELLO within {HELLO_TIMEOUT:?}; closing"
+                );
                 return;
             }
             let mut fds = [PollFd::new(conn.as_fd(), PollFlags::POLLIN)];
@@ -455,11 +535,6 @@ fn input_connection(ctx: InputContext, conn: OwnedFd, policy: PeerPolicy) {
         tracing::warn!("input socket: {who}: {why}");
         let _ = send_msg(&conn, &protocol::encode_reject(&why));
     };
-    // Refused only now, once its HELLO is read: closing a connection with
-    // unread data would reset it before the peer could read the REJECT.
-    if let Err(why) = verdict {
-        return reject(why);
-    }
     if hello.role != Role::Input {
         return reject(
             "this is the input socket; output plugins are connected to by the dispatcher".into(),

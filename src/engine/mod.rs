@@ -431,7 +431,7 @@ impl Engine {
     /// Writes the state report to the state file.
     pub fn write_state_file(&self) -> io::Result<PathBuf> {
         let path = lock(&self.core).stats.state_file.clone();
-        ingest::write_atomically(&path, self.snapshot().render_state().as_bytes())?;
+        crate::statefile::write_atomically(&path, self.snapshot().render_state().as_bytes())?;
         Ok(path)
     }
 

@@ -203,8 +203,7 @@ impl Journal {
     /// Opens the journal in `dir`, creating it if needed, and recovers from
     /// whatever a crash left: a torn entry at the end is cut off.
     pub fn open(dir: &Path, limits: Limits) -> io::Result<Journal> {
-        std::fs::create_dir_all(dir).map_err(|e| with_path(e, dir))?;
-        restrict_dir(dir)?;
+        crate::statefile::private_dir(dir)?;
         let found = segment::scan_dir(dir)?;
         let (id, segments, writer) = match found {
             Some(found) => {
@@ -545,13 +544,6 @@ impl Journal {
             .find(|s| s.first_seq > after_first_seq)
             .cloned()
     }
-}
-
-/// The journal directory holds audit records: nobody but the owner may read it.
-fn restrict_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| with_path(e, dir))
 }
 
 fn write_all_at_end(file: &File, bytes: &[u8]) -> io::Result<()> {

@@ -13,14 +13,15 @@
 //!
 //! Only the newest segment is ever written; recovery checks it entry by entry
 //! and cuts off a torn tail, so that after a crash appending simply goes on.
+//! Segments are never opened through a link ([`crate::statefile`]).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::entry::{self, DecodeError};
 use super::{with_path, JournalId};
+use crate::statefile;
 
 /// Size of the segment header.
 pub(super) const HEADER_LEN: usize = 32;
@@ -62,13 +63,7 @@ fn header(id: JournalId, first_seq: u64) -> [u8; HEADER_LEN] {
 pub(super) fn create(dir: &Path, id: JournalId, first_seq: u64) -> io::Result<(SegmentInfo, File)> {
     use std::io::Write;
     let path = dir.join(name(first_seq));
-    let mut file = OpenOptions::new()
-        .append(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(|e| with_path(e, &path))?;
+    let mut file = statefile::open(statefile::options().append(true).create_new(true), &path)?;
     let written = file
         .write_all(&header(id, first_seq))
         .and_then(|()| file.sync_all());
@@ -92,19 +87,12 @@ pub(super) fn create(dir: &Path, id: JournalId, first_seq: u64) -> io::Result<(S
 
 /// Opens an existing segment for appending.
 pub(super) fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .append(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| with_path(e, path))
+    statefile::open(statefile::options().append(true), path)
 }
 
 /// Opens a segment for reading.
 pub(super) fn open_read(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
+    statefile::options().read(true).open(path)
 }
 
 /// Deletes a segment nobody needs any more.
@@ -229,12 +217,7 @@ pub(super) fn scan_dir(dir: &Path) -> io::Result<Option<Found>> {
 /// Walks the newest segment, cuts it after its last whole, valid entry and
 /// returns its valid length and the next sequence number.
 fn recover_tail(path: &Path, first_seq: u64) -> io::Result<(u64, u64)> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| with_path(e, path))?;
+    let mut file = statefile::open(statefile::options().read(true).write(true), path)?;
     file.seek(SeekFrom::Start(HEADER_LEN as u64))
         .map_err(|e| with_path(e, path))?;
     let mut data = Vec::new();

@@ -97,7 +97,13 @@ impl LogWriter {
     fn save_position(&self) -> io::Result<()> {
         let path = self.cfg.state_dir.join("log.pos");
         let tmp = self.cfg.state_dir.join("log.pos.tmp");
-        let mut f = File::create(&tmp)?;
+        let mut f = crate::statefile::open(
+            crate::statefile::options()
+                .write(true)
+                .create(true)
+                .truncate(true),
+            &tmp,
+        )?;
         f.write_all(format!("{} {}\n", self.next, self.size).as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)

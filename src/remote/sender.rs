@@ -209,12 +209,14 @@ impl SenderLoop {
     fn save_pos(&self, acked: u64) {
         use std::os::unix::fs::FileExt;
         self.state.acked.store(acked, Ordering::Release);
-        let r = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(&self.pos_file)
-            .and_then(|f| f.write_all_at(format!("{acked:020}\n").as_bytes(), 0));
+        let r = crate::statefile::open(
+            crate::statefile::options()
+                .create(true)
+                .write(true)
+                .truncate(false),
+            &self.pos_file,
+        )
+        .and_then(|f| f.write_all_at(format!("{acked:020}\n").as_bytes(), 0));
         if let Err(e) = r {
             tracing::warn!("{}: {e}", self.pos_file.display());
         }

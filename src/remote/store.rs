@@ -35,7 +35,7 @@
 //! segments are deleted) and the journal entries still held.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufRead, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::hex;
 use crate::journal::{Journal, JournalId, Limits, NewEntry, ReadOutcome, Step};
+use crate::statefile;
 
 /// Who sent a record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -148,6 +149,7 @@ impl Store {
     /// Opens (or creates) the store in `dir` and rebuilds the senders'
     /// positions.
     pub fn open(dir: &Path, limits: Limits) -> io::Result<Store> {
+        statefile::private_dir(dir)?;
         let journal = Journal::open(&dir.join("journal"), limits)?;
         let table = dir.join("senders");
         let mut index = HashMap::new();
@@ -187,10 +189,7 @@ impl Store {
                         table.display(),
                         n + 1
                     );
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .open(&table)
-                        .map_err(|e| with_path(e, &table))?;
+                    let f = statefile::open(statefile::options().write(true), &table)?;
                     f.set_len(good as u64)?;
                     f.sync_all()?;
                     break;
@@ -220,11 +219,7 @@ impl Store {
         // What was recovered is on disk: make it count as durable so the
         // log writer and the dispatcher feed go on with it.
         journal.sync_upto(journal.end())?;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&table)
-            .map_err(|e| with_path(e, &table))?;
+        let file = statefile::open(statefile::options().create(true).append(true), &table)?;
         Ok(Store {
             journal,
             senders: Mutex::new(Senders { index, state, file }),
@@ -386,7 +381,6 @@ impl Store {
         {
             let s = self.lock();
             let path = self.dir.join("senders.state");
-            let tmp = self.dir.join("senders.state.tmp");
             let mut out = String::new();
             for (i, st) in s.state.iter().enumerate().skip(FIRST_INDEX as usize) {
                 out.push_str(&format!(
@@ -395,11 +389,7 @@ impl Store {
                     hex::encode(&st.last_text)
                 ));
             }
-            let mut f = File::create(&tmp).map_err(|e| with_path(e, &tmp))?;
-            f.write_all(out.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()?;
+            statefile::write_atomically(&path, out.as_bytes())?;
         }
         self.journal.retain_from(seq)
     }
@@ -571,7 +561,7 @@ mod tests {
         );
         drop(s);
         // The administrator moves identity 3 to certificate b.
-        let mut f = OpenOptions::new()
+        let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(dir.path().join("senders"))
             .unwrap();

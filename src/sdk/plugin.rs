@@ -426,7 +426,11 @@ impl Plugin {
     /// of the process being killed. The SDK adds its action with
     /// signal-hook, which keeps a handler the program installed before
     /// (it still runs); a handler installed after `run` started replaces
-    /// the SDK's. [`Plugin::run_on`] touches no signal.
+    /// the SDK's. [`Plugin::run_on`] touches no signal. SIGHUP, SIGUSR1 and
+    /// SIGUSR2 are the program's own: they keep their default action
+    /// (terminate) unless it handles them, and a program that does should
+    /// block them first thing in `main` with [`crate::signals::hold`], so
+    /// one sent while it starts waits for its handler instead of killing it.
     pub fn run<F>(self, mut handler: F) -> Result<(), Error>
     where
         F: FnMut(
@@ -488,13 +492,15 @@ impl Plugin {
         }
         if let Some(path) = &self.checkpoint {
             p._lock = Some(crate::statelock::StateLock::file(path).map_err(Error::Setup)?);
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-                .map_err(|e| Error::Setup(format!("checkpoint file {}: {e}", path.display())))?;
+            let f = crate::statefile::open(
+                crate::statefile::options()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false),
+                path,
+            )
+            .map_err(|e| Error::Setup(format!("checkpoint file: {e}")))?;
             let mut buf = [0u8; 64];
             let n = f.read_at(&mut buf, 0).unwrap_or(0);
             let text = String::from_utf8_lossy(&buf[..n]);
@@ -756,10 +762,12 @@ pub(super) fn handshake(
     hello: &Hello,
     buf: &mut [u8],
 ) -> Result<Option<protocol::Welcome>, Error> {
-    send_blocking(conn, &protocol::encode_hello(hello))?;
+    if let Err(e) = send_blocking(conn, &protocol::encode_hello(hello)) {
+        return Err(left_reject(conn, buf).unwrap_or(e));
+    }
     let n = match recv_wait(conn, buf, Duration::from_secs(30))? {
         None => return Err(Error::Connection("no WELCOME within 30s".into())),
-        Some(0) => return Ok(None),
+        Some(0) => return left_reject(conn, buf).map_or(Ok(None), Err),
         Some(n) => n,
     };
     match protocol::decode_from_dispatcher(&buf[..n]) {
@@ -770,6 +778,25 @@ pub(super) fn handshake(
         ))),
         Err(e) => Err(Error::Connection(format!("protocol error: {e}"))),
     }
+}
+
+/// The REJECT a dispatcher that turned this connection away at once left
+/// behind before closing it (the connection may already be reset or shut
+/// when it is read).
+fn left_reject(conn: &OwnedFd, buf: &mut [u8]) -> Option<Error> {
+    for _ in 0..2 {
+        match uds::recv_message(conn, buf) {
+            Ok(Some(0)) => continue,
+            Ok(Some(n)) => {
+                return match protocol::decode_from_dispatcher(&buf[..n]) {
+                    Ok(FromDispatcher::Reject(why)) => Some(Error::Rejected(why)),
+                    _ => None,
+                }
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 pub(super) fn send_blocking(fd: &OwnedFd, msg: &[u8]) -> Result<(), Error> {

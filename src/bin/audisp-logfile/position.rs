@@ -24,7 +24,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use audisp::journal_id::JournalId;
-use audisp::statelock::{self, StateLock};
+use audisp::statefile;
+use audisp::statelock::StateLock;
 
 /// Length every position line is padded to, so a shorter one overwrites a
 /// longer one whole.
@@ -64,8 +65,15 @@ impl PositionFile {
     /// position it holds, if any. `sync`: fsync every update.
     pub fn open(path: &Path, sync: bool) -> Result<(PositionFile, Option<Position>), String> {
         let lock = StateLock::file(path)?;
-        let file =
-            statelock::open_state_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file = statefile::open(
+            statefile::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            path,
+        )
+        .map_err(|e| e.to_string())?;
         let mut buf = [0u8; LINE];
         let n = file
             .read_at(&mut buf, 0)

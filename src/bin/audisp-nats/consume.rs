@@ -403,8 +403,7 @@ fn log_skipped(n: u64, seq: u64, why: &NotAudit) {
 /// Runs the consumer until SIGTERM or SIGINT.
 pub fn run(o: Opts) -> Result<(), String> {
     let c: &Consume = &o.consume;
-    std::fs::create_dir_all(&c.state_dir)
-        .map_err(|e| format!("cannot create {}: {e}", c.state_dir.display()))?;
+    audisp::statefile::private_dir(&c.state_dir).map_err(|e| e.to_string())?;
     let ledger_path = c.state_dir.join(format!("consume-{}.ledger", c.input_name));
     let ledger = Ledger::open(&ledger_path)?;
     tracing::info!("ledger {}", ledger_path.display());

@@ -23,7 +23,6 @@
 //! those.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// One message being fed: its stream sequence and its records' input
@@ -169,14 +168,7 @@ impl Ledger {
                 p.stream_seq, p.first, p.count
             ));
         }
-        let tmp = self.path.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        write().map_err(|e| format!("{}: {e}", self.path.display()))
+        audisp::statefile::write_atomically(&self.path, text.as_bytes()).map_err(|e| e.to_string())
     }
 
     /// A stream created anew (another name or creation time): its sequence

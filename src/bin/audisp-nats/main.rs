@@ -27,6 +27,15 @@ mod stream;
 use settings::{Mode, USAGE};
 
 fn main() {
+    // SIGUSR2 (resume publishing) must not kill a publisher that is still
+    // starting; its handler takes it once installed.
+    let usr2 = match audisp::signals::hold(&[nix::sys::signal::Signal::SIGUSR2]) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("audisp-nats: {e}");
+            std::process::exit(1);
+        }
+    };
     // The client's own connection chatter is said again, better, by ours.
     audisp::systemd::logging::init("audisp-nats", "info,async_nats=warn");
     let mut args = std::env::args_os().skip(1);
@@ -52,9 +61,10 @@ fn main() {
         return;
     }
     let result = match mode {
-        Mode::Publish => publish::run(opts),
-        Mode::Consume => consume::run(opts),
-        Mode::CreateStream => stream::create(opts),
+        Mode::Publish => publish::run(opts, usr2),
+        // SIGUSR2 means nothing to these: its default action again.
+        Mode::Consume => usr2.release().and_then(|()| consume::run(opts)),
+        Mode::CreateStream => usr2.release().and_then(|()| stream::create(opts)),
     };
     if let Err(e) = result {
         tracing::error!("{e}");

@@ -336,8 +336,9 @@ impl Publisher {
 }
 
 /// Runs the plugin until audispd closes the connection it was started on or
-/// SIGTERM.
-pub fn run(o: Opts) -> Result<(), String> {
+/// SIGTERM. `usr2_held`: SIGUSR2, blocked since `main` began, released once
+/// its handler is in place.
+pub fn run(o: Opts, usr2_held: audisp::signals::Held) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -373,6 +374,7 @@ pub fn run(o: Opts) -> Result<(), String> {
         );
         // SAFETY: the handler only stores to an atomic.
         unsafe { sigaction(Signal::SIGUSR2, &act) }.map_err(|e| format!("sigaction: {e}"))?;
+        usr2_held.release()?;
     }
     let (cmd_tx, cmd_rx) = mpsc::channel();
     let p = &o.publish;

@@ -19,7 +19,7 @@ use audisp::dbus::service::Reloaded;
 use audisp::engine::{Engine, Sockets};
 use audisp::systemd::notify::Notifier;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::Signal;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 const USAGE: &str = "\
@@ -82,7 +82,36 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
     Ok(Some(args))
 }
 
+/// The signals the daemon takes from its signalfd.
+const HANDLED: [Signal; 4] = [
+    Signal::SIGHUP,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGUSR1,
+];
+
+/// Blocks [`HANDLED`] the moment the program is loaded, before the Rust
+/// runtime and `main` (a constructor run by the dynamic loader): a reload
+/// or state-report request that arrives while audispd starts must wait for
+/// it, not kill it. `main` blocks them again to learn of a failure.
+extern "C" fn hold_signals_at_load() {
+    let _ = audisp::signals::hold(&HANDLED);
+}
+
+#[used]
+#[link_section = ".init_array"]
+static HOLD_SIGNALS_AT_LOAD: extern "C" fn() = hold_signals_at_load;
+
 fn main() -> ExitCode {
+    // Blocked already (see `hold_signals_at_load`), and before any thread
+    // starts. Taken from a signalfd in `run`; the other modes release them.
+    let held = match audisp::signals::hold(&HANDLED) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("audispd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let args = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => return ExitCode::SUCCESS,
@@ -91,6 +120,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.demo || args.check {
+        if let Err(e) = held.clone().release() {
+            eprintln!("audispd: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let paths = Paths::resolve(args.config_dir, args.runtime_dir, args.state_dir, &|k| {
         std::env::var_os(k)
     });
@@ -122,7 +157,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run(paths, &notifier, passed) {
+    match run(paths, &notifier, passed, &held) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -162,6 +197,7 @@ fn run(
     paths: Paths,
     notifier: &std::sync::Arc<Notifier>,
     mut passed: audisp::systemd::activation::Passed,
+    signals: &audisp::signals::Held,
 ) -> Result<(), String> {
     let (config, _) = load(&paths);
     let Some(config) = config else {
@@ -170,25 +206,18 @@ fn run(
             paths.config_dir.display()
         ));
     };
-    // Signals are taken synchronously from a signalfd; block them in every
-    // thread (threads inherit the mask; plugin programs get theirs reset).
-    let mut mask = SigSet::empty();
-    for s in [
-        Signal::SIGHUP,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGUSR1,
-    ] {
-        mask.add(s);
-    }
-    mask.thread_block()
-        .map_err(|e| format!("cannot block signals: {e}"))?;
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| format!("signalfd: {e}"))?;
-    for dir in [&paths.runtime_dir, &paths.state_dir] {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    // One audispd per state directory, until this returns.
+    // Signals are taken synchronously from a signalfd; `main` blocked them
+    // first thing, so every thread has them blocked (threads inherit the
+    // mask; plugin programs get theirs reset).
+    let sfd = SignalFd::with_flags(
+        signals.set(),
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    )
+    .map_err(|e| format!("signalfd: {e}"))?;
+    std::fs::create_dir_all(&paths.runtime_dir)
+        .map_err(|e| format!("{}: {e}", paths.runtime_dir.display()))?;
+    // Journal, cursors and checkpoint: private to audispd (0700), and one
+    // audispd per state directory, until this returns.
     let _state_lock = audisp::statelock::StateLock::dir(&paths.state_dir)?;
     let stats_interval = config.main.stats.interval;
     let listeners = listen::passed_sockets(&mut passed)?;
