@@ -110,6 +110,7 @@ mod tests {
             mode: DeliveryMode::Records,
             include: vec![],
             exclude: vec![],
+            inputs: None,
             queue_size: 1,
             overflow: Overflow::Spool,
             spool_max: 1 << 30,

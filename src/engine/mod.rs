@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod inputs;
 pub mod liveness;
 pub mod plugin;
+pub mod routes;
 pub mod settings;
 pub mod stats;
 pub mod subscription;
@@ -165,6 +166,10 @@ impl Engine {
                     actions: actions.clone(),
                     snapshot,
                     server: server.to_string(),
+                    inputs: {
+                        let ingest = ingest.clone();
+                        Arc::new(move |s| ingest.input_origin(s))
+                    },
                     internal: Arc::default(),
                 },
                 journal: journal.clone(),

@@ -104,6 +104,14 @@ fn types_of(v: &[u8], what: &str) -> Result<Vec<u32>, ProtocolError> {
         .collect())
 }
 
+fn flag_of(v: &[u8], what: &str) -> Result<bool, ProtocolError> {
+    match v {
+        [0] => Ok(false),
+        [1] => Ok(true),
+        _ => err(format!("{what} must be one byte, 0 or 1")),
+    }
+}
+
 fn decode_hello(r: &mut In<'_>) -> Result<Hello, ProtocolError> {
     if r.take(4)? != MAGIC {
         return err("HELLO: bad magic; this is not an audisp plugin speaking the native protocol");
@@ -160,6 +168,8 @@ fn decode_hello(r: &mut In<'_>) -> Result<Hello, ProtocolError> {
                     .map_err(|_| ProtocolError("HELLO: max message is a u32".into()))?;
                 h.max_message = Some(u32::from_le_bytes(a));
             }
+            tag::RELAYED => h.relayed = flag_of(v, "HELLO relayed")?,
+            tag::LOCAL_ONLY => h.local_only = flag_of(v, "HELLO local only")?,
             _ => {}
         }
     }
@@ -453,9 +463,11 @@ mod tests {
         h.include = vec![1400, 1107];
         h.exclude = vec![1320];
         h.max_message = Some(65536);
+        h.local_only = true;
         let m = encode_hello(&h);
         assert_eq!(decode_from_plugin(&m).unwrap(), FromPlugin::Hello(h));
-        let i = Hello::input("bridge", [9; 16]);
+        let mut i = Hello::input("bridge", [9; 16]);
+        i.relayed = true;
         assert_eq!(
             decode_from_plugin(&encode_hello(&i)).unwrap(),
             FromPlugin::Hello(i)

@@ -66,6 +66,12 @@ pub fn encode_hello(h: &Hello) -> Vec<u8> {
     if let Some(m) = h.max_message {
         put_field(&mut out, tag::MAX_MESSAGE, &m.to_le_bytes());
     }
+    if h.relayed {
+        put_field(&mut out, tag::RELAYED, &[1]);
+    }
+    if h.local_only {
+        put_field(&mut out, tag::LOCAL_ONLY, &[1]);
+    }
     out
 }
 

@@ -48,6 +48,14 @@ pub struct Hello {
     pub source_epoch: Option<[u8; 16]>,
     /// Largest message the plugin accepts.
     pub max_message: Option<u32>,
+    /// Input: the records it sends originated on other hosts (a receiver
+    /// of forwarded records), so plugins that forward only this host's
+    /// records leave them out and forwarding cannot loop.
+    pub relayed: bool,
+    /// Output: unless the admin names the inputs it gets (`inputs`,
+    /// `exclude_inputs`), give it only records that originated on this
+    /// host, none from relayed inputs (what a forwarder asks for).
+    pub local_only: bool,
 }
 
 impl Hello {
@@ -64,6 +72,8 @@ impl Hello {
             exclude: Vec::new(),
             source_epoch: None,
             max_message: None,
+            relayed: false,
+            local_only: false,
         }
     }
 

@@ -96,6 +96,8 @@ mod tag {
     pub const EXCLUDE: u16 = 6;
     pub const SOURCE_EPOCH: u16 = 7;
     pub const MAX_MESSAGE: u16 = 8;
+    pub const RELAYED: u16 = 9;
+    pub const LOCAL_ONLY: u16 = 10;
 
     pub const W_JOURNAL_ID: u16 = 1;
     pub const W_START_AFTER: u16 = 2;

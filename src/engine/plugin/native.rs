@@ -19,6 +19,8 @@ use super::inflight::Inflight;
 use super::{Delivery, Host};
 use crate::engine::cursor::Position;
 use crate::engine::events::{Assembler, Event, EventRecord};
+use crate::engine::routes::{Lookup, Routes};
+use crate::engine::settings::InputSelection;
 use crate::engine::subscription::Subscription;
 use crate::journal::entry::flags;
 use crate::journal::{EntryRef, JournalId, ReadOutcome, Step};
@@ -45,6 +47,10 @@ pub(super) struct Greeting<'a> {
     pub include: &'a [u32],
     /// Record types the admin keeps back.
     pub exclude: &'a [u32],
+    /// The inputs the admin chose (`None`: the plugin's default).
+    pub inputs: Option<&'a InputSelection>,
+    /// Inputs by index.
+    pub lookup: &'a Lookup,
     /// The configured delivery mode; the plugin may ask for the other.
     pub mode: Mode,
     /// The plugin's cursor: everything up to here is handled.
@@ -83,6 +89,8 @@ pub(super) struct Native {
     sock: OwnedFd,
     mode: Mode,
     subscription: Subscription,
+    /// The inputs whose records it gets.
+    routes: Routes,
     /// Records and events up to here are already with the plugin: its
     /// cursor's `acked`, or further if the plugin said it has more (the
     /// resume point of its `HELLO`).
@@ -177,6 +185,7 @@ impl Native {
             sock,
             mode,
             subscription: Subscription::new(g.include, g.exclude, &hello.include, &hello.exclude),
+            routes: Routes::new(g.inputs, hello.local_only, g.lookup.clone()),
             skip_upto: skip,
             inflight: Inflight::default(),
             builder: RecordsBuilder::output(max),
@@ -195,6 +204,7 @@ impl Native {
                 if e.is_control()
                     || e.seq <= self.skip_upto
                     || !self.subscription.records.wants(e.rtype)
+                    || !self.routes.wants(e.source)
                 {
                     return Step::Next;
                 }
@@ -217,6 +227,8 @@ impl Native {
                 let Some(mut event) = self.assembler.push(&e) else {
                     return Step::Next;
                 };
+                let routes = &mut self.routes;
+                event.retain(|r| routes.wants(r.source));
                 let sub = &self.subscription;
                 if event.close_seq <= self.skip_upto
                     || event.is_empty()
@@ -486,6 +498,7 @@ mod tests {
     use crate::journal::Journal;
     use crate::protocol::{CommandStatus, FromDispatcher};
     use nix::sys::socket::SockType;
+    use std::sync::Arc;
 
     /// One record as the plugin received it.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -513,6 +526,8 @@ mod tests {
             name: "t",
             include: &[],
             exclude: &[],
+            inputs: None,
+            lookup: &(Arc::new(|_| None) as Lookup),
             mode: Mode::Records,
             acked: host.position.acked,
             journal_id: j.id(),
@@ -848,6 +863,8 @@ mod tests {
             name: "t",
             include: &[],
             exclude: &[],
+            inputs: None,
+            lookup: &(Arc::new(|_| None) as Lookup),
             mode: Mode::Records,
             acked: 0,
             journal_id: j.id(),

@@ -19,6 +19,7 @@ use super::{lock, Delivery, Host, SenderHandle, Services, State, Stop};
 use crate::engine::actions::Effect;
 use crate::engine::child::{self, Running, StdinSocket};
 use crate::engine::cursor::{CursorFile, Position};
+use crate::engine::routes::Routes;
 use crate::engine::settings::{DeliveryMode, Overflow, PluginFormat, PluginSettings, Transport};
 use crate::engine::stats;
 use crate::engine::subscription::Subscription;
@@ -322,7 +323,14 @@ impl Sender {
             Some(encoding) => {
                 let cfg = &self.config;
                 let records = Subscription::new(&cfg.include, &cfg.exclude, &[], &[]).records;
-                let stock = Stock::new(sock, encoding, records, self.handle.position().acked);
+                let routes = Routes::new(cfg.inputs.as_ref(), false, self.services.inputs.clone());
+                let stock = Stock::new(
+                    sock,
+                    encoding,
+                    records,
+                    routes,
+                    self.handle.position().acked,
+                );
                 self.session(stock, &mut child)
             }
             None => match self.handshake(sock, child.as_ref()) {
@@ -349,6 +357,8 @@ impl Sender {
             name: &self.handle.name,
             include: &cfg.include,
             exclude: &cfg.exclude,
+            inputs: cfg.inputs.as_ref(),
+            lookup: &self.services.inputs,
             mode: match cfg.mode {
                 DeliveryMode::Records => Mode::Records,
                 DeliveryMode::Events => Mode::Events,

@@ -23,6 +23,7 @@ use nix::poll::PollFlags;
 use super::inflight::Inflight;
 use super::{Delivery, Host};
 use crate::engine::cursor::Position;
+use crate::engine::routes::Routes;
 use crate::engine::subscription::Filter;
 use crate::journal::{ReadOutcome, Step};
 use crate::uds;
@@ -47,6 +48,8 @@ pub(super) struct Stock {
     encoding: Encoding,
     /// The records the plugin gets.
     records: Filter,
+    /// The inputs whose records it gets.
+    routes: Routes,
     /// Records up to here are already handled: the cursor's `acked`, which
     /// is ahead of where reading restarts only when a native plugin in
     /// events mode left the cursor (its configuration changed to a stock
@@ -63,11 +66,18 @@ pub(super) struct Stock {
 impl Stock {
     /// Starts feeding a connected stock plugin; records up to `skip_upto`
     /// are not sent.
-    pub(super) fn new(sock: OwnedFd, encoding: Encoding, records: Filter, skip_upto: u64) -> Stock {
+    pub(super) fn new(
+        sock: OwnedFd,
+        encoding: Encoding,
+        records: Filter,
+        routes: Routes,
+        skip_upto: u64,
+    ) -> Stock {
         Stock {
             sock,
             encoding,
             records,
+            routes,
             skip_upto,
             inflight: Inflight::default(),
             out: Vec::new(),
@@ -106,7 +116,11 @@ impl Stock {
         let outcome = host
             .reader()
             .read(STOCK_BUFFER, &mut |e| {
-                if e.is_control() || e.seq <= self.skip_upto || !self.records.wants(e.rtype) {
+                if e.is_control()
+                    || e.seq <= self.skip_upto
+                    || !self.records.wants(e.rtype)
+                    || !self.routes.wants(e.source)
+                {
                     return Step::Next;
                 }
                 let out = &mut self.out;
@@ -238,10 +252,12 @@ mod tests {
     use super::*;
     use crate::engine::plugin::testing::{append, journal, pair, text, TestHost};
     use nix::sys::socket::{self, SockType};
+    use std::sync::Arc;
 
     fn stock(encoding: Encoding, host: &TestHost) -> (Stock, OwnedFd) {
         let (ours, theirs) = pair(SockType::Stream);
-        let s = Stock::new(ours, encoding, Filter::all(), host.position.acked);
+        let routes = Routes::new(None, false, Arc::new(|_| None));
+        let s = Stock::new(ours, encoding, Filter::all(), routes, host.position.acked);
         (s, theirs)
     }
 
