@@ -67,7 +67,7 @@
 //! | `sdk` | [`sdk`] | serde_json, signal-hook |
 //! | `format` | [`format`](mod@format) (records as JSON) | serde_json |
 //! | `config` | [`config`] | toml, lexopt |
-//! | `dispatcher` | [`engine`], [`journal`], [`systemd::logging`]; `config` | crc32c, getrandom, rustc-hash, serde, tracing, tracing-subscriber, tracing-journald |
+//! | `dispatcher` | [`engine`], [`journal`], [`systemd::logging`]; `config`, `format` | crc32c, getrandom, rustc-hash, serde, tracing, tracing-subscriber, tracing-journald |
 //! | `dbus` | [`dbus`]; `dispatcher`, `sdk` | zbus |
 //! | `remote` | [`remote`]; `dispatcher`, `sdk` | rustls, ring, thiserror |
 //! | `logfile` | audisp-logfile's gzip/zstd; `sdk`, `format`, `config` | flate2, zstd |

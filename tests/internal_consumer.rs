@@ -92,6 +92,7 @@ fn internal_consumer_gets_its_subscription_once_across_reconnects() {
                 include: vec![1005],
                 exclude: vec![],
                 inputs: None,
+                drop_fields: vec![],
                 queue_size: 100_000,
                 overflow: Overflow::Spool,
                 spool_max: 1 << 30,

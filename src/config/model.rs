@@ -114,6 +114,8 @@ pub struct PluginConfig {
     /// `inputs`, `exclude_inputs`: the inputs whose records it gets; `None`
     /// when neither key is there (the plugin's own default).
     pub inputs: Option<InputSelection>,
+    /// `drop_fields`: fields removed from every record it gets, sorted.
+    pub drop_fields: Vec<String>,
     /// `queue_size`: records of backlog before `overflow` applies.
     pub queue_size: u64,
     /// `overflow`: what happens beyond `queue_size`.

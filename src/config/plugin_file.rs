@@ -29,6 +29,7 @@ const KEYS: &[&str] = &[
     "exclude",
     "inputs",
     "exclude_inputs",
+    "drop_fields",
     "queue_size",
     "overflow",
     "spool_max",
@@ -106,6 +107,7 @@ pub(super) fn parse(
         );
     }
     let inputs = inputs(doc, &top);
+    let drop_fields = drop_fields(doc, &top);
     let queue_size = top.count(doc, "queue_size").unwrap_or(QUEUE_SIZE);
     if queue_size == 0 {
         top.bad(doc, "queue_size", "must be at least 1 record");
@@ -157,6 +159,7 @@ pub(super) fn parse(
             include,
             exclude,
             inputs,
+            drop_fields,
             queue_size,
             overflow,
             spool_max,
@@ -278,6 +281,30 @@ fn inputs(doc: &mut Doc, top: &Section) -> Option<InputSelection> {
         );
     }
     Some(InputSelection { include, exclude })
+}
+
+/// `drop_fields = [...]`: field names as audit records write them before
+/// `=` (`proctitle`, `auid`; upper case for an enriched field only).
+fn drop_fields(doc: &mut Doc, top: &Section) -> Vec<String> {
+    let mut v = top
+        .list(doc, "drop_fields", "field names", |v| match v {
+            DeValue::String(s)
+                if !s.is_empty()
+                    && s.len() <= 64
+                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+            {
+                Ok(s.to_string())
+            }
+            DeValue::String(_) => Err(format!(
+                "{} is not a field name: 1 to 64 letters, digits, '_' or '-', as the record writes it before '=' (such as \"proctitle\")",
+                show(v)
+            )),
+            other => Err(format!("{} must be a field name in quotes", show(other))),
+        })
+        .unwrap_or_default();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// `[restart] initial, max`.
@@ -440,6 +467,7 @@ mod tests {
                 include: vec![],
                 exclude: vec![],
                 inputs: None,
+                drop_fields: vec![],
                 queue_size: 100_000,
                 overflow: Overflow::Spool,
                 spool_max: 1 << 30,
@@ -568,7 +596,7 @@ max = "500ms"
                 "p.toml:5: include: 1.5 must be a record type name in quotes or a type number",
                 "p.toml:7: queue_size = 0 must be at least 1 record",
                 "p.toml:8: spool_max = \"10K\" is too small; use at least \"1M\"",
-                "p.toml:9: unknown key \"colour\"; allowed keys are active, socket, exec, format, mode, include, exclude, inputs, exclude_inputs, queue_size, overflow, spool_max, restart, actions",
+                "p.toml:9: unknown key \"colour\"; allowed keys are active, socket, exec, format, mode, include, exclude, inputs, exclude_inputs, drop_fields, queue_size, overflow, spool_max, restart, actions",
                 "p.toml:12: max = \"500ms\" leaves max (500ms) below initial (1s); the delay starts at initial and doubles up to max",
             ]
         );
@@ -579,6 +607,21 @@ max = "500ms"
         assert_eq!(
             parse_str("socket = \"s\"\ninclude = [\"AVC\", \"USER_AVC\"]\nexclude = [\"avc\"]\n").unwrap_err(),
             ["p.toml:3: exclude = [\"avc\"] lists AVC, which include also lists; a type cannot be both included and excluded"]
+        );
+    }
+
+    #[test]
+    fn drop_fields_names_fields() {
+        let c =
+            parse_str("socket = \"s\"\ndrop_fields = [\"proctitle\", \"auid\", \"proctitle\"]\n")
+                .unwrap();
+        assert_eq!(c.drop_fields, ["auid", "proctitle"]);
+        assert_eq!(
+            parse_str("socket = \"s\"\ndrop_fields = [\"a=b\", 1]\n").unwrap_err(),
+            [
+                "p.toml:2: drop_fields: \"a=b\" is not a field name: 1 to 64 letters, digits, '_' or '-', as the record writes it before '=' (such as \"proctitle\")",
+                "p.toml:2: drop_fields: 1 must be a field name in quotes",
+            ]
         );
     }
 

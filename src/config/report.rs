@@ -111,6 +111,7 @@ mod tests {
             include: vec![],
             exclude: vec![],
             inputs: None,
+            drop_fields: vec![],
             queue_size: 1,
             overflow: Overflow::Spool,
             spool_max: 1 << 30,

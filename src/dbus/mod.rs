@@ -275,6 +275,7 @@ fn consumer_settings() -> PluginSettings {
         include: Vec::new(),
         exclude: Vec::new(),
         inputs: None,
+        drop_fields: vec![],
         queue_size: 100_000,
         overflow: Overflow::Spool,
         spool_max: 64 << 20,

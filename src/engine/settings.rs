@@ -166,6 +166,9 @@ pub struct PluginSettings {
     /// the plugin's own default (all, or only this host's records for a
     /// plugin that asks for that, such as a forwarder).
     pub inputs: Option<InputSelection>,
+    /// Fields removed from every record it gets (see
+    /// [`crate::format::drop_fields`]).
+    pub drop_fields: Vec<String>,
     /// Records of backlog before `overflow` applies.
     pub queue_size: u64,
     /// What happens beyond `queue_size`.

@@ -10,6 +10,7 @@
 //! last record flagged `EVENT_COMPLETE`. The plugin's `STATS` requests and
 //! `COMMAND`s are answered through the sender ([`Host`]).
 
+use std::borrow::Cow;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use crate::engine::events::{Assembler, Event, EventRecord};
 use crate::engine::routes::{Lookup, Routes};
 use crate::engine::settings::InputSelection;
 use crate::engine::subscription::Subscription;
+use crate::format::drop_fields::DropFields;
 use crate::journal::entry::flags;
 use crate::journal::{EntryRef, JournalId, ReadOutcome, Step};
 use crate::protocol::{self, record_flags, FromPlugin, Hello, Mode, RecordsBuilder, Role, Welcome};
@@ -51,6 +53,8 @@ pub(super) struct Greeting<'a> {
     pub inputs: Option<&'a InputSelection>,
     /// Inputs by index.
     pub lookup: &'a Lookup,
+    /// Fields removed from its records.
+    pub drop_fields: &'a [String],
     /// The configured delivery mode; the plugin may ask for the other.
     pub mode: Mode,
     /// The plugin's cursor: everything up to here is handled.
@@ -91,6 +95,8 @@ pub(super) struct Native {
     subscription: Subscription,
     /// The inputs whose records it gets.
     routes: Routes,
+    /// Fields removed from its records (`None`: none).
+    drop: Option<DropFields>,
     /// Records and events up to here are already with the plugin: its
     /// cursor's `acked`, or further if the plugin said it has more (the
     /// resume point of its `HELLO`).
@@ -186,6 +192,7 @@ impl Native {
             mode,
             subscription: Subscription::new(g.include, g.exclude, &hello.include, &hello.exclude),
             routes: Routes::new(g.inputs, hello.local_only, g.lookup.clone()),
+            drop: DropFields::of(g.drop_fields),
             skip_upto: skip,
             inflight: Inflight::default(),
             builder: RecordsBuilder::output(max),
@@ -208,12 +215,16 @@ impl Native {
                 {
                     return Step::Next;
                 }
+                let text = match &mut self.drop {
+                    Some(d) => d.apply(e.text),
+                    None => Cow::Borrowed(e.text),
+                };
                 let r = protocol::Record {
                     seq: e.seq,
                     ack_id: e.seq,
                     rtype: e.rtype,
                     flags: wire_flags(e.flags),
-                    text: e.text,
+                    text: &text,
                 };
                 if !self.builder.push(&r) {
                     m.full = true;
@@ -276,12 +287,16 @@ impl Native {
             if last {
                 fl |= record_flags::EVENT_COMPLETE;
             }
+            let text = match &mut self.drop {
+                Some(d) => d.apply(text),
+                None => Cow::Borrowed(*text),
+            };
             if !self.builder.push(&protocol::Record {
                 seq: r.seq,
                 ack_id: ack,
                 rtype: r.rtype,
                 flags: fl,
-                text,
+                text: &text,
             }) {
                 break;
             }
@@ -528,6 +543,7 @@ mod tests {
             exclude: &[],
             inputs: None,
             lookup: &(Arc::new(|_| None) as Lookup),
+            drop_fields: &[],
             mode: Mode::Records,
             acked: host.position.acked,
             journal_id: j.id(),
@@ -865,6 +881,7 @@ mod tests {
             exclude: &[],
             inputs: None,
             lookup: &(Arc::new(|_| None) as Lookup),
+            drop_fields: &[],
             mode: Mode::Records,
             acked: 0,
             journal_id: j.id(),

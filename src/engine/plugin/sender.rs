@@ -23,6 +23,7 @@ use crate::engine::routes::Routes;
 use crate::engine::settings::{DeliveryMode, Overflow, PluginFormat, PluginSettings, Transport};
 use crate::engine::stats;
 use crate::engine::subscription::Subscription;
+use crate::format::drop_fields::DropFields;
 use crate::journal::{LostReason, Reader};
 use crate::protocol::{self, CommandStatus, Hello, Mode};
 use crate::uds;
@@ -324,13 +325,9 @@ impl Sender {
                 let cfg = &self.config;
                 let records = Subscription::new(&cfg.include, &cfg.exclude, &[], &[]).records;
                 let routes = Routes::new(cfg.inputs.as_ref(), false, self.services.inputs.clone());
-                let stock = Stock::new(
-                    sock,
-                    encoding,
-                    records,
-                    routes,
-                    self.handle.position().acked,
-                );
+                let drop = DropFields::of(&cfg.drop_fields);
+                let acked = self.handle.position().acked;
+                let stock = Stock::new(sock, encoding, records, routes, drop, acked);
                 self.session(stock, &mut child)
             }
             None => match self.handshake(sock, child.as_ref()) {
@@ -359,6 +356,7 @@ impl Sender {
             exclude: &cfg.exclude,
             inputs: cfg.inputs.as_ref(),
             lookup: &self.services.inputs,
+            drop_fields: &cfg.drop_fields,
             mode: match cfg.mode {
                 DeliveryMode::Records => Mode::Records,
                 DeliveryMode::Events => Mode::Events,

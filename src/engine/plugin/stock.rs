@@ -15,6 +15,7 @@
 //! so a measure is trusted only while the plugin is still connected: a
 //! plugin that dies loses nothing that was still in the socket.
 
+use std::borrow::Cow;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use super::{Delivery, Host};
 use crate::engine::cursor::Position;
 use crate::engine::routes::Routes;
 use crate::engine::subscription::Filter;
+use crate::format::drop_fields::DropFields;
 use crate::journal::{ReadOutcome, Step};
 use crate::uds;
 
@@ -50,6 +52,8 @@ pub(super) struct Stock {
     records: Filter,
     /// The inputs whose records it gets.
     routes: Routes,
+    /// Fields removed from its records (`None`: none).
+    drop: Option<DropFields>,
     /// Records up to here are already handled: the cursor's `acked`, which
     /// is ahead of where reading restarts only when a native plugin in
     /// events mode left the cursor (its configuration changed to a stock
@@ -71,6 +75,7 @@ impl Stock {
         encoding: Encoding,
         records: Filter,
         routes: Routes,
+        drop: Option<DropFields>,
         skip_upto: u64,
     ) -> Stock {
         Stock {
@@ -78,6 +83,7 @@ impl Stock {
             encoding,
             records,
             routes,
+            drop,
             skip_upto,
             inflight: Inflight::default(),
             out: Vec::new(),
@@ -123,17 +129,21 @@ impl Stock {
                 {
                     return Step::Next;
                 }
+                let text = match &mut self.drop {
+                    Some(d) => d.apply(e.text),
+                    None => Cow::Borrowed(e.text),
+                };
                 let out = &mut self.out;
                 match self.encoding {
                     Encoding::Binary => {
                         out.extend_from_slice(&1u32.to_ne_bytes());
                         out.extend_from_slice(&16u32.to_ne_bytes());
                         out.extend_from_slice(&e.rtype.to_ne_bytes());
-                        out.extend_from_slice(&(e.text.len() as u32).to_ne_bytes());
-                        out.extend_from_slice(e.text);
+                        out.extend_from_slice(&(text.len() as u32).to_ne_bytes());
+                        out.extend_from_slice(&text);
                     }
                     Encoding::String => {
-                        out.extend_from_slice(e.text);
+                        out.extend_from_slice(&text);
                         out.push(b'\n');
                     }
                 }
@@ -257,7 +267,14 @@ mod tests {
     fn stock(encoding: Encoding, host: &TestHost) -> (Stock, OwnedFd) {
         let (ours, theirs) = pair(SockType::Stream);
         let routes = Routes::new(None, false, Arc::new(|_| None));
-        let s = Stock::new(ours, encoding, Filter::all(), routes, host.position.acked);
+        let s = Stock::new(
+            ours,
+            encoding,
+            Filter::all(),
+            routes,
+            None,
+            host.position.acked,
+        );
         (s, theirs)
     }
 
