@@ -70,7 +70,7 @@
 //! | `format` | [`format`](mod@format) (records as JSON) | serde_json |
 //! | `config` | [`config`] | toml, lexopt |
 //! | `filter` | [`filter`] (filter expressions); `format` | regex |
-//! | `dispatcher` | [`engine`], [`journal`], [`systemd::logging`]; `config`, `filter` | crc32c, getrandom, rustc-hash, serde, tracing, tracing-subscriber, tracing-journald |
+//! | `dispatcher` | [`engine`], [`journal`], [`systemd::logging`]; `config`, `format`, `filter` | crc32c, getrandom, rustc-hash, serde, tracing, tracing-subscriber, tracing-journald |
 //! | `dbus` | [`dbus`]; `dispatcher`, `sdk` | zbus |
 //! | `remote` | [`remote`]; `dispatcher`, `sdk` | rustls, ring, thiserror |
 //! | `logfile` | audisp-logfile's gzip/zstd; `sdk`, `format`, `config` | flate2, zstd |

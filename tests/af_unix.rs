@@ -417,7 +417,7 @@ fn a_hundred_readers_come_and_go_while_records_flow() {
     assert!(n >= 100, "{n} connections");
     let log = d.log();
     assert_eq!(
-        log.matches("started its program").count(),
+        log.matches("started the program of plugin").count(),
         1,
         "the plugin restarted:\n{}",
         d.log_tail(40)

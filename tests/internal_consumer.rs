@@ -91,6 +91,8 @@ fn internal_consumer_gets_its_subscription_once_across_reconnects() {
                 mode: DeliveryMode::Records,
                 include: vec![1005],
                 exclude: vec![],
+                inputs: None,
+                drop_fields: vec![],
                 queue_size: 100_000,
                 overflow: Overflow::Spool,
                 spool_max: 1 << 30,

@@ -76,8 +76,11 @@ impl Receiver {
             .append(true)
             .open(self.dir.join("receive.err"))
             .unwrap();
-        let child = Command::new(&self.program)
-            .arg("--no-config")
+        let mut cmd = Command::new(&self.program);
+        if !self.extra.iter().any(|a| a == "--config") {
+            cmd.arg("--no-config");
+        }
+        let child = cmd
             .arg("--listen")
             .arg(&self.listen)
             .arg("--state-dir")
@@ -439,6 +442,116 @@ fn fast_mode_carries_records_and_nothing_else() {
     let _ = d.stop();
     let log = sender_log(&d);
     assert!(log.matches("is not an audit record").count() >= 10, "{log}");
+}
+
+/// A shipped file of the source tree (`packaging/…`, `plugins.d/…`).
+fn shipped(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+/// One host that both sends and receives, installed from the shipped files
+/// as an admin would (only the paths moved into the test directory):
+/// audispd with plugins.d/remote.toml.example as remote.toml, audisp-remote
+/// sending to audisp-receive on loopback, and audisp-receive with
+/// packaging/audisp-receive.toml feeding what it receives back into the
+/// same audispd. Each record reaches the receiver's log once, audispd
+/// journals it twice (from auditd, then from audisp-receive) and never
+/// more: received records are not sent out again.
+#[test]
+fn sending_and_receiving_on_one_host_with_the_shipped_files_does_not_loop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
+    let example = shipped("plugins.d/remote.toml.example");
+    let installed = example.replace(
+        "socket = \"/run/audisp/plugins/remote.sock\"",
+        "socket = \"{dir}/run/remote.sock\"",
+    );
+    assert_ne!(installed, example, "the example's socket line moved");
+    d.write_plugin("remote", &installed);
+    d.write_plugin("sink", &support::dispatcher::sink_plugin("sink", "", ""));
+    d.start(Stdio::piped()).unwrap();
+    let receive_toml = tmp.path().join("audisp-receive.toml");
+    let conf = shipped("packaging/audisp-receive.toml");
+    let input = d.input_socket();
+    let moved = conf.replace(
+        "dispatcher = \"/run/audisp/input.sock\"",
+        &format!("dispatcher = \"{}\"", input.display()),
+    );
+    assert_ne!(moved, conf, "the shipped file feeds audispd");
+    std::fs::write(&receive_toml, moved).unwrap();
+    std::fs::set_permissions(&receive_toml, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut r = Receiver::start(
+        tmp.path(),
+        port,
+        &["--config", receive_toml.to_str().unwrap()],
+    );
+    let s = start_sender(&d, port, &[]);
+    let data = sample_copies(2);
+    let all = lines(&data);
+    let n = all.len();
+    let _stdin = keep_feeding(&mut d, &data);
+    let context = || {
+        format!(
+            "--- sender ---\n{}\n--- audispd ---\n{}\n--- state ---\n{}",
+            sender_log(&d),
+            d.log_tail(30),
+            d.state()
+        )
+    };
+    let got = r.wait_lines_or(n, Duration::from_secs(120), &context);
+    assert_same(&got, &all, "audisp-remote → audisp-receive log");
+    // audisp-receive fed every record into audispd (input "remote"), and
+    // audisp-remote has looked at every journal entry since: had it sent
+    // any received record again, the receiver would hold it by now.
+    let line = |report: &str, kind: &str, name: &str| {
+        support::dispatcher::state_line(report, kind, name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in\n{report}"))
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "audispd journaled the received records and audisp-remote caught up",
+        || {
+            let report = d.state();
+            let end: u64 = report
+                .lines()
+                .find_map(|l| l.strip_prefix("journal sequence range = "))
+                .and_then(|r| r.split_once(".."))
+                .and_then(|(_, e)| e.parse().ok())
+                .unwrap_or(0);
+            line(&report, "input", "remote").get("records") == n as u64
+                && line(&report, "plugin", "remote").get("acked_seq") + 1 >= end
+                && line(&report, "plugin", "sink").get("acked_seq") + 1 >= end
+        },
+    );
+    let report = d.state();
+    assert_eq!(
+        line(&report, "input", "stdin").get("records"),
+        n as u64,
+        "{report}"
+    );
+    assert_eq!(
+        line(&report, "input", "remote").get("records"),
+        n as u64,
+        "{report}"
+    );
+    assert_eq!(
+        line(&report, "plugin", "remote").get("delivered"),
+        n as u64,
+        "only this host's records go out\n{report}"
+    );
+    assert_eq!(r.lines().len(), n, "each record reached the receiver once");
+    // The sink (no inputs chosen, no default of its own) got both copies.
+    let out = support::dispatcher::wait_sink(&d.out("sink"), 2 * n, Duration::from_secs(60));
+    let texts = support::dispatcher::texts(&out);
+    assert_eq!(
+        texts.len(),
+        2 * n,
+        "records journaled: each once from auditd, once from audisp-receive"
+    );
+    stop_child(s);
+    r.stop();
+    let _ = d.stop();
 }
 
 /// Writes a key file with root-only mode.

@@ -379,7 +379,7 @@ fn feed(shared: &Shared, sock: &std::path::Path, name: &str, pos: &AtomicU64) {
     let mut warned = false;
     loop {
         let stopping = shared.stop.load(Ordering::Acquire);
-        let (mut client, have) = match InputClient::connect(sock, name, epoch) {
+        let (mut client, have) = match InputClient::connect_relayed(sock, name, epoch) {
             Ok(x) => {
                 tracing::info!("feeding audispd at {} as input {name:?}", sock.display());
                 warned = false;

@@ -446,8 +446,11 @@ fn run(o: Opts, usr2_held: audisp::signals::Held) -> Result<(), String> {
     }
 
     // The sender thread's failure actions go to audispd as they happen,
-    // between batches or while idle.
-    let mut plugin = Plugin::new(&o.name).commands(rx);
+    // between batches or while idle. Only this host's records go out unless
+    // the admin chose inputs in plugins.d: records audisp-receive fed in
+    // from other hosts (or from this one) are not sent again, so a host
+    // that both sends and receives cannot loop.
+    let mut plugin = Plugin::new(&o.name).commands(rx).local_only();
     if let Some((id, seq)) = resume {
         tracing::info!("spool holds dispatcher records up to {seq}");
         plugin = plugin.resume_after(id, seq);

@@ -53,5 +53,6 @@ pub use units::parse_size;
 /// The values of plugin keys and of `[journal] sync` are the engine's own
 /// vocabulary; the file model uses the engine's types for them.
 pub use crate::engine::settings::{
-    Action, Backoff, DeliveryMode, Overflow, PluginFormat, SyncPolicy, SystemAction, Transport,
+    Action, Backoff, DeliveryMode, InputSelection, Overflow, PluginFormat, SyncPolicy,
+    SystemAction, Transport,
 };

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::engine::settings::{
-    Action, Backoff, DeliveryMode, EventSettings, InputSocketSettings, JournalSettings, Overflow,
-    PluginFormat, StdinSettings, Transport,
+    Action, Backoff, DeliveryMode, EventSettings, InputSelection, InputSocketSettings,
+    JournalSettings, Overflow, PluginFormat, StdinSettings, Transport,
 };
 
 /// audispd's configuration: the main file and every plugin file.
@@ -111,6 +111,11 @@ pub struct PluginConfig {
     pub include: Vec<u32>,
     /// `exclude`: record types not wanted, sorted.
     pub exclude: Vec<u32>,
+    /// `inputs`, `exclude_inputs`: the inputs whose records it gets; `None`
+    /// when neither key is there (the plugin's own default).
+    pub inputs: Option<InputSelection>,
+    /// `drop_fields`: fields removed from every record it gets, sorted.
+    pub drop_fields: Vec<String>,
     /// `queue_size`: records of backlog before `overflow` applies.
     pub queue_size: u64,
     /// `overflow`: what happens beyond `queue_size`.

@@ -13,9 +13,10 @@ use super::doc::{show, Doc, Section};
 use super::files;
 use super::units::{self, show_duration, show_size};
 use super::{
-    Action, Backoff, DeliveryMode, Overflow, Paths, PluginConfig, PluginFormat, SystemAction,
-    Transport,
+    Action, Backoff, DeliveryMode, InputSelection, Overflow, Paths, PluginConfig, PluginFormat,
+    SystemAction, Transport,
 };
+use crate::protocol;
 
 /// Keys of a plugin file.
 const KEYS: &[&str] = &[
@@ -26,6 +27,9 @@ const KEYS: &[&str] = &[
     "mode",
     "include",
     "exclude",
+    "inputs",
+    "exclude_inputs",
+    "drop_fields",
     "queue_size",
     "overflow",
     "spool_max",
@@ -102,6 +106,8 @@ pub(super) fn parse(
             &format!("lists {shown}, which include also lists; a type cannot be both included and excluded"),
         );
     }
+    let inputs = inputs(doc, &top);
+    let drop_fields = drop_fields(doc, &top);
     let queue_size = top.count(doc, "queue_size").unwrap_or(QUEUE_SIZE);
     if queue_size == 0 {
         top.bad(doc, "queue_size", "must be at least 1 record");
@@ -152,6 +158,8 @@ pub(super) fn parse(
             mode,
             include,
             exclude,
+            inputs,
+            drop_fields,
             queue_size,
             overflow,
             spool_max,
@@ -238,6 +246,65 @@ fn types(doc: &mut Doc, top: &Section, key: &str) -> Option<Vec<u32>> {
     v.sort_unstable();
     v.dedup();
     Some(v)
+}
+
+/// `inputs = [...]`, `exclude_inputs = [...]`: input names (`auditd` for
+/// standard input, an input plugin's name otherwise). `None` when neither
+/// key is there.
+fn inputs(doc: &mut Doc, top: &Section) -> Option<InputSelection> {
+    if top.get("inputs").is_none() && top.get("exclude_inputs").is_none() {
+        return None;
+    }
+    let names = |doc: &mut Doc, key: &str| {
+        let mut v = top
+            .list(doc, key, "input names", |v| match v {
+                DeValue::String(s) if protocol::valid_name(s) => Ok(s.to_string()),
+                DeValue::String(_) => Err(format!(
+                    "{} is not an input name: 1 to {} characters of letters, digits, '_', '-' and '.' (\"auditd\" for auditd's records, else the input's --name, such as \"remote\" for audisp-receive)",
+                    show(v),
+                    protocol::MAX_NAME
+                )),
+                other => Err(format!("{} must be an input name in quotes", show(other))),
+            })
+            .unwrap_or_default();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let include = names(doc, "inputs");
+    let exclude = names(doc, "exclude_inputs");
+    for n in exclude.iter().filter(|n| include.contains(n)) {
+        top.bad(
+            doc,
+            "exclude_inputs",
+            &format!("lists \"{n}\", which inputs also lists; an input cannot be both chosen and excluded"),
+        );
+    }
+    Some(InputSelection { include, exclude })
+}
+
+/// `drop_fields = [...]`: field names as audit records write them before
+/// `=` (`proctitle`, `auid`; upper case for an enriched field only).
+fn drop_fields(doc: &mut Doc, top: &Section) -> Vec<String> {
+    let mut v = top
+        .list(doc, "drop_fields", "field names", |v| match v {
+            DeValue::String(s)
+                if !s.is_empty()
+                    && s.len() <= 64
+                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+            {
+                Ok(s.to_string())
+            }
+            DeValue::String(_) => Err(format!(
+                "{} is not a field name: 1 to 64 letters, digits, '_' or '-', as the record writes it before '=' (such as \"proctitle\")",
+                show(v)
+            )),
+            other => Err(format!("{} must be a field name in quotes", show(other))),
+        })
+        .unwrap_or_default();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// `[restart] initial, max`.
@@ -401,6 +468,8 @@ mod tests {
                 mode: DeliveryMode::Records,
                 include: vec![],
                 exclude: vec![],
+                inputs: None,
+                drop_fields: vec![],
                 queue_size: 100_000,
                 overflow: Overflow::Spool,
                 spool_max: 1 << 30,
@@ -529,7 +598,7 @@ max = "500ms"
                 "p.toml:5: include: 1.5 must be a record type name in quotes or a type number",
                 "p.toml:7: queue_size = 0 must be at least 1 record",
                 "p.toml:8: spool_max = \"10K\" is too small; use at least \"1M\"",
-                "p.toml:9: unknown key \"colour\"; allowed keys are active, socket, exec, format, mode, include, exclude, queue_size, overflow, spool_max, restart, actions",
+                "p.toml:9: unknown key \"colour\"; allowed keys are active, socket, exec, format, mode, include, exclude, inputs, exclude_inputs, drop_fields, queue_size, overflow, spool_max, restart, actions",
                 "p.toml:12: max = \"500ms\" leaves max (500ms) below initial (1s); the delay starts at initial and doubles up to max",
             ]
         );
@@ -540,6 +609,50 @@ max = "500ms"
         assert_eq!(
             parse_str("socket = \"s\"\ninclude = [\"AVC\", \"USER_AVC\"]\nexclude = [\"avc\"]\n").unwrap_err(),
             ["p.toml:3: exclude = [\"avc\"] lists AVC, which include also lists; a type cannot be both included and excluded"]
+        );
+    }
+
+    #[test]
+    fn drop_fields_names_fields() {
+        let c =
+            parse_str("socket = \"s\"\ndrop_fields = [\"proctitle\", \"auid\", \"proctitle\"]\n")
+                .unwrap();
+        assert_eq!(c.drop_fields, ["auid", "proctitle"]);
+        assert_eq!(
+            parse_str("socket = \"s\"\ndrop_fields = [\"a=b\", 1]\n").unwrap_err(),
+            [
+                "p.toml:2: drop_fields: \"a=b\" is not a field name: 1 to 64 letters, digits, '_' or '-', as the record writes it before '=' (such as \"proctitle\")",
+                "p.toml:2: drop_fields: 1 must be a field name in quotes",
+            ]
+        );
+    }
+
+    #[test]
+    fn inputs_are_chosen_by_name_or_left_to_the_plugin() {
+        assert_eq!(parse_str("socket = \"s\"\n").unwrap().inputs, None);
+        let c =
+            parse_str("socket = \"s\"\ninputs = [\"remote\", \"auditd\", \"remote\"]\n").unwrap();
+        assert_eq!(
+            c.inputs,
+            Some(InputSelection {
+                include: vec!["auditd".into(), "remote".into()],
+                exclude: vec![],
+            })
+        );
+        // An empty list is a choice too: every input, relayed ones included.
+        let c = parse_str("socket = \"s\"\nexclude_inputs = []\n").unwrap();
+        assert_eq!(c.inputs, Some(InputSelection::default()));
+        assert_eq!(
+            parse_str("socket = \"s\"\ninputs = [\"auditd\",\n  \"my input\", 3]\nexclude_inputs = \"remote\"\n").unwrap_err(),
+            [
+                "p.toml:3: inputs: \"my input\" is not an input name: 1 to 64 characters of letters, digits, '_', '-' and '.' (\"auditd\" for auditd's records, else the input's --name, such as \"remote\" for audisp-receive)",
+                "p.toml:3: inputs: 3 must be an input name in quotes",
+                "p.toml:4: exclude_inputs = \"remote\" must be a list in square brackets of input names",
+            ]
+        );
+        assert_eq!(
+            parse_str("socket = \"s\"\ninputs = [\"remote\"]\nexclude_inputs = [\"remote\"]\n").unwrap_err(),
+            ["p.toml:3: exclude_inputs = [\"remote\"] lists \"remote\", which inputs also lists; an input cannot be both chosen and excluded"]
         );
     }
 

@@ -110,6 +110,8 @@ mod tests {
             mode: DeliveryMode::Records,
             include: vec![],
             exclude: vec![],
+            inputs: None,
+            drop_fields: vec![],
             queue_size: 1,
             overflow: Overflow::Spool,
             spool_max: 1 << 30,

@@ -274,6 +274,8 @@ fn consumer_settings() -> PluginSettings {
         mode: DeliveryMode::Events,
         include: Vec::new(),
         exclude: Vec::new(),
+        inputs: None,
+        drop_fields: vec![],
         queue_size: 100_000,
         overflow: Overflow::Spool,
         spool_max: 64 << 20,

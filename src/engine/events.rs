@@ -332,6 +332,8 @@ pub struct EventRecord {
     pub rtype: u32,
     /// Entry flags.
     pub flags: u16,
+    /// The input it arrived on (its journal entry's `source`).
+    pub source: u16,
     start: u32,
     len: u32,
 }
@@ -369,6 +371,7 @@ impl Event {
             seq: e.seq,
             rtype: e.rtype,
             flags: e.flags,
+            source: e.source,
             start: self.text.len() as u32,
             len: e.text.len() as u32,
         });

@@ -72,6 +72,8 @@ struct KnownInput {
     /// Highest source sequence number in the journal.
     committed: u64,
     connected: bool,
+    /// Its records originated on other hosts (it said so in its `HELLO`).
+    relayed: bool,
     counters: Arc<InputCounters>,
     loss: LossLog,
 }
@@ -100,6 +102,10 @@ pub struct InputCheckpoint {
     pub epoch: JournalId,
     /// Highest source sequence number stored.
     pub committed: u64,
+    /// Its records originated on other hosts (absent in checkpoints of
+    /// older versions: local).
+    #[serde(default)]
+    pub relayed: bool,
 }
 
 struct State {
@@ -195,6 +201,7 @@ impl Ingest {
                         placed: s.committed,
                         committed: s.committed,
                         connected: false,
+                        relayed: s.relayed,
                         counters: Arc::default(),
                         loss: LossLog::default(),
                     })
@@ -253,16 +260,25 @@ impl Ingest {
         &self.journal
     }
 
-    /// Registers an input by name and epoch. Returns its id and the highest
-    /// source sequence number already stored for it (0 for a new epoch).
-    /// Fails if an input of that name is already connected.
-    pub fn connect(&self, name: &str, epoch: [u8; 16]) -> io::Result<(SourceId, u64)> {
+    /// Registers an input by name and epoch; `relayed`: its records
+    /// originated on other hosts. Returns its id and the highest source
+    /// sequence number already stored for it (0 for a new epoch). Fails if
+    /// an input of that name is already connected.
+    pub fn connect(
+        &self,
+        name: &str,
+        epoch: [u8; 16],
+        relayed: bool,
+    ) -> io::Result<(SourceId, u64)> {
         let epoch = JournalId(epoch);
         let mut st = self.lock();
         let found = st.sources.iter().position(|s| s.name == name);
+        let mut relay_changed = false;
         let id = match found {
             Some(i) => {
                 let s = &mut st.sources[i];
+                relay_changed = s.relayed != relayed;
+                s.relayed = relayed;
                 if s.connected {
                     return Err(io::Error::new(
                         io::ErrorKind::AddrInUse,
@@ -293,6 +309,7 @@ impl Ingest {
                     placed: 0,
                     committed: 0,
                     connected: true,
+                    relayed,
                     counters: Arc::default(),
                     loss: LossLog::default(),
                 });
@@ -300,7 +317,7 @@ impl Ingest {
             }
         };
         let committed = st.sources[id].committed;
-        let needs_checkpoint = found.is_none() || committed == 0;
+        let needs_checkpoint = found.is_none() || committed == 0 || relay_changed;
         drop(st);
         if needs_checkpoint {
             // A new input index (or epoch) must be on disk before any entry
@@ -308,6 +325,16 @@ impl Ingest {
             self.checkpoint()?;
         }
         Ok((id as SourceId, committed))
+    }
+
+    /// The name of input `id` and whether its records originated on other
+    /// hosts (`None` for an index no input has).
+    pub fn input_origin(&self, id: SourceId) -> Option<(String, bool)> {
+        self.lock()
+            .sources
+            .get(id as usize)
+            .filter(|s| !s.name.is_empty())
+            .map(|s| (s.name.clone(), s.relayed))
     }
 
     /// Marks an input as gone.
@@ -743,6 +770,7 @@ fn checkpoint_of(journal: &Journal, grouper: GrouperState, sources: &[KnownInput
                 name: s.name.clone(),
                 epoch: s.epoch,
                 committed: s.committed,
+                relayed: s.relayed,
             })
             .collect(),
     }
@@ -818,6 +846,7 @@ fn placeholder() -> KnownInput {
         placed: 0,
         committed: 0,
         connected: false,
+        relayed: false,
         counters: Arc::default(),
         loss: LossLog::default(),
     }
@@ -935,7 +964,7 @@ mod tests {
             pending_max,
         )
         .unwrap();
-        let (id, committed) = ingest.connect("in", [7; 16]).unwrap();
+        let (id, committed) = ingest.connect("in", [7; 16], false).unwrap();
         assert_eq!(committed, 0);
         let mut texts = Vec::new();
         let mut answers = vec![ingest.submit(id, &batch(1..=3, &mut texts), false)];
@@ -1009,7 +1038,7 @@ mod tests {
         // would take a damaged epoch for this one.
         let epoch = [0; 16];
         let ingest = open();
-        let (id, _) = ingest.connect("in", epoch).unwrap();
+        let (id, _) = ingest.connect("in", epoch, true).unwrap();
         let mut texts = Vec::new();
         ingest.submit(id, &batch(1..=3, &mut texts), false);
         ingest.checkpoint().unwrap();
@@ -1023,15 +1052,18 @@ mod tests {
             "{json}"
         );
         assert!(json.contains(&epoch_field), "{json}");
-        // Read back: the input's numbers still de-duplicate.
+        // Read back: the input's numbers still de-duplicate, and its
+        // records are still known as relayed before it reconnects.
         let ingest = open();
-        assert_eq!(ingest.connect("in", epoch).unwrap(), (1, 3));
+        assert_eq!(ingest.input_origin(1), Some(("in".to_string(), true)));
+        assert_eq!(ingest.input_origin(0), None);
+        assert_eq!(ingest.connect("in", epoch, true).unwrap(), (1, 3));
         drop(ingest);
         // Damaged: the checkpoint is unreadable (the state is rebuilt from
         // the journal, which does not name inputs), not read as zeros.
         let damaged = format!("\"epoch\":\"zz{}\"", "0".repeat(30));
         std::fs::write(&path, json.replace(&epoch_field, &damaged)).unwrap();
         let ingest = open();
-        assert_eq!(ingest.connect("in", epoch).unwrap(), (1, 0));
+        assert_eq!(ingest.connect("in", epoch, false).unwrap(), (1, 0));
     }
 }

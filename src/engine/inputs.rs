@@ -106,7 +106,7 @@ pub fn read_stdin(
     on_eof: impl FnOnce(),
 ) -> io::Result<()> {
     let hb = ctx.liveness.register("input stdin");
-    let (id, _) = ctx.ingest.connect(STDIN, [0; 16])?;
+    let (id, _) = ctx.ingest.connect(STDIN, [0; 16], false)?;
     let counters = ctx.ingest.counters(id);
     let mut decoder = Decoder::new(format);
     let mut buf = vec![0u8; READ_CHUNK];
@@ -549,7 +549,7 @@ fn input_connection(ctx: InputContext, conn: OwnedFd, peer: Peer) {
     let Some(epoch) = hello.source_epoch else {
         return reject("no source epoch".into());
     };
-    let (id, committed) = match ctx.ingest.connect(&hello.name, epoch) {
+    let (id, committed) = match ctx.ingest.connect(&hello.name, epoch, hello.relayed) {
         Ok(x) => x,
         Err(e) => return reject(e.to_string()),
     };

@@ -18,6 +18,7 @@ pub mod inputs;
 pub mod liveness;
 pub mod loss;
 pub mod plugin;
+pub mod routes;
 pub mod settings;
 pub mod stats;
 pub mod subscription;
@@ -166,6 +167,10 @@ impl Engine {
                     actions: actions.clone(),
                     snapshot,
                     server: server.to_string(),
+                    inputs: {
+                        let ingest = ingest.clone();
+                        Arc::new(move |s| ingest.input_origin(s))
+                    },
                     internal: Arc::default(),
                 },
                 journal: journal.clone(),

@@ -162,6 +162,13 @@ pub struct PluginSettings {
     pub include: Vec<u32>,
     /// Record types not wanted, sorted.
     pub exclude: Vec<u32>,
+    /// The inputs whose records it gets, when the admin chose them; `None`:
+    /// the plugin's own default (all, or only this host's records for a
+    /// plugin that asks for that, such as a forwarder).
+    pub inputs: Option<InputSelection>,
+    /// Fields removed from every record it gets (see
+    /// [`crate::format::drop_fields`]).
+    pub drop_fields: Vec<String>,
     /// Records of backlog before `overflow` applies.
     pub queue_size: u64,
     /// What happens beyond `queue_size`.
@@ -172,6 +179,16 @@ pub struct PluginSettings {
     pub restart: Backoff,
     /// What it may ask the engine to do, by action name.
     pub actions: BTreeMap<String, Action>,
+}
+
+/// The inputs whose records a plugin gets, by input name (`auditd` names
+/// standard input).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InputSelection {
+    /// Inputs wanted (empty: all).
+    pub include: Vec<String>,
+    /// Inputs not wanted.
+    pub exclude: Vec<String>,
 }
 
 /// How the engine reaches a plugin.

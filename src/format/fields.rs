@@ -110,15 +110,16 @@ enum Quote {
 
 /// A raw token: a `key=value` pair, or a word without `=`.
 #[derive(Debug, Clone, Copy)]
-struct Token {
+pub(crate) struct Token {
     /// Whole token.
-    all: Span,
+    pub(crate) all: Span,
     /// Key (empty for a word).
-    key: Span,
+    pub(crate) key: Span,
     /// Value, quotes removed (braces kept).
-    value: Span,
+    pub(crate) value: Span,
     quote: Quote,
-    word: bool,
+    /// A word without `=`, not a pair.
+    pub(crate) word: bool,
 }
 
 /// Reusable buffers for parsing record bodies (no allocation per record once
@@ -183,7 +184,7 @@ impl Fields {
 
 /// Cuts a body into tokens. `msg_to_last_quote`: a `msg='` value runs to the
 /// last `'` of the body (user text may itself hold quotes).
-fn tokenize(body: &[u8], msg_to_last_quote: bool, out: &mut Vec<Token>) {
+pub(crate) fn tokenize(body: &[u8], msg_to_last_quote: bool, out: &mut Vec<Token>) {
     let n = body.len();
     let mut i = 0;
     loop {

@@ -64,6 +64,7 @@
 //! byte ([`escape::unescape`]). Text without such sequences — nearly all of
 //! it — reads the same before and after.
 
+pub mod drop_fields;
 pub mod escape;
 pub mod fields;
 pub mod json;

@@ -32,10 +32,28 @@ impl InputClient {
     /// Returns the client and the highest sequence number the dispatcher
     /// already stored for this name and epoch (send what follows it).
     pub fn connect(path: &Path, name: &str, epoch: [u8; 16]) -> Result<(InputClient, u64), Error> {
+        InputClient::open(path, &Hello::input(name, epoch))
+    }
+
+    /// [`InputClient::connect`] for an input whose records originated on
+    /// other hosts (a receiver of forwarded records): plugins that forward
+    /// only this host's records (audisp-remote) leave them out, so that
+    /// forwarding never loops.
+    pub fn connect_relayed(
+        path: &Path,
+        name: &str,
+        epoch: [u8; 16],
+    ) -> Result<(InputClient, u64), Error> {
+        let mut hello = Hello::input(name, epoch);
+        hello.relayed = true;
+        InputClient::open(path, &hello)
+    }
+
+    fn open(path: &Path, hello: &Hello) -> Result<(InputClient, u64), Error> {
         let fd = uds::connect(path, socket::SockType::SeqPacket)
             .map_err(|e| Error::Connection(e.to_string()))?;
         let mut buf = vec![0u8; protocol::MAX_MESSAGE];
-        let welcome = handshake(&fd, &Hello::input(name, epoch), &mut buf)?.ok_or_else(|| {
+        let welcome = handshake(&fd, hello, &mut buf)?.ok_or_else(|| {
             Error::Connection("the dispatcher closed the connection instead of a WELCOME".into())
         })?;
         let max = (welcome.max_message as usize).clamp(4096, protocol::MAX_MESSAGE);

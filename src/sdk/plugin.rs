@@ -34,6 +34,7 @@ pub struct Plugin {
     listen: Option<PathBuf>,
     commands: Option<CommandQueue>,
     tick: Option<Duration>,
+    local_only: bool,
 }
 
 /// A command for the dispatcher from a thread of the plugin other than the
@@ -288,7 +289,18 @@ impl Plugin {
             listen: None,
             commands: None,
             tick: None,
+            local_only: false,
         }
+    }
+
+    /// Unless the admin names the inputs this plugin gets (plugins.d
+    /// `inputs`, `exclude_inputs`), receive only records that originated on
+    /// this host, none that an input relayed from other hosts: what a
+    /// plugin that forwards records elsewhere asks for, so that forwarding
+    /// cannot loop.
+    pub fn local_only(mut self) -> Plugin {
+        self.local_only = true;
+        self
     }
 
     /// Receive whole events instead of single records.
@@ -537,6 +549,7 @@ impl Plugin {
         hello.mode = Some(self.mode);
         hello.include = include.to_vec();
         hello.exclude = exclude.to_vec();
+        hello.local_only = self.local_only;
         hello.resume = progress.journal.map(|j| (j, progress.last));
         let mut buf = vec![0u8; protocol::MAX_MESSAGE];
         let Some(welcome) = handshake(conn, &hello, &mut buf)? else {

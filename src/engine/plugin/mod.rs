@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 use super::actions::Actions;
 use super::cursor::{CursorFile, Position};
 use super::liveness::Heartbeat;
+use super::routes::Lookup;
 use super::settings::PluginSettings;
 use super::stats::{self, PluginCounters, PluginSnapshot, Snapshot};
 use crate::journal::{Journal, LostReason, Reader, Wakeup};
@@ -241,6 +242,8 @@ pub struct Services {
     pub snapshot: Arc<dyn Fn() -> Snapshot + Send + Sync>,
     /// Name and version sent in `WELCOME`.
     pub server: String,
+    /// Inputs by index, for routing by origin.
+    pub inputs: Lookup,
     /// Connectors of in-process consumers (`Transport::Internal`), by plugin
     /// name.
     pub internal: Arc<Mutex<HashMap<String, Connector>>>,

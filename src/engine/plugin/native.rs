@@ -10,6 +10,7 @@
 //! last record flagged `EVENT_COMPLETE`. The plugin's `STATS` requests and
 //! `COMMAND`s are answered through the sender ([`Host`]).
 
+use std::borrow::Cow;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
@@ -19,7 +20,10 @@ use super::inflight::Inflight;
 use super::{Delivery, Host};
 use crate::engine::cursor::Position;
 use crate::engine::events::{Assembler, Event, EventRecord};
+use crate::engine::routes::{Lookup, Routes};
+use crate::engine::settings::InputSelection;
 use crate::engine::subscription::Subscription;
+use crate::format::drop_fields::DropFields;
 use crate::journal::entry::flags;
 use crate::journal::{EntryRef, JournalId, ReadOutcome, Step};
 use crate::protocol::{self, record_flags, FromPlugin, Hello, Mode, RecordsBuilder, Role, Welcome};
@@ -45,6 +49,12 @@ pub(super) struct Greeting<'a> {
     pub include: &'a [u32],
     /// Record types the admin keeps back.
     pub exclude: &'a [u32],
+    /// The inputs the admin chose (`None`: the plugin's default).
+    pub inputs: Option<&'a InputSelection>,
+    /// Inputs by index.
+    pub lookup: &'a Lookup,
+    /// Fields removed from its records.
+    pub drop_fields: &'a [String],
     /// The configured delivery mode; the plugin may ask for the other.
     pub mode: Mode,
     /// The plugin's cursor: everything up to here is handled.
@@ -83,6 +93,10 @@ pub(super) struct Native {
     sock: OwnedFd,
     mode: Mode,
     subscription: Subscription,
+    /// The inputs whose records it gets.
+    routes: Routes,
+    /// Fields removed from its records (`None`: none).
+    drop: Option<DropFields>,
     /// Records and events up to here are already with the plugin: its
     /// cursor's `acked`, or further if the plugin said it has more (the
     /// resume point of its `HELLO`).
@@ -180,6 +194,8 @@ impl Native {
             sock,
             mode,
             subscription: Subscription::new(g.include, g.exclude, &hello.include, &hello.exclude),
+            routes: Routes::new(g.inputs, hello.local_only, g.lookup.clone()),
+            drop: DropFields::of(g.drop_fields),
             skip_upto: skip,
             inflight: Inflight::default(),
             builder: RecordsBuilder::output(max),
@@ -198,15 +214,20 @@ impl Native {
                 if e.is_control()
                     || e.seq <= self.skip_upto
                     || !self.subscription.records.wants(e.rtype)
+                    || !self.routes.wants(e.source)
                 {
                     return Step::Next;
                 }
+                let text = match &mut self.drop {
+                    Some(d) => d.apply(e.text),
+                    None => Cow::Borrowed(e.text),
+                };
                 let r = protocol::Record {
                     seq: e.seq,
                     ack_id: e.seq,
                     rtype: e.rtype,
                     flags: wire_flags(e.flags),
-                    text: e.text,
+                    text: &text,
                 };
                 if !self.builder.push(&r) {
                     m.full = true;
@@ -220,6 +241,8 @@ impl Native {
                 let Some(mut event) = self.assembler.push(&e) else {
                     return Step::Next;
                 };
+                let routes = &mut self.routes;
+                event.retain(|r| routes.wants(r.source));
                 let sub = &self.subscription;
                 if event.close_seq <= self.skip_upto
                     || event.is_empty()
@@ -267,12 +290,16 @@ impl Native {
             if last {
                 fl |= record_flags::EVENT_COMPLETE;
             }
+            let text = match &mut self.drop {
+                Some(d) => d.apply(text),
+                None => Cow::Borrowed(*text),
+            };
             if !self.builder.push(&protocol::Record {
                 seq: r.seq,
                 ack_id: ack,
                 rtype: r.rtype,
                 flags: fl,
-                text,
+                text: &text,
             }) {
                 break;
             }
@@ -489,6 +516,7 @@ mod tests {
     use crate::journal::Journal;
     use crate::protocol::{CommandStatus, FromDispatcher};
     use nix::sys::socket::SockType;
+    use std::sync::Arc;
 
     /// One record as the plugin received it.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -516,6 +544,9 @@ mod tests {
             name: "t",
             include: &[],
             exclude: &[],
+            inputs: None,
+            lookup: &(Arc::new(|_| None) as Lookup),
+            drop_fields: &[],
             mode: Mode::Records,
             acked: host.position.acked,
             journal_id: j.id(),
@@ -851,6 +882,9 @@ mod tests {
             name: "t",
             include: &[],
             exclude: &[],
+            inputs: None,
+            lookup: &(Arc::new(|_| None) as Lookup),
+            drop_fields: &[],
             mode: Mode::Records,
             acked: 0,
             journal_id: j.id(),

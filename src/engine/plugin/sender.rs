@@ -20,9 +20,11 @@ use crate::engine::actions::Effect;
 use crate::engine::child::{self, Running, StdinSocket};
 use crate::engine::cursor::{CursorFile, Position};
 use crate::engine::loss::{Loss, LossLog};
+use crate::engine::routes::Routes;
 use crate::engine::settings::{DeliveryMode, Overflow, PluginFormat, PluginSettings, Transport};
 use crate::engine::stats::{self, DropReason};
 use crate::engine::subscription::Subscription;
+use crate::format::drop_fields::DropFields;
 use crate::journal::{LostReason, Reader};
 use crate::protocol::{self, CommandStatus, Hello, Mode};
 use crate::uds;
@@ -398,8 +400,10 @@ impl Sender {
             Some(encoding) => {
                 let cfg = &self.config;
                 let records = Subscription::new(&cfg.include, &cfg.exclude, &[], &[]).records;
+                let routes = Routes::new(cfg.inputs.as_ref(), false, self.services.inputs.clone());
+                let drop = DropFields::of(&cfg.drop_fields);
                 let acked = self.handle.position().acked;
-                let mut stock = Stock::new(sock, peer, encoding, records, acked);
+                let mut stock = Stock::new(sock, peer, encoding, records, routes, drop, acked);
                 let end = self.session(&mut stock, &mut child);
                 if !matches!(end, End::Lost(_)) && !stock.close(self) {
                     tracing::warn!(
@@ -442,6 +446,9 @@ impl Sender {
             name: &self.handle.name,
             include: &cfg.include,
             exclude: &cfg.exclude,
+            inputs: cfg.inputs.as_ref(),
+            lookup: &self.services.inputs,
+            drop_fields: &cfg.drop_fields,
             mode: match cfg.mode {
                 DeliveryMode::Records => Mode::Records,
                 DeliveryMode::Events => Mode::Events,

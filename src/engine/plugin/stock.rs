@@ -28,6 +28,7 @@
 //!   was still in the socket. A connection audispd ends waits (up to
 //!   [`CLOSE_LIMIT`]) for the plugin to read what it was given.
 
+use std::borrow::Cow;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -36,7 +37,9 @@ use nix::poll::PollFlags;
 use super::inflight::Inflight;
 use super::{Delivery, Host};
 use crate::engine::cursor::Position;
+use crate::engine::routes::Routes;
 use crate::engine::subscription::Filter;
+use crate::format::drop_fields::DropFields;
 use crate::journal::{ReadOutcome, Step};
 use crate::uds;
 
@@ -67,6 +70,10 @@ pub(super) struct Stock {
     encoding: Encoding,
     /// The records the plugin gets.
     records: Filter,
+    /// The inputs whose records it gets.
+    routes: Routes,
+    /// Fields removed from its records (`None`: none).
+    drop: Option<DropFields>,
     /// Records up to here are already handled: the cursor's `acked`, which
     /// is ahead of where reading restarts only when a native plugin in
     /// events mode left the cursor (its configuration changed to a stock
@@ -91,6 +98,8 @@ impl Stock {
         peer: Option<OwnedFd>,
         encoding: Encoding,
         records: Filter,
+        routes: Routes,
+        drop: Option<DropFields>,
         skip_upto: u64,
     ) -> Stock {
         Stock {
@@ -98,6 +107,8 @@ impl Stock {
             peer,
             encoding,
             records,
+            routes,
+            drop,
             skip_upto,
             inflight: Inflight::default(),
             out: Vec::new(),
@@ -138,6 +149,8 @@ impl Stock {
         let Stock {
             encoding,
             records,
+            routes,
+            drop,
             skip_upto,
             inflight,
             out,
@@ -146,19 +159,27 @@ impl Stock {
         let outcome = host
             .reader()
             .read(STOCK_BUFFER, &mut |e| {
-                if e.is_control() || e.seq <= *skip_upto || !records.wants(e.rtype) {
+                if e.is_control()
+                    || e.seq <= *skip_upto
+                    || !records.wants(e.rtype)
+                    || !routes.wants(e.source)
+                {
                     return Step::Next;
                 }
+                let text = match drop {
+                    Some(d) => d.apply(e.text),
+                    None => Cow::Borrowed(e.text),
+                };
                 match encoding {
                     Encoding::Binary => {
                         out.extend_from_slice(&1u32.to_ne_bytes());
                         out.extend_from_slice(&(BINARY_HEADER as u32).to_ne_bytes());
                         out.extend_from_slice(&e.rtype.to_ne_bytes());
-                        out.extend_from_slice(&(e.text.len() as u32).to_ne_bytes());
-                        out.extend_from_slice(e.text);
+                        out.extend_from_slice(&(text.len() as u32).to_ne_bytes());
+                        out.extend_from_slice(&text);
                     }
                     Encoding::String => {
-                        out.extend_from_slice(e.text);
+                        out.extend_from_slice(&text);
                         out.push(b'\n');
                     }
                 }
@@ -363,10 +384,24 @@ mod tests {
     use super::*;
     use crate::engine::plugin::testing::{append, journal, pair, text, TestHost};
     use nix::sys::socket::{self, SockType};
+    use std::sync::Arc;
+
+    /// Routes that let every input's records through.
+    fn all_inputs() -> Routes {
+        Routes::new(None, false, Arc::new(|_| None))
+    }
 
     fn stock(encoding: Encoding, host: &TestHost) -> (Stock, OwnedFd) {
         let (ours, theirs) = pair(SockType::Stream);
-        let s = Stock::new(ours, None, encoding, Filter::all(), host.position.acked);
+        let s = Stock::new(
+            ours,
+            None,
+            encoding,
+            Filter::all(),
+            all_inputs(),
+            None,
+            host.position.acked,
+        );
         (s, theirs)
     }
 
@@ -380,6 +415,8 @@ mod tests {
             Some(peer),
             Encoding::String,
             Filter::all(),
+            all_inputs(),
+            None,
             host.position.acked,
         );
         (s, theirs)

@@ -1,0 +1,366 @@
+//! Messages into bytes: one function per message kind, and
+//! [`RecordsBuilder`] for the batches of records both sides send.
+
+use super::messages::{
+    err, CommandStatus, Hello, InputRecord, Mode, ProtocolError, Record, Role, Welcome,
+};
+use super::{
+    kind, tag, valid_action_name, INPUT_RECORD_HEADER, MAGIC, MAX_COMMAND_ARG, MAX_COMMAND_ARGS,
+    MAX_MESSAGE, MAX_NAME, RECORD_HEADER,
+};
+
+pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+pub(super) fn put_field(out: &mut Vec<u8>, tag: u16, value: &[u8]) {
+    out.extend_from_slice(&tag.to_le_bytes());
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(value);
+}
+
+fn mode_byte(m: Mode) -> u8 {
+    match m {
+        Mode::Records => 0,
+        Mode::Events => 1,
+    }
+}
+
+fn types_bytes(types: &[u32]) -> Vec<u8> {
+    types.iter().flat_map(|t| t.to_le_bytes()).collect()
+}
+
+/// Encodes a `HELLO`.
+pub fn encode_hello(h: &Hello) -> Vec<u8> {
+    let mut out = vec![kind::HELLO];
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&h.min_version.to_le_bytes());
+    out.extend_from_slice(&h.max_version.to_le_bytes());
+    put_field(&mut out, tag::NAME, h.name.as_bytes());
+    put_field(
+        &mut out,
+        tag::ROLE,
+        &[match h.role {
+            Role::Output => 0,
+            Role::Input => 1,
+        }],
+    );
+    if let Some((id, seq)) = h.resume {
+        let mut v = id.to_vec();
+        v.extend_from_slice(&seq.to_le_bytes());
+        put_field(&mut out, tag::RESUME, &v);
+    }
+    if let Some(m) = h.mode {
+        put_field(&mut out, tag::MODE, &[mode_byte(m)]);
+    }
+    if !h.include.is_empty() {
+        put_field(&mut out, tag::INCLUDE, &types_bytes(&h.include));
+    }
+    if !h.exclude.is_empty() {
+        put_field(&mut out, tag::EXCLUDE, &types_bytes(&h.exclude));
+    }
+    if let Some(e) = h.source_epoch {
+        put_field(&mut out, tag::SOURCE_EPOCH, &e);
+    }
+    if let Some(m) = h.max_message {
+        put_field(&mut out, tag::MAX_MESSAGE, &m.to_le_bytes());
+    }
+    if h.relayed {
+        put_field(&mut out, tag::RELAYED, &[1]);
+    }
+    if h.local_only {
+        put_field(&mut out, tag::LOCAL_ONLY, &[1]);
+    }
+    out
+}
+
+/// Encodes a `WELCOME`.
+pub fn encode_welcome(w: &Welcome) -> Vec<u8> {
+    let mut out = vec![kind::WELCOME];
+    out.extend_from_slice(&w.version.to_le_bytes());
+    if let Some(id) = w.journal_id {
+        put_field(&mut out, tag::W_JOURNAL_ID, &id);
+    }
+    put_field(&mut out, tag::W_START_AFTER, &w.start_after.to_le_bytes());
+    if let Some(m) = w.mode {
+        put_field(&mut out, tag::W_MODE, &[mode_byte(m)]);
+    }
+    put_field(&mut out, tag::W_MAX_MESSAGE, &w.max_message.to_le_bytes());
+    put_field(&mut out, tag::W_SERVER, w.server.as_bytes());
+    out
+}
+
+/// Encodes a `REJECT`.
+pub fn encode_reject(reason: &str) -> Vec<u8> {
+    let mut out = vec![kind::REJECT];
+    let reason = truncate_str(reason, 1024);
+    put_str(&mut out, reason);
+    out
+}
+
+fn truncate_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Encodes an `ACK`.
+pub fn encode_ack(id: u64) -> [u8; 9] {
+    let mut out = [0; 9];
+    out[0] = kind::ACK;
+    out[1..].copy_from_slice(&id.to_le_bytes());
+    out
+}
+
+/// Encodes an `INPUT_ACK`.
+pub fn encode_input_ack(source_seq: u64) -> [u8; 9] {
+    let mut out = [0; 9];
+    out[0] = kind::INPUT_ACK;
+    out[1..].copy_from_slice(&source_seq.to_le_bytes());
+    out
+}
+
+/// Encodes a `STATS_REQUEST`.
+pub fn encode_stats_request(id: u32) -> [u8; 5] {
+    let mut out = [0; 5];
+    out[0] = kind::STATS_REQUEST;
+    out[1..].copy_from_slice(&id.to_le_bytes());
+    out
+}
+
+/// Encodes a `STATS` answer.
+pub fn encode_stats(id: u32, json: &[u8]) -> Vec<u8> {
+    let mut out = vec![kind::STATS];
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(json);
+    out
+}
+
+/// Encodes a `COMMAND`. Fails if the name or arguments exceed the limits.
+pub fn encode_command(id: u32, name: &str, args: &[&str]) -> Result<Vec<u8>, ProtocolError> {
+    if !valid_action_name(name) {
+        return err(format!(
+            "command name {name:?}: use 1 to {MAX_NAME} characters of [a-z0-9_-]"
+        ));
+    }
+    if args.len() > MAX_COMMAND_ARGS
+        || args
+            .iter()
+            .any(|a| a.len() > MAX_COMMAND_ARG || a.contains('\0'))
+    {
+        return err(format!(
+            "command {name}: at most {MAX_COMMAND_ARGS} arguments of at most {MAX_COMMAND_ARG} bytes, no NUL"
+        ));
+    }
+    let mut out = vec![kind::COMMAND];
+    out.extend_from_slice(&id.to_le_bytes());
+    put_str(&mut out, name);
+    out.extend_from_slice(&(args.len() as u16).to_le_bytes());
+    for a in args {
+        put_str(&mut out, a);
+    }
+    Ok(out)
+}
+
+/// Encodes a `COMMAND_RESULT`.
+pub fn encode_command_result(id: u32, status: CommandStatus, message: &str) -> Vec<u8> {
+    let mut out = vec![kind::COMMAND_RESULT];
+    out.extend_from_slice(&id.to_le_bytes());
+    out.push(match status {
+        CommandStatus::Done => 0,
+        CommandStatus::Refused => 1,
+        CommandStatus::Failed => 2,
+    });
+    put_str(&mut out, truncate_str(message, 4096));
+    out
+}
+
+/// Builds `RECORDS` (dispatcher → plugin) or `RECORDS_IN` (input →
+/// dispatcher) messages: records are added until the next would not fit.
+#[derive(Debug)]
+pub struct RecordsBuilder {
+    buf: Vec<u8>,
+    count: u16,
+    max: usize,
+    input: bool,
+}
+
+impl RecordsBuilder {
+    /// A builder for `RECORDS` messages of at most `max` bytes.
+    pub fn output(max: usize) -> RecordsBuilder {
+        RecordsBuilder::new(kind::RECORDS, max, false)
+    }
+
+    /// A builder for `RECORDS_IN` messages of at most `max` bytes.
+    pub fn input(max: usize) -> RecordsBuilder {
+        RecordsBuilder::new(kind::RECORDS_IN, max, true)
+    }
+
+    fn new(k: u8, max: usize, input: bool) -> RecordsBuilder {
+        let mut buf = Vec::with_capacity(max.min(MAX_MESSAGE));
+        buf.push(k);
+        buf.extend_from_slice(&[0, 0]);
+        RecordsBuilder {
+            buf,
+            count: 0,
+            max,
+            input,
+        }
+    }
+
+    /// Number of records in the message so far.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether the message holds no record yet.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Size of the message so far.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether a record of `text_len` bytes still fits.
+    pub fn fits(&self, text_len: usize) -> bool {
+        let head = if self.input {
+            INPUT_RECORD_HEADER
+        } else {
+            RECORD_HEADER
+        };
+        self.count < u16::MAX && self.buf.len() + head + text_len <= self.max
+    }
+
+    /// Adds a record to a `RECORDS` message; false if it does not fit.
+    pub fn push(&mut self, r: &Record<'_>) -> bool {
+        debug_assert!(!self.input);
+        if !self.fits(r.text.len()) {
+            return false;
+        }
+        self.buf.extend_from_slice(&r.seq.to_le_bytes());
+        self.buf.extend_from_slice(&r.ack_id.to_le_bytes());
+        self.buf.extend_from_slice(&r.rtype.to_le_bytes());
+        self.buf.extend_from_slice(&r.flags.to_le_bytes());
+        self.buf
+            .extend_from_slice(&(r.text.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(r.text);
+        self.count += 1;
+        true
+    }
+
+    /// Adds a record to a `RECORDS_IN` message; false if it does not fit.
+    pub fn push_input(&mut self, r: &InputRecord<'_>) -> bool {
+        debug_assert!(self.input);
+        if !self.fits(r.text.len()) {
+            return false;
+        }
+        self.buf.extend_from_slice(&r.source_seq.to_le_bytes());
+        self.buf.extend_from_slice(&r.rtype.to_le_bytes());
+        self.buf
+            .extend_from_slice(&(r.text.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(r.text);
+        self.count += 1;
+        true
+    }
+
+    /// The finished message.
+    pub fn message(&mut self) -> &[u8] {
+        let c = self.count.to_le_bytes();
+        self.buf[1] = c[0];
+        self.buf[2] = c[1];
+        &self.buf
+    }
+
+    /// Empties the builder for the next message.
+    pub fn clear(&mut self) {
+        self.buf.truncate(3);
+        self.count = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::decode::{decode_from_dispatcher, decode_from_plugin};
+    use super::super::messages::{FromDispatcher, FromPlugin};
+    use super::super::record_flags;
+    use super::*;
+
+    #[test]
+    fn records_fill_up_to_the_limit_and_round_trip() {
+        let mut b = RecordsBuilder::output(200);
+        let texts: Vec<Vec<u8>> = (0..10)
+            .map(|i| format!("type=EOE msg=audit(1.2:{i}): ").into_bytes())
+            .collect();
+        let mut pushed = 0;
+        for (i, t) in texts.iter().enumerate() {
+            if !b.push(&Record {
+                seq: i as u64 + 1,
+                ack_id: i as u64 + 1,
+                rtype: 1320,
+                flags: record_flags::ENDS_EVENT,
+                text: t,
+            }) {
+                break;
+            }
+            pushed += 1;
+        }
+        assert!(pushed > 0 && pushed < 10);
+        let msg = b.message().to_vec();
+        assert!(msg.len() <= 200);
+        let FromDispatcher::Records(rs) = decode_from_dispatcher(&msg).unwrap() else {
+            panic!()
+        };
+        let got: Vec<_> = rs.iter().collect();
+        assert_eq!(got.len(), pushed);
+        for (i, r) in got.iter().enumerate() {
+            assert_eq!(r.seq, i as u64 + 1);
+            assert_eq!(r.text, &texts[i][..]);
+        }
+        // Every truncation of a valid message is rejected, never misread.
+        for cut in 1..msg.len() {
+            assert!(decode_from_dispatcher(&msg[..cut]).is_err(), "{cut}");
+        }
+        b.clear();
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn input_records_round_trip() {
+        let mut b = RecordsBuilder::input(MAX_MESSAGE);
+        assert!(b.push_input(&InputRecord {
+            source_seq: 5,
+            rtype: 0,
+            text: b"type=USER msg=audit(1.2:3): x"
+        }));
+        let msg = b.message().to_vec();
+        let FromPlugin::RecordsIn(rs) = decode_from_plugin(&msg).unwrap() else {
+            panic!()
+        };
+        let v: Vec<_> = rs.iter().collect();
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].source_seq, 5);
+        assert_eq!(v[0].text, b"type=USER msg=audit(1.2:3): x");
+    }
+
+    #[test]
+    fn oversize_records_are_refused() {
+        let mut msg = vec![kind::RECORDS_IN, 1, 0];
+        msg.extend_from_slice(&1u64.to_le_bytes());
+        msg.extend_from_slice(&0u32.to_le_bytes());
+        msg.extend_from_slice(&(1u32 << 20).to_le_bytes());
+        msg.resize(msg.len() + (1 << 20), b'a');
+        assert!(decode_from_plugin(&msg)
+            .unwrap_err()
+            .0
+            .contains("more than"));
+    }
+}
