@@ -5,13 +5,16 @@
 # audisp-nats consume -> an aggregating audispd; next to audisp-remote ->
 # audisp-receive (plain TCP, fsync before ack); and a fan-in run with 50
 # publishing hosts (each an audispd and a publisher) into one R1 stream.
-# Prints records/s into the stream and end to end, CPU microseconds per
-# record of each part, and checks exactly-once: the stream and the
-# aggregator must hold every record once.
+# Prints records/s into the stream (until every sending audispd had every
+# record acknowledged by its publisher, i.e. PubAcked, and exited) and end to
+# end, CPU microseconds per record of each part, the stream's messages, and
+# checks exactly-once: the aggregator must hold every record once.
 #
-# Usage: benches/nats.sh [--copies N] [--hosts N] [--no-build] [--keep]
+# Usage: benches/nats.sh [--copies N] [--hosts N] [--records-per-message N]
+#                        [--no-build] [--keep]
 #   --copies N   replay tests/data/corpus.log.zst N times (default 1: ~170k records)
 #   --hosts N    publishing hosts of the fan-in run (default 50)
+#   --records-per-message N   the publishers' setting (default: theirs, 512)
 #   --no-build   use the release binaries already in target/release
 #   --keep       keep the temporary directory
 #
@@ -22,7 +25,7 @@ build=1
 for a in "$@"; do
     case "$a" in
         --no-build) build=0 ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     esac
 done
 for tool in zstd python3 nats-server; do
@@ -49,17 +52,18 @@ import urllib.request
 
 ROOT = os.getcwd()
 REL = os.path.join(ROOT, "target/release")
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def opts(argv):
-    o = {"copies": 1, "hosts": 50, "keep": False}
+    o = {"copies": 1, "hosts": 50, "keep": False, "rpm": []}
     it = iter(argv)
     for a in it:
         if a == "--copies":
             o["copies"] = int(next(it))
         elif a == "--hosts":
             o["hosts"] = int(next(it))
+        elif a == "--records-per-message":
+            o["rpm"] = ["--records-per-message", next(it)]
         elif a == "--keep":
             o["keep"] = True
         elif a == "--no-build":
@@ -78,13 +82,34 @@ def free_port():
 
 
 def cpu(pid):
-    """CPU seconds (user+system) of a running process (0 once it is gone)."""
+    """CPU seconds of a running process (0 once it is gone): the larger of
+    /proc/PID/stat (clock ticks, which round a small publisher's share of the
+    fan-in away, but count threads that ended) and the run time of its live
+    threads in nanoseconds (schedstat)."""
+    total = 0
     try:
         with open(f"/proc/{pid}/stat") as f:
             parts = f.read().rsplit(")", 1)[1].split()
-        return (int(parts[11]) + int(parts[12])) / TICK
+        ticks = (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return 0.0
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass  # a thread that just ended
+    return max(ticks, total / 1e9)
+
+
+def stop(p):
+    """CPU seconds of child `p` so far, then SIGTERM and reap it (its own
+    shutdown is not per-record work)."""
+    used = cpu(p.pid)
+    p.send_signal(signal.SIGTERM)
+    p.wait()
+    return used
 
 
 def wait_for(what, cond, limit=600):
@@ -168,7 +193,8 @@ class Dispatcher:
                                   stderr=open(os.path.join(d, "audispd.log"), "w"))
 
     def input_records(self, name):
-        """Records input `name` stored, from the state report (SIGUSR1)."""
+        """Records input `name` stored, and duplicates it dropped, from the
+        state report (SIGUSR1)."""
         path = os.path.join(self.d, "run/audispd.state")
         try:
             before = os.stat(path).st_mtime_ns
@@ -194,11 +220,11 @@ class Dispatcher:
         return 0, 0
 
 
-def sending_host(d, servers):
+def sending_host(d, servers, rpm):
     """An audispd with a publisher (started first, on its socket)."""
     os.makedirs(os.path.join(d, "run"), exist_ok=True)
     sock = os.path.join(d, "run/nats.sock")
-    args = [f"{REL}/audisp-nats", "publish", "--no-config", "--listen", sock, "--host-id", d]
+    args = [f"{REL}/audisp-nats", "publish", "--no-config", "--listen", sock, "--host-id", d] + rpm
     for s in servers:
         args += ["--server", s]
     pub = subprocess.Popen(args, stderr=open(os.path.join(d, "publish.log"), "w"))
@@ -207,7 +233,7 @@ def sending_host(d, servers):
     return disp, pub
 
 
-def jetstream(tmp, name, data, n, servers, probe, procs):
+def jetstream(tmp, name, data, n, servers, probe, procs, rpm):
     """audispd -> publish -> JetStream -> consume -> audispd."""
     d = os.path.join(tmp, name)
     agg = Dispatcher(os.path.join(d, "agg"), {}, False)
@@ -215,19 +241,20 @@ def jetstream(tmp, name, data, n, servers, probe, procs):
     cons = subprocess.Popen([f"{REL}/audisp-nats", "consume", "--no-config", "--socket", f"{d}/agg/run/input.sock",
                              "--state-dir", f"{d}/agg/consume"] + sum((["--server", s] for s in servers), []),
                             stderr=open(os.path.join(d, "consume.log"), "w"))
-    disp, pub = sending_host(os.path.join(d, "send"), servers)
+    disp, pub = sending_host(os.path.join(d, "send"), servers, rpm)
     s0 = sum(cpu(p.pid) for p in procs)
     t0 = time.time()
     feeder = threading.Thread(target=lambda: (disp.p.stdin.write(data), disp.p.stdin.close()))
     feeder.start()
     disp_cpu = 0.0
-    while probe.messages() < n:
+    # audispd exits at the end of its input once its plugin acknowledged
+    # every record: the publisher had every PubAck.
+    while disp.p.poll() is None:
         disp_cpu = cpu(disp.p.pid) or disp_cpu
         if time.time() - t0 > 600:
-            sys.exit(f"{name}: only {probe.messages()} of {n} messages in the stream after 600 s")
-        time.sleep(0.02)
+            sys.exit(f"{name}: not every record PubAcked after 600 s ({probe.messages()} messages in the stream)")
+        time.sleep(0.01)
     t_in = time.time() - t0
-    pub_cpu = cpu(pub.pid)
     stored = 0
     while stored < n:
         stored, dups = agg.input_records("nats")
@@ -236,18 +263,20 @@ def jetstream(tmp, name, data, n, servers, probe, procs):
         time.sleep(0.05)
     t_out = time.time() - t0
     res = {"case": name, "records": n, "in_secs": t_in, "out_secs": t_out,
-           "pub_cpu": pub_cpu, "cons_cpu": cpu(cons.pid), "disp_cpu": disp_cpu,
-           "srv_cpu": sum(cpu(p.pid) for p in procs) - s0,
+           "disp_cpu": disp_cpu, "srv_cpu": sum(cpu(p.pid) for p in procs) - s0,
            "in_stream": probe.messages(), "at_agg": stored}
     feeder.join()
     disp.p.wait()
-    for p in (pub, cons, agg.p):
-        p.send_signal(signal.SIGTERM)
-        p.wait()
+    res["pub_cpu"] = stop(pub)
+    res["cons_cpu"] = stop(cons)
+    # Anything stored twice would show now.
+    res["at_agg"] = agg.input_records("nats")[0]
+    agg.p.send_signal(signal.SIGTERM)
+    agg.p.wait()
     return res
 
 
-def fan_in(tmp, data, hosts, server):
+def fan_in(tmp, data, hosts, server, rpm):
     """`hosts` sending hosts, each with its share of the replay, into one stream."""
     d = os.path.join(tmp, "fanin")
     lines = data.split(b"\n")[:-1]
@@ -260,19 +289,18 @@ def fan_in(tmp, data, hosts, server):
     cons = subprocess.Popen([f"{REL}/audisp-nats", "consume", "--no-config", "--socket", f"{d}/agg/run/input.sock",
                              "--state-dir", f"{d}/agg/consume", "--server", server.url()],
                             stderr=open(os.path.join(d, "consume.log"), "w"))
-    senders = [sending_host(os.path.join(d, f"host{i}"), [server.url()]) for i in range(len(chunks))]
+    senders = [sending_host(os.path.join(d, f"host{i}"), [server.url()], rpm) for i in range(len(chunks))]
     s0 = cpu(server.p.pid)
     t0 = time.time()
     feeders = [threading.Thread(target=lambda s=s, c=c: (s[0].p.stdin.write(c), s[0].p.stdin.close()))
                for s, c in zip(senders, chunks)]
     for f in feeders:
         f.start()
-    while server.messages() < n:
+    while any(s[0].p.poll() is None for s in senders):
         if time.time() - t0 > 600:
-            sys.exit(f"fan-in: only {server.messages()} of {n} messages in the stream after 600 s")
-        time.sleep(0.05)
+            sys.exit(f"fan-in: not every record PubAcked after 600 s ({server.messages()} messages in the stream)")
+        time.sleep(0.01)
     t_in = time.time() - t0
-    pub_cpu = sum(cpu(p.pid) for _, p in senders)
     stored = 0
     while stored < n:
         stored, dups = agg.input_records("nats")
@@ -281,18 +309,18 @@ def fan_in(tmp, data, hosts, server):
         time.sleep(0.05)
     t_out = time.time() - t0
     res = {"case": f"fan-in: {len(chunks)} hosts -> R1 -> consume", "records": n, "in_secs": t_in,
-           "out_secs": t_out, "pub_cpu": pub_cpu, "cons_cpu": cpu(cons.pid),
-           "srv_cpu": cpu(server.p.pid) - s0,
+           "out_secs": t_out, "srv_cpu": cpu(server.p.pid) - s0,
            "in_stream": server.messages(), "at_agg": stored}
     for f in feeders:
         f.join()
+    res["pub_cpu"] = 0.0
     for disp, pub in senders:
         disp.p.wait()
-        pub.send_signal(signal.SIGTERM)
-        pub.wait()
-    for p in (cons, agg.p):
-        p.send_signal(signal.SIGTERM)
-        p.wait()
+        res["pub_cpu"] += stop(pub)
+    res["cons_cpu"] = stop(cons)
+    res["at_agg"] = agg.input_records("nats")[0]
+    agg.p.send_signal(signal.SIGTERM)
+    agg.p.wait()
     return res
 
 
@@ -351,7 +379,7 @@ def main():
     s1 = Server(tmp, "r1")
     s1.healthy("/healthz?js-enabled-only=true")
     create_stream([s1.url()], 1)
-    r1 = jetstream(tmp, "JetStream R1, file storage", data, n, [s1.url()], s1, [s1.p])
+    r1 = jetstream(tmp, "JetStream R1, file storage", data, n, [s1.url()], s1, [s1.p], o["rpm"])
     rows.append(r1)
     s1.stop()
     routes = [free_port() for _ in range(3)]
@@ -362,25 +390,26 @@ def main():
         s.healthy("/healthz")
     create_stream([s.url() for s in nodes], 3)
     rows.append(jetstream(tmp, "JetStream R3 (3 servers), file storage", data, n, [s.url() for s in nodes], nodes[0],
-                          [s.p for s in nodes]))
+                          [s.p for s in nodes], o["rpm"]))
     for s in nodes:
         s.stop()
     fan = Server(tmp, "fan")
     fan.healthy("/healthz?js-enabled-only=true")
     create_stream([fan.url()], 1)
-    rows.append(fan_in(tmp, data, o["hosts"], fan))
+    rows.append(fan_in(tmp, data, o["hosts"], fan, o["rpm"]))
     fan.stop()
     print()
-    print(f"{'case':46} {'records':>8} {'into stream/s':>13} {'end to end/s':>12} {'pub us/rec':>10} {'cons us/rec':>11} {'srv us/rec':>10} {'once':>5}")
+    print(f"{'case':46} {'records':>8} {'messages':>8} {'into stream/s':>13} {'end to end/s':>12} {'pub us/rec':>10} {'cons us/rec':>11} {'srv us/rec':>10} {'once':>5}")
     for r in rows:
         into = f"{r['records'] / r['in_secs']:.0f}" if "in_secs" in r else "-"
         out = r["records"] / r["out_secs"]
-        once = (r.get("in_stream", n) == n and r["at_agg"] == n)
+        once = r["at_agg"] == n
         srv = f"{r['srv_cpu'] / r['records'] * 1e6:.2f}" if "srv_cpu" in r else "-"
-        print(f"{r['case']:46} {r['records']:>8} {into:>13} {out:>12.0f} {r['pub_cpu'] / r['records'] * 1e6:>10.2f} "
+        print(f"{r['case']:46} {r['records']:>8} {r.get('in_stream', '-'):>8} {into:>13} {out:>12.0f} "
+              f"{r['pub_cpu'] / r['records'] * 1e6:>10.2f} "
               f"{r['cons_cpu'] / r['records'] * 1e6:>11.2f} {srv:>10} {'yes' if once else 'NO':>5}")
         if not once:
-            print(f"  WARNING: {r['case']}: stream {r.get('in_stream')} aggregator {r['at_agg']} of {n}")
+            print(f"  WARNING: {r['case']}: aggregator {r['at_agg']} of {n}")
     for r in rows:
         if "disp_cpu" in r and r["disp_cpu"]:
             print(f"  ({r['case']}: the sending host's audispd used {r['disp_cpu'] / r['records'] * 1e6:.2f} us/record)")

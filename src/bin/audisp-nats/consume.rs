@@ -10,15 +10,17 @@
 //!   into batches, and acknowledges each message to JetStream only once the
 //!   feeder says audispd has it;
 //! * the feeder (a thread: the SDK's input client is blocking) owns the
-//!   [`Ledger`]: it releases at once what audispd already holds, numbers
-//!   the other records, writes the ledger to stable storage, sends them to
+//!   [`Ledger`]: it releases at once what audispd already holds — a stream
+//!   message it stored, or a record (by origin and journal place) that came
+//!   in another message before or is being fed in one now — numbers the
+//!   other records, writes the ledger to stable storage, sends them to
 //!   audispd and waits for its acknowledgement (durable, with
 //!   `sync = "batch"`).
 //!
 //! Several processes may share one durable (each gets other messages);
 //! each feeds its own input name with its own ledger.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -33,14 +35,16 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 use crate::connect::{self, Link};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Places};
 use crate::message::{self, NotAudit};
 use crate::settings::{Consume, Opts};
 
-/// A message to feed: its stream sequence number and its records.
+/// A message to feed: its stream sequence number, its records and, if it
+/// says, their journal places.
 struct Fed {
     stream_seq: u64,
     records: Vec<Vec<u8>>,
+    places: Option<Places>,
 }
 
 /// What the NATS side hands the feeder.
@@ -54,11 +58,13 @@ enum Work {
 /// What the feeder tells the NATS side.
 enum Fedback {
     /// audispd holds these stream messages (`duplicates` of them it held
-    /// before they came again): acknowledge them.
+    /// before they came again, and `again` records of the others came in
+    /// other messages): acknowledge them.
     Stored {
         seqs: Vec<u64>,
         records: u64,
         duplicates: u64,
+        again: u64,
     },
     /// Connected to audispd.
     Connected,
@@ -73,8 +79,11 @@ struct Feeder {
     socket: PathBuf,
     name: String,
     client: Option<InputClient>,
-    /// The messages being fed, by stream sequence, until audispd has them.
-    held: HashMap<u64, Vec<Vec<u8>>>,
+    /// The messages being fed, by stream sequence, until audispd has them
+    /// (their records not already held).
+    held: HashMap<u64, Fed>,
+    /// The journal places of the records being fed, per origin.
+    feeding: HashMap<String, HashSet<u64>>,
     /// Fed and not yet released, in order.
     queue: Vec<u64>,
     /// The floor polled before the last one.
@@ -109,7 +118,7 @@ impl Feeder {
                 self.client = Some(client);
                 let (stored, again) = self.ledger.reconcile(have);
                 self.ledger.save()?;
-                self.release(stored, 0);
+                self.release(stored, 0, 0);
                 // Fed again first, in their order, before anything newer.
                 let again: Vec<u64> = again
                     .into_iter()
@@ -134,37 +143,71 @@ impl Feeder {
     }
 
     /// audispd holds `seqs`: forget their records, have them acknowledged.
-    fn release(&mut self, seqs: Vec<u64>, duplicates: u64) {
-        if seqs.is_empty() {
+    fn release(&mut self, seqs: Vec<u64>, duplicates: u64, again: u64) {
+        if seqs.is_empty() && again == 0 {
             return;
         }
         let mut records = 0;
         for s in &seqs {
-            if let Some(r) = self.held.remove(s) {
-                records += r.len() as u64;
+            if let Some(f) = self.held.remove(s) {
+                records += f.records.len() as u64;
+                if let Some(pl) = f.places {
+                    if let Some(set) = self.feeding.get_mut(&pl.origin) {
+                        for p in &pl.seqs {
+                            set.remove(p);
+                        }
+                        if set.is_empty() {
+                            self.feeding.remove(&pl.origin);
+                        }
+                    }
+                }
             }
         }
         let _ = self.back.send(Fedback::Stored {
             seqs,
             records,
             duplicates,
+            again,
         });
     }
 
     /// Takes new messages: those audispd holds already are released at once,
-    /// those being fed are not taken twice.
+    /// those being fed are not taken twice; of the others, records audispd
+    /// holds or that are being fed in another message are left out.
     fn take(&mut self, batch: Vec<Fed>) {
         let mut dups = Vec::new();
-        for f in batch {
+        let mut again = 0;
+        for mut f in batch {
             if self.ledger.is_stored(f.stream_seq) {
                 dups.push(f.stream_seq);
-            } else if !self.held.contains_key(&f.stream_seq) {
-                self.queue.push(f.stream_seq);
-                self.held.insert(f.stream_seq, f.records);
+                continue;
             }
+            if self.held.contains_key(&f.stream_seq) {
+                continue;
+            }
+            if let Some(pl) = &mut f.places {
+                let stored = self.ledger.has_records(&pl.origin, &pl.seqs);
+                let feeding = self.feeding.entry(pl.origin.clone()).or_default();
+                let keep: Vec<bool> = (pl.seqs.iter().zip(stored))
+                    .map(|(&s, stored)| !stored && feeding.insert(s))
+                    .collect();
+                if keep.iter().any(|k| !k) {
+                    let mut k = keep.iter();
+                    f.records.retain(|_| k.next().copied().unwrap_or(false));
+                    let mut k = keep.iter();
+                    pl.seqs.retain(|_| k.next().copied().unwrap_or(false));
+                    again += (keep.len() - pl.seqs.len()) as u64;
+                }
+                if f.records.is_empty() {
+                    dups.push(f.stream_seq);
+                    continue;
+                }
+            }
+            self.queue.push(f.stream_seq);
+            self.held.insert(f.stream_seq, f);
         }
         let n = dups.len() as u64;
-        self.release(dups, n);
+        self.release(dups, n, again);
     }
 
     /// Feeds the queue to audispd and waits until it has it; an error
@@ -172,11 +215,13 @@ impl Feeder {
     fn feed(&mut self) -> Result<(), String> {
         let mut numbered: Vec<(u64, &[u8])> = Vec::new();
         for s in &self.queue {
-            let Some(records) = self.held.get(s) else {
+            let Some(f) = self.held.get(s) else {
                 continue;
             };
-            let first = self.ledger.number(*s, records.len() as u64);
-            for (k, r) in records.iter().enumerate() {
+            let first = self
+                .ledger
+                .number(*s, f.records.len() as u64, f.places.clone());
+            for (k, r) in f.records.iter().enumerate() {
                 numbered.push((first + k as u64, r));
             }
         }
@@ -198,7 +243,7 @@ impl Feeder {
         }
         self.queue.clear();
         let stored = self.ledger.stored_upto(last);
-        self.release(stored, 0);
+        self.release(stored, 0, 0);
         Ok(())
     }
 
@@ -258,14 +303,22 @@ struct Counts {
     records: u64,
     duplicates: u64,
     skipped: u64,
+    again: u64,
 }
 
 impl Counts {
     fn status(&self) -> String {
         format!(
-            "fed {} records of {} messages; {} duplicates, {} skipped (not audit records)",
-            self.records, self.messages, self.duplicates, self.skipped
+            "fed {} records of {} messages; {} duplicates, {} skipped (not audit records), {} records left out (stored from another message)",
+            self.records, self.messages, self.duplicates, self.skipped, self.again
         )
+    }
+
+    fn stored(&mut self, seqs: usize, records: u64, duplicates: u64, again: u64) {
+        self.messages += seqs as u64 - duplicates;
+        self.records += records;
+        self.duplicates += duplicates;
+        self.again += again;
     }
 }
 
@@ -356,6 +409,10 @@ async fn try_durable(js: &JetStream, o: &Opts) -> Result<PullConsumer, Setback> 
     Ok(consumer)
 }
 
+/// The most bytes one pull asks for: with many records per message, `batch`
+/// messages could be hundreds of megabytes.
+const PULL_BYTES: usize = 8 << 20;
+
 /// Messages from the durable, pulled `batch` at a time ahead of need;
 /// retried with back-off until the servers serve them.
 async fn pull_messages(consumer: &PullConsumer, batch: usize, retry_max: Duration) -> pull::Stream {
@@ -364,6 +421,7 @@ async fn pull_messages(consumer: &PullConsumer, batch: usize, retry_max: Duratio
         match consumer
             .stream()
             .max_messages_per_batch(batch)
+            .max_bytes_per_batch(PULL_BYTES)
             .heartbeat(Duration::from_secs(5))
             .expires(Duration::from_secs(30))
             .messages()
@@ -381,10 +439,28 @@ async fn pull_messages(consumer: &PullConsumer, batch: usize, retry_max: Duratio
     }
 }
 
+/// The messages handed to the feeder and not yet acknowledged to
+/// JetStream: their ackers, and how many records they hold in all.
+#[derive(Default)]
+struct Unacked {
+    ackers: HashMap<u64, (Acker, usize)>,
+    records: usize,
+}
+
+impl Unacked {
+    fn insert(&mut self, seq: u64, acker: Acker, records: usize) {
+        self.records += records;
+        if let Some((_, was)) = self.ackers.insert(seq, (acker, records)) {
+            self.records -= was;
+        }
+    }
+}
+
 /// Acknowledges `seqs` to JetStream (their ackers are in `acks`).
-async fn ack_all(acks: &mut HashMap<u64, Acker>, seqs: &[u64]) {
+async fn ack_all(acks: &mut Unacked, seqs: &[u64]) {
     for s in seqs {
-        if let Some(a) = acks.remove(s) {
+        if let Some((a, n)) = acks.ackers.remove(s) {
+            acks.records -= n;
             if let Err(e) = a.ack().await {
                 tracing::debug!("acknowledging stream message {s}: {e}");
             }
@@ -446,6 +522,7 @@ async fn consume(o: &Opts, mut ledger: Ledger) -> Result<(), String> {
         name: c.input_name.clone(),
         client: None,
         held: HashMap::new(),
+        feeding: HashMap::new(),
         queue: Vec::new(),
         floor: 0,
         back: back_tx,
@@ -459,7 +536,9 @@ async fn consume(o: &Opts, mut ledger: Ledger) -> Result<(), String> {
     let notify = Notifier::from_env();
     let mut ready = false;
     let mut counts = Counts::default();
-    let mut acks: HashMap<u64, Acker> = HashMap::new();
+    let mut acks = Unacked::default();
+    // Records fed and not yet acknowledged: pulling waits beyond this many.
+    let most = c.batch.saturating_mul(8);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("signal: {e}"))?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -472,7 +551,7 @@ async fn consume(o: &Opts, mut ledger: Ledger) -> Result<(), String> {
     let mut stalled = false;
     loop {
         tokio::select! {
-            m = messages.next() => {
+            m = messages.next(), if acks.records < most => {
                 let Some(m) = m else {
                     tracing::warn!("the pull subscription ended; pulling again");
                     messages = pull_messages(&consumer, c.batch, o.connection.retry_max).await;
@@ -488,13 +567,19 @@ async fn consume(o: &Opts, mut ledger: Ledger) -> Result<(), String> {
                                 continue;
                             };
                             let (msg, acker) = m.split();
-                            match message::records(&msg.payload) {
-                                Ok(records) => {
+                            let read = message::records(&msg.payload).and_then(|r| {
+                                let places = message::places(msg.headers.as_ref(), r.len())?;
+                                Ok((r, places))
+                            });
+                            match read {
+                                Ok((records, places)) => {
+                                    let n = records.len();
                                     batch.push(Fed {
                                         stream_seq: seq,
                                         records: records.into_iter().map(<[u8]>::to_vec).collect(),
+                                        places,
                                     });
-                                    acks.insert(seq, acker);
+                                    acks.insert(seq, acker, n);
                                 }
                                 Err(why) => {
                                     counts.skipped += 1;
@@ -507,7 +592,7 @@ async fn consume(o: &Opts, mut ledger: Ledger) -> Result<(), String> {
                         }
                         Err(e) => tracing::warn!("pulling messages: {e}"),
                     }
-                    if batch.len() < c.batch {
+                    if batch.len() < c.batch && acks.records < most {
                         next = messages.next().now_or_never().flatten();
                     }
                 }
@@ -516,10 +601,8 @@ async fn consume(o: &Opts, mut ledger: Ledger) -> Result<(), String> {
                 }
             }
             b = back_rx.recv() => match b {
-                Some(Fedback::Stored { seqs, records, duplicates }) => {
-                    counts.messages += seqs.len() as u64 - duplicates;
-                    counts.records += records;
-                    counts.duplicates += duplicates;
+                Some(Fedback::Stored { seqs, records, duplicates, again }) => {
+                    counts.stored(seqs.len(), records, duplicates, again);
                     ack_all(&mut acks, &seqs).await;
                 }
                 Some(Fedback::Connected) => {
@@ -567,11 +650,10 @@ async fn consume(o: &Opts, mut ledger: Ledger) -> Result<(), String> {
             seqs,
             records,
             duplicates,
+            again,
         } = b
         {
-            counts.messages += seqs.len() as u64 - duplicates;
-            counts.records += records;
-            counts.duplicates += duplicates;
+            counts.stored(seqs.len(), records, duplicates, again);
             ack_all(&mut acks, &seqs).await;
         }
     }
@@ -581,4 +663,79 @@ async fn consume(o: &Opts, mut ledger: Ledger) -> Result<(), String> {
         .map_err(|_| "the feeder thread panicked".to_string())?;
     tracing::info!("stopped: {}", counts.status());
     fed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fed(stream_seq: u64, origin: &str, seqs: &[u64]) -> Fed {
+        Fed {
+            stream_seq,
+            records: seqs.iter().map(|s| format!("r{s}").into_bytes()).collect(),
+            places: Some(Places {
+                origin: origin.into(),
+                seqs: seqs.to_vec(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_record_in_two_messages_cut_differently_is_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("l")).unwrap();
+        let (back, mut rx) = unbounded_channel();
+        let mut f = Feeder {
+            ledger,
+            socket: dir.path().join("none"),
+            name: "t".into(),
+            client: None,
+            held: HashMap::new(),
+            feeding: HashMap::new(),
+            queue: Vec::new(),
+            floor: 0,
+            back,
+            beat: Arc::new(AtomicU64::new(0)),
+            origin: Instant::now(),
+            warned: false,
+        };
+        // Places 2 and 3 come in messages 1 and 2; another origin's 2 is
+        // another record.
+        f.take(vec![
+            fed(1, "a", &[1, 2, 3]),
+            fed(2, "a", &[2, 3, 4, 5]),
+            fed(3, "b", &[2]),
+        ]);
+        assert_eq!(f.queue, [1, 2, 3]);
+        let second = &f.held[&2];
+        assert_eq!(second.records, [b"r4".to_vec(), b"r5".to_vec()]);
+        assert_eq!(second.places.as_ref().unwrap().seqs, [4, 5]);
+        match rx.try_recv() {
+            Ok(Fedback::Stored {
+                seqs,
+                duplicates,
+                again,
+                ..
+            }) => assert_eq!((seqs, duplicates, again), (vec![], 0, 2)),
+            _ => panic!("left out records are counted"),
+        }
+        // Message 1 stored: a message of only its places is a duplicate.
+        let places = f.held[&1].places.clone();
+        let first = f.ledger.number(1, 3, places);
+        assert_eq!(f.ledger.stored_upto(first + 2), [1]);
+        f.release(vec![1], 0, 0);
+        assert!(!f.feeding["a"].contains(&1));
+        f.take(vec![fed(4, "a", &[1, 3])]);
+        assert!(!f.held.contains_key(&4));
+        let last = std::iter::from_fn(|| rx.try_recv().ok()).last();
+        match last {
+            Some(Fedback::Stored {
+                seqs,
+                duplicates,
+                again,
+                ..
+            }) => assert_eq!((seqs, duplicates, again), (vec![4], 1, 2)),
+            _ => panic!("message 4 released as a duplicate"),
+        }
+    }
 }

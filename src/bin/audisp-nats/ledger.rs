@@ -13,25 +13,101 @@
 //! * `stored`: the stream sequence numbers audispd acknowledged, as ranges;
 //!   a message delivered again with one of them is acknowledged to
 //!   JetStream without feeding it;
-//! * `pending`: for each message being fed, its stream sequence number and
-//!   the input numbers of its records. The ledger is on stable storage
-//!   before the records go to audispd, so after a crash the input's
-//!   high-water mark (audispd's `WELCOME`) says which of them audispd has.
+//! * `origin`: per publisher numbering (`Audisp-Origin`), the journal places
+//!   (`Audisp-Seqs`) of the records audispd acknowledged, as ranges: a
+//!   publisher that crashed sends its unacknowledged records again, maybe
+//!   cut into messages differently (another message, another stream
+//!   sequence number), and a record audispd holds is then left out;
+//! * `pending`: for each message being fed, its stream sequence number, the
+//!   input numbers of its records and their journal places. The ledger is
+//!   on stable storage before the records go to audispd, so after a crash
+//!   the input's high-water mark (audispd's `WELCOME`) says which of them
+//!   audispd has.
 //!
-//! Ranges at or below the consumer's acknowledgement floor, as JetStream
-//! reported it a poll earlier, are forgotten: JetStream no longer delivers
-//! those.
+//! Stream ranges at or below the consumer's acknowledgement floor, as
+//! JetStream reported it a poll earlier, are forgotten: JetStream no longer
+//! delivers those. Of each origin the newest [`ORIGIN_RANGES`] ranges are
+//! kept: a publisher sends again only what it had not finished, its newest
+//! records.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-/// One message being fed: its stream sequence and its records' input
-/// numbers `first..first + count`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use crate::message;
+
+/// How many ranges of journal places are kept per origin.
+pub const ORIGIN_RANGES: usize = 4096;
+
+/// The journal places of a message's records: their origin and numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Places {
+    pub origin: String,
+    pub seqs: Vec<u64>,
+}
+
+/// One message being fed: its stream sequence, its records' input numbers
+/// `first..first + count` and, if it says, their journal places.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     pub stream_seq: u64,
     pub first: u64,
     pub count: u64,
+    pub places: Option<Places>,
+}
+
+/// Sorted, disjoint, inclusive ranges of numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Ranges(Vec<(u64, u64)>);
+
+impl Ranges {
+    fn contains(&self, n: u64) -> bool {
+        let i = self.0.partition_point(|&(_, b)| b < n);
+        self.0.get(i).is_some_and(|&(a, _)| a <= n)
+    }
+
+    fn insert(&mut self, n: u64) {
+        let r = &mut self.0;
+        let i = r.partition_point(|&(_, b)| b < n);
+        if r.get(i).is_some_and(|&(a, _)| a <= n) {
+            return;
+        }
+        let joins_left = i > 0 && r[i - 1].1 + 1 == n;
+        let joins_right = r.get(i).is_some_and(|&(a, _)| a == n + 1);
+        match (joins_left, joins_right) {
+            (true, true) => {
+                r[i - 1].1 = r[i].1;
+                r.remove(i);
+            }
+            (true, false) => r[i - 1].1 = n,
+            (false, true) => r[i].0 = n,
+            (false, false) => r.insert(i, (n, n)),
+        }
+    }
+
+    /// Forgets the lowest ranges beyond the newest `keep`.
+    fn keep_newest(&mut self, keep: usize) {
+        if self.0.len() > keep {
+            let drop = self.0.len() - keep;
+            self.0.drain(..drop);
+        }
+    }
+
+    fn write(&self, out: &mut String) {
+        for (a, b) in &self.0 {
+            out.push_str(&format!(" {a}-{b}"));
+        }
+    }
+
+    fn parse<'a>(words: impl Iterator<Item = &'a str>) -> Option<Ranges> {
+        let mut r = Vec::new();
+        for w in words {
+            let (a, b) = w.split_once('-')?;
+            r.push((a.parse().ok()?, b.parse().ok()?));
+        }
+        r.sort_unstable();
+        Some(Ranges(r))
+    }
 }
 
 /// The consumer's memory, and the file that keeps it.
@@ -45,8 +121,10 @@ pub struct Ledger {
     pub stream: String,
     /// Highest input number handed out.
     pub last_number: u64,
-    /// Stream sequence ranges audispd holds, sorted, disjoint, inclusive.
-    stored: Vec<(u64, u64)>,
+    /// Stream sequence numbers audispd holds.
+    stored: Ranges,
+    /// Journal places audispd holds, per origin.
+    origins: HashMap<String, Ranges>,
     /// Messages being fed, in feeding order.
     pending: Vec<Pending>,
 }
@@ -81,7 +159,8 @@ impl Ledger {
                     epoch,
                     stream: String::new(),
                     last_number: 0,
-                    stored: Vec::new(),
+                    stored: Ranges::default(),
+                    origins: HashMap::new(),
                     pending: Vec::new(),
                 };
                 l.save()?;
@@ -104,7 +183,8 @@ impl Ledger {
             epoch: [0; 16],
             stream: String::new(),
             last_number: 0,
-            stored: Vec::new(),
+            stored: Ranges::default(),
+            origins: HashMap::new(),
             pending: Vec::new(),
         };
         let mut have_epoch = false;
@@ -118,25 +198,29 @@ impl Ledger {
                 }
                 Some("stream") => l.stream = w.next().unwrap_or("").to_string(),
                 Some("last") => l.last_number = w.next().and_then(|s| s.parse().ok()).ok_or(bad)?,
-                Some("stored") => {
-                    for r in w {
-                        let (a, b) = r.split_once('-').ok_or(bad)?;
-                        let a: u64 = a.parse().map_err(|_| bad)?;
-                        let b: u64 = b.parse().map_err(|_| bad)?;
-                        l.stored.push((a, b));
-                    }
+                Some("stored") => l.stored = Ranges::parse(w).ok_or(bad)?,
+                Some("origin") => {
+                    let key = w.next().ok_or(bad)?.to_string();
+                    l.origins.insert(key, Ranges::parse(w).ok_or(bad)?);
                 }
                 Some("pending") => {
-                    let n: Vec<u64> = w
-                        .map(|s| s.parse().map_err(|_| bad))
-                        .collect::<Result<_, _>>()?;
-                    let [stream_seq, first, count] = n[..] else {
+                    let mut n = || w.next().and_then(|s| s.parse::<u64>().ok());
+                    let (Some(stream_seq), Some(first), Some(count)) = (n(), n(), n()) else {
                         return Err(bad);
+                    };
+                    let places = match (w.next(), w.next()) {
+                        (None, _) => None,
+                        (Some(origin), Some(seqs)) => Some(Places {
+                            origin: origin.to_string(),
+                            seqs: message::read_seqs(seqs, count as usize).ok_or(bad)?,
+                        }),
+                        (Some(_), None) => return Err(bad),
                     };
                     l.pending.push(Pending {
                         stream_seq,
                         first,
                         count,
+                        places,
                     });
                 }
                 None => {}
@@ -146,7 +230,6 @@ impl Ledger {
         if !have_epoch {
             return Err(1);
         }
-        l.stored.sort_unstable();
         Ok(l)
     }
 
@@ -158,65 +241,61 @@ impl Ledger {
             self.stream,
             self.last_number
         );
-        for (a, b) in &self.stored {
-            text.push_str(&format!(" {a}-{b}"));
-        }
+        self.stored.write(&mut text);
         text.push('\n');
+        for (key, r) in &self.origins {
+            text.push_str("origin ");
+            text.push_str(key);
+            r.write(&mut text);
+            text.push('\n');
+        }
         for p in &self.pending {
-            text.push_str(&format!(
-                "pending {} {} {}\n",
-                p.stream_seq, p.first, p.count
-            ));
+            text.push_str(&format!("pending {} {} {}", p.stream_seq, p.first, p.count));
+            if let Some(pl) = &p.places {
+                text.push_str(&format!(" {} {}", pl.origin, message::write_seqs(&pl.seqs)));
+            }
+            text.push('\n');
         }
         audisp::statefile::write_atomically(&self.path, text.as_bytes()).map_err(|e| e.to_string())
     }
 
     /// A stream created anew (another name or creation time): its sequence
-    /// numbers mean nothing that was stored before.
+    /// numbers mean nothing that was stored before (journal places still
+    /// do).
     pub fn bind_stream(&mut self, stream: &str) -> bool {
         if self.stream == stream {
             return false;
         }
         let was = std::mem::replace(&mut self.stream, stream.to_string());
-        self.stored.clear();
+        self.stored = Ranges::default();
         self.pending.clear();
         !was.is_empty()
     }
 
     /// Whether audispd holds stream message `seq`.
     pub fn is_stored(&self, seq: u64) -> bool {
-        let i = self.stored.partition_point(|&(_, b)| b < seq);
-        self.stored.get(i).is_some_and(|&(a, _)| a <= seq)
+        self.stored.contains(seq)
     }
 
-    /// Adds `seq` to the stored ranges.
-    fn insert(&mut self, seq: u64) {
-        let i = self.stored.partition_point(|&(_, b)| b < seq);
-        if self.stored.get(i).is_some_and(|&(a, _)| a <= seq) {
-            return;
-        }
-        let joins_left = i > 0 && self.stored[i - 1].1 + 1 == seq;
-        let joins_right = self.stored.get(i).is_some_and(|&(a, _)| a == seq + 1);
-        match (joins_left, joins_right) {
-            (true, true) => {
-                self.stored[i - 1].1 = self.stored[i].1;
-                self.stored.remove(i);
-            }
-            (true, false) => self.stored[i - 1].1 = seq,
-            (false, true) => self.stored[i].0 = seq,
-            (false, false) => self.stored.insert(i, (seq, seq)),
+    /// For each of `seqs`, whether audispd holds that record of `origin`.
+    pub fn has_records(&self, origin: &str, seqs: &[u64]) -> Vec<bool> {
+        match self.origins.get(origin) {
+            Some(r) => seqs.iter().map(|&s| r.contains(s)).collect(),
+            None => vec![false; seqs.len()],
         }
     }
 
-    /// Numbers a message of `count` records for feeding and records it as
-    /// pending; returns its first input number.
-    pub fn number(&mut self, stream_seq: u64, count: u64) -> u64 {
+    /// Numbers a message of `count` records (at journal places `places`, if
+    /// it says) for feeding and records it as pending; returns its first
+    /// input number.
+    pub fn number(&mut self, stream_seq: u64, count: u64, places: Option<Places>) -> u64 {
         let first = self.last_number + 1;
         self.last_number += count;
         self.pending.push(Pending {
             stream_seq,
             first,
             count,
+            places,
         });
         first
     }
@@ -229,16 +308,23 @@ impl Ledger {
         let mut keep = Vec::new();
         for p in std::mem::take(&mut self.pending) {
             if p.first + p.count - 1 <= upto {
-                done.push(p.stream_seq);
+                done.push(p);
             } else {
                 keep.push(p);
             }
         }
         self.pending = keep;
-        for &s in &done {
-            self.insert(s);
+        for p in &done {
+            self.stored.insert(p.stream_seq);
+            if let Some(pl) = &p.places {
+                let r = self.origins.entry(pl.origin.clone()).or_default();
+                for &s in &pl.seqs {
+                    r.insert(s);
+                }
+                r.keep_newest(ORIGIN_RANGES);
+            }
         }
-        done
+        done.into_iter().map(|p| p.stream_seq).collect()
     }
 
     /// After (re)connecting to audispd, whose input high-water mark is
@@ -255,7 +341,7 @@ impl Ledger {
     /// Forgets stored ranges at or below `floor` (JetStream's
     /// acknowledgement floor as of an earlier poll).
     pub fn forget_upto(&mut self, floor: u64) {
-        self.stored.retain(|&(_, b)| b > floor);
+        self.stored.0.retain(|&(_, b)| b > floor);
     }
 }
 
@@ -268,17 +354,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut l = Ledger::open(&dir.path().join("l")).unwrap();
         for s in [5, 3, 4, 10, 8, 9, 1] {
-            l.insert(s);
+            l.stored.insert(s);
         }
-        assert_eq!(l.stored, [(1, 1), (3, 5), (8, 10)]);
-        l.insert(2);
-        l.insert(7);
-        l.insert(6);
-        assert_eq!(l.stored, [(1, 10)]);
+        assert_eq!(l.stored.0, [(1, 1), (3, 5), (8, 10)]);
+        l.stored.insert(2);
+        l.stored.insert(7);
+        l.stored.insert(6);
+        assert_eq!(l.stored.0, [(1, 10)]);
         assert!(l.is_stored(1) && l.is_stored(10) && !l.is_stored(11) && !l.is_stored(0));
-        l.insert(20);
+        l.stored.insert(20);
         l.forget_upto(10);
-        assert_eq!(l.stored, [(20, 20)]);
+        assert_eq!(l.stored.0, [(20, 20)]);
+        l.stored.insert(30);
+        l.stored.keep_newest(1);
+        assert_eq!(l.stored.0, [(30, 30)]);
     }
 
     #[test]
@@ -288,8 +377,8 @@ mod tests {
         let mut l = Ledger::open(&path).unwrap();
         l.bind_stream("AUDIT@1");
         // Messages 7 (2 records) and 9 (1 record) fed as inputs 1-2 and 3.
-        assert_eq!(l.number(7, 2), 1);
-        assert_eq!(l.number(9, 1), 3);
+        assert_eq!(l.number(7, 2, None), 1);
+        assert_eq!(l.number(9, 1, None), 3);
         l.save().unwrap();
         let epoch = l.epoch;
         drop(l);
@@ -299,12 +388,46 @@ mod tests {
         assert_eq!(l.stream, "AUDIT@1");
         assert_eq!(l.reconcile(2), (vec![7], vec![9]));
         assert!(l.is_stored(7) && !l.is_stored(9));
-        assert_eq!(l.number(9, 1), 4);
+        assert_eq!(l.number(9, 1, None), 4);
         assert_eq!(l.stored_upto(4), [9]);
         assert!(l.is_stored(9));
         // A new stream: nothing is known stored.
         assert!(l.bind_stream("AUDIT@2"));
         assert!(!l.is_stored(7));
+    }
+
+    #[test]
+    fn records_stored_are_known_by_origin_and_place_across_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        let mut l = Ledger::open(&path).unwrap();
+        l.bind_stream("AUDIT@1");
+        let places = |seqs: &[u64]| {
+            Some(Places {
+                origin: "abc".into(),
+                seqs: seqs.to_vec(),
+            })
+        };
+        // Message 3 holds places 10-12, message 4 places 13 and 15.
+        assert_eq!(l.number(3, 3, places(&[10, 11, 12])), 1);
+        assert_eq!(l.number(4, 2, places(&[13, 15])), 4);
+        l.save().unwrap();
+        drop(l);
+        // audispd had the first message when the consumer died.
+        let mut l = Ledger::open(&path).unwrap();
+        assert_eq!(l.reconcile(3), (vec![3], vec![4]));
+        let held = l.has_records("abc", &[9, 10, 12, 13]);
+        assert_eq!(held, [false, true, true, false]);
+        assert_eq!(l.has_records("xyz", &[10]), [false]);
+        let first = l.number(4, 2, places(&[13, 15]));
+        assert_eq!(l.stored_upto(first + 1), [4]);
+        l.save().unwrap();
+        // Known after a restart, and after the stream was made anew.
+        let mut l = Ledger::open(&path).unwrap();
+        assert!(l.bind_stream("AUDIT@2"));
+        assert!(!l.is_stored(3));
+        let held = l.has_records("abc", &[10, 11, 12, 13, 14, 15]);
+        assert_eq!(held, [true, true, true, true, false, true]);
     }
 
     #[test]
@@ -317,5 +440,8 @@ mod tests {
             .contains(":1: not a ledger line"));
         std::fs::write(&path, format!("epoch {}\npending 1 2\n", "ab".repeat(16))).unwrap();
         assert!(Ledger::open(&path).unwrap_err().contains(":2: "));
+        let bad_places = format!("epoch {}\n\npending 1 2 1 abc 5-9\n", "ab".repeat(16));
+        std::fs::write(&path, bad_places).unwrap();
+        assert!(Ledger::open(&path).unwrap_err().contains(":3: "));
     }
 }

@@ -1,9 +1,11 @@
 //! audisp-nats: audit records through NATS JetStream, for fleets.
 //!
-//! * `audisp-nats publish`: an audispd plugin that publishes every record
-//!   (or whole event) into a JetStream stream exactly once — ids that let
-//!   the stream drop resends, acknowledgement to audispd only after every
-//!   PubAck, all of a batch in flight at once ([`publish`], [`pubacks`]).
+//! * `audisp-nats publish`: an audispd plugin that publishes records (or
+//!   whole events), many to a message, into a JetStream stream exactly
+//!   once — ids that let the stream drop resends, every record named so a
+//!   consumer drops it if it comes again, acknowledgement to audispd only
+//!   after every PubAck, all of a batch in flight at once ([`publish`],
+//!   [`pubacks`]).
 //! * `audisp-nats consume`: a durable pull consumer feeding a local
 //!   audispd's input socket, acknowledging to JetStream only what audispd
 //!   holds durably, and storing each message once ([`consume`], [`ledger`]).

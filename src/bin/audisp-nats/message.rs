@@ -1,15 +1,21 @@
 //! What a message on the stream is: its subject (from the template), its
-//! `Nats-Msg-Id` (the publisher's identity and the record's place in
-//! audispd's journal, so a resend is recognised by JetStream), its payload
-//! (auditd's text or the suite's JSON), and on the consuming side which
-//! payloads are audit records at all.
+//! `Nats-Msg-Id` (the publisher's identity and the places in audispd's
+//! journal of its first and last record, so a resend cut the same way is
+//! recognised by JetStream), its `Audisp-Origin` and `Audisp-Seqs` headers
+//! (the identity and journal place of every record, so a consumer stores a
+//! record once even when it comes again in a message cut differently), its
+//! payload (auditd's text or the suite's JSON, records one per line), and on
+//! the consuming side which payloads are audit records at all.
 
 use std::borrow::Cow;
+
+use async_nats::HeaderMap;
 
 use audisp::format::JsonWriter;
 use audisp::record;
 use audisp::record_types;
 
+use crate::ledger::Places;
 use crate::settings::Format;
 
 /// The identity of one publisher's numbering: the host and audispd's
@@ -36,10 +42,65 @@ impl Origin {
         Origin { key }
     }
 
-    /// The `Nats-Msg-Id` of the record (or event) `seq`.
-    pub fn msg_id(&self, seq: u64) -> String {
-        format!("{}-{seq}", self.key)
+    /// The `Nats-Msg-Id` of the message whose records run from journal
+    /// place `first` to `last`. Messages are whole runs of what audispd
+    /// delivers in order, so these two places say which records it holds.
+    pub fn msg_id(&self, first: u64, last: u64) -> String {
+        format!("{}-{first}-{last}", self.key)
     }
+
+    /// The key (the `Audisp-Origin` header).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// The header naming a message's [`Origin`].
+pub const ORIGIN_HEADER: &str = "Audisp-Origin";
+/// The header listing its records' journal places, in payload order.
+pub const SEQS_HEADER: &str = "Audisp-Seqs";
+
+/// `seqs` (in payload order) as `Audisp-Seqs` writes them: runs `a-b` of
+/// consecutive numbers and single numbers, comma-separated (`"5-9,12"`).
+pub fn write_seqs(seqs: &[u64]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < seqs.len() {
+        let mut j = i;
+        while j + 1 < seqs.len() && seqs[j + 1] == seqs[j] + 1 {
+            j += 1;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if j == i {
+            out.push_str(&seqs[i].to_string());
+        } else {
+            out.push_str(&format!("{}-{}", seqs[i], seqs[j]));
+        }
+        i = j + 1;
+    }
+    out
+}
+
+/// The journal places an `Audisp-Seqs` value lists, if it is well formed
+/// (at most `limit` of them).
+pub fn read_seqs(v: &str, limit: usize) -> Option<Vec<u64>> {
+    let mut out: Vec<u64> = Vec::new();
+    for run in v.split(',') {
+        let (a, b): (u64, u64) = match run.split_once('-') {
+            Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+            None => {
+                let a: u64 = run.trim().parse().ok()?;
+                (a, a)
+            }
+        };
+        if a > b || b - a >= (limit - out.len()) as u64 {
+            return None;
+        }
+        out.extend(a..=b);
+    }
+    Some(out)
 }
 
 /// The subject template split into literal text and placeholders.
@@ -133,12 +194,13 @@ impl Payloads {
         }
     }
 
-    /// The payload of one message holding `records` (one record, or the
-    /// records of one event in order).
-    pub fn write(&mut self, records: &[&[u8]], out: &mut Vec<u8>) {
+    /// The payload of one message holding `records`, whose events (or, in
+    /// records mode, single records) start at the indexes `starts`: text
+    /// has a line per record; JSON a line per event (or record).
+    pub fn write(&mut self, records: &[&[u8]], starts: &[usize], out: &mut Vec<u8>) {
         out.clear();
-        match (self.format, records) {
-            (Format::Text, _) => {
+        match self.format {
+            Format::Text => {
                 for (i, r) in records.iter().enumerate() {
                     if i > 0 {
                         out.push(b'\n');
@@ -146,8 +208,18 @@ impl Payloads {
                     out.extend_from_slice(r);
                 }
             }
-            (Format::Json, [one]) => self.json.write_record(one, out),
-            (Format::Json, _) => self.json.write_event(records, out),
+            Format::Json => {
+                for (k, &a) in starts.iter().enumerate() {
+                    let b = starts.get(k + 1).copied().unwrap_or(records.len());
+                    if k > 0 {
+                        out.push(b'\n');
+                    }
+                    match &records[a..b] {
+                        [one] => self.json.write_record(one, out),
+                        group => self.json.write_event(group, out),
+                    }
+                }
+            }
         }
     }
 }
@@ -161,6 +233,9 @@ pub enum NotAudit {
     Json,
     /// A line that is not an audit record (its number, from 1).
     Line(usize),
+    /// `Audisp-Origin` without an `Audisp-Seqs` listing one journal place
+    /// per record.
+    Places,
 }
 
 impl std::fmt::Display for NotAudit {
@@ -174,6 +249,10 @@ impl std::fmt::Display for NotAudit {
             NotAudit::Line(n) => write!(
                 f,
                 "line {n} is not an audit record (type=NAME msg=audit(SEC.MSEC:SERIAL): ...)"
+            ),
+            NotAudit::Places => write!(
+                f,
+                "its {SEQS_HEADER} header does not list one journal place per record"
             ),
         }
     }
@@ -199,6 +278,31 @@ pub fn records(payload: &[u8]) -> Result<Vec<&[u8]>, NotAudit> {
     Ok(lines)
 }
 
+/// The journal places of a message's `count` records, from its headers; none
+/// if it does not say (a message from elsewhere, or from an older publisher).
+pub fn places(headers: Option<&HeaderMap>, count: usize) -> Result<Option<Places>, NotAudit> {
+    let Some(h) = headers else {
+        return Ok(None);
+    };
+    let Some(origin) = h.get(ORIGIN_HEADER) else {
+        return Ok(None);
+    };
+    let origin = origin.as_str();
+    let seqs = h
+        .get(SEQS_HEADER)
+        .and_then(|v| read_seqs(v.as_str(), count))
+        .filter(|s| s.len() == count)
+        .ok_or(NotAudit::Places)?;
+    // The key is one word of the ledger.
+    if origin.is_empty() || !origin.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(NotAudit::Places);
+    }
+    Ok(Some(Places {
+        origin: origin.to_string(),
+        seqs,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,12 +314,31 @@ mod tests {
     #[test]
     fn ids_name_host_journal_and_sequence() {
         let a = Origin::new("host-a", [1; 16]);
-        assert_eq!(a.msg_id(7), a.msg_id(7));
-        assert_ne!(a.msg_id(7), a.msg_id(8));
-        assert_ne!(a.msg_id(7), Origin::new("host-b", [1; 16]).msg_id(7));
-        assert_ne!(a.msg_id(7), Origin::new("host-a", [2; 16]).msg_id(7));
-        assert!(a.msg_id(7).ends_with("-7"));
-        assert_eq!(a.msg_id(7).len(), 24 + 2);
+        assert_eq!(a.msg_id(7, 9), a.msg_id(7, 9));
+        assert_ne!(a.msg_id(7, 9), a.msg_id(7, 8));
+        assert_ne!(a.msg_id(7, 9), a.msg_id(8, 9));
+        assert_ne!(a.msg_id(7, 9), Origin::new("host-b", [1; 16]).msg_id(7, 9));
+        assert_ne!(a.msg_id(7, 9), Origin::new("host-a", [2; 16]).msg_id(7, 9));
+        assert!(a.msg_id(7, 9).ends_with("-7-9"));
+        assert_eq!(a.msg_id(7, 9).len(), 24 + 4);
+        assert_eq!(a.key().len(), 24);
+    }
+
+    #[test]
+    fn seqs_round_trip_as_runs() {
+        let seqs = [5, 6, 7, 9, 12, 13];
+        assert_eq!(write_seqs(&seqs), "5-7,9,12-13");
+        assert_eq!(read_seqs("5-7,9,12-13", 100).unwrap(), seqs);
+        assert_eq!(write_seqs(&[42]), "42");
+        assert_eq!(read_seqs("42", 1).unwrap(), [42]);
+        // Events mode: an event's records may interleave with another's.
+        assert_eq!(write_seqs(&[3, 1, 2]), "3,1-2");
+        assert_eq!(read_seqs("3,1-2", 3).unwrap(), [3, 1, 2]);
+        // Reversed, too many, not numbers: refused.
+        assert_eq!(read_seqs("9-5", 10), None);
+        assert_eq!(read_seqs("1-10", 9), None);
+        assert_eq!(read_seqs("1-x", 9), None);
+        assert_eq!(read_seqs("", 9), None);
     }
 
     #[test]
@@ -237,12 +360,22 @@ mod tests {
     fn payloads_text_and_json() {
         let mut p = Payloads::new(Format::Text);
         let mut out = Vec::new();
-        p.write(&[SYSCALL, EOE], &mut out);
+        p.write(&[SYSCALL, EOE], &[0], &mut out);
         assert_eq!(out, [SYSCALL, b"\n", EOE].concat());
         let mut p = Payloads::new(Format::Json);
-        p.write(&[SYSCALL], &mut out);
+        p.write(&[SYSCALL], &[0], &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert!(v.is_object(), "{v}");
+        // A line per record (records mode) or per event.
+        p.write(&[SYSCALL, EOE, SYSCALL], &[0, 1, 2], &mut out);
+        assert_eq!(out.split(|&b| b == b'\n').count(), 3);
+        p.write(&[SYSCALL, EOE, SYSCALL], &[0, 2], &mut out);
+        let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
+        assert_eq!(lines.len(), 2);
+        for l in lines {
+            let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+            assert!(v.is_object(), "{v}");
+        }
     }
 
     #[test]
@@ -255,5 +388,22 @@ mod tests {
         assert_eq!(records(b"hello"), Err(NotAudit::Line(1)));
         let bad = [SYSCALL, b"\nnot a record"].concat();
         assert_eq!(records(&bad), Err(NotAudit::Line(2)));
+    }
+
+    #[test]
+    fn places_come_from_the_headers() {
+        assert_eq!(places(None, 2), Ok(None));
+        let mut h = HeaderMap::new();
+        assert_eq!(places(Some(&h), 2), Ok(None));
+        h.insert(ORIGIN_HEADER, "abc");
+        assert_eq!(places(Some(&h), 2), Err(NotAudit::Places));
+        h.insert(SEQS_HEADER, "7-8");
+        let want = Places {
+            origin: "abc".into(),
+            seqs: vec![7, 8],
+        };
+        assert_eq!(places(Some(&h), 2), Ok(Some(want)));
+        assert_eq!(places(Some(&h), 3), Err(NotAudit::Places));
+        assert_eq!(places(Some(&h), 1), Err(NotAudit::Places));
     }
 }

@@ -15,10 +15,17 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
+use crate::message::{ORIGIN_HEADER, SEQS_HEADER};
+
 /// One message ready to go.
 pub struct Item {
     pub subject: String,
+    /// `Nats-Msg-Id`.
     pub id: String,
+    /// `Audisp-Origin` and `Audisp-Seqs`: who numbered the records, and
+    /// their numbers.
+    pub origin: String,
+    pub seqs: String,
     pub payload: Bytes,
 }
 
@@ -111,6 +118,8 @@ impl Publisher {
             let mut headers = HeaderMap::new();
             headers.insert(NATS_MESSAGE_ID, it.id.as_str());
             headers.insert(NATS_EXPECTED_STREAM, self.stream.as_str());
+            headers.insert(ORIGIN_HEADER, it.origin.as_str());
+            headers.insert(SEQS_HEADER, it.seqs.as_str());
             let sent = self
                 .client
                 .publish_with_reply_and_headers(

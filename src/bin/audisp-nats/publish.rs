@@ -1,16 +1,21 @@
 //! `audisp-nats publish`: an audispd output plugin (built on the SDK) that
-//! publishes every record, or every whole event, into a JetStream stream,
-//! exactly once.
+//! publishes records, or whole events, into a JetStream stream, many to a
+//! message, each exactly once.
 //!
-//! * Each message carries a `Nats-Msg-Id` made of the host's identity,
-//!   audispd's journal id and the record's (or event's) sequence number
-//!   ([`Origin`]): whatever is sent again — after this plugin, audispd or a
-//!   server crashed — is recognised by the stream within its duplicate
-//!   window and not stored twice.
+//! * A message holds a run of up to `records_per_message` records (whole
+//!   events in events mode), cut from the start of audispd's batch. Its
+//!   `Nats-Msg-Id` is made of the host's identity, audispd's journal id
+//!   ([`Origin`]) and the journal places of its first and last record:
+//!   whatever is sent again cut the same way — after this plugin, audispd or
+//!   a server crashed — is recognised by the stream within its duplicate
+//!   window and not stored twice. A resend cut differently (audispd's batch
+//!   after a restart ends elsewhere) is stored as another message; its
+//!   `Audisp-Origin` and `Audisp-Seqs` headers name every record, so
+//!   `audisp-nats consume` stores each record once all the same.
 //! * A batch is acknowledged to audispd only when every one of its messages
 //!   has its PubAck (stored, and replicated as the stream says). All of a
 //!   batch's messages are in flight at once (up to `max_pending`), so a
-//!   batch costs about one round trip, not one per record.
+//!   batch costs about one round trip.
 //! * A message that gets no PubAck (a server gone, a leader being elected,
 //!   the stream full or refusing) is sent again, with back-off, with the
 //!   same id, until it is stored; the first failure of each kind in a row
@@ -25,13 +30,13 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, Context as JetStream};
 use audisp::remote::sender::Action;
-use audisp::sdk::{Batch, Command, Context, Plugin};
+use audisp::sdk::{Batch, Command, Context, Plugin, Record};
 use bytes::Bytes;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::connect::{self, Link};
-use crate::message::{Origin, Payloads, Subjects};
+use crate::message::{self, Origin, Payloads, Subjects};
 use crate::pubacks::{self, Failed, Item};
 use crate::settings::{Failure, Opts};
 
@@ -208,6 +213,19 @@ async fn watch_link(mut rx: UnboundedReceiver<Link>, tx: mpsc::Sender<(Trouble, 
     }
 }
 
+/// The most payload bytes a message gets (unless one record or event is
+/// larger): well below NATS's default limit of 1 MiB.
+const MESSAGE_BYTES: usize = 256 * 1024;
+
+/// Records gathered for the next message.
+#[derive(Default)]
+struct Chunk<'a> {
+    records: Vec<Record<'a>>,
+    /// Where each event (or record) starts in `records`.
+    starts: Vec<usize>,
+    bytes: usize,
+}
+
 /// The plugin's state between batches.
 struct Publisher {
     rt: Runtime,
@@ -216,6 +234,9 @@ struct Publisher {
     stream: String,
     subjects: Subjects,
     payloads: Payloads,
+    /// The payload being written (kept for its capacity).
+    payload: Vec<u8>,
+    records_per_message: usize,
     host_id: String,
     origin: Option<([u8; 16], Origin)>,
     retry_max: Duration,
@@ -226,7 +247,11 @@ struct Publisher {
 }
 
 impl Publisher {
-    /// The messages of a batch: one per record, or one per event.
+    /// The messages of a batch: runs of up to `records_per_message` records
+    /// (whole events in events mode; an event larger than that is a message
+    /// of its own) and [`MESSAGE_BYTES`], cut from the batch's start, so a
+    /// batch sent again after a crash is cut the same way as far as it is
+    /// the same.
     fn items(&mut self, batch: &Batch<'_>, events: bool, journal: [u8; 16]) -> Vec<Item> {
         let origin = match &self.origin {
             Some((j, o)) if *j == journal => o.clone(),
@@ -236,35 +261,71 @@ impl Publisher {
                 o
             }
         };
-        let mut out = Vec::with_capacity(batch.len());
-        let mut subject = String::new();
-        let mut payload = Vec::new();
+        let mut out = Vec::new();
+        let mut chunk = Chunk::default();
         if events {
+            let mut group: Vec<Record<'_>> = Vec::new();
             for e in batch.events() {
-                let texts: Vec<&[u8]> = e.records().map(|r| r.text).collect();
-                let Some(first) = e.records().next() else {
-                    continue;
-                };
-                self.subjects.of(first.text, first.rtype, &mut subject);
-                self.payloads.write(&texts, &mut payload);
-                out.push(Item {
-                    subject: subject.clone(),
-                    id: origin.msg_id(e.id()),
-                    payload: Bytes::copy_from_slice(&payload),
-                });
+                group.clear();
+                group.extend(e.records());
+                self.add(&origin, &mut chunk, &group, &mut out);
             }
         } else {
             for r in batch.records() {
-                self.subjects.of(r.text, r.rtype, &mut subject);
-                self.payloads.write(&[r.text], &mut payload);
-                out.push(Item {
-                    subject: subject.clone(),
-                    id: origin.msg_id(r.seq),
-                    payload: Bytes::copy_from_slice(&payload),
-                });
+                self.add(&origin, &mut chunk, std::slice::from_ref(&r), &mut out);
             }
         }
+        if !chunk.records.is_empty() {
+            out.push(self.message(&origin, &mut chunk));
+        }
         out
+    }
+
+    /// Adds `group` (an event, or a record) to `chunk`, first making the
+    /// chunk a message of `out` if the group would not fit in it.
+    fn add<'a>(
+        &mut self,
+        origin: &Origin,
+        chunk: &mut Chunk<'a>,
+        group: &[Record<'a>],
+        out: &mut Vec<Item>,
+    ) {
+        if group.is_empty() {
+            return;
+        }
+        let bytes: usize = group.iter().map(|r| r.text.len() + 1).sum();
+        if !chunk.records.is_empty()
+            && (chunk.records.len() + group.len() > self.records_per_message
+                || chunk.bytes + bytes > MESSAGE_BYTES)
+        {
+            out.push(self.message(origin, chunk));
+        }
+        chunk.starts.push(chunk.records.len());
+        chunk.records.extend_from_slice(group);
+        chunk.bytes += bytes;
+    }
+
+    /// The message holding `chunk`, which is emptied.
+    fn message(&mut self, origin: &Origin, chunk: &mut Chunk<'_>) -> Item {
+        let mut subject = String::new();
+        let first = chunk.records[0];
+        self.subjects.of(first.text, first.rtype, &mut subject);
+        let seqs: Vec<u64> = chunk.records.iter().map(|r| r.seq).collect();
+        let texts: Vec<&[u8]> = chunk.records.iter().map(|r| r.text).collect();
+        self.payloads
+            .write(&texts, &chunk.starts, &mut self.payload);
+        let last = chunk.records[chunk.records.len() - 1].seq;
+        let item = Item {
+            subject,
+            id: origin.msg_id(first.seq, last),
+            origin: origin.key().to_string(),
+            seqs: message::write_seqs(&seqs),
+            payload: Bytes::copy_from_slice(&self.payload),
+        };
+        chunk.records.clear();
+        chunk.starts.clear();
+        chunk.bytes = 0;
+        item
     }
 
     /// Publishes a batch until every message is stored.
@@ -392,6 +453,8 @@ pub fn run(o: Opts, usr2_held: audisp::signals::Held) -> Result<(), String> {
         stream: o.connection.stream.clone(),
         subjects: Subjects::new(&p.subject, &host),
         payloads: Payloads::new(p.format),
+        payload: Vec::new(),
+        records_per_message: p.records_per_message,
         host_id,
         origin: None,
         retry_max: o.connection.retry_max,

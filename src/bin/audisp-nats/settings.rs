@@ -21,7 +21,7 @@ pub const USAGE: &str = "usage: audisp-nats publish|consume|create-stream [optio
        [--tls-ca F [--tls-cert F --tls-key F]]
        [--creds F | --nkey F | --token-file F]
   publish (an audispd plugin): [--subject TEMPLATE] [--format text|json] [--events]
-       [--host NAME] [--host-id ID] [--max-pending N] [--ack-timeout SECS]
+       [--records-per-message N] [--host NAME] [--host-id ID] [--max-pending N] [--ack-timeout SECS]
        [--on-network-failure A] [--on-stream-full A] [--on-refused A]
        (A: ignore, log, reconnect, suspend, dispatcher:NAME)
        [--name NAME] [--listen SOCKET]
@@ -122,6 +122,8 @@ pub struct Publish {
     pub subject: String,
     pub format: Format,
     pub events: bool,
+    /// Most records one message holds (whole events in events mode).
+    pub records_per_message: usize,
     pub host: Option<String>,
     pub host_id: Option<String>,
     pub max_pending: usize,
@@ -195,6 +197,7 @@ impl Default for Opts {
                 subject: "audit.{host}.{type}".into(),
                 format: Format::Text,
                 events: false,
+                records_per_message: 512,
                 host: None,
                 host_id: None,
                 max_pending: 20_000,
@@ -342,6 +345,10 @@ fn apply_flags(mode: Mode, o: &mut Opts, args: Vec<OsString>) -> Result<FileFlag
             Long("subject") => pb.subject = flag_value(&mut p, "subject", check_template)?,
             Long("format") => pb.format = flag_value(&mut p, "format", |v| word(FORMAT, v))?,
             Long("events") => pb.events = true,
+            Long("records-per-message") => {
+                pb.records_per_message =
+                    flag_value(&mut p, "records-per-message", records_per_message)?
+            }
             Long("host") => pb.host = Some(flag_value(&mut p, "host", text)?),
             Long("host-id") => pb.host_id = Some(flag_value(&mut p, "host-id", text)?),
             Long("max-pending") => pb.max_pending = flag_value(&mut p, "max-pending", pending)?,
@@ -433,6 +440,7 @@ fn apply_file<'s>(r: &mut Reader<'s>, top: &Table<'_, 's>, o: &mut Opts) {
                 "subject",
                 "format",
                 "events",
+                "records_per_message",
                 "host",
                 "host_id",
                 "max_pending",
@@ -446,6 +454,9 @@ fn apply_file<'s>(r: &mut Reader<'s>, top: &Table<'_, 's>, o: &mut Opts) {
         set(&mut pb.subject, r.parsed(&t, "subject", check_template));
         set(&mut pb.format, r.choice(&t, "format", "format", FORMAT));
         set(&mut pb.events, r.bool(&t, "events"));
+        if let Some(n) = r.count::<usize>(&t, "records_per_message") {
+            pb.records_per_message = n.clamp(1, MAX_RECORDS_PER_MESSAGE);
+        }
         set(&mut pb.host, r.string(&t, "host").map(Some));
         set(&mut pb.host_id, r.string(&t, "host_id").map(Some));
         if let Some(n) = r.count::<usize>(&t, "max_pending") {
@@ -625,6 +636,20 @@ fn positive(v: &str) -> Result<usize, String> {
 /// The most messages in flight: PubAcks beyond what the client's inbox
 /// subscription buffers (64 Ki) would be dropped by the client.
 pub const MAX_PENDING: usize = 60_000;
+
+/// Most records in one message: enough to make a message's cost per record
+/// small, few enough that a message stays far below NATS's payload limit.
+pub const MAX_RECORDS_PER_MESSAGE: usize = 10_000;
+
+/// Records per message, 1 to [`MAX_RECORDS_PER_MESSAGE`].
+fn records_per_message(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if (1..=MAX_RECORDS_PER_MESSAGE).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "is not a whole number from 1 to {MAX_RECORDS_PER_MESSAGE}"
+        )),
+    }
+}
 
 /// A count of messages in flight, 1 to [`MAX_PENDING`].
 fn pending(v: &str) -> Result<usize, String> {
