@@ -107,7 +107,7 @@ impl Feeder {
         if self.client.is_some() {
             return Ok(true);
         }
-        match InputClient::connect(&self.socket, &self.name, self.ledger.epoch) {
+        match InputClient::connect_relayed(&self.socket, &self.name, self.ledger.epoch) {
             Ok((client, have)) => {
                 tracing::info!(
                     "feeding audispd at {} as input {:?} (it holds up to {have})",

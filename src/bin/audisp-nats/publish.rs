@@ -439,7 +439,7 @@ pub fn run(o: Opts, usr2_held: audisp::signals::Held) -> Result<(), String> {
     }
     let (cmd_tx, cmd_rx) = mpsc::channel();
     let p = &o.publish;
-    let mut plugin = Plugin::new(&p.name).commands(cmd_rx);
+    let mut plugin = Plugin::new(&p.name).commands(cmd_rx).local_only();
     if p.events {
         plugin = plugin.events();
     }
