@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::dispatcher::{lines, sample, sample_copies, Dispatcher};
+use support::dispatcher::{lines, sample, sample_copies, state_line, Dispatcher};
 use support::wait_until;
 
 const NATS: &str = env!("CARGO_BIN_EXE_audisp-nats");
@@ -1218,4 +1218,53 @@ fn a_publisher_restarted_with_other_message_sizes_sends_again_cut_differently_an
         .next_back()
         .unwrap_or(0);
     assert!(left_out > 0, "no record left out\n{log}");
+}
+
+/// One host that both publishes and consumes the same stream, set up as
+/// the shipped files do (audispd with the publishing plugin, the consumer
+/// feeding the same audispd): each record is published once. The records
+/// the consumer brings back come from a relayed input, which the publisher
+/// leaves out; published again they would come back again, for ever.
+#[test]
+fn a_host_that_publishes_and_consumes_one_stream_does_not_loop() {
+    if let Some(why) = unavailable() {
+        support::skip(&why);
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let server = single(tmp.path(), "");
+    let servers = vec![server.url()];
+    create_stream(&servers, &[]);
+    let mut d = sending_host();
+    // One record per message: the stream's message count is its records.
+    let publisher = start_publisher(&d, &servers, &["--records-per-message", "1"]);
+    let consumer = start_consumer(&d, &servers, &[]);
+    let data = sample();
+    let want = lines(&data).len() as u64;
+    let _stdin = keep_feeding(&mut d, &data);
+    let logs = || {
+        format!(
+            "--- publish ---\n{}\n--- consume ---\n{}",
+            log_of(&d, "publish.log"),
+            log_of(&d, "consume.log")
+        )
+    };
+    // Every record came back through the consumer, and the publisher has
+    // nothing left to take: had it been given the returning records, it
+    // would have published them before its queue emptied.
+    wait_until(
+        Duration::from_secs(120),
+        "the records back through the consumer, the publisher's queue empty",
+        || {
+            let report = d.state();
+            let back = state_line(&report, "input", "nats").map_or(0, |i| i.get("records"));
+            let queued = state_line(&report, "plugin", "nats").map_or(1, |p| p.get("queued"));
+            back >= want && queued == 0
+        },
+    );
+    assert_eq!(d.input_state("nats").get("records"), want, "{}", logs());
+    assert_eq!(d.plugin_state("nats").get("acked"), want, "{}", logs());
+    assert_eq!(stream_messages(&server), want, "{}", logs());
+    stop(publisher);
+    stop(consumer);
 }
