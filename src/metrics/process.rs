@@ -1,6 +1,6 @@
 //! The process's own figures, as every Prometheus client library exports
 //! them (`process_cpu_seconds_total`, `process_resident_memory_bytes`, …),
-//! read from `/proc/self`.
+//! read from `/proc/self` (and the process CPU-time clock).
 //!
 //! Only `/proc/self` is read: `audisp.service` runs with `ProcSubset=pid`,
 //! which hides `/proc/stat` and so the boot time other libraries take from
@@ -33,8 +33,6 @@ pub struct ProcessStats {
 /// The fields of `/proc/self/stat` used here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stat {
-    utime: u64,
-    stime: u64,
     starttime: u64,
     vsize: u64,
     rss_pages: u64,
@@ -49,8 +47,6 @@ fn parse_stat(text: &str) -> Option<Stat> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let num = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
     Some(Stat {
-        utime: num(14)?,
-        stime: num(15)?,
         starttime: num(22)?,
         vsize: num(23)?,
         rss_pages: num(24)?,
@@ -90,7 +86,9 @@ pub fn read() -> io::Result<ProcessStats> {
     let soft = limit.rlim_cur;
     let booted_at = seconds(ClockId::CLOCK_REALTIME)? - seconds(ClockId::CLOCK_BOOTTIME)?;
     Ok(ProcessStats {
-        cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
+        // The kernel's exact figure: /proc/self/stat's utime and stime are
+        // in clock ticks (10 ms), too coarse for a process that works little.
+        cpu_seconds: seconds(ClockId::CLOCK_PROCESS_CPUTIME_ID)?,
         resident_bytes: stat.rss_pages * page,
         virtual_bytes: stat.vsize,
         open_fds,
@@ -111,8 +109,6 @@ mod tests {
         assert_eq!(
             parse_stat(line),
             Some(Stat {
-                utime: 250,
-                stime: 125,
                 starttime: 98765,
                 vsize: 123456789,
                 rss_pages: 321,
