@@ -34,12 +34,22 @@ use crate::uds;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// A plugin that stayed connected this long gets its back-off reset.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
-/// Why a suspended plugin's records are skipped (logged as a suspension,
-/// not record by record).
-const SUSPENDED: &str = "suspended";
-/// Why records deleted by the journal's size limit are lost.
-const EVICTED: &str =
-    "the journal reached its max_size and deleted them before the plugin had them";
+
+/// What the log says of records a plugin will never get for `reason`.
+fn dropped_because(reason: DropReason) -> &'static str {
+    match reason {
+        DropReason::Overflow => {
+            "its queue_size was exceeded (overflow = drop): the oldest records were skipped"
+        }
+        DropReason::SpoolMax => "its spool_max was exceeded: the oldest records were skipped",
+        // Logged as a suspension, not record by record.
+        DropReason::Suspended => "suspended",
+        DropReason::JournalLimit => {
+            "the journal reached its max_size and deleted them before the plugin had them"
+        }
+        DropReason::Damaged => "a damaged journal segment could not be read",
+    }
+}
 
 /// Why a session ended.
 enum End {
@@ -219,11 +229,7 @@ impl Sender {
             self.handle.name
         );
         loop {
-            self.skip_to(
-                self.services.journal.end(),
-                DropReason::Suspended,
-                SUSPENDED,
-            );
+            self.skip_to(self.services.journal.end(), DropReason::Suspended);
             self.handle.heartbeat.beat();
             self.report_owed_loss(false);
             let c = lock(&self.handle.control);
@@ -249,7 +255,7 @@ impl Sender {
     /// Moves the cursor forward to `to`, counting what the plugin will never
     /// get under `reason`, and logging it unless the plugin is suspended
     /// (which is logged as such).
-    fn skip_to(&mut self, to: u64, reason: DropReason, why: &'static str) {
+    fn skip_to(&mut self, to: u64, reason: DropReason) {
         let mut pos = lock(&self.handle.position);
         if to <= pos.replay_from {
             return;
@@ -264,7 +270,7 @@ impl Sender {
         if reason == DropReason::Suspended {
             self.handle.counters.drop_records(reason, skipped);
         } else {
-            self.count_dropped(skipped, reason, why);
+            self.count_dropped(skipped, reason);
         }
         self.store(p);
         if self.reader.next_seq() < to {
@@ -280,16 +286,19 @@ impl Sender {
         if self.handle.position().replay_from >= start {
             return None;
         }
-        self.skip_to(start, DropReason::JournalLimit, EVICTED);
+        self.skip_to(start, DropReason::JournalLimit);
         Some(start)
     }
 
     /// Counts `n` records the plugin will never get and logs them (see
     /// [`crate::engine::loss`]).
-    fn count_dropped(&mut self, n: u64, reason: DropReason, why: &'static str) {
+    fn count_dropped(&mut self, n: u64, reason: DropReason) {
         self.handle.counters.drop_records(reason, n);
         let total = stats::get(&self.handle.counters.dropped);
-        if let Some(loss) = self.loss.lost(n, why, total, Instant::now()) {
+        if let Some(loss) = self
+            .loss
+            .lost(n, dropped_because(reason), total, Instant::now())
+        {
             self.log_loss(loss);
         }
     }
@@ -627,18 +636,13 @@ impl Sender {
             Overflow::Spool => {
                 if journal.bytes_behind(pos.replay_from) > cfg.spool_max {
                     let to = journal.position_within(cfg.spool_max);
-                    self.overflowed(
-                        d,
-                        to,
-                        DropReason::SpoolMax,
-                        "its spool_max was exceeded: the oldest records were skipped",
-                    );
+                    self.overflowed(d, to, DropReason::SpoolMax);
                 }
                 None
             }
             Overflow::Drop if backlog > cfg.queue_size => {
                 let to = end - cfg.queue_size;
-                self.overflowed(d, to, DropReason::Overflow, "its queue_size was exceeded (overflow = drop): the oldest records were skipped");
+                self.overflowed(d, to, DropReason::Overflow);
                 None
             }
             Overflow::Suspend if backlog > cfg.queue_size => {
@@ -657,17 +661,18 @@ impl Sender {
         }
     }
 
-    fn overflowed(&mut self, d: &mut dyn Delivery, to: u64, reason: DropReason, why: &'static str) {
+    fn overflowed(&mut self, d: &mut dyn Delivery, to: u64, reason: DropReason) {
         if !self.loss_reported {
             tracing::warn!(
                 message_id = crate::log_ids::PLUGIN_OVERFLOW,
                 plugin = %self.handle.name,
-                "plugin {} overflowed: {why}",
-                self.handle.name
+                "plugin {} overflowed: {}",
+                self.handle.name,
+                dropped_because(reason)
             );
             self.loss_reported = true;
         }
-        self.skip_to(to, reason, why);
+        self.skip_to(to, reason);
         // Events in progress lost their beginning; start assembling afresh.
         if self.reader.next_seq() <= to {
             d.forget_partial();
@@ -712,7 +717,7 @@ impl Host for Sender {
     fn lost(&mut self, from: u64, to: u64, reason: &LostReason) {
         match reason {
             // As if seen before reading (`evicted`): the cursor moves on.
-            LostReason::Evicted => self.skip_to(to, DropReason::JournalLimit, EVICTED),
+            LostReason::Evicted => self.skip_to(to, DropReason::JournalLimit),
             LostReason::Damaged(what) => {
                 self.handle
                     .counters
