@@ -43,8 +43,8 @@ enum Rule {
 /// A plugin's routing by origin, with its decisions per input.
 pub struct Routes {
     rule: Rule,
-    /// Decision by input index: 0 not made yet, 1 wanted, 2 not wanted.
-    decided: Vec<u8>,
+    /// Decision by input index (`None`: not made yet).
+    decided: Vec<Option<bool>>,
     lookup: Lookup,
 }
 
@@ -72,8 +72,7 @@ impl Routes {
             return true;
         }
         match self.decided.get(source as usize) {
-            Some(1) => true,
-            Some(2) => false,
+            Some(Some(wanted)) => *wanted,
             _ => self.decide(source),
         }
     }
@@ -94,9 +93,9 @@ impl Routes {
         };
         let i = source as usize;
         if self.decided.len() <= i {
-            self.decided.resize(i + 1, 0);
+            self.decided.resize(i + 1, None);
         }
-        self.decided[i] = if wanted { 1 } else { 2 };
+        self.decided[i] = Some(wanted);
         wanted
     }
 }
