@@ -240,14 +240,7 @@ fn number<N: std::str::FromStr>(v: &str) -> Result<N, String> {
 
 fn main() {
     audisp::systemd::logging::init("audisp-receive", "info");
-    let opts = match parse() {
-        Ok(o) => o,
-        Err(e) => e.exit("audisp-receive", USAGE),
-    };
-    if opts.check_config {
-        println!("audisp-receive: configuration ok");
-        return;
-    }
+    let opts = option_file::settings_to_run("audisp-receive", USAGE, parse(), |o| o.check_config);
     if let Err(e) = run(opts) {
         tracing::error!("{e}");
         std::process::exit(1);

@@ -304,14 +304,7 @@ fn main() {
         }
     };
     audisp::systemd::logging::init("audisp-remote", "info");
-    let opts = match parse() {
-        Ok(o) => o,
-        Err(e) => e.exit("audisp-remote", USAGE),
-    };
-    if opts.check_config {
-        println!("audisp-remote: configuration ok");
-        return;
-    }
+    let opts = option_file::settings_to_run("audisp-remote", USAGE, parse(), |o| o.check_config);
     if let Err(e) = run(opts, usr2) {
         tracing::error!("{e}");
         std::process::exit(1);

@@ -125,6 +125,25 @@ impl StartError {
     }
 }
 
+/// The start every option-file program shares, once its settings are read
+/// (`parsed`): a mistake is reported and the program exits with status 2
+/// ([`StartError::exit`]); with `--check-config` (`check_config` says
+/// whether it was given) it says `PROGRAM: configuration ok` and exits 0;
+/// otherwise the settings are returned to run with.
+pub fn settings_to_run<O>(
+    program: &str,
+    usage: &str,
+    parsed: Result<O, StartError>,
+    check_config: impl FnOnce(&O) -> bool,
+) -> O {
+    let o = parsed.unwrap_or_else(|e| e.exit(program, usage));
+    if check_config(&o) {
+        println!("{program}: configuration ok");
+        std::process::exit(0);
+    }
+    o
+}
+
 /// A program's settings in the order every program of the suite takes
 /// them: defaults, then the option file, then the command line. `flags`
 /// applies the command line `args` to the settings it is given and says

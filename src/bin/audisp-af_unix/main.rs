@@ -241,25 +241,20 @@ fn ownership(o: &Opts) -> Result<Ownership, String> {
 }
 
 fn main() {
-    let (o, _) = match option_file::settings(
+    let parsed = option_file::settings(
         "audisp-af_unix",
         CONFIG_VAR,
         DEFAULT_CONFIG,
         std::env::args_os().skip(1).collect(),
         apply_flags,
         apply_file,
-    ) {
-        Ok(x) => x,
-        Err(e) => e.exit("audisp-af_unix", USAGE),
-    };
-    let own = match ownership(&o) {
-        Ok(own) => own,
-        Err(e) => StartError::Usage(e).exit("audisp-af_unix", USAGE),
-    };
-    if o.check_config {
-        println!("audisp-af_unix: configuration ok");
-        return;
-    }
+    )
+    .and_then(|(o, _)| {
+        let own = ownership(&o).map_err(StartError::Usage)?;
+        Ok((o, own))
+    });
+    let (o, own) =
+        option_file::settings_to_run("audisp-af_unix", USAGE, parsed, |(o, _)| o.check_config);
     if let Err(e) = run(o, own) {
         eprintln!("audisp-af_unix: {e}");
         std::process::exit(1);

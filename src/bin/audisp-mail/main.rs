@@ -525,25 +525,20 @@ impl Limiter {
 }
 
 fn main() {
-    let (o, _) = match option_file::settings(
+    let parsed = option_file::settings(
         "audisp-mail",
         CONFIG_VAR,
         DEFAULT_CONFIG,
         std::env::args_os().skip(1).collect(),
         apply_flags,
         apply_file,
-    ) {
-        Ok(x) => x,
-        Err(e) => e.exit("audisp-mail", USAGE),
-    };
-    let s = match setup(&o) {
-        Ok(s) => s,
-        Err(e) => StartError::Usage(e).exit("audisp-mail", USAGE),
-    };
-    if o.check_config {
-        println!("audisp-mail: configuration ok");
-        return;
-    }
+    )
+    .and_then(|(o, _)| {
+        let s = setup(&o).map_err(StartError::Usage)?;
+        Ok((o, s))
+    });
+    let (o, s) =
+        option_file::settings_to_run("audisp-mail", USAGE, parsed, |(o, _)| o.check_config);
     if let Err(e) = run(o, s) {
         eprintln!("audisp-mail: {e}");
         std::process::exit(1);

@@ -26,6 +26,7 @@ mod publish;
 mod settings;
 mod stream;
 
+use audisp::config::option_file;
 use settings::{Mode, USAGE};
 
 fn main() {
@@ -54,14 +55,12 @@ fn main() {
         eprintln!("audisp-nats: say publish, consume or create-stream first\n{USAGE}");
         std::process::exit(2);
     };
-    let opts = match settings::parse(mode, args.collect()) {
-        Ok(o) => o,
-        Err(e) => e.exit("audisp-nats", USAGE),
-    };
-    if opts.check_config {
-        println!("audisp-nats: configuration ok");
-        return;
-    }
+    let opts = option_file::settings_to_run(
+        "audisp-nats",
+        USAGE,
+        settings::parse(mode, args.collect()),
+        |o| o.check_config,
+    );
     let result = match mode {
         Mode::Publish => publish::run(opts, usr2),
         // SIGUSR2 means nothing to these: its default action again.

@@ -249,14 +249,7 @@ impl Destination {
 }
 
 fn main() {
-    let o = match parse() {
-        Ok(o) => o,
-        Err(e) => e.exit("audisp-statsd", USAGE),
-    };
-    if o.check_config {
-        println!("audisp-statsd: configuration ok");
-        return;
-    }
+    let o = option_file::settings_to_run("audisp-statsd", USAGE, parse(), |o| o.check_config);
     if let Err(e) = run(o) {
         eprintln!("audisp-statsd: {e}");
         std::process::exit(1);
