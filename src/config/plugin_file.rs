@@ -75,27 +75,11 @@ pub(super) fn parse(
                 ("native", PluginFormat::Native),
                 ("string", PluginFormat::String),
                 ("binary", PluginFormat::Binary),
+                ("json", PluginFormat::Json),
             ],
         )
         .unwrap_or(PluginFormat::Native);
-    let mode = top
-        .choice(
-            doc,
-            "mode",
-            "delivery mode",
-            &[
-                ("records", DeliveryMode::Records),
-                ("events", DeliveryMode::Events),
-            ],
-        )
-        .unwrap_or(DeliveryMode::Records);
-    if mode == DeliveryMode::Events && format != PluginFormat::Native {
-        top.bad(
-            doc,
-            "mode",
-            "needs format = \"native\"; plugins in auditd's string and binary formats take records one at a time",
-        );
-    }
+    let mode = delivery_mode(doc, &top, format);
     let include = types(doc, &top, "include").unwrap_or_default();
     let exclude = types(doc, &top, "exclude").unwrap_or_default();
     for t in exclude.iter().filter(|t| include.contains(t)) {
@@ -168,6 +152,40 @@ pub(super) fn parse(
         },
         socket_line,
     })
+}
+
+/// `mode`, checked against the format: only native plugins choose; a
+/// `"json"` plugin always gets whole events, auditd's formats records.
+fn delivery_mode(doc: &mut Doc, top: &Section, format: PluginFormat) -> DeliveryMode {
+    let mode = top.choice(
+        doc,
+        "mode",
+        "delivery mode",
+        &[
+            ("records", DeliveryMode::Records),
+            ("events", DeliveryMode::Events),
+        ],
+    );
+    match (format, mode) {
+        (PluginFormat::Json, Some(DeliveryMode::Records)) => {
+            top.bad(
+                doc,
+                "mode",
+                "does not apply to format = \"json\", which writes one whole event per line; remove mode (or set mode = \"events\"), or use format = \"string\" for one record per line",
+            );
+            DeliveryMode::Events
+        }
+        (PluginFormat::Json, _) => DeliveryMode::Events,
+        (PluginFormat::String | PluginFormat::Binary, Some(DeliveryMode::Events)) => {
+            top.bad(
+                doc,
+                "mode",
+                "needs format = \"native\" or \"json\"; plugins in auditd's string and binary formats take records one at a time",
+            );
+            DeliveryMode::Records
+        }
+        (_, mode) => mode.unwrap_or(DeliveryMode::Records),
+    }
 }
 
 /// `socket = "..."` or `exec = [...]`, exactly one of them.
@@ -575,7 +593,7 @@ run = "suspend"
     fn value_mistakes() {
         let e = parse_str(
             r#"socket = "s"
-format = "json"
+format = "xml"
 mode = "events"
 overflow = "spill"
 include = ["AVCC", 1.5]
@@ -592,7 +610,7 @@ max = "500ms"
         assert_eq!(
             e,
             [
-                "p.toml:2: format = \"json\" is not a known plugin format; use \"native\", \"string\" or \"binary\"",
+                "p.toml:2: format = \"xml\" is not a known plugin format; use \"native\", \"string\", \"binary\" or \"json\"",
                 "p.toml:4: overflow = \"spill\" is not a known policy; use \"spool\", \"drop\" or \"suspend\"",
                 "p.toml:5: include: \"AVCC\" is not a known record type; did you mean \"AVC\"?",
                 "p.toml:5: include: 1.5 must be a record type name in quotes or a type number",
@@ -604,11 +622,28 @@ max = "500ms"
         );
         assert_eq!(
             parse_str("exec = [\"/bin/true\"]\nformat = \"string\"\nmode = \"events\"\n").unwrap_err(),
-            ["p.toml:3: mode = \"events\" needs format = \"native\"; plugins in auditd's string and binary formats take records one at a time"]
+            ["p.toml:3: mode = \"events\" needs format = \"native\" or \"json\"; plugins in auditd's string and binary formats take records one at a time"]
         );
         assert_eq!(
             parse_str("socket = \"s\"\ninclude = [\"AVC\", \"USER_AVC\"]\nexclude = [\"avc\"]\n").unwrap_err(),
             ["p.toml:3: exclude = [\"avc\"] lists AVC, which include also lists; a type cannot be both included and excluded"]
+        );
+    }
+
+    #[test]
+    fn json_is_a_stock_format_of_whole_events() {
+        for transport in ["exec = [\"/bin/true\"]", "socket = \"s\""] {
+            for mode in ["", "mode = \"events\"\n"] {
+                let c = parse_str(&format!("{transport}\nformat = \"json\"\n{mode}")).unwrap();
+                assert_eq!(
+                    (c.format, c.mode),
+                    (PluginFormat::Json, DeliveryMode::Events)
+                );
+            }
+        }
+        assert_eq!(
+            parse_str("exec = [\"/bin/true\"]\nformat = \"json\"\nmode = \"records\"\n").unwrap_err(),
+            ["p.toml:3: mode = \"records\" does not apply to format = \"json\", which writes one whole event per line; remove mode (or set mode = \"events\"), or use format = \"string\" for one record per line"]
         );
     }
 

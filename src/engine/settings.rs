@@ -156,7 +156,7 @@ pub struct PluginSettings {
     pub transport: Transport,
     /// What it speaks.
     pub format: PluginFormat,
-    /// What a native plugin receives.
+    /// What a native plugin receives (a `Json` plugin always gets events).
     pub mode: DeliveryMode,
     /// Record types wanted (empty: all), sorted.
     pub include: Vec<u32>,
@@ -215,6 +215,9 @@ pub enum PluginFormat {
     String,
     /// auditd's binary plugin format.
     Binary,
+    /// One JSON object per whole event and line, as audisp-logfile writes
+    /// it ([`crate::format::json`]), for plugins that read standard input.
+    Json,
 }
 
 /// What a native plugin receives.
@@ -222,7 +225,7 @@ pub enum PluginFormat {
 pub enum DeliveryMode {
     /// Records one by one.
     Records,
-    /// Whole events (native plugins only).
+    /// Whole events (native plugins; `Json` plugins always get events).
     Events,
 }
 

@@ -14,7 +14,8 @@
 //!   `RECORDS` messages, cumulative `ACK`s, commands and stats requests
 //!   (`native.rs`);
 //! * stock auditd plugins get auditd's string or binary format on a stream
-//!   socket (their standard input, or a socket-activated unit's). They never
+//!   socket (their standard input, or a socket-activated unit's), or whole
+//!   events as JSON lines (`stock_json.rs`). They never
 //!   acknowledge; a record counts as handled once the plugin has read it off
 //!   the socket (the socket's send queue, `SIOCOUTQ`, has drained past it),
 //!   so a stock plugin that dies loses nothing that was still in the socket
@@ -34,6 +35,7 @@ mod inflight;
 mod native;
 mod sender;
 mod stock;
+mod stock_json;
 
 use std::collections::HashMap;
 use std::io;

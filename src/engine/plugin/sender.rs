@@ -402,17 +402,18 @@ impl Sender {
             PluginFormat::Native => None,
             PluginFormat::String => Some(Encoding::String),
             PluginFormat::Binary => Some(Encoding::Binary),
+            PluginFormat::Json => Some(Encoding::Json),
         };
         // Only a stock plugin's end is worth holding (see `stock`).
         let peer = child.as_mut().and_then(Running::take_stdin);
         let end = match encoding {
             Some(encoding) => {
                 let cfg = &self.config;
-                let records = Subscription::new(&cfg.include, &cfg.exclude, &[], &[]).records;
+                let subscription = Subscription::new(&cfg.include, &cfg.exclude, &[], &[]);
                 let routes = Routes::new(cfg.inputs.as_ref(), false, self.services.inputs.clone());
                 let drop = DropFields::of(&cfg.drop_fields);
                 let acked = self.handle.position().acked;
-                let mut stock = Stock::new(sock, peer, encoding, records, routes, drop, acked);
+                let mut stock = Stock::new(sock, peer, encoding, subscription, routes, drop, acked);
                 let end = self.session(&mut stock, &mut child);
                 if !matches!(end, End::Lost(_)) && !stock.close(self) {
                     tracing::warn!(

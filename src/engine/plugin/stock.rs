@@ -1,9 +1,12 @@
 //! Stock delivery: auditd's own plugin formats on a stream socket, for
-//! plugins written for auditd.
+//! plugins written for auditd, and JSON lines for plugins written for
+//! anything that reads standard input.
 //!
 //! The string format is one record per line; the binary format is auditd's
 //! 16-byte host-endian header (version 1, header size, record type, text
-//! length) and the text. Records are encoded into an output buffer of about
+//! length) and the text; the JSON format is one whole event per line
+//! (`stock_json.rs`), and what is said here of a record holds for its
+//! line. Records are encoded into an output buffer of about
 //! [`STOCK_BUFFER`] bytes and written as the socket takes them; a short
 //! write leaves the rest of the buffer for the next, so the plugin always
 //! reads whole records in order. A connection audispd ends itself (reload,
@@ -35,10 +38,11 @@ use std::time::{Duration, Instant};
 use nix::poll::PollFlags;
 
 use super::inflight::Inflight;
+use super::stock_json::JsonEvents;
 use super::{Delivery, Host};
 use crate::engine::cursor::Position;
 use crate::engine::routes::Routes;
-use crate::engine::subscription::Filter;
+use crate::engine::subscription::{Filter, Subscription};
 use crate::format::drop_fields::DropFields;
 use crate::journal::{ReadOutcome, Step};
 use crate::uds;
@@ -59,6 +63,8 @@ pub(super) enum Encoding {
     String,
     /// auditd's binary frames (header and text).
     Binary,
+    /// One whole event per line, as JSON.
+    Json,
 }
 
 /// One stock connection.
@@ -68,8 +74,10 @@ pub(super) struct Stock {
     /// unread bytes can be counted there, even once it is gone.
     peer: Option<OwnedFd>,
     encoding: Encoding,
-    /// The records the plugin gets.
+    /// The records the plugin gets (string and binary).
     records: Filter,
+    /// Events being built, for the JSON format.
+    events: Option<JsonEvents>,
     /// The inputs whose records it gets.
     routes: Routes,
     /// Fields removed from its records (`None`: none).
@@ -97,7 +105,7 @@ impl Stock {
         sock: OwnedFd,
         peer: Option<OwnedFd>,
         encoding: Encoding,
-        records: Filter,
+        subscription: Subscription,
         routes: Routes,
         drop: Option<DropFields>,
         skip_upto: u64,
@@ -106,7 +114,8 @@ impl Stock {
             sock,
             peer,
             encoding,
-            records,
+            events: (encoding == Encoding::Json).then(|| JsonEvents::new(&subscription)),
+            records: subscription.records,
             routes,
             drop,
             skip_upto,
@@ -149,6 +158,7 @@ impl Stock {
         let Stock {
             encoding,
             records,
+            events,
             routes,
             drop,
             skip_upto,
@@ -159,6 +169,13 @@ impl Stock {
         let outcome = host
             .reader()
             .read(STOCK_BUFFER, &mut |e| {
+                if let Some(events) = events {
+                    if let Some(w) = events.take(&e, routes, drop, *skip_upto, out) {
+                        inflight.push(Some(base + out.len() as u64), w.position, w.records);
+                        taken += w.records;
+                    }
+                    return Step::Next;
+                }
                 if e.is_control()
                     || e.seq <= *skip_upto
                     || !records.wants(e.rtype)
@@ -178,7 +195,7 @@ impl Stock {
                         out.extend_from_slice(&(text.len() as u32).to_ne_bytes());
                         out.extend_from_slice(&text);
                     }
-                    Encoding::String => {
+                    Encoding::String | Encoding::Json => {
                         out.extend_from_slice(&text);
                         out.push(b'\n');
                     }
@@ -197,6 +214,7 @@ impl Stock {
             .map_err(|e| format!("reading the journal: {e}"))?;
         if let ReadOutcome::Lost { from, to, reason } = &outcome {
             host.lost(*from, *to, reason);
+            self.forget_partial();
         }
         Ok(taken)
     }
@@ -233,8 +251,10 @@ impl Stock {
             return at;
         }
         match self.encoding {
-            Encoding::String if out[at - 1] == b'\n' => at,
-            Encoding::String => memchr::memchr(b'\n', &out[at..]).map_or(out.len(), |i| at + i + 1),
+            Encoding::String | Encoding::Json if out[at - 1] == b'\n' => at,
+            Encoding::String | Encoding::Json => {
+                memchr::memchr(b'\n', &out[at..]).map_or(out.len(), |i| at + i + 1)
+            }
             Encoding::Binary => {
                 let mut end = 0;
                 while end < at {
@@ -311,14 +331,14 @@ impl Delivery for Stock {
             // Entries the plugin does not get after the last record: passed
             // once every record before them is read.
             let next = host.reader().next_seq();
-            self.inflight.push(
-                None,
-                Position {
+            let position = match &mut self.events {
+                Some(events) => events.position_after(next),
+                None => Position {
                     acked: next - 1,
                     replay_from: next,
                 },
-                0,
-            );
+            };
+            self.inflight.push(None, position, 0);
             self.track(host);
         }
     }
@@ -349,7 +369,11 @@ impl Delivery for Stock {
         self.track(host);
     }
 
-    fn forget_partial(&mut self) {}
+    fn forget_partial(&mut self) {
+        if let Some(events) = &mut self.events {
+            events.forget_partial();
+        }
+    }
 }
 
 /// Bytes (with kernel overhead) still in the socket, not yet read by the peer.
@@ -397,7 +421,7 @@ mod tests {
             ours,
             None,
             encoding,
-            Filter::all(),
+            Subscription::new(&[], &[], &[], &[]),
             all_inputs(),
             None,
             host.position.acked,
@@ -414,7 +438,7 @@ mod tests {
             ours,
             Some(peer),
             Encoding::String,
-            Filter::all(),
+            Subscription::new(&[], &[], &[], &[]),
             all_inputs(),
             None,
             host.position.acked,
@@ -562,7 +586,7 @@ mod tests {
 
     #[test]
     fn a_connection_audispd_ends_completes_the_record_it_was_writing() {
-        for encoding in [Encoding::String, Encoding::Binary] {
+        for encoding in [Encoding::String, Encoding::Binary, Encoding::Json] {
             let (_dir, j) = journal();
             let mut host = TestHost::at_end(&j);
             append(&j, 50, 1, 3000);
@@ -593,6 +617,14 @@ mod tests {
                 Encoding::String => {
                     let n = got.iter().filter(|&&b| b == b'\n').count() as u64;
                     assert_eq!(got, lines(1..=n, 3000), "whole lines only");
+                    n
+                }
+                Encoding::Json => {
+                    let n = got.iter().filter(|&&b| b == b'\n').count() as u64;
+                    assert_eq!(got.last(), Some(&b'\n'), "whole lines only");
+                    for l in got.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                        serde_json::from_slice::<serde_json::Value>(l).expect("whole JSON");
+                    }
                     n
                 }
                 Encoding::Binary => {
