@@ -4,30 +4,32 @@
 //! Through a real audispd fed the real records of `tests/data`, every event
 //! arrives once, in order, with the records audisp-logfile's JSON has for it
 //! (a real audisp-logfile runs beside it), through reloads and crashes that
-//! restart the program mid-stream; `drop_fields` removes its fields.
+//! restart the program mid-stream; `drop_fields` removes its fields; and a
+//! plugin listening on a socket gets the same.
 
 mod support;
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use audisp::format::drop_fields::DropFields;
 use audisp::format::JsonWriter;
-use support::dispatcher::{lines, sample, sample_copies, Dispatcher};
+use support::dispatcher::{lines, sample, sample_copies, Dispatcher, MAIN_NO_STATS};
 use support::events::events;
 
 const PYTHON: &str = "/usr/bin/python3";
 
-/// The plugin. `python3 plugin.py OUT_DIR NAME MODE [N]`: appends each
-/// event it reads, re-encoded by `json.dumps`, to `OUT_DIR/NAME`, and
+/// The plugin. `python3 plugin.py OUT_DIR NAME MODE [N | SOCKET]`: appends
+/// each event it reads, re-encoded by `json.dumps`, to `OUT_DIR/NAME`, and
 /// anything that is not a whole JSON line to `OUT_DIR/NAME.bad`. MODE
-/// `buffered` reads as programs usually do; `die-every` reads a byte at a
-/// time (so that nothing read is left unhandled) and kills itself after
-/// every N events.
-const PLUGIN: &str = r#"import json, os, signal, sys
+/// `buffered` reads standard input as programs usually do; `die-every`
+/// reads it a byte at a time (so that nothing read is left unhandled) and
+/// kills itself after every N events; `listen` reads the first connection
+/// to a stream socket it binds at SOCKET.
+const PLUGIN: &str = r#"import json, os, signal, socket, sys
 
 out_dir, name, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 out = open(os.path.join(out_dir, name), "a", encoding="utf-8")
@@ -36,6 +38,14 @@ bad = open(os.path.join(out_dir, name + ".bad"), "ab")
 
 def lines_buffered():
     yield from sys.stdin.buffer
+
+
+def lines_listening():
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(sys.argv[4])
+    server.listen(1)
+    conn, _ = server.accept()
+    yield from conn.makefile("rb")
 
 
 def lines_bytewise():
@@ -53,7 +63,8 @@ def lines_bytewise():
 
 
 seen = 0
-for raw in lines_buffered() if mode == "buffered" else lines_bytewise():
+lines = {"buffered": lines_buffered, "die-every": lines_bytewise, "listen": lines_listening}
+for raw in lines[mode]():
     try:
         if not raw.endswith(b"\n"):
             raise ValueError("no newline")
@@ -327,6 +338,61 @@ fn a_python_plugin_that_keeps_dying_gets_exactly_what_it_left_unread() {
         "{deaths} restarts\n{}",
         d.log_tail(30)
     );
+    let json = got(&d, "json");
+    assert_eq!(json.len(), expected.len(), "events in vs out");
+    assert!(sorted(json) == expected, "every event once, whole");
+}
+
+/// A process killed when dropped (a test that fails leaves none behind).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_python_plugin_on_a_socket_gets_every_event_once() {
+    if no_python() {
+        return;
+    }
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
+    let script = install_plugin(&d);
+    let sock = d.path().join("json.sock");
+    let mut plugin = Killed(
+        Command::new(PYTHON)
+            .arg(&script)
+            .arg(d.path().join("out"))
+            .args(["json", "listen"])
+            .arg(&sock)
+            .spawn()
+            .expect("python3"),
+    );
+    d.write_plugin(
+        "json",
+        &format!(
+            "socket = {:?}\nformat = \"json\"\n",
+            sock.display().to_string()
+        ),
+    );
+    d.start(Stdio::piped()).unwrap();
+    let data = sample();
+    let all = lines(&data);
+    let expected = want(&all, None);
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    stdin.write_all(&data).unwrap();
+    support::wait_until(Duration::from_secs(60), "every event", || {
+        let data = std::fs::read(d.out("json")).unwrap_or_default();
+        data.iter().filter(|&&b| b == b'\n').count() >= expected.len()
+    });
+    drop(stdin);
+    let status = d.wait(Duration::from_secs(60)).unwrap();
+    assert!(status.success(), "{status}\n{}", d.log_tail(30));
+    // audispd's end closed: the plugin read to the end and exited.
+    let exit = plugin.0.wait().unwrap();
+    assert!(exit.success(), "{exit}");
     let json = got(&d, "json");
     assert_eq!(json.len(), expected.len(), "events in vs out");
     assert!(sorted(json) == expected, "every event once, whole");
