@@ -194,6 +194,30 @@ fn clean_cuts(records: &[&[u8]]) -> Vec<usize> {
     cuts
 }
 
+/// Feeds the sample to a started audispd, waits for plugin `name` to have
+/// written as many events as there are, and stops audispd; returns the
+/// events expected (see [`want`]).
+fn replay_sample(d: &mut Dispatcher, name: &str) -> Vec<serde_json::Value> {
+    let data = sample();
+    let expected = want(&lines(&data), None);
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    stdin.write_all(&data).unwrap();
+    support::wait_until(Duration::from_secs(120), "every event", || {
+        let out = std::fs::read(d.out(name)).unwrap_or_default();
+        out.iter().filter(|&&b| b == b'\n').count() >= expected.len()
+    });
+    drop(stdin);
+    let status = d.wait(Duration::from_secs(60)).unwrap();
+    assert!(status.success(), "{status}\n{}", d.log_tail(30));
+    expected
+}
+
+/// Every expected event once, whole (in any order: see [`sorted`]).
+fn assert_every_event(got: &[serde_json::Value], expected: &[serde_json::Value]) {
+    assert_eq!(got.len(), expected.len(), "events in vs out");
+    assert!(sorted(got.to_vec()) == expected, "every event once, whole");
+}
+
 #[test]
 fn a_python_plugin_gets_every_event_once_as_logfile_writes_it_through_reloads() {
     if no_python() {
@@ -271,9 +295,7 @@ fn a_python_plugin_gets_every_event_once_as_logfile_writes_it_through_reloads() 
         json == logfile,
         "the same events, in the same order, as audisp-logfile wrote them"
     );
-    let expected = want(&all, None);
-    assert_eq!(json.len(), expected.len(), "events in vs out");
-    assert!(sorted(json) == expected, "every event once, whole");
+    assert_every_event(&json, &want(&all, None));
 
     // drop_fields: the same events without the fields.
     let dropped = got(&d, "dropped");
@@ -316,18 +338,7 @@ fn a_python_plugin_that_keeps_dying_gets_exactly_what_it_left_unread() {
         ),
     );
     d.start(Stdio::piped()).unwrap();
-    let data = sample();
-    let all = lines(&data);
-    let expected = want(&all, None);
-    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
-    stdin.write_all(&data).unwrap();
-    support::wait_until(Duration::from_secs(120), "every event", || {
-        let data = std::fs::read(d.out("json")).unwrap_or_default();
-        data.iter().filter(|&&b| b == b'\n').count() >= expected.len()
-    });
-    drop(stdin);
-    let status = d.wait(Duration::from_secs(60)).unwrap();
-    assert!(status.success(), "{status}\n{}", d.log_tail(30));
+    let expected = replay_sample(&mut d, "json");
     let deaths = d
         .log()
         .matches("started the program of plugin json")
@@ -338,9 +349,7 @@ fn a_python_plugin_that_keeps_dying_gets_exactly_what_it_left_unread() {
         "{deaths} restarts\n{}",
         d.log_tail(30)
     );
-    let json = got(&d, "json");
-    assert_eq!(json.len(), expected.len(), "events in vs out");
-    assert!(sorted(json) == expected, "every event once, whole");
+    assert_every_event(&got(&d, "json"), &expected);
 }
 
 /// A process killed when dropped (a test that fails leaves none behind).
@@ -378,22 +387,9 @@ fn a_python_plugin_on_a_socket_gets_every_event_once() {
         ),
     );
     d.start(Stdio::piped()).unwrap();
-    let data = sample();
-    let all = lines(&data);
-    let expected = want(&all, None);
-    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
-    stdin.write_all(&data).unwrap();
-    support::wait_until(Duration::from_secs(60), "every event", || {
-        let data = std::fs::read(d.out("json")).unwrap_or_default();
-        data.iter().filter(|&&b| b == b'\n').count() >= expected.len()
-    });
-    drop(stdin);
-    let status = d.wait(Duration::from_secs(60)).unwrap();
-    assert!(status.success(), "{status}\n{}", d.log_tail(30));
+    let expected = replay_sample(&mut d, "json");
     // audispd's end closed: the plugin read to the end and exited.
     let exit = plugin.0.wait().unwrap();
     assert!(exit.success(), "{exit}");
-    let json = got(&d, "json");
-    assert_eq!(json.len(), expected.len(), "events in vs out");
-    assert!(sorted(json) == expected, "every event once, whole");
+    assert_every_event(&got(&d, "json"), &expected);
 }
