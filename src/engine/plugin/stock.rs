@@ -83,9 +83,9 @@ pub(super) struct Stock {
     /// Fields removed from its records (`None`: none).
     drop: Option<DropFields>,
     /// Records up to here are already handled: the cursor's `acked`, which
-    /// is ahead of where reading restarts only when a native plugin in
-    /// events mode left the cursor (its configuration changed to a stock
-    /// format).
+    /// is ahead of where reading restarts when events were being built
+    /// (native events mode or JSON: the events that ended up to here are
+    /// handled, those still open are read again).
     skip_upto: u64,
     /// One batch per record, settled by the byte offset of its end.
     inflight: Inflight,
@@ -150,7 +150,8 @@ impl Stock {
     }
 
     /// Encodes about a buffer's worth of journal entries into the output
-    /// buffer, each record a batch in flight; returns the records taken.
+    /// buffer, each record (JSON: each event's line) a batch in flight;
+    /// returns the records taken.
     fn encode(&mut self, host: &mut dyn Host) -> Result<u64, String> {
         let mut taken = 0u64;
         // Connection offset of `out[0]`.
