@@ -163,6 +163,26 @@ pub enum FromPlugin<'a> {
     },
     /// Records from an input.
     RecordsIn(InputRecords<'a>),
+    /// An event matched a rule of the plugin (`audisp-alert`).
+    Notify(Notice),
+}
+
+/// A plugin's word that an event matched one of its rules, for the
+/// dispatcher to announce (audispd: the D-Bus `Match` signal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The rule's name (a plugin name's characters, at most
+    /// [`super::MAX_NAME`]).
+    pub rule: String,
+    /// The event, as auditd prints it: `audit(SECS.MSEC:SERIAL)` (at most
+    /// [`super::MAX_NOTICE_EVENT`] bytes).
+    pub event: String,
+    /// One line saying what happened (at most
+    /// [`super::MAX_NOTICE_SUMMARY`] bytes).
+    pub summary: String,
+    /// Matches of this rule left unannounced (rate limit) since its last
+    /// notice.
+    pub suppressed: u64,
 }
 
 /// Messages the dispatcher sends.
