@@ -168,7 +168,7 @@ fn matches_reach_a_subscriber_and_the_journal_once_each_within_limits() {
          [rule.exec]\n\
          filter = 'type r= EXECVE'\n\
          limit = 3\n\
-         per = \"2s\"\n",
+         per = \"3s\"\n",
     );
     d.write_plugin(
         "alert",
@@ -183,7 +183,7 @@ fn matches_reach_a_subscriber_and_the_journal_once_each_within_limits() {
     let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
 
     // Phase 1: the sample. Every CONFIG_CHANGE event gives one Match; the
-    // EXECVE events give at most 3 per 2 s window.
+    // EXECVE events give at most 3 per 3 s window.
     let data = sample();
     let config_ids = event_ids(&data, "CONFIG_CHANGE");
     let exec_ids = event_ids(&data, "EXECVE");
@@ -196,7 +196,7 @@ fn matches_reach_a_subscriber_and_the_journal_once_each_within_limits() {
         config_ids.len() + 3,
         "Match signals of the sample",
     );
-    // The sample's events take far less than the 2 s window to go through:
+    // The sample's events take far less than the 3 s window to go through:
     // no more EXECVE matches are announced.
     assert!(
         matches.recv_timeout(Duration::from_secs(1)).is_err(),
@@ -246,7 +246,7 @@ fn matches_reach_a_subscriber_and_the_journal_once_each_within_limits() {
 
     // Phase 2, once the window is over: the sample again (time stamps
     // moved). The first exec Match carries the count held back so far.
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(Duration::from_millis(3100));
     stdin.write_all(&sample_shifted(1)).unwrap();
     stdin.flush().unwrap();
     let more = take(&matches, config_ids.len() + 3, "Match signals of phase 2");
