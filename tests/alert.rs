@@ -11,7 +11,10 @@
 //!   of the matches it held back goes with its next `Match` and, when the
 //!   plugin stops, to the journal, so that every match is accounted for;
 //! * a bad rule expression is reported by `--check-config` as
-//!   `FILE:LINE:COLUMN`.
+//!   `FILE:LINE:COLUMN`;
+//! * with a real systemd-journald (private, `tests/support/journald-ns.sh`,
+//!   the test re-running itself inside that namespace), the entries are in
+//!   the journal as `journalctl MESSAGE_ID=…` shows them, one per match.
 
 mod support;
 
@@ -25,7 +28,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use support::dbus::{unavailable, Bus};
-use support::dispatcher::{sample, sample_shifted, Dispatcher};
+use support::dispatcher::{feed, sample, sample_shifted, Dispatcher};
 
 const ALERT: &str = env!("CARGO_BIN_EXE_audisp-alert");
 const MATCH_ID: &str = "70580dcfad5a40a58c6443292dfd42fe";
@@ -295,4 +298,133 @@ fn a_bad_rule_is_reported_at_its_line_and_column() {
         ],
         "{err}"
     );
+}
+
+const INSIDE: &str = "AUDISP_TEST_IN_JOURNALD_NS";
+
+#[test]
+fn entries_reach_a_real_journald() {
+    if std::env::var_os(INSIDE).is_some() {
+        journald_inside_namespace();
+        return;
+    }
+    if let Some(why) = support::missing_root_or_tools(
+        "unshare --mount --pid, a private systemd-journald",
+        support::JOURNALD_TOOLS,
+    ) {
+        support::skip(&why);
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/journald-ns.sh");
+    let status = Command::new("unshare")
+        .args([
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "sh",
+        ])
+        .arg(&script)
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "entries_reach_a_real_journald",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(INSIDE, "1")
+        .status()
+        .expect("unshare");
+    assert!(status.success(), "the test inside the namespace failed");
+}
+
+/// Inside the namespace: the AVC samples through audispd into
+/// audisp-alert (no bus: the notices go nowhere), then the journal read
+/// back.
+fn journald_inside_namespace() {
+    assert!(
+        Path::new("/run/systemd/journal/socket").exists(),
+        "journald's socket (run through tests/support/journald-ns.sh)"
+    );
+    let data =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/avc-samples.log"))
+            .unwrap();
+    // Each AVC event's id and node; the one written with `host=` instead
+    // of `node=` has a header audisp cannot read, so `type r= AVC` does not
+    // match it.
+    let mut nodes = BTreeMap::new();
+    for line in String::from_utf8_lossy(&data).lines() {
+        let Some((head, _)) = line.split_once("type=AVC msg=audit(") else {
+            continue;
+        };
+        if head.starts_with("host=") {
+            continue;
+        }
+        let id = &line[line.find("msg=audit(").unwrap() + 4..];
+        let id = id[..=id.find(')').unwrap()].to_string();
+        let node = head.strip_prefix("node=").map(|n| n.trim().to_string());
+        nodes.insert(id, node);
+    }
+    assert!(nodes.len() > 5, "{nodes:?}");
+    let mut d = Dispatcher::new("[shutdown]\ntimeout = \"30s\"\n[events]\ntimeout = \"1s\"\n");
+    let config = option_file(
+        d.path(),
+        "[rule.avc]\nfilter = 'type r= AVC'\nsummary = \"{seresult} {seperms} for {comm}\"\nlimit = 1000\n",
+    );
+    // As installed: journald's default socket.
+    d.write_plugin(
+        "alert",
+        &format!(
+            "exec = [\"{ALERT}\", \"--config\", \"{}\"]\nmode = \"events\"\n",
+            config.display()
+        ),
+    );
+    d.start(Stdio::piped()).unwrap();
+    let stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    feed(stdin, data).join().unwrap();
+    let status = d.wait(Duration::from_secs(120)).unwrap();
+    assert!(status.success(), "audispd: {status}\n{}", d.log_tail(40));
+    assert!(Command::new("journalctl")
+        .arg("--sync")
+        .status()
+        .unwrap()
+        .success());
+    let out = Command::new("journalctl")
+        .args([
+            "--directory",
+            "/run/log/journal",
+            "--no-pager",
+            "--all",
+            "-o",
+            "json",
+        ])
+        .arg(format!("MESSAGE_ID={MATCH_ID}"))
+        .output()
+        .expect("journalctl");
+    assert!(out.status.success());
+    let entries: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("journalctl JSON"))
+        .collect();
+    // One entry per AVC event (in the order the events ended).
+    let mut events: Vec<&str> = entries
+        .iter()
+        .map(|e| e["AUDISP_EVENT"].as_str().unwrap())
+        .collect();
+    events.sort();
+    assert_eq!(events, nodes.keys().map(String::as_str).collect::<Vec<_>>());
+    for e in &entries {
+        assert_eq!(e["AUDISP_RULE"], "avc");
+        assert_eq!(e["SYSLOG_IDENTIFIER"], "audisp-alert");
+        assert_eq!(e["PRIORITY"], "4");
+        let node = &nodes[e["AUDISP_EVENT"].as_str().unwrap()];
+        assert_eq!(e["AUDIT_NODE"].as_str(), node.as_deref(), "{e}");
+        assert!(
+            e["AUDISP_SUMMARY"].as_str().unwrap().starts_with("denied "),
+            "{e}"
+        );
+        assert!(!e["AUDIT_FIELD_TCLASS"].is_null(), "{e}");
+    }
 }
