@@ -486,6 +486,14 @@ mod tests {
             ..n.clone()
         };
         assert!(super::super::encode::encode_notify(&long).is_err());
+        // fit() cuts at a character boundary, within the limit.
+        let mut wide = Notice {
+            summary: "é".repeat(MAX_NOTICE_SUMMARY),
+            ..n.clone()
+        };
+        wide.fit();
+        assert_eq!(wide.summary.len(), MAX_NOTICE_SUMMARY);
+        assert!(super::super::encode::encode_notify(&wide).is_ok());
         let bad = Notice {
             rule: "no spaces".into(),
             ..n.clone()

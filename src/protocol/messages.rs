@@ -185,6 +185,21 @@ pub struct Notice {
     pub suppressed: u64,
 }
 
+impl Notice {
+    /// Cuts the summary to [`super::MAX_NOTICE_SUMMARY`] bytes, at a
+    /// character boundary, so that the notice can be sent.
+    pub fn fit(&mut self) {
+        let max = super::MAX_NOTICE_SUMMARY;
+        if self.summary.len() > max {
+            let mut end = max;
+            while !self.summary.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.summary.truncate(end);
+        }
+    }
+}
+
 /// Messages the dispatcher sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FromDispatcher<'a> {

@@ -120,13 +120,7 @@ impl Context<'_> {
     /// character boundary.
     pub fn notify(&mut self, notice: &protocol::Notice) -> Result<(), Error> {
         let mut n = notice.clone();
-        if n.summary.len() > protocol::MAX_NOTICE_SUMMARY {
-            let mut end = protocol::MAX_NOTICE_SUMMARY;
-            while !n.summary.is_char_boundary(end) {
-                end -= 1;
-            }
-            n.summary.truncate(end);
-        }
+        n.fit();
         let msg = protocol::encode_notify(&n).map_err(|e| Error::Setup(e.to_string()))?;
         send_blocking(self.conn, &msg)
     }

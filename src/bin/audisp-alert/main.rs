@@ -266,7 +266,7 @@ fn run(mut o: Opts) -> Result<(), String> {
                     summary: rule.summary.render(&rule.name, &fields),
                     suppressed,
                 };
-                cut(&mut notice.summary, protocol::MAX_NOTICE_SUMMARY);
+                notice.fit();
                 fields.entry(&notice, max_fields, &mut entry);
                 if let Err(e) = journal.send(&entry) {
                     eprintln!(
@@ -290,15 +290,4 @@ fn run(mut o: Opts) -> Result<(), String> {
         }
     }
     result.map_err(|e| e.to_string())
-}
-
-/// Cuts `s` to at most `max` bytes, at a character boundary.
-fn cut(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
 }
