@@ -21,3 +21,6 @@ pub const INPUT_MALFORMED: &str = "016fc034d1c64d568947670505b2b1bf";
 pub const PLUGIN_SUSPENDED: &str = "e1d09b9ba6e64746bf1798e4ac4077d4";
 /// A plugin asked for an action and what the dispatcher did.
 pub const ACTION: &str = "d8a4b74a629c413eb0e8892f17da8298";
+/// An event matched a rule of audisp-alert (its own journal entry, with the
+/// rule, the event id and the event's fields).
+pub const ALERT_MATCH: &str = "70580dcfad5a40a58c6443292dfd42fe";

@@ -1,5 +1,5 @@
 //! The option files of audisp-remote and audisp-receive (and, for the
-//! shipped examples, audisp-statsd's), through the real
+//! shipped examples, audisp-statsd's and audisp-alert's), through the real
 //! programs: mistakes are all reported at their lines before anything
 //! starts, untrusted files are refused, flags override the file, the shipped
 //! examples are good, and a file alone configures a working transfer (every
@@ -21,6 +21,7 @@ use support::wait_until;
 const REMOTE: &str = env!("CARGO_BIN_EXE_audisp-remote");
 const RECEIVE: &str = env!("CARGO_BIN_EXE_audisp-receive");
 const STATSD: &str = env!("CARGO_BIN_EXE_audisp-statsd");
+const ALERT: &str = env!("CARGO_BIN_EXE_audisp-alert");
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -245,6 +246,7 @@ fn shipped_examples_check_cleanly_and_cover_every_flag() {
         (REMOTE, "audisp-remote.toml", 15),
         (RECEIVE, "audisp-receive.toml", 15),
         (STATSD, "audisp-statsd.toml", 6),
+        (ALERT, "audisp-alert.toml", 4),
     ] {
         let shipped = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR"))

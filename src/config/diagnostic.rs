@@ -1,5 +1,5 @@
 //! One problem found in a configuration or option file, shown as
-//! `FILE:LINE: message`.
+//! `FILE:LINE: message` (or `FILE:LINE:COLUMN: message`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,9 @@ pub struct Diagnostic {
     pub file: PathBuf,
     /// The line, when the problem is at one.
     pub line: Option<usize>,
+    /// The column (in characters, from 1) within the line, for problems
+    /// placed more exactly (a filter expression's mistake).
+    pub column: Option<usize>,
     /// What is wrong and what to do about it.
     pub message: String,
 }
@@ -20,19 +23,28 @@ impl Diagnostic {
     /// inside it (as `audispd --check-config` shows it).
     pub fn display_relative(&self, base: &Path) -> String {
         let file = self.file.strip_prefix(base).unwrap_or(&self.file);
-        match self.line {
-            Some(l) => format!("{}:{l}: {}", file.display(), self.message),
-            None => format!("{}: {}", file.display(), self.message),
+        format!("{}{}: {}", file.display(), self.place(), self.message)
+    }
+
+    /// `:LINE:COLUMN`, `:LINE` or nothing.
+    fn place(&self) -> String {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => format!(":{l}:{c}"),
+            (Some(l), None) => format!(":{l}"),
+            _ => String::new(),
         }
     }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(l) => write!(f, "{}:{l}: {}", self.file.display(), self.message),
-            None => write!(f, "{}: {}", self.file.display(), self.message),
-        }
+        write!(
+            f,
+            "{}{}: {}",
+            self.file.display(),
+            self.place(),
+            self.message
+        )
     }
 }
 
@@ -45,6 +57,7 @@ mod tests {
         let d = Diagnostic {
             file: "/etc/audisp/plugins.d/a.toml".into(),
             line: Some(4),
+            column: None,
             message: "bad".into(),
         };
         assert_eq!(d.to_string(), "/etc/audisp/plugins.d/a.toml:4: bad");

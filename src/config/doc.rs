@@ -52,6 +52,21 @@ impl<'s> Doc<'s> {
         self.diags.push(Diagnostic {
             file: self.file.clone(),
             line,
+            column: None,
+            message,
+        });
+    }
+
+    /// Records a problem at byte `offset` of the text, with its line and
+    /// column.
+    pub fn error_at(&mut self, offset: usize, message: String) {
+        let offset = offset.min(self.src.len());
+        let before = self.src.get(..offset).unwrap_or(self.src);
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        self.diags.push(Diagnostic {
+            file: self.file.clone(),
+            line: Some(self.line_of(offset)),
+            column: Some(before[line_start..].chars().count() + 1),
             message,
         });
     }
@@ -66,6 +81,11 @@ impl<'s> Doc<'s> {
     /// Whether nothing is wrong so far.
     pub fn is_clean(&self) -> bool {
         self.diags.is_empty()
+    }
+
+    /// The file's text.
+    pub fn source(&self) -> &'s str {
+        self.src
     }
 
     /// The 1-based line holding byte `offset` of the text.

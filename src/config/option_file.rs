@@ -71,6 +71,7 @@ impl OptionFile {
             vec![Diagnostic {
                 file: self.path.clone(),
                 line: None,
+                column: None,
                 message,
             }]
         };
@@ -246,6 +247,14 @@ pub fn parse<'s, T>(
 /// One table of an option file: the top level or a `[section]`.
 pub struct Table<'t, 's>(Section<'t, 's>);
 
+impl Table<'_, '_> {
+    /// Whether the table has `key` (to tell a required key that is absent
+    /// from one whose value was wrong).
+    pub fn has(&self, key: &str) -> bool {
+        self.0.get(key).is_some()
+    }
+}
+
 /// Takes typed values out of an option file, recording every mistake at its
 /// line. Each getter returns `None` when the key is absent or its value is
 /// wrong (the mistake is then recorded), so a program applies only good
@@ -272,6 +281,25 @@ impl<'s> Reader<'s> {
     /// reported.
     pub fn table<'t>(&mut self, t: &Table<'t, 's>, key: &str) -> Option<Table<'t, 's>> {
         t.0.table(&mut self.doc, key).map(Table)
+    }
+
+    /// The sub-tables of `t` (`[rule.NAME]` under `rule`), in file order,
+    /// with where each name is (for [`Reader::problem`]); other values are
+    /// reported.
+    pub fn sub_tables<'t>(
+        &mut self,
+        t: &Table<'t, 's>,
+    ) -> Vec<(&'t str, std::ops::Range<usize>, Table<'t, 's>)> {
+        t.0.sub_tables(&mut self.doc)
+            .into_iter()
+            .map(|(k, span, s)| (k, span, Table(s)))
+            .collect()
+    }
+
+    /// Records a mistake no getter checks (a section's name, a required
+    /// key that is missing) at the line holding `span`.
+    pub fn problem(&mut self, span: std::ops::Range<usize>, message: String) {
+        self.doc.error(Some(span), message);
     }
 
     /// A non-empty string.
@@ -358,6 +386,32 @@ impl<'s> Reader<'s> {
         t.0.choice(&mut self.doc, key, what, choices)
     }
 
+    /// A string in a language of its own (a filter expression), converted
+    /// by `parse`, whose error is a byte offset in the string and a
+    /// message. The mistake is recorded where it is in the file, as
+    /// `FILE:LINE:COLUMN: key: message` (in a string with escapes, which
+    /// move the text, at the string's start).
+    pub fn expression<T>(
+        &mut self,
+        t: &Table<'_, 's>,
+        key: &str,
+        parse: impl FnOnce(&str) -> Result<T, (usize, String)>,
+    ) -> Option<T> {
+        let v = t.0.get(key)?;
+        let DeValue::String(s) = v.get_ref() else {
+            t.0.bad(&mut self.doc, key, "must be a string in quotes");
+            return None;
+        };
+        match parse(s) {
+            Ok(x) => Some(x),
+            Err((offset, message)) => {
+                let at = offset_in_file(self.doc.source(), v.span(), s, offset);
+                self.doc.error_at(at, format!("{key}: {message}"));
+                None
+            }
+        }
+    }
+
     /// `value` (what a getter returned for `key`) if `check` accepts it;
     /// otherwise `None`, with `check`'s reason recorded at the key's line
     /// (`port = 0 is not a port…`): for limits a type alone cannot say.
@@ -387,6 +441,33 @@ impl<'s> Reader<'s> {
                 None
             }
         }
+    }
+}
+
+/// Where byte `offset` of the string `decoded`, written in the file at
+/// `span`, is in the file: exact for literal strings (`'…'`, `'''…'''`) and
+/// for basic strings without escapes; the string's start otherwise.
+fn offset_in_file(src: &str, span: std::ops::Range<usize>, decoded: &str, offset: usize) -> usize {
+    let raw = src.get(span.clone()).unwrap_or("");
+    let quote = if raw.starts_with("'''") || raw.starts_with("\"\"\"") {
+        3
+    } else {
+        1
+    };
+    let mut start = span.start + quote.min(raw.len());
+    if quote == 3 {
+        // A newline right after the opening quotes is not part of the string.
+        let rest = src.get(start..).unwrap_or("");
+        start += if rest.starts_with("\r\n") {
+            2
+        } else {
+            usize::from(rest.starts_with('\n'))
+        };
+    }
+    let offset = offset.min(decoded.len());
+    match src.get(start..start + offset) {
+        Some(written) if written == &decoded[..offset] => start + offset,
+        _ => span.start,
     }
 }
 
@@ -524,6 +605,33 @@ mod tests {
         let m = messages(parse(Path::new("p.toml"), "\nname = \n", read));
         assert_eq!(m.len(), 1);
         assert!(m[0].starts_with("p.toml:2: TOML syntax error"), "{m:?}");
+    }
+
+    #[test]
+    fn expressions_are_placed_at_their_line_and_column() {
+        fn read<'s>(r: &mut Reader<'s>, top: &Table<'_, 's>) -> Option<String> {
+            r.expression(top, "e", |s| match s.find('!') {
+                Some(i) => Err((i, "no '!' here".to_string())),
+                None => Ok(s.to_string()),
+            })
+        }
+        let m = |text: &str| -> Vec<String> {
+            parse(Path::new("p.toml"), text, read)
+                .unwrap_err()
+                .iter()
+                .map(|d| d.to_string())
+                .collect()
+        };
+        assert_eq!(
+            parse(Path::new("p.toml"), "e = 'ok'\n", read).unwrap(),
+            Some("ok".into())
+        );
+        assert_eq!(m("\ne = 'ab!'\n"), ["p.toml:2:8: e: no '!' here"]);
+        assert_eq!(m("e = \"a!\"\n"), ["p.toml:1:7: e: no '!' here"]);
+        assert_eq!(m("e = '''\nab\n c!'''\n"), ["p.toml:3:3: e: no '!' here"]);
+        // Escapes move the text: the string's start is given.
+        assert_eq!(m("e = \"\\t!\"\n"), ["p.toml:1:5: e: no '!' here"]);
+        assert_eq!(m("e = 3\n"), ["p.toml:1: e = 3 must be a string in quotes"]);
     }
 
     #[test]

@@ -136,6 +136,7 @@ mod tests {
         loaded.diagnostics.push(Diagnostic {
             file: "/c/plugins.d/d.toml".into(),
             line: Some(2),
+            column: None,
             message: "bad".into(),
         });
         loaded.skipped.insert("d".into());

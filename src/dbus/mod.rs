@@ -9,7 +9,9 @@
 //! * [`setroubleshoot`]: AVC denials to setroubleshootd, exactly as
 //!   sedispatch sends them;
 //! * [`service`]: `org.audisp.Dispatcher1` — statistics, plugins, reload,
-//!   suspend/resume, and the `AvcDenial` and `Event` signals;
+//!   suspend/resume, and the `AvcDenial`, `Event` and `Match` signals
+//!   (`Match`: plugins' notices, [`crate::engine::notices`], queued to a
+//!   thread of their own);
 //! * [`systemd`]: the system actions (`single-user`, `halt`, `poweroff`)
 //!   as calls to systemd's manager.
 //!
@@ -85,6 +87,49 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 /// How often a live connection is checked (`GetId` to the bus driver).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
+/// Notices waiting for the announcer thread; more are dropped (counted in
+/// the log): a bus that does not keep up must not hold up a plugin's sender.
+const NOTICE_QUEUE: usize = 256;
+
+/// The engine's notice hook: queues each plugin notice for a thread that
+/// emits it as the `Match` signal through the current connection (none
+/// while the bus is away: the notice is then dropped).
+fn announcer(emitter: Emitter) -> Result<crate::engine::notices::NoticeHook, String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<crate::protocol::Notice>(NOTICE_QUEUE);
+    std::thread::Builder::new()
+        .name("dbus-notices".into())
+        .spawn(move || {
+            for n in rx {
+                let current = emitter.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let Some(e) = current else {
+                    tracing::debug!(rule = %n.rule, "Match signal not sent: no bus");
+                    continue;
+                };
+                let sent = zbus::block_on(Api::rule_match(
+                    &e,
+                    &n.rule,
+                    &n.event,
+                    &n.summary,
+                    n.suppressed,
+                ));
+                if let Err(err) = sent {
+                    tracing::debug!("Match signal not sent: {err}");
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the D-Bus notice announcer: {e}"))?;
+    let full = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    Ok(Arc::new(move |plugin: &str, n| {
+        if tx.try_send(n).is_err() && full.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
+            tracing::warn!(
+                plugin,
+                "D-Bus Match signals are not keeping up; {} notices dropped so far",
+                full.load(Ordering::Relaxed)
+            );
+        }
+    }))
+}
+
 /// Attaches the event consumer, starts the setroubleshoot forwarder (if
 /// configured), installs the system-action hook, then connects to the bus,
 /// owns [`NAME`] and serves the interface. A bus that is absent at start or
@@ -115,6 +160,7 @@ pub fn start(engine: Arc<Engine>, config: &DbusConfig, reload: ReloadHook) -> Re
     };
     let emitter: Emitter = Arc::new(RwLock::new(None));
     engine.set_system_hook(systemd::hook(address.clone()));
+    engine.set_notice_hook(announcer(emitter.clone())?);
     let consumer = Arc::new(Consumer {
         emitter: emitter.clone(),
         subscribers: subscribers.clone(),

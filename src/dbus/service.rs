@@ -322,6 +322,19 @@ impl Api {
         types: &[u32],
         records: &[String],
     ) -> zbus::Result<()>;
+
+    /// An event matched a rule of a notifying plugin (`audisp-alert`): the
+    /// rule's name, the event as auditd prints it
+    /// (`audit(SECS.MSEC:SERIAL)`), a summary, and how many matches of the
+    /// rule were left unannounced (rate limits) since its last `Match`.
+    #[zbus(signal, name = "Match")]
+    pub async fn rule_match(
+        emitter: &SignalEmitter<'_>,
+        rule: &str,
+        event: &str,
+        summary: &str,
+        suppressed: u64,
+    ) -> zbus::Result<()>;
 }
 
 #[cfg(test)]

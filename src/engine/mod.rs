@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod inputs;
 pub mod liveness;
 pub mod loss;
+pub mod notices;
 pub mod plugin;
 pub mod routes;
 pub mod settings;
@@ -172,6 +173,7 @@ impl Engine {
                         Arc::new(move |s| ingest.input_origin(s))
                     },
                     internal: Arc::default(),
+                    notices: Arc::default(),
                 },
                 journal: journal.clone(),
                 ingest: ingest.clone(),
@@ -294,6 +296,12 @@ impl Engine {
     /// (`run = "single-user"`, `"halt"`, `"poweroff"`); see [`actions`].
     pub fn set_system_hook(&self, hook: actions::SystemHook) {
         self.actions.set_system_hook(hook);
+    }
+
+    /// Installs the embedder's announcer of plugins' notices (`NOTIFY`);
+    /// see [`notices`].
+    pub fn set_notice_hook(&self, hook: notices::NoticeHook) {
+        self.services.notices.set_hook(hook);
     }
 
     /// The journal.

@@ -3,12 +3,12 @@
 //! further checks.
 
 use super::messages::{
-    err, CommandStatus, FromDispatcher, FromPlugin, Hello, InputRecord, Mode, ProtocolError,
-    Record, Role, Welcome,
+    err, CommandStatus, FromDispatcher, FromPlugin, Hello, InputRecord, Mode, Notice,
+    ProtocolError, Record, Role, Welcome,
 };
 use super::{
     kind, tag, valid_action_name, valid_name, INPUT_RECORD_HEADER, MAGIC, MAX_COMMAND_ARG,
-    MAX_COMMAND_ARGS, MAX_MESSAGE, MAX_NAME, RECORD_HEADER,
+    MAX_COMMAND_ARGS, MAX_MESSAGE, MAX_NAME, MAX_NOTICE_EVENT, MAX_NOTICE_SUMMARY, RECORD_HEADER,
 };
 
 /// A cursor over a received message.
@@ -383,6 +383,19 @@ pub fn decode_from_plugin(msg: &[u8]) -> Result<FromPlugin<'_>, ProtocolError> {
             r.buf = &r.buf[used..];
             FromPlugin::RecordsIn(InputRecords { body, count })
         }
+        kind::NOTIFY => {
+            r.what = "NOTIFY";
+            let rule = r.str(MAX_NAME)?;
+            if !valid_name(&rule) {
+                return err(format!("NOTIFY: rule name {rule:?} is not [A-Za-z0-9_.-]+"));
+            }
+            FromPlugin::Notify(Notice {
+                rule,
+                event: r.str(MAX_NOTICE_EVENT)?,
+                summary: r.str(MAX_NOTICE_SUMMARY)?,
+                suppressed: r.u64()?,
+            })
+        }
         other => return err(format!("unknown message kind 0x{other:02x}")),
     };
     r.end()?;
@@ -454,6 +467,50 @@ mod tests {
         encode_command, encode_command_result, encode_hello, encode_welcome, put_field,
     };
     use super::*;
+
+    #[test]
+    fn notify_round_trips_and_is_bounded() {
+        let n = Notice {
+            rule: "sudo-root".into(),
+            event: "audit(1700000000.123:456)".into(),
+            summary: "alice ran sudo".into(),
+            suppressed: 7,
+        };
+        let m = super::super::encode::encode_notify(&n).unwrap();
+        assert_eq!(
+            decode_from_plugin(&m).unwrap(),
+            FromPlugin::Notify(n.clone())
+        );
+        let long = Notice {
+            summary: "x".repeat(MAX_NOTICE_SUMMARY + 1),
+            ..n.clone()
+        };
+        assert!(super::super::encode::encode_notify(&long).is_err());
+        // fit() cuts at a character boundary, within the limit.
+        let mut wide = Notice {
+            summary: "é".repeat(MAX_NOTICE_SUMMARY),
+            ..n.clone()
+        };
+        wide.fit();
+        assert_eq!(wide.summary.len(), MAX_NOTICE_SUMMARY);
+        assert!(super::super::encode::encode_notify(&wide).is_ok());
+        let bad = Notice {
+            rule: "no spaces".into(),
+            ..n.clone()
+        };
+        assert!(super::super::encode::encode_notify(&bad).is_err());
+        // A summary over the limit is refused on receipt too.
+        let mut raw = vec![kind::NOTIFY];
+        super::super::encode::put_str(&mut raw, "r");
+        super::super::encode::put_str(&mut raw, "e");
+        super::super::encode::put_str(&mut raw, &long.summary);
+        raw.extend_from_slice(&0u64.to_le_bytes());
+        assert!(decode_from_plugin(&raw).is_err());
+        // Trailing bytes are refused.
+        let mut m = super::super::encode::encode_notify(&n).unwrap();
+        m.push(0);
+        assert!(decode_from_plugin(&m).is_err());
+    }
 
     #[test]
     fn hello_round_trips() {

@@ -2,11 +2,11 @@
 //! [`RecordsBuilder`] for the batches of records both sides send.
 
 use super::messages::{
-    err, CommandStatus, Hello, InputRecord, Mode, ProtocolError, Record, Role, Welcome,
+    err, CommandStatus, Hello, InputRecord, Mode, Notice, ProtocolError, Record, Role, Welcome,
 };
 use super::{
-    kind, tag, valid_action_name, INPUT_RECORD_HEADER, MAGIC, MAX_COMMAND_ARG, MAX_COMMAND_ARGS,
-    MAX_MESSAGE, MAX_NAME, RECORD_HEADER,
+    kind, tag, valid_action_name, valid_name, INPUT_RECORD_HEADER, MAGIC, MAX_COMMAND_ARG,
+    MAX_COMMAND_ARGS, MAX_MESSAGE, MAX_NAME, MAX_NOTICE_EVENT, MAX_NOTICE_SUMMARY, RECORD_HEADER,
 };
 
 pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -166,6 +166,30 @@ pub fn encode_command(id: u32, name: &str, args: &[&str]) -> Result<Vec<u8>, Pro
     for a in args {
         put_str(&mut out, a);
     }
+    Ok(out)
+}
+
+/// Encodes a `NOTIFY`. Fails if the rule is not a valid name or the event
+/// id or summary is longer than the protocol allows (the caller shortens
+/// a summary first).
+pub fn encode_notify(n: &Notice) -> Result<Vec<u8>, ProtocolError> {
+    if !valid_name(&n.rule) {
+        return err(format!(
+            "rule name {:?}: use 1 to {MAX_NAME} characters of [A-Za-z0-9_.-]",
+            n.rule
+        ));
+    }
+    if n.event.len() > MAX_NOTICE_EVENT || n.summary.len() > MAX_NOTICE_SUMMARY {
+        return err(format!(
+            "notice of rule {}: event id at most {MAX_NOTICE_EVENT} bytes, summary at most {MAX_NOTICE_SUMMARY}",
+            n.rule
+        ));
+    }
+    let mut out = vec![kind::NOTIFY];
+    put_str(&mut out, &n.rule);
+    put_str(&mut out, &n.event);
+    put_str(&mut out, &n.summary);
+    out.extend_from_slice(&n.suppressed.to_le_bytes());
     Ok(out)
 }
 

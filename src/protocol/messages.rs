@@ -163,6 +163,41 @@ pub enum FromPlugin<'a> {
     },
     /// Records from an input.
     RecordsIn(InputRecords<'a>),
+    /// An event matched a rule of the plugin (`audisp-alert`).
+    Notify(Notice),
+}
+
+/// A plugin's word that an event matched one of its rules, for the
+/// dispatcher to announce (audispd: the D-Bus `Match` signal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The rule's name (a plugin name's characters, at most
+    /// [`super::MAX_NAME`]).
+    pub rule: String,
+    /// The event, as auditd prints it: `audit(SECS.MSEC:SERIAL)` (at most
+    /// [`super::MAX_NOTICE_EVENT`] bytes).
+    pub event: String,
+    /// One line saying what happened (at most
+    /// [`super::MAX_NOTICE_SUMMARY`] bytes).
+    pub summary: String,
+    /// Matches of this rule left unannounced (rate limit) since its last
+    /// notice.
+    pub suppressed: u64,
+}
+
+impl Notice {
+    /// Cuts the summary to [`super::MAX_NOTICE_SUMMARY`] bytes, at a
+    /// character boundary, so that the notice can be sent.
+    pub fn fit(&mut self) {
+        let max = super::MAX_NOTICE_SUMMARY;
+        if self.summary.len() > max {
+            let mut end = max;
+            while !self.summary.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.summary.truncate(end);
+        }
+    }
 }
 
 /// Messages the dispatcher sends.

@@ -22,11 +22,12 @@ mod messages;
 pub use decode::{decode_from_dispatcher, decode_from_plugin, InputRecords, Records};
 pub use encode::{
     encode_ack, encode_command, encode_command_result, encode_hello, encode_input_ack,
-    encode_reject, encode_stats, encode_stats_request, encode_welcome, RecordsBuilder,
+    encode_notify, encode_reject, encode_stats, encode_stats_request, encode_welcome,
+    RecordsBuilder,
 };
 pub use messages::{
-    CommandStatus, FromDispatcher, FromPlugin, Hello, InputRecord, Mode, ProtocolError, Record,
-    Role, Welcome,
+    CommandStatus, FromDispatcher, FromPlugin, Hello, InputRecord, Mode, Notice, ProtocolError,
+    Record, Role, Welcome,
 };
 
 /// The protocol version this crate speaks.
@@ -44,6 +45,11 @@ pub const MAX_NAME: usize = 64;
 pub const MAX_COMMAND_ARGS: usize = 32;
 /// Longest command argument.
 pub const MAX_COMMAND_ARG: usize = 4096;
+/// Longest event id in a `NOTIFY` (`audit(SECS.MSEC:SERIAL)` with a node
+/// name before it fits with room to spare).
+pub const MAX_NOTICE_EVENT: usize = 256;
+/// Longest summary in a `NOTIFY`.
+pub const MAX_NOTICE_SUMMARY: usize = 1024;
 /// Bytes of one record's header in a `RECORDS` message.
 pub const RECORD_HEADER: usize = 8 + 8 + 4 + 2 + 4;
 /// Bytes of one record's header in a `RECORDS_IN` message.
@@ -61,6 +67,9 @@ pub mod kind {
     pub const COMMAND: u8 = 0x04;
     /// input → dispatcher: records to store and dispatch.
     pub const RECORDS_IN: u8 = 0x05;
+    /// output plugin → dispatcher: an event matched one of the plugin's
+    /// rules (no answer).
+    pub const NOTIFY: u8 = 0x06;
     /// dispatcher → plugin: handshake accepted.
     pub const WELCOME: u8 = 0x81;
     /// dispatcher → plugin: handshake refused (the connection closes).

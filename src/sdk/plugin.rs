@@ -113,6 +113,18 @@ impl Context<'_> {
         Ok(reply)
     }
 
+    /// Tells the dispatcher that an event matched one of this plugin's
+    /// rules (`NOTIFY`; audispd announces it as the D-Bus `Match` signal).
+    /// No answer comes; the dispatcher limits how many it announces per
+    /// second. A summary longer than the protocol allows is cut at a
+    /// character boundary.
+    pub fn notify(&mut self, notice: &protocol::Notice) -> Result<(), Error> {
+        let mut n = notice.clone();
+        n.fit();
+        let msg = protocol::encode_notify(&n).map_err(|e| Error::Setup(e.to_string()))?;
+        send_blocking(self.conn, &msg)
+    }
+
     /// For a handler that waits on purpose — for room in its own storage,
     /// say — instead of returning: sleeps for `d` while the watchdog keeps
     /// being fed and [`Plugin::commands`] keep going out, so neither

@@ -3,6 +3,8 @@
 //!
 //! * [`activation`]: sockets systemd passed (`LISTEN_FDS`, by name).
 //! * [`notify`]: `READY=1`, `STATUS=`, `RELOADING=1`, watchdog pings.
+//! * [`journald`]: entries of our own sent to journald natively
+//!   (plugins that journal what they see).
 //! * [`logging`]: the log goes to journald natively when systemd connected
 //!   standard error to the journal, to standard error otherwise.
 //!
@@ -11,6 +13,7 @@
 //! from this folder.
 
 pub mod activation;
+pub mod journald;
 #[cfg(feature = "dispatcher")]
 pub mod logging;
 pub mod notify;

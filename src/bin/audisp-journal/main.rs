@@ -9,15 +9,14 @@
 //! so the dispatcher keeps the records.
 
 mod mapping;
-mod native;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use audisp::sdk::{Error, PluginOptions};
+use audisp::systemd::journald::{self as native, Entry, Journald, Via};
 use mapping::{MapOptions, Mapper};
-use native::{Entry, Journald, Via};
 
 struct Options {
     socket: PathBuf,

@@ -27,7 +27,7 @@ use audisp::format::fields::{decode_hex, Argv, Field, Fields, Part, Value};
 use audisp::record::{self, ENRICHMENT_SEPARATOR};
 use audisp::record_types;
 
-use crate::native::{Entry, MAX_FIELDS, MAX_NAME};
+use audisp::systemd::journald::{Entry, MAX_FIELDS, MAX_NAME};
 
 /// The syslog priority of a record type unless configured otherwise:
 /// warning (4) for SELinux/AppArmor denials and errors, kernel and

@@ -48,11 +48,12 @@ use std::time::{Duration, Instant};
 use super::actions::Actions;
 use super::cursor::{CursorFile, Position};
 use super::liveness::Heartbeat;
+use super::notices::Notices;
 use super::routes::Lookup;
 use super::settings::PluginSettings;
 use super::stats::{self, PluginCounters, PluginSnapshot, Snapshot};
 use crate::journal::{Journal, LostReason, Reader, Wakeup};
-use crate::protocol::CommandStatus;
+use crate::protocol::{CommandStatus, Notice};
 
 /// What the plugin's sender is doing, for stats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +250,8 @@ pub struct Services {
     /// Connectors of in-process consumers (`Transport::Internal`), by plugin
     /// name.
     pub internal: Arc<Mutex<HashMap<String, Connector>>>,
+    /// Announces plugins' notices (`NOTIFY`).
+    pub notices: Arc<Notices>,
 }
 
 /// Hands an in-process consumer its end of a new connection.
@@ -352,6 +355,9 @@ trait Host {
 
     /// Runs the action a plugin asked for by `COMMAND`.
     fn command(&mut self, name: &str, args: &[String]) -> (CommandStatus, String);
+
+    /// Announces what a plugin said by `NOTIFY`.
+    fn notify(&mut self, notice: Notice);
 }
 
 #[cfg(test)]

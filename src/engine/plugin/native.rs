@@ -369,6 +369,7 @@ impl Native {
                         &protocol::encode_command_result(id, status, &message),
                     );
                 }
+                Ok(FromPlugin::Notify(notice)) => host.notify(notice),
                 Ok(other) => {
                     return Err(format!(
                         "protocol error: unexpected {} from an output plugin",
@@ -506,6 +507,7 @@ fn message_name(m: &FromPlugin<'_>) -> &'static str {
         FromPlugin::StatsRequest(_) => "STATS_REQUEST",
         FromPlugin::Command { .. } => "COMMAND",
         FromPlugin::RecordsIn(_) => "RECORDS_IN",
+        FromPlugin::Notify(_) => "NOTIFY",
     }
 }
 
@@ -862,6 +864,24 @@ mod tests {
                 json: b"{\"test\":true}"
             }
         );
+    }
+
+    #[test]
+    fn notices_go_to_the_host_without_an_answer() {
+        let (_dir, j) = journal();
+        let mut host = TestHost::at_end(&j);
+        let (mut n, peer, _) = connect(&j, &host, hello(Mode::Events));
+        let notice = protocol::Notice {
+            rule: "root-shell".into(),
+            event: "audit(1700000000.100:101)".into(),
+            summary: "uid 0 ran bash".into(),
+            suppressed: 2,
+        };
+        uds::send_nowait(&peer, &protocol::encode_notify(&notice).unwrap()).unwrap();
+        n.heard(true, &mut host).unwrap();
+        assert_eq!(host.notices, vec![notice]);
+        let mut buf = vec![0; protocol::MAX_MESSAGE];
+        assert_eq!(uds::recv_message(&peer, &mut buf).unwrap(), None);
     }
 
     #[test]

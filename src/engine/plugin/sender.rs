@@ -26,7 +26,7 @@ use crate::engine::stats::{self, DropReason};
 use crate::engine::subscription::Subscription;
 use crate::format::drop_fields::DropFields;
 use crate::journal::{LostReason, Reader};
-use crate::protocol::{self, CommandStatus, Hello, Mode};
+use crate::protocol::{self, CommandStatus, Hello, Mode, Notice};
 use crate::uds;
 
 /// How long a freshly connected plugin has to say hello (a socket-activated
@@ -751,6 +751,12 @@ impl Host for Sender {
             lock(&self.handle.control).suspended = true;
         }
         (outcome.status, outcome.message)
+    }
+
+    fn notify(&mut self, notice: Notice) {
+        self.services
+            .notices
+            .offer(&self.handle.name, notice, Instant::now());
     }
 }
 

@@ -9,7 +9,7 @@ use super::Host;
 use crate::engine::cursor::Position;
 use crate::journal::entry::flags;
 use crate::journal::{Journal, Limits, LostReason, NewEntry, Reader};
-use crate::protocol::CommandStatus;
+use crate::protocol::{CommandStatus, Notice};
 
 /// A journal in a temporary directory (kept as long as the first half).
 pub(super) fn journal() -> (tempfile::TempDir, Journal) {
@@ -82,6 +82,8 @@ pub(super) struct TestHost {
     pub lost: Vec<(u64, u64)>,
     /// Commands asked for.
     pub commands: Vec<(String, Vec<String>)>,
+    /// Notices received (`NOTIFY`).
+    pub notices: Vec<Notice>,
 }
 
 impl TestHost {
@@ -106,6 +108,7 @@ impl TestHost {
             handled: 0,
             lost: Vec::new(),
             commands: Vec::new(),
+            notices: Vec::new(),
         }
     }
 }
@@ -138,5 +141,9 @@ impl Host for TestHost {
     fn command(&mut self, name: &str, args: &[String]) -> (CommandStatus, String) {
         self.commands.push((name.to_string(), args.to_vec()));
         (CommandStatus::Done, format!("{name} done"))
+    }
+
+    fn notify(&mut self, notice: Notice) {
+        self.notices.push(notice);
     }
 }

@@ -11,6 +11,9 @@
 //! journald's own and may not be sent. journald accepts at most
 //! [`MAX_FIELDS`]-odd fields per entry and drops entries with more, so the
 //! builder counts them.
+//!
+//! Used by the plugins that write journal entries of their own
+//! (audisp-journal, audisp-alert).
 
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -98,7 +101,7 @@ pub enum Via {
 }
 
 /// A client of journald's native socket (not audisp's own record journal,
-/// [`audisp::journal::Journal`]).
+/// `audisp::journal::Journal`).
 pub struct Journald {
     sock: UnixDatagram,
     path: PathBuf,
@@ -152,7 +155,7 @@ impl Journald {
         use nix::fcntl::{fcntl, FcntlArg, SealFlag};
         use nix::sys::memfd::{memfd_create, MFdFlags};
         let fd = memfd_create(
-            c"audisp-journal",
+            c"audisp-entry",
             MFdFlags::MFD_ALLOW_SEALING | MFdFlags::MFD_CLOEXEC,
         )?;
         let mut file = std::fs::File::from(fd);
