@@ -17,7 +17,7 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use audisp::framing::{BinaryFraming, Decoder, InputFormat, Item};
+use audisp::framing::{coalesce, BinaryFraming, Coalescer, Decoder, InputFormat, Item};
 use audisp::sdk::{flag_value, stop_signals, Relay, RelayOptions};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -142,6 +142,8 @@ fn read_input(relay: &Relay, format: InputFormat, sfd: &SignalFd) {
     let stdin = std::io::stdin();
     let fd = stdin.as_fd();
     let mut decoder = Decoder::new(format);
+    coalesce::grow_pipe(fd);
+    let mut coalescer = Coalescer::new();
     let mut buf = vec![0u8; 256 << 10];
     let mut batch: Vec<(u32, Vec<u8>)> = Vec::new();
     let mut malformed = 0u64;
@@ -209,6 +211,7 @@ fn read_input(relay: &Relay, format: InputFormat, sfd: &SignalFd) {
         }
         decoder.feed(&buf[..n], &mut |i| on_item(i, &mut batch));
         relay.store(&mut batch);
+        coalescer.after_read(n);
     }
     decoder.input_idle(&mut |i| on_item(i, &mut batch));
     relay.store(&mut batch);
