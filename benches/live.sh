@@ -10,7 +10,8 @@
 #   --bin DIR    directory holding audispd and audisp-bridge; give it twice to
 #                compare two builds row by row (default target/release)
 #   --no-build   do not run cargo build
-#   --layouts L  comma-separated rows to run: cat,stdin,bridge,binary (default all)
+#   --layouts L  comma-separated rows: cat,stdin,bridge,bridge-interval,binary
+#                (default all but bridge-interval)
 #   --perf DIR   record `perf record -g` of bridge and audispd in the full-rate phase into DIR
 #   --keep       keep the temporary directory (configs, logs)
 #
@@ -51,6 +52,9 @@ import time
 ROOT = os.getcwd()
 AUID = "65534"
 RULE_KEY = "audisp-live"
+# Rows: auditd → plugin; → audispd (stdin) → plugin; → bridge → audispd → plugin
+# (sync = "batch", the default, and "interval"); binary input to audispd.
+LAYOUTS = ["cat", "stdin", "bridge", "bridge-interval", "binary"]
 LOCKS = ["/tmp/audisp-kernel-audit.lock", "/run/lock/audisp-test-kernel-audit.lock"]
 
 # The load: getppid() with a0 = CLOCK_MONOTONIC ns of the call (the kernel
@@ -197,8 +201,8 @@ def parse_args(argv):
             os.makedirs(opts["perf"], exist_ok=True)
         elif a == "--layouts":
             opts["layouts"] = (next(it, "") or die("--layouts needs a list")).split(",")
-            if not set(opts["layouts"]) <= {"cat", "stdin", "bridge", "binary"}:
-                die(f"--layouts {opts['layouts']}: cat, stdin, bridge, binary")
+            if not set(opts["layouts"]) <= set(LAYOUTS):
+                die(f"--layouts {opts['layouts']}: {', '.join(LAYOUTS)}")
         elif a == "--no-build":
             pass
         else:
@@ -288,14 +292,16 @@ class Row:
             for sub in ("etc/plugins.d", "run", "state"):
                 os.makedirs(f"{r}/{sub}")
             stdin = {"stdin": 'format = "string"', "binary": 'format = "binary"\nbinary_framing = "padded"',
-                     "bridge": "enabled = false"}[self.layout]
+                     "bridge": "enabled = false", "bridge-interval": "enabled = false"}[self.layout]
+            sync = "interval" if self.layout == "bridge-interval" else "batch"
             with open(f"{r}/etc/audispd.toml", "w") as f:
-                f.write(f"[input.stdin]\n{stdin}\n[stats]\ninterval = \"0\"\n")
+                f.write(f"[input.stdin]\n{stdin}\n[journal]\nsync = \"{sync}\"\n"
+                        f"[stats]\ninterval = \"0\"\n")
             with open(f"{r}/etc/plugins.d/ts.toml", "w") as f:
                 f.write(f'exec = ["{tools["tsplug"]}", "{self.report}"]\nformat = "string"\n')
             audispd = (f"{self.bindir}/audispd --config-dir {r}/etc --runtime-dir {r}/run "
                        f"--state-dir {r}/state")
-            if self.layout == "bridge":
+            if self.layout.startswith("bridge"):
                 self.audispd = subprocess.Popen(audispd.split(), stdin=subprocess.DEVNULL,
                                                 stderr=open(f"{r}/audispd.log", "w"))
                 wait_for("audispd's input socket", lambda: os.path.exists(f"{r}/run/input.sock"))
@@ -410,7 +416,7 @@ def main():
     rows_spec = [("cat only", "cat", None)]
     for b in opts["bins"]:
         tag = os.path.basename(b.rstrip("/")) if len(opts["bins"]) > 1 else ""
-        for layout in ("stdin", "bridge", "binary"):
+        for layout in LAYOUTS[1:]:
             if layout in opts["layouts"]:
                 rows_spec.append((f"{layout} {tag}".strip(), layout, b))
     results = {name: [] for name, _, _ in rows_spec}
