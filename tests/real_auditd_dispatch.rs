@@ -8,6 +8,10 @@
 //!   everything, when auditd stops.
 //! * Debian's stock `/sbin/audisp-syslog`, started by audispd and fed a replay of real records,
 //!   must log every record to syslog, as it does under auditd.
+//! * The systemd layout: auditd starts `audisp-bridge`, which relays into a separately started
+//!   audispd's input socket. A record auditd writes alone reaches the `cat` plugin within 50 ms
+//!   (readers coalesce records only under load), and every record auditd dispatched reaches
+//!   both plugins exactly once, in order.
 //!
 //! Everything here needs root, the auditd tests also kernel audit (see `RealAuditd::available_when_idle`).
 //! Without it the tests print why and return; CI runs them as root, so there they run.

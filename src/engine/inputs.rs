@@ -97,7 +97,8 @@ impl Complaints {
     }
 }
 
-/// Reads auditd's stream from `fd` until end of input or a stop request.
+/// Reads auditd's stream from `fd` until end of input or a stop request,
+/// in batches while records come quickly ([`crate::framing::coalesce`]).
 /// Calls `on_eof` when the stream ends (auditd closed it).
 pub fn read_stdin(
     ctx: InputContext,

@@ -11,7 +11,9 @@
 //! relaying are [`audisp::sdk::Relay`]'s: the newest records in memory, all
 //! of them on disk (`--state-dir`), kept until the dispatcher acknowledges
 //! them, so a dispatcher restart (or the bridge's own) loses nothing and the
-//! dispatcher stores each record once.
+//! dispatcher stores each record once. While records come quickly it reads
+//! them in batches ([`audisp::framing::coalesce`]), so one buffer write and
+//! one send carry many records.
 
 use std::os::fd::AsFd;
 use std::process::ExitCode;
