@@ -7,6 +7,7 @@
 #   --runs N       repetitions of every case (default 3); medians are printed
 #   --records N    records to replay (default 1000000)
 #   --no-build     use the release binaries already in target/release
+#                  (or in $AUDISP_BENCH_BIN: audispd and examples/null of another build)
 #   --keep         keep the temporary directory (records, configs, logs)
 #
 # Needs: cargo, zstd, python3 (>= 3.8), coreutils. Runs in a few minutes.
@@ -49,8 +50,9 @@ import threading
 import time
 
 ROOT = os.getcwd()
-AUDISPD = os.path.join(ROOT, "target/release/audispd")
-NULL = os.path.join(ROOT, "target/release/examples/null")
+BIN = os.environ.get("AUDISP_BENCH_BIN") or os.path.join(ROOT, "target/release")
+AUDISPD = os.path.join(BIN, "audispd")
+NULL = os.path.join(BIN, "examples/null")
 CORPUS = os.path.join(ROOT, "tests/data/corpus.log.zst")
 PLUGINS = 4
 

@@ -8,6 +8,10 @@
 //!   everything, when auditd stops.
 //! * Debian's stock `/sbin/audisp-syslog`, started by audispd and fed a replay of real records,
 //!   must log every record to syslog, as it does under auditd.
+//! * The systemd layout: auditd starts `audisp-bridge`, which relays into a separately started
+//!   audispd's input socket. A record auditd writes alone reaches the `cat` plugin within 50 ms
+//!   (readers coalesce records only under load), and every record auditd dispatched reaches
+//!   both plugins exactly once, in order.
 //!
 //! Everything here needs root, the auditd tests also kernel audit (see `RealAuditd::available_when_idle`).
 //! Without it the tests print why and return; CI runs them as root, so there they run.
@@ -167,6 +171,56 @@ fn audispd_toml(stdin: &str) -> String {
     )
 }
 
+/// The plugins audispd feeds in tests 1 and 3: `examples/sink` (native) and `cat` (stock
+/// format), writing `out/sink` and `out/legacy`.
+fn write_plugins(d: &Dispatcher) {
+    d.write_plugin(
+        "sink",
+        &format!(
+            r#"exec = ["{}", "--out", "{{dir}}/out/sink", "--name", "sink"]"#,
+            example("sink").display()
+        ),
+    );
+    d.write_plugin(
+        "legacy",
+        "exec = [\"/bin/sh\", \"-c\", \"exec cat > {dir}/out/legacy\"]\nformat = \"string\"",
+    );
+}
+
+/// Records dd's single-byte writes to stdout ([`DD_WRITES`] events) and a user message with
+/// quotes, then a sync marker; returns once auditd dispatched the marker and both of audispd's
+/// plugins (see [`write_plugins`]) received it. Returns the marker.
+fn run_workload(auditd: &mut RealAuditd, d: &Dispatcher) -> String {
+    auditd
+        .record_syscalls(&["write"], &["-F", "a0=1"])
+        .expect("add rule");
+    let count = format!("count={DD_WRITES}");
+    let status = auditd
+        .workload("dd")
+        .args([
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=1",
+            &count,
+            "status=none",
+        ])
+        .status()
+        .expect("run dd");
+    assert!(status.success(), "dd failed: {status}");
+    auditd
+        .send_user_message("dispatch test: quotes ' and \" pass through")
+        .expect("user message");
+    let marker = auditd
+        .sync_captures()
+        .expect("auditd dispatches the marker");
+    // auditd wrote the marker to audispd too; both of audispd's plugins get it while running.
+    for out in ["sink", "legacy"] {
+        wait_for_bytes(&[&d.out(out)], marker.as_bytes(), Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("{out}: {e}\n{}", d.log_tail(40)));
+    }
+    marker
+}
+
 /// Test 1: auditd → audispd (as auditd's plugin) → sink and `cat`.
 fn auditd_runs_audispd(stdin: Stdin) {
     if let Err(why) = RealAuditd::available_when_idle() {
@@ -175,19 +229,8 @@ fn auditd_runs_audispd(stdin: Stdin) {
     }
     become_subreaper();
     let audispd = Path::new(env!("CARGO_BIN_EXE_audispd"));
-    let sink = example("sink");
     let mut d = Dispatcher::new(&audispd_toml(stdin.config()));
-    d.write_plugin(
-        "sink",
-        &format!(
-            r#"exec = ["{}", "--out", "{{dir}}/out/sink", "--name", "sink"]"#,
-            sink.display()
-        ),
-    );
-    d.write_plugin(
-        "legacy",
-        "exec = [\"/bin/sh\", \"-c\", \"exec cat > {dir}/out/legacy\"]\nformat = \"string\"",
-    );
+    write_plugins(&d);
     // auditd 3.0.9 passes at most two arguments and an empty environment, so a root-owned
     // wrapper (mode 0750, as auditd requires) supplies audispd's directories, the notification
     // socket for readiness, and a log file for its stderr (auditd's is /dev/null). It execs
@@ -228,34 +271,8 @@ fn auditd_runs_audispd(stdin: Stdin) {
     let audispd_pid = child_named(auditd_pid, "audispd")
         .unwrap_or_else(|| panic!("no audispd child of auditd {auditd_pid}"));
 
-    auditd
-        .record_syscalls(&["write"], &["-F", "a0=1"])
-        .expect("add rule");
     let workload = Instant::now();
-    let count = format!("count={DD_WRITES}");
-    let status = auditd
-        .workload("dd")
-        .args([
-            "if=/dev/zero",
-            "of=/dev/null",
-            "bs=1",
-            &count,
-            "status=none",
-        ])
-        .status()
-        .expect("run dd");
-    assert!(status.success(), "dd failed: {status}");
-    auditd
-        .send_user_message("dispatch test: quotes ' and \" pass through")
-        .expect("user message");
-    let marker = auditd
-        .sync_captures()
-        .expect("auditd dispatches the marker");
-    // auditd wrote the marker to audispd too; both of audispd's plugins get it while running.
-    for out in ["sink", "legacy"] {
-        wait_for_bytes(&[&d.out(out)], marker.as_bytes(), Duration::from_secs(120))
-            .unwrap_or_else(|e| panic!("{out}: {e}\n{}", d.log_tail(40)));
-    }
+    let marker = run_workload(&mut auditd, &d);
     let delivered = workload.elapsed();
 
     let stopping = Instant::now();
@@ -295,6 +312,42 @@ fn auditd_runs_audispd(stdin: Stdin) {
         );
     }
 
+    let got = assert_every_record_once(&auditd, &d, &marker);
+
+    let stopped_by = if audispd_log.contains("auditd closed our input") {
+        "end of input"
+    } else {
+        "a signal"
+    };
+    eprintln!(
+        "{stdin:?}: audispd stopped on {stopped_by}; {got}; workload to delivery {delivered:?}, \
+         auditd stop to audispd exit {stopped:?}, audispd start to exit {total:?}"
+    );
+}
+
+/// What [`assert_every_record_once`] counted.
+struct Delivered {
+    records: usize,
+    logged: usize,
+    eoe: usize,
+    not_dispatched: usize,
+}
+
+impl std::fmt::Display for Delivered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} records ({} logged, {} EOE, {} logged but not dispatched by auditd) for \
+             {DD_WRITES} events",
+            self.records, self.logged, self.eoe, self.not_dispatched
+        )
+    }
+}
+
+/// After auditd stopped: what auditd dispatched (its capture plugin) is what it logged plus
+/// EOE records, and both of audispd's plugins (see [`write_plugins`]) got exactly that stream,
+/// every record once, in order, including the dd workload's events and the user message.
+fn assert_every_record_once(auditd: &RealAuditd, d: &Dispatcher, marker: &str) -> Delivered {
     let log = auditd.log_lines().expect("audit.log");
     let dispatched = auditd.capture_lines("capture").expect("capture");
     let sink_out = read_sink(&d.out("sink"));
@@ -368,19 +421,12 @@ fn auditd_runs_audispd(stdin: Stdin) {
         "ENRICHED records keep their 0x1D section"
     );
 
-    let stopped_by = if audispd_log.contains("auditd closed our input") {
-        "end of input"
-    } else {
-        "a signal"
-    };
-    eprintln!(
-        "{stdin:?}: audispd stopped on {stopped_by}; {} records ({} logged, {eoe} EOE, {} logged but not dispatched by auditd) \
-         for {DD_WRITES} events; workload to delivery {delivered:?}, auditd stop to audispd exit {stopped:?}, \
-         audispd start to exit {total:?}",
-        sink.len(),
-        log.len(),
-        log.len() - dispatched_logged.len()
-    );
+    Delivered {
+        records: sink.len(),
+        logged: log.len(),
+        eoe,
+        not_dispatched: log.len() - dispatched_logged.len(),
+    }
 }
 
 #[test]
@@ -396,6 +442,121 @@ fn auditd_runs_audispd_with_binary_input_padded() {
 #[test]
 fn auditd_runs_audispd_with_binary_input_auto_framing() {
     auditd_runs_audispd(Stdin::BinaryAuto);
+}
+
+/// How soon a record auditd writes alone must reach a plugin behind the bridge and audispd:
+/// readers coalesce records only while they come quickly, so a lone record is not held back.
+const LONE_RECORD_LIMIT: Duration = Duration::from_millis(50);
+
+/// Waits (polling every millisecond) until `path` holds `needle`; returns when it saw it.
+fn arrival(path: &Path, needle: &[u8], limit: Duration) -> Instant {
+    let deadline = Instant::now() + limit;
+    loop {
+        let data = fs::read(path).unwrap_or_default();
+        if contains(&data, needle) {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never arrived in {}",
+            show(needle),
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Test 3, the systemd layout: auditd → `audisp-bridge` (auditd's plugin) → a separately
+/// started audispd's input socket → sink and `cat`. Lone records arrive within
+/// [`LONE_RECORD_LIMIT`]; then every record auditd dispatched reaches both plugins exactly once,
+/// in order, and the bridge, stopping with auditd, leaves nothing unacknowledged.
+#[test]
+fn auditd_runs_the_bridge_into_audispd() {
+    if let Err(why) = RealAuditd::available_when_idle() {
+        support::skip(&why);
+        return;
+    }
+    become_subreaper();
+    let mut d = Dispatcher::new(&audispd_toml("enabled = false"));
+    write_plugins(&d);
+    d.start(Stdio::null()).expect("start audispd");
+    // auditd runs the bridge with an empty environment and at most two arguments: a root-owned
+    // wrapper (0750) supplies its options and a log file, and execs it.
+    let dir = d.path().display().to_string();
+    let wrapper = d.path().join("bridge-plugin");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexport AUDISP_LOG=info\nexec {bridge} --socket {socket} \
+             --state-dir {state} 2>>{log}\n",
+            bridge = sh_quote(env!("CARGO_BIN_EXE_audisp-bridge")),
+            socket = sh_quote(&d.input_socket().display().to_string()),
+            state = sh_quote(&format!("{dir}/bridge")),
+            log = sh_quote(&format!("{dir}/bridge.log")),
+        ),
+    )
+    .expect("write wrapper");
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o750)).expect("chmod wrapper");
+    let bridge_log = || fs::read_to_string(d.path().join("bridge.log")).unwrap_or_default();
+
+    let mut auditd = RealAuditd::start(AuditdOptions {
+        plugins: vec![
+            Plugin::executable("bridge", PluginFormat::String, &wrapper, &[]),
+            Plugin::capture("capture", PluginFormat::String),
+        ],
+        ..AuditdOptions::default()
+    })
+    .expect("start auditd");
+    support::wait_until(READY_TIMEOUT, "the bridge to connect", || {
+        bridge_log().contains("connected to the dispatcher")
+    });
+    let auditd_pid = auditd.pid().expect("auditd runs");
+    let bridge_pid = child_named(auditd_pid, "audisp-bridge")
+        .unwrap_or_else(|| panic!("no audisp-bridge child of auditd {auditd_pid}"));
+
+    // One record at a time, each alone on the path.
+    let mut slowest = Duration::ZERO;
+    for i in 0..3 {
+        let text = format!("audisp lone record {i}");
+        auditd.send_user_message(&text).expect("user message");
+        let sent = Instant::now();
+        let took = arrival(&d.out("legacy"), text.as_bytes(), READY_TIMEOUT) - sent;
+        slowest = slowest.max(took);
+    }
+    assert!(
+        slowest <= LONE_RECORD_LIMIT,
+        "a lone record took {slowest:?} from auditd to the plugin (limit {LONE_RECORD_LIMIT:?})"
+    );
+
+    let marker = run_workload(&mut auditd, &d);
+    let report = auditd.stop().expect("stop restores kernel audit");
+    assert!(
+        report.auditd_exit.success(),
+        "auditd exit: {}",
+        report.auditd_exit
+    );
+    assert_eq!(report.lost_during_run(), 0, "the kernel lost records");
+    let exit = wait_for_exit(bridge_pid, EXIT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("the bridge after auditd stopped: {e}\n{}", bridge_log()));
+    assert_eq!(
+        exit,
+        WaitStatus::Exited(Pid::from_raw(bridge_pid as i32), 0),
+        "bridge exit\n{}",
+        bridge_log()
+    );
+    assert!(
+        bridge_log().contains("the dispatcher has every record"),
+        "the bridge stopped with records unacknowledged:\n{}",
+        bridge_log()
+    );
+    let status = d.stop().expect("stop audispd");
+    assert!(
+        status.success(),
+        "audispd exit {status}\n{}",
+        d.log_tail(40)
+    );
+    let got = assert_every_record_once(&auditd, &d, &marker);
+    eprintln!("bridge: {got}; slowest lone record {slowest:?}");
 }
 
 /// Why test 2 cannot run here, if it cannot.

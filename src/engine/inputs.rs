@@ -26,7 +26,7 @@ use nix::sys::socket;
 use super::ingest::{Incoming, Ingest, SourceId, Submitted, STDIN};
 use super::liveness::Liveness;
 use super::stats;
-use crate::framing::{Decoder, InputFormat, Item, MalformedKind};
+use crate::framing::{coalesce, Coalescer, Decoder, InputFormat, Item, MalformedKind};
 use crate::journal::Wakeup;
 use crate::protocol::{self, FromPlugin, Role, Welcome};
 use crate::uds;
@@ -97,7 +97,8 @@ impl Complaints {
     }
 }
 
-/// Reads auditd's stream from `fd` until end of input or a stop request.
+/// Reads auditd's stream from `fd` until end of input or a stop request,
+/// in batches while records come quickly ([`crate::framing::coalesce`]).
 /// Calls `on_eof` when the stream ends (auditd closed it).
 pub fn read_stdin(
     ctx: InputContext,
@@ -109,6 +110,8 @@ pub fn read_stdin(
     let (id, _) = ctx.ingest.connect(STDIN, [0; 16], false)?;
     let counters = ctx.ingest.counters(id);
     let mut decoder = Decoder::new(format);
+    coalesce::grow_pipe(&fd);
+    let mut coalescer = Coalescer::new();
     let mut buf = vec![0u8; READ_CHUNK];
     // Records that lie wholly in the chunk just read are submitted from it
     // directly; only records the decoder had to rebuild or carry over from
@@ -260,6 +263,7 @@ pub fn read_stdin(
             }
         }
         submit(chunk, &mut texts, &mut spans);
+        coalescer.after_read(n);
     }
     decoder.input_idle(&mut |item| on_item(item, &[], &mut texts, &mut spans));
     submit(&[], &mut texts, &mut spans);
@@ -577,6 +581,10 @@ fn input_connection(ctx: InputContext, conn: OwnedFd, peer: Peer) {
     }
 }
 
+/// Most messages already queued on an input connection that are journaled
+/// together and share one sync and one acknowledgement.
+const MESSAGES_PER_ACK: usize = 64;
+
 fn serve_input(
     ctx: &InputContext,
     conn: &OwnedFd,
@@ -587,6 +595,7 @@ fn serve_input(
     hb: &super::liveness::Heartbeat,
 ) -> Result<(), String> {
     let counters = ctx.ingest.counters(id);
+    let mut coalescer = Coalescer::new();
     loop {
         hb.beat();
         if ctx.stopping.load(Ordering::Relaxed) {
@@ -604,90 +613,138 @@ fn serve_input(
         if ev.is_empty() {
             continue;
         }
-        let n = match uds::recv_message(conn, buf) {
-            Ok(Some(0)) => return Ok(()),
-            Ok(Some(n)) => n,
-            Ok(None) => {
+        let n = match receive(conn, buf, &counters)? {
+            Some(0) => return Ok(()),
+            Some(n) => n,
+            None => {
                 if ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
                     return Ok(());
                 }
                 continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                stats::add(&counters.malformed, 1);
-                return Err(format!("protocol error: {e}"));
-            }
-            Err(e) => return Err(e.to_string()),
         };
-        match protocol::decode_from_plugin(&buf[..n]) {
-            Ok(FromPlugin::RecordsIn(rs)) => {
-                let incoming: Vec<Incoming<'_>> = rs
-                    .iter()
-                    .map(|r| Incoming {
-                        source_seq: r.source_seq,
-                        type_hint: (r.rtype != 0).then_some(r.rtype),
-                        text: r.text,
-                    })
-                    .collect();
-                if incoming.iter().any(|r| r.source_seq == 0) {
-                    stats::add(&counters.malformed, 1);
-                    return Err(
-                        "a record without a sequence number (inputs number their records from 1)"
-                            .into(),
-                    );
-                }
-                let Submitted {
-                    committed,
-                    journal_end,
-                    pending,
-                } = ctx.ingest.submit(id, &incoming, false);
-                if pending {
-                    // The journal cannot take records now; the input keeps
-                    // them and resends after reconnecting.
-                    return Err("the journal cannot be written; the input will resend".into());
-                }
-                if ctx.ack_sync == AckSync::Sync {
-                    if let Err(e) = ctx.ingest.journal().sync_upto(journal_end) {
-                        return Err(format!(
-                            "cannot make the journal durable: {e}; not acknowledging"
-                        ));
-                    }
-                }
-                if committed > acked {
-                    send_msg(conn, &protocol::encode_input_ack(committed))
-                        .map_err(|e| e.to_string())?;
-                    acked = committed;
-                }
+        let mut stored = handle_message(ctx, conn, id, name, &counters, &buf[..n])?;
+        // Batches the input sends while we are busy, or (under load) within
+        // a short nap, share one journal sync and one (cumulative)
+        // acknowledgement.
+        if stored.is_some() {
+            coalescer.after_read(n);
+        }
+        let mut more = 0;
+        while stored.is_some() && more < MESSAGES_PER_ACK {
+            let n = match receive(conn, buf, &counters)? {
+                Some(0) | None => break,
+                Some(n) => n,
+            };
+            more += 1;
+            if let Some(next) = handle_message(ctx, conn, id, name, &counters, &buf[..n])? {
+                stored = stored.map(|(c, e)| (c.max(next.0), e.max(next.1)));
             }
-            Ok(FromPlugin::StatsRequest(req)) => {
-                let json = serde_json::to_vec(&ctx.ingest.snapshot()).unwrap_or_default();
-                send_msg(conn, &protocol::encode_stats(req, &json)).map_err(|e| e.to_string())?;
+        }
+        let Some((committed, journal_end)) = stored else {
+            continue;
+        };
+        if ctx.ack_sync == AckSync::Sync {
+            if let Err(e) = ctx.ingest.journal().sync_upto(journal_end) {
+                return Err(format!(
+                    "cannot make the journal durable: {e}; not acknowledging"
+                ));
             }
-            Ok(FromPlugin::Command {
-                id: req,
-                name: action,
-                ..
-            }) => {
-                tracing::warn!(
-                    input = name,
-                    action,
-                    "input {name} asked for action {action}; inputs have none configured"
-                );
-                send_msg(
-                    conn,
-                    &protocol::encode_command_result(
-                        req,
-                        protocol::CommandStatus::Refused,
-                        "actions are configured for output plugins only",
-                    ),
-                )
-                .map_err(|e| e.to_string())?;
-            }
-            Ok(other) => return Err(format!("protocol error: unexpected {other:?}")),
-            Err(e) => {
+        }
+        if committed > acked {
+            send_msg(conn, &protocol::encode_input_ack(committed)).map_err(|e| e.to_string())?;
+            acked = committed;
+        }
+    }
+}
+
+/// One message from an input connection without waiting: `Some(0)` when it
+/// closed, `None` when nothing is there.
+fn receive(
+    conn: &OwnedFd,
+    buf: &mut [u8],
+    counters: &stats::InputCounters,
+) -> Result<Option<usize>, String> {
+    match uds::recv_message(conn, buf) {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            stats::add(&counters.malformed, 1);
+            Err(format!("protocol error: {e}"))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Handles one message of an input. Records are journaled, not yet synced
+/// or acknowledged: returns the highest source sequence number stored and
+/// the journal position to sync up to before acknowledging it.
+fn handle_message(
+    ctx: &InputContext,
+    conn: &OwnedFd,
+    id: SourceId,
+    name: &str,
+    counters: &stats::InputCounters,
+    msg: &[u8],
+) -> Result<Option<(u64, u64)>, String> {
+    match protocol::decode_from_plugin(msg) {
+        Ok(FromPlugin::RecordsIn(rs)) => {
+            let incoming: Vec<Incoming<'_>> = rs
+                .iter()
+                .map(|r| Incoming {
+                    source_seq: r.source_seq,
+                    type_hint: (r.rtype != 0).then_some(r.rtype),
+                    text: r.text,
+                })
+                .collect();
+            if incoming.iter().any(|r| r.source_seq == 0) {
                 stats::add(&counters.malformed, 1);
-                return Err(format!("protocol error: {e}"));
+                return Err(
+                    "a record without a sequence number (inputs number their records from 1)"
+                        .into(),
+                );
             }
+            let Submitted {
+                committed,
+                journal_end,
+                pending,
+            } = ctx.ingest.submit(id, &incoming, false);
+            if pending {
+                // The journal cannot take records now; the input keeps
+                // them and resends after reconnecting.
+                return Err("the journal cannot be written; the input will resend".into());
+            }
+            Ok(Some((committed, journal_end)))
+        }
+        Ok(FromPlugin::StatsRequest(req)) => {
+            let json = serde_json::to_vec(&ctx.ingest.snapshot()).unwrap_or_default();
+            send_msg(conn, &protocol::encode_stats(req, &json)).map_err(|e| e.to_string())?;
+            Ok(None)
+        }
+        Ok(FromPlugin::Command {
+            id: req,
+            name: action,
+            ..
+        }) => {
+            tracing::warn!(
+                input = name,
+                action,
+                "input {name} asked for action {action}; inputs have none configured"
+            );
+            send_msg(
+                conn,
+                &protocol::encode_command_result(
+                    req,
+                    protocol::CommandStatus::Refused,
+                    "actions are configured for output plugins only",
+                ),
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(None)
+        }
+        Ok(other) => Err(format!("protocol error: unexpected {other:?}")),
+        Err(e) => {
+            stats::add(&counters.malformed, 1);
+            Err(format!("protocol error: {e}"))
         }
     }
 }

@@ -117,6 +117,7 @@
 //! known, and `format = string` avoids the question altogether.
 
 mod binary;
+pub mod coalesce;
 mod detect;
 mod frame;
 mod string;
@@ -132,6 +133,7 @@ use crate::{
 };
 
 use binary::BinaryDecoder;
+pub use coalesce::Coalescer;
 use string::StringDecoder;
 
 /// The size of auditd's binary dispatcher header (`hlen`).

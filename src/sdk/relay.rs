@@ -243,18 +243,29 @@ impl Relay {
     /// thread finds them. A record the buffer cannot take (disk error) stays
     /// in `batch` and is retried with the next ones.
     pub fn store(&self, batch: &mut Vec<(u32, Vec<u8>)>) {
-        if batch.is_empty() {
-            return;
+        let records: Vec<(u32, &[u8])> = batch.iter().map(|(t, x)| (*t, x.as_slice())).collect();
+        if self.store_slices(&records) {
+            batch.clear();
         }
-        let entries: Vec<NewEntry<'_>> = batch
+    }
+
+    /// [`Relay::store`] for records lent from the caller's own buffers
+    /// (no copy per record): true when they are in the buffer; false when
+    /// it cannot take them (disk error, logged), and the caller keeps them
+    /// to retry with the next ones.
+    pub fn store_slices(&self, records: &[(u32, &[u8])]) -> bool {
+        if records.is_empty() {
+            return true;
+        }
+        let entries: Vec<NewEntry<'_>> = records
             .iter()
-            .map(|(rtype, text)| NewEntry {
+            .map(|&(rtype, text)| NewEntry {
                 event: 0,
                 source_seq: 0,
-                rtype: *rtype,
+                rtype,
                 source: 0,
                 flags: 0,
-                text: text.as_slice().into(),
+                text: text.into(),
             })
             .collect();
         match self.journal.append(&entries) {
@@ -265,13 +276,16 @@ impl Relay {
                         "the buffer is full (--max-size): records before {before} were dropped unsent"
                     );
                 }
-                batch.clear();
+                true
             }
-            Err(e) => tracing::error!(
-                message_id = crate::log_ids::JOURNAL_ERROR,
-                "cannot write the buffer: {e}; keeping {} records in memory",
-                batch.len()
-            ),
+            Err(e) => {
+                tracing::error!(
+                    message_id = crate::log_ids::JOURNAL_ERROR,
+                    "cannot write the buffer: {e}; keeping {} records in memory",
+                    records.len()
+                );
+                false
+            }
         }
     }
 
@@ -425,7 +439,10 @@ fn session(
     }
     let mut reader = journal.reader(next);
     let wake = journal.wakeup().map_err(|e| format!("eventfd: {e}"))?;
-    let mut batch: Vec<(u64, u32, Vec<u8>)> = Vec::new();
+    // Records read for one send: (seq, type, offset, length) into `texts`,
+    // one buffer reused for every send rather than a copy per record.
+    let mut batch: Vec<(u64, u32, usize, usize)> = Vec::new();
+    let mut texts: Vec<u8> = Vec::new();
     loop {
         sync(journal, st);
         if flush_over(cfg, done, st) {
@@ -434,9 +451,11 @@ fn session(
         let inflight = reader.next_seq().saturating_sub(st.acked + 1);
         if inflight < WINDOW && !reader.caught_up() {
             batch.clear();
+            texts.clear();
             let outcome = reader
                 .read(SEND_BYTES, &mut |e| {
-                    batch.push((e.seq, e.rtype, e.text.to_vec()));
+                    batch.push((e.seq, e.rtype, texts.len(), e.text.len()));
+                    texts.extend_from_slice(e.text);
                     Step::Next
                 })
                 .map_err(|e| format!("reading the buffer: {e}"))?;
@@ -448,7 +467,11 @@ fn session(
             }
             if !batch.is_empty() {
                 client
-                    .send(batch.iter().map(|(s, t, x)| (*s, *t, &x[..])))
+                    .send(
+                        batch
+                            .iter()
+                            .map(|&(s, t, at, len)| (s, t, &texts[at..at + len])),
+                    )
                     .map_err(|e| e.to_string())?;
             }
             // Take any acknowledgement already there, without waiting.

@@ -11,13 +11,15 @@
 //! relaying are [`audisp::sdk::Relay`]'s: the newest records in memory, all
 //! of them on disk (`--state-dir`), kept until the dispatcher acknowledges
 //! them, so a dispatcher restart (or the bridge's own) loses nothing and the
-//! dispatcher stores each record once.
+//! dispatcher stores each record once. While records come quickly it reads
+//! them in batches ([`audisp::framing::coalesce`]), so one buffer write and
+//! one send carry many records.
 
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use audisp::framing::{BinaryFraming, Decoder, InputFormat, Item};
+use audisp::framing::{coalesce, BinaryFraming, Coalescer, Decoder, InputFormat, Item};
 use audisp::sdk::{flag_value, stop_signals, Relay, RelayOptions};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -142,12 +144,14 @@ fn read_input(relay: &Relay, format: InputFormat, sfd: &SignalFd) {
     let stdin = std::io::stdin();
     let fd = stdin.as_fd();
     let mut decoder = Decoder::new(format);
+    coalesce::grow_pipe(fd);
+    let mut coalescer = Coalescer::new();
     let mut buf = vec![0u8; 256 << 10];
-    let mut batch: Vec<(u32, Vec<u8>)> = Vec::new();
+    let mut batch = Batch::default();
     let mut malformed = 0u64;
     let mut stop_at: Option<Instant> = None;
-    let mut on_item = |item: Item<'_>, batch: &mut Vec<(u32, Vec<u8>)>| match item {
-        Item::Record { text, type_hint } => batch.push((type_hint.unwrap_or(0), text.to_vec())),
+    let mut on_item = |item: Item<'_>, batch: &mut Batch| match item {
+        Item::Record { text, type_hint } => batch.push(type_hint.unwrap_or(0), text),
         Item::Malformed(m) => {
             malformed += 1;
             tracing::warn!(
@@ -173,7 +177,7 @@ fn read_input(relay: &Relay, format: InputFormat, sfd: &SignalFd) {
             Ok(0) if stop_at.is_some() => break,
             Ok(0) => {
                 decoder.input_idle(&mut |i| on_item(i, &mut batch));
-                relay.store(&mut batch);
+                batch.store(relay);
                 continue;
             }
             Err(Errno::EINTR) => continue,
@@ -203,13 +207,43 @@ fn read_input(relay: &Relay, format: InputFormat, sfd: &SignalFd) {
         };
         if n == 0 {
             decoder.finish(&mut |i| on_item(i, &mut batch));
-            relay.store(&mut batch);
+            batch.store(relay);
             tracing::info!("standard input closed");
             return;
         }
         decoder.feed(&buf[..n], &mut |i| on_item(i, &mut batch));
-        relay.store(&mut batch);
+        batch.store(relay);
+        coalescer.after_read(n);
     }
     decoder.input_idle(&mut |i| on_item(i, &mut batch));
-    relay.store(&mut batch);
+    batch.store(relay);
+}
+
+/// Records read and not yet in the relay's buffer: their texts in one
+/// reused buffer (no allocation per record), kept until the buffer takes them.
+#[derive(Default)]
+struct Batch {
+    texts: Vec<u8>,
+    /// (type, offset, length) of each record in `texts`.
+    records: Vec<(u32, usize, usize)>,
+}
+
+impl Batch {
+    fn push(&mut self, rtype: u32, text: &[u8]) {
+        self.records.push((rtype, self.texts.len(), text.len()));
+        self.texts.extend_from_slice(text);
+    }
+
+    /// Hands the records to `relay`; on a disk error they stay for the next try.
+    fn store(&mut self, relay: &Relay) {
+        let records: Vec<(u32, &[u8])> = self
+            .records
+            .iter()
+            .map(|&(t, at, len)| (t, &self.texts[at..at + len]))
+            .collect();
+        if relay.store_slices(&records) {
+            self.texts.clear();
+            self.records.clear();
+        }
+    }
 }

@@ -1,0 +1,484 @@
+#!/usr/bin/env bash
+# benches/live.sh: a real auditd feeding audisp, layout by layout, in one run:
+# records/s, CPU µs per record of every process, auditd's rate against a
+# `cat`-like plugin alone, and latency from the audited system call to the
+# plugin. See benches/README.md for what each column means.
+#
+# Usage: benches/live.sh [--runs N] [--events N] [--bin DIR]... [--no-build] [--keep]
+#   --runs N     repetitions of every row, interleaved (default 1)
+#   --events N   system calls in the full-rate phase (default 100000; ~3 records each)
+#   --bin DIR    directory holding audispd and audisp-bridge; give it twice to
+#                compare two builds row by row (default target/release)
+#   --no-build   do not run cargo build
+#   --layouts L  comma-separated rows: cat,stdin,bridge,bridge-interval,binary
+#                (default all but bridge-interval)
+#   --perf DIR   record `perf record -g` of bridge and audispd in the full-rate phase into DIR
+#   --keep       keep the temporary directory (configs, logs)
+#
+# Needs root, auditd/auditctl (3.x), cc, python3; takes /tmp/audisp-kernel-audit.lock
+# and the tests' kernel audit lock for the whole run. Stops only the auditd it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+build=1
+for a in "$@"; do
+    case "$a" in
+        --no-build) build=0 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    esac
+done
+for tool in python3 cc auditctl auditd; do
+    command -v "$tool" >/dev/null || PATH="$PATH:/usr/sbin:/sbin"
+    command -v "$tool" >/dev/null || { echo "live.sh: $tool not found" >&2; exit 2; }
+done
+if [ "$build" = 1 ]; then
+    cargo build --release --bin audispd --bin audisp-bridge >&2
+fi
+umask 022
+exec python3 - "$@" <<'PY'
+"""The driver: one private auditd per row, a getppid spinner as the load, a
+small C plugin (tsplug) as the stock plugin at the end of every chain."""
+
+import fcntl
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.getcwd()
+AUID = "65534"
+RULE_KEY = "audisp-live"
+# Rows: auditd → plugin; → audispd (stdin) → plugin; → bridge → audispd → plugin
+# (sync = "batch", the default, and "interval"); binary input to audispd.
+LAYOUTS = ["cat", "stdin", "bridge", "bridge-interval", "binary"]
+LOCKS = ["/tmp/audisp-kernel-audit.lock", "/run/lock/audisp-test-kernel-audit.lock"]
+
+# The load: getppid() with a0 = CLOCK_MONOTONIC ns of the call (the kernel
+# records the argument registers of any system call), paced to RATE calls/s
+# (0: as fast as it can), then one call with a0 = 1 that ends the phase.
+SPIN_C = r"""
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+static unsigned long long now_ns(void) {
+    struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
+    return (unsigned long long)t.tv_sec * 1000000000ULL + (unsigned long long)t.tv_nsec;
+}
+int main(int argc, char **argv) {
+    if (argc != 3) return 2;
+    long n = atol(argv[1]); double rate = atof(argv[2]);
+    unsigned long long start = now_ns();
+    for (long i = 0; i < n; i++) {
+        if (rate > 0) {
+            unsigned long long due = start + (unsigned long long)((double)i * 1e9 / rate);
+            if (now_ns() < due) {
+                struct timespec ts = { (time_t)(due / 1000000000ULL), (long)(due % 1000000000ULL) };
+                clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+            }
+        }
+        syscall(SYS_getppid, now_ns());
+    }
+    syscall(SYS_getppid, 1ULL);
+    return 0;
+}
+"""
+
+# The plugin: reads string records (large reads), stamps every SYSCALL record
+# whose a0 is a spinner time with now - a0, and at the EOE after the phase's
+# end marker appends "records seconds p50 p99 max pid" (µs) to argv[1].
+TSPLUG_C = r"""
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+static unsigned long long now_ns(void) {
+    struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
+    return (unsigned long long)t.tv_sec * 1000000000ULL + (unsigned long long)t.tv_nsec;
+}
+static int cmp(const void *a, const void *b) {
+    unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
+    return x < y ? -1 : x > y;
+}
+static unsigned long long *lat; static size_t nlat, caplat;
+static unsigned long long records, first, last; static int ended;
+static void line(const char *s, size_t len, const char *out) {
+    unsigned long long t = now_ns();
+    if (records == 0) first = t;
+    last = t; records++;
+    if (len > 13 && memcmp(s, "type=SYSCALL ", 13) == 0) {
+        const char *a = memmem(s, len, " a0=", 4);
+        if (!a) return;
+        unsigned long long v = strtoull(a + 4, NULL, 16);
+        if (v == 1) { ended = 1; return; }
+        if (v > t || t - v > 60000000000ULL) return;
+        if (nlat == caplat) { caplat = caplat ? caplat * 2 : 65536; lat = realloc(lat, caplat * sizeof *lat); if (!lat) exit(1); }
+        lat[nlat++] = t - v;
+    } else if (ended && len >= 8 && memcmp(s, "type=EOE", 8) == 0) {
+        qsort(lat, nlat, sizeof *lat, cmp);
+        FILE *f = fopen(out, "a"); if (!f) exit(1);
+        double secs = (double)(last - first) / 1e9;
+        if (nlat == 0) fprintf(f, "%llu %.6f 0 0 0 %d\n", records, secs, getpid());
+        else fprintf(f, "%llu %.6f %.1f %.1f %.1f %d\n", records, secs,
+                     lat[nlat / 2] / 1e3, lat[(nlat * 99) / 100] / 1e3, lat[nlat - 1] / 1e3, getpid());
+        fclose(f);
+        records = 0; nlat = 0; ended = 0;
+    }
+}
+int main(int argc, char **argv) {
+    if (argc != 2) return 2;
+    static char buf[1 << 20]; size_t have = 0;
+    for (;;) {
+        ssize_t n = read(0, buf + have, sizeof buf - have);
+        if (n <= 0) return 0;
+        have += (size_t)n;
+        char *p = buf, *end = buf + have, *nl;
+        while ((nl = memchr(p, '\n', (size_t)(end - p)))) { line(p, (size_t)(nl - p), argv[1]); p = nl + 1; }
+        have = (size_t)(end - p); memmove(buf, p, have);
+    }
+}
+"""
+
+AUDITD_CONF = """local_events = yes
+write_logs = yes
+log_file = {root}/audit.log
+log_group = 0
+log_format = ENRICHED
+flush = NONE
+freq = 0
+num_logs = 0
+name_format = NONE
+max_log_file = 0
+max_log_file_action = IGNORE
+space_left = 2
+space_left_action = IGNORE
+admin_space_left = 1
+admin_space_left_action = IGNORE
+disk_full_action = IGNORE
+disk_error_action = SYSLOG
+priority_boost = 0
+use_libwrap = no
+distribute_network = no
+q_depth = 99999
+overflow_action = SYSLOG
+max_restarts = 10
+plugin_dir = {root}/plugins.d
+end_of_event_timeout = 2
+"""
+
+
+def die(msg):
+    print(f"live.sh: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def parse_args(argv):
+    opts = {"runs": 1, "events": 100_000, "bins": [], "keep": False, "perf": None,
+            "layouts": ["cat", "stdin", "bridge", "binary"]}
+    it = iter(argv)
+    for a in it:
+        if a in ("--runs", "--events"):
+            v = next(it, None)
+            if v is None or not v.isdigit() or int(v) < 1:
+                die(f"{a} needs a positive integer")
+            opts[a[2:]] = int(v)
+        elif a == "--bin":
+            v = next(it, None)
+            if v is None or not os.path.isfile(os.path.join(v, "audispd")):
+                die(f"--bin {v}: no audispd there")
+            opts["bins"].append(os.path.abspath(v))
+        elif a == "--keep":
+            opts["keep"] = True
+        elif a == "--perf":
+            opts["perf"] = os.path.abspath(next(it, "") or die("--perf needs a directory"))
+            os.makedirs(opts["perf"], exist_ok=True)
+        elif a == "--layouts":
+            opts["layouts"] = (next(it, "") or die("--layouts needs a list")).split(",")
+            if not set(opts["layouts"]) <= set(LAYOUTS):
+                die(f"--layouts {opts['layouts']}: {', '.join(LAYOUTS)}")
+        elif a == "--no-build":
+            pass
+        else:
+            die(f"unknown argument {a} (see benches/live.sh --help)")
+    if not opts["bins"]:
+        opts["bins"] = [os.path.join(ROOT, "target/release")]
+    return opts
+
+
+def run(*cmd):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def kernel_status():
+    out = {}
+    for line in run("auditctl", "-s").splitlines():
+        w = line.split()
+        if len(w) >= 2 and w[1].isdigit():
+            out[w[0]] = int(w[1])
+    return out
+
+
+def cpu_ns(pid):
+    """On-CPU time of every live thread of pid (schedstat, ns)."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return total
+
+
+def children(pid):
+    out = []
+    for e in os.listdir("/proc"):
+        if not e.isdigit():
+            continue
+        try:
+            with open(f"/proc/{e}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1: stat.rindex(")")]
+        if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+            out.append((int(e), name))
+    return out
+
+
+def wait_for(what, cond, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.005)
+    die(f"timed out waiting for {what}")
+
+
+def write_exec(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o750)
+
+
+class Row:
+    """One layout with one set of binaries: auditd and whatever it runs."""
+
+    def __init__(self, tmp, name, layout, bindir):
+        self.name, self.layout, self.bindir = name, layout, bindir
+        self.root = tempfile.mkdtemp(prefix=f"{layout}.", dir=tmp)
+        self.report = os.path.join(self.root, "report")
+        self.audispd = None
+        self.auditd = None
+
+    def start(self, tools):
+        r = self.root
+        os.makedirs(f"{r}/plugins.d", mode=0o750)
+        with open(f"{r}/auditd.conf", "w") as f:
+            f.write(AUDITD_CONF.format(root=r))
+        os.chmod(f"{r}/auditd.conf", 0o640)
+        fmt = "binary" if self.layout == "binary" else "string"
+        if self.layout == "cat":
+            path, args = tools["tsplug"], self.report
+        else:
+            for sub in ("etc/plugins.d", "run", "state"):
+                os.makedirs(f"{r}/{sub}")
+            stdin = {"stdin": 'format = "string"', "binary": 'format = "binary"\nbinary_framing = "padded"',
+                     "bridge": "enabled = false", "bridge-interval": "enabled = false"}[self.layout]
+            sync = "interval" if self.layout == "bridge-interval" else "batch"
+            with open(f"{r}/etc/audispd.toml", "w") as f:
+                f.write(f"[input.stdin]\n{stdin}\n[journal]\nsync = \"{sync}\"\n"
+                        f"[stats]\ninterval = \"0\"\n")
+            with open(f"{r}/etc/plugins.d/ts.toml", "w") as f:
+                f.write(f'exec = ["{tools["tsplug"]}", "{self.report}"]\nformat = "string"\n')
+            audispd = (f"{self.bindir}/audispd --config-dir {r}/etc --runtime-dir {r}/run "
+                       f"--state-dir {r}/state")
+            if self.layout.startswith("bridge"):
+                self.audispd = subprocess.Popen(audispd.split(), stdin=subprocess.DEVNULL,
+                                                stderr=open(f"{r}/audispd.log", "w"))
+                wait_for("audispd's input socket", lambda: os.path.exists(f"{r}/run/input.sock"))
+                cmd = (f"{self.bindir}/audisp-bridge --socket {r}/run/input.sock "
+                       f"--state-dir {r}/bridge")
+                log = "bridge.log"
+            else:
+                cmd, log = audispd, "audispd.log"
+            path, args = f"{r}/wrapper", ""
+            write_exec(path, f"#!/bin/sh\nexec {cmd} 2>>{r}/{log}\n")
+        conf = f"active = yes\ndirection = out\npath = {path}\ntype = always\nformat = {fmt}\n"
+        if args:
+            conf += f"args = {args}\n"
+        with open(f"{r}/plugins.d/p.conf", "w") as f:
+            f.write(conf)
+        os.chmod(f"{r}/plugins.d/p.conf", 0o640)
+        self.auditd = subprocess.Popen(["auditd", "-n", "-c", r], stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for("auditd to register", lambda: kernel_status().get("pid") == self.auditd.pid)
+
+    def pids(self):
+        """Name → pid of auditd, bridge, audispd and the plugin."""
+        out = {"auditd": self.auditd.pid}
+        top = [self.auditd.pid] + ([self.audispd.pid] if self.audispd else [])
+        todo = list(top)
+        while todo:
+            for pid, name in children(todo.pop()):
+                key = {"audisp-bridge": "bridge", "audispd": "audispd", "tsplug": "plugin"}.get(name)
+                if key:
+                    out[key] = pid
+                    todo.append(pid)
+        if self.audispd:
+            out["audispd"] = self.audispd.pid
+        return out
+
+    def stop(self):
+        if self.auditd and self.auditd.poll() is None:
+            self.auditd.send_signal(signal.SIGTERM)
+            self.auditd.wait(timeout=60)
+        wait_for("kernel audit to be released", lambda: kernel_status().get("pid") == 0)
+        if self.audispd:
+            time.sleep(0.5)
+            self.audispd.send_signal(signal.SIGTERM)
+            self.audispd.wait(timeout=60)
+
+
+def phase(row, tools, events, rate, perf=None):
+    """Runs the spinner; returns the plugin's report and CPU ns per process."""
+    pids = row.pids()
+    recorder = None
+    if perf:
+        watched = ",".join(str(p) for k, p in pids.items() if k in ("bridge", "audispd"))
+        out = os.path.join(perf, f"{row.name.replace(' ', '-')}.data")
+        recorder = subprocess.Popen(["perf", "record", "-g", "-q", "-o", out, "-p", watched],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+    before = {k: cpu_ns(p) for k, p in pids.items()}
+    n_before = len(open(row.report).read().splitlines()) if os.path.exists(row.report) else 0
+
+    def loginuid():
+        with open("/proc/self/loginuid", "w") as f:
+            f.write(AUID)
+
+    started = time.monotonic()
+    subprocess.run([tools["spin"], str(events), str(rate)], check=True, preexec_fn=loginuid)
+
+    def report():
+        if not os.path.exists(row.report):
+            return None
+        lines = open(row.report).read().splitlines()
+        return lines[n_before] if len(lines) > n_before else None
+
+    line = wait_for(f"{row.name}: the plugin's report", report, timeout=300)
+    wall = time.monotonic() - started
+    if recorder:
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait()
+    after = {k: cpu_ns(p) for k, p in pids.items()}
+    recs, secs, p50, p99, mx, _ = line.split()
+    cpu = {k: after[k] - before[k] for k in pids}
+    return {"records": int(recs), "secs": wall, "p50": float(p50), "p99": float(p99),
+            "max": float(mx), "cpu": cpu}
+
+
+def main():
+    opts = parse_args(sys.argv[1:])
+    if os.geteuid() != 0:
+        die("needs root (it runs auditd)")
+    locks = []
+    for path in LOCKS:
+        f = open(path, "a")
+        fcntl.flock(f, fcntl.LOCK_EX)
+        locks.append(f)
+    st = kernel_status()
+    if st.get("pid"):
+        die(f"another audit daemon (pid {st['pid']}) owns kernel audit")
+    if st.get("enabled") == 2:
+        die("kernel audit is locked")
+    tmp = tempfile.mkdtemp(prefix="audisp-live.")
+    os.chmod(tmp, 0o700)
+    tools = {}
+    for name, src in (("spin", SPIN_C), ("tsplug", TSPLUG_C)):
+        c = os.path.join(tmp, f"{name}.c")
+        open(c, "w").write(src)
+        tools[name] = os.path.join(tmp, name)
+        run("cc", "-O2", "-o", tools[name], c)
+        os.chmod(tools[name], 0o750)
+    rules = [["-a", "never,user", "-F", f"auid!={AUID}"],
+             ["-a", "always,exit", "-F", "arch=b64", "-S", "getppid", "-F", f"auid={AUID}",
+              "-k", RULE_KEY]]
+    added = []
+    rows_spec = [("cat only", "cat", None)]
+    for b in opts["bins"]:
+        tag = os.path.basename(b.rstrip("/")) if len(opts["bins"]) > 1 else ""
+        for layout in LAYOUTS[1:]:
+            if layout in opts["layouts"]:
+                rows_spec.append((f"{layout} {tag}".strip(), layout, b))
+    results = {name: [] for name, _, _ in rows_spec}
+    print(f"load before: {os.getloadavg()}", flush=True)
+    try:
+        run("auditctl", "-b", "8192")
+        for r in rules:
+            run("auditctl", *r)
+            added.append(r)
+        for i in range(opts["runs"]):
+            for name, layout, b in rows_spec:
+                row = Row(tmp, name, layout, b)
+                try:
+                    row.start(tools)
+                    phase(row, tools, 2000, 0)  # warm-up
+                    full = phase(row, tools, opts["events"], 0, opts["perf"] if layout != "cat" else None)
+                    r50 = phase(row, tools, 34000, 50000 / 3)
+                    r1 = phase(row, tools, 1000, 1000 / 3)
+                finally:
+                    row.stop()
+                results[name].append((full, r50, r1))
+                print(f"run {i + 1} {name}: {full['records'] / full['secs']:.0f} rec/s", flush=True)
+    finally:
+        for r in reversed(added):
+            subprocess.run(["auditctl", "-d"] + r[1:], capture_output=True)
+        run("auditctl", "-b", str(st["backlog_limit"]))
+        run("auditctl", "-e", str(st["enabled"]))
+        lost = kernel_status().get("lost", 0) - st.get("lost", 0)
+        if not opts["keep"]:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"kept {tmp}")
+    print(f"load after: {os.getloadavg()}; kernel lost {lost} records")
+    print_table(rows_spec, results)
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def print_table(rows_spec, results):
+    base = med([full["records"] / full["secs"] for full, _, _ in results["cat only"]])
+    procs = ["auditd", "bridge", "audispd", "plugin"]
+    head = (f"{'layout':<22}{'rec/s':>9}{'% cat':>7}" + "".join(f"{p + ' µs':>12}" for p in procs)
+            + f"{'audisp µs':>11}" + "  p50/p99/max ms @50k/s    p50/p99/max ms @1k/s")
+    print(head)
+    for name, _, _ in rows_spec:
+        rs = results[name]
+        rate = med([f["records"] / f["secs"] for f, _, _ in rs])
+        cells = []
+        audisp = []
+        for p in procs:
+            vals = [f["cpu"][p] / 1e3 / f["records"] for f, _, _ in rs if p in f["cpu"]]
+            cells.append(f"{med(vals):12.2f}" if vals else f"{'-':>12}")
+            if p in ("bridge", "audispd") and vals:
+                audisp.append(med(vals))
+        lat = ""
+        for k in (1, 2):
+            lat += "  " + "/".join(f"{med([r[k][q] for r in rs]) / 1e3:.2f}" for q in ("p50", "p99", "max")).ljust(24)
+        aud = f"{sum(audisp):11.2f}" if audisp else f"{'-':>11}"
+        print(f"{name:<22}{rate:9.0f}{100 * rate / base:6.0f}%" + "".join(cells) + aud + lat)
+
+
+main()
+PY
