@@ -137,10 +137,10 @@ fn lifecycle_ready_status_watchdog_reload_stopping() {
 
 /// A thread stuck in a write stops the pings while the rest of the daemon
 /// runs on: an input that floods audispd with records and never reads its
-/// acknowledgements leaves the connection's thread waiting for room to
-/// send an ack (up to 10 s, then the connection is dropped). Meanwhile the
-/// control loop still sends STATUS=, but no WATCHDOG=1; afterwards the
-/// pings come back.
+/// acknowledgements (one per round of queued messages) leaves the
+/// connection's thread waiting for room to send an ack (up to 10 s, then
+/// the connection is dropped). Meanwhile the control loop still sends
+/// STATUS=, but no WATCHDOG=1; afterwards the pings come back.
 #[test]
 fn a_write_stuck_in_one_thread_stops_the_pings_until_it_ends() {
     let data = sample();
@@ -160,8 +160,11 @@ fn a_write_stuck_in_one_thread_stops_the_pings_until_it_ends() {
     let flood = std::thread::spawn(move || {
         let (mut c, _) =
             audisp::sdk::InputClient::connect(&socket, "flood", *b"flood-never-acks").unwrap();
-        // One record per message, so one ack per message; never read them.
-        for (i, r) in records.iter().enumerate() {
+        // One record per message, never reading the acks: audispd acks
+        // each round of messages it finds queued once, so the acks pile up
+        // in our receive queue until its send waits. Send until audispd
+        // drops the connection.
+        for (i, r) in records.iter().cycle().enumerate() {
             if c.send([(i as u64 + 1, 0, &r[..])]).is_err() {
                 return;
             }
