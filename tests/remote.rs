@@ -554,6 +554,118 @@ fn sending_and_receiving_on_one_host_with_the_shipped_files_does_not_loop() {
     let _ = d.stop();
 }
 
+/// The admin makes audisp-remote relay everything (`inputs = ["auditd",
+/// "remote"]`) while audisp-receive feeds the same audispd: a loop. The
+/// loop guard drops every record that comes back (its first origin is this
+/// audispd's journal), counts it and says so; the receiver logs each record
+/// once and the journal stops growing when the stream ends.
+#[test]
+fn a_forced_relay_loop_on_one_host_is_cut_by_the_loop_guard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
+    let example = shipped("plugins.d/remote.toml.example");
+    let installed = example.replace(
+        "socket = \"/run/audisp/plugins/remote.sock\"",
+        "socket = \"{dir}/run/remote.sock\"",
+    );
+    assert_ne!(installed, example, "the example's socket line moved");
+    // Top-level keys go before the file's first table.
+    let relaying = installed.replace(
+        "socket = \"{dir}/run/remote.sock\"",
+        "socket = \"{dir}/run/remote.sock\"\ninputs = [\"auditd\", \"remote\"]",
+    );
+    d.write_plugin("remote", &relaying);
+    d.start(Stdio::piped()).unwrap();
+    let receive_toml = tmp.path().join("audisp-receive.toml");
+    let conf = shipped("packaging/audisp-receive.toml");
+    let moved = conf.replace(
+        "dispatcher = \"/run/audisp/input.sock\"",
+        &format!("dispatcher = \"{}\"", d.input_socket().display()),
+    );
+    std::fs::write(&receive_toml, moved).unwrap();
+    std::fs::set_permissions(&receive_toml, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut r = Receiver::start(
+        tmp.path(),
+        port,
+        &["--config", receive_toml.to_str().unwrap()],
+    );
+    let s = start_sender(&d, port, &[]);
+    let data = sample_copies(1);
+    let all = lines(&data);
+    let n = all.len();
+    let _stdin = keep_feeding(&mut d, &data);
+    let context = || {
+        format!(
+            "--- sender ---\n{}\n--- audispd ---\n{}\n--- state ---\n{}",
+            sender_log(&d),
+            d.log_tail(30),
+            d.state()
+        )
+    };
+    let got = r.wait_lines_or(n, Duration::from_secs(120), &context);
+    assert_same(&got, &all, "audisp-remote → audisp-receive log");
+    let line = |report: &str, kind: &str, name: &str| {
+        support::dispatcher::state_line(report, kind, name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in\n{report}"))
+    };
+    // Every record came back once on input "remote" and was dropped there:
+    // the received copies are all looped, none is journaled.
+    wait_until(
+        Duration::from_secs(60),
+        "every record came back and was dropped",
+        || line(&d.state(), "input", "remote").get("looped") == n as u64,
+    );
+    let journal_end = |report: &str| -> u64 {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix("journal sequence range = "))
+            .and_then(|r| r.split_once(".."))
+            .and_then(|(_, e)| e.parse().ok())
+            .unwrap_or(0)
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "audisp-remote caught up with the journal",
+        || {
+            let report = d.state();
+            // Open events end by timeout with a marker entry: wait for them.
+            report.contains("events being grouped = 0\n")
+                && line(&report, "plugin", "remote").get("acked_seq") + 1 >= journal_end(&report)
+        },
+    );
+    let report = d.state();
+    assert_eq!(
+        line(&report, "input", "remote").get("records"),
+        0,
+        "{report}"
+    );
+    assert_eq!(line(&report, "input", "stdin").get("records"), n as u64);
+    let end = journal_end(&report);
+    assert_eq!(r.lines().len(), n, "each record reached the receiver once");
+    // Bounded: nothing more is journaled or sent once the stream ended.
+    let before = line(&report, "plugin", "remote").get("delivered");
+    std::thread::sleep(Duration::from_secs(2));
+    let after = d.state();
+    assert_eq!(
+        journal_end(&after),
+        end,
+        "the journal stopped growing\n{after}"
+    );
+    assert_eq!(line(&after, "plugin", "remote").get("delivered"), before);
+    assert_eq!(line(&after, "input", "remote").get("looped"), n as u64);
+    let log = d.log_tail(200);
+    assert!(
+        log.contains("records of this host came back on input 'remote'")
+            && log.contains("Plugins forwarding this input's records: remote"),
+        "the loop guard's warning names the input and the relaying plugin:\n{log}"
+    );
+    assert_eq!(r.lines().len(), n, "nothing reached the receiver twice");
+    stop_child(s);
+    r.stop();
+    let _ = d.stop();
+}
+
 /// Writes a key file with root-only mode.
 fn write_key(path: &Path, pem: &str) {
     std::fs::write(path, pem).unwrap();
@@ -747,7 +859,7 @@ fn fast_batch(first: u64, recs: &[&[u8]]) -> Vec<u8> {
     let mut b = wire::BatchBuilder::default();
     b.start(first);
     for r in recs {
-        assert!(b.push(r));
+        assert!(b.push(r, None));
     }
     let mut m = Vec::new();
     wire::encode(&mut m, types::FAST_BATCH, 0, b.payload()).unwrap();

@@ -34,15 +34,16 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::loop_guard::{self, Forwarders};
 use super::loss::{Loss, LossLog};
 use super::stats::{self, InputCounters, InputSnapshot};
 use crate::engine::events::{Grouper, GrouperState};
-use crate::journal::entry::flags;
+use crate::journal::entry::{flags, Origin};
 use crate::journal::{Journal, JournalId, NewEntry, ReadOutcome, Step};
 use crate::record;
 
@@ -60,6 +61,10 @@ pub struct Incoming<'a> {
     pub type_hint: Option<u32>,
     /// Record text, without newline.
     pub text: &'a [u8],
+    /// Where the record was first journaled, if the input knows (a record
+    /// forwarded from a dispatcher): kept with it, and the loop guard's
+    /// clue ([`super::loop_guard`]).
+    pub origin: Option<Origin>,
 }
 
 /// An input known to the ingest stage.
@@ -76,6 +81,8 @@ struct KnownInput {
     relayed: bool,
     counters: Arc<InputCounters>,
     loss: LossLog,
+    /// When to warn of records that came back ([`super::loop_guard`]).
+    loops: LossLog,
 }
 
 /// What a checkpoint stores.
@@ -149,6 +156,9 @@ pub struct Ingest {
     pending_max: usize,
     event_timeout: Duration,
     max_open: usize,
+    /// Names the plugins that forward an input's records, for the loop
+    /// guard's warning.
+    forwarders: OnceLock<Forwarders>,
 }
 
 /// Index of an input in the ingest stage.
@@ -204,6 +214,7 @@ impl Ingest {
                         relayed: s.relayed,
                         counters: Arc::default(),
                         loss: LossLog::default(),
+                        loops: LossLog::default(),
                     })
                     .collect(),
                 cp.seq.max(journal.start()),
@@ -246,6 +257,7 @@ impl Ingest {
             pending_max,
             event_timeout,
             max_open,
+            forwarders: OnceLock::new(),
         };
         ingest.store_checkpoint(&mut ingest.lock(), first)?;
         Ok(ingest)
@@ -312,6 +324,7 @@ impl Ingest {
                     relayed,
                     counters: Arc::default(),
                     loss: LossLog::default(),
+                    loops: LossLog::default(),
                 });
                 st.sources.len() - 1
             }
@@ -335,6 +348,12 @@ impl Ingest {
             .get(id as usize)
             .filter(|s| !s.name.is_empty())
             .map(|s| (s.name.clone(), s.relayed))
+    }
+
+    /// Sets how the loop guard's warning finds the plugins that forward an
+    /// input's records (once; the engine does it at start).
+    pub fn set_forwarders(&self, f: Forwarders) {
+        let _ = self.forwarders.set(f);
     }
 
     /// Marks an input as gone.
@@ -388,6 +407,8 @@ impl Ingest {
         let mut bytes = 0u64;
         let mut duplicates = 0u64;
         let mut unparsed = 0u64;
+        let mut looped = 0u64;
+        let own = self.journal.id().0;
         let mut top = src.placed;
         for r in records {
             if r.source_seq != 0 && r.source_seq <= top {
@@ -395,6 +416,10 @@ impl Ingest {
                 continue;
             }
             top = top.max(r.source_seq);
+            if r.origin.is_some_and(|o| o.journal == own) {
+                looped += 1;
+                continue;
+            }
             let text = sanitize(r.text);
             let info = record::parse(&text);
             let rtype = info.as_ref().map(|i| i.rtype).or(r.type_hint).unwrap_or(0);
@@ -417,10 +442,20 @@ impl Ingest {
                 rtype,
                 source: id,
                 flags: fl,
+                origin: r.origin,
                 text,
             });
         }
         src.placed = top;
+        let mut loop_warning = None;
+        if looped > 0 {
+            stats::add(&counters.looped, looped);
+            let total = stats::get(&counters.looped);
+            loop_warning = src
+                .loops
+                .lost(looped, "", total, now)
+                .map(|l| (src.name.clone(), l));
+        }
         stats::add(&counters.duplicates, duplicates);
         stats::add(&counters.unparsed, unparsed);
         let accepted = entries
@@ -441,11 +476,18 @@ impl Ingest {
             src.committed = src.committed.max(top);
         }
         let src = &st.sources[id as usize];
-        Submitted {
+        let submitted = Submitted {
             committed: src.committed,
             journal_end: self.journal.end(),
             pending: !st.pending.is_empty(),
+        };
+        drop(st);
+        if let Some((input, l)) = loop_warning {
+            // Outside the lock: naming the plugins takes the engine's.
+            let forwarders = self.forwarders.get().map_or_else(Vec::new, |f| f(&input));
+            loop_guard::warn(&input, l.since_last, l.total, &forwarders);
         }
+        submitted
     }
 
     fn report_error(&self, st: &mut State, e: &io::Error) {
@@ -849,6 +891,7 @@ fn placeholder() -> KnownInput {
         relayed: false,
         counters: Arc::default(),
         loss: LossLog::default(),
+        loops: LossLog::default(),
     }
 }
 
@@ -908,6 +951,7 @@ mod tests {
                 source_seq: s,
                 type_hint: None,
                 text,
+                origin: None,
             })
             .collect()
     }

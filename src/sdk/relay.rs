@@ -254,6 +254,7 @@ impl Relay {
                 rtype: *rtype,
                 source: 0,
                 flags: 0,
+                origin: None,
                 text: text.as_slice().into(),
             })
             .collect();

@@ -26,7 +26,9 @@ use crate::engine::subscription::Subscription;
 use crate::format::drop_fields::DropFields;
 use crate::journal::entry::flags;
 use crate::journal::{EntryRef, JournalId, ReadOutcome, Step};
-use crate::protocol::{self, record_flags, FromPlugin, Hello, Mode, RecordsBuilder, Role, Welcome};
+use crate::protocol::{
+    self, record_flags, FromPlugin, Hello, Mode, RecordOrigin, RecordsBuilder, Role, Welcome,
+};
 use crate::uds;
 
 /// Native messages in flight before the sender waits for acknowledgements:
@@ -95,6 +97,8 @@ pub(super) struct Native {
     subscription: Subscription,
     /// The inputs whose records it gets.
     routes: Routes,
+    /// It asked for each record's origin (`RECORDS_ORIGIN`).
+    origin: bool,
     /// Fields removed from its records (`None`: none).
     drop: Option<DropFields>,
     /// Records and events up to here are already with the plugin: its
@@ -183,6 +187,7 @@ impl Native {
             mode: Some(mode),
             max_message: max as u32,
             server: g.server.to_string(),
+            origin: hello.origin,
         };
         match uds::send_nowait(&sock, &protocol::encode_welcome(&welcome)) {
             Ok(Some(_)) => {}
@@ -195,10 +200,15 @@ impl Native {
             mode,
             subscription: Subscription::new(g.include, g.exclude, &hello.include, &hello.exclude),
             routes: Routes::new(g.inputs, hello.local_only, g.lookup.clone()),
+            origin: hello.origin,
             drop: DropFields::of(g.drop_fields),
             skip_upto: skip,
             inflight: Inflight::default(),
-            builder: RecordsBuilder::output(max),
+            builder: if hello.origin {
+                RecordsBuilder::output_origin(max)
+            } else {
+                RecordsBuilder::output(max)
+            },
             unsent: None,
             assembler: Assembler::new(),
             carry: None,
@@ -222,12 +232,18 @@ impl Native {
                     Some(d) => d.apply(e.text),
                     None => Cow::Borrowed(e.text),
                 };
+                let origin = self.origin.then(|| RecordOrigin {
+                    input: e.source,
+                    name: self.routes.name(e.source),
+                    first: e.origin,
+                });
                 let r = protocol::Record {
                     seq: e.seq,
                     ack_id: e.seq,
                     rtype: e.rtype,
                     flags: wire_flags(e.flags),
                     text: &text,
+                    origin,
                 };
                 if !self.builder.push(&r) {
                     m.full = true;
@@ -294,12 +310,18 @@ impl Native {
                 Some(d) => d.apply(text),
                 None => Cow::Borrowed(*text),
             };
+            let origin = self.origin.then(|| RecordOrigin {
+                input: r.source,
+                name: self.routes.name(r.source),
+                first: r.origin,
+            });
             if !self.builder.push(&protocol::Record {
                 seq: r.seq,
                 ack_id: ack,
                 rtype: r.rtype,
                 flags: fl,
                 text: &text,
+                origin,
             }) {
                 break;
             }
@@ -793,6 +815,7 @@ mod tests {
                 rtype: 1302,
                 source: 1,
                 flags,
+                origin: None,
                 text: text.into(),
             })
             .collect();
