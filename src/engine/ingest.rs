@@ -1067,6 +1067,76 @@ mod tests {
     }
 
     #[test]
+    fn records_of_this_journal_coming_back_are_dropped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            segment_size: 1 << 20,
+            max_size: 1 << 30,
+            memory: 1 << 20,
+        };
+        let journal = Journal::open(&dir.path().join("journal"), limits).unwrap();
+        let own = journal.id().0;
+        let ingest =
+            Ingest::open(journal, dir.path(), Duration::from_secs(600), 1, 1 << 20).unwrap();
+        let (id, _) = ingest.connect("remote", [7; 16], true).unwrap();
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        ingest.set_forwarders(Arc::new(move |input| {
+            seen.lock().unwrap().push(input.to_string());
+            vec!["remote".to_string()]
+        }));
+        let mut texts = Vec::new();
+        let mut records = batch(1..=4, &mut texts);
+        let other = Origin {
+            journal: [9; 16],
+            seq: 5,
+        };
+        let origins = [
+            Some(Origin {
+                journal: own,
+                seq: 1,
+            }),
+            Some(other),
+            None,
+            Some(Origin {
+                journal: own,
+                seq: 2,
+            }),
+        ];
+        for (r, o) in records.iter_mut().zip(origins) {
+            r.origin = o;
+        }
+        let s = ingest.submit(id, &records, false);
+        assert_eq!(s.committed, 4, "looped records are acknowledged too");
+        let c = ingest.counters(id);
+        assert_eq!(stats::get(&c.looped), 2);
+        assert_eq!(stats::get(&c.records), 2);
+        let kept: Vec<(u64, Option<Origin>)> = {
+            let mut got = Vec::new();
+            let mut reader = ingest.journal().reader(1);
+            reader
+                .read(1 << 20, &mut |e| {
+                    if !e.is_control() {
+                        got.push((e.source_seq, e.origin));
+                    }
+                    Step::Next
+                })
+                .unwrap();
+            got
+        };
+        assert_eq!(
+            kept,
+            [(2, Some(other)), (3, None)],
+            "other hosts' records pass"
+        );
+        assert_eq!(*asked.lock().unwrap(), ["remote"], "the warning named them");
+        // Sent again after a reconnect: duplicates, not loops.
+        let s = ingest.submit(id, &records, false);
+        assert_eq!(s.committed, 4);
+        assert_eq!(stats::get(&c.looped), 2);
+    }
+
+    #[test]
     fn checkpoint_ids_are_hex_text_and_a_bad_one_is_not_taken() {
         let dir = tempfile::tempdir().unwrap();
         let open = || {

@@ -888,6 +888,84 @@ mod tests {
     }
 
     #[test]
+    fn a_plugin_that_asks_is_told_each_records_input_and_first_origin() {
+        let (_dir, j) = journal();
+        let mut host = TestHost::at_end(&j);
+        let first = crate::journal::Origin {
+            journal: [6; 16],
+            seq: 31,
+        };
+        let entries: Vec<crate::journal::NewEntry<'_>> = [(1, None), (2, Some(first)), (1, None)]
+            .into_iter()
+            .map(|(source, origin)| crate::journal::NewEntry {
+                event: 0,
+                source_seq: 0,
+                rtype: 1320,
+                source,
+                flags: flags::ENDS_EVENT,
+                origin,
+                text: b"type=EOE msg=audit(1.0:1): "[..].into(),
+            })
+            .collect();
+        let seqs: Vec<u64> = j.append(&entries).unwrap().seqs.collect();
+        let lookup: Lookup = Arc::new(|s| match s {
+            1 => Some((crate::engine::ingest::STDIN.to_string(), false)),
+            2 => Some(("remote".to_string(), true)),
+            _ => None,
+        });
+        for asks in [false, true] {
+            host.reader.seek(seqs[0]);
+            let (ours, theirs) = pair(SockType::SeqPacket);
+            let g = Greeting {
+                name: "t",
+                include: &[],
+                exclude: &[],
+                inputs: None,
+                lookup: &lookup,
+                drop_fields: &[],
+                mode: Mode::Records,
+                acked: 0,
+                journal_id: j.id(),
+                journal_end: j.end(),
+                server: "test",
+            };
+            let hello = Hello {
+                origin: asks,
+                ..hello(Mode::Records)
+            };
+            let mut n = Native::welcome(ours, hello, &g).expect("welcome");
+            let mut buf = vec![0; protocol::MAX_MESSAGE];
+            let k = uds::recv_message(&theirs, &mut buf).unwrap().unwrap();
+            let Ok(FromDispatcher::Welcome(w)) = protocol::decode_from_dispatcher(&buf[..k]) else {
+                panic!("expected WELCOME");
+            };
+            assert_eq!(w.origin, asks);
+            n.fill(&mut host).unwrap();
+            let k = uds::recv_message(&theirs, &mut buf).unwrap().unwrap();
+            let want_kind = if asks {
+                protocol::kind::RECORDS_ORIGIN
+            } else {
+                protocol::kind::RECORDS
+            };
+            assert_eq!(buf[0], want_kind, "a plugin that does not ask gets RECORDS");
+            let Ok(FromDispatcher::Records(rs)) = protocol::decode_from_dispatcher(&buf[..k])
+            else {
+                panic!("expected records");
+            };
+            let got: Vec<_> = rs.iter().map(|r| (r.seq, r.origin)).collect();
+            let origin = |input, name, first| asks.then_some(RecordOrigin { input, name, first });
+            assert_eq!(
+                got,
+                vec![
+                    (seqs[0], origin(1, "auditd", None)),
+                    (seqs[1], origin(2, "remote", Some(first))),
+                    (seqs[2], origin(1, "auditd", None)),
+                ]
+            );
+        }
+    }
+
+    #[test]
     fn a_second_hello_ends_the_connection() {
         let (_dir, j) = journal();
         let mut host = TestHost::at_end(&j);
