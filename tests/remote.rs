@@ -519,7 +519,7 @@ fn sending_and_receiving_on_one_host_with_the_shipped_files_does_not_loop() {
                 .and_then(|r| r.split_once(".."))
                 .and_then(|(_, e)| e.parse().ok())
                 .unwrap_or(0);
-            line(&report, "input", "remote").get("records") == n as u64
+            line(&report, "input", "remote").get("looped") == n as u64
                 && line(&report, "plugin", "remote").get("acked_seq") + 1 >= end
                 && line(&report, "plugin", "sink").get("acked_seq") + 1 >= end
         },
@@ -530,8 +530,15 @@ fn sending_and_receiving_on_one_host_with_the_shipped_files_does_not_loop() {
         n as u64,
         "{report}"
     );
+    // audisp-receive handed every record back with its first origin, this
+    // audispd's journal: the loop guard dropped them as this host's own.
     assert_eq!(
         line(&report, "input", "remote").get("records"),
+        0,
+        "{report}"
+    );
+    assert_eq!(
+        line(&report, "input", "remote").get("looped"),
         n as u64,
         "{report}"
     );
@@ -541,14 +548,10 @@ fn sending_and_receiving_on_one_host_with_the_shipped_files_does_not_loop() {
         "only this host's records go out\n{report}"
     );
     assert_eq!(r.lines().len(), n, "each record reached the receiver once");
-    // The sink (no inputs chosen, no default of its own) got both copies.
-    let out = support::dispatcher::wait_sink(&d.out("sink"), 2 * n, Duration::from_secs(60));
+    // The sink (no inputs chosen, no default of its own) got each once.
+    let out = support::dispatcher::wait_sink(&d.out("sink"), n, Duration::from_secs(60));
     let texts = support::dispatcher::texts(&out);
-    assert_eq!(
-        texts.len(),
-        2 * n,
-        "records journaled: each once from auditd, once from audisp-receive"
-    );
+    assert_eq!(texts.len(), n, "records journaled once, from auditd");
     stop_child(s);
     r.stop();
     let _ = d.stop();
@@ -663,6 +666,69 @@ fn a_forced_relay_loop_on_one_host_is_cut_by_the_loop_guard() {
     assert_eq!(r.lines().len(), n, "nothing reached the receiver twice");
     stop_child(s);
     r.stop();
+    let _ = d.stop();
+}
+
+/// A receiver of an older version (it never sends `FAST_ORIGINS`) gets
+/// only plain `FAST_BATCH` messages from audisp-remote, every record once.
+#[test]
+fn a_receiver_that_does_not_take_origins_gets_plain_batches() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut d = sender_dispatcher();
+    let s = start_sender(&d, port, &[]);
+    let data = sample();
+    let n = lines(&data).len();
+    let _stdin = keep_feeding(&mut d, &data);
+    let (mut c, _) = listener.accept().unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    // The hello line, then the opening heartbeat: FAST_OK, nothing more.
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while byte[0] != b'\n' {
+        c.read_exact(&mut byte).unwrap();
+        line.push(byte[0]);
+    }
+    assert!(
+        wire::parse_hello(&line[..line.len() - 1]).is_some(),
+        "{line:?}"
+    );
+    let read_msg = |c: &mut TcpStream| -> (wire::Header, Vec<u8>) {
+        let mut h = [0u8; wire::HEADER_LEN];
+        c.read_exact(&mut h).unwrap();
+        let h = wire::Header::parse(&h).unwrap();
+        let mut p = vec![0u8; h.len as usize];
+        c.read_exact(&mut p).unwrap();
+        (h, p)
+    };
+    let (h, _) = read_msg(&mut c);
+    assert_eq!(h.mtype, types::HEARTBEAT);
+    let mut out = Vec::new();
+    wire::encode(&mut out, types::FAST_OK, h.seq, &0u64.to_le_bytes()).unwrap();
+    c.write_all(&out).unwrap();
+    let mut got = 0;
+    while got < n {
+        let (h, p) = read_msg(&mut c);
+        if h.mtype == types::HEARTBEAT {
+            out.clear();
+            wire::encode(&mut out, types::ACK, h.seq, b"").unwrap();
+            c.write_all(&out).unwrap();
+            continue;
+        }
+        assert_eq!(
+            h.mtype,
+            types::FAST_BATCH,
+            "only batches an old receiver knows"
+        );
+        let (first, recs) = wire::parse_batch(&p).unwrap();
+        assert_eq!(first, got as u64 + 1, "in order, nothing twice");
+        got += recs.len();
+        out.clear();
+        wire::encode(&mut out, types::FAST_ACK, 0, &(got as u64).to_le_bytes()).unwrap();
+        c.write_all(&out).unwrap();
+    }
+    assert_eq!(got, n);
+    stop_child(s);
     let _ = d.stop();
 }
 
@@ -869,12 +935,17 @@ fn fast_batch(first: u64, recs: &[&[u8]]) -> Vec<u8> {
 /// The next reply (type, u64 payload), or None when the receiver closed
 /// the connection.
 fn fast_reply(s: &mut impl Read) -> Option<(u32, u64)> {
-    let mut h = [0u8; 16];
-    s.read_exact(&mut h).ok()?;
-    let hdr = wire::Header::parse(&h).unwrap();
-    let mut p = vec![0u8; hdr.len as usize];
-    s.read_exact(&mut p).unwrap();
-    Some((hdr.mtype, wire::parse_u64(&p).unwrap_or(0)))
+    loop {
+        let mut h = [0u8; 16];
+        s.read_exact(&mut h).ok()?;
+        let hdr = wire::Header::parse(&h).unwrap();
+        let mut p = vec![0u8; hdr.len as usize];
+        s.read_exact(&mut p).unwrap();
+        // Offered after FAST_OK; these clients send plain batches.
+        if hdr.mtype != types::FAST_ORIGINS {
+            return Some((hdr.mtype, wire::parse_u64(&p).unwrap_or(0)));
+        }
+    }
 }
 
 /// Found by review: a client claiming another sender's spool identity

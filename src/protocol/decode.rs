@@ -279,7 +279,7 @@ fn split_record<'a>(b: &'a [u8], names: Option<&'a [u8]>) -> (Record<'a>, &'a [u
         u64::from_le_bytes(a)
     };
     let len = u32::from_le_bytes([b[22], b[23], b[24], b[25]]) as usize;
-    let flags = u16::from_le_bytes([b[20], b[21]]);
+    let mut flags = u16::from_le_bytes([b[20], b[21]]);
     let (origin, head) = match names {
         None => (None, RECORD_HEADER),
         Some(names) => {
@@ -297,6 +297,7 @@ fn split_record<'a>(b: &'a [u8], names: Option<&'a [u8]>) -> (Record<'a>, &'a [u
                 name: name_of(names, input),
                 first,
             };
+            flags &= !record_flags::FIRST_ORIGIN;
             (Some(o), head)
         }
     };
@@ -304,7 +305,7 @@ fn split_record<'a>(b: &'a [u8], names: Option<&'a [u8]>) -> (Record<'a>, &'a [u
         seq: u64_at(0),
         ack_id: u64_at(8),
         rtype: u32::from_le_bytes([b[16], b[17], b[18], b[19]]),
-        flags: flags & !record_flags::FIRST_ORIGIN,
+        flags,
         text: &b[head..head + len],
         origin,
     };
@@ -437,8 +438,9 @@ impl<'a> InputRecords<'a> {
             s.copy_from_slice(&b[..8]);
             let len = u32::from_le_bytes([b[12], b[13], b[14], b[15]]) as usize;
             let (origin, head) = if with_origin {
-                // An all-zero journal id: the input does not know the origin.
-                let o = Origin::read(&b[INPUT_RECORD_HEADER..]).filter(|o| o.journal != [0; 16]);
+                // All zero: the input does not know the origin.
+                let o = Origin::read(&b[INPUT_RECORD_HEADER..])
+                    .filter(|o| o.journal != [0; 16] || o.seq != 0);
                 (o, INPUT_ORIGIN_RECORD_HEADER)
             } else {
                 (None, INPUT_RECORD_HEADER)

@@ -296,9 +296,12 @@ impl RecordsBuilder {
         if !self.fits_with(r.text.len(), extra) {
             return false;
         }
-        let mut fl = r.flags & !record_flags::FIRST_ORIGIN;
-        if origin && first.is_some() {
-            fl |= record_flags::FIRST_ORIGIN;
+        let mut fl = r.flags;
+        if origin {
+            fl &= !record_flags::FIRST_ORIGIN;
+            if first.is_some() {
+                fl |= record_flags::FIRST_ORIGIN;
+            }
         }
         self.buf.truncate(self.records_end);
         self.buf.extend_from_slice(&r.seq.to_le_bytes());
