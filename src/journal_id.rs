@@ -13,6 +13,41 @@ use std::str::FromStr;
 
 use crate::hex::{self, HexError};
 
+/// Where a record was first journaled on any host: that journal's id and
+/// the sequence number the record got there. It travels with a record that
+/// is forwarded (audisp-remote → audisp-receive → audispd, and onward), so
+/// that a dispatcher recognises its own records when a forwarding loop
+/// brings them back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// The id of the journal the record was first stored in.
+    pub journal: [u8; 16],
+    /// Its sequence number in that journal.
+    pub seq: u64,
+}
+
+impl Origin {
+    /// Bytes of an origin on the wire and in the journal: the id, then the
+    /// sequence number (little-endian).
+    pub const LEN: usize = 24;
+
+    /// Appends the origin's 24 bytes to `out`.
+    pub fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.journal);
+        out.extend_from_slice(&self.seq.to_le_bytes());
+    }
+
+    /// Reads an origin from the first 24 bytes of `b` (`None` if shorter).
+    pub fn read(b: &[u8]) -> Option<Origin> {
+        let journal: [u8; 16] = b.get(..16)?.try_into().ok()?;
+        let seq: [u8; 8] = b.get(16..24)?.try_into().ok()?;
+        Some(Origin {
+            journal,
+            seq: u64::from_le_bytes(seq),
+        })
+    }
+}
+
 /// Identifies one journal for the whole of its life. Plugins store it next to
 /// the sequence number they have reached: if the journal is ever recreated
 /// (its state directory wiped), the id changes and old positions are void.

@@ -19,6 +19,9 @@ pub const JOURNAL_ERROR: &str = "6bcc67e9e4ed475fb33040d9a0135217";
 pub const INPUT_MALFORMED: &str = "016fc034d1c64d568947670505b2b1bf";
 /// A plugin was suspended (overflow policy or action) or resumed.
 pub const PLUGIN_SUSPENDED: &str = "e1d09b9ba6e64746bf1798e4ac4077d4";
+/// Records of this dispatcher came back on an input (a forwarding loop);
+/// they were dropped.
+pub const RECORD_LOOP: &str = "5b0c9a3e7d2f4c61a8e4f0b2c9d71e36";
 /// A plugin asked for an action and what the dispatcher did.
 pub const ACTION: &str = "d8a4b74a629c413eb0e8892f17da8298";
 /// An event matched a rule of audisp-alert (its own journal entry, with the

@@ -7,13 +7,15 @@
 
 mod support;
 
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use audisp::format::JsonWriter;
-use support::dispatcher::{corpus, feed, lines, Dispatcher};
+use audisp::sdk::InputClient;
+use support::dispatcher::{corpus, feed, lines, sample, sample_shifted, Dispatcher, MAIN_NO_STATS};
 use support::events::events;
 
 const BIN: &str = env!("CARGO_BIN_EXE_audisp-logfile");
@@ -263,13 +265,14 @@ interval = "0"
     assert_eq!(meta.permissions().mode() & 0o777, 0o640);
     assert_eq!(meta.gid(), 4);
 
-    // JSON: one object per event, the same as an in-process conversion.
+    // JSON: one object per event, the same as an in-process conversion,
+    // naming the input every event came on (auditd, on standard input).
     let mut w = JsonWriter::new();
     let mut want: Vec<Vec<u8>> = events(&all)
         .iter()
         .map(|ev| {
             let mut out = Vec::new();
-            w.write_event(ev, &mut out);
+            w.write_event_from(ev, Some("auditd"), &mut out);
             out
         })
         .collect();
@@ -406,4 +409,63 @@ fn random_kill9_with_state_writes_every_record_exactly_once() {
         got.len(),
         all.len()
     );
+}
+
+/// Records from auditd (standard input) and from an input plugin reach a
+/// native plugin with the name of the input each arrived on: audisp-logfile's
+/// JSON says it (`ORIGIN`), for every record exactly once.
+#[test]
+fn json_names_the_input_each_record_arrived_on() {
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
+    std::fs::create_dir_all(d.out("json")).unwrap();
+    d.write_plugin(
+        "json",
+        &plugin("json", &["--format", "json-records"], "records"),
+    );
+    d.start(Stdio::piped()).unwrap();
+    let from_auditd = sample();
+    let from_input = sample_shifted(7);
+    let (a, b) = (lines(&from_auditd), lines(&from_input));
+    // Standard input stays open (audispd stops at its end) until the end.
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    stdin.write_all(&from_auditd).unwrap();
+    let (mut client, start) = InputClient::connect(&d.input_socket(), "kernel", [5; 16]).unwrap();
+    assert_eq!(start, 0);
+    client
+        .send(b.iter().enumerate().map(|(i, r)| (i as u64 + 1, 0, *r)))
+        .unwrap();
+    client
+        .wait_acked(b.len() as u64, Duration::from_secs(60))
+        .unwrap();
+    let log = d.out("json").join("log");
+    let total = a.len() + b.len();
+    support::wait_until(Duration::from_secs(60), "every record logged", || {
+        std::fs::read(&log).map_or(0, |t| lines(&t).len()) >= total
+    });
+    let mut w = JsonWriter::new();
+    let mut want: Vec<Vec<u8>> = Vec::new();
+    for (origin, recs) in [("auditd", &a), ("kernel", &b)] {
+        for r in recs.iter() {
+            let mut out = Vec::new();
+            w.write_record_from(r, Some(origin), &mut out);
+            want.push(out);
+        }
+    }
+    want.sort();
+    let text = std::fs::read(&log).unwrap();
+    let mut got: Vec<Vec<u8>> = lines(&text).iter().map(|l| l.to_vec()).collect();
+    got.sort();
+    assert_eq!(got.len(), total, "every record once");
+    assert!(got == want, "each record with the name of its input");
+    let origins: Vec<String> = got
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_slice(l).expect("valid JSON");
+            v["ORIGIN"].as_str().expect("an ORIGIN key").to_string()
+        })
+        .collect();
+    assert_eq!(origins.iter().filter(|o| *o == "auditd").count(), a.len());
+    assert_eq!(origins.iter().filter(|o| *o == "kernel").count(), b.len());
+    drop(stdin);
+    let _ = d.stop();
 }

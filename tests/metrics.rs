@@ -218,6 +218,7 @@ fn differences(report: &str, m: &Parsed, plugins: &[&str]) -> Vec<String> {
         ("audisp_input_duplicate_records_total", "duplicates"),
         ("audisp_input_records_lost_total", "lost"),
         ("audisp_input_records_waiting", "waiting"),
+        ("audisp_input_records_looped_total", "looped"),
     ] {
         same(&format!("stdin {key}"), m.get(metric, &i), input.get(key));
     }

@@ -875,14 +875,15 @@ fn dbus_system_action_and_shipped_plugins_on_booted_systemd() {
     let bus_log = c.ok(&["journalctl", "--no-pager", "-u", "dbus", "-o", "cat"]);
     assert!(!bus_log.contains("Unknown group"), "{bus_log}");
 
-    // audisp-logfile: every event once, as JSON.
+    // audisp-logfile: every event once, as JSON, from the bridge's input
+    // ("auditd").
     let logdir = PathBuf::from(format!("/proc/{}/root/var/log/audisp", c.pid1));
     let mut jw = audisp::format::JsonWriter::new();
     let mut want: Vec<Vec<u8>> = support::events::events(&all)
         .iter()
         .map(|ev| {
             let mut out = Vec::new();
-            jw.write_event(ev, &mut out);
+            jw.write_event_from(ev, Some("auditd"), &mut out);
             out
         })
         .collect();

@@ -519,7 +519,7 @@ fn sending_and_receiving_on_one_host_with_the_shipped_files_does_not_loop() {
                 .and_then(|r| r.split_once(".."))
                 .and_then(|(_, e)| e.parse().ok())
                 .unwrap_or(0);
-            line(&report, "input", "remote").get("records") == n as u64
+            line(&report, "input", "remote").get("looped") == n as u64
                 && line(&report, "plugin", "remote").get("acked_seq") + 1 >= end
                 && line(&report, "plugin", "sink").get("acked_seq") + 1 >= end
         },
@@ -530,8 +530,15 @@ fn sending_and_receiving_on_one_host_with_the_shipped_files_does_not_loop() {
         n as u64,
         "{report}"
     );
+    // audisp-receive handed every record back with its first origin, this
+    // audispd's journal: the loop guard dropped them as this host's own.
     assert_eq!(
         line(&report, "input", "remote").get("records"),
+        0,
+        "{report}"
+    );
+    assert_eq!(
+        line(&report, "input", "remote").get("looped"),
         n as u64,
         "{report}"
     );
@@ -541,16 +548,187 @@ fn sending_and_receiving_on_one_host_with_the_shipped_files_does_not_loop() {
         "only this host's records go out\n{report}"
     );
     assert_eq!(r.lines().len(), n, "each record reached the receiver once");
-    // The sink (no inputs chosen, no default of its own) got both copies.
-    let out = support::dispatcher::wait_sink(&d.out("sink"), 2 * n, Duration::from_secs(60));
+    // The sink (no inputs chosen, no default of its own) got each once.
+    let out = support::dispatcher::wait_sink(&d.out("sink"), n, Duration::from_secs(60));
     let texts = support::dispatcher::texts(&out);
-    assert_eq!(
-        texts.len(),
-        2 * n,
-        "records journaled: each once from auditd, once from audisp-receive"
-    );
+    assert_eq!(texts.len(), n, "records journaled once, from auditd");
     stop_child(s);
     r.stop();
+    let _ = d.stop();
+}
+
+/// The admin makes audisp-remote relay everything (`inputs = ["auditd",
+/// "remote"]`) while audisp-receive feeds the same audispd: a loop. The
+/// loop guard drops every record that comes back (its first origin is this
+/// audispd's journal), counts it and says so; the receiver logs each record
+/// once and the journal stops growing when the stream ends.
+#[test]
+fn a_forced_relay_loop_on_one_host_is_cut_by_the_loop_guard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
+    let example = shipped("plugins.d/remote.toml.example");
+    let installed = example.replace(
+        "socket = \"/run/audisp/plugins/remote.sock\"",
+        "socket = \"{dir}/run/remote.sock\"",
+    );
+    assert_ne!(installed, example, "the example's socket line moved");
+    // Top-level keys go before the file's first table.
+    let relaying = installed.replace(
+        "socket = \"{dir}/run/remote.sock\"",
+        "socket = \"{dir}/run/remote.sock\"\ninputs = [\"auditd\", \"remote\"]",
+    );
+    d.write_plugin("remote", &relaying);
+    d.start(Stdio::piped()).unwrap();
+    let receive_toml = tmp.path().join("audisp-receive.toml");
+    let conf = shipped("packaging/audisp-receive.toml");
+    let moved = conf.replace(
+        "dispatcher = \"/run/audisp/input.sock\"",
+        &format!("dispatcher = \"{}\"", d.input_socket().display()),
+    );
+    std::fs::write(&receive_toml, moved).unwrap();
+    std::fs::set_permissions(&receive_toml, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut r = Receiver::start(
+        tmp.path(),
+        port,
+        &["--config", receive_toml.to_str().unwrap()],
+    );
+    let s = start_sender(&d, port, &[]);
+    let data = sample_copies(1);
+    let all = lines(&data);
+    let n = all.len();
+    let _stdin = keep_feeding(&mut d, &data);
+    let context = || {
+        format!(
+            "--- sender ---\n{}\n--- audispd ---\n{}\n--- state ---\n{}",
+            sender_log(&d),
+            d.log_tail(30),
+            d.state()
+        )
+    };
+    let got = r.wait_lines_or(n, Duration::from_secs(120), &context);
+    assert_same(&got, &all, "audisp-remote → audisp-receive log");
+    let line = |report: &str, kind: &str, name: &str| {
+        support::dispatcher::state_line(report, kind, name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in\n{report}"))
+    };
+    // Every record came back once on input "remote" and was dropped there:
+    // the received copies are all looped, none is journaled.
+    wait_until(
+        Duration::from_secs(60),
+        "every record came back and was dropped",
+        || line(&d.state(), "input", "remote").get("looped") == n as u64,
+    );
+    let journal_end = |report: &str| -> u64 {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix("journal sequence range = "))
+            .and_then(|r| r.split_once(".."))
+            .and_then(|(_, e)| e.parse().ok())
+            .unwrap_or(0)
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "audisp-remote caught up with the journal",
+        || {
+            let report = d.state();
+            // Open events end by timeout with a marker entry: wait for them.
+            report.contains("events being grouped = 0\n")
+                && line(&report, "plugin", "remote").get("acked_seq") + 1 >= journal_end(&report)
+        },
+    );
+    let report = d.state();
+    assert_eq!(
+        line(&report, "input", "remote").get("records"),
+        0,
+        "{report}"
+    );
+    assert_eq!(line(&report, "input", "stdin").get("records"), n as u64);
+    let end = journal_end(&report);
+    assert_eq!(r.lines().len(), n, "each record reached the receiver once");
+    // Bounded: nothing more is journaled or sent once the stream ended.
+    let before = line(&report, "plugin", "remote").get("delivered");
+    std::thread::sleep(Duration::from_secs(2));
+    let after = d.state();
+    assert_eq!(
+        journal_end(&after),
+        end,
+        "the journal stopped growing\n{after}"
+    );
+    assert_eq!(line(&after, "plugin", "remote").get("delivered"), before);
+    assert_eq!(line(&after, "input", "remote").get("looped"), n as u64);
+    let log = d.log_tail(200);
+    assert!(
+        log.contains("records of this host came back on input 'remote'")
+            && log.contains("Plugins forwarding this input's records: remote"),
+        "the loop guard's warning names the input and the relaying plugin:\n{log}"
+    );
+    assert_eq!(r.lines().len(), n, "nothing reached the receiver twice");
+    stop_child(s);
+    r.stop();
+    let _ = d.stop();
+}
+
+/// A receiver of an older version (it never sends `FAST_ORIGINS`) gets
+/// only plain `FAST_BATCH` messages from audisp-remote, every record once.
+#[test]
+fn a_receiver_that_does_not_take_origins_gets_plain_batches() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut d = sender_dispatcher();
+    let s = start_sender(&d, port, &[]);
+    let data = sample();
+    let n = lines(&data).len();
+    let _stdin = keep_feeding(&mut d, &data);
+    let (mut c, _) = listener.accept().unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    // The hello line, then the opening heartbeat: FAST_OK, nothing more.
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while byte[0] != b'\n' {
+        c.read_exact(&mut byte).unwrap();
+        line.push(byte[0]);
+    }
+    assert!(
+        wire::parse_hello(&line[..line.len() - 1]).is_some(),
+        "{line:?}"
+    );
+    let read_msg = |c: &mut TcpStream| -> (wire::Header, Vec<u8>) {
+        let mut h = [0u8; wire::HEADER_LEN];
+        c.read_exact(&mut h).unwrap();
+        let h = wire::Header::parse(&h).unwrap();
+        let mut p = vec![0u8; h.len as usize];
+        c.read_exact(&mut p).unwrap();
+        (h, p)
+    };
+    let (h, _) = read_msg(&mut c);
+    assert_eq!(h.mtype, types::HEARTBEAT);
+    let mut out = Vec::new();
+    wire::encode(&mut out, types::FAST_OK, h.seq, &0u64.to_le_bytes()).unwrap();
+    c.write_all(&out).unwrap();
+    let mut got = 0;
+    while got < n {
+        let (h, p) = read_msg(&mut c);
+        if h.mtype == types::HEARTBEAT {
+            out.clear();
+            wire::encode(&mut out, types::ACK, h.seq, b"").unwrap();
+            c.write_all(&out).unwrap();
+            continue;
+        }
+        assert_eq!(
+            h.mtype,
+            types::FAST_BATCH,
+            "only batches an old receiver knows"
+        );
+        let (first, recs) = wire::parse_batch(&p).unwrap();
+        assert_eq!(first, got as u64 + 1, "in order, nothing twice");
+        got += recs.len();
+        out.clear();
+        wire::encode(&mut out, types::FAST_ACK, 0, &(got as u64).to_le_bytes()).unwrap();
+        c.write_all(&out).unwrap();
+    }
+    assert_eq!(got, n);
+    stop_child(s);
     let _ = d.stop();
 }
 
@@ -747,7 +925,7 @@ fn fast_batch(first: u64, recs: &[&[u8]]) -> Vec<u8> {
     let mut b = wire::BatchBuilder::default();
     b.start(first);
     for r in recs {
-        assert!(b.push(r));
+        assert!(b.push(r, None));
     }
     let mut m = Vec::new();
     wire::encode(&mut m, types::FAST_BATCH, 0, b.payload()).unwrap();
@@ -757,12 +935,17 @@ fn fast_batch(first: u64, recs: &[&[u8]]) -> Vec<u8> {
 /// The next reply (type, u64 payload), or None when the receiver closed
 /// the connection.
 fn fast_reply(s: &mut impl Read) -> Option<(u32, u64)> {
-    let mut h = [0u8; 16];
-    s.read_exact(&mut h).ok()?;
-    let hdr = wire::Header::parse(&h).unwrap();
-    let mut p = vec![0u8; hdr.len as usize];
-    s.read_exact(&mut p).unwrap();
-    Some((hdr.mtype, wire::parse_u64(&p).unwrap_or(0)))
+    loop {
+        let mut h = [0u8; 16];
+        s.read_exact(&mut h).ok()?;
+        let hdr = wire::Header::parse(&h).unwrap();
+        let mut p = vec![0u8; hdr.len as usize];
+        s.read_exact(&mut p).unwrap();
+        // Offered after FAST_OK; these clients send plain batches.
+        if hdr.mtype != types::FAST_ORIGINS {
+            return Some((hdr.mtype, wire::parse_u64(&p).unwrap_or(0)));
+        }
+    }
 }
 
 /// Found by review: a client claiming another sender's spool identity

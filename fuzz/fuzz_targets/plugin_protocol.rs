@@ -19,7 +19,7 @@
 use audisp::protocol::{
     decode_from_dispatcher, decode_from_plugin, encode_ack, encode_command, encode_command_result,
     encode_hello, encode_input_ack, encode_reject, encode_stats, encode_stats_request,
-    encode_welcome, negotiate, FromDispatcher, FromPlugin, RecordsBuilder,
+    encode_welcome, kind, negotiate, FromDispatcher, FromPlugin, RecordsBuilder,
 };
 use audisp::record::MAX_RECORD_LEN;
 use libfuzzer_sys::fuzz_target;
@@ -46,7 +46,11 @@ fn from_plugin(data: &[u8]) {
             );
         }
         FromPlugin::RecordsIn(recs) => {
-            let mut b = RecordsBuilder::input(data.len());
+            let mut b = if data[0] == kind::RECORDS_IN_ORIGIN {
+                RecordsBuilder::input_origin(data.len())
+            } else {
+                RecordsBuilder::input(data.len())
+            };
             for r in recs.iter() {
                 assert!(r.text.len() <= MAX_RECORD_LEN);
                 assert!(b.push_input(&r), "RECORDS_IN: a record does not fit again");
@@ -71,6 +75,20 @@ fn from_dispatcher(data: &[u8]) {
                 let again = encode_reject(reason);
                 assert_eq!(&again[..], data);
             }
+        }
+        FromDispatcher::Records(recs) if data[0] == kind::RECORDS_ORIGIN => {
+            // Names may come in any order (and unused ones too): the
+            // re-encoding reads back as the same records, not the same bytes.
+            let mut b = RecordsBuilder::output_origin(data.len());
+            for r in recs.iter() {
+                assert!(r.text.len() <= MAX_RECORD_LEN);
+                assert!(b.push(&r), "RECORDS_ORIGIN: a record does not fit again");
+            }
+            let again = b.message().to_vec();
+            let Ok(FromDispatcher::Records(back)) = decode_from_dispatcher(&again) else {
+                panic!("RECORDS_ORIGIN: re-encoding does not decode");
+            };
+            assert!(back.iter().eq(recs.iter()), "RECORDS_ORIGIN: records differ");
         }
         FromDispatcher::Records(recs) => {
             let mut b = RecordsBuilder::output(data.len());

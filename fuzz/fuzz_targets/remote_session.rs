@@ -140,6 +140,7 @@ fuzz_target!(|data: &[u8]| {
                     | types::DISKFULL
                     | types::DISKERROR
                     | types::FAST_OK
+                    | types::FAST_ORIGINS
                     | types::FAST_ACK
             ),
             "reply type {:#x}",

@@ -23,6 +23,7 @@ use audisp::config::option_file::{
 };
 use audisp::config::parse_size;
 use audisp::engine::liveness::Liveness;
+use audisp::journal::Origin;
 use audisp::journal::{Limits, ReadOutcome, Step};
 use audisp::remote::logfile::{LogConfig, LogWriter};
 use audisp::remote::server::{self, ServerConfig, Shared, Transport, Wrap};
@@ -394,22 +395,24 @@ fn feed(shared: &Shared, sock: &std::path::Path, name: &str, pos: &AtomicU64) {
         let mut reader = store.journal().reader(have + 1);
         let result: Result<(), String> = (|| loop {
             let synced = store.journal().synced();
-            let mut batch: Vec<(u64, u32, Vec<u8>)> = Vec::new();
+            let mut batch: Vec<(u64, u32, Vec<u8>, Option<Origin>)> = Vec::new();
             let got = reader
                 .read(1 << 20, &mut |e| {
                     if e.seq >= synced {
                         return Step::StopBefore;
                     }
-                    batch.push((e.seq, e.rtype, e.text.to_vec()));
+                    batch.push((e.seq, e.rtype, e.text.to_vec(), e.origin));
                     Step::Next
                 })
                 .map_err(|e| e.to_string())?;
             if let ReadOutcome::Lost { from, to, .. } = got {
                 tracing::error!("store entries {from}..{to} lost before reaching audispd");
             }
-            if let Some(&(last, _, _)) = batch.last() {
+            if let Some(&(last, ..)) = batch.last() {
+                // Each record's first origin goes with it: audispd's loop
+                // guard drops its own records coming back.
                 client
-                    .send(batch.iter().map(|(s, t, b)| (*s, *t, &b[..])))
+                    .send_with_origin(batch.iter().map(|(s, t, b, o)| (*s, *t, &b[..], *o)))
                     .map_err(|e| e.to_string())?;
                 client
                     .wait_acked(last, Duration::from_secs(60))

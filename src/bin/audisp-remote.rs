@@ -20,7 +20,7 @@ use audisp::config::option_file::{
     self, flag_value, off_if_zero, set, text, FileFlags, Reader, StartError, Table,
 };
 use audisp::config::{parse_duration, parse_size};
-use audisp::journal::{Journal, JournalId, Limits, NewEntry, ReadOutcome, Step};
+use audisp::journal::{Journal, JournalId, Limits, NewEntry, Origin, ReadOutcome, Step};
 use audisp::remote::sender::{Action, Actions, SenderConfig, SenderLoop, SenderState};
 use audisp::remote::tls::{self, TlsFiles};
 use audisp::sdk::{Command, Plugin};
@@ -443,7 +443,10 @@ fn run(o: Opts, usr2_held: audisp::signals::Held) -> Result<(), String> {
     // the admin chose inputs in plugins.d: records audisp-receive fed in
     // from other hosts (or from this one) are not sent again, so a host
     // that both sends and receives cannot loop.
-    let mut plugin = Plugin::new(&o.name).commands(rx).local_only();
+    // Each record's first origin is spooled and sent with it, so that a
+    // dispatcher its records come back to (a relay loop the admin built)
+    // recognises and drops them.
+    let mut plugin = Plugin::new(&o.name).commands(rx).local_only().origin();
     if let Some((id, seq)) = resume {
         tracing::info!("spool holds dispatcher records up to {seq}");
         plugin = plugin.resume_after(id, seq);
@@ -482,6 +485,12 @@ fn run(o: Opts, usr2_held: audisp::signals::Held) -> Result<(), String> {
                 rtype: r.rtype,
                 source: 0,
                 flags: 0,
+                // Forwarded records keep the origin they came with; this
+                // dispatcher's own are its journal's and sequence number's.
+                origin: Some(r.first_origin.unwrap_or(Origin {
+                    journal: jid,
+                    seq: r.seq,
+                })),
                 text: r.text.into(),
             })
             .collect();

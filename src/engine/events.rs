@@ -32,7 +32,7 @@ use std::hash::{Hash, Hasher};
 use rustc_hash::{FxHashMap as HashMap, FxHasher};
 use std::time::{Duration, Instant};
 
-use crate::journal::entry::flags;
+use crate::journal::entry::{flags, Origin};
 use crate::journal::EntryRef;
 use crate::record::RecordInfo;
 use crate::record_types;
@@ -334,6 +334,8 @@ pub struct EventRecord {
     pub flags: u16,
     /// The input it arrived on (its journal entry's `source`).
     pub source: u16,
+    /// Where it was first journaled, if in another journal.
+    pub origin: Option<Origin>,
     start: u32,
     len: u32,
 }
@@ -372,6 +374,7 @@ impl Event {
             rtype: e.rtype,
             flags: e.flags,
             source: e.source,
+            origin: e.origin,
             start: self.text.len() as u32,
             len: e.text.len() as u32,
         });
@@ -513,6 +516,7 @@ mod tests {
                 rtype,
                 source: 0,
                 flags: fl,
+                origin: None,
                 text: texts[i].as_bytes(),
             };
             if let Some(ev) = a.push(&e) {
@@ -644,6 +648,7 @@ mod tests {
             rtype: 1300,
             source: 0,
             flags: fl,
+            origin: None,
             text: b"x",
         };
         assert!(a.push(&mk(1, 1, 0)).is_none());

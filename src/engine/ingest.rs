@@ -34,15 +34,16 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::loop_guard::{self, Forwarders};
 use super::loss::{Loss, LossLog};
 use super::stats::{self, InputCounters, InputSnapshot};
 use crate::engine::events::{Grouper, GrouperState};
-use crate::journal::entry::flags;
+use crate::journal::entry::{flags, Origin};
 use crate::journal::{Journal, JournalId, NewEntry, ReadOutcome, Step};
 use crate::record;
 
@@ -60,6 +61,10 @@ pub struct Incoming<'a> {
     pub type_hint: Option<u32>,
     /// Record text, without newline.
     pub text: &'a [u8],
+    /// Where the record was first journaled, if the input knows (a record
+    /// forwarded from a dispatcher): kept with it, and the loop guard's
+    /// clue ([`super::loop_guard`]).
+    pub origin: Option<Origin>,
 }
 
 /// An input known to the ingest stage.
@@ -76,6 +81,8 @@ struct KnownInput {
     relayed: bool,
     counters: Arc<InputCounters>,
     loss: LossLog,
+    /// When to warn of records that came back ([`super::loop_guard`]).
+    loops: LossLog,
 }
 
 /// What a checkpoint stores.
@@ -149,6 +156,9 @@ pub struct Ingest {
     pending_max: usize,
     event_timeout: Duration,
     max_open: usize,
+    /// Names the plugins that forward an input's records, for the loop
+    /// guard's warning.
+    forwarders: OnceLock<Forwarders>,
 }
 
 /// Index of an input in the ingest stage.
@@ -204,6 +214,7 @@ impl Ingest {
                         relayed: s.relayed,
                         counters: Arc::default(),
                         loss: LossLog::default(),
+                        loops: LossLog::default(),
                     })
                     .collect(),
                 cp.seq.max(journal.start()),
@@ -246,6 +257,7 @@ impl Ingest {
             pending_max,
             event_timeout,
             max_open,
+            forwarders: OnceLock::new(),
         };
         ingest.store_checkpoint(&mut ingest.lock(), first)?;
         Ok(ingest)
@@ -312,6 +324,7 @@ impl Ingest {
                     relayed,
                     counters: Arc::default(),
                     loss: LossLog::default(),
+                    loops: LossLog::default(),
                 });
                 st.sources.len() - 1
             }
@@ -335,6 +348,12 @@ impl Ingest {
             .get(id as usize)
             .filter(|s| !s.name.is_empty())
             .map(|s| (s.name.clone(), s.relayed))
+    }
+
+    /// Sets how the loop guard's warning finds the plugins that forward an
+    /// input's records (once; the engine does it at start).
+    pub fn set_forwarders(&self, f: Forwarders) {
+        let _ = self.forwarders.set(f);
     }
 
     /// Marks an input as gone.
@@ -388,6 +407,8 @@ impl Ingest {
         let mut bytes = 0u64;
         let mut duplicates = 0u64;
         let mut unparsed = 0u64;
+        let mut looped = 0u64;
+        let own = self.journal.id().0;
         let mut top = src.placed;
         for r in records {
             if r.source_seq != 0 && r.source_seq <= top {
@@ -395,6 +416,10 @@ impl Ingest {
                 continue;
             }
             top = top.max(r.source_seq);
+            if r.origin.is_some_and(|o| o.journal == own) {
+                looped += 1;
+                continue;
+            }
             let text = sanitize(r.text);
             let info = record::parse(&text);
             let rtype = info.as_ref().map(|i| i.rtype).or(r.type_hint).unwrap_or(0);
@@ -417,10 +442,20 @@ impl Ingest {
                 rtype,
                 source: id,
                 flags: fl,
+                origin: r.origin,
                 text,
             });
         }
         src.placed = top;
+        let mut loop_warning = None;
+        if looped > 0 {
+            stats::add(&counters.looped, looped);
+            let total = stats::get(&counters.looped);
+            loop_warning = src
+                .loops
+                .lost(looped, "", total, now)
+                .map(|l| (src.name.clone(), l));
+        }
         stats::add(&counters.duplicates, duplicates);
         stats::add(&counters.unparsed, unparsed);
         let accepted = entries
@@ -441,11 +476,18 @@ impl Ingest {
             src.committed = src.committed.max(top);
         }
         let src = &st.sources[id as usize];
-        Submitted {
+        let submitted = Submitted {
             committed: src.committed,
             journal_end: self.journal.end(),
             pending: !st.pending.is_empty(),
+        };
+        drop(st);
+        if let Some((input, l)) = loop_warning {
+            // Outside the lock: naming the plugins takes the engine's.
+            let forwarders = self.forwarders.get().map_or_else(Vec::new, |f| f(&input));
+            loop_guard::warn(&input, l.since_last, l.total, &forwarders);
         }
+        submitted
     }
 
     fn report_error(&self, st: &mut State, e: &io::Error) {
@@ -849,6 +891,7 @@ fn placeholder() -> KnownInput {
         relayed: false,
         counters: Arc::default(),
         loss: LossLog::default(),
+        loops: LossLog::default(),
     }
 }
 
@@ -908,6 +951,7 @@ mod tests {
                 source_seq: s,
                 type_hint: None,
                 text,
+                origin: None,
             })
             .collect()
     }
@@ -1020,6 +1064,76 @@ mod tests {
             [1, 2, 3, 7, 8],
             "nothing stored twice, the lost ones never"
         );
+    }
+
+    #[test]
+    fn records_of_this_journal_coming_back_are_dropped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            segment_size: 1 << 20,
+            max_size: 1 << 30,
+            memory: 1 << 20,
+        };
+        let journal = Journal::open(&dir.path().join("journal"), limits).unwrap();
+        let own = journal.id().0;
+        let ingest =
+            Ingest::open(journal, dir.path(), Duration::from_secs(600), 1, 1 << 20).unwrap();
+        let (id, _) = ingest.connect("remote", [7; 16], true).unwrap();
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        ingest.set_forwarders(Arc::new(move |input| {
+            seen.lock().unwrap().push(input.to_string());
+            vec!["remote".to_string()]
+        }));
+        let mut texts = Vec::new();
+        let mut records = batch(1..=4, &mut texts);
+        let other = Origin {
+            journal: [9; 16],
+            seq: 5,
+        };
+        let origins = [
+            Some(Origin {
+                journal: own,
+                seq: 1,
+            }),
+            Some(other),
+            None,
+            Some(Origin {
+                journal: own,
+                seq: 2,
+            }),
+        ];
+        for (r, o) in records.iter_mut().zip(origins) {
+            r.origin = o;
+        }
+        let s = ingest.submit(id, &records, false);
+        assert_eq!(s.committed, 4, "looped records are acknowledged too");
+        let c = ingest.counters(id);
+        assert_eq!(stats::get(&c.looped), 2);
+        assert_eq!(stats::get(&c.records), 2);
+        let kept: Vec<(u64, Option<Origin>)> = {
+            let mut got = Vec::new();
+            let mut reader = ingest.journal().reader(1);
+            reader
+                .read(1 << 20, &mut |e| {
+                    if !e.is_control() {
+                        got.push((e.source_seq, e.origin));
+                    }
+                    Step::Next
+                })
+                .unwrap();
+            got
+        };
+        assert_eq!(
+            kept,
+            [(2, Some(other)), (3, None)],
+            "other hosts' records pass"
+        );
+        assert_eq!(*asked.lock().unwrap(), ["remote"], "the warning named them");
+        // Sent again after a reconnect: duplicates, not loops.
+        let s = ingest.submit(id, &records, false);
+        assert_eq!(s.committed, 4);
+        assert_eq!(stats::get(&c.looped), 2);
     }
 
     #[test]

@@ -128,6 +128,7 @@ pub fn read_stdin(
             .iter()
             .map(|sp| Incoming {
                 source_seq: 0,
+                origin: None,
                 type_hint: sp.type_hint,
                 text: if sp.in_chunk {
                     &chunk[sp.start..sp.start + sp.len]
@@ -564,6 +565,7 @@ fn input_connection(ctx: InputContext, conn: OwnedFd, peer: Peer) {
         mode: None,
         max_message: protocol::MAX_MESSAGE as u32,
         server: ctx.server.clone(),
+        origin: hello.origin,
     };
     if send_msg(&conn, &protocol::encode_welcome(&welcome)).is_err() {
         ctx.ingest.disconnect(id);
@@ -694,6 +696,7 @@ fn handle_message(
                     source_seq: r.source_seq,
                     type_hint: (r.rtype != 0).then_some(r.rtype),
                     text: r.text,
+                    origin: r.origin,
                 })
                 .collect();
             if incoming.iter().any(|r| r.source_seq == 0) {

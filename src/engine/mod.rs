@@ -16,6 +16,7 @@ pub mod events;
 pub mod ingest;
 pub mod inputs;
 pub mod liveness;
+pub mod loop_guard;
 pub mod loss;
 pub mod notices;
 pub mod plugin;
@@ -192,11 +193,33 @@ impl Engine {
                 core: Mutex::new(core.clone()),
             }
         });
+        let weak = Arc::downgrade(&engine);
+        ingest.set_forwarders(Arc::new(move |input| {
+            weak.upgrade()
+                .map_or_else(Vec::new, |e| e.forwarders_of(input))
+        }));
         for p in settings.plugins {
             engine.start_plugin(p)?;
         }
         engine.start_inputs(&core, sockets)?;
         Ok(engine)
+    }
+
+    /// The plugins whose plugins.d file chose inputs that let `input`'s
+    /// records through: the admin's explicit relays, for the loop guard's
+    /// warning.
+    fn forwarders_of(&self, input: &str) -> Vec<String> {
+        lock(&self.plugins)
+            .values()
+            .filter(|p| {
+                p.plugin
+                    .config()
+                    .inputs
+                    .as_ref()
+                    .is_some_and(|sel| routes::chosen(sel, input))
+            })
+            .map(|p| p.plugin.name().to_string())
+            .collect()
     }
 
     fn start_plugin(&self, settings: PluginSettings) -> io::Result<()> {

@@ -45,6 +45,8 @@ pub struct Routes {
     rule: Rule,
     /// Decision by input index (`None`: not made yet).
     decided: Vec<Option<bool>>,
+    /// Input names by index, as plugins are told them (looked up once).
+    names: Vec<Option<String>>,
     lookup: Lookup,
 }
 
@@ -61,8 +63,29 @@ impl Routes {
         Routes {
             rule,
             decided: Vec::new(),
+            names: Vec::new(),
             lookup,
         }
+    }
+
+    /// The name plugins are told for input `source` (`auditd` for
+    /// standard input; empty for an index no input has).
+    pub fn name(&mut self, source: SourceId) -> &str {
+        let i = source as usize;
+        if self.names.len() <= i {
+            self.names.resize(i + 1, None);
+        }
+        if self.names[i].is_none() {
+            let Some((name, _)) = (self.lookup)(source) else {
+                return "";
+            };
+            self.names[i] = Some(if name == STDIN {
+                AUDITD.to_string()
+            } else {
+                name
+            });
+        }
+        self.names[i].as_deref().unwrap_or("")
     }
 
     /// Whether the plugin gets the records of input `source`.
@@ -86,10 +109,7 @@ impl Routes {
         let wanted = match &self.rule {
             Rule::All => true,
             Rule::LocalOnly => !relayed,
-            Rule::Chosen(sel) => {
-                let named = |list: &[String]| list.iter().any(|n| names(n, &name));
-                (sel.include.is_empty() || named(&sel.include)) && !named(&sel.exclude)
-            }
+            Rule::Chosen(sel) => chosen(sel, &name),
         };
         let i = source as usize;
         if self.decided.len() <= i {
@@ -98,6 +118,13 @@ impl Routes {
         self.decided[i] = Some(wanted);
         wanted
     }
+}
+
+/// Whether the admin's selection `sel` lets the records of the input
+/// called `input` through.
+pub fn chosen(sel: &InputSelection, input: &str) -> bool {
+    let named = |list: &[String]| list.iter().any(|n| names(n, input));
+    (sel.include.is_empty() || named(&sel.include)) && !named(&sel.exclude)
 }
 
 /// Whether the admin's name `chosen` names the input called `input`.

@@ -31,6 +31,9 @@ pub struct InputCounters {
     /// Records read that wait in memory because the journal cannot be
     /// written now.
     pub waiting: AtomicU64,
+    /// Records that came back to this dispatcher (their first origin is
+    /// its own journal: a forwarding loop), dropped and not stored.
+    pub looped: AtomicU64,
 }
 
 /// Counters of one plugin.
@@ -145,6 +148,8 @@ pub struct InputSnapshot {
     pub lost: u64,
     /// See [`InputCounters`].
     pub waiting: u64,
+    /// See [`InputCounters`].
+    pub looped: u64,
 }
 
 impl InputSnapshot {
@@ -160,6 +165,7 @@ impl InputSnapshot {
             duplicates: get(&c.duplicates),
             lost: get(&c.lost),
             waiting: get(&c.waiting),
+            looped: get(&c.looped),
         }
     }
 }
@@ -254,7 +260,7 @@ impl Snapshot {
         for i in &self.inputs {
             let _ = writeln!(
                 s,
-                "input {} = {} records={} bytes={} malformed={} unparsed={} duplicates={} lost={} waiting={}",
+                "input {} = {} records={} bytes={} malformed={} unparsed={} duplicates={} lost={} waiting={} looped={}",
                 i.name,
                 if i.connected { "connected" } else { "closed" },
                 i.records,
@@ -263,7 +269,8 @@ impl Snapshot {
                 i.unparsed,
                 i.duplicates,
                 i.lost,
-                i.waiting
+                i.waiting,
+                i.looped
             );
         }
         for p in &self.plugins {

@@ -137,17 +137,29 @@ impl JsonWriter {
     /// are joined into one command line, `EOE` records are left out unless
     /// they are all there is.
     pub fn write_event(&mut self, records: &[&[u8]], out: &mut Vec<u8>) {
-        self.write(records, true, out);
+        self.write(records, true, None, out);
+    }
+
+    /// [`JsonWriter::write_event`] with the name of the dispatcher input
+    /// the event arrived on, as `"ORIGIN"` after `"ID"` and `"NODE"`.
+    pub fn write_event_from(&mut self, records: &[&[u8]], origin: Option<&str>, out: &mut Vec<u8>) {
+        self.write(records, true, origin, out);
+    }
+
+    /// [`JsonWriter::write_record`] with the name of the dispatcher input
+    /// the record arrived on (`"ORIGIN"`).
+    pub fn write_record_from(&mut self, record: &[u8], origin: Option<&str>, out: &mut Vec<u8>) {
+        self.write(&[record], false, origin, out);
     }
 
     /// Appends one JSON object (no newline) for a single record; an `EXECVE`
     /// record keeps its `aN`/`aN[i]` fields (its command line may continue
     /// in other records).
     pub fn write_record(&mut self, record: &[u8], out: &mut Vec<u8>) {
-        self.write(&[record], false, out);
+        self.write(&[record], false, None, out);
     }
 
-    fn write(&mut self, records: &[&[u8]], event: bool, out: &mut Vec<u8>) {
+    fn write(&mut self, records: &[&[u8]], event: bool, origin: Option<&str>, out: &mut Vec<u8>) {
         self.records.clear();
         let mut unparsed: Vec<usize> = Vec::new();
         let mut id: Option<(AuditTime, u64, Option<&[u8]>)> = None;
@@ -217,6 +229,14 @@ impl JsonWriter {
                 out.extend_from_slice(b",\"NODE\":");
                 write_str(out, node);
             }
+            first = false;
+        }
+        if let Some(origin) = origin {
+            if !first {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"ORIGIN\":");
+            write_str(out, origin.as_bytes());
             first = false;
         }
         for gi in 0..ngroups {

@@ -19,7 +19,10 @@
 //! ```
 //!
 //! * `ID` is the event's `SECONDS.MILLISECONDS:SERIAL` exactly as auditd wrote
-//!   it; `NODE` the `node=` name, when there is one.
+//!   it; `NODE` the `node=` name, when there is one; `ORIGIN` the name of
+//!   the dispatcher input the event arrived on (`auditd` for auditd on
+//!   standard input, `remote` for audisp-receive…), when the writer is told
+//!   it (audisp-logfile always is).
 //! * Every other key is a record type name as auditd writes it (`SYSCALL`,
 //!   `UNKNOWN[1234]`), in the order the types first appear. Types that occur
 //!   at most once per event (`SYSCALL`, `EXECVE`, `CWD`, `PROCTITLE`,

@@ -15,10 +15,14 @@
 //!     32    4 rtype       record type number (0 for markers and unparsed records)
 //!     36    2 source      input index (see `journal::sources`), 0 = none
 //!     38    2 flags       `flags::*`
-//!     40    …  text        canonical record text, no trailing newline
+//!     40   24 origin      only with `flags::ORIGIN`: the record's first
+//!                         journal id (16) and sequence number there (u64 LE)
+//!      …    …  text        canonical record text, no trailing newline
 //! ```
 
 use std::borrow::Cow;
+
+pub use crate::journal_id::Origin;
 
 /// Size of the fixed entry header.
 pub const HEADER_LEN: usize = 40;
@@ -33,6 +37,9 @@ pub mod flags {
     /// The record's text did not parse (no type, time or serial); it is
     /// delivered as it is and forms an event of its own.
     pub const UNPARSED: u16 = 4;
+    /// The entry carries the record's first origin (a record forwarded
+    /// from another dispatcher's journal), 24 bytes before its text.
+    pub const ORIGIN: u16 = 8;
     /// Mask of the flags that mark control entries, which are never delivered
     /// to plugins as records.
     pub const CONTROL: u16 = CLOSE_MARKER;
@@ -52,8 +59,10 @@ pub struct NewEntry<'a> {
     pub rtype: u32,
     /// Input index.
     pub source: u16,
-    /// `flags::*`.
+    /// `flags::*` (`ORIGIN` is set by the encoder from `origin`).
     pub flags: u16,
+    /// Where the record was first journaled, if that was another journal.
+    pub origin: Option<Origin>,
     /// Canonical record text.
     pub text: Cow<'a, [u8]>,
 }
@@ -67,6 +76,7 @@ impl NewEntry<'_> {
             rtype: 0,
             source,
             flags: flags::CLOSE_MARKER,
+            origin: None,
             text: Cow::Borrowed(&[]),
         }
     }
@@ -79,8 +89,14 @@ impl NewEntry<'_> {
             rtype: self.rtype,
             source: self.source,
             flags: self.flags,
+            origin: self.origin,
             text: Cow::Owned(self.text.into_owned()),
         }
+    }
+
+    /// Bytes of the encoded entry.
+    pub fn stored_len(&self) -> usize {
+        HEADER_LEN + self.origin.map_or(0, |_| Origin::LEN) + self.text.len()
     }
 }
 
@@ -99,6 +115,8 @@ pub struct EntryRef<'a> {
     pub source: u16,
     /// `flags::*`.
     pub flags: u16,
+    /// Where the record was first journaled, if that was another journal.
+    pub origin: Option<Origin>,
     /// Canonical record text.
     pub text: &'a [u8],
 }
@@ -108,11 +126,20 @@ impl EntryRef<'_> {
     pub fn is_control(&self) -> bool {
         self.flags & flags::CONTROL != 0
     }
+
+    /// Bytes of the encoded entry.
+    pub fn stored_len(&self) -> usize {
+        HEADER_LEN + self.origin.map_or(0, |_| Origin::LEN) + self.text.len()
+    }
 }
 
 /// Appends the encoding of `entry` with sequence number `seq` to `out`.
 pub fn encode(out: &mut Vec<u8>, seq: u64, entry: &NewEntry<'_>) {
-    let len = HEADER_LEN + entry.text.len();
+    let len = entry.stored_len();
+    let fl = match entry.origin {
+        Some(_) => entry.flags | flags::ORIGIN,
+        None => entry.flags & !flags::ORIGIN,
+    };
     let start = out.len();
     out.reserve(len);
     out.extend_from_slice(&(len as u32).to_le_bytes());
@@ -122,7 +149,10 @@ pub fn encode(out: &mut Vec<u8>, seq: u64, entry: &NewEntry<'_>) {
     out.extend_from_slice(&entry.source_seq.to_le_bytes());
     out.extend_from_slice(&entry.rtype.to_le_bytes());
     out.extend_from_slice(&entry.source.to_le_bytes());
-    out.extend_from_slice(&entry.flags.to_le_bytes());
+    out.extend_from_slice(&fl.to_le_bytes());
+    if let Some(o) = entry.origin {
+        o.put(out);
+    }
     out.extend_from_slice(&entry.text);
     let crc = crc32c::crc32c(&out[start + 8..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
@@ -156,25 +186,39 @@ pub fn decode(buf: &[u8]) -> Result<(EntryRef<'_>, usize), DecodeError> {
     if crc32c::crc32c(&buf[8..len]) != u32_at(buf, 4) {
         return Err(DecodeError::BadChecksum);
     }
+    let fl = u16::from_le_bytes([buf[38], buf[39]]);
+    if fl & flags::ORIGIN != 0 && len < HEADER_LEN + Origin::LEN {
+        return Err(DecodeError::BadLength(len as u32));
+    }
     Ok((decode_unchecked(&buf[..len]), len))
 }
 
 /// Decodes an entry already known to be whole and valid (from a block this
 /// process built or verified).
 pub(crate) fn decode_unchecked(buf: &[u8]) -> EntryRef<'_> {
+    let fl = u16::from_le_bytes([buf[38], buf[39]]);
+    let (origin, text) = if fl & flags::ORIGIN != 0 {
+        (
+            Origin::read(&buf[HEADER_LEN..]),
+            &buf[HEADER_LEN + Origin::LEN..],
+        )
+    } else {
+        (None, &buf[HEADER_LEN..])
+    };
     EntryRef {
         seq: u64_at(buf, 8),
         event: u64_at(buf, 16),
         source_seq: u64_at(buf, 24),
         rtype: u32_at(buf, 32),
         source: u16::from_le_bytes([buf[36], buf[37]]),
-        flags: u16::from_le_bytes([buf[38], buf[39]]),
-        text: &buf[HEADER_LEN..],
+        flags: fl,
+        origin,
+        text,
     }
 }
 
 /// The largest entry the journal accepts: the longest record text plus header.
-pub const MAX_ENTRY_LEN: usize = HEADER_LEN + crate::record::MAX_RECORD_LEN;
+pub const MAX_ENTRY_LEN: usize = HEADER_LEN + Origin::LEN + crate::record::MAX_RECORD_LEN;
 
 fn u32_at(buf: &[u8], at: usize) -> u32 {
     let mut b = [0; 4];
@@ -199,6 +243,7 @@ mod tests {
             rtype: 1300,
             source: 2,
             flags: flags::ENDS_EVENT,
+            origin: None,
             text: text.into(),
         }
     }
@@ -219,6 +264,26 @@ mod tests {
         let (e2, n2) = decode(&buf[n..]).unwrap();
         assert_eq!((e2.seq, e2.text), (43, &b""[..]));
         assert_eq!(n + n2, buf.len());
+        assert_eq!(e.origin, None);
+    }
+
+    #[test]
+    fn an_origin_round_trips_before_the_text() {
+        let o = Origin {
+            journal: [5; 16],
+            seq: 77,
+        };
+        let mut buf = Vec::new();
+        let mut s = sample(b"type=EOE msg=audit(1.2:3): ");
+        s.origin = Some(o);
+        encode(&mut buf, 9, &s);
+        assert_eq!(buf.len(), s.stored_len());
+        let (e, n) = decode(&buf).unwrap();
+        assert_eq!(n, buf.len());
+        assert_eq!(e.origin, Some(o));
+        assert_eq!(e.flags, flags::ENDS_EVENT | flags::ORIGIN);
+        assert_eq!(e.text, b"type=EOE msg=audit(1.2:3): ");
+        assert_eq!(e.stored_len(), n);
     }
 
     #[test]

@@ -26,7 +26,7 @@ mod reader;
 mod segment;
 
 pub use crate::journal_id::JournalId;
-pub use entry::{EntryRef, NewEntry};
+pub use entry::{EntryRef, NewEntry, Origin};
 pub use reader::{LostReason, ReadOutcome, Reader, Step};
 
 use std::collections::VecDeque;
@@ -326,12 +326,7 @@ impl Journal {
         }
         let mut writer = lock(&self.shared.writer);
         let first_seq = writer.next_seq;
-        let mut bytes = Vec::with_capacity(
-            entries
-                .iter()
-                .map(|e| entry::HEADER_LEN + e.text.len())
-                .sum(),
-        );
+        let mut bytes = Vec::with_capacity(entries.iter().map(|e| e.stored_len()).sum());
         let mut offsets = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
             offsets.push(bytes.len() as u32);

@@ -120,7 +120,7 @@ impl Reader {
                 'blocks: for b in &blocks {
                     while self.next < b.end_seq() {
                         let e = b.entry(self.next);
-                        bytes += entry::HEADER_LEN + e.text.len();
+                        bytes += e.stored_len();
                         let step = f(e);
                         if step == Step::StopBefore {
                             break 'blocks;

@@ -30,6 +30,7 @@ fn append_n(j: &Journal, from: u64, n: u64, per_block: u64) {
                 rtype: 1300,
                 source: 1,
                 flags: flags::ENDS_EVENT,
+                origin: None,
                 text: t.into(),
             })
             .collect();
@@ -119,6 +120,7 @@ fn torn_tail_is_cut_on_recovery() {
             rtype: 1300,
             source: 0,
             flags: 0,
+            origin: None,
             text: t.as_slice().into(),
         },
     );
@@ -198,6 +200,7 @@ fn size_limit_evicts_oldest_and_reports_it() {
                 rtype: 1300,
                 source: 0,
                 flags: 0,
+                origin: None,
                 text: t.as_slice().into(),
             }])
             .unwrap();

@@ -206,8 +206,14 @@ fn families(snap: &Snapshot, process: Option<&ProcessStats>, version: &str) -> V
         Gauge,
         "Records read from the input that wait in memory for the journal to be writable.",
     );
+    let mut looped = Family::new(
+        "audisp_input_records_looped",
+        Counter,
+        "Records of this host that came back on the input (a forwarding loop), dropped.",
+    );
     for i in &snap.inputs {
         let l = || vec![("input", i.name.clone())];
+        looped.add(l(), i.looped);
         connected.add(l(), u64::from(i.connected));
         records.add(l(), i.records);
         bytes.add(l(), i.bytes);
@@ -218,7 +224,7 @@ fn families(snap: &Snapshot, process: Option<&ProcessStats>, version: &str) -> V
         waiting.add(l(), i.waiting);
     }
     out.extend([
-        connected, records, bytes, malformed, unparsed, duplicates, lost, waiting,
+        connected, records, bytes, malformed, unparsed, duplicates, lost, waiting, looped,
     ]);
 
     let mut state = Family::new(
@@ -452,6 +458,7 @@ mod tests {
                 duplicates: 2,
                 lost: 0,
                 waiting: 0,
+                looped: 0,
             }],
             plugins: vec![PluginSnapshot {
                 name: "we\"ird\\name\n".into(),

@@ -4,12 +4,14 @@
 
 use super::messages::{
     err, CommandStatus, FromDispatcher, FromPlugin, Hello, InputRecord, Mode, Notice,
-    ProtocolError, Record, Role, Welcome,
+    ProtocolError, Record, RecordOrigin, Role, Welcome,
 };
 use super::{
-    kind, tag, valid_action_name, valid_name, INPUT_RECORD_HEADER, MAGIC, MAX_COMMAND_ARG,
-    MAX_COMMAND_ARGS, MAX_MESSAGE, MAX_NAME, MAX_NOTICE_EVENT, MAX_NOTICE_SUMMARY, RECORD_HEADER,
+    kind, record_flags, tag, valid_action_name, valid_name, INPUT_ORIGIN_RECORD_HEADER,
+    INPUT_RECORD_HEADER, MAGIC, MAX_COMMAND_ARG, MAX_COMMAND_ARGS, MAX_MESSAGE, MAX_NAME,
+    MAX_NOTICE_EVENT, MAX_NOTICE_SUMMARY, ORIGIN_RECORD_HEADER, RECORD_HEADER,
 };
+use crate::journal_id::Origin;
 
 /// A cursor over a received message.
 struct In<'a> {
@@ -170,6 +172,7 @@ fn decode_hello(r: &mut In<'_>) -> Result<Hello, ProtocolError> {
             }
             tag::RELAYED => h.relayed = flag_of(v, "HELLO relayed")?,
             tag::LOCAL_ONLY => h.local_only = flag_of(v, "HELLO local only")?,
+            tag::ORIGIN => h.origin = flag_of(v, "HELLO origin")?,
             _ => {}
         }
     }
@@ -191,6 +194,7 @@ fn decode_welcome(r: &mut In<'_>) -> Result<Welcome, ProtocolError> {
         mode: None,
         max_message: MAX_MESSAGE as u32,
         server: String::new(),
+        origin: false,
     };
     for (t, v) in r.fields()? {
         match t {
@@ -214,17 +218,21 @@ fn decode_welcome(r: &mut In<'_>) -> Result<Welcome, ProtocolError> {
                 w.max_message = u32::from_le_bytes(a);
             }
             tag::W_SERVER => w.server = String::from_utf8_lossy(v).into_owned(),
+            tag::W_ORIGIN => w.origin = flag_of(v, "WELCOME origin")?,
             _ => {}
         }
     }
     Ok(w)
 }
 
-/// The records of a validated `RECORDS` message.
+/// The records of a validated `RECORDS` or `RECORDS_ORIGIN` message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Records<'a> {
     body: &'a [u8],
     count: u16,
+    /// `RECORDS_ORIGIN`: the names of the inputs its records name
+    /// (`u16 index`, `str name`, each; validated). `None`: `RECORDS`.
+    names: Option<&'a [u8]>,
 }
 
 impl<'a> Records<'a> {
@@ -241,29 +249,135 @@ impl<'a> Records<'a> {
     /// The records, in order.
     pub fn iter(&self) -> impl Iterator<Item = Record<'a>> + 'a {
         let mut body = self.body;
+        let names = self.names;
         (0..self.count).map(move |_| {
-            let (r, rest) = split_record(body);
+            let (r, rest) = split_record(body, names);
             body = rest;
             r
         })
     }
 }
 
-fn split_record(b: &[u8]) -> (Record<'_>, &[u8]) {
+/// The name of input `index` in a validated name list.
+fn name_of(mut names: &[u8], index: u16) -> &str {
+    while names.len() >= 4 {
+        let i = u16::from_le_bytes([names[0], names[1]]);
+        let n = u16::from_le_bytes([names[2], names[3]]) as usize;
+        let name = &names[4..4 + n];
+        if i == index {
+            return std::str::from_utf8(name).unwrap_or("");
+        }
+        names = &names[4 + n..];
+    }
+    ""
+}
+
+fn split_record<'a>(b: &'a [u8], names: Option<&'a [u8]>) -> (Record<'a>, &'a [u8]) {
     let u64_at = |i: usize| {
         let mut a = [0; 8];
         a.copy_from_slice(&b[i..i + 8]);
         u64::from_le_bytes(a)
     };
     let len = u32::from_le_bytes([b[22], b[23], b[24], b[25]]) as usize;
+    let mut flags = u16::from_le_bytes([b[20], b[21]]);
+    let (origin, head) = match names {
+        None => (None, RECORD_HEADER),
+        Some(names) => {
+            let input = u16::from_le_bytes([b[26], b[27]]);
+            let (first, head) = if flags & record_flags::FIRST_ORIGIN != 0 {
+                (
+                    Origin::read(&b[ORIGIN_RECORD_HEADER..]),
+                    ORIGIN_RECORD_HEADER + Origin::LEN,
+                )
+            } else {
+                (None, ORIGIN_RECORD_HEADER)
+            };
+            let o = RecordOrigin {
+                input,
+                name: name_of(names, input),
+                first,
+            };
+            flags &= !record_flags::FIRST_ORIGIN;
+            (Some(o), head)
+        }
+    };
     let r = Record {
         seq: u64_at(0),
         ack_id: u64_at(8),
         rtype: u32::from_le_bytes([b[16], b[17], b[18], b[19]]),
-        flags: u16::from_le_bytes([b[20], b[21]]),
-        text: &b[RECORD_HEADER..RECORD_HEADER + len],
+        flags,
+        text: &b[head..head + len],
+        origin,
     };
-    (r, &b[RECORD_HEADER + len..])
+    (r, &b[head + len..])
+}
+
+/// Checks a `RECORDS_ORIGIN` message's records (whose headers vary with
+/// their `FIRST_ORIGIN` flag) and the input names that follow them, each
+/// index a record uses named once; returns the record count, the bytes the
+/// records take and the names' bytes.
+fn validate_origin_records<'a>(r: &mut In<'a>) -> Result<(u16, usize, &'a [u8]), ProtocolError> {
+    let count = r.u16()?;
+    let body = r.buf;
+    let mut pos = 0;
+    let mut used: Vec<u16> = Vec::new();
+    for i in 0..count {
+        let short = || {
+            err(format!(
+                "RECORDS_ORIGIN: record {i} of {count} is cut short"
+            ))
+        };
+        if body.len() - pos < ORIGIN_RECORD_HEADER {
+            return short();
+        }
+        let b = &body[pos..];
+        let len = u32::from_le_bytes([b[22], b[23], b[24], b[25]]) as usize;
+        if len > crate::record::MAX_RECORD_LEN {
+            return err(format!(
+                "RECORDS_ORIGIN: record {i} is {len} bytes, more than the {} allowed",
+                crate::record::MAX_RECORD_LEN
+            ));
+        }
+        let flags = u16::from_le_bytes([b[20], b[21]]);
+        let head = ORIGIN_RECORD_HEADER
+            + if flags & record_flags::FIRST_ORIGIN != 0 {
+                Origin::LEN
+            } else {
+                0
+            };
+        if b.len() < head + len {
+            return short();
+        }
+        let input = u16::from_le_bytes([b[26], b[27]]);
+        if !used.contains(&input) {
+            used.push(input);
+        }
+        pos += head + len;
+    }
+    let mut names = In {
+        buf: &body[pos..],
+        what: "RECORDS_ORIGIN names",
+    };
+    let start = names.buf;
+    let n = names.u16()?;
+    let mut named: Vec<u16> = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let index = names.u16()?;
+        let name = names.str(MAX_NAME)?;
+        if !name.is_empty() && !valid_name(&name) {
+            return err(format!("RECORDS_ORIGIN: input name {name:?} is not valid"));
+        }
+        if named.contains(&index) {
+            return err(format!("RECORDS_ORIGIN: input {index} named twice"));
+        }
+        named.push(index);
+    }
+    if let Some(missing) = used.iter().find(|i| !named.contains(i)) {
+        return err(format!("RECORDS_ORIGIN: input {missing} is not named"));
+    }
+    let names_len = start.len() - names.buf.len();
+    r.buf = names.buf;
+    Ok((count, pos, &start[2..names_len]))
 }
 
 fn validate_records(
@@ -295,11 +409,13 @@ fn validate_records(
     Ok((count, pos))
 }
 
-/// The records of a validated `RECORDS_IN` message.
+/// The records of a validated `RECORDS_IN` or `RECORDS_IN_ORIGIN` message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InputRecords<'a> {
     body: &'a [u8],
     count: u16,
+    /// `RECORDS_IN_ORIGIN`: every record carries its first origin.
+    origin: bool,
 }
 
 impl<'a> InputRecords<'a> {
@@ -316,16 +432,26 @@ impl<'a> InputRecords<'a> {
     /// The records, in order.
     pub fn iter(&self) -> impl Iterator<Item = InputRecord<'a>> + 'a {
         let mut b = self.body;
+        let with_origin = self.origin;
         (0..self.count).map(move |_| {
             let mut s = [0; 8];
             s.copy_from_slice(&b[..8]);
             let len = u32::from_le_bytes([b[12], b[13], b[14], b[15]]) as usize;
+            let (origin, head) = if with_origin {
+                // All zero: the input does not know the origin.
+                let o = Origin::read(&b[INPUT_RECORD_HEADER..])
+                    .filter(|o| o.journal != [0; 16] || o.seq != 0);
+                (o, INPUT_ORIGIN_RECORD_HEADER)
+            } else {
+                (None, INPUT_RECORD_HEADER)
+            };
             let r = InputRecord {
                 source_seq: u64::from_le_bytes(s),
                 rtype: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
-                text: &b[INPUT_RECORD_HEADER..INPUT_RECORD_HEADER + len],
+                text: &b[head..head + len],
+                origin,
             };
-            b = &b[INPUT_RECORD_HEADER + len..];
+            b = &b[head + len..];
             r
         })
     }
@@ -381,7 +507,22 @@ pub fn decode_from_plugin(msg: &[u8]) -> Result<FromPlugin<'_>, ProtocolError> {
             let (count, used) = validate_records(&mut r, INPUT_RECORD_HEADER, 12)?;
             let body = &r.buf[..used];
             r.buf = &r.buf[used..];
-            FromPlugin::RecordsIn(InputRecords { body, count })
+            FromPlugin::RecordsIn(InputRecords {
+                body,
+                count,
+                origin: false,
+            })
+        }
+        kind::RECORDS_IN_ORIGIN => {
+            r.what = "RECORDS_IN_ORIGIN";
+            let (count, used) = validate_records(&mut r, INPUT_ORIGIN_RECORD_HEADER, 12)?;
+            let body = &r.buf[..used];
+            r.buf = &r.buf[used..];
+            FromPlugin::RecordsIn(InputRecords {
+                body,
+                count,
+                origin: true,
+            })
         }
         kind::NOTIFY => {
             r.what = "NOTIFY";
@@ -425,7 +566,21 @@ pub fn decode_from_dispatcher(msg: &[u8]) -> Result<FromDispatcher<'_>, Protocol
             let (count, used) = validate_records(&mut r, RECORD_HEADER, 22)?;
             let body = &r.buf[..used];
             r.buf = &r.buf[used..];
-            FromDispatcher::Records(Records { body, count })
+            FromDispatcher::Records(Records {
+                body,
+                count,
+                names: None,
+            })
+        }
+        kind::RECORDS_ORIGIN => {
+            r.what = "RECORDS_ORIGIN";
+            let start = r.buf;
+            let (count, used, names) = validate_origin_records(&mut r)?;
+            FromDispatcher::Records(Records {
+                body: &start[2..2 + used],
+                count,
+                names: Some(names),
+            })
         }
         kind::STATS => {
             r.what = "STATS";
@@ -521,6 +676,7 @@ mod tests {
         h.exclude = vec![1320];
         h.max_message = Some(65536);
         h.local_only = true;
+        h.origin = true;
         let m = encode_hello(&h);
         assert_eq!(decode_from_plugin(&m).unwrap(), FromPlugin::Hello(h));
         let mut i = Hello::input("bridge", [9; 16]);
@@ -562,6 +718,7 @@ mod tests {
             mode: Some(Mode::Records),
             max_message: 1000,
             server: "audispd 0.1".into(),
+            origin: true,
         };
         assert_eq!(
             decode_from_dispatcher(&encode_welcome(&w)).unwrap(),

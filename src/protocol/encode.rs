@@ -5,9 +5,11 @@ use super::messages::{
     err, CommandStatus, Hello, InputRecord, Mode, Notice, ProtocolError, Record, Role, Welcome,
 };
 use super::{
-    kind, tag, valid_action_name, valid_name, INPUT_RECORD_HEADER, MAGIC, MAX_COMMAND_ARG,
-    MAX_COMMAND_ARGS, MAX_MESSAGE, MAX_NAME, MAX_NOTICE_EVENT, MAX_NOTICE_SUMMARY, RECORD_HEADER,
+    kind, record_flags, tag, valid_action_name, valid_name, INPUT_ORIGIN_RECORD_HEADER,
+    INPUT_RECORD_HEADER, MAGIC, MAX_COMMAND_ARG, MAX_COMMAND_ARGS, MAX_MESSAGE, MAX_NAME,
+    MAX_NOTICE_EVENT, MAX_NOTICE_SUMMARY, ORIGIN_RECORD_HEADER, RECORD_HEADER,
 };
+use crate::journal_id::Origin;
 
 pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u16).to_le_bytes());
@@ -72,6 +74,9 @@ pub fn encode_hello(h: &Hello) -> Vec<u8> {
     if h.local_only {
         put_field(&mut out, tag::LOCAL_ONLY, &[1]);
     }
+    if h.origin {
+        put_field(&mut out, tag::ORIGIN, &[1]);
+    }
     out
 }
 
@@ -88,6 +93,9 @@ pub fn encode_welcome(w: &Welcome) -> Vec<u8> {
     }
     put_field(&mut out, tag::W_MAX_MESSAGE, &w.max_message.to_le_bytes());
     put_field(&mut out, tag::W_SERVER, w.server.as_bytes());
+    if w.origin {
+        put_field(&mut out, tag::W_ORIGIN, &[1]);
+    }
     out
 }
 
@@ -206,28 +214,45 @@ pub fn encode_command_result(id: u32, status: CommandStatus, message: &str) -> V
     out
 }
 
-/// Builds `RECORDS` (dispatcher → plugin) or `RECORDS_IN` (input →
-/// dispatcher) messages: records are added until the next would not fit.
+/// Builds `RECORDS` or `RECORDS_ORIGIN` (dispatcher → plugin), or
+/// `RECORDS_IN` or `RECORDS_IN_ORIGIN` (input → dispatcher) messages:
+/// records are added until the next would not fit.
 #[derive(Debug)]
 pub struct RecordsBuilder {
     buf: Vec<u8>,
     count: u16,
     max: usize,
-    input: bool,
+    kind: u8,
+    /// `RECORDS_ORIGIN`: the inputs its records name, written after them.
+    names: Vec<(u16, String)>,
+    /// Bytes the names will take (their count included).
+    names_bytes: usize,
+    /// Where the records end in `buf` (the names follow once finished).
+    records_end: usize,
 }
 
 impl RecordsBuilder {
     /// A builder for `RECORDS` messages of at most `max` bytes.
     pub fn output(max: usize) -> RecordsBuilder {
-        RecordsBuilder::new(kind::RECORDS, max, false)
+        RecordsBuilder::new(kind::RECORDS, max)
+    }
+
+    /// A builder for `RECORDS_ORIGIN` messages of at most `max` bytes.
+    pub fn output_origin(max: usize) -> RecordsBuilder {
+        RecordsBuilder::new(kind::RECORDS_ORIGIN, max)
     }
 
     /// A builder for `RECORDS_IN` messages of at most `max` bytes.
     pub fn input(max: usize) -> RecordsBuilder {
-        RecordsBuilder::new(kind::RECORDS_IN, max, true)
+        RecordsBuilder::new(kind::RECORDS_IN, max)
     }
 
-    fn new(k: u8, max: usize, input: bool) -> RecordsBuilder {
+    /// A builder for `RECORDS_IN_ORIGIN` messages of at most `max` bytes.
+    pub fn input_origin(max: usize) -> RecordsBuilder {
+        RecordsBuilder::new(kind::RECORDS_IN_ORIGIN, max)
+    }
+
+    fn new(k: u8, max: usize) -> RecordsBuilder {
         let mut buf = Vec::with_capacity(max.min(MAX_MESSAGE));
         buf.push(k);
         buf.extend_from_slice(&[0, 0]);
@@ -235,7 +260,10 @@ impl RecordsBuilder {
             buf,
             count: 0,
             max,
-            input,
+            kind: k,
+            names: Vec::new(),
+            names_bytes: if k == kind::RECORDS_ORIGIN { 2 } else { 0 },
+            records_end: 3,
         }
     }
 
@@ -251,39 +279,82 @@ impl RecordsBuilder {
 
     /// Size of the message so far.
     pub fn bytes(&self) -> usize {
-        self.buf.len()
+        self.records_end + self.names_bytes
+    }
+
+    /// Whether a record of `text_len` bytes (and `extra` bytes more of
+    /// origin) still fits.
+    fn fits_with(&self, text_len: usize, extra: usize) -> bool {
+        let head = match self.kind {
+            kind::RECORDS_IN => INPUT_RECORD_HEADER,
+            kind::RECORDS_IN_ORIGIN => INPUT_ORIGIN_RECORD_HEADER,
+            kind::RECORDS_ORIGIN => ORIGIN_RECORD_HEADER,
+            _ => RECORD_HEADER,
+        };
+        self.count < u16::MAX && self.bytes() + head + extra + text_len <= self.max
     }
 
     /// Whether a record of `text_len` bytes still fits.
     pub fn fits(&self, text_len: usize) -> bool {
-        let head = if self.input {
-            INPUT_RECORD_HEADER
-        } else {
-            RECORD_HEADER
-        };
-        self.count < u16::MAX && self.buf.len() + head + text_len <= self.max
+        self.fits_with(text_len, 0)
     }
 
-    /// Adds a record to a `RECORDS` message; false if it does not fit.
+    /// Adds a record to a `RECORDS` or `RECORDS_ORIGIN` message; false if
+    /// it does not fit. In `RECORDS_ORIGIN`, a record without an origin is
+    /// written as one of input 0 (`""`).
     pub fn push(&mut self, r: &Record<'_>) -> bool {
-        debug_assert!(!self.input);
-        if !self.fits(r.text.len()) {
+        debug_assert!(self.kind == kind::RECORDS || self.kind == kind::RECORDS_ORIGIN);
+        let origin = self.kind == kind::RECORDS_ORIGIN;
+        let (input, name, first) = match r.origin {
+            Some(o) => (o.input, o.name, o.first),
+            None => (0, "", None),
+        };
+        let mut extra = 0;
+        let new_name = origin && !self.names.iter().any(|(i, _)| *i == input);
+        if new_name {
+            extra += 4 + name.len();
+        }
+        if origin && first.is_some() {
+            extra += Origin::LEN;
+        }
+        if !self.fits_with(r.text.len(), extra) {
             return false;
         }
+        let mut fl = r.flags;
+        if origin {
+            fl &= !record_flags::FIRST_ORIGIN;
+            if first.is_some() {
+                fl |= record_flags::FIRST_ORIGIN;
+            }
+        }
+        self.buf.truncate(self.records_end);
         self.buf.extend_from_slice(&r.seq.to_le_bytes());
         self.buf.extend_from_slice(&r.ack_id.to_le_bytes());
         self.buf.extend_from_slice(&r.rtype.to_le_bytes());
-        self.buf.extend_from_slice(&r.flags.to_le_bytes());
+        self.buf.extend_from_slice(&fl.to_le_bytes());
         self.buf
             .extend_from_slice(&(r.text.len() as u32).to_le_bytes());
+        if origin {
+            self.buf.extend_from_slice(&input.to_le_bytes());
+            if let Some(f) = first {
+                f.put(&mut self.buf);
+            }
+            if new_name {
+                self.names.push((input, name.to_string()));
+                self.names_bytes += 4 + name.len();
+            }
+        }
         self.buf.extend_from_slice(r.text);
+        self.records_end = self.buf.len();
         self.count += 1;
         true
     }
 
-    /// Adds a record to a `RECORDS_IN` message; false if it does not fit.
+    /// Adds a record to a `RECORDS_IN` or `RECORDS_IN_ORIGIN` message;
+    /// false if it does not fit. In `RECORDS_IN_ORIGIN`, a record without
+    /// an origin is written with an all-zero one.
     pub fn push_input(&mut self, r: &InputRecord<'_>) -> bool {
-        debug_assert!(self.input);
+        debug_assert!(self.kind == kind::RECORDS_IN || self.kind == kind::RECORDS_IN_ORIGIN);
         if !self.fits(r.text.len()) {
             return false;
         }
@@ -291,7 +362,15 @@ impl RecordsBuilder {
         self.buf.extend_from_slice(&r.rtype.to_le_bytes());
         self.buf
             .extend_from_slice(&(r.text.len() as u32).to_le_bytes());
+        if self.kind == kind::RECORDS_IN_ORIGIN {
+            let o = r.origin.unwrap_or(Origin {
+                journal: [0; 16],
+                seq: 0,
+            });
+            o.put(&mut self.buf);
+        }
         self.buf.extend_from_slice(r.text);
+        self.records_end = self.buf.len();
         self.count += 1;
         true
     }
@@ -301,13 +380,29 @@ impl RecordsBuilder {
         let c = self.count.to_le_bytes();
         self.buf[1] = c[0];
         self.buf[2] = c[1];
+        if self.kind == kind::RECORDS_ORIGIN {
+            self.buf.truncate(self.records_end);
+            self.buf
+                .extend_from_slice(&(self.names.len() as u16).to_le_bytes());
+            for (i, n) in &self.names {
+                self.buf.extend_from_slice(&i.to_le_bytes());
+                put_str(&mut self.buf, n);
+            }
+        }
         &self.buf
     }
 
     /// Empties the builder for the next message.
     pub fn clear(&mut self) {
         self.buf.truncate(3);
+        self.records_end = 3;
         self.count = 0;
+        self.names.clear();
+        self.names_bytes = if self.kind == kind::RECORDS_ORIGIN {
+            2
+        } else {
+            0
+        };
     }
 }
 
@@ -315,7 +410,7 @@ impl RecordsBuilder {
 mod tests {
     use super::super::decode::{decode_from_dispatcher, decode_from_plugin};
     use super::super::messages::{FromDispatcher, FromPlugin};
-    use super::super::record_flags;
+    use super::super::RecordOrigin;
     use super::*;
 
     #[test]
@@ -332,6 +427,7 @@ mod tests {
                 rtype: 1320,
                 flags: record_flags::ENDS_EVENT,
                 text: t,
+                origin: None,
             }) {
                 break;
             }
@@ -363,7 +459,8 @@ mod tests {
         assert!(b.push_input(&InputRecord {
             source_seq: 5,
             rtype: 0,
-            text: b"type=USER msg=audit(1.2:3): x"
+            text: b"type=USER msg=audit(1.2:3): x",
+            origin: None,
         }));
         let msg = b.message().to_vec();
         let FromPlugin::RecordsIn(rs) = decode_from_plugin(&msg).unwrap() else {
@@ -373,6 +470,80 @@ mod tests {
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].source_seq, 5);
         assert_eq!(v[0].text, b"type=USER msg=audit(1.2:3): x");
+    }
+
+    #[test]
+    fn records_with_origin_round_trip_and_name_each_input_once() {
+        let first = Origin {
+            journal: [4; 16],
+            seq: 900,
+        };
+        let mut b = RecordsBuilder::output_origin(MAX_MESSAGE);
+        let texts = [&b"type=EOE msg=audit(1.2:1): "[..], b"b", b"c"];
+        let origins = [
+            RecordOrigin {
+                input: 1,
+                name: "auditd",
+                first: None,
+            },
+            RecordOrigin {
+                input: 3,
+                name: "remote",
+                first: Some(first),
+            },
+            RecordOrigin {
+                input: 1,
+                name: "auditd",
+                first: None,
+            },
+        ];
+        for (i, (t, o)) in texts.iter().zip(origins).enumerate() {
+            assert!(b.push(&Record {
+                seq: i as u64 + 1,
+                ack_id: i as u64 + 1,
+                rtype: 1320,
+                flags: record_flags::ENDS_EVENT,
+                text: t,
+                origin: Some(o),
+            }));
+        }
+        let msg = b.message().to_vec();
+        assert_eq!(msg.len(), b.bytes(), "the size counted is the size sent");
+        assert_eq!(b.message(), &msg[..], "finishing twice changes nothing");
+        let FromDispatcher::Records(rs) = decode_from_dispatcher(&msg).unwrap() else {
+            panic!()
+        };
+        let got: Vec<_> = rs.iter().collect();
+        assert_eq!(got.len(), 3);
+        for (i, r) in got.iter().enumerate() {
+            assert_eq!(r.text, texts[i]);
+            assert_eq!(r.origin, Some(origins[i]));
+            assert_eq!(r.flags, record_flags::ENDS_EVENT);
+        }
+        for cut in 1..msg.len() {
+            assert!(decode_from_dispatcher(&msg[..cut]).is_err(), "{cut}");
+        }
+        // Input records with their first origin.
+        let mut b = RecordsBuilder::input_origin(MAX_MESSAGE);
+        assert!(b.push_input(&InputRecord {
+            source_seq: 5,
+            rtype: 0,
+            text: b"type=USER msg=audit(1.2:3): x",
+            origin: Some(first),
+        }));
+        assert!(b.push_input(&InputRecord {
+            source_seq: 6,
+            rtype: 0,
+            text: b"type=USER msg=audit(1.2:4): x",
+            origin: None,
+        }));
+        let msg = b.message().to_vec();
+        let FromPlugin::RecordsIn(rs) = decode_from_plugin(&msg).unwrap() else {
+            panic!()
+        };
+        let v: Vec<_> = rs.iter().collect();
+        assert_eq!((v[0].source_seq, v[0].origin), (5, Some(first)));
+        assert_eq!((v[1].source_seq, v[1].origin), (6, None));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::decode::{InputRecords, Records};
-use super::VERSION;
+use super::{Origin, VERSION};
 
 /// What a plugin does on the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,9 @@ pub struct Hello {
     /// `exclude_inputs`), give it only records that originated on this
     /// host, none from relayed inputs (what a forwarder asks for).
     pub local_only: bool,
+    /// Output: send each record's origin (`RECORDS_ORIGIN`). Input: it
+    /// would send records' first origins (`RECORDS_IN_ORIGIN`).
+    pub origin: bool,
 }
 
 impl Hello {
@@ -74,6 +77,7 @@ impl Hello {
             max_message: None,
             relayed: false,
             local_only: false,
+            origin: false,
         }
     }
 
@@ -103,6 +107,10 @@ pub struct Welcome {
     pub max_message: u32,
     /// The dispatcher's name and version, for logs.
     pub server: String,
+    /// The dispatcher grants the plugin's `origin`: records come as
+    /// `RECORDS_ORIGIN` (output), or may be sent as `RECORDS_IN_ORIGIN`
+    /// (input).
+    pub origin: bool,
 }
 
 /// One record in a `RECORDS` message.
@@ -119,6 +127,20 @@ pub struct Record<'a> {
     pub flags: u16,
     /// Record text in auditd's string format, without the newline.
     pub text: &'a [u8],
+    /// Where it came from (`RECORDS_ORIGIN` only).
+    pub origin: Option<RecordOrigin<'a>>,
+}
+
+/// A delivered record's origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordOrigin<'a> {
+    /// The dispatcher's index of the input the record arrived on.
+    pub input: u16,
+    /// That input's name (`auditd` for standard input).
+    pub name: &'a str,
+    /// Where the record was first journaled, if it was forwarded from
+    /// another dispatcher (`None`: in this dispatcher's journal, at `seq`).
+    pub first: Option<Origin>,
 }
 
 /// One record in a `RECORDS_IN` message.
@@ -130,6 +152,8 @@ pub struct InputRecord<'a> {
     pub rtype: u32,
     /// Record text in auditd's string format, without the newline.
     pub text: &'a [u8],
+    /// Where it was first journaled, if the input knows (`RECORDS_IN_ORIGIN`).
+    pub origin: Option<Origin>,
 }
 
 /// Outcome of a command.

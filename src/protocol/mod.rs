@@ -19,6 +19,7 @@ mod decode;
 mod encode;
 mod messages;
 
+pub use crate::journal_id::Origin;
 pub use decode::{decode_from_dispatcher, decode_from_plugin, InputRecords, Records};
 pub use encode::{
     encode_ack, encode_command, encode_command_result, encode_hello, encode_input_ack,
@@ -27,7 +28,7 @@ pub use encode::{
 };
 pub use messages::{
     CommandStatus, FromDispatcher, FromPlugin, Hello, InputRecord, Mode, Notice, ProtocolError,
-    Record, Role, Welcome,
+    Record, RecordOrigin, Role, Welcome,
 };
 
 /// The protocol version this crate speaks.
@@ -54,6 +55,12 @@ pub const MAX_NOTICE_SUMMARY: usize = 1024;
 pub const RECORD_HEADER: usize = 8 + 8 + 4 + 2 + 4;
 /// Bytes of one record's header in a `RECORDS_IN` message.
 pub const INPUT_RECORD_HEADER: usize = 8 + 4 + 4;
+/// Bytes of one record's header in a `RECORDS_ORIGIN` message: a `RECORDS`
+/// header and the input index (the first origin, when flagged, follows).
+pub const ORIGIN_RECORD_HEADER: usize = RECORD_HEADER + 2;
+/// Bytes of one record's header in a `RECORDS_IN_ORIGIN` message: a
+/// `RECORDS_IN` header and the first origin (journal id, `u64` seq).
+pub const INPUT_ORIGIN_RECORD_HEADER: usize = INPUT_RECORD_HEADER + Origin::LEN;
 
 /// Message kinds.
 pub mod kind {
@@ -70,12 +77,18 @@ pub mod kind {
     /// output plugin → dispatcher: an event matched one of the plugin's
     /// rules (no answer).
     pub const NOTIFY: u8 = 0x06;
+    /// input → dispatcher: records with their first origin (only once the
+    /// `WELCOME` said `origin`).
+    pub const RECORDS_IN_ORIGIN: u8 = 0x07;
     /// dispatcher → plugin: handshake accepted.
     pub const WELCOME: u8 = 0x81;
     /// dispatcher → plugin: handshake refused (the connection closes).
     pub const REJECT: u8 = 0x82;
     /// dispatcher → plugin: records (or the records of whole events).
     pub const RECORDS: u8 = 0x83;
+    /// dispatcher → plugin: records with their origin (to a plugin whose
+    /// `HELLO` asked for `origin`).
+    pub const RECORDS_ORIGIN: u8 = 0x84;
     /// dispatcher → plugin: the answer to a stats request.
     pub const STATS: u8 = 0x85;
     /// dispatcher → plugin: the outcome of a command.
@@ -90,6 +103,9 @@ pub mod record_flags {
     pub const ENDS_EVENT: u16 = 0x0001;
     /// The dispatcher could not parse the record's type, time or serial.
     pub const UNPARSED: u16 = 0x0004;
+    /// `RECORDS_ORIGIN`: the record's first origin (it was forwarded from
+    /// another dispatcher's journal) follows its input index.
+    pub const FIRST_ORIGIN: u16 = 0x0010;
     /// Events mode: the last record of the delivered event.
     pub const EVENT_COMPLETE: u16 = 0x8000;
 }
@@ -107,12 +123,14 @@ mod tag {
     pub const MAX_MESSAGE: u16 = 8;
     pub const RELAYED: u16 = 9;
     pub const LOCAL_ONLY: u16 = 10;
+    pub const ORIGIN: u16 = 11;
 
     pub const W_JOURNAL_ID: u16 = 1;
     pub const W_START_AFTER: u16 = 2;
     pub const W_MODE: u16 = 3;
     pub const W_MAX_MESSAGE: u16 = 4;
     pub const W_SERVER: u16 = 5;
+    pub const W_ORIGIN: u16 = 6;
 }
 
 /// Whether `s` is acceptable as a plugin or input name.

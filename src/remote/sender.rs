@@ -557,6 +557,14 @@ impl SenderLoop {
         let acked0 = self.state.acked.load(Ordering::Acquire);
         let mut reader = self.spool.reader(acked0);
         let mut batch = BatchBuilder::default();
+        // The receiver writes FAST_ORIGINS with its FAST_OK: if it came
+        // along, the first batch already carries origins.
+        if let Ok(Some((Frame::Managed(h, _), n))) = Decoder.next(&buf) {
+            if h.mtype == types::FAST_ORIGINS {
+                batch.with_origin = true;
+                buf.drain(..n);
+            }
+        }
         let mut msg = Vec::with_capacity(wire::MAX_MESSAGE);
         // (end seq of batch, bytes) of batches in flight.
         let mut inflight: std::collections::VecDeque<(u64, usize)> = Default::default();
@@ -590,7 +598,7 @@ impl SenderLoop {
                         batch.start(e.seq + 1);
                         return Step::Next;
                     }
-                    if batch.push(e.text) {
+                    if batch.push(e.text, e.origin) {
                         Step::Next
                     } else {
                         Step::StopBefore
@@ -609,7 +617,12 @@ impl SenderLoop {
                     Err(e) => return Outcome::Failed(format!("spool: {e}")),
                 }
                 msg.clear();
-                let _ = wire::encode(&mut msg, types::FAST_BATCH, 0, batch.payload());
+                let kind = if batch.with_origin {
+                    types::FAST_BATCH_ORIGIN
+                } else {
+                    types::FAST_BATCH
+                };
+                let _ = wire::encode(&mut msg, kind, 0, batch.payload());
                 if let Err(e) = link.queue(&msg) {
                     return Outcome::Failed(e.to_string());
                 }
@@ -701,6 +714,9 @@ impl SenderLoop {
                     types::ACK if heartbeat_seq.is_some_and(|(s, _)| s == h.seq) => {
                         heartbeat_seq = None
                     }
+                    // The receiver takes records' first origins: batches
+                    // from the next one on carry them (its loop guard).
+                    types::FAST_ORIGINS => batch.with_origin = true,
                     _ => {
                         if let Some(o) = self.remote_reply(&h, &p) {
                             return o;

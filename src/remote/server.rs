@@ -19,6 +19,7 @@ use nix::poll::PollFlags;
 use super::slots::{Cut, LogLimit, Sender, Slot, SlotLimits, Slots};
 use super::store::{FastClaim, SenderKey, Store, Stored};
 use super::wire::{self, types, Decoder, Frame, WireError};
+use crate::journal_id::Origin;
 
 /// A connection's byte stream: plain TCP, or TLS over it.
 pub trait Transport: Read + Write + Send {
@@ -567,21 +568,30 @@ impl<'s> Connection<'s> {
                         }
                     }
                 }
-                (Frame::Managed(h, p), Mode::Fast(idx)) if h.mtype == types::FAST_BATCH => {
+                (Frame::Managed(h, p), Mode::Fast(idx))
+                    if h.mtype == types::FAST_BATCH || h.mtype == types::FAST_BATCH_ORIGIN =>
+                {
                     let idx = *idx;
                     // Every record of the batch passes, or none is stored.
-                    let texts = wire::parse_batch(p).and_then(|(first, recs)| {
+                    let parsed = if h.mtype == types::FAST_BATCH_ORIGIN {
+                        wire::parse_batch_origin(p)
+                    } else {
+                        wire::parse_batch(p)
+                            .map(|(f, recs)| (f, recs.into_iter().map(|t| (None, t)).collect()))
+                    };
+                    let texts = parsed.and_then(|(first, recs)| {
                         let texts = recs
                             .into_iter()
-                            .map(wire::record_text)
+                            .map(|(o, t)| wire::record_text(t).map(|t| (o, t)))
                             .collect::<Result<Vec<_>, _>>()?;
                         Ok((first, texts))
                     });
                     match texts {
                         Err(e) => Err(End::Garbage(e)),
                         Ok((first, texts)) => {
-                            let recs: Vec<&[u8]> = texts.iter().map(|t| &t[..]).collect();
-                            match store.store_fast(idx, first, &recs) {
+                            let recs: Vec<(Option<Origin>, &[u8])> =
+                                texts.iter().map(|(o, t)| (*o, &t[..])).collect();
+                            match store.store_fast_origin(idx, first, &recs) {
                                 Ok(s) => {
                                     self.count(s.new, s.duplicates);
                                     sync_to = sync_to.max(s.sync_to);
@@ -663,6 +673,8 @@ impl<'s> Connection<'s> {
                 Reply::Ack(seq) => wire::encode(&mut out, types::ACK, seq, b""),
                 Reply::FastOk(seq, last) => {
                     wire::encode(&mut out, types::FAST_OK, seq, &last.to_le_bytes())
+                        // Then: this receiver takes records' first origins.
+                        .and_then(|()| wire::encode(&mut out, types::FAST_ORIGINS, 0, b""))
                 }
                 Reply::FastAck(last) => {
                     wire::encode(&mut out, types::FAST_ACK, 0, &last.to_le_bytes())
@@ -868,7 +880,7 @@ mod tests {
         let mut b = wire::BatchBuilder::default();
         b.start(first);
         for r in recs {
-            assert!(b.push(r));
+            assert!(b.push(r, None));
         }
         let mut m = wire::hello_line(id);
         wire::encode(&mut m, types::HEARTBEAT, 1, b"").unwrap();
@@ -897,15 +909,14 @@ mod tests {
                 b"type=USER msg=audit(1.000:3): b".to_vec(),
             ]
         );
-        let mut want = Vec::new();
-        wire::encode(&mut want, types::FAST_OK, 1, &0u64.to_le_bytes()).unwrap();
-        wire::encode(&mut want, types::FAST_ACK, 0, &2u64.to_le_bytes()).unwrap();
-        assert_eq!(replies, want);
+        assert_eq!(replies, fast_replies(0, 2));
     }
 
+    /// `FAST_OK` (with `FAST_ORIGINS`, 40 bytes) and a `FAST_ACK`.
     fn fast_replies(last_ok: u64, acked: u64) -> Vec<u8> {
         let mut want = Vec::new();
         wire::encode(&mut want, types::FAST_OK, 1, &last_ok.to_le_bytes()).unwrap();
+        wire::encode(&mut want, types::FAST_ORIGINS, 0, b"").unwrap();
         wire::encode(&mut want, types::FAST_ACK, 0, &acked.to_le_bytes()).unwrap();
         want
     }
@@ -976,7 +987,7 @@ mod tests {
         let good = b"type=USER msg=audit(1.000:1): ok";
         for bad in [&b"\x00\x00binary"[..], b"\x1b[2J\x1b[Hgotcha"] {
             let (replies, held) = session(fast_batch(1, &[good, bad]));
-            assert_eq!(replies, fast_replies(0, 0)[..24], "only FAST_OK");
+            assert_eq!(replies, fast_replies(0, 0)[..40], "only FAST_OK");
             assert!(held.is_empty(), "{held:?}");
 
             let mut input = Vec::new();

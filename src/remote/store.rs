@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::hex;
-use crate::journal::{Journal, JournalId, Limits, NewEntry, ReadOutcome, Step};
+use crate::journal::{Journal, JournalId, Limits, NewEntry, Origin, ReadOutcome, Step};
 use crate::statefile;
 
 /// Who sent a record.
@@ -313,6 +313,18 @@ impl Store {
     /// Stores a fast sender's records numbered from `first_seq`, skipping
     /// those already held.
     pub fn store_fast(&self, idx: u16, first_seq: u64, records: &[&[u8]]) -> io::Result<Stored> {
+        let recs: Vec<(Option<Origin>, &[u8])> = records.iter().map(|r| (None, *r)).collect();
+        self.store_fast_origin(idx, first_seq, &recs)
+    }
+
+    /// [`Store::store_fast`] for records each with its first origin if the
+    /// sender sent it.
+    pub fn store_fast_origin(
+        &self,
+        idx: u16,
+        first_seq: u64,
+        records: &[(Option<Origin>, &[u8])],
+    ) -> io::Result<Stored> {
         let mut s = self.lock();
         let last = s.state[idx as usize].last_seq;
         let skip = (last.saturating_sub(first_seq.saturating_sub(1)) as usize).min(records.len());
@@ -327,7 +339,10 @@ impl Store {
         let entries: Vec<NewEntry<'_>> = fresh
             .iter()
             .enumerate()
-            .map(|(i, text)| entry(idx, first_seq + (skip + i) as u64, text))
+            .map(|(i, (origin, text))| NewEntry {
+                origin: *origin,
+                ..entry(idx, first_seq + (skip + i) as u64, text)
+            })
             .collect();
         let appended = self.journal.append(&entries)?;
         if let Some(lost) = appended.evicted_before {
@@ -430,6 +445,7 @@ fn entry<'a>(idx: u16, seq: u64, text: &'a [u8]) -> NewEntry<'a> {
         rtype: 0,
         source: idx,
         flags: 0,
+        origin: None,
         text: text.into(),
     }
 }

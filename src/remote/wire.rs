@@ -33,7 +33,7 @@ use std::borrow::Cow;
 
 use thiserror::Error;
 
-use crate::journal_id::JournalId;
+use crate::journal_id::{JournalId, Origin};
 
 /// The header's first four bytes, as a little-endian u32.
 pub const MAGIC: u32 = 0xff00_00fe;
@@ -81,6 +81,13 @@ pub mod types {
     pub const FAST_OK: u32 = 0x4000_0100;
     /// audisp extension: everything up to the u64 LE payload is durable.
     pub const FAST_ACK: u32 = 0x4000_0101;
+    /// audisp extension: a batch whose records carry their first origin
+    /// (client → server, once the server sent [`FAST_ORIGINS`]).
+    pub const FAST_BATCH_ORIGIN: u32 = 0x0000_0102;
+    /// audisp extension: sent right after `FAST_OK`, empty: the server
+    /// takes [`FAST_BATCH_ORIGIN`]. Older senders ignore it (a reply type
+    /// without the fatal or warning bit).
+    pub const FAST_ORIGINS: u32 = 0x4000_0102;
 }
 
 /// What is wrong with bytes received.
@@ -166,8 +173,8 @@ impl Header {
 /// The largest payload a message of type `mtype` may carry.
 pub fn max_payload(mtype: u32) -> usize {
     match mtype {
-        types::FAST_BATCH => MAX_BATCH,
-        types::HEARTBEAT | types::ACK | types::ENDING => 0,
+        types::FAST_BATCH | types::FAST_BATCH_ORIGIN => MAX_BATCH,
+        types::HEARTBEAT | types::ACK | types::ENDING | types::FAST_ORIGINS => 0,
         types::FAST_OK | types::FAST_ACK => 8,
         _ => MAX_RECORD,
     }
@@ -318,11 +325,15 @@ pub fn parse_hello(line: &[u8]) -> Option<[u8; 16]> {
 }
 
 /// Builds fast-mode batch payloads: `u64 LE first_seq`, then per record
-/// `u16 LE length` and its text.
+/// `u16 LE length` and its text; in a `FAST_BATCH_ORIGIN` payload the
+/// record's first origin (16-byte journal id, `u64 LE` seq; all zero:
+/// unknown) sits between the length and the text.
 #[derive(Debug, Default)]
 pub struct BatchBuilder {
     buf: Vec<u8>,
     count: usize,
+    /// Records carry their origin (`FAST_BATCH_ORIGIN`).
+    pub with_origin: bool,
 }
 
 impl BatchBuilder {
@@ -335,13 +346,22 @@ impl BatchBuilder {
 
     /// Adds a record; false (and nothing added) when it would not fit.
     /// Records longer than [`MAX_RECORD`] are cut there.
-    pub fn push(&mut self, text: &[u8]) -> bool {
+    pub fn push(&mut self, text: &[u8], origin: Option<Origin>) -> bool {
         let text = &text[..text.len().min(MAX_RECORD)];
-        if self.buf.len() + 2 + text.len() > MAX_BATCH {
+        let extra = if self.with_origin { Origin::LEN } else { 0 };
+        if self.buf.len() + 2 + extra + text.len() > MAX_BATCH {
             return false;
         }
         self.buf
             .extend_from_slice(&(text.len() as u16).to_le_bytes());
+        if self.with_origin {
+            origin
+                .unwrap_or(Origin {
+                    journal: [0; 16],
+                    seq: 0,
+                })
+                .put(&mut self.buf);
+        }
         self.buf.extend_from_slice(text);
         self.count += 1;
         true
@@ -361,6 +381,25 @@ impl BatchBuilder {
 /// Decodes a fast-mode batch payload into its first sequence number and
 /// records.
 pub fn parse_batch(payload: &[u8]) -> Result<(u64, Vec<&[u8]>), WireError> {
+    let (first, recs) = parse_any_batch(payload, false)?;
+    Ok((first, recs.into_iter().map(|(_, t)| t).collect()))
+}
+
+/// Decodes a `FAST_BATCH_ORIGIN` payload into its first sequence number and
+/// records with their first origins (where known).
+#[allow(clippy::type_complexity)]
+pub fn parse_batch_origin(
+    payload: &[u8],
+) -> Result<(u64, Vec<(Option<Origin>, &[u8])>), WireError> {
+    parse_any_batch(payload, true)
+}
+
+#[allow(clippy::type_complexity)]
+fn parse_any_batch(
+    payload: &[u8],
+    with_origin: bool,
+) -> Result<(u64, Vec<(Option<Origin>, &[u8])>), WireError> {
+    let extra = if with_origin { Origin::LEN } else { 0 };
     if payload.len() < 8 {
         return Err(WireError::BadBatch("shorter than its sequence number"));
     }
@@ -382,11 +421,16 @@ pub fn parse_batch(payload: &[u8]) -> Result<(u64, Vec<&[u8]>), WireError> {
         if len == 0 || len > MAX_RECORD {
             return Err(WireError::BadBatch("record length 0 or over 8970"));
         }
-        if rest.len() < 2 + len {
+        if rest.len() < 2 + extra + len {
             return Err(WireError::BadBatch("truncated record"));
         }
-        out.push(&rest[2..2 + len]);
-        rest = &rest[2 + len..];
+        let origin = if with_origin {
+            Origin::read(&rest[2..]).filter(|o| o.journal != [0; 16])
+        } else {
+            None
+        };
+        out.push((origin, &rest[2 + extra..2 + extra + len]));
+        rest = &rest[2 + extra + len..];
     }
     if out.is_empty() {
         return Err(WireError::BadBatch("no record"));
@@ -489,8 +533,8 @@ mod tests {
     fn batches_round_trip_and_reject_bad_inner_lengths() {
         let mut b = BatchBuilder::default();
         b.start(7);
-        assert!(b.push(b"type=A msg=audit(1.0:1): a"));
-        assert!(b.push(b"type=B msg=audit(1.0:1): b"));
+        assert!(b.push(b"type=A msg=audit(1.0:1): a", None));
+        assert!(b.push(b"type=B msg=audit(1.0:1): b", None));
         let (first, recs) = parse_batch(b.payload()).unwrap();
         assert_eq!(first, 7);
         assert_eq!(
@@ -507,7 +551,7 @@ mod tests {
         let big = vec![b'x'; MAX_RECORD];
         b.start(1);
         let mut n = 0;
-        while b.push(&big) {
+        while b.push(&big, None) {
             n += 1;
         }
         assert_eq!(n, MAX_BATCH / (MAX_RECORD + 2));
@@ -522,17 +566,47 @@ mod tests {
     fn batches_whose_sequence_numbers_overflow_are_rejected() {
         let mut b = BatchBuilder::default();
         b.start(u64::MAX);
-        assert!(b.push(b"type=A msg=audit(1.0:1): a"));
+        assert!(b.push(b"type=A msg=audit(1.0:1): a", None));
         assert_eq!(parse_batch(b.payload()).unwrap().0, u64::MAX);
-        assert!(b.push(b"type=A msg=audit(1.0:1): b"));
+        assert!(b.push(b"type=A msg=audit(1.0:1): b", None));
         assert_eq!(
             parse_batch(b.payload()),
             Err(WireError::BadBatch("sequence numbers past 2^64 - 1"))
         );
         b.start(u64::MAX - 1);
-        assert!(b.push(b"type=A msg=audit(1.0:1): a"));
-        assert!(b.push(b"type=A msg=audit(1.0:1): b"));
+        assert!(b.push(b"type=A msg=audit(1.0:1): a", None));
+        assert!(b.push(b"type=A msg=audit(1.0:1): b", None));
         assert_eq!(parse_batch(b.payload()).unwrap().1.len(), 2);
+    }
+
+    #[test]
+    fn batches_with_origins_round_trip_and_cut_ones_are_rejected() {
+        let o = Origin {
+            journal: [3; 16],
+            seq: 41,
+        };
+        let mut b = BatchBuilder {
+            with_origin: true,
+            ..BatchBuilder::default()
+        };
+        b.start(7);
+        assert!(b.push(b"type=A msg=audit(1.0:1): a", Some(o)));
+        assert!(b.push(b"type=A msg=audit(1.0:1): b", None));
+        let (first, recs) = parse_batch_origin(b.payload()).unwrap();
+        assert_eq!(first, 7);
+        assert_eq!(
+            recs,
+            vec![
+                (Some(o), &b"type=A msg=audit(1.0:1): a"[..]),
+                (None, &b"type=A msg=audit(1.0:1): b"[..])
+            ]
+        );
+        let p = b.payload();
+        // Cut anywhere but between records, a batch is refused.
+        let one = 8 + 2 + Origin::LEN + 26;
+        for cut in (9..p.len()).filter(|&c| c != one) {
+            assert!(parse_batch_origin(&p[..cut]).is_err(), "{cut}");
+        }
     }
 
     /// Found by attack (issue 10): fast-mode batches stored whatever they

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use crate::protocol::{self, record_flags};
+use crate::protocol::{self, record_flags, Origin};
 use crate::record_types;
 
 /// One record as the plugin sees it.
@@ -19,6 +19,16 @@ pub struct Record<'a> {
     pub flags: u16,
     /// The record in auditd's string format, without the newline.
     pub text: &'a [u8],
+    /// The name of the input it arrived on (`auditd`: auditd on the
+    /// dispatcher's standard input; an input plugin's name, e.g. `remote`
+    /// for audisp-receive), if the plugin asked ([`super::Plugin::origin`]).
+    /// The record's node, if auditd names it, is in its text (`node=`).
+    pub origin: Option<&'a str>,
+    /// Where the record was first journaled, if it was forwarded from
+    /// another dispatcher (asked for with [`super::Plugin::origin`]); `None`
+    /// for a record first journaled by this plugin's dispatcher, whose
+    /// origin is that journal ([`super::Context::journal_id`]) and `seq`.
+    pub first_origin: Option<Origin>,
 }
 
 impl Record<'_> {
@@ -47,6 +57,9 @@ pub(super) struct Meta {
     pub(super) flags: u16,
     pub(super) start: usize,
     pub(super) len: usize,
+    /// Where the input's name is (start, length), beside the text.
+    pub(super) origin: Option<(usize, usize)>,
+    pub(super) first: Option<Origin>,
 }
 
 /// A whole event (events mode).
@@ -76,6 +89,10 @@ fn record<'a>(m: &Meta, arena: &'a [u8]) -> Record<'a> {
         rtype: m.rtype,
         flags: m.flags,
         text: &arena[m.start..m.start + m.len],
+        origin: m
+            .origin
+            .and_then(|(s, l)| std::str::from_utf8(&arena[s..s + l]).ok()),
+        first_origin: m.first,
     }
 }
 
@@ -137,15 +154,38 @@ impl Store {
     }
 
     pub(super) fn push(&mut self, r: &protocol::Record<'_>) {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(r.text);
+        let origin = r.origin.map(|o| {
+            self.arena.extend_from_slice(o.name.as_bytes());
+            (start + r.text.len(), o.name.len())
+        });
         self.metas.push(Meta {
             seq: r.seq,
             ack: r.ack_id,
             rtype: r.rtype,
             flags: r.flags,
-            start: self.arena.len(),
+            start,
             len: r.text.len(),
+            origin,
+            first: r.origin.and_then(|o| o.first),
         });
-        self.arena.extend_from_slice(r.text);
+    }
+
+    /// Copies a record lent from message `data` (its text and origin name).
+    pub(super) fn push_meta(&mut self, m: &Meta, data: &[u8]) {
+        let start = self.arena.len();
+        self.arena
+            .extend_from_slice(&data[m.start..m.start + m.len]);
+        let origin = m.origin.map(|(s, l)| {
+            self.arena.extend_from_slice(&data[s..s + l]);
+            (start + m.len, l)
+        });
+        self.metas.push(Meta {
+            start,
+            origin,
+            ..*m
+        });
     }
 
     /// Moves everything of `other` to the end of this store.
@@ -153,6 +193,7 @@ impl Store {
         let base = self.arena.len();
         self.metas.extend(other.metas.iter().map(|m| Meta {
             start: m.start + base,
+            origin: m.origin.map(|(s, l)| (s + base, l)),
             ..*m
         }));
         self.arena.extend_from_slice(&other.arena);

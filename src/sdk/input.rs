@@ -15,7 +15,7 @@ use nix::sys::socket;
 
 use super::plugin::{handshake, recv_wait, send_blocking};
 use super::Error;
-use crate::protocol::{self, FromDispatcher, Hello, InputRecord, RecordsBuilder};
+use crate::protocol::{self, FromDispatcher, Hello, InputRecord, Origin, RecordsBuilder};
 use crate::uds;
 
 /// A connection to the dispatcher's input socket.
@@ -38,7 +38,8 @@ impl InputClient {
     /// [`InputClient::connect`] for an input whose records originated on
     /// other hosts (a receiver of forwarded records): plugins that forward
     /// only this host's records (audisp-remote) leave them out, so that
-    /// forwarding never loops.
+    /// forwarding never loops. It offers records' first origins
+    /// ([`InputClient::send_with_origin`]), the dispatcher's loop guard.
     pub fn connect_relayed(
         path: &Path,
         name: &str,
@@ -46,6 +47,7 @@ impl InputClient {
     ) -> Result<(InputClient, u64), Error> {
         let mut hello = Hello::input(name, epoch);
         hello.relayed = true;
+        hello.origin = true;
         InputClient::open(path, &hello)
     }
 
@@ -60,7 +62,11 @@ impl InputClient {
         Ok((
             InputClient {
                 conn: fd,
-                builder: RecordsBuilder::input(max),
+                builder: if welcome.origin {
+                    RecordsBuilder::input_origin(max)
+                } else {
+                    RecordsBuilder::input(max)
+                },
                 acked: welcome.start_after,
                 journal: welcome.journal_id.unwrap_or([0; 16]),
                 buf,
@@ -85,12 +91,23 @@ impl InputClient {
         &mut self,
         records: impl IntoIterator<Item = (u64, u32, &'a [u8])>,
     ) -> Result<(), Error> {
+        self.send_with_origin(records.into_iter().map(|(s, t, x)| (s, t, x, None)))
+    }
+
+    /// [`InputClient::send`] with each record's first origin, where known
+    /// (records forwarded from a dispatcher). A dispatcher that did not
+    /// grant `origin` (older versions) gets the records without it.
+    pub fn send_with_origin<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = (u64, u32, &'a [u8], Option<Origin>)>,
+    ) -> Result<(), Error> {
         self.builder.clear();
-        for (source_seq, rtype, text) in records {
+        for (source_seq, rtype, text, origin) in records {
             let r = InputRecord {
                 source_seq,
                 rtype,
                 text,
+                origin,
             };
             if !self.builder.push_input(&r) {
                 if self.builder.is_empty() {

@@ -35,6 +35,7 @@ pub struct Plugin {
     commands: Option<CommandQueue>,
     tick: Option<Duration>,
     local_only: bool,
+    origin: bool,
 }
 
 /// A command for the dispatcher from a thread of the plugin other than the
@@ -302,7 +303,18 @@ impl Plugin {
             commands: None,
             tick: None,
             local_only: false,
+            origin: false,
         }
+    }
+
+    /// Be told each record's origin: the input it arrived on
+    /// ([`super::Record::origin`]) and, for a record forwarded from another
+    /// dispatcher, where it was first journaled
+    /// ([`super::Record::first_origin`]). A dispatcher too old to tell
+    /// leaves both `None`.
+    pub fn origin(mut self) -> Plugin {
+        self.origin = true;
+        self
     }
 
     /// Unless the admin names the inputs this plugin gets (plugins.d
@@ -562,6 +574,7 @@ impl Plugin {
         hello.include = include.to_vec();
         hello.exclude = exclude.to_vec();
         hello.local_only = self.local_only;
+        hello.origin = self.origin;
         hello.resume = progress.journal.map(|j| (j, progress.last));
         let mut buf = vec![0u8; protocol::MAX_MESSAGE];
         let Some(welcome) = handshake(conn, &hello, &mut buf)? else {
@@ -636,13 +649,16 @@ impl Plugin {
                     continue;
                 }
                 if !events {
+                    let at = |b: &[u8]| b.as_ptr() as usize - data.as_ptr() as usize;
                     lent.push(Meta {
                         seq: r.seq,
                         ack: r.ack_id,
                         rtype: r.rtype,
                         flags: r.flags,
-                        start: r.text.as_ptr() as usize - data.as_ptr() as usize,
+                        start: at(r.text),
                         len: r.text.len(),
+                        origin: r.origin.map(|o| (at(o.name.as_bytes()), o.name.len())),
+                        first: r.origin.and_then(|o| o.first),
                     });
                     continue;
                 }
@@ -685,13 +701,7 @@ impl Plugin {
                     };
                     if joined == 0 {
                         for m in &lent {
-                            ready.metas.push(Meta {
-                                start: ready.arena.len(),
-                                ..*m
-                            });
-                            ready
-                                .arena
-                                .extend_from_slice(&data[m.start..m.start + m.len]);
+                            ready.push_meta(m, data);
                         }
                     }
                     joined += 1;

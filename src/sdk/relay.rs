@@ -265,6 +265,7 @@ impl Relay {
                 rtype,
                 source: 0,
                 flags: 0,
+                origin: None,
                 text: text.into(),
             })
             .collect();

@@ -200,6 +200,10 @@ fn run(mut o: Options) -> Result<(), String> {
     if o.format == Format::Json {
         plugin = plugin.events();
     }
+    if o.format != Format::Raw {
+        // JSON names the input each record arrived on.
+        plugin = plugin.origin();
+    }
     let mut json = JsonWriter::new();
     let mut line = Vec::with_capacity(64 * 1024);
     let format = o.format;
@@ -217,7 +221,7 @@ fn run(mut o: Options) -> Result<(), String> {
             Format::JsonRecords => {
                 for r in batch.records() {
                     line.clear();
-                    json.write_record(r.text, &mut line);
+                    json.write_record_from(r.text, r.origin, &mut line);
                     line.push(b'\n');
                     log.write_unit(&line, r.seq)?;
                 }
@@ -227,8 +231,9 @@ fn run(mut o: Options) -> Result<(), String> {
                 for ev in batch.events() {
                     recs.clear();
                     recs.extend(ev.records().map(|r| r.text));
+                    let origin = ev.records().next().and_then(|r| r.origin);
                     line.clear();
-                    json.write_event(&recs, &mut line);
+                    json.write_event_from(&recs, origin, &mut line);
                     line.push(b'\n');
                     log.write_unit(&line, ev.id())?;
                 }

@@ -26,7 +26,9 @@ use crate::engine::subscription::Subscription;
 use crate::format::drop_fields::DropFields;
 use crate::journal::entry::flags;
 use crate::journal::{EntryRef, JournalId, ReadOutcome, Step};
-use crate::protocol::{self, record_flags, FromPlugin, Hello, Mode, RecordsBuilder, Role, Welcome};
+use crate::protocol::{
+    self, record_flags, FromPlugin, Hello, Mode, RecordOrigin, RecordsBuilder, Role, Welcome,
+};
 use crate::uds;
 
 /// Native messages in flight before the sender waits for acknowledgements:
@@ -95,6 +97,8 @@ pub(super) struct Native {
     subscription: Subscription,
     /// The inputs whose records it gets.
     routes: Routes,
+    /// It asked for each record's origin (`RECORDS_ORIGIN`).
+    origin: bool,
     /// Fields removed from its records (`None`: none).
     drop: Option<DropFields>,
     /// Records and events up to here are already with the plugin: its
@@ -183,6 +187,7 @@ impl Native {
             mode: Some(mode),
             max_message: max as u32,
             server: g.server.to_string(),
+            origin: hello.origin,
         };
         match uds::send_nowait(&sock, &protocol::encode_welcome(&welcome)) {
             Ok(Some(_)) => {}
@@ -195,10 +200,15 @@ impl Native {
             mode,
             subscription: Subscription::new(g.include, g.exclude, &hello.include, &hello.exclude),
             routes: Routes::new(g.inputs, hello.local_only, g.lookup.clone()),
+            origin: hello.origin,
             drop: DropFields::of(g.drop_fields),
             skip_upto: skip,
             inflight: Inflight::default(),
-            builder: RecordsBuilder::output(max),
+            builder: if hello.origin {
+                RecordsBuilder::output_origin(max)
+            } else {
+                RecordsBuilder::output(max)
+            },
             unsent: None,
             assembler: Assembler::new(),
             carry: None,
@@ -222,12 +232,18 @@ impl Native {
                     Some(d) => d.apply(e.text),
                     None => Cow::Borrowed(e.text),
                 };
+                let origin = self.origin.then(|| RecordOrigin {
+                    input: e.source,
+                    name: self.routes.name(e.source),
+                    first: e.origin,
+                });
                 let r = protocol::Record {
                     seq: e.seq,
                     ack_id: e.seq,
                     rtype: e.rtype,
                     flags: wire_flags(e.flags),
                     text: &text,
+                    origin,
                 };
                 if !self.builder.push(&r) {
                     m.full = true;
@@ -294,12 +310,18 @@ impl Native {
                 Some(d) => d.apply(text),
                 None => Cow::Borrowed(*text),
             };
+            let origin = self.origin.then(|| RecordOrigin {
+                input: r.source,
+                name: self.routes.name(r.source),
+                first: r.origin,
+            });
             if !self.builder.push(&protocol::Record {
                 seq: r.seq,
                 ack_id: ack,
                 rtype: r.rtype,
                 flags: fl,
                 text: &text,
+                origin,
             }) {
                 break;
             }
@@ -795,6 +817,7 @@ mod tests {
                 rtype: 1302,
                 source: 1,
                 flags,
+                origin: None,
                 text: text.into(),
             })
             .collect();
@@ -882,6 +905,84 @@ mod tests {
         assert_eq!(host.notices, vec![notice]);
         let mut buf = vec![0; protocol::MAX_MESSAGE];
         assert_eq!(uds::recv_message(&peer, &mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn a_plugin_that_asks_is_told_each_records_input_and_first_origin() {
+        let (_dir, j) = journal();
+        let mut host = TestHost::at_end(&j);
+        let first = crate::journal::Origin {
+            journal: [6; 16],
+            seq: 31,
+        };
+        let entries: Vec<crate::journal::NewEntry<'_>> = [(1, None), (2, Some(first)), (1, None)]
+            .into_iter()
+            .map(|(source, origin)| crate::journal::NewEntry {
+                event: 0,
+                source_seq: 0,
+                rtype: 1320,
+                source,
+                flags: flags::ENDS_EVENT,
+                origin,
+                text: b"type=EOE msg=audit(1.0:1): "[..].into(),
+            })
+            .collect();
+        let seqs: Vec<u64> = j.append(&entries).unwrap().seqs.collect();
+        let lookup: Lookup = Arc::new(|s| match s {
+            1 => Some((crate::engine::ingest::STDIN.to_string(), false)),
+            2 => Some(("remote".to_string(), true)),
+            _ => None,
+        });
+        for asks in [false, true] {
+            host.reader.seek(seqs[0]);
+            let (ours, theirs) = pair(SockType::SeqPacket);
+            let g = Greeting {
+                name: "t",
+                include: &[],
+                exclude: &[],
+                inputs: None,
+                lookup: &lookup,
+                drop_fields: &[],
+                mode: Mode::Records,
+                acked: 0,
+                journal_id: j.id(),
+                journal_end: j.end(),
+                server: "test",
+            };
+            let hello = Hello {
+                origin: asks,
+                ..hello(Mode::Records)
+            };
+            let mut n = Native::welcome(ours, hello, &g).expect("welcome");
+            let mut buf = vec![0; protocol::MAX_MESSAGE];
+            let k = uds::recv_message(&theirs, &mut buf).unwrap().unwrap();
+            let Ok(FromDispatcher::Welcome(w)) = protocol::decode_from_dispatcher(&buf[..k]) else {
+                panic!("expected WELCOME");
+            };
+            assert_eq!(w.origin, asks);
+            n.fill(&mut host).unwrap();
+            let k = uds::recv_message(&theirs, &mut buf).unwrap().unwrap();
+            let want_kind = if asks {
+                protocol::kind::RECORDS_ORIGIN
+            } else {
+                protocol::kind::RECORDS
+            };
+            assert_eq!(buf[0], want_kind, "a plugin that does not ask gets RECORDS");
+            let Ok(FromDispatcher::Records(rs)) = protocol::decode_from_dispatcher(&buf[..k])
+            else {
+                panic!("expected records");
+            };
+            let got: Vec<_> = rs.iter().map(|r| (r.seq, r.origin)).collect();
+            let origin = |input, name, first| asks.then_some(RecordOrigin { input, name, first });
+            assert_eq!(
+                got,
+                vec![
+                    (seqs[0], origin(1, "auditd", None)),
+                    (seqs[1], origin(2, "remote", Some(first))),
+                    (seqs[2], origin(1, "auditd", None)),
+                ]
+            );
+        }
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub(super) fn append(j: &Journal, events: u64, per_event: u64, len: usize) -> Ve
             } else {
                 0
             },
+            origin: None,
             text: t.as_slice().into(),
         })
         .collect();
