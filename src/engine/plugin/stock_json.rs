@@ -86,6 +86,12 @@ impl JsonEvents {
         if event.is_empty() {
             return None;
         }
+        // The input the event arrived on, as audisp-logfile writes it.
+        let origin = event
+            .records()
+            .next()
+            .map(|(r, _)| routes.name(r.source).to_owned())
+            .filter(|n| !n.is_empty());
         let texts: Vec<Cow<'_, [u8]>> = event
             .records()
             .map(|(_, text)| match drop {
@@ -94,7 +100,7 @@ impl JsonEvents {
             })
             .collect();
         let records: Vec<&[u8]> = texts.iter().map(|t| t.as_ref()).collect();
-        self.json.write_event(&records, out);
+        self.json.write_event_from(&records, origin.as_deref(), out);
         out.push(b'\n');
         Some(Written {
             records: records.len() as u64,
@@ -185,6 +191,7 @@ mod tests {
             rtype,
             source: 1,
             flags: fl,
+            origin: None,
             text: t.as_slice().into(),
         };
         j.append(&[e]).unwrap().seqs.next().unwrap()
