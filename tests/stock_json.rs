@@ -144,7 +144,8 @@ fn want(records: &[&[u8]], mut drop: Option<DropFields>) -> Vec<serde_json::Valu
             })
             .collect();
         let recs: Vec<&[u8]> = texts.iter().map(Vec::as_slice).collect();
-        w.write_event(&recs, &mut out);
+        // Every record comes from standard input: the `auditd` input.
+        w.write_event_from(&recs, Some("auditd"), &mut out);
         out.push(b'\n');
     }
     sorted(parsed(&out))
