@@ -50,6 +50,7 @@ fn load_main(paths: &Paths, diagnostics: &mut Vec<Diagnostic>) -> Option<MainCon
             diagnostics.push(Diagnostic {
                 file,
                 line: None,
+                column: None,
                 message,
             });
             return None;
@@ -87,6 +88,7 @@ fn load_plugins(
                 diagnostics.push(Diagnostic {
                     file,
                     line: None,
+                    column: None,
                     message,
                 });
             }
@@ -95,6 +97,7 @@ fn load_plugins(
                     diagnostics.push(Diagnostic {
                         file,
                         line: None,
+                        column: None,
                         message,
                     });
                     continue;
@@ -107,6 +110,7 @@ fn load_plugins(
                     diagnostics.push(Diagnostic {
                         file,
                         line: parsed.socket_line,
+                        column: None,
                         message,
                     });
                     skipped.insert(stem.to_string());
@@ -131,6 +135,7 @@ fn list_plugin_dir(
     let problem = |message: String| Diagnostic {
         file: dir.to_path_buf(),
         line: None,
+        column: None,
         message,
     };
     let meta = match std::fs::metadata(dir) {
@@ -184,6 +189,7 @@ fn utf8_names(dir: &Path, names: Vec<OsString>, diagnostics: &mut Vec<Diagnostic
                     diagnostics.push(Diagnostic {
                         file: dir.join(&raw),
                         line: None,
+                        column: None,
                         message: "file name is not valid UTF-8; plugin names use letters, digits, '_', '.' and '-'".to_string(),
                     });
                 }
@@ -260,6 +266,7 @@ fn load_plugin(
             diagnostics.push(Diagnostic {
                 file: file.to_path_buf(),
                 line: None,
+                column: None,
                 message,
             });
             return None;

@@ -71,6 +71,7 @@ impl OptionFile {
             vec![Diagnostic {
                 file: self.path.clone(),
                 line: None,
+                column: None,
                 message,
             }]
         };

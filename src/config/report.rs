@@ -112,6 +112,7 @@ mod tests {
             exclude: vec![],
             inputs: None,
             drop_fields: vec![],
+            filter: None,
             queue_size: 1,
             overflow: Overflow::Spool,
             spool_max: 1 << 30,
@@ -136,6 +137,7 @@ mod tests {
         loaded.diagnostics.push(Diagnostic {
             file: "/c/plugins.d/d.toml".into(),
             line: Some(2),
+            column: None,
             message: "bad".into(),
         });
         loaded.skipped.insert("d".into());

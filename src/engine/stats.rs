@@ -31,6 +31,9 @@ pub struct InputCounters {
     /// Records read that wait in memory because the journal cannot be
     /// written now.
     pub waiting: AtomicU64,
+    /// Records the input's filter withheld: accepted (acknowledged to an
+    /// input plugin) but never journaled. Not part of `records`.
+    pub filtered: AtomicU64,
 }
 
 /// Counters of one plugin.
@@ -53,6 +56,9 @@ pub struct PluginCounters {
     pub restarts: AtomicU64,
     /// Commands the plugin sent.
     pub commands: AtomicU64,
+    /// Records its filter withheld (the plugin was never meant to get
+    /// them; not `dropped`), each counted once however often it is read.
+    pub filtered: AtomicU64,
 }
 
 /// Why a plugin will never get some records.
@@ -145,6 +151,8 @@ pub struct InputSnapshot {
     pub lost: u64,
     /// See [`InputCounters`].
     pub waiting: u64,
+    /// See [`InputCounters`].
+    pub filtered: u64,
 }
 
 impl InputSnapshot {
@@ -160,6 +168,7 @@ impl InputSnapshot {
             duplicates: get(&c.duplicates),
             lost: get(&c.lost),
             waiting: get(&c.waiting),
+            filtered: get(&c.filtered),
         }
     }
 }
@@ -195,6 +204,8 @@ pub struct PluginSnapshot {
     pub restarts: u64,
     /// See [`PluginCounters`].
     pub commands: u64,
+    /// See [`PluginCounters`].
+    pub filtered: u64,
 }
 
 /// The journal at one moment.
@@ -254,7 +265,7 @@ impl Snapshot {
         for i in &self.inputs {
             let _ = writeln!(
                 s,
-                "input {} = {} records={} bytes={} malformed={} unparsed={} duplicates={} lost={} waiting={}",
+                "input {} = {} records={} bytes={} malformed={} unparsed={} duplicates={} lost={} waiting={} filtered={}",
                 i.name,
                 if i.connected { "connected" } else { "closed" },
                 i.records,
@@ -263,13 +274,14 @@ impl Snapshot {
                 i.unparsed,
                 i.duplicates,
                 i.lost,
-                i.waiting
+                i.waiting,
+                i.filtered
             );
         }
         for p in &self.plugins {
             let _ = writeln!(
                 s,
-                "plugin {} = {} queued={} spooled={} acked_seq={} delivered={} acked={} dropped={}{} connects={} reconnects={} restarts={} commands={}",
+                "plugin {} = {} queued={} spooled={} acked_seq={} delivered={} acked={} dropped={}{} filtered={} connects={} reconnects={} restarts={} commands={}",
                 p.name,
                 p.state,
                 p.queued,
@@ -282,6 +294,7 @@ impl Snapshot {
                     .iter()
                     .map(|(why, n)| format!(" dropped_{why}={n}"))
                     .collect::<String>(),
+                p.filtered,
                 p.connects,
                 p.reconnects,
                 p.restarts,
@@ -340,11 +353,12 @@ mod tests {
                 reconnects: 0,
                 restarts: 0,
                 commands: 0,
+                filtered: 9,
             }],
         };
         let report = snap.render_state();
         assert!(
-            report.contains(" dropped=6 dropped_damaged=0 dropped_journal_limit=2 dropped_overflow=4 dropped_spool_max=0 dropped_suspended=0 connects=1 "),
+            report.contains(" dropped=6 dropped_damaged=0 dropped_journal_limit=2 dropped_overflow=4 dropped_spool_max=0 dropped_suspended=0 filtered=9 connects=1 "),
             "{report}"
         );
     }

@@ -206,8 +206,14 @@ fn families(snap: &Snapshot, process: Option<&ProcessStats>, version: &str) -> V
         Gauge,
         "Records read from the input that wait in memory for the journal to be writable.",
     );
+    let mut input_filtered = Family::new(
+        "audisp_input_records_filtered",
+        Counter,
+        "Records the input's filter withheld before the journal (accepted, not stored).",
+    );
     for i in &snap.inputs {
         let l = || vec![("input", i.name.clone())];
+        input_filtered.add(l(), i.filtered);
         connected.add(l(), u64::from(i.connected));
         records.add(l(), i.records);
         bytes.add(l(), i.bytes);
@@ -218,7 +224,15 @@ fn families(snap: &Snapshot, process: Option<&ProcessStats>, version: &str) -> V
         waiting.add(l(), i.waiting);
     }
     out.extend([
-        connected, records, bytes, malformed, unparsed, duplicates, lost, waiting,
+        connected,
+        records,
+        bytes,
+        malformed,
+        unparsed,
+        duplicates,
+        lost,
+        waiting,
+        input_filtered,
     ]);
 
     let mut state = Family::new(
@@ -276,8 +290,14 @@ fn families(snap: &Snapshot, process: Option<&ProcessStats>, version: &str) -> V
         Counter,
         "Commands (action requests) the plugin sent.",
     );
+    let mut filtered = Family::new(
+        "audisp_plugin_records_filtered",
+        Counter,
+        "Records the plugin's filter withheld (not meant for it; not dropped).",
+    );
     for p in &snap.plugins {
         let l = || vec![("plugin", p.name.clone())];
+        filtered.add(l(), p.filtered);
         for s in ["connected", "connecting", "suspended", "stopped"] {
             state.add(
                 vec![("plugin", p.name.clone()), ("state", s.to_string())],
@@ -301,8 +321,8 @@ fn families(snap: &Snapshot, process: Option<&ProcessStats>, version: &str) -> V
         commands.add(l(), p.commands);
     }
     out.extend([
-        state, queued, spooled, acked_seq, delivered, acked, dropped, connects, reconnects,
-        restarts, commands,
+        state, queued, spooled, acked_seq, delivered, acked, dropped, filtered, connects,
+        reconnects, restarts, commands,
     ]);
 
     if let Some(p) = process {
@@ -452,6 +472,7 @@ mod tests {
                 duplicates: 2,
                 lost: 0,
                 waiting: 0,
+                filtered: 3,
             }],
             plugins: vec![PluginSnapshot {
                 name: "we\"ird\\name\n".into(),
@@ -469,6 +490,7 @@ mod tests {
                 reconnects: 2,
                 restarts: 0,
                 commands: 0,
+                filtered: 8,
             }],
         }
     }
@@ -495,6 +517,8 @@ mod tests {
             "audisp_plugin_state{plugin=\"we\\\"ird\\\\name\\n\",state=\"suspended\"} 1",
             "audisp_plugin_state{plugin=\"we\\\"ird\\\\name\\n\",state=\"connected\"} 0",
             "audisp_plugin_records_dropped_total{plugin=\"we\\\"ird\\\\name\\n\",reason=\"overflow\"} 3",
+            "audisp_plugin_records_filtered_total{plugin=\"we\\\"ird\\\\name\\n\"} 8",
+            "audisp_input_records_filtered_total{input=\"stdin\"} 3",
             "# TYPE process_cpu_seconds_total counter",
             "process_cpu_seconds_total 1.5",
             "process_start_time_seconds 1700000000.25",

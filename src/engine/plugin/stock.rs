@@ -34,9 +34,11 @@ use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
 
+use super::filtering::EventFilter;
 use super::inflight::Inflight;
 use super::{Delivery, Host};
 use crate::engine::cursor::Position;
+use crate::engine::events::Assembler;
 use crate::engine::routes::Routes;
 use crate::engine::subscription::Filter;
 use crate::format::drop_fields::DropFields;
@@ -87,6 +89,10 @@ pub(super) struct Stock {
     out_pos: usize,
     /// Bytes written to the socket on this connection.
     written: u64,
+    /// The plugin's filter (`None`: every record goes); with one, records
+    /// go by whole events as they end (see `filtering`).
+    filter: Option<EventFilter>,
+    assembler: Assembler,
 }
 
 impl Stock {
@@ -114,7 +120,15 @@ impl Stock {
             out: Vec::new(),
             out_pos: 0,
             written: 0,
+            filter: None,
+            assembler: Assembler::new(),
         }
+    }
+
+    /// Gives the connection the plugin's filter.
+    pub(super) fn with_filter(mut self, filter: Option<EventFilter>) -> Stock {
+        self.filter = filter;
+        self
     }
 
     /// Writes what the socket takes of the output buffer; Ok(false) while
@@ -146,6 +160,9 @@ impl Stock {
         let mut taken = 0u64;
         // Connection offset of `out[0]`.
         let base = self.written - self.out_pos as u64;
+        if let Some(f) = &mut self.filter {
+            f.begin(host);
+        }
         let Stock {
             encoding,
             records,
@@ -154,11 +171,50 @@ impl Stock {
             skip_upto,
             inflight,
             out,
+            filter,
+            assembler,
             ..
         } = self;
         let outcome = host
             .reader()
             .read(STOCK_BUFFER, &mut |e| {
+                if let Some(f) = filter {
+                    // Whole events, each one batch: a plugin that stops
+                    // in the middle of one gets it again whole.
+                    let Some(mut event) = assembler.push(&e) else {
+                        return Step::Next;
+                    };
+                    event.retain(|r| routes.wants(r.source));
+                    if event.close_seq <= *skip_upto || event.is_empty() {
+                        return Step::Next;
+                    }
+                    let passes = f.passes(&event);
+                    event.retain(|r| records.wants(r.rtype));
+                    if event.is_empty() {
+                        return Step::Next;
+                    }
+                    if !passes {
+                        f.withhold(event.close_seq, event.len());
+                        return Step::Next;
+                    }
+                    for (r, text) in event.records() {
+                        let text = match drop {
+                            Some(d) => d.apply(text),
+                            None => Cow::Borrowed(text),
+                        };
+                        put(out, *encoding, r.rtype, &text);
+                    }
+                    inflight.push(
+                        Some(base + out.len() as u64),
+                        Position {
+                            acked: e.seq,
+                            replay_from: assembler.replay_point(e.seq + 1),
+                        },
+                        event.len() as u64,
+                    );
+                    taken += event.len() as u64;
+                    return Step::Next;
+                }
                 if e.is_control()
                     || e.seq <= *skip_upto
                     || !records.wants(e.rtype)
@@ -170,19 +226,7 @@ impl Stock {
                     Some(d) => d.apply(e.text),
                     None => Cow::Borrowed(e.text),
                 };
-                match encoding {
-                    Encoding::Binary => {
-                        out.extend_from_slice(&1u32.to_ne_bytes());
-                        out.extend_from_slice(&(BINARY_HEADER as u32).to_ne_bytes());
-                        out.extend_from_slice(&e.rtype.to_ne_bytes());
-                        out.extend_from_slice(&(text.len() as u32).to_ne_bytes());
-                        out.extend_from_slice(&text);
-                    }
-                    Encoding::String => {
-                        out.extend_from_slice(&text);
-                        out.push(b'\n');
-                    }
-                }
+                put(out, *encoding, e.rtype, &text);
                 inflight.push(
                     Some(base + out.len() as u64),
                     Position {
@@ -195,6 +239,9 @@ impl Stock {
                 Step::Next
             })
             .map_err(|e| format!("reading the journal: {e}"))?;
+        if let Some(f) = &mut self.filter {
+            f.report(host);
+        }
         if let ReadOutcome::Lost { from, to, reason } = &outcome {
             host.lost(*from, *to, reason);
         }
@@ -309,13 +356,18 @@ impl Delivery for Stock {
             let taken = self.encode(host)?;
             host.delivered(taken);
             // Entries the plugin does not get after the last record: passed
-            // once every record before them is read.
+            // once every record before them is read (but not the records of
+            // events a filter has not decided yet).
             let next = host.reader().next_seq();
+            let replay_from = match self.filter {
+                Some(_) => self.assembler.replay_point(next),
+                None => next,
+            };
             self.inflight.push(
                 None,
                 Position {
                     acked: next - 1,
-                    replay_from: next,
+                    replay_from,
                 },
                 0,
             );
@@ -349,7 +401,26 @@ impl Delivery for Stock {
         self.track(host);
     }
 
-    fn forget_partial(&mut self) {}
+    fn forget_partial(&mut self) {
+        self.assembler = Assembler::new();
+    }
+}
+
+/// Appends one record in the plugin's encoding.
+fn put(out: &mut Vec<u8>, encoding: Encoding, rtype: u32, text: &[u8]) {
+    match encoding {
+        Encoding::Binary => {
+            out.extend_from_slice(&1u32.to_ne_bytes());
+            out.extend_from_slice(&(BINARY_HEADER as u32).to_ne_bytes());
+            out.extend_from_slice(&rtype.to_ne_bytes());
+            out.extend_from_slice(&(text.len() as u32).to_ne_bytes());
+            out.extend_from_slice(text);
+        }
+        Encoding::String => {
+            out.extend_from_slice(text);
+            out.push(b'\n');
+        }
+    }
 }
 
 /// Bytes (with kernel overhead) still in the socket, not yet read by the peer.

@@ -82,6 +82,9 @@ pub(super) struct TestHost {
     pub lost: Vec<(u64, u64)>,
     /// Commands asked for.
     pub commands: Vec<(String, Vec<String>)>,
+    /// Records the filter withheld, and the last event counted.
+    pub filtered: u64,
+    pub filtered_upto: u64,
 }
 
 impl TestHost {
@@ -106,6 +109,8 @@ impl TestHost {
             handled: 0,
             lost: Vec::new(),
             commands: Vec::new(),
+            filtered: 0,
+            filtered_upto: 0,
         }
     }
 }
@@ -125,6 +130,15 @@ impl Host for TestHost {
             replay_from: self.position.replay_from.max(position.replay_from),
         };
         self.handled += records;
+    }
+
+    fn filtered_upto(&self) -> u64 {
+        self.filtered_upto
+    }
+
+    fn filtered(&mut self, upto: u64, records: u64) {
+        self.filtered_upto = self.filtered_upto.max(upto);
+        self.filtered += records;
     }
 
     fn lost(&mut self, from: u64, to: u64, _reason: &LostReason) {
