@@ -60,16 +60,26 @@ impl<'s> Doc<'s> {
     /// Records a problem inside the string value spanning `span`: at byte
     /// `at` of its value, with its line and column in the file.
     pub fn error_in_string(&mut self, span: Range<usize>, at: usize, message: String) {
+        let (line, column) = self.place_in_string(span, at);
+        self.diags.push(Diagnostic {
+            file: self.file.clone(),
+            line: Some(line),
+            column: Some(column),
+            message,
+        });
+    }
+
+    /// The line and column (in characters, from 1) in the file of byte
+    /// `at` of the value of the string spanning `span`.
+    pub fn place_in_string(&self, span: Range<usize>, at: usize) -> (usize, usize) {
         let raw = self.src.get(span.clone()).unwrap_or("");
         let offset = span.start + super::string_span::raw_offset(raw, at);
         let before = self.src.get(..offset).unwrap_or(self.src);
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        self.diags.push(Diagnostic {
-            file: self.file.clone(),
-            line: Some(self.line_of(offset)),
-            column: Some(before[line_start..].chars().count() + 1),
-            message,
-        });
+        (
+            self.line_of(offset),
+            before[line_start..].chars().count() + 1,
+        )
     }
 
     /// The problems found, ordered by line (file-wide ones first).
@@ -279,7 +289,23 @@ impl<'t, 's> Section<'t, 's> {
         match FilterRule::parse(source, action.unwrap_or(FilterAction::Keep)) {
             Ok(rule) => Some(rule),
             Err(e) => {
-                doc.error_in_string(v.span(), e.offset, format!("{key}: {}", e.message));
+                let mut message = e.message.clone();
+                if let Some(open) = e.opening {
+                    // The message names the '(' by its place in the
+                    // expression: name it by its place in the file.
+                    let (l, c) = doc.place_in_string(v.span(), open);
+                    let (el, _) = doc.place_in_string(v.span(), e.offset);
+                    let in_file = if l == el {
+                        format!("' at column {c}")
+                    } else {
+                        format!("' at line {l}, column {c}")
+                    };
+                    if let Some(i) = message.find("' at ") {
+                        let end = message[i..].find(',').map_or(message.len(), |j| i + j);
+                        message.replace_range(i..end, &in_file);
+                    }
+                }
+                doc.error_in_string(v.span(), e.offset, format!("{key}: {message}"));
                 None
             }
         }
