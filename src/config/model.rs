@@ -43,6 +43,10 @@ pub struct MainConfig {
     pub stats: StatsConfig,
     /// `[shutdown] timeout`: how long plugins get to catch up on shutdown.
     pub shutdown_timeout: Duration,
+    /// `[input.NAME] filter, filter_action`: records of input NAME
+    /// (`auditd`: standard input) kept or withheld one by one before they
+    /// are journaled.
+    pub input_filters: BTreeMap<String, FilterRule>,
     /// `[dbus]`: the system-bus adapter (`audisp::dbus`).
     pub dbus: DbusConfig,
 }

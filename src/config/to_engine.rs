@@ -41,6 +41,7 @@ impl MainConfig {
                     state_file,
                 },
             shutdown_timeout,
+            input_filters,
             // Read by the audispd binary's D-Bus adapter.
             dbus: _,
         } = self;
@@ -53,6 +54,7 @@ impl MainConfig {
                 state_file: state_file.clone(),
             },
             shutdown_timeout: *shutdown_timeout,
+            input_filters: input_filters.clone(),
         }
     }
 }
@@ -186,6 +188,7 @@ mod tests {
                     state_file: "/r/audispd.state".into(),
                 },
                 shutdown_timeout: Duration::from_secs(5),
+                input_filters: BTreeMap::new(),
             }
         );
         let plugin = plugin_file("p", "socket = \"p.sock\"\n").engine_settings();
@@ -276,6 +279,7 @@ enabled = true
                     state_file: "/x/state".into(),
                 },
                 shutdown_timeout: Duration::from_secs(11),
+                input_filters: BTreeMap::new(),
             }
         );
     }

@@ -42,6 +42,9 @@ pub struct CoreSettings {
     /// How long plugins get to catch up on shutdown (and removed plugins to
     /// drain on a reload).
     pub shutdown_timeout: Duration,
+    /// Filters of inputs, by input name (`auditd`: standard input): records
+    /// they withhold are never journaled.
+    pub input_filters: BTreeMap<String, FilterRule>,
 }
 
 impl CoreSettings {
