@@ -378,6 +378,12 @@ impl Event {
         self.text.extend_from_slice(e.text);
     }
 
+    /// Record `i` (in journal order) and its text.
+    pub fn record(&self, i: usize) -> Option<(EventRecord, &[u8])> {
+        let r = *self.records.get(i)?;
+        Some((r, &self.text[r.start as usize..(r.start + r.len) as usize]))
+    }
+
     /// Keeps only the records `keep` accepts.
     pub fn retain(&mut self, mut keep: impl FnMut(&EventRecord) -> bool) {
         self.records.retain(|r| keep(r));
@@ -397,7 +403,13 @@ pub struct Assembler {
     building: HashMap<u64, Building>,
     /// (first seq, event id) of building events in the order they started.
     starts: VecDeque<(u64, u64)>,
+    /// Emptied events handed back ([`Assembler::recycle`]), so that
+    /// assembling does not allocate for every event.
+    spare: Vec<Event>,
 }
+
+/// Most emptied events an assembler keeps for reuse.
+const SPARE_EVENTS: usize = 64;
 
 impl Assembler {
     /// An assembler with no event in progress.
@@ -415,11 +427,12 @@ impl Assembler {
             ev.close_seq = e.seq;
             return Some(finish(ev));
         }
+        let spare = &mut self.spare;
         let b = self.building.entry(e.event).or_insert_with(|| {
             self.starts.push_back((e.seq, e.event));
             Building {
                 first_seq: e.seq,
-                event: Event::default(),
+                event: spare.pop().unwrap_or_default(),
             }
         });
         b.event.push(e);
@@ -446,6 +459,17 @@ impl Assembler {
             self.starts.pop_front();
         }
         next
+    }
+
+    /// Takes back an event it yielded, once its records are no longer
+    /// needed, to hold a later event's records without allocating.
+    pub fn recycle(&mut self, mut event: Event) {
+        if self.spare.len() < SPARE_EVENTS {
+            event.records.clear();
+            event.text.clear();
+            event.close_seq = 0;
+            self.spare.push(event);
+        }
     }
 
     /// Number of events in progress.

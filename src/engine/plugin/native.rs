@@ -23,7 +23,7 @@ use super::filtering::EventFilter;
 use super::inflight::Inflight;
 use super::{Delivery, Host};
 use crate::engine::cursor::Position;
-use crate::engine::events::{Assembler, Event, EventRecord};
+use crate::engine::events::{Assembler, Event};
 use crate::engine::routes::{Lookup, Routes};
 use crate::engine::settings::{FilterRule, InputSelection};
 use crate::engine::subscription::Subscription;
@@ -252,29 +252,8 @@ impl Native {
                 let Some(mut event) = self.assembler.push(&e) else {
                     return Step::Next;
                 };
-                let routes = &mut self.routes;
-                event.retain(|r| routes.wants(r.source));
-                if event.close_seq <= self.skip_upto || event.is_empty() {
-                    return Step::Next;
-                }
-                let passes = self.filter.as_mut().is_none_or(|f| f.passes(&event));
-                let sub = &self.subscription;
-                match self.mode {
-                    Mode::Records => event.retain(|r| sub.records.wants(r.rtype)),
-                    Mode::Events => {
-                        if !event.records().any(|(r, _)| sub.select.wants(r.rtype)) {
-                            return Step::Next;
-                        }
-                        event.retain(|r| sub.keep.wants(r.rtype));
-                    }
-                }
-                if event.is_empty() {
-                    return Step::Next;
-                }
-                if !passes {
-                    if let Some(f) = &mut self.filter {
-                        f.withhold(event.close_seq, event.len());
-                    }
+                if !self.goes(&mut event) {
+                    self.assembler.recycle(event);
                     return Step::Next;
                 }
                 let first_seq = event
@@ -300,22 +279,54 @@ impl Native {
         }
     }
 
+    /// Whether a whole event the journal says ended goes to the plugin:
+    /// from its inputs, not already handled, of the types it wants and
+    /// passed by its filter; `event` keeps the records it gets. A withheld
+    /// event is counted.
+    fn goes(&mut self, event: &mut Event) -> bool {
+        let routes = &mut self.routes;
+        event.retain(|r| routes.wants(r.source));
+        if event.close_seq <= self.skip_upto || event.is_empty() {
+            return false;
+        }
+        let passes = self.filter.as_mut().is_none_or(|f| f.passes(event));
+        let sub = &self.subscription;
+        match self.mode {
+            Mode::Records => event.retain(|r| sub.records.wants(r.rtype)),
+            Mode::Events => {
+                if !event.records().any(|(r, _)| sub.select.wants(r.rtype)) {
+                    return false;
+                }
+                event.retain(|r| sub.keep.wants(r.rtype));
+            }
+        }
+        if event.is_empty() {
+            return false;
+        }
+        if !passes {
+            if let Some(f) = &mut self.filter {
+                f.withhold(event.close_seq, event.len());
+            }
+            return false;
+        }
+        true
+    }
+
     /// Puts as much of an event as fits; what does not fit waits in
     /// `carry` and the message is full.
     fn put_event(&mut self, mut c: Carry, m: &mut Message) {
         let ack = c.event.close_seq;
         let total = c.event.len();
         let mut put = 0;
-        let records: Vec<(EventRecord, &[u8])> = c.event.records().skip(c.next).collect();
-        for (i, (r, text)) in records.iter().enumerate() {
-            let last = c.next + i + 1 == total;
+        while let Some((r, text)) = c.event.record(c.next + put) {
+            let last = c.next + put + 1 == total;
             let mut fl = wire_flags(r.flags);
             if last && self.mode == Mode::Events {
                 fl |= record_flags::EVENT_COMPLETE;
             }
             let text = match &mut self.drop {
                 Some(d) => d.apply(text),
-                None => Cow::Borrowed(*text),
+                None => Cow::Borrowed(text),
             };
             if !self.builder.push(&protocol::Record {
                 seq: r.seq,
@@ -334,6 +345,8 @@ impl Native {
         if c.next < total {
             self.carry = Some(c);
             m.full = true;
+        } else {
+            self.assembler.recycle(c.event);
         }
     }
 

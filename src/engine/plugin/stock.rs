@@ -185,16 +185,14 @@ impl Stock {
                         return Step::Next;
                     };
                     event.retain(|r| routes.wants(r.source));
-                    if event.close_seq <= *skip_upto || event.is_empty() {
-                        return Step::Next;
-                    }
-                    let passes = f.passes(&event);
+                    let skip = event.close_seq <= *skip_upto || event.is_empty();
+                    let passes = !skip && f.passes(&event);
                     event.retain(|r| records.wants(r.rtype));
-                    if event.is_empty() {
-                        return Step::Next;
-                    }
-                    if !passes {
-                        f.withhold(event.close_seq, event.len());
+                    if skip || event.is_empty() || !passes {
+                        if !skip && !event.is_empty() {
+                            f.withhold(event.close_seq, event.len());
+                        }
+                        assembler.recycle(event);
                         return Step::Next;
                     }
                     for (r, text) in event.records() {
@@ -213,6 +211,7 @@ impl Stock {
                         event.len() as u64,
                     );
                     taken += event.len() as u64;
+                    assembler.recycle(event);
                     return Step::Next;
                 }
                 if e.is_control()
