@@ -585,6 +585,31 @@ mod tests {
     }
 
     #[test]
+    fn a_recycled_event_holds_only_the_next_events_records() {
+        let entry = |seq: u64, event: u64, fl: u16, text: &'static [u8]| EntryRef {
+            seq,
+            event,
+            source_seq: 0,
+            rtype: 1300,
+            source: 0,
+            flags: fl,
+            text,
+        };
+        let mut a = Assembler::new();
+        assert!(a.push(&entry(1, 1, 0, b"one")).is_none());
+        let first = a.push(&entry(2, 1, flags::ENDS_EVENT, b"two")).unwrap();
+        assert_eq!(first.len(), 2);
+        a.recycle(first);
+        assert!(a.push(&entry(3, 2, 0, b"three")).is_none());
+        let second = a.push(&entry(4, 2, flags::CLOSE_MARKER, b"")).unwrap();
+        assert_eq!(second.close_seq, 4);
+        let got: Vec<(u64, &[u8])> = second.records().map(|(r, t)| (r.seq, t)).collect();
+        assert_eq!(got, [(3, &b"three"[..])]);
+        assert_eq!(second.record(0).map(|(r, _)| r.seq), Some(3));
+        assert!(second.record(1).is_none());
+    }
+
+    #[test]
     fn interleaved_events_are_separated() {
         let mut g = Grouper::new(Duration::from_secs(2), 100);
         let (events, _) = run(
