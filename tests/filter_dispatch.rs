@@ -279,3 +279,62 @@ fn a_filtered_plugin_killed_mid_stream_gets_every_kept_record_once() {
     drop(stdin);
     let _ = d.stop();
 }
+
+/// audispd killed (`kill -9`) while a filtered plugin is behind, then
+/// started again on the same journal: the plugin ends with every record of
+/// the kept events exactly once.
+#[test]
+fn a_filtered_plugin_gets_every_kept_record_once_across_an_audispd_crash() {
+    let data = sample();
+    let all: Vec<Vec<u8>> = lines(&data).iter().map(|r| r.to_vec()).collect();
+    let (keep, _) = expected(&data, true);
+    let kept: usize = keep.values().sum();
+    // Cut between two events, so that the expectation (by stamp) holds.
+    let half = (all.len() / 2..all.len())
+        .find(|&i| stamp(&all[i]) != stamp(&all[i - 1]))
+        .unwrap();
+    let mut d = Dispatcher::new(&format!("{MAIN_NO_STATS}[shutdown]\ntimeout = \"100ms\"\n"));
+    d.write_plugin(
+        "keep",
+        &sink_plugin(
+            "keep",
+            "\"--delay-ms\", \"20\"",
+            &format!("filter = '{EXPR}'"),
+        ),
+    );
+    d.start(Stdio::null()).unwrap();
+    let send = |d: &Dispatcher, from: usize, to: usize| {
+        let (mut client, start) =
+            audisp::sdk::InputClient::connect(&d.input_socket(), "feeder", [9; 16]).unwrap();
+        assert_eq!(start, from as u64, "the journal kept what it acknowledged");
+        client
+            .send(
+                all[from..to]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| ((from + i + 1) as u64, 0, &r[..])),
+            )
+            .unwrap();
+        client
+            .wait_acked(to as u64, Duration::from_secs(30))
+            .unwrap();
+    };
+    send(&d, 0, half);
+    // The sink has some of the first half, not all of it.
+    wait_until(Duration::from_secs(30), "the sink to start", || {
+        !support::dispatcher::read_sink(&d.out("keep"))
+            .records
+            .is_empty()
+    });
+    d.crash();
+    let before = support::dispatcher::read_sink(&d.out("keep")).records.len();
+    d.start(Stdio::null()).unwrap();
+    send(&d, half, all.len());
+    let out = wait_sink(&d.out("keep"), kept, Duration::from_secs(120));
+    assert!(
+        before < kept,
+        "the crash came mid-stream ({before} of {kept})"
+    );
+    assert_same(&count(&texts(&out)), &keep, "across a crash");
+    let _ = d.stop();
+}
