@@ -4,8 +4,11 @@
 # measured in the same run. See benches/README.md for what each row means.
 #
 # Usage: benches/dispatch.sh [--runs N] [--records N] [--no-build] [--keep]
+#                            [--filter EXPR [--filter-action keep|drop]]
 #   --runs N       repetitions of every case (default 3); medians are printed
 #   --records N    records to replay (default 1000000)
+#   --filter EXPR  add a case: the same 4 plugins, each with filter = 'EXPR'
+#                  (whole events; --filter-action, default keep)
 #   --no-build     use the release binaries already in target/release
 #                  (or in $AUDISP_BENCH_BIN: audispd and examples/null of another build)
 #   --keep         keep the temporary directory (records, configs, logs)
@@ -63,10 +66,18 @@ def die(msg):
 
 
 def parse_args(argv):
-    opts = {"runs": 3, "records": 1_000_000, "keep": False}
+    opts = {"runs": 3, "records": 1_000_000, "keep": False, "filter": None,
+            "filter_action": "keep"}
     it = iter(argv)
     for a in it:
-        if a in ("--runs", "--records"):
+        if a in ("--filter", "--filter-action"):
+            v = next(it, None)
+            if v is None or (a == "--filter-action" and v not in ("keep", "drop")):
+                die(f"{a} needs a value (an expression; keep or drop)")
+            if a == "--filter" and "'" in v:
+                die("--filter: write the expression without single quotes")
+            opts[a[2:].replace("-", "_")] = v
+        elif a in ("--runs", "--records"):
             v = next(it, None)
             if v is None or not v.isdigit() or int(v) < 1:
                 die(f"{a} needs a positive integer")
@@ -240,7 +251,7 @@ def log_time(log, needle):
     return None
 
 
-def write_config(d, sync, shutdown, down):
+def write_config(d, sync, shutdown, down, filt=None):
     for sub in ("etc/plugins.d", "run", "state"):
         os.makedirs(os.path.join(d, sub), exist_ok=True)
     with open(os.path.join(d, "etc/audispd.toml"), "w") as f:
@@ -257,6 +268,8 @@ interval = "0"
     for i in range(1, PLUGINS + 1):
         with open(os.path.join(d, f"etc/plugins.d/p{i}.toml"), "w") as f:
             f.write(f'exec = ["{NULL}", "--name", "p{i}"]\n')
+            if filt:
+                f.write(f"filter = '{filt[0]}'\nfilter_action = \"{filt[1]}\"\n")
     if down:
         # A native plugin on a socket nobody listens on: down for the whole
         # replay, so every record waits for it in the journal.
@@ -278,7 +291,7 @@ def dir_bytes(d):
 def run_audispd(case, records_path, n, tmp, state_parent):
     """One audispd replay; returns a dict of figures."""
     d = tempfile.mkdtemp(prefix=f"{case['key']}.", dir=tmp)
-    write_config(d, case["sync"], case["shutdown"], case["down"])
+    write_config(d, case["sync"], case["shutdown"], case["down"], case.get("filter"))
     state = os.path.join(state_parent or d, f"state.{os.path.basename(d)}")
     os.makedirs(state)
     env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
@@ -320,7 +333,11 @@ def run_audispd(case, records_path, n, tmp, state_parent):
     plugins = [m.groups() for m in map(NULL_LINE.match, open(out_path)) if m]
     if len(plugins) != PLUGINS:
         die(f"{case['name']}: {len(plugins)} of {PLUGINS} plugins reported\n{log[-3000:]}")
-    short = [p for p in plugins if int(p[1]) != n]
+    if case.get("filter"):
+        # Each gets what the filter passes: the same for all, not all.
+        short = [p for p in plugins if int(p[1]) != int(plugins[0][1]) or int(p[1]) > n]
+    else:
+        short = [p for p in plugins if int(p[1]) != n]
     if short:
         die(f"{case['name']}: plugins got the wrong number of records: {short}")
     plugin_cpu = sum(float(p[3]) + float(p[4]) for p in plugins)
@@ -360,6 +377,7 @@ def run_audispd(case, records_path, n, tmp, state_parent):
         "rss_mib": rss_kib / 1024,
         "journal_mib": journal / 2**20,
         "down_behind": down_behind,
+        "plugins": plugins,
         "dir": d,
         "state": state,
     }
@@ -425,6 +443,11 @@ def main():
             dict(key="never", name=f"audispd, {PLUGINS} null plugins, sync=never",
                  sync="never", shutdown="300s", down=False, shm=False),
         ]
+        if opts["filter"]:
+            cases.insert(1, dict(key="filtered",
+                                 name=f"  same, each plugin filtered ({opts['filter_action']})",
+                                 sync="batch", shutdown="300s", down=False, shm=False,
+                                 filter=(opts["filter"], opts["filter_action"])))
         if shm:
             cases.append(dict(key="tmpfs", name="  same, journal on tmpfs (no disk)",
                               sync="batch", shutdown="300s", down=False, shm=True))
@@ -508,6 +531,16 @@ def main():
         print()
         print(f"Target >= 2M records/s fanned out to 4 plugins: "
               f"{'met' if rate >= 2e6 else 'MISSED'} ({fmt_rate(rate)}/s median, sync=batch)")
+        if opts["filter"]:
+            fr = statistics.median(x["rate"] for x in res["filtered"])
+            fc = statistics.median(x["cpu"] for x in res["filtered"]) / n * 1e6
+            bc = statistics.median(x["cpu"] for x in target) / n * 1e6
+            got = [int(p[1]) for p in res["filtered"][0]["plugins"]]
+            print(f"Filtered plugins (filter = '{opts['filter']}', {opts['filter_action']}): "
+                  f"each got {got[0]} of {n} records; {fmt_rate(fr)}/s vs {fmt_rate(rate)}/s "
+                  f"unfiltered ({(fr / rate - 1) * 100:+.1f} %); audispd CPU "
+                  f"{fc:.2f} vs {bc:.2f} us/record; target within 10 %: "
+                  f"{'met' if fr >= 0.9 * rate else 'MISSED'}")
         print(f"Target peak RSS <= 64 MiB: {'met' if rss <= 64 else 'MISSED'} "
               f"(highest {rss:.1f} MiB, including the down-plugin case)")
     finally:

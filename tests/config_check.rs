@@ -414,6 +414,38 @@ fn syslog_example_runs_audisp_syslog() {
     assert!(text.lines().any(|l| l == "format = \"string\""));
 }
 
+/// The commented filter of the syslog example checks cleanly once
+/// uncommented, and means what its comment says.
+#[test]
+fn syslog_example_filter_checks_uncommented() {
+    let text = fs::read_to_string(source_dir().join("plugins.d/syslog.toml.example")).unwrap();
+    let mut uncommented = 0;
+    let text: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("#filter") {
+            Some(rest) => {
+                uncommented += 1;
+                format!("filter{rest}\n")
+            }
+            None => format!("{l}\n"),
+        })
+        .collect();
+    assert_eq!(uncommented, 2, "#filter and #filter_action");
+    let tree = Tree::new();
+    tree.write("plugins.d/syslog.toml", &with_real_programs(&text));
+    let (out, ok) = tree.check();
+    assert_eq!(out, "ok: 1 plugin (syslog)\n");
+    assert!(ok);
+    let c = config::load(&tree.paths).config.unwrap();
+    let rule = c.plugins[0].filter.clone().expect("a filter");
+    assert_eq!(rule.action, audisp::config::FilterAction::Keep);
+    let mut scratch = audisp::filter::Scratch::new();
+    let failed = b"type=USER_AUTH msg=audit(1.000:1): pid=1 uid=0 auid=0 ses=1 msg='op=PAM:authentication acct=\"a\" exe=\"/usr/bin/su\" res=failed'";
+    let fine = b"type=USER_AUTH msg=audit(1.000:2): pid=1 uid=0 auid=0 ses=1 msg='op=PAM:authentication acct=\"a\" exe=\"/usr/bin/su\" res=success'";
+    assert!(rule.filter.matches(failed, &mut scratch));
+    assert!(!rule.filter.matches(fine, &mut scratch));
+}
+
 /// Uncommenting every `#key = value` line of the shipped main config gives
 /// exactly the defaults: the comments tell the truth.
 #[test]

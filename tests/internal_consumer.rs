@@ -93,6 +93,7 @@ fn internal_consumer_gets_its_subscription_once_across_reconnects() {
                 exclude: vec![],
                 inputs: None,
                 drop_fields: vec![],
+                filter: None,
                 queue_size: 100_000,
                 overflow: Overflow::Spool,
                 spool_max: 1 << 30,

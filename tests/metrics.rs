@@ -219,6 +219,7 @@ fn differences(report: &str, m: &Parsed, plugins: &[&str]) -> Vec<String> {
         ("audisp_input_records_lost_total", "lost"),
         ("audisp_input_records_waiting", "waiting"),
         ("audisp_input_records_looped_total", "looped"),
+        ("audisp_input_records_filtered_total", "filtered"),
     ] {
         same(&format!("stdin {key}"), m.get(metric, &i), input.get(key));
     }
@@ -240,6 +241,7 @@ fn differences(report: &str, m: &Parsed, plugins: &[&str]) -> Vec<String> {
             ("audisp_plugin_reconnects_total", "reconnects"),
             ("audisp_plugin_restarts_total", "restarts"),
             ("audisp_plugin_commands_total", "commands"),
+            ("audisp_plugin_records_filtered_total", "filtered"),
         ] {
             same(&format!("{name} {key}"), m.get(metric, &l), p.get(key));
         }

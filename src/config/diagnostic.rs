@@ -1,5 +1,6 @@
 //! One problem found in a configuration or option file, shown as
-//! `FILE:LINE: message` (or `FILE:LINE:COLUMN: message`).
+//! `FILE:LINE: message` (`FILE:LINE:COLUMN: message` inside a filter
+//! expression).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -11,8 +12,8 @@ pub struct Diagnostic {
     pub file: PathBuf,
     /// The line, when the problem is at one.
     pub line: Option<usize>,
-    /// The column (in characters, from 1) within the line, for problems
-    /// placed more exactly (a filter expression's mistake).
+    /// The column (in characters, from 1) when the problem is at a precise
+    /// place on its line: inside a filter expression.
     pub column: Option<usize>,
     /// What is wrong and what to do about it.
     pub message: String,
@@ -23,28 +24,22 @@ impl Diagnostic {
     /// inside it (as `audispd --check-config` shows it).
     pub fn display_relative(&self, base: &Path) -> String {
         let file = self.file.strip_prefix(base).unwrap_or(&self.file);
-        format!("{}{}: {}", file.display(), self.place(), self.message)
+        format!("{}{}", file.display(), self.place_and_message())
     }
 
-    /// `:LINE:COLUMN`, `:LINE` or nothing.
-    fn place(&self) -> String {
+    /// `:LINE[:COLUMN]: message`, or `: message`.
+    fn place_and_message(&self) -> String {
         match (self.line, self.column) {
-            (Some(l), Some(c)) => format!(":{l}:{c}"),
-            (Some(l), None) => format!(":{l}"),
-            _ => String::new(),
+            (Some(l), Some(c)) => format!(":{l}:{c}: {}", self.message),
+            (Some(l), None) => format!(":{l}: {}", self.message),
+            (None, _) => format!(": {}", self.message),
         }
     }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}{}: {}",
-            self.file.display(),
-            self.place(),
-            self.message
-        )
+        write!(f, "{}{}", self.file.display(), self.place_and_message())
     }
 }
 
@@ -71,5 +66,11 @@ mod tests {
             d.display_relative(Path::new("/elsewhere")),
             "/etc/audisp/plugins.d/a.toml: bad"
         );
+        let d = Diagnostic {
+            line: Some(2),
+            column: Some(7),
+            ..d
+        };
+        assert_eq!(d.to_string(), "/etc/audisp/plugins.d/a.toml:2:7: bad");
     }
 }

@@ -13,7 +13,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::units;
-use super::Diagnostic;
+use super::{Diagnostic, FilterAction, FilterRule};
 
 /// One config file being read: its text and the problems found so far.
 pub(super) struct Doc<'s> {
@@ -69,6 +69,31 @@ impl<'s> Doc<'s> {
             column: Some(before[line_start..].chars().count() + 1),
             message,
         });
+    }
+
+    /// Records a problem inside the string value spanning `span`: at byte
+    /// `at` of its value, with its line and column in the file.
+    pub fn error_in_string(&mut self, span: Range<usize>, at: usize, message: String) {
+        let (line, column) = self.place_in_string(span, at);
+        self.diags.push(Diagnostic {
+            file: self.file.clone(),
+            line: Some(line),
+            column: Some(column),
+            message,
+        });
+    }
+
+    /// The line and column (in characters, from 1) in the file of byte
+    /// `at` of the value of the string spanning `span`.
+    pub fn place_in_string(&self, span: Range<usize>, at: usize) -> (usize, usize) {
+        let raw = self.src.get(span.clone()).unwrap_or("");
+        let offset = span.start + super::string_span::raw_offset(raw, at);
+        let before = self.src.get(..offset).unwrap_or(self.src);
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        (
+            self.line_of(offset),
+            before[line_start..].chars().count() + 1,
+        )
     }
 
     /// The problems found, ordered by line (file-wide ones first).
@@ -253,6 +278,53 @@ impl<'t, 's> Section<'t, 's> {
             }
             _ => {
                 self.bad(doc, key, "must be a string in quotes");
+                None
+            }
+        }
+    }
+
+    /// A filter expression (`ausearch-expression(5)`) and what to do with
+    /// its matches: `key` holds the expression, `action_key` `"keep"` or
+    /// `"drop"` (keep when absent). A mistake in the expression is reported
+    /// at its line and column in the file.
+    pub fn filter(&self, doc: &mut Doc, key: &str, action_key: &str) -> Option<FilterRule> {
+        let action = self.choice(
+            doc,
+            action_key,
+            "filter action",
+            &[("keep", FilterAction::Keep), ("drop", FilterAction::Drop)],
+        );
+        let Some(v) = self.get(key) else {
+            if self.get(action_key).is_some() {
+                self.bad(
+                    doc,
+                    action_key,
+                    &format!("has no {key} to act on; add {key} = '…' (an expression such as 'type r= AVC') or remove {action_key}"),
+                );
+            }
+            return None;
+        };
+        let source = self.string(doc, key)?;
+        match FilterRule::parse(source, action.unwrap_or(FilterAction::Keep)) {
+            Ok(rule) => Some(rule),
+            Err(e) => {
+                let mut message = e.message.clone();
+                if let Some(open) = e.opening {
+                    // The message names the '(' by its place in the
+                    // expression: name it by its place in the file.
+                    let (l, c) = doc.place_in_string(v.span(), open);
+                    let (el, _) = doc.place_in_string(v.span(), e.offset);
+                    let in_file = if l == el {
+                        format!("' at column {c}")
+                    } else {
+                        format!("' at line {l}, column {c}")
+                    };
+                    if let Some(i) = message.find("' at ") {
+                        let end = message[i..].find(',').map_or(message.len(), |j| i + j);
+                        message.replace_range(i..end, &in_file);
+                    }
+                }
+                doc.error_in_string(v.span(), e.offset, format!("{key}: {message}"));
                 None
             }
         }

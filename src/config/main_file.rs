@@ -2,6 +2,7 @@
 //! statistics and shutdown. Every key is optional; an absent file means all
 //! defaults.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use nix::unistd::{Group, User};
@@ -12,6 +13,7 @@ use super::units::{self, show_size};
 use super::{DbusConfig, MainConfig, Paths, SetroubleshootConfig, StatsConfig, SyncPolicy};
 use crate::engine::settings::{EventSettings, InputSocketSettings, JournalSettings, StdinSettings};
 use crate::framing::{BinaryFraming, InputFormat};
+use crate::protocol;
 
 const MIB: u64 = 1 << 20;
 /// Smallest journal segment: several of the largest records auditd can
@@ -25,6 +27,9 @@ const MAX_OPEN_LIMIT: u64 = 1_000_000;
 /// The sections of the main file and their keys.
 const TOP: &[&str] = &["input", "journal", "events", "stats", "shutdown", "dbus"];
 const INPUT: &[&str] = &["stdin", "socket"];
+/// Keys of `[input.NAME]`, an input's filter (NAME is the input's name,
+/// `auditd` for standard input).
+const INPUT_FILTER: &[&str] = &["filter", "filter_action"];
 const STDIN: &[&str] = &["enabled", "format", "binary_framing"];
 const SOCKET: &[&str] = &["enabled", "path", "mode", "allow_users", "allow_groups"];
 const JOURNAL: &[&str] = &[
@@ -73,6 +78,7 @@ impl MainConfig {
                 state_file: paths.runtime_dir.join("audispd.state"),
             },
             shutdown_timeout: Duration::from_secs(5),
+            input_filters: BTreeMap::new(),
             dbus: DbusConfig {
                 enabled: false,
                 address: None,
@@ -112,12 +118,28 @@ pub(super) fn parse(doc: &mut Doc, table: &DeTable<'_>, paths: &Paths) -> MainCo
         (!home.is_empty()).then(|| format!("it belongs in a section: {}", home.join(" or ")))
     });
     if let Some(input) = top.table(doc, "input") {
-        input.reject_unknown(doc, INPUT);
-        if let Some(s) = input.table(doc, "stdin") {
-            c.stdin = stdin(doc, &s);
-        }
-        if let Some(s) = input.table(doc, "socket") {
-            input_socket(doc, &s, paths, &mut c.input_socket);
+        for (name, span, s) in input.sub_tables(doc) {
+            match name {
+                "stdin" => c.stdin = stdin(doc, &s),
+                "socket" => input_socket(doc, &s, paths, &mut c.input_socket),
+                _ if !protocol::valid_name(name) => doc.error(
+                    Some(span),
+                    format!(
+                        "[input.{name}]: {name:?} is not an input name; [input.NAME] holds the filter of the input called NAME (\"auditd\" for auditd's records on standard input, else the input's --name), besides [input.stdin] and [input.socket]"
+                    ),
+                ),
+                _ => {
+                    s.reject_unknown(doc, INPUT_FILTER);
+                    if let Some(rule) = s.filter(doc, "filter", "filter_action") {
+                        c.input_filters.insert(name.to_string(), rule);
+                    } else if s.get("filter").is_none() && s.get("filter_action").is_none() {
+                        doc.error(
+                            Some(span),
+                            format!("[input.{name}] sets nothing; it takes filter = '…' and filter_action = \"keep\" or \"drop\" (input sections other than [input.stdin] and [input.socket] are filters)"),
+                        );
+                    }
+                }
+            }
         }
     }
     if let Some(s) = top.table(doc, "journal") {

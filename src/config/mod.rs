@@ -22,6 +22,7 @@
 //! `plugin_file` (a reader for each kind of file, built on `doc`, `units`
 //! and `files`: TOML documents, values, file and program checks), `load`
 //! ([`load`]), `report` ([`check`]), `diagnostic` ([`Diagnostic`]),
+//! `string_span` (positions inside a TOML string, for filter expressions),
 //! `to_engine` (the engine's settings from a [`Config`]) and
 //! [`option_file`].
 
@@ -35,6 +36,7 @@ pub mod option_file;
 mod paths;
 mod plugin_file;
 mod report;
+mod string_span;
 mod to_engine;
 mod units;
 
@@ -53,6 +55,6 @@ pub use units::parse_size;
 /// The values of plugin keys and of `[journal] sync` are the engine's own
 /// vocabulary; the file model uses the engine's types for them.
 pub use crate::engine::settings::{
-    Action, Backoff, DeliveryMode, InputSelection, Overflow, PluginFormat, SyncPolicy,
-    SystemAction, Transport,
+    Action, Backoff, DeliveryMode, FilterAction, FilterRule, InputSelection, Overflow,
+    PluginFormat, SyncPolicy, SystemAction, Transport,
 };

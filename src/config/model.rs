@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::engine::settings::{
-    Action, Backoff, DeliveryMode, EventSettings, InputSelection, InputSocketSettings,
+    Action, Backoff, DeliveryMode, EventSettings, FilterRule, InputSelection, InputSocketSettings,
     JournalSettings, Overflow, PluginFormat, StdinSettings, Transport,
 };
 
@@ -43,6 +43,10 @@ pub struct MainConfig {
     pub stats: StatsConfig,
     /// `[shutdown] timeout`: how long plugins get to catch up on shutdown.
     pub shutdown_timeout: Duration,
+    /// `[input.NAME] filter, filter_action`: records of input NAME
+    /// (`auditd`: standard input) kept or withheld one by one before they
+    /// are journaled.
+    pub input_filters: BTreeMap<String, FilterRule>,
     /// `[dbus]`: the system-bus adapter (`audisp::dbus`).
     pub dbus: DbusConfig,
 }
@@ -116,6 +120,8 @@ pub struct PluginConfig {
     pub inputs: Option<InputSelection>,
     /// `drop_fields`: fields removed from every record it gets, sorted.
     pub drop_fields: Vec<String>,
+    /// `filter`, `filter_action`: which whole events it gets.
+    pub filter: Option<FilterRule>,
     /// `queue_size`: records of backlog before `overflow` applies.
     pub queue_size: u64,
     /// `overflow`: what happens beyond `queue_size`.

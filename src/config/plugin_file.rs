@@ -30,6 +30,8 @@ const KEYS: &[&str] = &[
     "inputs",
     "exclude_inputs",
     "drop_fields",
+    "filter",
+    "filter_action",
     "queue_size",
     "overflow",
     "spool_max",
@@ -92,6 +94,7 @@ pub(super) fn parse(
     }
     let inputs = inputs(doc, &top);
     let drop_fields = drop_fields(doc, &top);
+    let filter = top.filter(doc, "filter", "filter_action");
     let queue_size = top.count(doc, "queue_size").unwrap_or(QUEUE_SIZE);
     if queue_size == 0 {
         top.bad(doc, "queue_size", "must be at least 1 record");
@@ -144,6 +147,7 @@ pub(super) fn parse(
             exclude,
             inputs,
             drop_fields,
+            filter,
             queue_size,
             overflow,
             spool_max,
@@ -488,6 +492,7 @@ mod tests {
                 exclude: vec![],
                 inputs: None,
                 drop_fields: vec![],
+                filter: None,
                 queue_size: 100_000,
                 overflow: Overflow::Spool,
                 spool_max: 1 << 30,
@@ -616,7 +621,7 @@ max = "500ms"
                 "p.toml:5: include: 1.5 must be a record type name in quotes or a type number",
                 "p.toml:7: queue_size = 0 must be at least 1 record",
                 "p.toml:8: spool_max = \"10K\" is too small; use at least \"1M\"",
-                "p.toml:9: unknown key \"colour\"; allowed keys are active, socket, exec, format, mode, include, exclude, inputs, exclude_inputs, drop_fields, queue_size, overflow, spool_max, restart, actions",
+                "p.toml:9: unknown key \"colour\"; allowed keys are active, socket, exec, format, mode, include, exclude, inputs, exclude_inputs, drop_fields, filter, filter_action, queue_size, overflow, spool_max, restart, actions",
                 "p.toml:12: max = \"500ms\" leaves max (500ms) below initial (1s); the delay starts at initial and doubles up to max",
             ]
         );

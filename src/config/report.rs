@@ -112,6 +112,7 @@ mod tests {
             exclude: vec![],
             inputs: None,
             drop_fields: vec![],
+            filter: None,
             queue_size: 1,
             overflow: Overflow::Spool,
             spool_max: 1 << 30,

@@ -41,6 +41,7 @@ impl MainConfig {
                     state_file,
                 },
             shutdown_timeout,
+            input_filters,
             // Read by the audispd binary's D-Bus adapter.
             dbus: _,
         } = self;
@@ -53,6 +54,7 @@ impl MainConfig {
                 state_file: state_file.clone(),
             },
             shutdown_timeout: *shutdown_timeout,
+            input_filters: input_filters.clone(),
         }
     }
 }
@@ -72,6 +74,7 @@ impl PluginConfig {
             exclude,
             inputs,
             drop_fields,
+            filter,
             queue_size,
             overflow,
             spool_max,
@@ -87,6 +90,7 @@ impl PluginConfig {
             exclude: exclude.clone(),
             inputs: inputs.clone(),
             drop_fields: drop_fields.clone(),
+            filter: filter.clone(),
             queue_size: *queue_size,
             overflow: *overflow,
             spool_max: *spool_max,
@@ -184,6 +188,7 @@ mod tests {
                     state_file: "/r/audispd.state".into(),
                 },
                 shutdown_timeout: Duration::from_secs(5),
+                input_filters: BTreeMap::new(),
             }
         );
         let plugin = plugin_file("p", "socket = \"p.sock\"\n").engine_settings();
@@ -198,6 +203,7 @@ mod tests {
                 exclude: vec![],
                 inputs: None,
                 drop_fields: vec![],
+                filter: None,
                 queue_size: 100_000,
                 overflow: Overflow::Spool,
                 spool_max: 1 << 30,
@@ -273,6 +279,7 @@ enabled = true
                     state_file: "/x/state".into(),
                 },
                 shutdown_timeout: Duration::from_secs(11),
+                input_filters: BTreeMap::new(),
             }
         );
     }
@@ -321,6 +328,7 @@ args = ["a"]
                 exclude: vec![1006],
                 inputs: None,
                 drop_fields: vec![],
+                filter: None,
                 queue_size: 5,
                 overflow: Overflow::Suspend,
                 spool_max: 2 << 20,

@@ -322,6 +322,7 @@ fn consumer_settings() -> PluginSettings {
         exclude: Vec::new(),
         inputs: None,
         drop_fields: vec![],
+        filter: None,
         queue_size: 100_000,
         overflow: Overflow::Spool,
         spool_max: 64 << 20,

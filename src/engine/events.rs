@@ -381,6 +381,12 @@ impl Event {
         self.text.extend_from_slice(e.text);
     }
 
+    /// Record `i` (in journal order) and its text.
+    pub fn record(&self, i: usize) -> Option<(EventRecord, &[u8])> {
+        let r = *self.records.get(i)?;
+        Some((r, &self.text[r.start as usize..(r.start + r.len) as usize]))
+    }
+
     /// Keeps only the records `keep` accepts.
     pub fn retain(&mut self, mut keep: impl FnMut(&EventRecord) -> bool) {
         self.records.retain(|r| keep(r));
@@ -400,7 +406,13 @@ pub struct Assembler {
     building: HashMap<u64, Building>,
     /// (first seq, event id) of building events in the order they started.
     starts: VecDeque<(u64, u64)>,
+    /// Emptied events handed back ([`Assembler::recycle`]), so that
+    /// assembling does not allocate for every event.
+    spare: Vec<Event>,
 }
+
+/// Most emptied events an assembler keeps for reuse.
+const SPARE_EVENTS: usize = 64;
 
 impl Assembler {
     /// An assembler with no event in progress.
@@ -418,11 +430,12 @@ impl Assembler {
             ev.close_seq = e.seq;
             return Some(finish(ev));
         }
+        let spare = &mut self.spare;
         let b = self.building.entry(e.event).or_insert_with(|| {
             self.starts.push_back((e.seq, e.event));
             Building {
                 first_seq: e.seq,
-                event: Event::default(),
+                event: spare.pop().unwrap_or_default(),
             }
         });
         b.event.push(e);
@@ -449,6 +462,17 @@ impl Assembler {
             self.starts.pop_front();
         }
         next
+    }
+
+    /// Takes back an event it yielded, once its records are no longer
+    /// needed, to hold a later event's records without allocating.
+    pub fn recycle(&mut self, mut event: Event) {
+        if self.spare.len() < SPARE_EVENTS {
+            event.records.clear();
+            event.text.clear();
+            event.close_seq = 0;
+            self.spare.push(event);
+        }
     }
 
     /// Number of events in progress.
@@ -562,6 +586,32 @@ mod tests {
             closes.windows(2).all(|w| w[0] < w[1]),
             "ack ids increase: {closes:?}"
         );
+    }
+
+    #[test]
+    fn a_recycled_event_holds_only_the_next_events_records() {
+        let entry = |seq: u64, event: u64, fl: u16, text: &'static [u8]| EntryRef {
+            seq,
+            event,
+            source_seq: 0,
+            rtype: 1300,
+            source: 0,
+            flags: fl,
+            origin: None,
+            text,
+        };
+        let mut a = Assembler::new();
+        assert!(a.push(&entry(1, 1, 0, b"one")).is_none());
+        let first = a.push(&entry(2, 1, flags::ENDS_EVENT, b"two")).unwrap();
+        assert_eq!(first.len(), 2);
+        a.recycle(first);
+        assert!(a.push(&entry(3, 2, 0, b"three")).is_none());
+        let second = a.push(&entry(4, 2, flags::CLOSE_MARKER, b"")).unwrap();
+        assert_eq!(second.close_seq, 4);
+        let got: Vec<(u64, &[u8])> = second.records().map(|(r, t)| (r.seq, t)).collect();
+        assert_eq!(got, [(3, &b"three"[..])]);
+        assert_eq!(second.record(0).map(|(r, _)| r.seq), Some(3));
+        assert!(second.record(1).is_none());
     }
 
     #[test]

@@ -7,9 +7,12 @@
 //! 1. drops records an input sends again after a reconnect (each input
 //!    numbers its records; the highest number stored is remembered per input
 //!    and survives restarts and crashes, see [`Checkpoint`]);
-//! 2. parses just enough of each record to route it (type, time, serial,
+//! 2. withholds the records the input's filter (`[input.NAME] filter`)
+//!    does not let through: they count as accepted (the input gets them
+//!    acknowledged) and as `filtered`, and are never journaled;
+//! 3. parses just enough of each record to route it (type, time, serial,
 //!    node) and lets the [`Grouper`] place it in an event;
-//! 3. appends records and close markers to the journal, which wakes the
+//! 4. appends records and close markers to the journal, which wakes the
 //!    plugin senders.
 //!
 //! If the journal cannot be written (disk full, I/O error), records wait in a
@@ -31,7 +34,7 @@
 //! and given up when the disk is full.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -41,8 +44,11 @@ use serde::{Deserialize, Serialize};
 
 use super::loop_guard::{self, Forwarders};
 use super::loss::{Loss, LossLog};
+use super::routes::AUDITD;
+use super::settings::FilterRule;
 use super::stats::{self, InputCounters, InputSnapshot};
 use crate::engine::events::{Grouper, GrouperState};
+use crate::filter::Scratch;
 use crate::journal::entry::{flags, Origin};
 use crate::journal::{Journal, JournalId, NewEntry, ReadOutcome, Step};
 use crate::record;
@@ -131,6 +137,10 @@ struct State {
     /// Bytes set aside for the checkpoint (see the module docs).
     reserve_len: u64,
     last_error: Option<String>,
+    /// Input filters by input name (`auditd`: standard input); records
+    /// they withhold are acknowledged and counted, never journaled.
+    filters: BTreeMap<String, FilterRule>,
+    scratch: Scratch,
 }
 
 /// What became of a submitted batch.
@@ -251,6 +261,8 @@ impl Ingest {
                 resync: false,
                 reserve_len,
                 last_error: None,
+                filters: BTreeMap::new(),
+                scratch: Scratch::new(),
             }),
             checkpoint_path,
             reserve_path,
@@ -270,6 +282,13 @@ impl Ingest {
     /// The journal records go into.
     pub fn journal(&self) -> &Journal {
         &self.journal
+    }
+
+    /// Sets the input filters (by input name, `auditd` for standard input)
+    /// that records pass before they are journaled, for every batch from
+    /// now on.
+    pub fn set_filters(&self, filters: &BTreeMap<String, FilterRule>) {
+        self.lock().filters = filters.clone();
     }
 
     /// Registers an input by name and epoch; `relayed`: its records
@@ -384,7 +403,11 @@ impl Ingest {
         }
         let blocked = !st.pending.is_empty();
         let State {
-            grouper, sources, ..
+            grouper,
+            sources,
+            filters,
+            scratch,
+            ..
         } = &mut *st;
         let Some(src) = sources.get_mut(id as usize) else {
             return Submitted {
@@ -409,6 +432,8 @@ impl Ingest {
         let mut unparsed = 0u64;
         let mut looped = 0u64;
         let own = self.journal.id().0;
+        let mut filtered = 0u64;
+        let filter = filters.get(if src.name == STDIN { AUDITD } else { &src.name });
         let mut top = src.placed;
         for r in records {
             if r.source_seq != 0 && r.source_seq <= top {
@@ -421,6 +446,12 @@ impl Ingest {
                 continue;
             }
             let text = sanitize(r.text);
+            if let Some(f) = filter {
+                if !f.action.passes(f.filter.matches(&text, scratch)) {
+                    filtered += 1;
+                    continue;
+                }
+            }
             let info = record::parse(&text);
             let rtype = info.as_ref().map(|i| i.rtype).or(r.type_hint).unwrap_or(0);
             let mut fl = 0;
@@ -458,6 +489,7 @@ impl Ingest {
         }
         stats::add(&counters.duplicates, duplicates);
         stats::add(&counters.unparsed, unparsed);
+        stats::add(&counters.filtered, filtered);
         let accepted = entries
             .iter()
             .filter(|e| e.flags & flags::CONTROL == 0)

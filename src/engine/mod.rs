@@ -139,6 +139,7 @@ impl Engine {
             core.events.max_open,
             64 << 20,
         )?);
+        ingest.set_filters(&core.input_filters);
         let liveness = Arc::new(Liveness::new());
         let actions = Arc::new(Actions::new());
         let input_wake = Arc::new(Wakeup::new()?);
@@ -512,6 +513,7 @@ impl Engine {
             applied.stdin = core.stdin;
             applied.input_socket = core.input_socket.clone();
             applied.events = core.events.clone();
+            self.ingest.set_filters(&applied.input_filters);
             *core = applied;
         }
         let wanted: BTreeMap<String, PluginSettings> = settings

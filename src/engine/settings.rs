@@ -13,6 +13,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::filter::Action as FilterAction;
+use crate::filter::{Filter, ParseError};
 use crate::framing::InputFormat;
 
 /// Everything the engine is started or reloaded with.
@@ -40,6 +42,9 @@ pub struct CoreSettings {
     /// How long plugins get to catch up on shutdown (and removed plugins to
     /// drain on a reload).
     pub shutdown_timeout: Duration,
+    /// Filters of inputs, by input name (`auditd`: standard input): records
+    /// they withhold are never journaled.
+    pub input_filters: BTreeMap<String, FilterRule>,
 }
 
 impl CoreSettings {
@@ -169,6 +174,9 @@ pub struct PluginSettings {
     /// Fields removed from every record it gets (see
     /// [`crate::format::drop_fields`]).
     pub drop_fields: Vec<String>,
+    /// The filter expression that decides which whole events it gets
+    /// (`None`: every event).
+    pub filter: Option<FilterRule>,
     /// Records of backlog before `overflow` applies.
     pub queue_size: u64,
     /// What happens beyond `queue_size`.
@@ -179,6 +187,36 @@ pub struct PluginSettings {
     pub restart: Backoff,
     /// What it may ask the engine to do, by action name.
     pub actions: BTreeMap<String, Action>,
+}
+
+/// A filter expression (`ausearch-expression(5)`, see [`crate::filter`])
+/// and what happens to what it matches: for a plugin, whole events; for
+/// an input, single records before they are journaled.
+#[derive(Debug, Clone)]
+pub struct FilterRule {
+    /// The expression as the admin wrote it (what reloads compare).
+    pub source: String,
+    /// The parsed expression.
+    pub filter: Filter,
+    /// Whether matches are kept (and the rest withheld) or withheld.
+    pub action: FilterAction,
+}
+
+impl PartialEq for FilterRule {
+    fn eq(&self, other: &FilterRule) -> bool {
+        self.source == other.source && self.action == other.action
+    }
+}
+
+impl FilterRule {
+    /// Parses `source`; the error says where it is wrong within `source`.
+    pub fn parse(source: &str, action: FilterAction) -> Result<FilterRule, ParseError> {
+        Ok(FilterRule {
+            source: source.to_string(),
+            filter: Filter::parse(source)?,
+            action,
+        })
+    }
 }
 
 /// The inputs whose records a plugin gets, by input name (`auditd` names

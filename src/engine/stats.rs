@@ -34,6 +34,9 @@ pub struct InputCounters {
     /// Records that came back to this dispatcher (their first origin is
     /// its own journal: a forwarding loop), dropped and not stored.
     pub looped: AtomicU64,
+    /// Records the input's filter withheld: accepted (acknowledged to an
+    /// input plugin) but never journaled. Not part of `records`.
+    pub filtered: AtomicU64,
 }
 
 /// Counters of one plugin.
@@ -56,6 +59,9 @@ pub struct PluginCounters {
     pub restarts: AtomicU64,
     /// Commands the plugin sent.
     pub commands: AtomicU64,
+    /// Records its filter withheld (the plugin was never meant to get
+    /// them; not `dropped`), each counted once however often it is read.
+    pub filtered: AtomicU64,
 }
 
 /// Why a plugin will never get some records.
@@ -150,6 +156,7 @@ pub struct InputSnapshot {
     pub waiting: u64,
     /// See [`InputCounters`].
     pub looped: u64,
+    pub filtered: u64,
 }
 
 impl InputSnapshot {
@@ -166,6 +173,7 @@ impl InputSnapshot {
             lost: get(&c.lost),
             waiting: get(&c.waiting),
             looped: get(&c.looped),
+            filtered: get(&c.filtered),
         }
     }
 }
@@ -201,6 +209,8 @@ pub struct PluginSnapshot {
     pub restarts: u64,
     /// See [`PluginCounters`].
     pub commands: u64,
+    /// See [`PluginCounters`].
+    pub filtered: u64,
 }
 
 /// The journal at one moment.
@@ -260,7 +270,7 @@ impl Snapshot {
         for i in &self.inputs {
             let _ = writeln!(
                 s,
-                "input {} = {} records={} bytes={} malformed={} unparsed={} duplicates={} lost={} waiting={} looped={}",
+                "input {} = {} records={} bytes={} malformed={} unparsed={} duplicates={} lost={} waiting={} looped={} filtered={}",
                 i.name,
                 if i.connected { "connected" } else { "closed" },
                 i.records,
@@ -270,13 +280,14 @@ impl Snapshot {
                 i.duplicates,
                 i.lost,
                 i.waiting,
-                i.looped
+                i.looped,
+                i.filtered
             );
         }
         for p in &self.plugins {
             let _ = writeln!(
                 s,
-                "plugin {} = {} queued={} spooled={} acked_seq={} delivered={} acked={} dropped={}{} connects={} reconnects={} restarts={} commands={}",
+                "plugin {} = {} queued={} spooled={} acked_seq={} delivered={} acked={} dropped={}{} filtered={} connects={} reconnects={} restarts={} commands={}",
                 p.name,
                 p.state,
                 p.queued,
@@ -289,6 +300,7 @@ impl Snapshot {
                     .iter()
                     .map(|(why, n)| format!(" dropped_{why}={n}"))
                     .collect::<String>(),
+                p.filtered,
                 p.connects,
                 p.reconnects,
                 p.restarts,
@@ -347,11 +359,12 @@ mod tests {
                 reconnects: 0,
                 restarts: 0,
                 commands: 0,
+                filtered: 9,
             }],
         };
         let report = snap.render_state();
         assert!(
-            report.contains(" dropped=6 dropped_damaged=0 dropped_journal_limit=2 dropped_overflow=4 dropped_spool_max=0 dropped_suspended=0 connects=1 "),
+            report.contains(" dropped=6 dropped_damaged=0 dropped_journal_limit=2 dropped_overflow=4 dropped_spool_max=0 dropped_suspended=0 filtered=9 connects=1 "),
             "{report}"
         );
     }

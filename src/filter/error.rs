@@ -19,6 +19,11 @@ pub struct ParseError {
     pub offset: usize,
     /// What is wrong, and what was expected.
     pub message: String,
+    /// The byte offset of an earlier place the message names (the `(` an
+    /// error says is not closed, written `at column N` or `at LINE:COLUMN`
+    /// in the message), so that a caller placing the expression in a file
+    /// can name it in the file's terms.
+    pub opening: Option<usize>,
 }
 
 impl ParseError {
@@ -32,6 +37,7 @@ impl ParseError {
             column: before[line_start..].chars().count() + 1,
             offset,
             message,
+            opening: None,
         }
     }
 }

@@ -145,10 +145,12 @@ impl Parser<'_, '_> {
                     } else {
                         format!("{}:{}", o.line, o.column)
                     };
-                    return Err(self.error_here(format!(
+                    let mut e = self.error_here(format!(
                         "expected ')' to close the '(' at {place}, found {}",
                         self.current.token.describe()
-                    )));
+                    ));
+                    e.opening = Some(open.at);
+                    return Err(e);
                 }
                 self.advance()?;
                 self.depth -= 1;

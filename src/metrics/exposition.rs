@@ -211,9 +211,15 @@ fn families(snap: &Snapshot, process: Option<&ProcessStats>, version: &str) -> V
         Counter,
         "Records of this host that came back on the input (a forwarding loop), dropped.",
     );
+    let mut input_filtered = Family::new(
+        "audisp_input_records_filtered",
+        Counter,
+        "Records the input's filter withheld before the journal (accepted, not stored).",
+    );
     for i in &snap.inputs {
         let l = || vec![("input", i.name.clone())];
         looped.add(l(), i.looped);
+        input_filtered.add(l(), i.filtered);
         connected.add(l(), u64::from(i.connected));
         records.add(l(), i.records);
         bytes.add(l(), i.bytes);
@@ -225,6 +231,7 @@ fn families(snap: &Snapshot, process: Option<&ProcessStats>, version: &str) -> V
     }
     out.extend([
         connected, records, bytes, malformed, unparsed, duplicates, lost, waiting, looped,
+        input_filtered,
     ]);
 
     let mut state = Family::new(
@@ -282,8 +289,14 @@ fn families(snap: &Snapshot, process: Option<&ProcessStats>, version: &str) -> V
         Counter,
         "Commands (action requests) the plugin sent.",
     );
+    let mut filtered = Family::new(
+        "audisp_plugin_records_filtered",
+        Counter,
+        "Records the plugin's filter withheld (not meant for it; not dropped).",
+    );
     for p in &snap.plugins {
         let l = || vec![("plugin", p.name.clone())];
+        filtered.add(l(), p.filtered);
         for s in ["connected", "connecting", "suspended", "stopped"] {
             state.add(
                 vec![("plugin", p.name.clone()), ("state", s.to_string())],
@@ -307,8 +320,8 @@ fn families(snap: &Snapshot, process: Option<&ProcessStats>, version: &str) -> V
         commands.add(l(), p.commands);
     }
     out.extend([
-        state, queued, spooled, acked_seq, delivered, acked, dropped, connects, reconnects,
-        restarts, commands,
+        state, queued, spooled, acked_seq, delivered, acked, dropped, filtered, connects,
+        reconnects, restarts, commands,
     ]);
 
     if let Some(p) = process {
@@ -459,6 +472,7 @@ mod tests {
                 lost: 0,
                 waiting: 0,
                 looped: 0,
+                filtered: 3,
             }],
             plugins: vec![PluginSnapshot {
                 name: "we\"ird\\name\n".into(),
@@ -476,6 +490,7 @@ mod tests {
                 reconnects: 2,
                 restarts: 0,
                 commands: 0,
+                filtered: 8,
             }],
         }
     }
@@ -502,6 +517,8 @@ mod tests {
             "audisp_plugin_state{plugin=\"we\\\"ird\\\\name\\n\",state=\"suspended\"} 1",
             "audisp_plugin_state{plugin=\"we\\\"ird\\\\name\\n\",state=\"connected\"} 0",
             "audisp_plugin_records_dropped_total{plugin=\"we\\\"ird\\\\name\\n\",reason=\"overflow\"} 3",
+            "audisp_plugin_records_filtered_total{plugin=\"we\\\"ird\\\\name\\n\"} 8",
+            "audisp_input_records_filtered_total{input=\"stdin\"} 3",
             "# TYPE process_cpu_seconds_total counter",
             "process_cpu_seconds_total 1.5",
             "process_start_time_seconds 1700000000.25",

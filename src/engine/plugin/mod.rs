@@ -26,11 +26,13 @@
 //! What lives where: this file holds the [`SenderHandle`] the engine keeps
 //! for each running sender and the two small interfaces between the sender
 //! and a delivery (`Delivery`, what the sender asks of a connection;
-//! `Host`, what a delivery asks of its sender); `sender.rs` is the thread
+//! `Host`, what a delivery asks of its sender); `filtering.rs` applies a
+//! plugin's filter expression to whole events; `sender.rs` is the thread
 //! (connecting, reconnecting with back-off, the overflow policy, the
 //! cursor); `inflight.rs` is the queue of batches sent and not yet handled
 //! that both deliveries keep.
 
+mod filtering;
 mod inflight;
 mod native;
 mod sender;
@@ -226,6 +228,7 @@ impl SenderHandle {
             reconnects: stats::get(&c.reconnects),
             restarts: stats::get(&c.restarts),
             commands: stats::get(&c.commands),
+            filtered: stats::get(&c.filtered),
         }
     }
 
@@ -346,6 +349,14 @@ trait Host {
     /// The plugin has handled everything up to `position`; `records` of
     /// them are newly handled.
     fn settled(&mut self, position: Position, records: u64);
+
+    /// The close sequence number of the last event whose withheld records
+    /// are counted (see `filtering`).
+    fn filtered_upto(&self) -> u64;
+
+    /// The plugin's filter withheld `records` more records, of events
+    /// ending up to `upto`.
+    fn filtered(&mut self, upto: u64, records: u64);
 
     /// Journal entries `[from, to)` were gone before the reader got to them.
     fn lost(&mut self, from: u64, to: u64, reason: &LostReason);

@@ -7,7 +7,10 @@
 //! position its acknowledgement reaches; in events mode that position
 //! restarts reading where the events still being assembled began, so that a
 //! reconnect rebuilds them. An event too big for one message is split, its
-//! last record flagged `EVENT_COMPLETE`. The plugin's `STATS` requests and
+//! last record flagged `EVENT_COMPLETE`. A plugin with a filter expression
+//! gets whole events decided by it (`filtering`); in records mode their
+//! records then go out one by one as in events mode, each acknowledged by
+//! its event's id, so that reading resumes where undecided events began. The plugin's `STATS` requests and
 //! `COMMAND`s are answered through the sender ([`Host`]).
 
 use std::borrow::Cow;
@@ -16,12 +19,13 @@ use std::time::Duration;
 
 use nix::sys::socket;
 
+use super::filtering::EventFilter;
 use super::inflight::Inflight;
 use super::{Delivery, Host};
 use crate::engine::cursor::Position;
-use crate::engine::events::{Assembler, Event, EventRecord};
+use crate::engine::events::{Assembler, Event};
 use crate::engine::routes::{Lookup, Routes};
-use crate::engine::settings::InputSelection;
+use crate::engine::settings::{FilterRule, InputSelection};
 use crate::engine::subscription::Subscription;
 use crate::format::drop_fields::DropFields;
 use crate::journal::entry::flags;
@@ -57,6 +61,8 @@ pub(super) struct Greeting<'a> {
     pub lookup: &'a Lookup,
     /// Fields removed from its records.
     pub drop_fields: &'a [String],
+    /// Its filter expression, if it has one.
+    pub filter: Option<&'a FilterRule>,
     /// The configured delivery mode; the plugin may ask for the other.
     pub mode: Mode,
     /// The plugin's cursor: everything up to here is handled.
@@ -101,6 +107,8 @@ pub(super) struct Native {
     origin: bool,
     /// Fields removed from its records (`None`: none).
     drop: Option<DropFields>,
+    /// Its filter, deciding per event (`None`: every event passes).
+    filter: Option<EventFilter>,
     /// Records and events up to here are already with the plugin: its
     /// cursor's `acked`, or further if the plugin said it has more (the
     /// resume point of its `HELLO`).
@@ -202,6 +210,7 @@ impl Native {
             routes: Routes::new(g.inputs, hello.local_only, g.lookup.clone()),
             origin: hello.origin,
             drop: DropFields::of(g.drop_fields),
+            filter: EventFilter::of(g.filter),
             skip_upto: skip,
             inflight: Inflight::default(),
             builder: if hello.origin {
@@ -220,7 +229,7 @@ impl Native {
     /// reader does next.
     fn take(&mut self, e: EntryRef<'_>, m: &mut Message) -> Step {
         match self.mode {
-            Mode::Records => {
+            Mode::Records if self.filter.is_none() => {
                 if e.is_control()
                     || e.seq <= self.skip_upto
                     || !self.subscription.records.wants(e.rtype)
@@ -253,21 +262,14 @@ impl Native {
                 m.records += 1;
                 Step::Next
             }
-            Mode::Events => {
+            // Whole events: events mode, and records mode with a filter
+            // (which decides per event; see `filtering`).
+            _ => {
                 let Some(mut event) = self.assembler.push(&e) else {
                     return Step::Next;
                 };
-                let routes = &mut self.routes;
-                event.retain(|r| routes.wants(r.source));
-                let sub = &self.subscription;
-                if event.close_seq <= self.skip_upto
-                    || event.is_empty()
-                    || !event.records().any(|(r, _)| sub.select.wants(r.rtype))
-                {
-                    return Step::Next;
-                }
-                event.retain(|r| sub.keep.wants(r.rtype));
-                if event.is_empty() {
+                if !self.goes(&mut event) {
+                    self.assembler.recycle(event);
                     return Step::Next;
                 }
                 let first_seq = event
@@ -293,22 +295,54 @@ impl Native {
         }
     }
 
+    /// Whether a whole event the journal says ended goes to the plugin:
+    /// from its inputs, not already handled, of the types it wants and
+    /// passed by its filter; `event` keeps the records it gets. A withheld
+    /// event is counted.
+    fn goes(&mut self, event: &mut Event) -> bool {
+        let routes = &mut self.routes;
+        event.retain(|r| routes.wants(r.source));
+        if event.close_seq <= self.skip_upto || event.is_empty() {
+            return false;
+        }
+        let passes = self.filter.as_mut().is_none_or(|f| f.passes(event));
+        let sub = &self.subscription;
+        match self.mode {
+            Mode::Records => event.retain(|r| sub.records.wants(r.rtype)),
+            Mode::Events => {
+                if !event.records().any(|(r, _)| sub.select.wants(r.rtype)) {
+                    return false;
+                }
+                event.retain(|r| sub.keep.wants(r.rtype));
+            }
+        }
+        if event.is_empty() {
+            return false;
+        }
+        if !passes {
+            if let Some(f) = &mut self.filter {
+                f.withhold(event.close_seq, event.len());
+            }
+            return false;
+        }
+        true
+    }
+
     /// Puts as much of an event as fits; what does not fit waits in
     /// `carry` and the message is full.
     fn put_event(&mut self, mut c: Carry, m: &mut Message) {
         let ack = c.event.close_seq;
         let total = c.event.len();
         let mut put = 0;
-        let records: Vec<(EventRecord, &[u8])> = c.event.records().skip(c.next).collect();
-        for (i, (r, text)) in records.iter().enumerate() {
-            let last = c.next + i + 1 == total;
+        while let Some((r, text)) = c.event.record(c.next + put) {
+            let last = c.next + put + 1 == total;
             let mut fl = wire_flags(r.flags);
-            if last {
+            if last && self.mode == Mode::Events {
                 fl |= record_flags::EVENT_COMPLETE;
             }
             let text = match &mut self.drop {
                 Some(d) => d.apply(text),
-                None => Cow::Borrowed(*text),
+                None => Cow::Borrowed(text),
             };
             let origin = self.origin.then(|| RecordOrigin {
                 input: r.source,
@@ -333,6 +367,8 @@ impl Native {
         if c.next < total {
             self.carry = Some(c);
             m.full = true;
+        } else {
+            self.assembler.recycle(c.event);
         }
     }
 
@@ -347,8 +383,8 @@ impl Native {
             None => Position {
                 acked: next - 1,
                 replay_from: match self.mode {
-                    Mode::Records => next,
-                    Mode::Events => self.assembler.replay_point(next),
+                    Mode::Records if self.filter.is_none() => next,
+                    _ => self.assembler.replay_point(next),
                 },
             },
         }
@@ -429,6 +465,9 @@ impl Delivery for Native {
             if let Some(c) = self.carry.take() {
                 self.put_event(c, &mut m);
             }
+            if let Some(f) = &mut self.filter {
+                f.begin(host);
+            }
             while !m.full && !host.reader().caught_up() {
                 let room = protocol::MAX_MESSAGE.saturating_sub(self.builder.bytes());
                 let outcome = host
@@ -445,6 +484,9 @@ impl Delivery for Native {
                 if room < MIN_READ {
                     m.full = true;
                 }
+            }
+            if let Some(f) = &mut self.filter {
+                f.report(host);
             }
             let next = host.reader().next_seq();
             let position = self.position_after(next);
@@ -571,6 +613,7 @@ mod tests {
             inputs: None,
             lookup: &(Arc::new(|_| None) as Lookup),
             drop_fields: &[],
+            filter: None,
             mode: Mode::Records,
             acked: host.position.acked,
             journal_id: j.id(),
@@ -943,6 +986,7 @@ mod tests {
                 inputs: None,
                 lookup: &lookup,
                 drop_fields: &[],
+                filter: None,
                 mode: Mode::Records,
                 acked: 0,
                 journal_id: j.id(),
@@ -1006,6 +1050,7 @@ mod tests {
             inputs: None,
             lookup: &(Arc::new(|_| None) as Lookup),
             drop_fields: &[],
+            filter: None,
             mode: Mode::Records,
             acked: 0,
             journal_id: j.id(),

@@ -13,6 +13,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket;
 
+use super::filtering::EventFilter;
 use super::native::{self, Greeting, Native};
 use super::stock::{self, Encoding, Stock};
 use super::{lock, Delivery, Host, SenderHandle, Services, State, Stop};
@@ -73,6 +74,9 @@ pub(super) struct Sender {
     outage_reported: bool,
     loss_reported: bool,
     loss: LossLog,
+    /// Close sequence number of the last event whose filtered records are
+    /// counted: events decided again after a resend are not counted twice.
+    filtered_upto: u64,
 }
 
 impl Sender {
@@ -89,6 +93,7 @@ impl Sender {
             outage_reported: false,
             loss_reported: false,
             loss: LossLog::default(),
+            filtered_upto: 0,
         }
     }
 
@@ -413,7 +418,8 @@ impl Sender {
                 let routes = Routes::new(cfg.inputs.as_ref(), false, self.services.inputs.clone());
                 let drop = DropFields::of(&cfg.drop_fields);
                 let acked = self.handle.position().acked;
-                let mut stock = Stock::new(sock, peer, encoding, subscription, routes, drop, acked);
+                let mut stock = Stock::new(sock, peer, encoding, subscription, routes, drop, acked)
+                    .with_filter(EventFilter::of(cfg.filter.as_ref()));
                 let end = self.session(&mut stock, &mut child);
                 if !matches!(end, End::Lost(_)) && !stock.close(self) {
                     tracing::warn!(
@@ -459,6 +465,7 @@ impl Sender {
             inputs: cfg.inputs.as_ref(),
             lookup: &self.services.inputs,
             drop_fields: &cfg.drop_fields,
+            filter: cfg.filter.as_ref(),
             mode: match cfg.mode {
                 DeliveryMode::Records => Mode::Records,
                 DeliveryMode::Events => Mode::Events,
@@ -713,6 +720,15 @@ impl Host for Sender {
 
     fn settled(&mut self, position: Position, records: u64) {
         self.advance(position, records);
+    }
+
+    fn filtered_upto(&self) -> u64 {
+        self.filtered_upto
+    }
+
+    fn filtered(&mut self, upto: u64, records: u64) {
+        self.filtered_upto = self.filtered_upto.max(upto);
+        stats::add(&self.handle.counters.filtered, records);
     }
 
     fn lost(&mut self, from: u64, to: u64, reason: &LostReason) {

@@ -37,10 +37,12 @@ use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
 
+use super::filtering::EventFilter;
 use super::inflight::Inflight;
 use super::stock_json::JsonEvents;
 use super::{Delivery, Host};
 use crate::engine::cursor::Position;
+use crate::engine::events::Assembler;
 use crate::engine::routes::Routes;
 use crate::engine::subscription::{Filter, Subscription};
 use crate::format::drop_fields::DropFields;
@@ -95,6 +97,10 @@ pub(super) struct Stock {
     out_pos: usize,
     /// Bytes written to the socket on this connection.
     written: u64,
+    /// The plugin's filter (`None`: every record goes); with one, records
+    /// go by whole events as they end (see `filtering`).
+    filter: Option<EventFilter>,
+    assembler: Assembler,
 }
 
 impl Stock {
@@ -123,7 +129,15 @@ impl Stock {
             out: Vec::new(),
             out_pos: 0,
             written: 0,
+            filter: None,
+            assembler: Assembler::new(),
         }
+    }
+
+    /// Gives the connection the plugin's filter.
+    pub(super) fn with_filter(mut self, filter: Option<EventFilter>) -> Stock {
+        self.filter = filter;
+        self
     }
 
     /// Writes what the socket takes of the output buffer; Ok(false) while
@@ -156,6 +170,9 @@ impl Stock {
         let mut taken = 0u64;
         // Connection offset of `out[0]`.
         let base = self.written - self.out_pos as u64;
+        if let Some(f) = &mut self.filter {
+            f.begin(host);
+        }
         let Stock {
             encoding,
             records,
@@ -165,16 +182,54 @@ impl Stock {
             skip_upto,
             inflight,
             out,
+            filter,
+            assembler,
             ..
         } = self;
         let outcome = host
             .reader()
             .read(STOCK_BUFFER, &mut |e| {
                 if let Some(events) = events {
-                    if let Some(w) = events.take(&e, routes, drop, *skip_upto, out) {
+                    if let Some(w) = events.take(&e, routes, drop, filter.as_mut(), *skip_upto, out) {
                         inflight.push(Some(base + out.len() as u64), w.position, w.records);
                         taken += w.records;
                     }
+                    return Step::Next;
+                }
+                if let Some(f) = filter {
+                    // Whole events, each one batch: a plugin that stops
+                    // in the middle of one gets it again whole.
+                    let Some(mut event) = assembler.push(&e) else {
+                        return Step::Next;
+                    };
+                    event.retain(|r| routes.wants(r.source));
+                    let skip = event.close_seq <= *skip_upto || event.is_empty();
+                    let passes = !skip && f.passes(&event);
+                    event.retain(|r| records.wants(r.rtype));
+                    if skip || event.is_empty() || !passes {
+                        if !skip && !event.is_empty() {
+                            f.withhold(event.close_seq, event.len());
+                        }
+                        assembler.recycle(event);
+                        return Step::Next;
+                    }
+                    for (r, text) in event.records() {
+                        let text = match drop {
+                            Some(d) => d.apply(text),
+                            None => Cow::Borrowed(text),
+                        };
+                        put(out, *encoding, r.rtype, &text);
+                    }
+                    inflight.push(
+                        Some(base + out.len() as u64),
+                        Position {
+                            acked: e.seq,
+                            replay_from: assembler.replay_point(e.seq + 1),
+                        },
+                        event.len() as u64,
+                    );
+                    taken += event.len() as u64;
+                    assembler.recycle(event);
                     return Step::Next;
                 }
                 if e.is_control()
@@ -188,19 +243,7 @@ impl Stock {
                     Some(d) => d.apply(e.text),
                     None => Cow::Borrowed(e.text),
                 };
-                match encoding {
-                    Encoding::Binary => {
-                        out.extend_from_slice(&1u32.to_ne_bytes());
-                        out.extend_from_slice(&(BINARY_HEADER as u32).to_ne_bytes());
-                        out.extend_from_slice(&e.rtype.to_ne_bytes());
-                        out.extend_from_slice(&(text.len() as u32).to_ne_bytes());
-                        out.extend_from_slice(&text);
-                    }
-                    Encoding::String | Encoding::Json => {
-                        out.extend_from_slice(&text);
-                        out.push(b'\n');
-                    }
-                }
+                put(out, *encoding, e.rtype, &text);
                 inflight.push(
                     Some(base + out.len() as u64),
                     Position {
@@ -213,6 +256,9 @@ impl Stock {
                 Step::Next
             })
             .map_err(|e| format!("reading the journal: {e}"))?;
+        if let Some(f) = &mut self.filter {
+            f.report(host);
+        }
         if let ReadOutcome::Lost { from, to, reason } = &outcome {
             host.lost(*from, *to, reason);
             self.forget_partial();
@@ -330,11 +376,16 @@ impl Delivery for Stock {
             let taken = self.encode(host)?;
             host.delivered(taken);
             // Entries the plugin does not get after the last record: passed
-            // once every record before them is read.
+            // once every record before them is read (but not the records of
+            // events a filter has not decided yet).
             let next = host.reader().next_seq();
-            let position = match &mut self.events {
-                Some(events) => events.position_after(next),
-                None => Position {
+            let position = match (&mut self.events, &self.filter) {
+                (Some(events), _) => events.position_after(next),
+                (None, Some(_)) => Position {
+                    acked: next - 1,
+                    replay_from: self.assembler.replay_point(next),
+                },
+                (None, None) => Position {
                     acked: next - 1,
                     replay_from: next,
                 },
@@ -373,6 +424,24 @@ impl Delivery for Stock {
     fn forget_partial(&mut self) {
         if let Some(events) = &mut self.events {
             events.forget_partial();
+        }
+        self.assembler = Assembler::new();
+    }
+}
+
+/// Appends one record in the plugin's encoding (JSON is written by events).
+fn put(out: &mut Vec<u8>, encoding: Encoding, rtype: u32, text: &[u8]) {
+    match encoding {
+        Encoding::Binary => {
+            out.extend_from_slice(&1u32.to_ne_bytes());
+            out.extend_from_slice(&(BINARY_HEADER as u32).to_ne_bytes());
+            out.extend_from_slice(&rtype.to_ne_bytes());
+            out.extend_from_slice(&(text.len() as u32).to_ne_bytes());
+            out.extend_from_slice(text);
+        }
+        Encoding::String | Encoding::Json => {
+            out.extend_from_slice(text);
+            out.push(b'\n');
         }
     }
 }

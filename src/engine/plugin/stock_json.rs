@@ -25,6 +25,7 @@
 
 use std::borrow::Cow;
 
+use super::filtering::EventFilter;
 use crate::engine::cursor::Position;
 use crate::engine::events::Assembler;
 use crate::engine::routes::Routes;
@@ -70,6 +71,7 @@ impl JsonEvents {
         e: &EntryRef<'_>,
         routes: &mut Routes,
         drop: &mut Option<DropFields>,
+        filter: Option<&mut EventFilter>,
         skip_upto: u64,
         out: &mut Vec<u8>,
     ) -> Option<Written> {
@@ -78,6 +80,14 @@ impl JsonEvents {
             return None;
         }
         event.retain(|r| routes.wants(r.source));
+        // The plugin's filter decides on the whole event, every type, before
+        // include/exclude and drop_fields (as for the other formats).
+        if let Some(f) = filter {
+            if !event.is_empty() && !f.passes(&event) {
+                f.withhold(event.close_seq, event.len());
+                return None;
+            }
+        }
         if !event.records().any(|(r, _)| self.select.wants(r.rtype)) {
             return None;
         }

@@ -85,6 +85,9 @@ pub(super) struct TestHost {
     pub commands: Vec<(String, Vec<String>)>,
     /// Notices received (`NOTIFY`).
     pub notices: Vec<Notice>,
+    /// Records the filter withheld, and the last event counted.
+    pub filtered: u64,
+    pub filtered_upto: u64,
 }
 
 impl TestHost {
@@ -110,6 +113,8 @@ impl TestHost {
             lost: Vec::new(),
             commands: Vec::new(),
             notices: Vec::new(),
+            filtered: 0,
+            filtered_upto: 0,
         }
     }
 }
@@ -129,6 +134,15 @@ impl Host for TestHost {
             replay_from: self.position.replay_from.max(position.replay_from),
         };
         self.handled += records;
+    }
+
+    fn filtered_upto(&self) -> u64 {
+        self.filtered_upto
+    }
+
+    fn filtered(&mut self, upto: u64, records: u64) {
+        self.filtered_upto = self.filtered_upto.max(upto);
+        self.filtered += records;
     }
 
     fn lost(&mut self, from: u64, to: u64, _reason: &LostReason) {

@@ -1,0 +1,340 @@
+//! `filter = '…'` in plugins.d, through a real audispd fed the real records
+//! of `tests/data/sample.log`: whole events kept or withheld for native
+//! plugins (records and events mode) and a stock plugin, every expected
+//! record exactly once, the rest counted as `filtered` — also across a
+//! plugin killed again and again mid-stream.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use audisp::filter::{Filter, Scratch};
+use support::dispatcher::{
+    lines, sample, sample_shifted, sink_plugin, texts, wait_sink, Dispatcher, MAIN_NO_STATS,
+};
+use support::wait_until;
+
+/// Three clauses: SYSCALL records of `openat` calls or of `rm`.
+const EXPR: &str = r#"type r= SYSCALL && (syscall i= openat || exe i= "/usr/bin/rm")"#;
+
+/// The audit event a record belongs to: its `msg=audit(…)` stamp.
+fn stamp(record: &[u8]) -> &[u8] {
+    let start = record
+        .windows(10)
+        .position(|w| w == b"msg=audit(")
+        .expect("every sample record has a stamp");
+    let len = record[start..]
+        .iter()
+        .position(|&b| b == b')')
+        .expect("a closed stamp");
+    &record[start..start + len]
+}
+
+/// What a plugin with `EXPR` and `keep` (or drop) must get of `data`, in
+/// any order, and how many records it withholds: events are the records
+/// of one stamp; the EOE after a PROCTITLE (which ends a kernel event) is
+/// an event of its own that libauparse — and a filtered plugin — never
+/// sees.
+fn expected(data: &[u8], keep: bool) -> (BTreeMap<Vec<u8>, usize>, usize) {
+    let filter = Filter::parse(EXPR).unwrap();
+    let mut scratch = Scratch::new();
+    let all = lines(data);
+    let mut matched: BTreeMap<&[u8], bool> = BTreeMap::new();
+    for r in &all {
+        let m = filter.matches(r, &mut scratch);
+        *matched.entry(stamp(r)).or_default() |= m;
+    }
+    let mut ended: BTreeMap<&[u8], bool> = BTreeMap::new();
+    let mut want = BTreeMap::new();
+    let mut withheld = 0;
+    for r in &all {
+        let s = stamp(r);
+        if ended.get(s).copied().unwrap_or(false) && r.starts_with(b"type=EOE ") {
+            continue;
+        }
+        if r.starts_with(b"type=PROCTITLE ") {
+            ended.insert(s, true);
+        }
+        if matched[s] == keep {
+            *want.entry(r.to_vec()).or_insert(0) += 1;
+        } else {
+            withheld += 1;
+        }
+    }
+    (want, withheld)
+}
+
+fn count(got: &[&[u8]]) -> BTreeMap<Vec<u8>, usize> {
+    let mut m = BTreeMap::new();
+    for g in got {
+        *m.entry(g.to_vec()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Compares without printing thousands of records.
+fn assert_same(got: &BTreeMap<Vec<u8>, usize>, want: &BTreeMap<Vec<u8>, usize>, what: &str) {
+    let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+    let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    let twice: Vec<_> = got
+        .iter()
+        .filter(|(k, n)| want.get(*k) != Some(n))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && twice.is_empty(),
+        "{what}: {} missing (first {:?}), {} not wanted (first {:?}), {} with a wrong count",
+        missing.len(),
+        missing.first().map(|m| String::from_utf8_lossy(m)),
+        extra.len(),
+        extra.first().map(|m| String::from_utf8_lossy(m)),
+        twice.len()
+    );
+}
+
+fn stock_lines(path: &std::path::Path) -> Vec<Vec<u8>> {
+    let data = std::fs::read(path).unwrap_or_default();
+    data.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+#[test]
+fn keep_and_drop_filters_pass_whole_events_to_native_and_stock_plugins() {
+    let data = sample();
+    let (keep, kept_out) = expected(&data, true);
+    let (pass, dropped_out) = expected(&data, false);
+    let kept: usize = keep.values().sum();
+    let passed: usize = pass.values().sum();
+    assert!(
+        kept > 300 && passed > 1000,
+        "the sample has both kinds: {kept} kept, {passed} passed"
+    );
+    // The kept events bring their other records: far more than the
+    // matching SYSCALL records alone.
+    let syscalls = keep
+        .keys()
+        .filter(|k| k.starts_with(b"type=SYSCALL "))
+        .count();
+    assert!(
+        keep.keys().any(|k| k.starts_with(b"type=PATH "))
+            && keep.keys().any(|k| k.starts_with(b"type=CWD "))
+            && keep.keys().any(|k| k.starts_with(b"type=PROCTITLE "))
+            && kept > 3 * syscalls,
+        "whole events: {kept} records for {syscalls} SYSCALLs"
+    );
+
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
+    let filter = format!("filter = '{EXPR}'");
+    d.write_plugin("keep", &sink_plugin("keep", "", &filter));
+    d.write_plugin(
+        "drop",
+        &sink_plugin(
+            "drop",
+            "\"--events\"",
+            &format!("{filter}\nfilter_action = \"drop\"\nmode = \"events\""),
+        ),
+    );
+    d.write_plugin(
+        "stock",
+        &format!(
+            "exec = [\"/bin/sh\", \"-c\", \"exec /bin/cat > {{dir}}/out/stock\"]\nformat = \"string\"\n{filter}\nfilter_action = \"keep\"\n"
+        ),
+    );
+    // Type lists choose among the records of passing events; drop_fields
+    // applies after the filter decided on the whole record.
+    d.write_plugin(
+        "paths",
+        &sink_plugin(
+            "paths",
+            "",
+            &format!("{filter}\ninclude = [\"PATH\"]\ndrop_fields = [\"name\"]"),
+        ),
+    );
+    d.start(Stdio::piped()).unwrap();
+    // Kept open until the plugins have everything: its end stops audispd.
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    stdin.write_all(&data).unwrap();
+
+    let out = wait_sink(&d.out("keep"), kept, Duration::from_secs(60));
+    assert_same(&count(&texts(&out)), &keep, "native records, keep");
+    let out = wait_sink(&d.out("drop"), passed, Duration::from_secs(60));
+    assert_same(&count(&texts(&out)), &pass, "native events, drop");
+    // Each event whole, in one piece.
+    for (_, records) in &out.events {
+        let first = stamp(&records[0].1);
+        assert!(records.iter().all(|r| stamp(&r.1) == first));
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "the stock plugin's records",
+        || stock_lines(&d.out("stock")).len() >= kept,
+    );
+    let got = stock_lines(&d.out("stock"));
+    assert_same(
+        &count(&got.iter().map(Vec::as_slice).collect::<Vec<_>>()),
+        &keep,
+        "stock string, keep",
+    );
+    let mut fields = audisp::format::drop_fields::DropFields::new([&b"name"[..]]);
+    let paths: BTreeMap<Vec<u8>, usize> = keep
+        .iter()
+        .filter(|(k, _)| k.starts_with(b"type=PATH "))
+        .map(|(k, n)| (fields.apply(k).into_owned(), *n))
+        .collect();
+    let n: usize = paths.values().sum();
+    let out = wait_sink(&d.out("paths"), n, Duration::from_secs(60));
+    assert_same(
+        &count(&texts(&out)),
+        &paths,
+        "native PATH records without name=",
+    );
+
+    // Counted: what each plugin would have had and did not get.
+    wait_until(Duration::from_secs(30), "the counters", || {
+        d.plugin_state("keep").get("filtered") == kept_out as u64
+    });
+    for (name, n) in [
+        ("keep", kept_out),
+        ("drop", dropped_out),
+        ("stock", kept_out),
+    ] {
+        let s = d.plugin_state(name);
+        assert_eq!(s.get("filtered"), n as u64, "{name}: {s:?}");
+        assert_eq!(s.get("dropped"), 0, "{name}: nothing lost");
+    }
+    let withheld_paths = lines(&data)
+        .iter()
+        .filter(|r| r.starts_with(b"type=PATH "))
+        .count()
+        - n;
+    assert_eq!(
+        d.plugin_state("paths").get("filtered"),
+        withheld_paths as u64
+    );
+    drop(stdin);
+    let _ = d.stop();
+}
+
+/// Kills the program whose pid `examples/sink` wrote to `pid_file`.
+fn kill_sink(pid_file: &std::path::Path) -> bool {
+    let Some(pid) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    else {
+        return false;
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .is_ok()
+}
+
+#[test]
+fn a_filtered_plugin_killed_mid_stream_gets_every_kept_record_once() {
+    let copies = 4;
+    let data: Vec<u8> = (0..copies).flat_map(sample_shifted).collect();
+    let (keep, kept_out) = expected(&data, true);
+    let kept: usize = keep.values().sum();
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
+    d.write_plugin(
+        "keep",
+        &sink_plugin(
+            "keep",
+            "\"--pid-file\", \"{dir}/out/keep.pid\", \"--delay-ms\", \"2\"",
+            &format!("filter = '{EXPR}'\n[restart]\ninitial = \"20ms\"\nmax = \"100ms\""),
+        ),
+    );
+    d.start(Stdio::piped()).unwrap();
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    let pid_file = d.out("keep.pid");
+    let mut kills = 0;
+    for k in 0..copies {
+        stdin.write_all(&sample_shifted(k)).unwrap();
+        // Mid-stream: once the sink has some of this copy, kill it.
+        let have = support::dispatcher::read_sink(&d.out("keep")).records.len();
+        wait_until(Duration::from_secs(60), "the sink to get further", || {
+            support::dispatcher::read_sink(&d.out("keep")).records.len() > have
+        });
+        kills += u32::from(kill_sink(&pid_file));
+    }
+    assert!(kills >= 2, "the sink was killed mid-stream ({kills})");
+    let out = wait_sink(&d.out("keep"), kept, Duration::from_secs(120));
+    assert_same(&count(&texts(&out)), &keep, "killed and restarted");
+    let seqs: Vec<u64> = out.records.iter().map(|r| r.0).collect();
+    let mut unique = seqs.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), seqs.len(), "no record twice");
+    wait_until(Duration::from_secs(30), "the counter", || {
+        d.plugin_state("keep").get("filtered") == kept_out as u64
+    });
+    let s = d.plugin_state("keep");
+    assert!(s.get("restarts") >= 2, "{s:?}");
+    assert_eq!(s.get("dropped"), 0);
+    drop(stdin);
+    let _ = d.stop();
+}
+
+/// audispd killed (`kill -9`) while a filtered plugin is behind, then
+/// started again on the same journal: the plugin ends with every record of
+/// the kept events exactly once.
+#[test]
+fn a_filtered_plugin_gets_every_kept_record_once_across_an_audispd_crash() {
+    let data = sample();
+    let all: Vec<Vec<u8>> = lines(&data).iter().map(|r| r.to_vec()).collect();
+    let (keep, _) = expected(&data, true);
+    let kept: usize = keep.values().sum();
+    // Cut between two events, so that the expectation (by stamp) holds.
+    let half = (all.len() / 2..all.len())
+        .find(|&i| stamp(&all[i]) != stamp(&all[i - 1]))
+        .unwrap();
+    let mut d = Dispatcher::new(&format!("{MAIN_NO_STATS}[shutdown]\ntimeout = \"100ms\"\n"));
+    d.write_plugin(
+        "keep",
+        &sink_plugin(
+            "keep",
+            "\"--delay-ms\", \"20\"",
+            &format!("filter = '{EXPR}'"),
+        ),
+    );
+    d.start(Stdio::null()).unwrap();
+    let send = |d: &Dispatcher, from: usize, to: usize| {
+        let (mut client, start) =
+            audisp::sdk::InputClient::connect(&d.input_socket(), "feeder", [9; 16]).unwrap();
+        assert_eq!(start, from as u64, "the journal kept what it acknowledged");
+        client
+            .send(
+                all[from..to]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| ((from + i + 1) as u64, 0, &r[..])),
+            )
+            .unwrap();
+        client
+            .wait_acked(to as u64, Duration::from_secs(30))
+            .unwrap();
+    };
+    send(&d, 0, half);
+    // The sink has some of the first half, not all of it.
+    wait_until(Duration::from_secs(30), "the sink to start", || {
+        !support::dispatcher::read_sink(&d.out("keep"))
+            .records
+            .is_empty()
+    });
+    d.crash();
+    let before = support::dispatcher::read_sink(&d.out("keep")).records.len();
+    d.start(Stdio::null()).unwrap();
+    send(&d, half, all.len());
+    let out = wait_sink(&d.out("keep"), kept, Duration::from_secs(120));
+    assert!(
+        before < kept,
+        "the crash came mid-stream ({before} of {kept})"
+    );
+    assert_same(&count(&texts(&out)), &keep, "across a crash");
+    let _ = d.stop();
+}
