@@ -338,3 +338,43 @@ fn a_filtered_plugin_gets_every_kept_record_once_across_an_audispd_crash() {
     assert_same(&count(&texts(&out)), &keep, "across a crash");
     let _ = d.stop();
 }
+
+/// Events larger than a protocol message (128 KiB) go to a filtered
+/// records-mode plugin in several messages sharing the event's ack id
+/// (`0x0020`, more follow): the plugin gets every record of them once —
+/// none skipped as already acknowledged, none twice.
+#[test]
+fn a_filtered_records_plugin_gets_events_larger_than_a_message_whole() {
+    let mut data = Vec::new();
+    let mut want = BTreeMap::new();
+    for e in 0..3u32 {
+        let stamp = format!("msg=audit(1700000100.{:03}:{}):", e, 900 + e);
+        let mut event = vec![format!(
+            "type=SYSCALL {stamp} arch=c000003e syscall=257 success=yes exit=3 items=60 comm=\"big\" exe=\"/usr/bin/big\""
+        )];
+        for i in 0..60 {
+            event.push(format!(
+                "type=PATH {stamp} item={i} name=\"{}\" inode={i} nametype=NORMAL",
+                "x".repeat(4000)
+            ));
+        }
+        event.push(format!("type=PROCTITLE {stamp} proctitle=626967"));
+        for r in event {
+            *want.entry(r.clone().into_bytes()).or_insert(0) += 1;
+            data.extend_from_slice(r.as_bytes());
+            data.push(b'\n');
+        }
+    }
+    let n: usize = want.values().sum();
+    assert!(data.len() / 3 > 128 * 1024, "each event spans messages");
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
+    d.write_plugin("big", &sink_plugin("big", "", "filter = 'type r= SYSCALL'"));
+    d.start(Stdio::piped()).unwrap();
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    stdin.write_all(&data).unwrap();
+    let out = wait_sink(&d.out("big"), n, Duration::from_secs(60));
+    assert_same(&count(&texts(&out)), &want, "events larger than a message");
+    assert_eq!(d.plugin_state("big").get("dropped"), 0);
+    drop(stdin);
+    let _ = d.stop();
+}

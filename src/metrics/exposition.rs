@@ -230,7 +230,15 @@ fn families(snap: &Snapshot, process: Option<&ProcessStats>, version: &str) -> V
         waiting.add(l(), i.waiting);
     }
     out.extend([
-        connected, records, bytes, malformed, unparsed, duplicates, lost, waiting, looped,
+        connected,
+        records,
+        bytes,
+        malformed,
+        unparsed,
+        duplicates,
+        lost,
+        waiting,
+        looped,
         input_filtered,
     ]);
 

@@ -106,6 +106,10 @@ pub mod record_flags {
     /// `RECORDS_ORIGIN`: the record's first origin (it was forwarded from
     /// another dispatcher's journal) follows its input index.
     pub const FIRST_ORIGIN: u16 = 0x0010;
+    /// Records mode with a plugins.d `filter`: more records with this
+    /// record's ack id follow (the records of one event share its ack id);
+    /// the plugin acknowledges that id only once it has the last of them.
+    pub const ACK_FOLLOWS: u16 = 0x0020;
     /// Events mode: the last record of the delivered event.
     pub const EVENT_COMPLETE: u16 = 0x8000;
 }

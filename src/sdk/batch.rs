@@ -134,10 +134,6 @@ impl<'a> Batch<'a> {
     pub fn is_empty(&self) -> bool {
         self.metas.is_empty()
     }
-
-    pub(super) fn last_ack(&self) -> Option<u64> {
-        self.metas.last().map(|m| m.ack)
-    }
 }
 
 /// Records copied out of messages (events mode: events may span messages).

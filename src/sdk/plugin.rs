@@ -261,12 +261,36 @@ enum DispatcherSocket {
 struct Progress {
     journal: Option<[u8; 16]>,
     last: u64,
+    /// Records mode: the ack id above `last` whose records were handled up
+    /// to this `seq`, more following (`ACK_FOLLOWS`: an event of a filtered
+    /// plugin split over messages, sent again whole after a reconnect).
+    partial: Option<(u64, u64)>,
     checkpoint: Option<std::fs::File>,
     /// One process per checkpoint file.
     _lock: Option<crate::statelock::StateLock>,
 }
 
 impl Progress {
+    /// Whether a record with `ack` and `seq` was handled already.
+    fn seen(&self, ack: u64, seq: u64) -> bool {
+        ack <= self.last || self.partial.is_some_and(|(a, s)| a == ack && seq <= s)
+    }
+
+    /// After the handler took `metas`: the highest ack id all of whose
+    /// records it has, and where a partly handled one stands.
+    fn advance(&mut self, metas: &[Meta]) {
+        for m in metas {
+            if m.flags & record_flags::ACK_FOLLOWS != 0 {
+                self.partial = Some((m.ack, m.seq));
+            } else {
+                self.last = self.last.max(m.ack);
+            }
+        }
+        if self.partial.is_some_and(|(a, _)| a <= self.last) {
+            self.partial = None;
+        }
+    }
+
     fn store(&mut self) -> Result<(), Error> {
         if let (Some(f), Some(j)) = (&self.checkpoint, self.journal) {
             let mut line = format!("{} {}\n", JournalId(j), self.last).into_bytes();
@@ -519,6 +543,7 @@ impl Plugin {
         let mut p = Progress {
             journal: None,
             last: 0,
+            partial: None,
             checkpoint: None,
             _lock: None,
         };
@@ -645,7 +670,7 @@ impl Plugin {
             let mut newest = None;
             for r in records.iter() {
                 newest = Some(r.ack_id);
-                if r.ack_id <= progress.last {
+                if progress.seen(r.ack_id, r.seq) {
                     continue;
                 }
                 if !events {
@@ -706,7 +731,7 @@ impl Plugin {
                     }
                     joined += 1;
                     for r in extra.iter() {
-                        if r.ack_id > progress.last {
+                        if !progress.seen(r.ack_id, r.seq) {
                             ready.push(&r);
                         }
                     }
@@ -733,9 +758,7 @@ impl Plugin {
                 };
                 handler(&batch, &mut ctx).map_err(Error::Handler)?;
                 last_call = Instant::now();
-                if let Some(a) = batch.last_ack() {
-                    progress.last = progress.last.max(a);
-                }
+                progress.advance(batch.metas);
                 progress.store()?;
                 send_blocking(conn, &protocol::encode_ack(progress.last))?;
                 if closed {

@@ -337,8 +337,12 @@ impl Native {
         while let Some((r, text)) = c.event.record(c.next + put) {
             let last = c.next + put + 1 == total;
             let mut fl = wire_flags(r.flags);
-            if last && self.mode == Mode::Events {
-                fl |= record_flags::EVENT_COMPLETE;
+            match self.mode {
+                Mode::Events if last => fl |= record_flags::EVENT_COMPLETE,
+                // A filtered records-mode plugin: the event's records share
+                // its ack id and may span messages.
+                Mode::Records if !last => fl |= record_flags::ACK_FOLLOWS,
+                _ => {}
             }
             let text = match &mut self.drop {
                 Some(d) => d.apply(text),

@@ -190,7 +190,8 @@ impl Stock {
             .reader()
             .read(STOCK_BUFFER, &mut |e| {
                 if let Some(events) = events {
-                    if let Some(w) = events.take(&e, routes, drop, filter.as_mut(), *skip_upto, out) {
+                    if let Some(w) = events.take(&e, routes, drop, filter.as_mut(), *skip_upto, out)
+                    {
                         inflight.push(Some(base + out.len() as u64), w.position, w.records);
                         taken += w.records;
                     }
