@@ -5,7 +5,7 @@
 //! full round of system calls downstream (journal write, send, ack) for each.
 //! [`Coalescer`] lets records pile up briefly between reads while they come
 //! quickly: after a read that followed the previous one within [`BUSY_GAP`]
-//! and brought less than [`NAP_BELOW`], the reader naps [`NAP`] before reading again,
+//! and brought less than [`NAP_BELOW`], the reader naps (at most [`NAP`], less when bytes come fast) before reading again,
 //! so the next read carries everything written meanwhile. A record after a
 //! quiet spell is read at once (its read is not "busy"), so at low rates
 //! nothing is delayed; under load a record waits at most [`NAP`] longer.
@@ -57,21 +57,30 @@ impl Coalescer {
         Coalescer::default()
     }
 
-    /// Whether the reader should nap after a read of `got` bytes at `now`:
-    /// the input is busy and the read was small (see [`NAP_BELOW`]).
-    pub fn should_nap(&mut self, got: usize, now: Instant) -> bool {
-        let busy = self
-            .last_read
-            .is_some_and(|t| now.saturating_duration_since(t) < BUSY_GAP);
+    /// How long the reader should nap after a read of `got` bytes at `now`
+    /// (`None`: read again at once): the input is busy and the read was
+    /// small (see [`NAP_BELOW`]). The nap is [`NAP`] at most, and shorter
+    /// when bytes come fast: at the byte rate the last read shows, no more
+    /// than [`NAP_BELOW`] should pile up meanwhile (padded binary frames fill
+    /// auditd's socket in well under [`NAP`] at its full rate; a nap that
+    /// long would make auditd wait).
+    pub fn nap(&mut self, got: usize, now: Instant) -> Option<Duration> {
+        let since = self.last_read.map(|t| now.saturating_duration_since(t));
         self.last_read = Some(now);
-        busy && got < NAP_BELOW
+        let since = since.filter(|d| *d < BUSY_GAP)?;
+        if got >= NAP_BELOW {
+            return None;
+        }
+        // `got` bytes came in `since`: NAP_BELOW bytes take that many times longer.
+        let times = u32::try_from(NAP_BELOW / got.max(1)).unwrap_or(u32::MAX);
+        Some(NAP.min(since.saturating_mul(times)))
     }
 
-    /// Call after handling a read of `got` bytes: naps [`NAP`] when
-    /// [`Coalescer::should_nap`] says so.
+    /// Call after handling a read of `got` bytes: naps as long as
+    /// [`Coalescer::nap`] says.
     pub fn after_read(&mut self, got: usize) {
-        if self.should_nap(got, Instant::now()) {
-            std::thread::sleep(NAP);
+        if let Some(d) = self.nap(got, Instant::now()) {
+            std::thread::sleep(d);
         }
     }
 }
@@ -85,13 +94,27 @@ mod tests {
         let mut c = Coalescer::new();
         let t0 = Instant::now();
         // The first read, and one after a quiet spell, are never delayed.
-        assert!(!c.should_nap(100, t0));
-        assert!(!c.should_nap(100, t0 + BUSY_GAP + Duration::from_millis(1)));
+        assert_eq!(c.nap(100, t0), None);
+        assert_eq!(c.nap(100, t0 + BUSY_GAP + Duration::from_millis(1)), None);
         // A read soon after the previous one: busy, nap.
         let t1 = t0 + BUSY_GAP + Duration::from_millis(2);
-        assert!(c.should_nap(100, t1));
+        assert_eq!(c.nap(100, t1), Some(NAP));
         // A large read: records are already waiting.
-        assert!(!c.should_nap(NAP_BELOW, t1 + NAP));
+        assert_eq!(c.nap(NAP_BELOW, t1 + NAP), None);
+    }
+
+    #[test]
+    fn naps_shorter_when_bytes_come_fast() {
+        let mut c = Coalescer::new();
+        let t0 = Instant::now();
+        assert_eq!(c.nap(9_000, t0), None);
+        // Four padded binary frames (36 KB) 100 µs after the last read:
+        // 64 KiB pile up in ~180 µs at that rate, not 400.
+        let d = c.nap(36_000, t0 + Duration::from_micros(100));
+        assert_eq!(d, Some(Duration::from_micros(100)));
+        // String records, 3 KB in 1 ms: the whole nap.
+        let d = c.nap(3_000, t0 + Duration::from_micros(1_100));
+        assert_eq!(d, Some(NAP));
     }
 
     #[test]
