@@ -502,26 +502,22 @@ pub fn decode_from_plugin(msg: &[u8]) -> Result<FromPlugin<'_>, ProtocolError> {
             }
             FromPlugin::Command { id, name, args }
         }
-        kind::RECORDS_IN => {
-            r.what = "RECORDS_IN";
-            let (count, used) = validate_records(&mut r, INPUT_RECORD_HEADER, 12)?;
+        kind::RECORDS_IN | kind::RECORDS_IN_ORIGIN => {
+            let origin = k == kind::RECORDS_IN_ORIGIN;
+            let header = if origin {
+                r.what = "RECORDS_IN_ORIGIN";
+                INPUT_ORIGIN_RECORD_HEADER
+            } else {
+                r.what = "RECORDS_IN";
+                INPUT_RECORD_HEADER
+            };
+            let (count, used) = validate_records(&mut r, header, 12)?;
             let body = &r.buf[..used];
             r.buf = &r.buf[used..];
             FromPlugin::RecordsIn(InputRecords {
                 body,
                 count,
-                origin: false,
-            })
-        }
-        kind::RECORDS_IN_ORIGIN => {
-            r.what = "RECORDS_IN_ORIGIN";
-            let (count, used) = validate_records(&mut r, INPUT_ORIGIN_RECORD_HEADER, 12)?;
-            let body = &r.buf[..used];
-            r.buf = &r.buf[used..];
-            FromPlugin::RecordsIn(InputRecords {
-                body,
-                count,
-                origin: true,
+                origin,
             })
         }
         kind::NOTIFY => {

@@ -97,11 +97,8 @@ impl JsonEvents {
             return None;
         }
         // The input the event arrived on, as audisp-logfile writes it.
-        let origin = event
-            .records()
-            .next()
-            .map(|(r, _)| routes.name(r.source).to_owned())
-            .filter(|n| !n.is_empty());
+        let source = event.records().next().map(|(r, _)| r.source);
+        let origin = source.map(|src| routes.name(src)).filter(|n| !n.is_empty());
         let texts: Vec<Cow<'_, [u8]>> = event
             .records()
             .map(|(_, text)| match drop {
@@ -110,7 +107,7 @@ impl JsonEvents {
             })
             .collect();
         let records: Vec<&[u8]> = texts.iter().map(|t| t.as_ref()).collect();
-        self.json.write_event_from(&records, origin.as_deref(), out);
+        self.json.write_event_from(&records, origin, out);
         out.push(b'\n');
         Some(Written {
             records: records.len() as u64,
