@@ -625,6 +625,21 @@ impl Raw {
     /// Publishes `payload` on `subject` (with `headers`, if any; replies to
     /// `reply`, if given), and waits until the server has read it.
     fn publish(&mut self, subject: &str, reply: &str, headers: &[(&str, &str)], payload: &[u8]) {
+        self.send(subject, reply, headers, payload);
+        self.w.write_all(b"PING\r\n").unwrap();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            self.r.read_line(&mut line).unwrap();
+            assert!(!line.starts_with("-ERR"), "{line}");
+            if line.starts_with("PONG") {
+                return;
+            }
+        }
+    }
+
+    /// Writes a `PUB` (or `HPUB`) of `payload` on `subject`.
+    fn send(&mut self, subject: &str, reply: &str, headers: &[(&str, &str)], payload: &[u8]) {
         if headers.is_empty() {
             write!(self.w, "PUB {subject} {reply} {}\r\n", payload.len()).unwrap();
         } else {
@@ -637,22 +652,14 @@ impl Raw {
             write!(self.w, "HPUB {subject} {reply} {} {total}\r\n{h}", h.len()).unwrap();
         }
         self.w.write_all(payload).unwrap();
-        self.w.write_all(b"\r\nPING\r\n").unwrap();
-        let mut line = String::new();
-        loop {
-            line.clear();
-            self.r.read_line(&mut line).unwrap();
-            assert!(!line.starts_with("-ERR"), "{line}");
-            if line.starts_with("PONG") {
-                return;
-            }
-        }
+        self.w.write_all(b"\r\n").unwrap();
     }
 
-    /// A JetStream API request: its answer.
+    /// A JetStream API request: its answer. (No PING: the answer may come
+    /// before the PONG would.)
     fn request(&mut self, subject: &str, payload: &[u8]) -> serde_json::Value {
         write!(self.w, "SUB _INBOX.raw 1\r\n").unwrap();
-        self.publish(subject, "_INBOX.raw", &[], payload);
+        self.send(subject, "_INBOX.raw", &[], payload);
         let mut line = String::new();
         loop {
             line.clear();

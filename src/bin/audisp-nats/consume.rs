@@ -119,10 +119,17 @@ impl Feeder {
                 let (stored, again) = self.ledger.reconcile(have);
                 self.ledger.save()?;
                 self.release(stored, 0, 0);
-                // Fed again first, in their order, before anything newer.
+                // Fed again first, in their order, before anything newer,
+                // without the leading records audispd took already.
+                for &(s, held) in again.iter().filter(|&&(_, held)| held > 0) {
+                    tracing::info!(
+                        "audispd holds the first {held} records of stream message {s} as fed; the rest is fed again"
+                    );
+                }
                 let again: Vec<u64> = again
                     .into_iter()
-                    .filter(|s| self.held.contains_key(s))
+                    .filter(|&(s, held)| self.trim(s, held))
+                    .map(|(s, _)| s)
                     .collect();
                 self.queue.retain(|s| !again.contains(s));
                 self.queue.splice(0..0, again);
@@ -140,6 +147,25 @@ impl Feeder {
                 Ok(false)
             }
         }
+    }
+
+    /// audispd holds the first `held` records of message `seq` as fed: they
+    /// are left out of it. False if the message is not held here.
+    fn trim(&mut self, seq: u64, held: u64) -> bool {
+        let Some(f) = self.held.get_mut(&seq) else {
+            return false;
+        };
+        let n = (held as usize).min(f.records.len());
+        f.records.drain(..n);
+        if let Some(pl) = &mut f.places {
+            let taken: Vec<u64> = pl.seqs.drain(..n.min(pl.seqs.len())).collect();
+            if let Some(set) = self.feeding.get_mut(&pl.origin) {
+                for p in &taken {
+                    set.remove(p);
+                }
+            }
+        }
+        true
     }
 
     /// audispd holds `seqs`: forget their records, have them acknowledged.
@@ -184,6 +210,16 @@ impl Feeder {
             }
             if self.held.contains_key(&f.stream_seq) {
                 continue;
+            }
+            if f.places.is_none() {
+                // audispd holds its leading records (a crash cut it).
+                let n = (self.ledger.held_part(f.stream_seq) as usize).min(f.records.len());
+                f.records.drain(..n);
+                again += n as u64;
+                if f.records.is_empty() {
+                    dups.push(f.stream_seq);
+                    continue;
+                }
             }
             if let Some(pl) = &mut f.places {
                 let stored = self.ledger.has_records(&pl.origin, &pl.seqs);
@@ -680,14 +716,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_record_in_two_messages_cut_differently_is_taken_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(&dir.path().join("l")).unwrap();
-        let (back, mut rx) = unbounded_channel();
-        let mut f = Feeder {
+    fn feeder(dir: &std::path::Path) -> (Feeder, tokio::sync::mpsc::UnboundedReceiver<Fedback>) {
+        let ledger = Ledger::open(&dir.join("l")).unwrap();
+        let (back, rx) = unbounded_channel();
+        let f = Feeder {
             ledger,
-            socket: dir.path().join("none"),
+            socket: dir.join("none"),
             name: "t".into(),
             client: None,
             held: HashMap::new(),
@@ -699,6 +733,39 @@ mod tests {
             origin: Instant::now(),
             warned: false,
         };
+        (f, rx)
+    }
+
+    #[test]
+    fn a_message_audispd_took_in_part_is_fed_without_that_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut f, _rx) = feeder(dir.path());
+        let bare = |seq: u64, n: u64| Fed {
+            stream_seq: seq,
+            records: (0..n).map(|k| format!("m{seq}r{k}").into_bytes()).collect(),
+            places: None,
+        };
+        // Held here: message 1 (with places) and 2 (without), fed as
+        // inputs 1-3 and 4-6; audispd holds inputs up to 5.
+        f.take(vec![fed(1, "a", &[7, 8, 9]), bare(2, 3)]);
+        let places = f.held[&1].places.clone();
+        f.ledger.number(1, 3, places);
+        f.ledger.number(2, 3, None);
+        let (stored, again) = f.ledger.reconcile(5);
+        assert_eq!((stored, again.clone()), (vec![1], vec![(2, 2)]));
+        assert!(again.iter().all(|&(s, held)| f.trim(s, held)));
+        assert_eq!(f.held[&2].records, [b"m2r2".to_vec()]);
+        // After a crash, JetStream delivers message 2 whole again.
+        f.held.clear();
+        f.queue.clear();
+        f.take(vec![bare(2, 3)]);
+        assert_eq!(f.held[&2].records, [b"m2r2".to_vec()]);
+    }
+
+    #[test]
+    fn a_record_in_two_messages_cut_differently_is_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut f, mut rx) = feeder(dir.path());
         // Places 2 and 3 come in messages 1 and 2; another origin's 2 is
         // another record.
         f.take(vec![

@@ -22,7 +22,12 @@
 //!   input numbers of its records and their journal places. The ledger is
 //!   on stable storage before the records go to audispd, so after a crash
 //!   the input's high-water mark (audispd's `WELCOME`) says which of them
-//!   audispd has.
+//!   audispd has. A message's records may go to audispd in two protocol
+//!   messages, so the mark can fall inside one: its leading records are
+//!   stored and the rest are not. Their places join `origin`, or, for a
+//!   message without places, `partial` keeps how many leading records
+//!   audispd holds, so that when JetStream delivers it again only the rest
+//!   is fed.
 //!
 //! Stream ranges at or below the consumer's acknowledgement floor, as
 //! JetStream reported it a poll earlier, are forgotten: JetStream no longer
@@ -127,6 +132,9 @@ pub struct Ledger {
     origins: HashMap<String, Ranges>,
     /// Messages being fed, in feeding order.
     pending: Vec<Pending>,
+    /// Messages without places of which audispd holds the leading records
+    /// only: stream sequence number → how many.
+    partial: HashMap<u64, u64>,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -162,6 +170,7 @@ impl Ledger {
                     stored: Ranges::default(),
                     origins: HashMap::new(),
                     pending: Vec::new(),
+                    partial: HashMap::new(),
                 };
                 l.save()?;
                 if let Some(dir) = path.parent() {
@@ -186,6 +195,7 @@ impl Ledger {
             stored: Ranges::default(),
             origins: HashMap::new(),
             pending: Vec::new(),
+            partial: HashMap::new(),
         };
         let mut have_epoch = false;
         for (i, line) in text.lines().enumerate() {
@@ -223,6 +233,13 @@ impl Ledger {
                         places,
                     });
                 }
+                Some("partial") => {
+                    let mut n = || w.next().and_then(|s| s.parse::<u64>().ok());
+                    let (Some(stream_seq), Some(held)) = (n(), n()) else {
+                        return Err(bad);
+                    };
+                    l.partial.insert(stream_seq, held);
+                }
                 None => {}
                 Some(_) => return Err(bad),
             }
@@ -256,6 +273,9 @@ impl Ledger {
             }
             text.push('\n');
         }
+        for (seq, held) in &self.partial {
+            text.push_str(&format!("partial {seq} {held}\n"));
+        }
         audisp::statefile::write_atomically(&self.path, text.as_bytes()).map_err(|e| e.to_string())
     }
 
@@ -269,6 +289,7 @@ impl Ledger {
         let was = std::mem::replace(&mut self.stream, stream.to_string());
         self.stored = Ranges::default();
         self.pending.clear();
+        self.partial.clear();
         !was.is_empty()
     }
 
@@ -316,32 +337,65 @@ impl Ledger {
         self.pending = keep;
         for p in &done {
             self.stored.insert(p.stream_seq);
+            self.partial.remove(&p.stream_seq);
             if let Some(pl) = &p.places {
-                let r = self.origins.entry(pl.origin.clone()).or_default();
-                for &s in &pl.seqs {
-                    r.insert(s);
-                }
-                r.keep_newest(ORIGIN_RANGES);
+                self.hold_places(&pl.origin, &pl.seqs);
             }
         }
         done.into_iter().map(|p| p.stream_seq).collect()
     }
 
+    /// audispd holds the records at `seqs` of `origin`.
+    fn hold_places(&mut self, origin: &str, seqs: &[u64]) {
+        let r = self.origins.entry(origin.to_string()).or_default();
+        for &s in seqs {
+            r.insert(s);
+        }
+        r.keep_newest(ORIGIN_RANGES);
+    }
+
     /// After (re)connecting to audispd, whose input high-water mark is
     /// `have`: what it holds is stored, the rest of the pending messages
-    /// must be fed again (returned), and numbering goes on after `have`.
-    /// Returns (messages now known stored, messages to feed again).
-    pub fn reconcile(&mut self, have: u64) -> (Vec<u64>, Vec<u64>) {
+    /// must be fed again, and numbering goes on after `have`. Returns the
+    /// messages now known stored, and the messages to feed again with how
+    /// many of their leading records (as fed) audispd holds already: the
+    /// mark can fall inside a message. Those records are remembered (by
+    /// place, or for a message without places in `partial`), so a message
+    /// JetStream delivers again is fed without them ([`Ledger::held_part`]).
+    pub fn reconcile(&mut self, have: u64) -> (Vec<u64>, Vec<(u64, u64)>) {
         let stored = self.stored_upto(have);
-        let again = self.pending.drain(..).map(|p| p.stream_seq).collect();
+        let mut again = Vec::new();
+        for p in std::mem::take(&mut self.pending) {
+            let held = have.saturating_add(1).saturating_sub(p.first).min(p.count);
+            if held > 0 {
+                match &p.places {
+                    Some(pl) => {
+                        let n = (held as usize).min(pl.seqs.len());
+                        self.hold_places(&pl.origin, &pl.seqs[..n]);
+                    }
+                    None => {
+                        let was = self.partial.entry(p.stream_seq).or_insert(0);
+                        *was += held;
+                    }
+                }
+            }
+            again.push((p.stream_seq, held));
+        }
         self.last_number = have.max(self.last_number);
         (stored, again)
+    }
+
+    /// How many leading records of message `seq` (one without places, as
+    /// JetStream delivers it) audispd holds already.
+    pub fn held_part(&self, seq: u64) -> u64 {
+        self.partial.get(&seq).copied().unwrap_or(0)
     }
 
     /// Forgets stored ranges at or below `floor` (JetStream's
     /// acknowledgement floor as of an earlier poll).
     pub fn forget_upto(&mut self, floor: u64) {
         self.stored.0.retain(|&(_, b)| b > floor);
+        self.partial.retain(|&seq, _| seq > floor);
     }
 }
 
@@ -386,7 +440,7 @@ mod tests {
         let mut l = Ledger::open(&path).unwrap();
         assert_eq!(l.epoch, epoch);
         assert_eq!(l.stream, "AUDIT@1");
-        assert_eq!(l.reconcile(2), (vec![7], vec![9]));
+        assert_eq!(l.reconcile(2), (vec![7], vec![(9, 0)]));
         assert!(l.is_stored(7) && !l.is_stored(9));
         assert_eq!(l.number(9, 1, None), 4);
         assert_eq!(l.stored_upto(4), [9]);
@@ -415,7 +469,7 @@ mod tests {
         drop(l);
         // audispd had the first message when the consumer died.
         let mut l = Ledger::open(&path).unwrap();
-        assert_eq!(l.reconcile(3), (vec![3], vec![4]));
+        assert_eq!(l.reconcile(3), (vec![3], vec![(4, 0)]));
         let held = l.has_records("abc", &[9, 10, 12, 13]);
         assert_eq!(held, [false, true, true, false]);
         assert_eq!(l.has_records("xyz", &[10]), [false]);
@@ -428,6 +482,43 @@ mod tests {
         assert!(!l.is_stored(3));
         let held = l.has_records("abc", &[10, 11, 12, 13, 14, 15]);
         assert_eq!(held, [true, true, true, true, false, true]);
+    }
+
+    #[test]
+    fn a_mark_inside_a_message_keeps_its_leading_records_known_across_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        let mut l = Ledger::open(&path).unwrap();
+        l.bind_stream("AUDIT@1");
+        let places = Some(Places {
+            origin: "abc".into(),
+            seqs: vec![20, 21, 22],
+        });
+        // Message 5 (places 20-22) fed as inputs 1-3, message 6 (no
+        // places) as 4-7; audispd took inputs 1-2 and 4-5 of them.
+        assert_eq!(l.number(5, 3, places), 1);
+        assert_eq!(l.number(6, 4, None), 4);
+        l.save().unwrap();
+        let mut l = Ledger::open(&path).unwrap();
+        assert_eq!(l.reconcile(2), (vec![], vec![(5, 2), (6, 0)]));
+        assert_eq!(l.has_records("abc", &[20, 21, 22]), [true, true, false]);
+        assert_eq!(l.held_part(6), 0);
+        // Message 6 alone fed again (inputs 8-11), cut after two records.
+        assert_eq!(l.number(6, 4, None), 8);
+        l.save().unwrap();
+        let mut l = Ledger::open(&path).unwrap();
+        assert_eq!(l.reconcile(9), (vec![], vec![(6, 2)]));
+        assert_eq!(l.held_part(6), 2);
+        l.save().unwrap();
+        // Known after a restart, forgotten once stored or below the floor.
+        let mut l = Ledger::open(&path).unwrap();
+        assert_eq!(l.held_part(6), 2);
+        let first = l.number(6, 2, None);
+        assert_eq!(l.stored_upto(first + 1), [6]);
+        assert_eq!(l.held_part(6), 0);
+        l.partial.insert(9, 1);
+        l.forget_upto(9);
+        assert_eq!(l.held_part(9), 0);
     }
 
     #[test]
