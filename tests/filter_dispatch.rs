@@ -39,7 +39,12 @@ fn stamp(record: &[u8]) -> &[u8] {
 /// an event of its own that libauparse — and a filtered plugin — never
 /// sees.
 fn expected(data: &[u8], keep: bool) -> (BTreeMap<Vec<u8>, usize>, usize) {
-    let filter = Filter::parse(EXPR).unwrap();
+    expected_of(EXPR, data, keep)
+}
+
+/// [`expected`] for another expression.
+fn expected_of(expr: &str, data: &[u8], keep: bool) -> (BTreeMap<Vec<u8>, usize>, usize) {
+    let filter = Filter::parse(expr).unwrap();
     let mut scratch = Scratch::new();
     let all = lines(data);
     let mut matched: BTreeMap<&[u8], bool> = BTreeMap::new();
@@ -215,6 +220,72 @@ fn keep_and_drop_filters_pass_whole_events_to_native_and_stock_plugins() {
         d.plugin_state("paths").get("filtered"),
         withheld_paths as u64
     );
+    drop(stdin);
+    let _ = d.stop();
+}
+
+/// Adds up what plugins must get of several parts of a stream.
+fn expected_parts(parts: &[(&str, &[u8], bool)]) -> (BTreeMap<Vec<u8>, usize>, usize) {
+    let mut want = BTreeMap::new();
+    let mut withheld = 0;
+    for (expr, data, keep) in parts {
+        let (w, n) = expected_of(expr, data, *keep);
+        for (k, c) in w {
+            *want.entry(k).or_insert(0) += c;
+        }
+        withheld += n;
+    }
+    (want, withheld)
+}
+
+/// Plugins whose filters have the same expression share its decisions:
+/// two with `EXPR` (one of them reloaded mid-stream to another expression)
+/// and one with that other expression, dropping what it matches. Each gets
+/// exactly the events its own expression of the moment passes, and counts
+/// what it withholds once.
+#[test]
+fn plugins_sharing_an_expression_each_get_what_their_own_current_filter_passes() {
+    const OTHER: &str = r#"\record_type == BPRM_FCAPS || type r= SOCKADDR"#;
+    let first = sample_shifted(0);
+    let second = sample_shifted(1);
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
+    let keep = |expr: &str| format!("filter = '{expr}'");
+    d.write_plugin("a", &sink_plugin("a", "", &keep(EXPR)));
+    d.write_plugin("b", &sink_plugin("b", "", &keep(EXPR)));
+    d.write_plugin(
+        "c",
+        &sink_plugin(
+            "c",
+            "",
+            &format!("filter = '{OTHER}'\nfilter_action = \"drop\""),
+        ),
+    );
+    d.start(Stdio::piped()).unwrap();
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    // Every plugin decided every event of the first part before b changes.
+    let check = |d: &Dispatcher, name: &str, parts: &[(&str, &[u8], bool)]| {
+        let (want, withheld) = expected_parts(parts);
+        let n: usize = want.values().sum();
+        let out = wait_sink(&d.out(name), n, Duration::from_secs(60));
+        wait_until(Duration::from_secs(30), "the counter", || {
+            d.plugin_state(name).get("filtered") >= withheld as u64
+        });
+        assert_same(&count(&texts(&out)), &want, name);
+        let s = d.plugin_state(name);
+        assert_eq!(s.get("filtered"), withheld as u64, "{name}: {s:?}");
+        assert_eq!(s.get("dropped"), 0, "{name}: nothing lost");
+    };
+    stdin.write_all(&first).unwrap();
+    check(&d, "a", &[(EXPR, &first, true)]);
+    check(&d, "b", &[(EXPR, &first, true)]);
+    check(&d, "c", &[(OTHER, &first, false)]);
+
+    d.write_plugin("b", &sink_plugin("b", "", &keep(OTHER)));
+    d.reload().unwrap();
+    stdin.write_all(&second).unwrap();
+    check(&d, "a", &[(EXPR, &first, true), (EXPR, &second, true)]);
+    check(&d, "b", &[(EXPR, &first, true), (OTHER, &second, true)]);
+    check(&d, "c", &[(OTHER, &first, false), (OTHER, &second, false)]);
     drop(stdin);
     let _ = d.stop();
 }

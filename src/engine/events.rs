@@ -59,6 +59,8 @@ pub struct Placement {
     pub event: u64,
     /// Whether the record ends its event.
     pub ends: bool,
+    /// Whether the record starts its event (its first record).
+    pub starts: bool,
 }
 
 /// Decides event membership and event ends as records enter the journal.
@@ -187,6 +189,7 @@ impl Grouper {
             return Placement {
                 event: self.new_event(),
                 ends: true,
+                starts: true,
             };
         };
         let key = key_of(info);
@@ -202,7 +205,11 @@ impl Grouper {
             if ends {
                 self.open.remove(&key);
             }
-            return Placement { event, ends };
+            return Placement {
+                event,
+                ends,
+                starts: false,
+            };
         }
         let event = self.new_event();
         if !ends {
@@ -221,7 +228,11 @@ impl Grouper {
             );
             self.order.push_back((key, event));
         }
-        Placement { event, ends }
+        Placement {
+            event,
+            ends,
+            starts: true,
+        }
     }
 
     fn is_current(&self, key: &Key, event: u64) -> bool {
@@ -346,6 +357,10 @@ pub struct Event {
     /// Sequence number of the journal entry that ended the event: the id a
     /// plugin acknowledges.
     pub close_seq: u64,
+    /// The assembler saw the event's first record (journal flag
+    /// `STARTS_EVENT`), so it holds every record of the event; an event
+    /// whose reading began in its middle does not.
+    pub whole: bool,
     records: Vec<EventRecord>,
     text: Vec<u8>,
 }
@@ -433,9 +448,11 @@ impl Assembler {
         let spare = &mut self.spare;
         let b = self.building.entry(e.event).or_insert_with(|| {
             self.starts.push_back((e.seq, e.event));
+            let mut event: Event = spare.pop().unwrap_or_default();
+            event.whole = e.flags & flags::STARTS_EVENT != 0;
             Building {
                 first_seq: e.seq,
-                event: spare.pop().unwrap_or_default(),
+                event,
             }
         });
         b.event.push(e);
@@ -471,6 +488,7 @@ impl Assembler {
             event.records.clear();
             event.text.clear();
             event.close_seq = 0;
+            event.whole = false;
             self.spare.push(event);
         }
     }
@@ -586,6 +604,43 @@ mod tests {
             closes.windows(2).all(|w| w[0] < w[1]),
             "ack ids increase: {closes:?}"
         );
+    }
+
+    #[test]
+    fn the_first_record_of_each_event_is_placed_as_its_start() {
+        let mut g = Grouper::new(Duration::from_secs(2), 100);
+        let now = Instant::now();
+        let mut closes = Vec::new();
+        let starts: Vec<(u64, bool, bool)> = [
+            (1300, 1),
+            (1302, 1),
+            (1300, 2),
+            (1327, 1),
+            (1320, 1),
+            (1112, 3),
+            (1327, 2),
+        ]
+        .iter()
+        .map(|&(t, serial)| {
+            let p = g.place(Some(&info(t, serial, 10)), now, &mut closes);
+            (p.event, p.starts, p.ends)
+        })
+        .collect();
+        assert_eq!(
+            starts,
+            [
+                (1, true, false),
+                (1, false, false),
+                (2, true, false),
+                (1, false, true),
+                // The EOE after PROCTITLE: an event of its own.
+                (3, true, true),
+                (4, true, true),
+                (2, false, true),
+            ]
+        );
+        let unparsed = g.place(None, now, &mut closes);
+        assert!(unparsed.starts && unparsed.ends);
     }
 
     #[test]

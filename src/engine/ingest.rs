@@ -466,6 +466,9 @@ impl Ingest {
             if placement.ends {
                 fl |= flags::ENDS_EVENT;
             }
+            if placement.starts {
+                fl |= flags::STARTS_EVENT;
+            }
             bytes += text.len() as u64;
             entries.push(NewEntry {
                 event: placement.event,

@@ -176,6 +176,7 @@ impl Engine {
                     },
                     internal: Arc::default(),
                     notices: Arc::default(),
+                    decisions: Arc::default(),
                 },
                 journal: journal.clone(),
                 ingest: ingest.clone(),

@@ -20,6 +20,7 @@ use super::error::ParseError;
 use super::interpret::parse_id;
 use super::parser::{self, Names};
 use super::view::{Buffers, Name, View};
+use crate::record_types;
 
 /// A parsed filter expression, ready to evaluate.
 #[derive(Debug, Clone)]
@@ -34,6 +35,11 @@ struct Inner {
     /// The field names the expression uses, by slot, ready to search for.
     names: Vec<Name>,
     rules: usize,
+    /// The record type a record must have for the expression to be true
+    /// (a `type r= NAME` or `\record_type == N` that the whole expression
+    /// requires), if there is one: a record of another type is decided by
+    /// its type number alone ([`Filter::matches_typed`]).
+    required_type: Option<u32>,
 }
 
 /// Per-thread buffers for [`Filter::matches`].
@@ -63,6 +69,7 @@ impl Filter {
     pub(crate) fn build(expr: Option<Expr>, names: Names, rules: usize) -> Filter {
         Filter {
             inner: Arc::new(Inner {
+                required_type: expr.as_ref().and_then(required_type),
                 expr,
                 names: names.names.iter().map(|n| Name::new(n)).collect(),
                 rules,
@@ -102,6 +109,38 @@ impl Filter {
             _ => return false,
         }
         e.eval(expr)
+    }
+}
+
+impl Filter {
+    /// [`Filter::matches`] for a record whose type number `rtype` was read
+    /// from its own header (`None`: unknown, e.g. a record whose header did
+    /// not parse): a record of a type the expression excludes, and an
+    /// `EOE`, are decided without reading the record again.
+    pub fn matches_typed(&self, record: &[u8], rtype: Option<u32>, scratch: &mut Scratch) -> bool {
+        if let Some(t) = rtype {
+            if t == record_types::EOE || self.inner.required_type.is_some_and(|want| want != t) {
+                return false;
+            }
+        }
+        self.matches(record, scratch)
+    }
+}
+
+/// The record type `e` requires: `type r= NAME` (a name with a number:
+/// `type=NAME` in a header always has that number) or `\record_type == N`,
+/// alone or as one of the clauses of an `&&`.
+fn required_type(e: &Expr) -> Option<u32> {
+    match e {
+        Expr::Compare(c) => match (&c.field, c.op, &c.value) {
+            (Field::Named { name, .. }, Operator::RawEq, Operand::Text(t)) if name == "type" => {
+                record_types::number(t.as_bytes())
+            }
+            (Field::RecordType, Operator::Eq, Operand::RecordType(n)) => Some(*n),
+            _ => None,
+        },
+        Expr::All(items) => items.iter().find_map(required_type),
+        _ => None,
     }
 }
 
@@ -199,5 +238,76 @@ impl Evaluation<'_, '_, '_> {
             _ => return false,
         };
         c.op.holds(ord)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record;
+
+    #[test]
+    fn a_type_the_expression_requires_is_found_in_every_form() {
+        let required = |src: &str| Filter::parse(src).unwrap().inner.required_type;
+        assert_eq!(required("type r= SYSCALL"), Some(record_types::SYSCALL));
+        assert_eq!(
+            required("uid r= 0 && (a r= 1 || b r= 2) && type r= PATH"),
+            Some(1302)
+        );
+        assert_eq!(required(r"\record_type == EXECVE && a0 r= x"), Some(1309));
+        // Not required: an alternative, a negation, another operator, a
+        // name with no number.
+        for src in [
+            "type r= SYSCALL || type r= PATH",
+            "!type r= SYSCALL",
+            "type r!= SYSCALL",
+            "type i= SYSCALL",
+            r"\record_type >= 1300",
+            "type r= syscall",
+        ] {
+            assert_eq!(required(src), None, "{src}");
+        }
+    }
+
+    /// Deciding by the journal's type number gives what reading the record
+    /// gives, for every record of the sample.
+    #[test]
+    fn matches_typed_agrees_with_matches_on_the_sample() {
+        let data = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/sample.log"
+        ))
+        .expect("tests/data/sample.log");
+        let mut scratch = Scratch::new();
+        for src in [
+            "type r= SYSCALL && syscall i= unlinkat && success r= yes",
+            r#"type r= SYSCALL && (syscall i= openat || exe i= "/usr/bin/rm")"#,
+            r"\record_type == PATH && nametype r= CREATE",
+            "type r= EOE || type r= CWD",
+            r#"\regexp "a""#,
+        ] {
+            let f = Filter::parse(src).unwrap();
+            let mut matched = 0;
+            for r in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let rtype = record::parse(r).map(|i| i.rtype);
+                let want = f.matches(r, &mut scratch);
+                assert_eq!(
+                    f.matches_typed(r, rtype, &mut scratch),
+                    want,
+                    "{src}: {}",
+                    String::from_utf8_lossy(r)
+                );
+                matched += usize::from(want);
+            }
+            assert!(matched > 0, "{src} matches some record of the sample");
+        }
+        // Another type, and EOE, are decided without the text.
+        let f = Filter::parse("type r= SYSCALL").unwrap();
+        assert!(!f.matches_typed(b"type=SYSCALL garbage", Some(1302), &mut scratch));
+        assert!(!f.matches_typed(
+            b"type=SYSCALL garbage",
+            Some(record_types::EOE),
+            &mut scratch
+        ));
     }
 }

@@ -46,7 +46,10 @@
 //! * [`Filter`] is `Send + Sync` and clones by reference count: hand one to
 //!   every thread that needs it. Give each thread its own [`Scratch`]
 //!   (buffers reused from record to record: evaluation does not allocate
-//!   once they have grown).
+//!   once they have grown). A caller that already knows a record's type
+//!   number from its header (the journal keeps it) calls
+//!   [`Filter::matches_typed`]: records of a type the expression excludes
+//!   are decided without reading them.
 //! * Decide per event with [`WholeEvents`]: for each record, in journal
 //!   order, `push(event id, filter.matches(..), ends event, item, release)`,
 //!   and `close(event id, release)` at a close marker; `release` receives

@@ -40,6 +40,10 @@ pub mod flags {
     /// The entry carries the record's first origin (a record forwarded
     /// from another dispatcher's journal), 24 bytes before its text.
     pub const ORIGIN: u16 = 8;
+    /// This record is the first of its event: a reader that saw it has every
+    /// record of the event (filter decisions on whole events are shared only
+    /// then). Journals written before this flag existed lack it.
+    pub const STARTS_EVENT: u16 = 16;
     /// Mask of the flags that mark control entries, which are never delivered
     /// to plugins as records.
     pub const CONTROL: u16 = CLOSE_MARKER;

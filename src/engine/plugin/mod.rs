@@ -33,6 +33,7 @@
 //! that both deliveries keep.
 
 mod filtering;
+pub use filtering::Decisions;
 mod inflight;
 mod native;
 mod sender;
@@ -255,6 +256,8 @@ pub struct Services {
     pub internal: Arc<Mutex<HashMap<String, Connector>>>,
     /// Announces plugins' notices (`NOTIFY`).
     pub notices: Arc<Notices>,
+    /// Filter decisions shared by the plugins of one expression.
+    pub decisions: Arc<Decisions>,
 }
 
 /// Hands an in-process consumer its end of a new connection.

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use nix::sys::socket;
 
-use super::filtering::EventFilter;
+use super::filtering::{Decisions, EventFilter};
 use super::inflight::Inflight;
 use super::{Delivery, Host};
 use crate::engine::cursor::Position;
@@ -63,6 +63,8 @@ pub(super) struct Greeting<'a> {
     pub drop_fields: &'a [String],
     /// Its filter expression, if it has one.
     pub filter: Option<&'a FilterRule>,
+    /// Decisions shared with the other plugins of its expression.
+    pub decisions: &'a Decisions,
     /// The configured delivery mode; the plugin may ask for the other.
     pub mode: Mode,
     /// The plugin's cursor: everything up to here is handled.
@@ -210,7 +212,7 @@ impl Native {
             routes: Routes::new(g.inputs, hello.local_only, g.lookup.clone()),
             origin: hello.origin,
             drop: DropFields::of(g.drop_fields),
-            filter: EventFilter::of(g.filter),
+            filter: EventFilter::of(g.filter, g.decisions),
             skip_upto: skip,
             inflight: Inflight::default(),
             builder: if hello.origin {
@@ -618,6 +620,7 @@ mod tests {
             lookup: &(Arc::new(|_| None) as Lookup),
             drop_fields: &[],
             filter: None,
+            decisions: &Decisions::default(),
             mode: Mode::Records,
             acked: host.position.acked,
             journal_id: j.id(),
@@ -991,6 +994,7 @@ mod tests {
                 lookup: &lookup,
                 drop_fields: &[],
                 filter: None,
+                decisions: &Decisions::default(),
                 mode: Mode::Records,
                 acked: 0,
                 journal_id: j.id(),
@@ -1055,6 +1059,7 @@ mod tests {
             lookup: &(Arc::new(|_| None) as Lookup),
             drop_fields: &[],
             filter: None,
+            decisions: &Decisions::default(),
             mode: Mode::Records,
             acked: 0,
             journal_id: j.id(),

@@ -419,7 +419,10 @@ impl Sender {
                 let drop = DropFields::of(&cfg.drop_fields);
                 let acked = self.handle.position().acked;
                 let mut stock = Stock::new(sock, peer, encoding, subscription, routes, drop, acked)
-                    .with_filter(EventFilter::of(cfg.filter.as_ref()));
+                    .with_filter(EventFilter::of(
+                        cfg.filter.as_ref(),
+                        &self.services.decisions,
+                    ));
                 let end = self.session(&mut stock, &mut child);
                 if !matches!(end, End::Lost(_)) && !stock.close(self) {
                     tracing::warn!(
@@ -466,6 +469,7 @@ impl Sender {
             lookup: &self.services.inputs,
             drop_fields: &cfg.drop_fields,
             filter: cfg.filter.as_ref(),
+            decisions: &self.services.decisions,
             mode: match cfg.mode {
                 DeliveryMode::Records => Mode::Records,
                 DeliveryMode::Events => Mode::Events,
