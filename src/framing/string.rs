@@ -94,6 +94,13 @@ impl StringDecoder {
         }
     }
 
+    /// The stream offset of the first byte not yet part of a record, if a
+    /// fresh decoder started there decodes what follows as this one does
+    /// (not inside an oversize line being skipped).
+    pub(super) fn resume_offset(&self) -> Option<u64> {
+        self.skipping.is_none().then_some(self.line_start)
+    }
+
     /// Ends the stream.
     pub(super) fn finish(&mut self, out: &mut dyn FnMut(Item<'_>)) {
         if let Some(len) = self.skipping.take() {
