@@ -267,6 +267,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_descriptor_rides_along_with_its_message() {
+        let (a, b) = socket::socketpair(
+            socket::AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        send_with_fd(&a, b"take", theirs.as_fd(), Duration::from_secs(1)).unwrap();
+        drop(theirs);
+        send_nowait(&a, b"plain").unwrap();
+        let mut buf = [0u8; 16];
+        let (n, fd) = recv_message_fd(&b, &mut buf).unwrap().unwrap();
+        assert_eq!(&buf[..n], b"take");
+        let passed = std::os::unix::net::UnixStream::from(fd.expect("a descriptor"));
+        std::io::Write::write_all(&mut ours, b"x").unwrap();
+        let mut got = [0u8; 1];
+        std::io::Read::read_exact(&mut &passed, &mut got).unwrap();
+        assert_eq!(&got, b"x", "the same socket");
+        let (n, fd) = recv_message_fd(&b, &mut buf).unwrap().unwrap();
+        assert_eq!((&buf[..n], fd.is_none()), (&b"plain"[..], true));
+        assert!(recv_message_fd(&b, &mut buf).unwrap().is_none());
+    }
+
+    #[test]
     fn oversize_messages_are_refused_not_cut() {
         let (a, b) = socket::socketpair(
             socket::AddressFamily::Unix,

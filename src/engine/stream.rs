@@ -112,6 +112,15 @@ pub fn serve_stream(
         seq: next_seq.saturating_sub(1),
         acked: (0, next_seq.saturating_sub(1)),
     };
+    let is_stream = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::SockType)
+        .is_ok_and(|t| t == nix::sys::socket::SockType::Stream);
+    if !is_stream {
+        tracing::warn!(
+            input = name,
+            "input {name}: what it handed over is not a stream socket; handing it back"
+        );
+        return release(conn, &pos);
+    }
     if let Err(e) = set_peek_offset(&stream, 0) {
         tracing::warn!(
             input = name,

@@ -188,6 +188,25 @@ mod tests {
     }
 
     #[test]
+    fn string_resume_offset_is_the_start_of_the_pending_line() {
+        let mut d = Decoder::new(InputFormat::String);
+        let mut n = 0;
+        assert_eq!(d.resume_offset(), Some(0));
+        d.feed(b"type=EOE msg=audit(1.2:3): \ntype=EO", &mut |_| n += 1);
+        assert_eq!((n, d.resume_offset()), (1, Some(28)));
+        d.feed(b"E msg=audit(1.2:4): \n", &mut |_| n += 1);
+        assert_eq!((n, d.resume_offset()), (2, Some(56)));
+        // Inside an oversize line there is no place to resume from.
+        d.feed(&vec![b'x'; MAX_RECORD_LEN + 1], &mut |_| {});
+        assert_eq!(d.resume_offset(), None);
+        d.feed(b"\n", &mut |_| {});
+        assert_eq!(d.resume_offset(), Some(56 + MAX_RECORD_LEN as u64 + 2));
+        // Binary streams are never handed over.
+        let b = Decoder::new(InputFormat::Binary(BinaryFraming::Exact));
+        assert_eq!(b.resume_offset(), None);
+    }
+
+    #[test]
     fn string_oversize_line_is_skipped_once() {
         let mut long = b"type=USER msg=audit(1721000009.000:5): msg='".to_vec();
         long.resize(MAX_RECORD_LEN + 1, b'y');

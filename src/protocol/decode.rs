@@ -630,7 +630,8 @@ pub fn decode_from_dispatcher(msg: &[u8]) -> Result<FromDispatcher<'_>, Protocol
 #[cfg(test)]
 mod tests {
     use super::super::encode::{
-        encode_command, encode_command_result, encode_hello, encode_welcome, put_field,
+        encode_command, encode_command_result, encode_hello, encode_stream, encode_stream_ack,
+        encode_welcome, put_field,
     };
     use super::*;
 
@@ -736,6 +737,32 @@ mod tests {
             decode_from_dispatcher(&encode_welcome(&w)).unwrap(),
             FromDispatcher::Welcome(w)
         );
+    }
+
+    #[test]
+    fn stream_hand_over_round_trips() {
+        let mut h = Hello::input("auditd", [1; 16]);
+        h.stream = true;
+        assert_eq!(
+            decode_from_plugin(&encode_hello(&h)).unwrap(),
+            FromPlugin::Hello(h)
+        );
+        assert_eq!(
+            decode_from_plugin(&encode_stream(77)).unwrap(),
+            FromPlugin::Stream { next_seq: 77 }
+        );
+        let a = StreamAck {
+            offset: 4096,
+            seq: 76,
+            released: true,
+        };
+        assert_eq!(
+            decode_from_dispatcher(&encode_stream_ack(&a)).unwrap(),
+            FromDispatcher::StreamAck(a)
+        );
+        let mut bad = encode_stream_ack(&a);
+        bad[17] = 2;
+        assert!(decode_from_dispatcher(&bad).is_err());
     }
 
     #[test]

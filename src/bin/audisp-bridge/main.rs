@@ -60,6 +60,10 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 const OFFER_WAIT: Duration = Duration::from_millis(200);
 /// How long after a declined offer the bridge offers again.
 const OFFER_AGAIN: Duration = Duration::from_secs(1);
+/// The stream is offered only while the dispatcher lacks at most this many
+/// records (a batch or two in flight): a backlog would take longer to send
+/// than [`OFFER_WAIT`], and the bridge would stop reading for nothing.
+const OFFER_BACKLOG: u64 = 2000;
 
 struct Args {
     relay: RelayOptions,
@@ -239,6 +243,7 @@ fn read_input(relay: &Relay, format: InputFormat, hand_over: bool, sfd: &SignalF
             && batch.records.is_empty()
             && Instant::now() >= offer_at
             && relay.stream_possible()
+            && relay.unacknowledged() <= OFFER_BACKLOG
             && decoder.resume_offset() == Some(consumed)
         {
             match relay.offer_stream(&fd, OFFER_WAIT) {
