@@ -289,13 +289,24 @@ fn the_stream_is_handed_over_and_the_bridge_buffers_nothing() {
 fn handed_over_dispatcher_killed_three_times_every_record_once() {
     let data = corpus();
     let all = lines(&data);
+    // Four parts; the dispatcher is killed in the middle of each of the
+    // first three while the stream is handed over.
+    let quarter = all.len() / 4;
+    let parts: Vec<Vec<u8>> = (0..4)
+        .map(|k| {
+            let end = if k == 3 { all.len() } else { (k + 1) * quarter };
+            all[k * quarter..end]
+                .iter()
+                .flat_map(|l| [*l, b"\n"].concat())
+                .collect()
+        })
+        .collect();
     let mut d = Dispatcher::new(MAIN);
     d.write_plugin("sink", &sink_plugin("sink", "", ""));
     d.start(Stdio::null()).unwrap();
     let (ours, stdin) = plugin_channel();
     let mut bridge = start_bridge_with(&d, stdin, &["--hand-over"]);
-    let writer = feed_records(ours, data.clone());
-    for k in 1..=3 {
+    for (k, part) in parts.iter().enumerate().take(3) {
         wait_until(
             Duration::from_secs(60),
             "the stream to be handed over",
@@ -303,26 +314,29 @@ fn handed_over_dispatcher_killed_three_times_every_record_once() {
                 bridge_log(&d)
                     .matches("handed the stream over to the dispatcher")
                     .count()
-                    >= k
+                    > k
             },
         );
-        // Mid-stream: the plugin has part of the records, more are coming.
-        wait_sink(&d.out("sink"), all.len() * k / 5, Duration::from_secs(60));
+        let writer = feed_records(ours.try_clone().unwrap(), part.clone());
+        // Mid-stream: the plugin has part of this part, more is coming.
+        wait_sink(
+            &d.out("sink"),
+            k * quarter + quarter / 3,
+            Duration::from_secs(60),
+        );
         d.crash();
-        wait_until(
-            Duration::from_secs(30),
-            "the bridge to take it back",
-            || {
-                bridge_log(&d).contains("dispatcher unavailable")
-                    && bridge_log(&d)
-                        .matches("connected to the dispatcher")
-                        .count()
-                        == k
-            },
+        // The bridge takes the stream back and reads the rest itself.
+        assert_eq!(
+            writer.join().unwrap(),
+            part.split(|&b| b == b'\n').count() - 1
         );
+        wait_until(Duration::from_secs(30), "the bridge to notice", || {
+            bridge_log(&d).matches("dispatcher unavailable").count() > k
+        });
         d.start(Stdio::null()).unwrap();
     }
-    assert_eq!(writer.join().unwrap(), all.len());
+    let writer = feed_records(ours, parts[3].clone());
+    assert_eq!(writer.join().unwrap(), all.len() - 3 * quarter);
     let status = wait_exit(&mut bridge, &d);
     assert!(status.success(), "{status}\n{}", bridge_log(&d));
     let out = wait_sink(&d.out("sink"), all.len(), Duration::from_secs(60));
