@@ -33,9 +33,13 @@ use crate::uds;
 const PEEK_CHUNK: usize = 256 << 10;
 
 /// While bytes already journaled wait to be removed by the input, the
-/// socket stays readable; the reader checks again this often instead of
-/// waiting for it (the input removes them within microseconds of the ack).
+/// socket stays readable; the reader checks again this soon instead of
+/// waiting for it (the input removes them within microseconds of the ack),
+/// twice as late each time nothing changed, up to [`REMOVAL_CHECK_MAX`] (an
+/// input that does not remove them costs little).
 const REMOVAL_CHECK: Duration = Duration::from_micros(200);
+/// The longest wait between two checks for removed bytes.
+const REMOVAL_CHECK_MAX: Duration = Duration::from_millis(5);
 
 /// Records decoded from one peek, their texts either in the peeked chunk or
 /// copied (a record that began in an earlier peek).
@@ -139,6 +143,7 @@ pub fn serve_stream(
     let mut decoded = Decoded::default();
     // Bytes peeked since the hand-over.
     let mut peeked = 0u64;
+    let mut patience = REMOVAL_CHECK;
     loop {
         hb.beat();
         if ctx.stopping.load(Ordering::Relaxed) {
@@ -151,7 +156,7 @@ pub fn serve_stream(
         let n = match peek(&stream, &mut chunk) {
             Ok(Some(n)) => n,
             Ok(None) => {
-                wait(ctx, conn, &stream, buf)?;
+                wait(ctx, conn, &stream, buf, &mut patience)?;
                 continue;
             }
             Err(e) => {
@@ -159,6 +164,7 @@ pub fn serve_stream(
                 return release(conn, &pos);
             }
         };
+        patience = REMOVAL_CHECK;
         let got = &chunk[..n];
         if n == 0 {
             decoder.finish(&mut |item| take(item, got, &mut decoded, &counters));
@@ -249,6 +255,7 @@ fn wait(
     conn: &OwnedFd,
     stream: &OwnedFd,
     buf: &mut [u8],
+    patience: &mut Duration,
 ) -> Result<(), String> {
     // Bytes still in the socket that were peeked already keep it readable:
     // until the input has removed them, look again shortly.
@@ -259,7 +266,9 @@ fn wait(
         PollFd::new(stream.as_fd(), PollFlags::POLLIN),
     ];
     let limit = if removing {
-        TimeSpec::from_duration(REMOVAL_CHECK)
+        let wait = *patience;
+        *patience = (wait * 2).min(REMOVAL_CHECK_MAX);
+        TimeSpec::from_duration(wait)
     } else {
         TimeSpec::from_duration(Duration::from_secs(1))
     };
