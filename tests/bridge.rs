@@ -236,6 +236,11 @@ fn wait_exit(bridge: &mut Bridge, d: &Dispatcher) -> std::process::ExitStatus {
     status
 }
 
+/// Records as auditd writes them, each with its newline.
+fn joined(records: &[&[u8]]) -> Vec<u8> {
+    records.iter().flat_map(|l| [*l, b"\n"].concat()).collect()
+}
+
 /// Bytes the process wrote with write(2) and the like (its buffer; sends on
 /// sockets are not counted).
 fn written(pid: u32) -> u64 {
@@ -295,10 +300,7 @@ fn handed_over_dispatcher_killed_three_times_every_record_once() {
     let parts: Vec<Vec<u8>> = (0..4)
         .map(|k| {
             let end = if k == 3 { all.len() } else { (k + 1) * quarter };
-            all[k * quarter..end]
-                .iter()
-                .flat_map(|l| [*l, b"\n"].concat())
-                .collect()
+            joined(&all[k * quarter..end])
         })
         .collect();
     let mut d = Dispatcher::new(MAIN);
@@ -355,14 +357,7 @@ fn handed_over_bridge_killed_nothing_doubled_and_the_next_one_goes_on() {
     let data = corpus();
     let all = lines(&data);
     let half = all.len() / 2;
-    let first: Vec<u8> = all[..half]
-        .iter()
-        .flat_map(|l| [*l, b"\n"].concat())
-        .collect();
-    let second: Vec<u8> = all[half..]
-        .iter()
-        .flat_map(|l| [*l, b"\n"].concat())
-        .collect();
+    let (first, second) = (joined(&all[..half]), joined(&all[half..]));
     let mut d = Dispatcher::new(MAIN);
     d.write_plugin("sink", &sink_plugin("sink", "", ""));
     d.start(Stdio::null()).unwrap();
