@@ -10,8 +10,10 @@
 #   --bin DIR    directory holding audispd and audisp-bridge; give it twice to
 #                compare two builds row by row (default target/release)
 #   --no-build   do not run cargo build
-#   --layouts L  comma-separated rows: cat,stdin,bridge,bridge-interval,binary
-#                (default all but bridge-interval)
+#   --layouts L  comma-separated rows: cat,stdin,bridge,bridge-interval,
+#                bridge-handover,binary (default all but bridge-interval and
+#                bridge-handover; bridge-handover is skipped for a --bin whose
+#                bridge has no --hand-over)
 #   --perf DIR   record `perf record -g` of bridge and audispd in the full-rate phase into DIR
 #   --keep       keep the temporary directory (configs, logs)
 #
@@ -53,8 +55,9 @@ ROOT = os.getcwd()
 AUID = "65534"
 RULE_KEY = "audisp-live"
 # Rows: auditd → plugin; → audispd (stdin) → plugin; → bridge → audispd → plugin
-# (sync = "batch", the default, and "interval"); binary input to audispd.
-LAYOUTS = ["cat", "stdin", "bridge", "bridge-interval", "binary"]
+# (sync = "batch", the default, and "interval"; and the bridge handing auditd's
+# socket to audispd); binary input to audispd.
+LAYOUTS = ["cat", "stdin", "bridge", "bridge-interval", "bridge-handover", "binary"]
 LOCKS = ["/tmp/audisp-kernel-audit.lock", "/run/lock/audisp-test-kernel-audit.lock"]
 
 # The load: getppid() with a0 = CLOCK_MONOTONIC ns of the call (the kernel
@@ -292,7 +295,8 @@ class Row:
             for sub in ("etc/plugins.d", "run", "state"):
                 os.makedirs(f"{r}/{sub}")
             stdin = {"stdin": 'format = "string"', "binary": 'format = "binary"\nbinary_framing = "padded"',
-                     "bridge": "enabled = false", "bridge-interval": "enabled = false"}[self.layout]
+                     "bridge": "enabled = false", "bridge-interval": "enabled = false",
+                     "bridge-handover": "enabled = false"}[self.layout]
             sync = "interval" if self.layout == "bridge-interval" else "batch"
             with open(f"{r}/etc/audispd.toml", "w") as f:
                 f.write(f"[input.stdin]\n{stdin}\n[journal]\nsync = \"{sync}\"\n"
@@ -307,6 +311,8 @@ class Row:
                 wait_for("audispd's input socket", lambda: os.path.exists(f"{r}/run/input.sock"))
                 cmd = (f"{self.bindir}/audisp-bridge --socket {r}/run/input.sock "
                        f"--state-dir {r}/bridge")
+                if self.layout == "bridge-handover":
+                    cmd += " --hand-over"
                 log = "bridge.log"
             else:
                 cmd, log = audispd, "audispd.log"
@@ -417,6 +423,9 @@ def main():
     for b in opts["bins"]:
         tag = os.path.basename(b.rstrip("/")) if len(opts["bins"]) > 1 else ""
         for layout in LAYOUTS[1:]:
+            if layout == "bridge-handover" and "--hand-over" not in subprocess.run(
+                    [f"{b}/audisp-bridge", "--help"], capture_output=True, text=True).stdout:
+                continue
             if layout in opts["layouts"]:
                 rows_spec.append((f"{layout} {tag}".strip(), layout, b))
     results = {name: [] for name, _, _ in rows_spec}

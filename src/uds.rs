@@ -167,6 +167,87 @@ pub fn recv_message(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     }
 }
 
+/// Sends one message carrying a descriptor (`SCM_RIGHTS`), waiting up to
+/// `limit` for room: how an input hands the dispatcher the stream it reads.
+pub fn send_with_fd(
+    fd: &OwnedFd,
+    msg: &[u8],
+    passed: std::os::fd::BorrowedFd<'_>,
+    limit: Duration,
+) -> io::Result<()> {
+    let deadline = std::time::Instant::now() + limit;
+    let fds = [passed.as_raw_fd()];
+    loop {
+        let iov = [io::IoSlice::new(msg)];
+        let cmsg = [socket::ControlMessage::ScmRights(&fds)];
+        match socket::sendmsg::<()>(
+            fd.as_raw_fd(),
+            &iov,
+            &cmsg,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the peer is not reading",
+            ));
+        }
+        wait(fd, PollFlags::POLLOUT, left.min(Duration::from_millis(500)))?;
+    }
+}
+
+/// [`recv_message`] that also takes a descriptor sent with the message
+/// ([`send_with_fd`]); descriptors beyond the first are closed.
+pub fn recv_message_fd(
+    fd: &OwnedFd,
+    buf: &mut [u8],
+) -> io::Result<Option<(usize, Option<OwnedFd>)>> {
+    loop {
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+        let mut iov = [io::IoSliceMut::new(buf)];
+        let got = socket::recvmsg::<()>(
+            fd.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        );
+        let msg = match got {
+            Ok(m) => m,
+            Err(Errno::EAGAIN) => return Ok(None),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::ECONNRESET) => return Ok(Some((0, None))),
+            Err(e) => return Err(e.into()),
+        };
+        let mut passed = None;
+        for c in msg.cmsgs()? {
+            if let socket::ControlMessageOwned::ScmRights(fds) = c {
+                for raw in fds {
+                    // SAFETY: the kernel just installed `raw` in this
+                    // process for us; nothing else owns it.
+                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                    if passed.is_none() {
+                        passed = Some(owned);
+                    }
+                }
+            }
+        }
+        if msg.flags.contains(MsgFlags::MSG_TRUNC) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a message larger than the {}-byte limit", buf.len()),
+            ));
+        }
+        return Ok(Some((msg.bytes, passed)));
+    }
+}
+
 /// Waits up to `limit` for `events` on `fd`; returns what happened (empty
 /// on timeout).
 pub fn wait(fd: &impl AsFd, events: PollFlags, limit: Duration) -> io::Result<PollFlags> {
@@ -184,6 +265,32 @@ pub fn wait(fd: &impl AsFd, events: PollFlags, limit: Duration) -> io::Result<Po
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_descriptor_rides_along_with_its_message() {
+        let (a, b) = socket::socketpair(
+            socket::AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        send_with_fd(&a, b"take", theirs.as_fd(), Duration::from_secs(1)).unwrap();
+        drop(theirs);
+        send_nowait(&a, b"plain").unwrap();
+        let mut buf = [0u8; 16];
+        let (n, fd) = recv_message_fd(&b, &mut buf).unwrap().unwrap();
+        assert_eq!(&buf[..n], b"take");
+        let passed = std::os::unix::net::UnixStream::from(fd.expect("a descriptor"));
+        std::io::Write::write_all(&mut ours, b"x").unwrap();
+        let mut got = [0u8; 1];
+        std::io::Read::read_exact(&mut &passed, &mut got).unwrap();
+        assert_eq!(&got, b"x", "the same socket");
+        let (n, fd) = recv_message_fd(&b, &mut buf).unwrap().unwrap();
+        assert_eq!((&buf[..n], fd.is_none()), (&b"plain"[..], true));
+        assert!(recv_message_fd(&b, &mut buf).unwrap().is_none());
+    }
 
     #[test]
     fn oversize_messages_are_refused_not_cut() {

@@ -3,7 +3,10 @@
 //! draining while the dispatcher is killed (`kill -9`) mid-stream and
 //! restarted — its writer never blocks — buffers what the dispatcher has not
 //! acknowledged, resends after reconnecting, and the plugin behind the
-//! dispatcher gets every record exactly once, in order.
+//! dispatcher gets every record exactly once, in order. With `--hand-over`
+//! and a stream socket on standard input (as auditd gives it) the bridge
+//! hands the socket to the dispatcher, takes it back when the dispatcher is
+//! killed, and every record still arrives exactly once.
 
 mod support;
 
@@ -27,6 +30,10 @@ impl Drop for Bridge {
 }
 
 fn start_bridge(d: &Dispatcher) -> Bridge {
+    start_bridge_with(d, Stdio::piped(), &[])
+}
+
+fn start_bridge_with(d: &Dispatcher, stdin: Stdio, extra: &[&str]) -> Bridge {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -40,8 +47,9 @@ fn start_bridge(d: &Dispatcher) -> Bridge {
             .arg(d.path().join("bridge"))
             .arg("--max-size")
             .arg("64")
+            .args(extra)
             .env("AUDISP_LOG", "info")
-            .stdin(Stdio::piped())
+            .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -182,5 +190,215 @@ fn a_stopped_dispatcher_does_not_hold_the_bridge_and_nothing_is_lost() {
     let out = wait_sink(&d.out("sink"), all.len(), Duration::from_secs(60));
     assert_eq!(out.records.len(), all.len(), "no record lost or doubled");
     assert!(texts(&out) == all);
+    assert!(d.stop().unwrap().success());
+}
+
+/// A socket pair like auditd's plugin channel: our end, and the bridge's
+/// standard input.
+fn plugin_channel() -> (std::os::unix::net::UnixStream, Stdio) {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    (ours, Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+}
+
+/// Writes `data` one record per write, as auditd does, until done or the
+/// bridge's end is gone; returns how many records were written.
+fn feed_records(
+    mut ours: std::os::unix::net::UnixStream,
+    data: Vec<u8>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut n = 0;
+        for line in data.split_inclusive(|&b| b == b'\n') {
+            if ours.write_all(line).is_err() {
+                break;
+            }
+            n += 1;
+        }
+        n
+    })
+}
+
+fn wait_exit(bridge: &mut Bridge, d: &Dispatcher) -> std::process::ExitStatus {
+    let child = bridge.0.as_mut().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bridge did not finish\n{}",
+            bridge_log(d)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    bridge.0 = None;
+    status
+}
+
+/// Records as auditd writes them, each with its newline.
+fn joined(records: &[&[u8]]) -> Vec<u8> {
+    records.iter().flat_map(|l| [*l, b"\n"].concat()).collect()
+}
+
+/// Bytes the process wrote with write(2) and the like (its buffer; sends on
+/// sockets are not counted).
+fn written(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+#[test]
+fn the_stream_is_handed_over_and_the_bridge_buffers_nothing() {
+    let data = corpus();
+    let all = lines(&data);
+    let mut d = Dispatcher::new(MAIN);
+    d.write_plugin("sink", &sink_plugin("sink", "", ""));
+    d.start(Stdio::null()).unwrap();
+    let (ours, stdin) = plugin_channel();
+    let mut bridge = start_bridge_with(&d, stdin, &["--hand-over"]);
+    let pid = bridge.0.as_ref().unwrap().id();
+    let writer = feed_records(ours, data.clone());
+    wait_sink(&d.out("sink"), all.len(), Duration::from_secs(120));
+    // Every record reached the plugin; the bridge never wrote them into
+    // its buffer (megabytes of records, a few bytes of marks).
+    let wrote = written(pid);
+    assert_eq!(writer.join().unwrap(), all.len());
+    let status = wait_exit(&mut bridge, &d);
+    assert!(status.success(), "{status}\n{}", bridge_log(&d));
+    let log = bridge_log(&d);
+    assert!(
+        log.contains("handed the stream over to the dispatcher"),
+        "{log}"
+    );
+    assert!(
+        d.log().contains("handed over its stream"),
+        "{}",
+        d.log_tail(30)
+    );
+    assert!(
+        wrote < data.len() as u64 / 10,
+        "the bridge wrote {wrote} bytes for {} bytes of records\n{log}",
+        data.len()
+    );
+    let out = read_sink(&d.out("sink"));
+    assert_eq!(out.records.len(), all.len(), "no record lost or doubled");
+    assert!(texts(&out) == all, "every record once, in auditd's order");
+    assert!(d.stop().unwrap().success());
+}
+
+#[test]
+fn handed_over_dispatcher_killed_three_times_every_record_once() {
+    let data = corpus();
+    let all = lines(&data);
+    // Four parts; the dispatcher is killed in the middle of each of the
+    // first three while the stream is handed over.
+    let quarter = all.len() / 4;
+    let parts: Vec<Vec<u8>> = (0..4)
+        .map(|k| {
+            let end = if k == 3 { all.len() } else { (k + 1) * quarter };
+            joined(&all[k * quarter..end])
+        })
+        .collect();
+    let mut d = Dispatcher::new(MAIN);
+    d.write_plugin("sink", &sink_plugin("sink", "", ""));
+    d.start(Stdio::null()).unwrap();
+    let (ours, stdin) = plugin_channel();
+    let mut bridge = start_bridge_with(&d, stdin, &["--hand-over"]);
+    for (k, part) in parts.iter().enumerate().take(3) {
+        wait_until(
+            Duration::from_secs(60),
+            "the stream to be handed over",
+            || {
+                bridge_log(&d)
+                    .matches("handed the stream over to the dispatcher")
+                    .count()
+                    > k
+            },
+        );
+        let writer = feed_records(ours.try_clone().unwrap(), part.clone());
+        // Mid-stream: the plugin has part of this part, more is coming.
+        wait_sink(
+            &d.out("sink"),
+            k * quarter + quarter / 3,
+            Duration::from_secs(60),
+        );
+        d.crash();
+        // The bridge takes the stream back and reads the rest itself.
+        assert_eq!(
+            writer.join().unwrap(),
+            part.split(|&b| b == b'\n').count() - 1
+        );
+        wait_until(Duration::from_secs(30), "the bridge to notice", || {
+            bridge_log(&d).matches("dispatcher unavailable").count() > k
+        });
+        d.start(Stdio::null()).unwrap();
+    }
+    let writer = feed_records(ours, parts[3].clone());
+    assert_eq!(writer.join().unwrap(), all.len() - 3 * quarter);
+    let status = wait_exit(&mut bridge, &d);
+    assert!(status.success(), "{status}\n{}", bridge_log(&d));
+    let out = wait_sink(&d.out("sink"), all.len(), Duration::from_secs(60));
+    assert_eq!(
+        out.records.len(),
+        all.len(),
+        "no record lost or doubled\n{}",
+        bridge_log(&d)
+    );
+    assert!(texts(&out) == all, "every record once, in auditd's order");
+    assert!(d.stop().unwrap().success());
+}
+
+#[test]
+fn handed_over_bridge_killed_nothing_doubled_and_the_next_one_goes_on() {
+    let data = corpus();
+    let all = lines(&data);
+    let half = all.len() / 2;
+    let (first, second) = (joined(&all[..half]), joined(&all[half..]));
+    let mut d = Dispatcher::new(MAIN);
+    d.write_plugin("sink", &sink_plugin("sink", "", ""));
+    d.start(Stdio::null()).unwrap();
+    let (ours, stdin) = plugin_channel();
+    let mut bridge = start_bridge_with(&d, stdin, &["--hand-over"]);
+    let writer = feed_records(ours, first);
+    wait_until(
+        Duration::from_secs(60),
+        "the stream to be handed over",
+        || bridge_log(&d).contains("handed the stream over to the dispatcher"),
+    );
+    // Killed mid-stream: what auditd had written and nobody journaled is
+    // lost with the socket (as it is without the hand-over); what the
+    // dispatcher journaled it has once.
+    wait_sink(&d.out("sink"), half / 3, Duration::from_secs(60));
+    let mut child = bridge.0.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    writer.join().unwrap();
+    // auditd starts the plugin again on a new channel.
+    let (ours, stdin) = plugin_channel();
+    let mut bridge = start_bridge_with(&d, stdin, &["--hand-over"]);
+    let writer = feed_records(ours, second);
+    assert_eq!(writer.join().unwrap(), all.len() - half);
+    let status = wait_exit(&mut bridge, &d);
+    assert!(status.success(), "{status}\n{}", bridge_log(&d));
+    assert!(bridge_log(&d).contains("a new epoch"), "{}", bridge_log(&d));
+    let got = read_sink(&d.out("sink"));
+    let got = texts(&got);
+    let tail = all.len() - half;
+    assert!(got.len() >= tail, "{} records", got.len());
+    let (before, after) = got.split_at(got.len() - tail);
+    assert!(
+        after == &all[half..],
+        "every record of the new channel once, in order"
+    );
+    assert!(
+        before == &all[..before.len()],
+        "of the killed bridge's records, none doubled or out of order ({} of {half} kept)",
+        before.len()
+    );
+    assert!(before.len() >= half / 3);
     assert!(d.stop().unwrap().success());
 }

@@ -472,6 +472,18 @@ fn arrival(path: &Path, needle: &[u8], limit: Duration) -> Instant {
 /// in order, and the bridge, stopping with auditd, leaves nothing unacknowledged.
 #[test]
 fn auditd_runs_the_bridge_into_audispd() {
+    bridge_layout(false);
+}
+
+/// Test 3 with `--hand-over`: the bridge hands auditd's socket to audispd, which reads it
+/// itself; the same lone-record limit and every record exactly once, and at auditd's stop the
+/// socket comes back to the bridge, which leaves nothing unacknowledged.
+#[test]
+fn auditd_runs_the_bridge_handing_over_its_socket_to_audispd() {
+    bridge_layout(true);
+}
+
+fn bridge_layout(hand_over: bool) {
     if let Err(why) = RealAuditd::available_when_idle() {
         support::skip(&why);
         return;
@@ -488,8 +500,9 @@ fn auditd_runs_the_bridge_into_audispd() {
         &wrapper,
         format!(
             "#!/bin/sh\nexport AUDISP_LOG=info\nexec {bridge} --socket {socket} \
-             --state-dir {state} 2>>{log}\n",
+             --state-dir {state}{hand_over} 2>>{log}\n",
             bridge = sh_quote(env!("CARGO_BIN_EXE_audisp-bridge")),
+            hand_over = if hand_over { " --hand-over" } else { "" },
             socket = sh_quote(&d.input_socket().display().to_string()),
             state = sh_quote(&format!("{dir}/bridge")),
             log = sh_quote(&format!("{dir}/bridge.log")),
@@ -513,6 +526,11 @@ fn auditd_runs_the_bridge_into_audispd() {
     let auditd_pid = auditd.pid().expect("auditd runs");
     let bridge_pid = child_named(auditd_pid, "audisp-bridge")
         .unwrap_or_else(|| panic!("no audisp-bridge child of auditd {auditd_pid}"));
+    if hand_over {
+        support::wait_until(READY_TIMEOUT, "the bridge to hand over its socket", || {
+            bridge_log().contains("handed the stream over to the dispatcher")
+        });
+    }
 
     // One record at a time, each alone on the path.
     let mut slowest = Duration::ZERO;
@@ -555,8 +573,15 @@ fn auditd_runs_the_bridge_into_audispd() {
         "audispd exit {status}\n{}",
         d.log_tail(40)
     );
+    if hand_over {
+        assert!(
+            d.log().contains("handed over its stream"),
+            "{}",
+            d.log_tail(40)
+        );
+    }
     let got = assert_every_record_once(&auditd, &d, &marker);
-    eprintln!("bridge: {got}; slowest lone record {slowest:?}");
+    eprintln!("bridge (hand-over {hand_over}): {got}; slowest lone record {slowest:?}");
 }
 
 /// Why test 2 cannot run here, if it cannot.

@@ -566,6 +566,7 @@ fn input_connection(ctx: InputContext, conn: OwnedFd, peer: Peer) {
         max_message: protocol::MAX_MESSAGE as u32,
         server: ctx.server.clone(),
         origin: hello.origin,
+        stream: hello.stream,
     };
     if send_msg(&conn, &protocol::encode_welcome(&welcome)).is_err() {
         ctx.ingest.disconnect(id);
@@ -573,7 +574,14 @@ fn input_connection(ctx: InputContext, conn: OwnedFd, peer: Peer) {
     }
     tracing::info!(input = %hello.name, "input {} connected ({who}); it resumes after its record {committed}", hello.name);
     let hb = ctx.liveness.register(&format!("input {}", hello.name));
-    let end = serve_input(&ctx, &conn, id, &hello.name, committed, &mut buf, &hb);
+    let end = serve_input(
+        &ctx,
+        &conn,
+        (id, &hello.name, hello.stream),
+        committed,
+        &mut buf,
+        &hb,
+    );
     ctx.ingest.disconnect(id);
     match end {
         Ok(()) => tracing::info!(input = %hello.name, "input {} disconnected", hello.name),
@@ -587,15 +595,17 @@ fn input_connection(ctx: InputContext, conn: OwnedFd, peer: Peer) {
 /// together and share one sync and one acknowledgement.
 const MESSAGES_PER_ACK: usize = 64;
 
+/// Serves one input after its handshake: `input` is its id, its name and
+/// whether it offered its stream (`STREAM`).
 fn serve_input(
     ctx: &InputContext,
     conn: &OwnedFd,
-    id: SourceId,
-    name: &str,
+    input: (SourceId, &str, bool),
     mut acked: u64,
     buf: &mut [u8],
     hb: &super::liveness::Heartbeat,
 ) -> Result<(), String> {
+    let (id, name, offered_stream) = input;
     let counters = ctx.ingest.counters(id);
     let mut coalescer = Coalescer::new();
     loop {
@@ -616,8 +626,22 @@ fn serve_input(
             continue;
         }
         let n = match receive(conn, buf, &counters)? {
-            Some(0) => return Ok(()),
-            Some(n) => n,
+            Some((0, _)) => return Ok(()),
+            Some((n, None)) => n,
+            Some((n, Some(stream))) => {
+                // Only a STREAM carries a descriptor.
+                let Ok(FromPlugin::Stream { next_seq }) = protocol::decode_from_plugin(&buf[..n])
+                else {
+                    return Err(
+                        "protocol error: a descriptor with a message other than STREAM".into(),
+                    );
+                };
+                if !offered_stream {
+                    return Err("protocol error: STREAM, but its HELLO did not offer one".into());
+                }
+                super::stream::serve_stream(ctx, conn, id, name, stream, next_seq, buf, hb)?;
+                continue;
+            }
             None => {
                 if ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
                     return Ok(());
@@ -635,8 +659,11 @@ fn serve_input(
         let mut more = 0;
         while stored.is_some() && more < MESSAGES_PER_ACK {
             let n = match receive(conn, buf, &counters)? {
-                Some(0) | None => break,
-                Some(n) => n,
+                Some((0, _)) | None => break,
+                Some((n, None)) => n,
+                Some((_, Some(_))) => {
+                    return Err("protocol error: a descriptor with a batch of records".into())
+                }
             };
             more += 1;
             if let Some(next) = handle_message(ctx, conn, id, name, &counters, &buf[..n])? {
@@ -660,14 +687,15 @@ fn serve_input(
     }
 }
 
-/// One message from an input connection without waiting: `Some(0)` when it
-/// closed, `None` when nothing is there.
+/// One message from an input connection without waiting, with the
+/// descriptor it carried if any: length 0 when it closed, `None` when
+/// nothing is there.
 fn receive(
     conn: &OwnedFd,
     buf: &mut [u8],
     counters: &stats::InputCounters,
-) -> Result<Option<usize>, String> {
-    match uds::recv_message(conn, buf) {
+) -> Result<Option<(usize, Option<OwnedFd>)>, String> {
+    match uds::recv_message_fd(conn, buf) {
         Ok(n) => Ok(n),
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {
             stats::add(&counters.malformed, 1);

@@ -23,6 +23,7 @@ pub mod plugin;
 pub mod routes;
 pub mod settings;
 pub mod stats;
+pub mod stream;
 pub mod subscription;
 
 use std::collections::BTreeMap;

@@ -288,6 +288,17 @@ impl Decoder {
         }
     }
 
+    /// How many bytes from the start of the stream this decoder has turned
+    /// into records (or skipped), when a fresh decoder could take over from
+    /// there and decode the rest exactly as this one would: so the input can
+    /// be handed to another reader at that byte (`format = string` only).
+    pub fn resume_offset(&self) -> Option<u64> {
+        match &self.inner {
+            Inner::String(d) => d.resume_offset(),
+            Inner::Binary(_) => None,
+        }
+    }
+
     /// Tells the decoder that the input has been quiet for a while (the
     /// caller's read would block and nothing arrived for, say, a second).
     /// Only an undecided binary `Auto` stream uses this, to stop holding back

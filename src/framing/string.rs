@@ -94,6 +94,13 @@ impl StringDecoder {
         }
     }
 
+    /// The stream offset of the first byte not yet part of a record, if a
+    /// fresh decoder started there decodes what follows as this one does
+    /// (not inside an oversize line being skipped).
+    pub(super) fn resume_offset(&self) -> Option<u64> {
+        self.skipping.is_none().then_some(self.line_start)
+    }
+
     /// Ends the stream.
     pub(super) fn finish(&mut self, out: &mut dyn FnMut(Item<'_>)) {
         if let Some(len) = self.skipping.take() {
@@ -178,6 +185,25 @@ mod tests {
                 rec(b"type=USER msg=audit(1721000009.000:6): last", None),
             ]
         );
+    }
+
+    #[test]
+    fn string_resume_offset_is_the_start_of_the_pending_line() {
+        let mut d = Decoder::new(InputFormat::String);
+        let mut n = 0;
+        assert_eq!(d.resume_offset(), Some(0));
+        d.feed(b"type=EOE msg=audit(1.2:3): \ntype=EO", &mut |_| n += 1);
+        assert_eq!((n, d.resume_offset()), (1, Some(28)));
+        d.feed(b"E msg=audit(1.2:4): \n", &mut |_| n += 1);
+        assert_eq!((n, d.resume_offset()), (2, Some(56)));
+        // Inside an oversize line there is no place to resume from.
+        d.feed(&vec![b'x'; MAX_RECORD_LEN + 1], &mut |_| {});
+        assert_eq!(d.resume_offset(), None);
+        d.feed(b"\n", &mut |_| {});
+        assert_eq!(d.resume_offset(), Some(56 + MAX_RECORD_LEN as u64 + 2));
+        // Binary streams are never handed over.
+        let b = Decoder::new(InputFormat::Binary(BinaryFraming::Exact));
+        assert_eq!(b.resume_offset(), None);
     }
 
     #[test]

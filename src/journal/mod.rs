@@ -431,6 +431,31 @@ impl Journal {
         Ok(())
     }
 
+    /// Moves the end forward to `seq` (when it is before it), leaving the
+    /// numbers in between unused: an input whose records up to `seq - 1`
+    /// were stored by someone else (its stream handed over) numbers on from
+    /// there. Only for a journal whose entries are all delivered: the
+    /// segments before `seq` are deleted.
+    pub fn skip_to(&self, seq: u64) -> io::Result<()> {
+        {
+            let mut writer = lock(&self.shared.writer);
+            if seq <= writer.next_seq {
+                return Ok(());
+            }
+            writer.next_seq = seq;
+            self.rotate(&mut writer)?;
+            self.shared.end.store(seq, Ordering::Release);
+        }
+        self.retain_from(seq)?;
+        self.sync_upto(seq)
+    }
+
+    /// Deletes every segment in `dir`, so that the next [`Journal::open`]
+    /// starts a new journal (a new id: an input's new epoch).
+    pub fn remove_all(dir: &Path) -> io::Result<()> {
+        segment::remove_all(dir)
+    }
+
     /// Makes every entry before `seq` durable. Callers that arrive while a
     /// sync is running share the next one (group commit).
     pub fn sync_upto(&self, seq: u64) -> io::Result<()> {

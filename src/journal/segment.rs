@@ -57,6 +57,17 @@ fn header(id: JournalId, first_seq: u64) -> [u8; HEADER_LEN] {
     h
 }
 
+/// Deletes every segment file in `dir` (nothing else).
+pub(super) fn remove_all(dir: &Path) -> io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_name().to_str().is_some_and(|n| n.ends_with(SUFFIX)) {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// Creates the segment that starts at `first_seq`, header written and synced.
 /// A segment that cannot be completed (a full disk) is removed again, so
 /// that the next attempt can create it.

@@ -269,3 +269,32 @@ fn sync_is_shared() {
     j.sync_upto(11).unwrap();
     assert!(j.synced() >= 11);
 }
+
+#[test]
+fn skip_to_numbers_on_from_there_also_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), limits(1 << 20, 8 << 20, 1 << 20)).unwrap();
+    append_n(&j, 1, 10, 4);
+    j.skip_to(5).unwrap();
+    assert_eq!(j.end(), 11, "never backwards");
+    j.skip_to(100).unwrap();
+    assert_eq!((j.start(), j.end()), (100, 100));
+    let id = j.id();
+    drop(j);
+    let j = Journal::open(dir.path(), limits(1 << 20, 8 << 20, 1 << 20)).unwrap();
+    assert_eq!((j.id(), j.start(), j.end()), (id, 100, 100));
+    append_n(&j, 100, 3, 3);
+    let mut seqs = Vec::new();
+    j.reader(100)
+        .read(1 << 20, &mut |e| {
+            seqs.push(e.seq);
+            Step::Next
+        })
+        .unwrap();
+    assert_eq!(seqs, vec![100, 101, 102]);
+    drop(j);
+    Journal::remove_all(dir.path()).unwrap();
+    let j = Journal::open(dir.path(), limits(1 << 20, 8 << 20, 1 << 20)).unwrap();
+    assert_ne!(j.id(), id, "a new journal");
+    assert_eq!(j.end(), 1);
+}

@@ -4,7 +4,7 @@
 
 use super::messages::{
     err, CommandStatus, FromDispatcher, FromPlugin, Hello, InputRecord, Mode, Notice,
-    ProtocolError, Record, RecordOrigin, Role, Welcome,
+    ProtocolError, Record, RecordOrigin, Role, StreamAck, Welcome,
 };
 use super::{
     kind, record_flags, tag, valid_action_name, valid_name, INPUT_ORIGIN_RECORD_HEADER,
@@ -173,6 +173,7 @@ fn decode_hello(r: &mut In<'_>) -> Result<Hello, ProtocolError> {
             tag::RELAYED => h.relayed = flag_of(v, "HELLO relayed")?,
             tag::LOCAL_ONLY => h.local_only = flag_of(v, "HELLO local only")?,
             tag::ORIGIN => h.origin = flag_of(v, "HELLO origin")?,
+            tag::STREAM => h.stream = flag_of(v, "HELLO stream")?,
             _ => {}
         }
     }
@@ -195,6 +196,7 @@ fn decode_welcome(r: &mut In<'_>) -> Result<Welcome, ProtocolError> {
         max_message: MAX_MESSAGE as u32,
         server: String::new(),
         origin: false,
+        stream: false,
     };
     for (t, v) in r.fields()? {
         match t {
@@ -219,6 +221,7 @@ fn decode_welcome(r: &mut In<'_>) -> Result<Welcome, ProtocolError> {
             }
             tag::W_SERVER => w.server = String::from_utf8_lossy(v).into_owned(),
             tag::W_ORIGIN => w.origin = flag_of(v, "WELCOME origin")?,
+            tag::W_STREAM => w.stream = flag_of(v, "WELCOME stream")?,
             _ => {}
         }
     }
@@ -533,6 +536,10 @@ pub fn decode_from_plugin(msg: &[u8]) -> Result<FromPlugin<'_>, ProtocolError> {
                 suppressed: r.u64()?,
             })
         }
+        kind::STREAM => {
+            r.what = "STREAM";
+            FromPlugin::Stream { next_seq: r.u64()? }
+        }
         other => return err(format!("unknown message kind 0x{other:02x}")),
     };
     r.end()?;
@@ -606,6 +613,14 @@ pub fn decode_from_dispatcher(msg: &[u8]) -> Result<FromDispatcher<'_>, Protocol
             r.what = "INPUT_ACK";
             FromDispatcher::InputAck(r.u64()?)
         }
+        kind::STREAM_ACK => {
+            r.what = "STREAM_ACK";
+            FromDispatcher::StreamAck(StreamAck {
+                offset: r.u64()?,
+                seq: r.u64()?,
+                released: flag_of(r.take(1)?, "STREAM_ACK released")?,
+            })
+        }
         other => return err(format!("unknown message kind 0x{other:02x}")),
     };
     r.end()?;
@@ -615,7 +630,8 @@ pub fn decode_from_dispatcher(msg: &[u8]) -> Result<FromDispatcher<'_>, Protocol
 #[cfg(test)]
 mod tests {
     use super::super::encode::{
-        encode_command, encode_command_result, encode_hello, encode_welcome, put_field,
+        encode_command, encode_command_result, encode_hello, encode_stream, encode_stream_ack,
+        encode_welcome, put_field,
     };
     use super::*;
 
@@ -715,11 +731,38 @@ mod tests {
             max_message: 1000,
             server: "audispd 0.1".into(),
             origin: true,
+            stream: true,
         };
         assert_eq!(
             decode_from_dispatcher(&encode_welcome(&w)).unwrap(),
             FromDispatcher::Welcome(w)
         );
+    }
+
+    #[test]
+    fn stream_hand_over_round_trips() {
+        let mut h = Hello::input("auditd", [1; 16]);
+        h.stream = true;
+        assert_eq!(
+            decode_from_plugin(&encode_hello(&h)).unwrap(),
+            FromPlugin::Hello(h)
+        );
+        assert_eq!(
+            decode_from_plugin(&encode_stream(77)).unwrap(),
+            FromPlugin::Stream { next_seq: 77 }
+        );
+        let a = StreamAck {
+            offset: 4096,
+            seq: 76,
+            released: true,
+        };
+        assert_eq!(
+            decode_from_dispatcher(&encode_stream_ack(&a)).unwrap(),
+            FromDispatcher::StreamAck(a)
+        );
+        let mut bad = encode_stream_ack(&a);
+        bad[17] = 2;
+        assert!(decode_from_dispatcher(&bad).is_err());
     }
 
     #[test]

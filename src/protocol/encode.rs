@@ -2,7 +2,8 @@
 //! [`RecordsBuilder`] for the batches of records both sides send.
 
 use super::messages::{
-    err, CommandStatus, Hello, InputRecord, Mode, Notice, ProtocolError, Record, Role, Welcome,
+    err, CommandStatus, Hello, InputRecord, Mode, Notice, ProtocolError, Record, Role, StreamAck,
+    Welcome,
 };
 use super::{
     kind, record_flags, tag, valid_action_name, valid_name, INPUT_ORIGIN_RECORD_HEADER,
@@ -77,6 +78,9 @@ pub fn encode_hello(h: &Hello) -> Vec<u8> {
     if h.origin {
         put_field(&mut out, tag::ORIGIN, &[1]);
     }
+    if h.stream {
+        put_field(&mut out, tag::STREAM, &[1]);
+    }
     out
 }
 
@@ -95,6 +99,9 @@ pub fn encode_welcome(w: &Welcome) -> Vec<u8> {
     put_field(&mut out, tag::W_SERVER, w.server.as_bytes());
     if w.origin {
         put_field(&mut out, tag::W_ORIGIN, &[1]);
+    }
+    if w.stream {
+        put_field(&mut out, tag::W_STREAM, &[1]);
     }
     out
 }
@@ -131,6 +138,25 @@ pub fn encode_input_ack(source_seq: u64) -> [u8; 9] {
     let mut out = [0; 9];
     out[0] = kind::INPUT_ACK;
     out[1..].copy_from_slice(&source_seq.to_le_bytes());
+    out
+}
+
+/// Encodes a `STREAM` (send it with the descriptor, see
+/// [`crate::uds::send_with_fd`]).
+pub fn encode_stream(next_seq: u64) -> [u8; 9] {
+    let mut out = [0; 9];
+    out[0] = kind::STREAM;
+    out[1..].copy_from_slice(&next_seq.to_le_bytes());
+    out
+}
+
+/// Encodes a `STREAM_ACK`.
+pub fn encode_stream_ack(a: &StreamAck) -> [u8; 18] {
+    let mut out = [0; 18];
+    out[0] = kind::STREAM_ACK;
+    out[1..9].copy_from_slice(&a.offset.to_le_bytes());
+    out[9..17].copy_from_slice(&a.seq.to_le_bytes());
+    out[17] = u8::from(a.released);
     out
 }
 

@@ -59,6 +59,9 @@ pub struct Hello {
     /// Output: send each record's origin (`RECORDS_ORIGIN`). Input: it
     /// would send records' first origins (`RECORDS_IN_ORIGIN`).
     pub origin: bool,
+    /// Input: it reads a stream socket (auditd's) that it can hand over
+    /// (`STREAM`) for the dispatcher to read in its place.
+    pub stream: bool,
 }
 
 impl Hello {
@@ -78,6 +81,7 @@ impl Hello {
             relayed: false,
             local_only: false,
             origin: false,
+            stream: false,
         }
     }
 
@@ -111,6 +115,9 @@ pub struct Welcome {
     /// `RECORDS_ORIGIN` (output), or may be sent as `RECORDS_IN_ORIGIN`
     /// (input).
     pub origin: bool,
+    /// The dispatcher takes the input's stream (`STREAM`), as the input's
+    /// `HELLO` offered.
+    pub stream: bool,
 }
 
 /// One record in a `RECORDS` message.
@@ -189,6 +196,13 @@ pub enum FromPlugin<'a> {
     RecordsIn(InputRecords<'a>),
     /// An event matched a rule of the plugin (`audisp-alert`).
     Notify(Notice),
+    /// The input hands over its stream (the descriptor came with the
+    /// message): `format = string` records from its current position, the
+    /// first to be numbered `next_seq`.
+    Stream {
+        /// The sequence number of the stream's next record.
+        next_seq: u64,
+    },
 }
 
 /// A plugin's word that an event matched one of its rules, for the
@@ -251,6 +265,21 @@ pub enum FromDispatcher<'a> {
     },
     /// Input records stored up to this source sequence number.
     InputAck(u64),
+    /// Records of a handed-over stream journaled.
+    StreamAck(StreamAck),
+}
+
+/// How far the dispatcher has journaled a handed-over stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamAck {
+    /// Bytes of the stream, from where it was handed over, whose records
+    /// are all journaled: the input may remove them from the socket.
+    pub offset: u64,
+    /// The sequence number of the last of those records.
+    pub seq: u64,
+    /// The dispatcher no longer reads the stream (it ended, or the
+    /// dispatcher stops): the input reads it again from `offset`.
+    pub released: bool,
 }
 
 /// Why a message could not be decoded.

@@ -23,12 +23,12 @@ pub use crate::journal_id::Origin;
 pub use decode::{decode_from_dispatcher, decode_from_plugin, InputRecords, Records};
 pub use encode::{
     encode_ack, encode_command, encode_command_result, encode_hello, encode_input_ack,
-    encode_notify, encode_reject, encode_stats, encode_stats_request, encode_welcome,
-    RecordsBuilder,
+    encode_notify, encode_reject, encode_stats, encode_stats_request, encode_stream,
+    encode_stream_ack, encode_welcome, RecordsBuilder,
 };
 pub use messages::{
     CommandStatus, FromDispatcher, FromPlugin, Hello, InputRecord, Mode, Notice, ProtocolError,
-    Record, RecordOrigin, Role, Welcome,
+    Record, RecordOrigin, Role, StreamAck, Welcome,
 };
 
 /// The protocol version this crate speaks.
@@ -80,6 +80,10 @@ pub mod kind {
     /// input → dispatcher: records with their first origin (only once the
     /// `WELCOME` said `origin`).
     pub const RECORDS_IN_ORIGIN: u8 = 0x07;
+    /// input → dispatcher: hands over the stream the input reads (its
+    /// descriptor rides along as `SCM_RIGHTS`; only once the `WELCOME`
+    /// said `stream`).
+    pub const STREAM: u8 = 0x08;
     /// dispatcher → plugin: handshake accepted.
     pub const WELCOME: u8 = 0x81;
     /// dispatcher → plugin: handshake refused (the connection closes).
@@ -95,6 +99,9 @@ pub mod kind {
     pub const COMMAND_RESULT: u8 = 0x86;
     /// dispatcher → input: records stored, up to a source sequence number.
     pub const INPUT_ACK: u8 = 0x87;
+    /// dispatcher → input: records of a handed-over stream journaled up to
+    /// a stream offset and sequence number.
+    pub const STREAM_ACK: u8 = 0x88;
 }
 
 /// Bits of a delivered record's flags.
@@ -128,6 +135,7 @@ mod tag {
     pub const RELAYED: u16 = 9;
     pub const LOCAL_ONLY: u16 = 10;
     pub const ORIGIN: u16 = 11;
+    pub const STREAM: u16 = 12;
 
     pub const W_JOURNAL_ID: u16 = 1;
     pub const W_START_AFTER: u16 = 2;
@@ -135,6 +143,7 @@ mod tag {
     pub const W_MAX_MESSAGE: u16 = 4;
     pub const W_SERVER: u16 = 5;
     pub const W_ORIGIN: u16 = 6;
+    pub const W_STREAM: u16 = 7;
 }
 
 /// Whether `s` is acceptable as a plugin or input name.

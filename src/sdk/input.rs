@@ -7,7 +7,7 @@
 //! resent; so an input that keeps every record until acknowledged and
 //! resends after reconnecting delivers each record exactly once.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,7 +15,9 @@ use nix::sys::socket;
 
 use super::plugin::{handshake, recv_wait, send_blocking};
 use super::Error;
-use crate::protocol::{self, FromDispatcher, Hello, InputRecord, Origin, RecordsBuilder};
+use crate::protocol::{
+    self, FromDispatcher, Hello, InputRecord, Origin, RecordsBuilder, StreamAck,
+};
 use crate::uds;
 
 /// A connection to the dispatcher's input socket.
@@ -25,6 +27,8 @@ pub struct InputClient {
     acked: u64,
     journal: [u8; 16],
     buf: Vec<u8>,
+    /// The dispatcher takes the input's stream ([`InputClient::hand_over`]).
+    takes_stream: bool,
 }
 
 impl InputClient {
@@ -51,6 +55,19 @@ impl InputClient {
         InputClient::open(path, &hello)
     }
 
+    /// [`InputClient::connect`] for an input that reads a stream socket
+    /// (auditd's) and offers to hand it over: a dispatcher that takes it
+    /// says so ([`InputClient::takes_stream`]).
+    pub fn connect_stream(
+        path: &Path,
+        name: &str,
+        epoch: [u8; 16],
+    ) -> Result<(InputClient, u64), Error> {
+        let mut hello = Hello::input(name, epoch);
+        hello.stream = true;
+        InputClient::open(path, &hello)
+    }
+
     fn open(path: &Path, hello: &Hello) -> Result<(InputClient, u64), Error> {
         let fd = uds::connect(path, socket::SockType::SeqPacket)
             .map_err(|e| Error::Connection(e.to_string()))?;
@@ -70,6 +87,7 @@ impl InputClient {
                 acked: welcome.start_after,
                 journal: welcome.journal_id.unwrap_or([0; 16]),
                 buf,
+                takes_stream: welcome.stream,
             },
             welcome.start_after,
         ))
@@ -78,6 +96,46 @@ impl InputClient {
     /// The dispatcher's journal id.
     pub fn journal_id(&self) -> [u8; 16] {
         self.journal
+    }
+
+    /// Whether the dispatcher takes the input's stream.
+    pub fn takes_stream(&self) -> bool {
+        self.takes_stream
+    }
+
+    /// Hands the dispatcher `stream` (a `format = string` stream socket),
+    /// positioned at a record's start, whose next record is number
+    /// `next_seq`: every record before it must be acknowledged. The
+    /// dispatcher then reads it, peeking only, and says with
+    /// [`InputClient::wait_stream_ack`] which bytes the input may remove.
+    pub fn hand_over(&mut self, stream: BorrowedFd<'_>, next_seq: u64) -> Result<(), Error> {
+        uds::send_with_fd(
+            &self.conn,
+            &protocol::encode_stream(next_seq),
+            stream,
+            Duration::from_secs(10),
+        )
+        .map_err(|e| Error::Connection(format!("handing over the stream: {e}")))
+    }
+
+    /// Waits up to `limit` for the dispatcher's word on a handed-over
+    /// stream (None: nothing yet).
+    pub fn wait_stream_ack(&mut self, limit: Duration) -> Result<Option<StreamAck>, Error> {
+        match recv_wait(&self.conn, &mut self.buf, limit)? {
+            None => Ok(None),
+            Some(0) => Err(Error::Connection(
+                "the dispatcher closed the connection".into(),
+            )),
+            Some(n) => match protocol::decode_from_dispatcher(&self.buf[..n]) {
+                Ok(FromDispatcher::StreamAck(a)) => {
+                    self.acked = self.acked.max(a.seq);
+                    Ok(Some(a))
+                }
+                Ok(FromDispatcher::Reject(why)) => Err(Error::Rejected(why)),
+                Ok(_) => Ok(None),
+                Err(e) => Err(Error::Connection(format!("protocol error: {e}"))),
+            },
+        }
     }
 
     /// Highest sequence number acknowledged so far.

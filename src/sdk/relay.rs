@@ -21,13 +21,22 @@
 //! * [`Relay::finish`] goes on sending for a while once the source ended and
 //!   says what is left for the next start.
 //!
+//! * an input that reads a stream socket (auditd's, `audisp-bridge`) may
+//!   offer it ([`Relay::offer_stream`]): once everything in the buffer is
+//!   acknowledged, the dispatcher gets the descriptor and reads the stream
+//!   itself (peeking only), so each record is read once; the relay removes
+//!   from the socket exactly the bytes the dispatcher says it journaled, and
+//!   takes the stream back when the connection ends (see
+//!   `src/engine/stream.rs`).
+//!
 //! One program per buffer directory: its state lock ([`crate::statelock`])
 //! refuses a second one, naming the holder's pid.
 //! [`RelayOptions`] are the command-line options all these programs share.
 
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -57,6 +66,8 @@ pub struct RelayConfig {
     pub name: String,
     /// How long [`Relay::finish`] goes on sending after the source ended.
     pub flush_limit: Duration,
+    /// Offer the dispatcher the input's stream ([`Relay::offer_stream`]).
+    pub stream: bool,
 }
 
 /// What the sending thread needs.
@@ -67,6 +78,53 @@ struct Config {
     /// Highest sequence number the dispatcher acknowledged, for the final
     /// report.
     acked: Arc<AtomicU64>,
+    /// Offer the stream to dispatchers that take it.
+    stream: bool,
+    slot: Arc<StreamSlot>,
+}
+
+/// Marks a buffer whose stream is (or was, when the program died) handed
+/// over: the dispatcher may then have stored records with numbers the
+/// buffer never gave, so the next start begins a new epoch.
+const HANDED_OVER: &str = "stream-handed-over";
+
+/// Where the input's stream is.
+enum StreamState {
+    /// The program reads it.
+    Own,
+    /// Offered: the relay hands it over once the buffer is acknowledged.
+    Offered(OwnedFd),
+    /// The dispatcher reads it.
+    HandedOver,
+    /// Taken back: the program reads it again.
+    Back,
+}
+
+/// The stream's state, shared by the reading thread and the relay.
+struct StreamSlot {
+    state: Mutex<StreamState>,
+    changed: Condvar,
+    /// The current connection's dispatcher takes streams.
+    possible: AtomicBool,
+    /// Wakes the relay when the stream is offered.
+    wake: Mutex<Option<Arc<crate::journal::Wakeup>>>,
+}
+
+impl StreamSlot {
+    fn set(&self, s: StreamState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        self.changed.notify_all();
+    }
+}
+
+/// What came of [`Relay::offer_stream`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Not taken (no dispatcher that takes it, or the buffer not
+    /// acknowledged in time): go on reading.
+    Declined,
+    /// The dispatcher reads the stream; wait with [`Relay::stream_back`].
+    HandedOver,
 }
 
 /// The command-line options every input program shares (`--socket`,
@@ -87,6 +145,8 @@ pub struct RelayOptions {
     pub memory: u64,
     /// The environment variable naming the default `--state-dir`.
     state_env: String,
+    /// Offer the input's stream to the dispatcher ([`Relay::offer_stream`]).
+    pub stream: bool,
 }
 
 impl RelayOptions {
@@ -102,6 +162,7 @@ impl RelayOptions {
             max_size,
             memory: 8 << 20,
             state_env: state_env.into(),
+            stream: false,
         }
     }
 
@@ -162,6 +223,7 @@ impl RelayOptions {
                 socket: self.socket,
                 name: self.name,
                 flush_limit,
+                stream: self.stream,
             },
         )
     }
@@ -195,6 +257,7 @@ pub struct Relay {
     acked: Arc<AtomicU64>,
     sender: JoinHandle<()>,
     flush_limit: Duration,
+    slot: Arc<StreamSlot>,
     _lock: StateLock,
 }
 
@@ -204,6 +267,18 @@ impl Relay {
     pub fn start(dir: &Path, limits: Limits, cfg: RelayConfig) -> Result<Relay, String> {
         // One program per buffer, until the relay is dropped.
         let lock = StateLock::dir(dir)?;
+        let marker = dir.join(HANDED_OVER);
+        if marker.exists() {
+            // Everything in the buffer was acknowledged when the stream was
+            // handed over; the dispatcher may have stored records beyond
+            // its end under numbers this buffer would give again.
+            tracing::warn!(
+                "the stream was handed over to the dispatcher when this program stopped; starting a new buffer (a new epoch)"
+            );
+            Journal::remove_all(dir)
+                .and_then(|()| std::fs::remove_file(&marker))
+                .map_err(|e| format!("cannot reset the buffer in {}: {e}", dir.display()))?;
+        }
         let journal = Journal::open(dir, limits)
             .map_err(|e| format!("cannot open the buffer in {}: {e}", dir.display()))?;
         tracing::info!(
@@ -215,12 +290,20 @@ impl Relay {
         );
         let done = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicU64::new(journal.start().saturating_sub(1)));
+        let slot = Arc::new(StreamSlot {
+            state: Mutex::new(StreamState::Own),
+            changed: Condvar::new(),
+            possible: AtomicBool::new(false),
+            wake: Mutex::new(None),
+        });
         let sender = {
             let cfg = Config {
                 socket: cfg.socket,
                 name: cfg.name,
                 flush_limit: cfg.flush_limit,
                 acked: acked.clone(),
+                stream: cfg.stream,
+                slot: slot.clone(),
             };
             let journal = journal.clone();
             let done = done.clone();
@@ -235,6 +318,7 @@ impl Relay {
             acked,
             sender,
             flush_limit: cfg.flush_limit,
+            slot,
             _lock: lock,
         })
     }
@@ -288,6 +372,71 @@ impl Relay {
                 false
             }
         }
+    }
+
+    /// Whether the dispatcher now connected takes the stream (and the
+    /// program offers it).
+    pub fn stream_possible(&self) -> bool {
+        self.slot.possible.load(Ordering::SeqCst)
+    }
+
+    /// Offers the dispatcher `stream`, a `format = string` stream socket
+    /// read up to a record's start, everything read from it stored: the
+    /// relay hands it over once the dispatcher has acknowledged the whole
+    /// buffer, waiting up to `limit` for that. The caller stops reading it
+    /// meanwhile, and after [`Offer::HandedOver`] until
+    /// [`Relay::stream_back`] says it has it back.
+    pub fn offer_stream(&self, stream: &impl AsFd, limit: Duration) -> Offer {
+        let Ok(dup) = stream.as_fd().try_clone_to_owned() else {
+            return Offer::Declined;
+        };
+        let mut state = self.slot.state.lock().unwrap_or_else(|p| p.into_inner());
+        *state = StreamState::Offered(dup);
+        if let Some(w) = &*self.slot.wake.lock().unwrap_or_else(|p| p.into_inner()) {
+            w.wake();
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            match &*state {
+                StreamState::HandedOver => return Offer::HandedOver,
+                StreamState::Back => {
+                    *state = StreamState::Own;
+                    return Offer::Declined;
+                }
+                StreamState::Own => return Offer::Declined,
+                StreamState::Offered(_) => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                // Withdrawn: the relay has not taken it (it would have
+                // said HandedOver under this lock).
+                *state = StreamState::Own;
+                return Offer::Declined;
+            }
+            state = self
+                .slot
+                .changed
+                .wait_timeout(state, deadline - now)
+                .map(|(s, _)| s)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    /// Waits up to `limit` for a handed-over stream to come back: true when
+    /// the program reads it again (from a record's start, with a fresh
+    /// decoder).
+    pub fn stream_back(&self, limit: Duration) -> bool {
+        let state = self.slot.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut state, _) = self
+            .slot
+            .changed
+            .wait_timeout_while(state, limit, |s| matches!(s, StreamState::HandedOver))
+            .unwrap_or_else(|p| p.into_inner());
+        if matches!(*state, StreamState::HandedOver) {
+            return false;
+        }
+        *state = StreamState::Own;
+        true
     }
 
     /// Records stored and not yet acknowledged by the dispatcher.
@@ -358,7 +507,9 @@ fn run(cfg: Config, journal: Journal, done: Arc<AtomicBool>) {
     let mut backoff = Duration::from_millis(100);
     let mut outage_reported = false;
     loop {
-        match session(&cfg, &journal, &done, &mut st, &mut outage_reported) {
+        let result = session(&cfg, &journal, &done, &mut st, &mut outage_reported);
+        cfg.slot.possible.store(false, Ordering::SeqCst);
+        match result {
             Ok(()) => return,
             Err(e) => {
                 if !outage_reported {
@@ -419,8 +570,12 @@ fn session(
     st: &mut State,
     outage_reported: &mut bool,
 ) -> Result<(), String> {
-    let (mut client, after) =
-        InputClient::connect(&cfg.socket, &cfg.name, journal.id().0).map_err(|e| e.to_string())?;
+    let (mut client, after) = if cfg.stream {
+        InputClient::connect_stream(&cfg.socket, &cfg.name, journal.id().0)
+    } else {
+        InputClient::connect(&cfg.socket, &cfg.name, journal.id().0)
+    }
+    .map_err(|e| e.to_string())?;
     tracing::info!(
         "connected to the dispatcher at {}; it has our records up to {after}, we have up to {}",
         cfg.socket.display(),
@@ -440,6 +595,10 @@ fn session(
     }
     let mut reader = journal.reader(next);
     let wake = journal.wakeup().map_err(|e| format!("eventfd: {e}"))?;
+    *cfg.slot.wake.lock().unwrap_or_else(|p| p.into_inner()) = Some(wake.clone());
+    cfg.slot
+        .possible
+        .store(client.takes_stream(), Ordering::SeqCst);
     // Records read for one send: (seq, type, offset, length) into `texts`,
     // one buffer reused for every send rather than a copy per record.
     let mut batch: Vec<(u64, u32, usize, usize)> = Vec::new();
@@ -450,6 +609,14 @@ fn session(
             return Ok(());
         }
         let inflight = reader.next_seq().saturating_sub(st.acked + 1);
+        if inflight == 0 && reader.caught_up() && client.takes_stream() {
+            if let Some(stream) = take_offer(&cfg.slot) {
+                let r = stream_session(cfg, journal, done, st, &mut client, stream);
+                reader.seek(journal.end());
+                r?;
+                continue;
+            }
+        }
         if inflight < WINDOW && !reader.caught_up() {
             batch.clear();
             texts.clear();
@@ -516,6 +683,148 @@ fn ack(
         if let Err(e) = journal.retain_from(acked + 1) {
             tracing::warn!("cannot delete sent parts of the buffer: {e}");
         }
+    }
+    Ok(())
+}
+
+/// The stream, if it is offered; it is then marked handed over (the
+/// reading thread waits for it to come back).
+fn take_offer(slot: &StreamSlot) -> Option<OwnedFd> {
+    let mut state = slot.state.lock().unwrap_or_else(|p| p.into_inner());
+    if !matches!(*state, StreamState::Offered(_)) {
+        return None;
+    }
+    let StreamState::Offered(fd) = std::mem::replace(&mut *state, StreamState::HandedOver) else {
+        return None;
+    };
+    slot.changed.notify_all();
+    Some(fd)
+}
+
+/// Hands the (offered, fully acknowledged) stream over and removes from it
+/// what the dispatcher says it journaled, until the dispatcher releases it
+/// (Ok: the connection goes on) or the connection ends (Err); either way
+/// the reading thread then has it back, at the first byte not acknowledged,
+/// the buffer's next number following the last record acknowledged. If the
+/// input ended and the flush time is up, it returns Ok with the stream
+/// still handed over, the mark left for the next start (a new epoch).
+fn stream_session(
+    cfg: &Config,
+    journal: &Journal,
+    done: &AtomicBool,
+    st: &mut State,
+    client: &mut InputClient,
+    stream: OwnedFd,
+) -> Result<(), String> {
+    let marker = journal.dir().join(HANDED_OVER);
+    let next = journal.end().max(st.acked + 1);
+    let marked = crate::statefile::write_atomically(&marker, b"")
+        .map_err(|e| format!("cannot mark the buffer: {e}"))
+        .and_then(|()| {
+            journal
+                .skip_to(next)
+                .map_err(|e| format!("cannot renumber the buffer: {e}"))
+        });
+    if let Err(e) = marked {
+        tracing::error!(
+            message_id = crate::log_ids::JOURNAL_ERROR,
+            "{e}; reading the stream ourselves"
+        );
+        let _ = std::fs::remove_file(&marker);
+        cfg.slot.set(StreamState::Back);
+        return Ok(());
+    }
+    if let Err(e) = client.hand_over(stream.as_fd(), next) {
+        take_back(cfg, journal, st, &marker);
+        return Err(e.to_string());
+    }
+    tracing::info!("handed the stream over to the dispatcher from record {next}");
+    // Bytes of the stream removed since the hand-over.
+    let mut removed = 0u64;
+    let mut scratch = vec![0u8; 64 << 10];
+    loop {
+        if flush_over(cfg, done, st) {
+            tracing::warn!("stopping with the stream still handed over to the dispatcher");
+            return Ok(());
+        }
+        let ack = match client.wait_stream_ack(Duration::from_millis(100)) {
+            Ok(None) => continue,
+            Ok(Some(a)) => a,
+            Err(e) => {
+                take_back(cfg, journal, st, &marker);
+                return Err(e.to_string());
+            }
+        };
+        if let Err(e) = remove(&stream, ack.offset.saturating_sub(removed), &mut scratch) {
+            // Nobody else reads the socket: this cannot happen short of
+            // the kernel losing bytes. Stop handing over.
+            tracing::error!(
+                message_id = crate::log_ids::RECORD_LOSS,
+                "removing journaled bytes from the stream: {e}"
+            );
+        }
+        removed = removed.max(ack.offset);
+        if ack.seq > st.acked {
+            st.acked = ack.seq;
+            cfg.acked.store(ack.seq, Ordering::SeqCst);
+        }
+        if ack.released {
+            take_back(cfg, journal, st, &marker);
+            tracing::info!(
+                "the dispatcher handed the stream back after record {}",
+                st.acked
+            );
+            return Ok(());
+        }
+    }
+}
+
+/// The dispatcher no longer reads the stream: the buffer numbers on after
+/// the last record it acknowledged, and the reading thread has it back.
+fn take_back(cfg: &Config, journal: &Journal, st: &State, marker: &Path) {
+    match journal.skip_to(st.acked + 1) {
+        Ok(()) => {
+            if let Err(e) = std::fs::remove_file(marker) {
+                tracing::warn!("cannot remove {}: {e}", marker.display());
+            }
+        }
+        // The mark stays: the next start begins a new epoch.
+        Err(e) => tracing::error!(
+            message_id = crate::log_ids::JOURNAL_ERROR,
+            "cannot renumber the buffer: {e}"
+        ),
+    }
+    cfg.slot.set(StreamState::Back);
+}
+
+/// Removes exactly `n` bytes (journaled by the dispatcher) from the front
+/// of the stream.
+fn remove(stream: &OwnedFd, mut n: u64, scratch: &mut [u8]) -> std::io::Result<()> {
+    while n > 0 {
+        let want = scratch.len().min(n as usize);
+        // SAFETY: recv writes at most `want` <= scratch.len() bytes.
+        let got = unsafe {
+            libc::recv(
+                stream.as_raw_fd(),
+                scratch.as_mut_ptr().cast(),
+                want,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if got < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if got == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the stream ended {n} bytes short"),
+            ));
+        }
+        n -= got as u64;
     }
     Ok(())
 }

@@ -14,13 +14,20 @@
 //! dispatcher stores each record once. While records come quickly it reads
 //! them in batches ([`audisp::framing::coalesce`]), so one buffer write and
 //! one send carry many records.
+//!
+//! With `--hand-over` (string format, auditd's socket on standard input) the
+//! bridge hands the stream itself to a dispatcher that takes it, once the
+//! dispatcher has acknowledged everything the bridge buffered: the
+//! dispatcher reads auditd's records once, and the bridge only removes from
+//! the socket what the dispatcher journaled, and reads it again when the
+//! dispatcher goes ([`Relay::offer_stream`]).
 
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use audisp::framing::{coalesce, BinaryFraming, Coalescer, Decoder, InputFormat, Item};
-use audisp::sdk::{flag_value, stop_signals, Relay, RelayOptions};
+use audisp::sdk::{flag_value, stop_signals, Offer, Relay, RelayOptions};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::SignalFd;
@@ -36,6 +43,9 @@ relays them to the audisp dispatcher's input socket, keeping every record
 Options:
   --format FORMAT     what auditd writes: string (default) or binary
   --framing F         binary frames: auto (default), padded (auditd <= 4.1.0), exact
+  --hand-over         hand auditd's socket to a dispatcher that takes it (string
+                      format): it reads the records itself, each once; the
+                      bridge takes the socket back when the dispatcher goes
 {relay}  --version           print the version
   -h, --help          print this help
 
@@ -45,6 +55,15 @@ to 5 seconds; whatever is still unacknowledged is sent at the next start.
 
 /// How long the bridge goes on sending after its input ended.
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
+/// How long the bridge stops reading while it offers the dispatcher its
+/// stream (until the dispatcher has acknowledged the buffer).
+const OFFER_WAIT: Duration = Duration::from_millis(200);
+/// How long after a declined offer the bridge offers again.
+const OFFER_AGAIN: Duration = Duration::from_secs(1);
+/// The stream is offered only while the dispatcher lacks at most this many
+/// records (a batch or two in flight): a backlog would take longer to send
+/// than [`OFFER_WAIT`], and the bridge would stop reading for nothing.
+const OFFER_BACKLOG: u64 = 2000;
 
 struct Args {
     relay: RelayOptions,
@@ -94,6 +113,7 @@ fn parse_args() -> Result<Option<Args>, String> {
                     other => return Err(format!("--framing {other:?}: auto, padded or exact")),
                 }
             }
+            Long("hand-over") => a.relay.stream = true,
             Long("version") => {
                 println!("audisp-bridge {}", env!("CARGO_PKG_VERSION"));
                 return Ok(None);
@@ -133,14 +153,60 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<(), String> {
     // SIGTERM/SIGINT from a signalfd, polled with standard input.
     let sfd = stop_signals()?;
-    let relay = args.relay.start(FLUSH_LIMIT)?;
-    read_input(&relay, args.format, &sfd);
+    let mut relay_options = args.relay;
+    if relay_options.stream {
+        if args.format != InputFormat::String {
+            tracing::warn!("--hand-over is for --format string; relaying the records");
+            relay_options.stream = false;
+        } else if !is_stream_socket(std::io::stdin().as_fd()) {
+            tracing::info!(
+                "standard input is not a stream socket (auditd's); relaying the records"
+            );
+            relay_options.stream = false;
+        }
+    }
+    let hand_over = relay_options.stream;
+    let relay = relay_options.start(FLUSH_LIMIT)?;
+    read_input(&relay, args.format, hand_over, &sfd);
     relay.finish().map(|_| ())
+}
+
+/// Whether `fd` is an `AF_UNIX` stream socket (as auditd gives its
+/// plugins), which the dispatcher can read by peeking.
+fn is_stream_socket(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::sys::socket::{
+        getsockname, getsockopt, sockopt, AddressFamily, SockaddrLike, SockaddrStorage,
+    };
+    let stream =
+        getsockopt(&fd, sockopt::SockType).is_ok_and(|t| t == nix::sys::socket::SockType::Stream);
+    stream
+        && getsockname::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&fd))
+            .is_ok_and(|a| a.family() == Some(AddressFamily::Unix))
+}
+
+/// While the dispatcher reads the stream: waits for it to come back (true),
+/// noting a stop request; false when the stop deadline passed first.
+fn wait_stream_back(relay: &Relay, sfd: &SignalFd, stop_at: &mut Option<Instant>) -> bool {
+    loop {
+        if relay.stream_back(Duration::from_millis(100)) {
+            return true;
+        }
+        if let Ok(Some(_)) = sfd.read_signal() {
+            while let Ok(Some(_)) = sfd.read_signal() {}
+            if stop_at.is_none() {
+                tracing::info!("asked to stop; the dispatcher reads what auditd already wrote");
+                *stop_at = Some(Instant::now() + Duration::from_secs(2));
+            }
+        }
+        if stop_at.is_some_and(|t| Instant::now() >= t) {
+            return false;
+        }
+    }
 }
 
 /// Reads auditd's stream into the buffer until it ends or a stop signal
 /// comes (then what auditd already wrote is still read, for a moment).
-fn read_input(relay: &Relay, format: InputFormat, sfd: &SignalFd) {
+fn read_input(relay: &Relay, format: InputFormat, hand_over: bool, sfd: &SignalFd) {
     let stdin = std::io::stdin();
     let fd = stdin.as_fd();
     let mut decoder = Decoder::new(format);
@@ -150,6 +216,9 @@ fn read_input(relay: &Relay, format: InputFormat, sfd: &SignalFd) {
     let mut batch = Batch::default();
     let mut malformed = 0u64;
     let mut stop_at: Option<Instant> = None;
+    // Bytes read since the decoder started, and when to offer the stream.
+    let mut consumed = 0u64;
+    let mut offer_at = Instant::now();
     let mut on_item = |item: Item<'_>, batch: &mut Batch| match item {
         Item::Record { text, type_hint } => batch.push(type_hint.unwrap_or(0), text),
         Item::Malformed(m) => {
@@ -166,6 +235,28 @@ fn read_input(relay: &Relay, format: InputFormat, sfd: &SignalFd) {
                 "stopping with standard input still open; unread records stay with auditd"
             );
             break;
+        }
+        // Everything read is stored and the decoder holds nothing: the
+        // dispatcher could read on from here.
+        if hand_over
+            && stop_at.is_none()
+            && batch.records.is_empty()
+            && Instant::now() >= offer_at
+            && relay.stream_possible()
+            && relay.unacknowledged() <= OFFER_BACKLOG
+            && decoder.resume_offset() == Some(consumed)
+        {
+            match relay.offer_stream(&fd, OFFER_WAIT) {
+                Offer::HandedOver => {
+                    if !wait_stream_back(relay, sfd, &mut stop_at) {
+                        return;
+                    }
+                    decoder = Decoder::new(format);
+                    consumed = 0;
+                    continue;
+                }
+                Offer::Declined => offer_at = Instant::now() + OFFER_AGAIN,
+            }
         }
         let mut fds = [
             PollFd::new(fd, PollFlags::POLLIN),
@@ -211,6 +302,7 @@ fn read_input(relay: &Relay, format: InputFormat, sfd: &SignalFd) {
             tracing::info!("standard input closed");
             return;
         }
+        consumed += n as u64;
         decoder.feed(&buf[..n], &mut |i| on_item(i, &mut batch));
         batch.store(relay);
         coalescer.after_read(n);

@@ -198,6 +198,7 @@ impl Native {
             max_message: max as u32,
             server: g.server.to_string(),
             origin: hello.origin,
+            stream: false,
         };
         match uds::send_nowait(&sock, &protocol::encode_welcome(&welcome)) {
             Ok(Some(_)) => {}
@@ -578,6 +579,7 @@ fn message_name(m: &FromPlugin<'_>) -> &'static str {
         FromPlugin::Command { .. } => "COMMAND",
         FromPlugin::RecordsIn(_) => "RECORDS_IN",
         FromPlugin::Notify(_) => "NOTIFY",
+        FromPlugin::Stream { .. } => "STREAM",
     }
 }
 

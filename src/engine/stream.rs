@@ -1,0 +1,373 @@
+//! A stream an input handed over: the dispatcher reads auditd's socket in
+//! the input's place (`STREAM`, see `docs/protocol.md`), so each record is
+//! read once, not read, buffered and relayed by `audisp-bridge` first.
+//!
+//! Nothing the dispatcher has not journaled ever leaves the socket: it only
+//! *peeks* (`MSG_PEEK` with `SO_PEEK_OFF`, which the kernel moves back as
+//! bytes are removed), journals the records as the input's, numbered as the
+//! input would have numbered them, and acknowledges "journaled through stream
+//! offset O, sequence S" (`STREAM_ACK`); the input then removes exactly
+//! those bytes. When the dispatcher dies the input reads on from the last
+//! acknowledged byte with the next number, and what was journaled but not
+//! acknowledged comes again and is dropped as already stored (the input's
+//! ledger in [`super::ingest`]). This module's loop and the connection are
+//! one thread, so the stream is never peeked once the connection is gone.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags};
+use nix::sys::time::TimeSpec;
+
+use super::ingest::{Incoming, SourceId, Submitted};
+use super::inputs::{AckSync, InputContext};
+use super::liveness::Heartbeat;
+use crate::framing::{Coalescer, Decoder, InputFormat, Item};
+use crate::protocol::{self, StreamAck};
+use crate::uds;
+
+/// Bytes peeked at a time.
+const PEEK_CHUNK: usize = 256 << 10;
+
+/// While bytes already journaled wait to be removed by the input, the
+/// socket stays readable; the reader checks again this soon instead of
+/// waiting for it (the input removes them within microseconds of the ack),
+/// twice as late each time nothing changed, up to [`REMOVAL_CHECK_MAX`] (an
+/// input that does not remove them costs little).
+const REMOVAL_CHECK: Duration = Duration::from_micros(200);
+/// The longest wait between two checks for removed bytes.
+const REMOVAL_CHECK_MAX: Duration = Duration::from_millis(5);
+
+/// Records decoded from one peek, their texts either in the peeked chunk or
+/// copied (a record that began in an earlier peek).
+#[derive(Default)]
+struct Decoded {
+    copied: Vec<u8>,
+    /// (in the chunk, start, length) of each record.
+    spans: Vec<(bool, usize, usize)>,
+}
+
+impl Decoded {
+    fn push(&mut self, chunk: &[u8], text: &[u8]) {
+        let base = chunk.as_ptr() as usize;
+        let at = text.as_ptr() as usize;
+        if at >= base && at + text.len() <= base + chunk.len() {
+            self.spans.push((true, at - base, text.len()));
+        } else {
+            self.spans.push((false, self.copied.len(), text.len()));
+            self.copied.extend_from_slice(text);
+        }
+    }
+
+    /// The records as the input's, numbered from `first`.
+    fn incoming<'a>(&'a self, chunk: &'a [u8], first: u64) -> Vec<Incoming<'a>> {
+        self.spans
+            .iter()
+            .zip(first..)
+            .map(|(&(in_chunk, at, len), seq)| Incoming {
+                source_seq: seq,
+                type_hint: None,
+                origin: None,
+                text: if in_chunk {
+                    &chunk[at..at + len]
+                } else {
+                    &self.copied[at..at + len]
+                },
+            })
+            .collect()
+    }
+
+    fn clear(&mut self) {
+        self.copied.clear();
+        self.spans.clear();
+    }
+}
+
+/// Where the reader is: the input's last number given, what is journaled
+/// and acknowledged.
+struct Position {
+    /// The sequence number of the last record numbered.
+    seq: u64,
+    /// The stream offset and sequence number last acknowledged.
+    acked: (u64, u64),
+}
+
+/// Reads the stream `stream` of input `id` (`name`), whose next record is
+/// number `next_seq`, until it ends or the dispatcher stops: Ok, the stream
+/// is released and the connection goes on. Err: the connection or the
+/// journal failed, or the input sent something while its stream is handed
+/// over (the connection ends; the input reads on from what was
+/// acknowledged).
+#[allow(clippy::too_many_arguments)]
+pub fn serve_stream(
+    ctx: &InputContext,
+    conn: &OwnedFd,
+    id: SourceId,
+    name: &str,
+    stream: OwnedFd,
+    next_seq: u64,
+    buf: &mut [u8],
+    hb: &Heartbeat,
+) -> Result<(), String> {
+    let mut pos = Position {
+        seq: next_seq.saturating_sub(1),
+        acked: (0, next_seq.saturating_sub(1)),
+    };
+    let is_stream = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::SockType)
+        .is_ok_and(|t| t == nix::sys::socket::SockType::Stream);
+    if !is_stream {
+        tracing::warn!(
+            input = name,
+            "input {name}: what it handed over is not a stream socket; handing it back"
+        );
+        return release(conn, &pos);
+    }
+    if let Err(e) = set_peek_offset(&stream, 0) {
+        tracing::warn!(
+            input = name,
+            "input {name}: its stream cannot be peeked at ({e}); handing it back"
+        );
+        return release(conn, &pos);
+    }
+    tracing::info!(
+        input = name,
+        "input {name} handed over its stream; reading it from record {next_seq}"
+    );
+    let counters = ctx.ingest.counters(id);
+    let mut decoder = Decoder::new(InputFormat::String);
+    let mut coalescer = Coalescer::new();
+    let mut chunk = vec![0u8; PEEK_CHUNK];
+    let mut decoded = Decoded::default();
+    // Bytes peeked since the hand-over.
+    let mut peeked = 0u64;
+    let mut patience = REMOVAL_CHECK;
+    loop {
+        hb.beat();
+        if ctx.stopping.load(Ordering::Relaxed) {
+            tracing::info!(
+                input = name,
+                "input {name}: stopping; handing its stream back"
+            );
+            return release(conn, &pos);
+        }
+        let n = match peek(&stream, &mut chunk) {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                wait(ctx, conn, &stream, buf, &mut patience)?;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(input = name, "input {name}: reading its stream: {e}");
+                return release(conn, &pos);
+            }
+        };
+        patience = REMOVAL_CHECK;
+        let got = &chunk[..n];
+        if n == 0 {
+            decoder.finish(&mut |item| take(item, got, &mut decoded, &counters));
+        } else {
+            decoder.feed(got, &mut |item| take(item, got, &mut decoded, &counters));
+        }
+        journal(ctx, id, got, &mut decoded, &mut pos)?;
+        peeked += n as u64;
+        // Every record numbered ends before the resume offset (at the end
+        // of the stream: every byte). An oversize line being skipped has no
+        // place to resume from yet: acknowledge once it is over.
+        let resume = if n == 0 {
+            Some(peeked)
+        } else {
+            decoder.resume_offset()
+        };
+        if let Some(offset) = resume.filter(|&o| o > pos.acked.0 || n == 0) {
+            pos.acked = (offset, pos.seq);
+            if n > 0 {
+                send(conn, &pos, false)?;
+            }
+        }
+        if n == 0 {
+            tracing::info!(
+                input = name,
+                "input {name}: its stream ended; handing it back"
+            );
+            return release(conn, &pos);
+        }
+        coalescer.after_read(n);
+    }
+}
+
+/// Takes one decoded item: records are kept for the journal, malformed
+/// input is counted (and logged by the input when it reads itself).
+fn take(
+    item: Item<'_>,
+    chunk: &[u8],
+    decoded: &mut Decoded,
+    counters: &super::stats::InputCounters,
+) {
+    match item {
+        Item::Record { text, .. } => decoded.push(chunk, text),
+        Item::Malformed(_) => super::stats::add(&counters.malformed, 1),
+    }
+}
+
+/// Journals the records decoded (made durable first when acknowledgements
+/// wait for it), numbering them on from `pos.seq`.
+fn journal(
+    ctx: &InputContext,
+    id: SourceId,
+    chunk: &[u8],
+    decoded: &mut Decoded,
+    pos: &mut Position,
+) -> Result<(), String> {
+    if decoded.spans.is_empty() {
+        return Ok(());
+    }
+    let first = pos.seq + 1;
+    let incoming = decoded.incoming(chunk, first);
+    let last = first + incoming.len() as u64 - 1;
+    let Submitted {
+        journal_end,
+        pending,
+        ..
+    } = ctx.ingest.submit(id, &incoming, false);
+    drop(incoming);
+    decoded.clear();
+    if pending {
+        return Err("the journal cannot be written; the input reads its stream again".into());
+    }
+    if ctx.ack_sync == AckSync::Sync {
+        ctx.ingest
+            .journal()
+            .sync_upto(journal_end)
+            .map_err(|e| format!("cannot make the journal durable: {e}; not acknowledging"))?;
+    }
+    pos.seq = last;
+    Ok(())
+}
+
+/// Waits for more of the stream or a stop request; Err when the input
+/// closes the connection or sends anything (it has nothing to say while its
+/// stream is handed over).
+fn wait(
+    ctx: &InputContext,
+    conn: &OwnedFd,
+    stream: &OwnedFd,
+    buf: &mut [u8],
+    patience: &mut Duration,
+) -> Result<(), String> {
+    // Bytes still in the socket that were peeked already keep it readable:
+    // until the input has removed them, look again shortly.
+    let removing = peek_offset(stream).map_err(|e| format!("SO_PEEK_OFF: {e}"))? > 0;
+    let mut fds = [
+        PollFd::new(conn.as_fd(), PollFlags::POLLIN),
+        PollFd::new(ctx.stop_wake.fd(), PollFlags::POLLIN),
+        PollFd::new(stream.as_fd(), PollFlags::POLLIN),
+    ];
+    let limit = if removing {
+        let wait = *patience;
+        *patience = (wait * 2).min(REMOVAL_CHECK_MAX);
+        TimeSpec::from_duration(wait)
+    } else {
+        TimeSpec::from_duration(Duration::from_secs(1))
+    };
+    let nfds = if removing { 2 } else { 3 };
+    match nix::poll::ppoll(&mut fds[..nfds], Some(limit), None) {
+        Ok(_) | Err(Errno::EINTR) => {}
+        Err(e) => return Err(format!("poll: {e}")),
+    }
+    if fds[0].revents().is_none_or(|r| r.is_empty()) {
+        return Ok(());
+    }
+    match uds::recv_message(conn, buf) {
+        Ok(Some(0)) => Err("the input closed the connection".into()),
+        Ok(Some(n)) => Err(format!(
+            "a message (kind 0x{:02x}) while its stream is handed over",
+            buf[..n].first().copied().unwrap_or(0)
+        )),
+        Ok(None) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn send(conn: &OwnedFd, pos: &Position, released: bool) -> Result<(), String> {
+    let ack = StreamAck {
+        offset: pos.acked.0,
+        seq: pos.acked.1,
+        released,
+    };
+    uds::send_within(
+        conn,
+        &protocol::encode_stream_ack(&ack),
+        Duration::from_secs(10),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Hands the stream back: the input reads on from the last acknowledged
+/// byte (records numbered but not acknowledged come again and are dropped
+/// as stored).
+fn release(conn: &OwnedFd, pos: &Position) -> Result<(), String> {
+    send(conn, pos, true)
+}
+
+/// Peeks at what follows the peek offset: Some(0) at the end of the
+/// stream, None when nothing more is there yet.
+fn peek(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        // SAFETY: recv writes at most buf.len() bytes into buf.
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            return Ok(Some(n as usize));
+        }
+        match Errno::last() {
+            Errno::EAGAIN => return Ok(None),
+            Errno::EINTR => continue,
+            e => return Err(e.into()),
+        }
+    }
+}
+
+fn set_peek_offset(fd: &OwnedFd, off: i32) -> io::Result<()> {
+    // SAFETY: setsockopt reads an int from `off`.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEEK_OFF,
+            (&off as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn peek_offset(fd: &OwnedFd) -> io::Result<i32> {
+    let mut off: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `off`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEEK_OFF,
+            (&mut off as *mut i32).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(off)
+}
