@@ -23,7 +23,7 @@ use nix::poll::{PollFd, PollFlags};
 use nix::sys::time::TimeSpec;
 
 use super::ingest::{Incoming, SourceId, Submitted};
-use super::inputs::{AckSync, InputContext};
+use super::inputs::InputContext;
 use super::liveness::Heartbeat;
 use crate::framing::{Coalescer, Decoder, InputFormat, Item};
 use crate::protocol::{self, StreamAck};
@@ -227,22 +227,16 @@ fn journal(
     let first = pos.seq + 1;
     let incoming = decoded.incoming(chunk, first);
     let last = first + incoming.len() as u64 - 1;
-    let Submitted {
-        journal_end,
-        pending,
-        ..
-    } = ctx.ingest.submit(id, &incoming, false);
+    let Submitted { pending, .. } = ctx.ingest.submit(id, &incoming, false);
     drop(incoming);
     decoded.clear();
     if pending {
         return Err("the journal cannot be written; the input reads its stream again".into());
     }
-    if ctx.ack_sync == AckSync::Sync {
-        ctx.ingest
-            .journal()
-            .sync_upto(journal_end)
-            .map_err(|e| format!("cannot make the journal durable: {e}; not acknowledging"))?;
-    }
+    // No sync before the acknowledgement, whatever `sync` says: this is
+    // auditd's stream, which keeps nothing once a plugin has read it, so it
+    // is as durable here as on standard input (synced every
+    // `sync_interval`) or in the bridge's own buffer (synced every second).
     pos.seq = last;
     Ok(())
 }
