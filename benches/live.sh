@@ -10,10 +10,10 @@
 #   --bin DIR    directory holding audispd and audisp-bridge; give it twice to
 #                compare two builds row by row (default target/release)
 #   --no-build   do not run cargo build
-#   --layouts L  comma-separated rows: cat,stdin,bridge,bridge-interval,
+#   --layouts L  comma-separated rows: cat,cat-binary,stdin,bridge,bridge-interval,
 #                bridge-handover,binary (default all but bridge-interval and
-#                bridge-handover; bridge-handover is skipped for a --bin whose
-#                bridge has no --hand-over)
+#                bridge-handover; the cat row is always run; bridge-handover is
+#                skipped for a --bin whose bridge has no --hand-over)
 #   --perf DIR   record `perf record -g` of bridge and audispd in the full-rate phase into DIR
 #   --keep       keep the temporary directory (configs, logs)
 #
@@ -57,7 +57,12 @@ RULE_KEY = "audisp-live"
 # Rows: auditd → plugin; → audispd (stdin) → plugin; → bridge → audispd → plugin
 # (sync = "batch", the default, and "interval"; and the bridge handing auditd's
 # socket to audispd); binary input to audispd.
-LAYOUTS = ["cat", "stdin", "bridge", "bridge-interval", "bridge-handover", "binary"]
+# cat and cat-binary are the ceilings (auditd to tsplug alone, string and binary
+# format), run once per repetition whatever --bin says.
+LAYOUTS = ["cat", "cat-binary", "stdin", "bridge", "bridge-interval", "bridge-handover", "binary"]
+CEILINGS = {"cat": "cat only", "cat-binary": "cat binary"}
+# auditd <= 4.1.0 pads every binary frame to its header and 8,970 bytes.
+PADDED_FRAME = 16 + 8970
 LOCKS = ["/tmp/audisp-kernel-audit.lock", "/run/lock/audisp-test-kernel-audit.lock"]
 
 # The load: getppid() with a0 = CLOCK_MONOTONIC ns of the call (the kernel
@@ -92,7 +97,8 @@ int main(int argc, char **argv) {
 }
 """
 
-# The plugin: reads string records (large reads), stamps every SYSCALL record
+# The plugin: reads string records, or auditd's padded binary frames when
+# given their size (large reads either way), stamps every SYSCALL record
 # whose a0 is a spinner time with now - a0, and at the EOE after the phase's
 # end marker appends "records seconds p50 p99 max pid" (µs) to argv[1].
 TSPLUG_C = r"""
@@ -112,11 +118,12 @@ static int cmp(const void *a, const void *b) {
 }
 static unsigned long long *lat; static size_t nlat, caplat;
 static unsigned long long records, first, last; static int ended;
-static void line(const char *s, size_t len, const char *out) {
+/* kind: 1 a SYSCALL record, 2 an EOE record, 0 any other. */
+static void record(const char *s, size_t len, int kind, const char *out) {
     unsigned long long t = now_ns();
     if (records == 0) first = t;
     last = t; records++;
-    if (len > 13 && memcmp(s, "type=SYSCALL ", 13) == 0) {
+    if (kind == 1) {
         const char *a = memmem(s, len, " a0=", 4);
         if (!a) return;
         unsigned long long v = strtoull(a + 4, NULL, 16);
@@ -124,7 +131,7 @@ static void line(const char *s, size_t len, const char *out) {
         if (v > t || t - v > 60000000000ULL) return;
         if (nlat == caplat) { caplat = caplat ? caplat * 2 : 65536; lat = realloc(lat, caplat * sizeof *lat); if (!lat) exit(1); }
         lat[nlat++] = t - v;
-    } else if (ended && len >= 8 && memcmp(s, "type=EOE", 8) == 0) {
+    } else if (ended && kind == 2) {
         qsort(lat, nlat, sizeof *lat, cmp);
         FILE *f = fopen(out, "a"); if (!f) exit(1);
         double secs = (double)(last - first) / 1e9;
@@ -135,15 +142,32 @@ static void line(const char *s, size_t len, const char *out) {
         records = 0; nlat = 0; ended = 0;
     }
 }
+static void line(const char *s, size_t len, const char *out) {
+    int kind = len > 13 && memcmp(s, "type=SYSCALL ", 13) == 0 ? 1
+             : len >= 8 && memcmp(s, "type=EOE", 8) == 0 ? 2 : 0;
+    record(s, len, kind, out);
+}
 int main(int argc, char **argv) {
-    if (argc != 2) return 2;
+    if (argc != 2 && argc != 3) return 2;
+    /* argv[2]: auditd's binary format, frames of that many bytes (padded) */
+    size_t frame = argc == 3 ? (size_t)atol(argv[2]) : 0;
     static char buf[1 << 20]; size_t have = 0;
     for (;;) {
         ssize_t n = read(0, buf + have, sizeof buf - have);
         if (n <= 0) return 0;
         have += (size_t)n;
         char *p = buf, *end = buf + have, *nl;
-        while ((nl = memchr(p, '\n', (size_t)(end - p)))) { line(p, (size_t)(nl - p), argv[1]); p = nl + 1; }
+        if (frame) {
+            /* header: version, header length, type, payload length (u32 each) */
+            while ((size_t)(end - p) >= frame) {
+                unsigned int h[4]; memcpy(h, p, sizeof h);
+                size_t len = h[3] < frame - h[1] ? h[3] : frame - h[1];
+                record(p + h[1], len, h[2] == 1300 ? 1 : h[2] == 1320 ? 2 : 0, argv[1]);
+                p += frame;
+            }
+        } else {
+            while ((nl = memchr(p, '\n', (size_t)(end - p)))) { line(p, (size_t)(nl - p), argv[1]); p = nl + 1; }
+        }
         have = (size_t)(end - p); memmove(buf, p, have);
     }
 }
@@ -184,7 +208,7 @@ def die(msg):
 
 def parse_args(argv):
     opts = {"runs": 1, "events": 100_000, "bins": [], "keep": False, "perf": None,
-            "layouts": ["cat", "stdin", "bridge", "binary"]}
+            "layouts": ["cat", "cat-binary", "stdin", "bridge", "binary"]}
     it = iter(argv)
     for a in it:
         if a in ("--runs", "--events"):
@@ -288,9 +312,11 @@ class Row:
         with open(f"{r}/auditd.conf", "w") as f:
             f.write(AUDITD_CONF.format(root=r))
         os.chmod(f"{r}/auditd.conf", 0o640)
-        fmt = "binary" if self.layout == "binary" else "string"
+        fmt = "binary" if self.layout in ("binary", "cat-binary") else "string"
         if self.layout == "cat":
             path, args = tools["tsplug"], self.report
+        elif self.layout == "cat-binary":
+            path, args = tools["tsplug"], f"{self.report} {PADDED_FRAME}"
         else:
             for sub in ("etc/plugins.d", "run", "state"):
                 os.makedirs(f"{r}/{sub}")
@@ -419,10 +445,11 @@ def main():
              ["-a", "always,exit", "-F", "arch=b64", "-S", "getppid", "-F", f"auid={AUID}",
               "-k", RULE_KEY]]
     added = []
-    rows_spec = [("cat only", "cat", None)]
+    rows_spec = [(name, layout, None) for layout, name in CEILINGS.items()
+                 if layout == "cat" or layout in opts["layouts"]]
     for b in opts["bins"]:
         tag = os.path.basename(b.rstrip("/")) if len(opts["bins"]) > 1 else ""
-        for layout in LAYOUTS[1:]:
+        for layout in LAYOUTS[2:]:
             if layout == "bridge-handover" and "--hand-over" not in subprocess.run(
                     [f"{b}/audisp-bridge", "--help"], capture_output=True, text=True).stdout:
                 continue
@@ -441,7 +468,7 @@ def main():
                 try:
                     row.start(tools)
                     phase(row, tools, 2000, 0)  # warm-up
-                    full = phase(row, tools, opts["events"], 0, opts["perf"] if layout != "cat" else None)
+                    full = phase(row, tools, opts["events"], 0, opts["perf"] if layout not in CEILINGS else None)
                     r50 = phase(row, tools, 34000, 50000 / 3)
                     r1 = phase(row, tools, 1000, 1000 / 3)
                 finally:
@@ -467,27 +494,36 @@ def med(xs):
 
 
 def print_table(rows_spec, results):
-    base = med([full["records"] / full["secs"] for full, _, _ in results["cat only"]])
     procs = ["auditd", "bridge", "audispd", "plugin"]
+
+    def rate(name):
+        return med([f["records"] / f["secs"] for f, _, _ in results[name]])
+
+    def cpu(name, p):
+        vals = [f["cpu"][p] / 1e3 / f["records"] for f, _, _ in results[name] if p in f["cpu"]]
+        return med(vals) if vals else None
+
     head = (f"{'layout':<22}{'rec/s':>9}{'% cat':>7}" + "".join(f"{p + ' µs':>12}" for p in procs)
-            + f"{'audisp µs':>11}" + "  p50/p99/max ms @50k/s    p50/p99/max ms @1k/s")
+            + f"{'audisp µs':>11}{'over cat µs':>13}"
+            + "  p50/p99/max ms @50k/s    p50/p99/max ms @1k/s")
     print(head)
-    for name, _, _ in rows_spec:
+    for name, layout, _ in rows_spec:
+        # The ceiling: the cat row reading the same format as this row's auditd writes.
+        binary = layout in ("binary", "cat-binary") and "cat binary" in results
+        ceiling = "cat binary" if binary else "cat only"
         rs = results[name]
-        rate = med([f["records"] / f["secs"] for f, _, _ in rs])
-        cells = []
-        audisp = []
-        for p in procs:
-            vals = [f["cpu"][p] / 1e3 / f["records"] for f, _, _ in rs if p in f["cpu"]]
-            cells.append(f"{med(vals):12.2f}" if vals else f"{'-':>12}")
-            if p in ("bridge", "audispd") and vals:
-                audisp.append(med(vals))
+        cells = [f"{c:12.2f}" if c is not None else f"{'-':>12}"
+                 for c in (cpu(name, p) for p in procs)]
+        audisp = [c for c in (cpu(name, p) for p in ("bridge", "audispd")) if c is not None]
         lat = ""
         for k in (1, 2):
             lat += "  " + "/".join(f"{med([r[k][q] for r in rs]) / 1e3:.2f}" for q in ("p50", "p99", "max")).ljust(24)
         aud = f"{sum(audisp):11.2f}" if audisp else f"{'-':>11}"
-        print(f"{name:<22}{rate:9.0f}{100 * rate / base:6.0f}%" + "".join(cells) + aud + lat)
-
+        over = f"{sum(audisp) - cpu(ceiling, 'plugin'):13.2f}" if audisp else f"{'-':>13}"
+        print(f"{name:<22}{rate(name):9.0f}{100 * rate(name) / rate(ceiling):6.0f}%" + "".join(cells)
+              + aud + over + lat)
+    print("% cat and over cat µs (audisp µs less the cat row's plugin µs) are against the cat row"
+          " of the same input format (binary rows: cat binary, when run)")
 
 main()
 PY

@@ -4,11 +4,12 @@
 //! as soon as its descriptor is readable wakes once per record and pays a
 //! full round of system calls downstream (journal write, send, ack) for each.
 //! [`Coalescer`] lets records pile up briefly between reads while they come
-//! quickly: after a read that followed the previous one within [`BUSY_GAP`]
-//! and brought less than [`NAP_BELOW`], the reader naps (at most [`NAP`], less when bytes come fast) before reading again,
-//! so the next read carries everything written meanwhile. A record after a
-//! quiet spell is read at once (its read is not "busy"), so at low rates
-//! nothing is delayed; under load a record waits at most [`NAP`] longer.
+//! quickly: after a read that followed the previous one within [`BUSY_GAP`],
+//! the reader naps (at most [`NAP`], less when bytes come fast) before
+//! reading again, so the next read carries everything written meanwhile. A
+//! record after a quiet spell is read at once (its read is not "busy"), so at
+//! low rates nothing is delayed; under load a record waits at most [`NAP`]
+//! (and [`NAP_SLACK`]) longer.
 //! [`grow_pipe`] makes room for what accumulates, so that auditd's writes do
 //! not find a full pipe meanwhile (binary frames are 8,986 bytes each).
 
@@ -39,11 +40,16 @@ pub const BUSY_GAP: Duration = Duration::from_millis(2);
 /// long enough to carry ~20 records at 50,000 records/s.
 pub const NAP: Duration = Duration::from_micros(400);
 
-/// A read at least this large means records queue up faster than a nap
-/// would add: read again at once. (auditd's socket to a plugin holds only
-/// ~200 KiB, about 20 padded binary frames; napping with it nearly full
-/// would make auditd wait.)
-pub const NAP_BELOW: usize = 64 << 10;
+/// Most bytes a nap lets pile up, at the byte rate the last read shows:
+/// auditd's socket to a plugin holds only ~190 KiB (21 padded binary
+/// frames), and napping with it nearly full would make auditd wait. A read
+/// this large or larger is followed by a nap shorter than the time it took
+/// to come.
+pub const NAP_BYTES: usize = 64 << 10;
+
+/// How late a nap may end: the timer slack a napping thread asks for (the
+/// default, 50 µs, would lengthen every nap by up to that much).
+pub const NAP_SLACK: Duration = Duration::from_micros(5);
 
 /// Tracks one reader's reads and naps between them while the input is busy.
 #[derive(Debug, Default)]
@@ -57,32 +63,44 @@ impl Coalescer {
         Coalescer::default()
     }
 
-    /// How long the reader should nap after a read of `got` bytes at `now`
-    /// (`None`: read again at once): the input is busy and the read was
-    /// small (see [`NAP_BELOW`]). The nap is [`NAP`] at most, and shorter
-    /// when bytes come fast: at the byte rate the last read shows, no more
-    /// than [`NAP_BELOW`] should pile up meanwhile (padded binary frames fill
-    /// auditd's socket in well under [`NAP`] at its full rate; a nap that
-    /// long would make auditd wait).
+    /// How long the reader should nap after handling a read of `got` bytes
+    /// at `now` (`None`: read again at once, the input is not busy). The nap
+    /// is [`NAP`] at most, and shorter when bytes come fast: at the byte rate
+    /// the last read shows, no more than [`NAP_BYTES`] should pile up
+    /// meanwhile (padded binary frames fill auditd's socket in well under
+    /// [`NAP`] at its full rate; a nap that long would make auditd wait).
     pub fn nap(&mut self, got: usize, now: Instant) -> Option<Duration> {
         let since = self.last_read.map(|t| now.saturating_duration_since(t));
         self.last_read = Some(now);
         let since = since.filter(|d| *d < BUSY_GAP)?;
-        if got >= NAP_BELOW {
-            return None;
-        }
-        // `got` bytes came in `since`: NAP_BELOW bytes take that many times longer.
-        let times = u32::try_from(NAP_BELOW / got.max(1)).unwrap_or(u32::MAX);
-        Some(NAP.min(since.saturating_mul(times)))
+        // `got` bytes came in `since`: NAP_BYTES take this long at that rate.
+        let ns = since.as_nanos() * NAP_BYTES as u128 / got.max(1) as u128;
+        let by_rate = Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX));
+        let nap = NAP.min(by_rate);
+        (!nap.is_zero()).then_some(nap)
     }
 
     /// Call after handling a read of `got` bytes: naps as long as
     /// [`Coalescer::nap`] says.
     pub fn after_read(&mut self, got: usize) {
         if let Some(d) = self.nap(got, Instant::now()) {
-            std::thread::sleep(d);
+            nap_for(d);
         }
     }
+}
+
+/// Sleeps `d`, ending within [`NAP_SLACK`]: the first nap of a thread sets
+/// its timer slack (where that fails, the default stays).
+fn nap_for(d: Duration) {
+    thread_local! {
+        static SLACK_SET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if !SLACK_SET.get() {
+        let ns = libc::c_ulong::try_from(NAP_SLACK.as_nanos()).unwrap_or(libc::c_ulong::MAX);
+        let _ = nix::sys::prctl::set_timerslack(ns);
+        SLACK_SET.set(true);
+    }
+    std::thread::sleep(d);
 }
 
 #[cfg(test)]
@@ -90,7 +108,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn naps_only_between_close_partial_reads() {
+    fn naps_only_while_busy() {
         let mut c = Coalescer::new();
         let t0 = Instant::now();
         // The first read, and one after a quiet spell, are never delayed.
@@ -99,8 +117,6 @@ mod tests {
         // A read soon after the previous one: busy, nap.
         let t1 = t0 + BUSY_GAP + Duration::from_millis(2);
         assert_eq!(c.nap(100, t1), Some(NAP));
-        // A large read: records are already waiting.
-        assert_eq!(c.nap(NAP_BELOW, t1 + NAP), None);
     }
 
     #[test]
@@ -108,12 +124,16 @@ mod tests {
         let mut c = Coalescer::new();
         let t0 = Instant::now();
         assert_eq!(c.nap(9_000, t0), None);
-        // Four padded binary frames (36 KB) 100 µs after the last read:
-        // 64 KiB pile up in ~180 µs at that rate, not 400.
+        // Four padded binary frames (36,000 bytes) 100 µs after the last
+        // read: NAP_BYTES pile up in 182 µs at that rate, not 400.
         let d = c.nap(36_000, t0 + Duration::from_micros(100));
+        let at_rate = Duration::from_nanos(100_000 * NAP_BYTES as u64 / 36_000);
+        assert_eq!(d, Some(at_rate));
+        // Twice NAP_BYTES in 200 µs: a nap half as long.
+        let d = c.nap(2 * NAP_BYTES, t0 + Duration::from_micros(300));
         assert_eq!(d, Some(Duration::from_micros(100)));
         // String records, 3 KB in 1 ms: the whole nap.
-        let d = c.nap(3_000, t0 + Duration::from_micros(1_100));
+        let d = c.nap(3_000, t0 + Duration::from_micros(1_300));
         assert_eq!(d, Some(NAP));
     }
 
