@@ -4,8 +4,8 @@
 //! as soon as its descriptor is readable wakes once per record and pays a
 //! full round of system calls downstream (journal write, send, ack) for each.
 //! [`Coalescer`] lets records pile up briefly between reads while they come
-//! quickly: after a read that followed the previous one within [`BUSY_GAP`],
-//! the reader naps (at most [`NAP`], less when bytes come fast) before
+//! quickly: after a read that followed the previous one within [`BUSY_GAP`]
+//! and brought less than [`NAP_BYTES`], the reader naps (at most [`NAP`], less when bytes come fast) before
 //! reading again, so the next read carries everything written meanwhile. A
 //! record after a quiet spell is read at once (its read is not "busy"), so at
 //! low rates nothing is delayed; under load a record waits at most [`NAP`]
@@ -43,8 +43,9 @@ pub const NAP: Duration = Duration::from_micros(400);
 /// Most bytes a nap lets pile up, at the byte rate the last read shows:
 /// auditd's socket to a plugin holds only ~190 KiB (21 padded binary
 /// frames), and napping with it nearly full would make auditd wait. A read
-/// this large or larger is followed by a nap shorter than the time it took
-/// to come.
+/// this large or larger is followed by no nap: records queue up faster than
+/// a nap would add (a nap after each such read cost bulk reading a backlog
+/// ~17 % of its rate, and auditd's binary rate 111 → 98 % of cat-only).
 pub const NAP_BYTES: usize = 64 << 10;
 
 /// How late a nap may end: the timer slack a napping thread asks for (the
@@ -73,6 +74,11 @@ impl Coalescer {
         let since = self.last_read.map(|t| now.saturating_duration_since(t));
         self.last_read = Some(now);
         let since = since.filter(|d| *d < BUSY_GAP)?;
+        if got >= NAP_BYTES {
+            // Records queue up faster than a nap would add (a backlog, or
+            // auditd's socket nearly full): read again at once.
+            return None;
+        }
         // `got` bytes came in `since`: NAP_BYTES take this long at that rate.
         let ns = since.as_nanos() * NAP_BYTES as u128 / got.max(1) as u128;
         let by_rate = Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX));
@@ -129,9 +135,9 @@ mod tests {
         let d = c.nap(36_000, t0 + Duration::from_micros(100));
         let at_rate = Duration::from_nanos(100_000 * NAP_BYTES as u64 / 36_000);
         assert_eq!(d, Some(at_rate));
-        // Twice NAP_BYTES in 200 µs: a nap half as long.
+        // NAP_BYTES or more: read again at once.
         let d = c.nap(2 * NAP_BYTES, t0 + Duration::from_micros(300));
-        assert_eq!(d, Some(Duration::from_micros(100)));
+        assert_eq!(d, None);
         // String records, 3 KB in 1 ms: the whole nap.
         let d = c.nap(3_000, t0 + Duration::from_micros(1_300));
         assert_eq!(d, Some(NAP));
