@@ -85,11 +85,16 @@ fn policy_audispctl_and_signals() {
     let o = ctl(&bus, 0, &["suspend", "all"]);
     assert!(o.status.success(), "{:?}", text(&o));
     assert_eq!(text(&o).0, "all: suspended\n");
+    // The sender applies it on its next turn; the state report follows.
     let state = |d: &Dispatcher| d.plugin_state("all").state;
-    assert_eq!(state(&d), "suspended");
+    support::wait_until(Duration::from_secs(10), "plugin all suspended", || {
+        state(&d) == "suspended"
+    });
     let o = ctl(&bus, 0, &["resume", "all"]);
     assert_eq!(text(&o).0, "all: resumed\n");
-    assert_ne!(state(&d), "suspended");
+    support::wait_until(Duration::from_secs(10), "plugin all resumed", || {
+        state(&d) != "suspended"
+    });
     let o = ctl(&bus, 0, &["suspend", "nosuch"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
