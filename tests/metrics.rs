@@ -501,8 +501,9 @@ fn the_metrics_socket_is_found_by_its_name() {
         &[],
     );
     let endpoint = Endpoint::Unix(path.clone());
+    // The path appears at bind(), before listen(): wait until it answers.
     wait_until(Duration::from_secs(10), "the activation socket", || {
-        path.exists()
+        endpoint.connect().is_ok()
     });
     let text = endpoint.scrape("*/*", "text/plain; version=0.0.4; charset=utf-8");
     let m = parse(&text, "text");
