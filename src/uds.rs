@@ -130,40 +130,51 @@ pub fn send_within(fd: &OwnedFd, msg: &[u8], limit: Duration) -> io::Result<()> 
     }
 }
 
-/// Receives one `SOCK_SEQPACKET` message without blocking: Some(length)
-/// (0: the peer closed), or None when none is waiting. A message larger
-/// than `buf` is an error (it is discarded, never cut).
-pub fn recv_message(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+/// One `recv(2)` with `flags` that does not block: Some(bytes) (0 at the
+/// end of a stream), None when nothing is waiting; retried on EINTR. The
+/// one place the crate calls `recv` on its own sockets and streams.
+pub fn recv_nowait(
+    fd: &impl AsRawFd,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<Option<usize>> {
     loop {
-        // SAFETY: recv writes at most buf.len() bytes into buf; MSG_TRUNC
-        // makes it return the message's real length.
+        // SAFETY: recv writes at most buf.len() bytes into buf (with
+        // MSG_TRUNC it may return more, the message's real length, but
+        // still writes at most buf.len()).
         let n = unsafe {
             libc::recv(
                 fd.as_raw_fd(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                flags | libc::MSG_DONTWAIT,
             )
         };
         if n >= 0 {
-            let n = n as usize;
-            if n > buf.len() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "a message of {n} bytes, larger than the {}-byte limit",
-                        buf.len()
-                    ),
-                ));
-            }
-            return Ok(Some(n));
+            return Ok(Some(n as usize));
         }
         match Errno::last() {
             Errno::EAGAIN => return Ok(None),
             Errno::EINTR => continue,
-            Errno::ECONNRESET => return Ok(Some(0)),
             e => return Err(e.into()),
         }
+    }
+}
+
+/// Receives one `SOCK_SEQPACKET` message without blocking: Some(length)
+/// (0: the peer closed), or None when none is waiting. A message larger
+/// than `buf` is an error (it is discarded, never cut).
+pub fn recv_message(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    match recv_nowait(fd, buf, libc::MSG_TRUNC) {
+        Ok(Some(n)) if n > buf.len() => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "a message of {n} bytes, larger than the {}-byte limit",
+                buf.len()
+            ),
+        )),
+        Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => Ok(Some(0)),
+        other => other,
     }
 }
 
@@ -266,15 +277,19 @@ pub fn wait(fd: &impl AsFd, events: PollFlags, limit: Duration) -> io::Result<Po
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_descriptor_rides_along_with_its_message() {
-        let (a, b) = socket::socketpair(
+    fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
+        socket::socketpair(
             socket::AddressFamily::Unix,
             SockType::SeqPacket,
             None,
             socket::SockFlag::SOCK_CLOEXEC,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn a_descriptor_rides_along_with_its_message() {
+        let (a, b) = seqpacket_pair();
         let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         send_with_fd(&a, b"take", theirs.as_fd(), Duration::from_secs(1)).unwrap();
         drop(theirs);
@@ -294,13 +309,7 @@ mod tests {
 
     #[test]
     fn oversize_messages_are_refused_not_cut() {
-        let (a, b) = socket::socketpair(
-            socket::AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
+        let (a, b) = seqpacket_pair();
         let mut buf = [0u8; 16];
         assert_eq!(recv_message(&b, &mut buf).unwrap(), None);
         send_nowait(&a, &[1; 16]).unwrap();

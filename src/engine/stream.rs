@@ -309,25 +309,7 @@ fn release(conn: &OwnedFd, pos: &Position) -> Result<(), String> {
 /// Peeks at what follows the peek offset: Some(0) at the end of the
 /// stream, None when nothing more is there yet.
 fn peek(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    loop {
-        // SAFETY: recv writes at most buf.len() bytes into buf.
-        let n = unsafe {
-            libc::recv(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        if n >= 0 {
-            return Ok(Some(n as usize));
-        }
-        match Errno::last() {
-            Errno::EAGAIN => return Ok(None),
-            Errno::EINTR => continue,
-            e => return Err(e.into()),
-        }
-    }
+    uds::recv_nowait(fd, buf, libc::MSG_PEEK)
 }
 
 fn set_peek_offset(fd: &OwnedFd, off: i32) -> io::Result<()> {

@@ -49,10 +49,14 @@ impl InputClient {
         name: &str,
         epoch: [u8; 16],
     ) -> Result<(InputClient, u64), Error> {
-        let mut hello = Hello::input(name, epoch);
-        hello.relayed = true;
-        hello.origin = true;
-        InputClient::open(path, &hello)
+        InputClient::open(
+            path,
+            &Hello {
+                relayed: true,
+                origin: true,
+                ..Hello::input(name, epoch)
+            },
+        )
     }
 
     /// [`InputClient::connect`] for an input that reads a stream socket
@@ -63,9 +67,13 @@ impl InputClient {
         name: &str,
         epoch: [u8; 16],
     ) -> Result<(InputClient, u64), Error> {
-        let mut hello = Hello::input(name, epoch);
-        hello.stream = true;
-        InputClient::open(path, &hello)
+        InputClient::open(
+            path,
+            &Hello {
+                stream: true,
+                ..Hello::input(name, epoch)
+            },
+        )
     }
 
     fn open(path: &Path, hello: &Hello) -> Result<(InputClient, u64), Error> {

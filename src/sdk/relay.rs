@@ -33,7 +33,7 @@
 //! refuses a second one, naming the holder's pid.
 //! [`RelayOptions`] are the command-line options all these programs share.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -802,29 +802,16 @@ fn take_back(cfg: &Config, journal: &Journal, st: &State, marker: &Path) {
 fn remove(stream: &OwnedFd, mut n: u64, scratch: &mut [u8]) -> std::io::Result<()> {
     while n > 0 {
         let want = scratch.len().min(n as usize);
-        // SAFETY: recv writes at most `want` <= scratch.len() bytes.
-        let got = unsafe {
-            libc::recv(
-                stream.as_raw_fd(),
-                scratch.as_mut_ptr().cast(),
-                want,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if got < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
+        match crate::uds::recv_nowait(stream, &mut scratch[..want], 0)? {
+            None => return Err(std::io::ErrorKind::WouldBlock.into()),
+            Some(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the stream ended {n} bytes short"),
+                ))
             }
-            return Err(e);
+            Some(got) => n -= got as u64,
         }
-        if got == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("the stream ended {n} bytes short"),
-            ));
-        }
-        n -= got as u64;
     }
     Ok(())
 }
