@@ -130,6 +130,19 @@ pub fn send_within(fd: &OwnedFd, msg: &[u8], limit: Duration) -> io::Result<()> 
     }
 }
 
+/// Bytes waiting to be read in a stream socket (`SIOCINQ`), whoever peeked
+/// at them: how an input that handed its stream over sees what the
+/// dispatcher has not acknowledged yet.
+pub fn unread(fd: &impl AsRawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD (SIOCINQ) writes one int into `n`.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 /// One `recv(2)` with `flags` that does not block: Some(bytes) (0 at the
 /// end of a stream), None when nothing is waiting; retried on EINTR. The
 /// one place the crate calls `recv` on its own sockets and streams.

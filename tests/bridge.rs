@@ -3,10 +3,11 @@
 //! draining while the dispatcher is killed (`kill -9`) mid-stream and
 //! restarted — its writer never blocks — buffers what the dispatcher has not
 //! acknowledged, resends after reconnecting, and the plugin behind the
-//! dispatcher gets every record exactly once, in order. With `--hand-over`
-//! and a stream socket on standard input (as auditd gives it) the bridge
-//! hands the socket to the dispatcher, takes it back when the dispatcher is
-//! killed, and every record still arrives exactly once.
+//! dispatcher gets every record exactly once, in order. With a stream socket
+//! on standard input (as auditd gives it) the bridge hands the socket to the
+//! dispatcher (unless `--no-hand-over`), takes it back when the dispatcher
+//! is killed or stopped (`SIGSTOP`: auditd's writes never wait for it), and
+//! every record still arrives exactly once.
 
 mod support;
 
@@ -259,7 +260,11 @@ fn the_stream_is_handed_over_and_the_bridge_buffers_nothing() {
     d.write_plugin("sink", &sink_plugin("sink", "", ""));
     d.start(Stdio::null()).unwrap();
     let (ours, stdin) = plugin_channel();
-    let mut bridge = start_bridge_with(&d, stdin, &["--hand-over"]);
+    // Hand-over is the default. The stall limit is long: on a busy test
+    // machine a dispatcher's disk can stall beyond the default 20 ms (a
+    // journal segment's fsync), and the bridge would rightly take the stream
+    // back and buffer; this test measures the hand-over itself.
+    let mut bridge = start_bridge_with(&d, stdin, &["--stall-limit", "5000"]);
     let pid = bridge.0.as_ref().unwrap().id();
     let writer = feed_records(ours, data.clone());
     wait_sink(&d.out("sink"), all.len(), Duration::from_secs(120));
@@ -400,5 +405,104 @@ fn handed_over_bridge_killed_nothing_doubled_and_the_next_one_goes_on() {
         before.len()
     );
     assert!(before.len() >= half / 3);
+    assert!(d.stop().unwrap().success());
+}
+
+#[test]
+fn a_stopped_dispatcher_holding_the_stream_does_not_hold_auditd_and_gets_it_again() {
+    use nix::sys::signal::Signal;
+    let data = corpus();
+    let all = lines(&data);
+    // Handed over, then the dispatcher stops while tens of megabytes come
+    // (a socket holds ~200 KB), then it goes on.
+    let (a, b) = (10_000, all.len() - 10_000);
+    let parts = [joined(&all[..a]), joined(&all[a..b]), joined(&all[b..])];
+    assert!(parts[1].len() > 50 * 212_992);
+    let mut d = Dispatcher::new(MAIN);
+    d.write_plugin("sink", &sink_plugin("sink", "", ""));
+    d.start(Stdio::null()).unwrap();
+    let (ours, stdin) = plugin_channel();
+    // Hand-over is the default.
+    let mut bridge = start_bridge_with(&d, stdin, &[]);
+    let handed_over = |d: &Dispatcher| {
+        bridge_log(d)
+            .matches("handed the stream over to the dispatcher")
+            .count()
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "the stream to be handed over",
+        || handed_over(&d) == 1,
+    );
+    let writer = feed_records(ours.try_clone().unwrap(), parts[0].clone());
+    assert_eq!(writer.join().unwrap(), a);
+    wait_sink(&d.out("sink"), a, Duration::from_secs(60));
+    d.signal(Signal::SIGSTOP);
+    let writer = feed_records(ours.try_clone().unwrap(), parts[1].clone());
+    // auditd's writes do not wait for the stopped dispatcher: the bridge
+    // takes its socket back and buffers.
+    let finished = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !writer.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        writer.is_finished()
+    };
+    let log = bridge_log(&d);
+    d.signal(Signal::SIGCONT);
+    assert!(
+        finished,
+        "the writer is blocked by the stopped dispatcher\n{log}"
+    );
+    assert_eq!(writer.join().unwrap(), b - a);
+    assert!(
+        log.contains("unacknowledged for") && log.contains("--stall-limit 20 ms"),
+        "{log}"
+    );
+    // Going on, the dispatcher gets the stream again.
+    wait_until(
+        Duration::from_secs(60),
+        "the stream to be handed over again",
+        || handed_over(&d) >= 2,
+    );
+    let writer = feed_records(ours, parts[2].clone());
+    assert_eq!(writer.join().unwrap(), all.len() - b);
+    let status = wait_exit(&mut bridge, &d);
+    let log = bridge_log(&d);
+    assert!(status.success(), "{status}\n{log}");
+    let out = wait_sink(&d.out("sink"), all.len(), Duration::from_secs(60));
+    assert_eq!(
+        out.records.len(),
+        all.len(),
+        "no record lost or doubled\n{log}"
+    );
+    assert!(texts(&out) == all, "every record once, in auditd's order");
+    assert!(d.stop().unwrap().success());
+}
+
+#[test]
+fn with_no_hand_over_the_bridge_relays_a_stream_socket() {
+    let data = corpus();
+    let all = lines(&data);
+    let part = joined(&all[..20_000]);
+    let mut d = Dispatcher::new(MAIN);
+    d.write_plugin("sink", &sink_plugin("sink", "", ""));
+    d.start(Stdio::null()).unwrap();
+    let (ours, stdin) = plugin_channel();
+    let mut bridge = start_bridge_with(&d, stdin, &["--no-hand-over"]);
+    let pid = bridge.0.as_ref().unwrap().id();
+    let writer = feed_records(ours, part.clone());
+    wait_sink(&d.out("sink"), 20_000, Duration::from_secs(120));
+    // Every record went through the bridge's buffer.
+    let wrote = written(pid);
+    assert_eq!(writer.join().unwrap(), 20_000);
+    let status = wait_exit(&mut bridge, &d);
+    let log = bridge_log(&d);
+    assert!(status.success(), "{status}\n{log}");
+    assert!(!log.contains("handed the stream over"), "{log}");
+    assert!(!d.log().contains("handed over its stream"));
+    assert!(wrote >= part.len() as u64, "{wrote} bytes\n{log}");
+    let out = read_sink(&d.out("sink"));
+    assert!(texts(&out) == all[..20_000], "every record once, in order");
     assert!(d.stop().unwrap().success());
 }

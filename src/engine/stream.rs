@@ -12,6 +12,34 @@
 //! acknowledged comes again and is dropped as already stored (the input's
 //! ledger in [`super::ingest`]). This module's loop and the connection are
 //! one thread, so the stream is never peeked once the connection is gone.
+//!
+//! The input also takes the stream back from a dispatcher that is alive but
+//! stalled (stopped, its disk hung: bytes wait unacknowledged for the
+//! input's stall limit), so that auditd never waits for it. It shuts the
+//! connection down *first* and only then removes bytes beyond the last
+//! acknowledgement; from then on the kernel's peek offset no longer matches
+//! this reader's idea of the stream offset, and a later peek would number
+//! other bytes as the records it expects. So after every peek, and before
+//! decoding or journaling what it returned, the reader checks the
+//! connection without blocking ([`connection_quiet`]); if it ended, the
+//! peeked bytes are dropped and the reader stops. A peek followed by a
+//! check that finds the connection open happened before the input's
+//! shutdown, hence before the input removed any unacknowledged byte, so its
+//! offsets and numbers are right. (This needs no cooperation of the
+//! scheduler: a reader stopped between the check and the journal write
+//! journals, when it goes on, records the input also reads and numbers
+//! alike.) Records journaled after the input took the stream back carry
+//! the numbers the input gives the same records, and the input's ledger
+//! drops whichever copy comes second: [`super::ingest::Ingest::connect`]
+//! refuses a second connection of an input name while one is connected,
+//! and this reader runs in its connection's thread, which marks the input
+//! disconnected only after this loop returned; so the input's next
+//! connection is accepted only once this reader journals no more, its
+//! `WELCOME` counts what was journaled here (the input sends from the next
+//! number), and anything sent again is dropped as already placed. A stop timed
+//! to land between the check and the journal write cannot be produced by a
+//! test without a hook in this loop; the argument above is why none is
+//! needed.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -164,6 +192,9 @@ pub fn serve_stream(
                 return release(conn, &pos);
             }
         };
+        // What was peeked is journaled only if the input has not taken the
+        // stream back since (see the module docs).
+        connection_quiet(conn, buf)?;
         patience = REMOVAL_CHECK;
         let got = &chunk[..n];
         if n == 0 {
@@ -274,6 +305,15 @@ fn wait(
     if fds[0].revents().is_none_or(|r| r.is_empty()) {
         return Ok(());
     }
+    connection_quiet(conn, buf)
+}
+
+/// Ok while the input's connection is open and the input silent, as it is
+/// while its stream is handed over; Err when it ended or the input sent
+/// anything. One `recv` that does not block: it sees the end of the
+/// connection (an input shuts it down before it reads the stream itself)
+/// and takes any message in one call.
+fn connection_quiet(conn: &OwnedFd, buf: &mut [u8]) -> Result<(), String> {
     match uds::recv_message(conn, buf) {
         Ok(Some(0)) => Err("the input closed the connection".into()),
         Ok(Some(n)) => Err(format!(

@@ -126,6 +126,19 @@ impl InputClient {
         .map_err(|e| Error::Connection(format!("handing over the stream: {e}")))
     }
 
+    /// Ends the connection in both directions at once (the descriptor stays
+    /// open): a dispatcher reading the handed-over stream sees it ended
+    /// before it journals anything it peeks next, so the input may read the
+    /// stream itself from the last acknowledged byte. Acknowledgements the
+    /// dispatcher sent before can still be received.
+    pub fn shut_down(&self) -> Result<(), Error> {
+        socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(&self.conn),
+            socket::Shutdown::Both,
+        )
+        .map_err(|e| Error::Connection(format!("shutdown: {e}")))
+    }
+
     /// Waits up to `limit` for the dispatcher's word on a handed-over
     /// stream (None: nothing yet).
     pub fn wait_stream_ack(&mut self, limit: Duration) -> Result<Option<StreamAck>, Error> {

@@ -61,7 +61,9 @@ pub use input::InputClient;
 pub use options::PluginOptions;
 pub use plugin::{Command, Context, Plugin};
 #[cfg(feature = "dispatcher")]
-pub use relay::{flag_value, stop_signals, Offer, Relay, RelayConfig, RelayOptions};
+pub use relay::{
+    flag_value, stop_signals, Offer, Relay, RelayConfig, RelayOptions, DEFAULT_STALL_LIMIT,
+};
 
 use std::fmt;
 

@@ -45,6 +45,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::journal::{Journal, Limits, NewEntry, ReadOutcome, Step};
+use crate::protocol::StreamAck;
 use crate::sdk::InputClient;
 use crate::statelock::StateLock;
 
@@ -56,6 +57,15 @@ const SEND_BYTES: usize = 256 << 10;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often the buffer is flushed to disk.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// The first wait before reconnecting, and the wait again after a
+/// connection that worked (a stream taken back from a stalled dispatcher:
+/// hand it over again soon).
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a dispatcher may leave bytes of a handed-over stream
+/// unacknowledged by default: a healthy one acknowledges within about a
+/// millisecond, and auditd's queue of 2,000 records lasts 20–40 ms at its
+/// full rate.
+pub const DEFAULT_STALL_LIMIT: Duration = Duration::from_millis(20);
 
 /// Where to relay to.
 #[derive(Debug, Clone)]
@@ -68,6 +78,9 @@ pub struct RelayConfig {
     pub flush_limit: Duration,
     /// Offer the dispatcher the input's stream ([`Relay::offer_stream`]).
     pub stream: bool,
+    /// How long the dispatcher may leave bytes of a handed-over stream
+    /// unacknowledged before the relay takes the stream back.
+    pub stall_limit: Duration,
 }
 
 /// What the sending thread needs.
@@ -80,6 +93,7 @@ struct Config {
     acked: Arc<AtomicU64>,
     /// Offer the stream to dispatchers that take it.
     stream: bool,
+    stall_limit: Duration,
     slot: Arc<StreamSlot>,
 }
 
@@ -147,6 +161,8 @@ pub struct RelayOptions {
     state_env: String,
     /// Offer the input's stream to the dispatcher ([`Relay::offer_stream`]).
     pub stream: bool,
+    /// See [`RelayConfig::stall_limit`].
+    pub stall_limit: Duration,
 }
 
 impl RelayOptions {
@@ -163,6 +179,7 @@ impl RelayOptions {
             memory: 8 << 20,
             state_env: state_env.into(),
             stream: false,
+            stall_limit: DEFAULT_STALL_LIMIT,
         }
     }
 
@@ -224,6 +241,7 @@ impl RelayOptions {
                 name: self.name,
                 flush_limit,
                 stream: self.stream,
+                stall_limit: self.stall_limit,
             },
         )
     }
@@ -303,6 +321,7 @@ impl Relay {
                 flush_limit: cfg.flush_limit,
                 acked: acked.clone(),
                 stream: cfg.stream,
+                stall_limit: cfg.stall_limit,
                 slot: slot.clone(),
             };
             let journal = journal.clone();
@@ -504,11 +523,15 @@ fn run(cfg: Config, journal: Journal, done: Arc<AtomicBool>) {
         done_at: None,
         last_sync: Instant::now(),
     };
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = FIRST_BACKOFF;
     let mut outage_reported = false;
     loop {
         let result = session(&cfg, &journal, &done, &mut st, &mut outage_reported);
         cfg.slot.possible.store(false, Ordering::SeqCst);
+        if !outage_reported {
+            // It connected (or this is the first attempt).
+            backoff = FIRST_BACKOFF;
+        }
         match result {
             Ok(()) => return,
             Err(e) => {
@@ -742,31 +765,53 @@ fn stream_session(
     // Bytes of the stream removed since the hand-over.
     let mut removed = 0u64;
     let mut scratch = vec![0u8; 64 << 10];
+    // When the dispatcher last kept up: an acknowledgement moved on, or
+    // nothing waited in the socket.
+    let mut last_progress = Instant::now();
+    let nap = (cfg.stall_limit / 4).max(Duration::from_millis(1));
     loop {
         if flush_over(cfg, done, st) {
             tracing::warn!("stopping with the stream still handed over to the dispatcher");
             return Ok(());
         }
-        let ack = match client.wait_stream_ack(Duration::from_millis(100)) {
-            Ok(None) => continue,
+        let ack = match client.wait_stream_ack(nap) {
+            Ok(None) => {
+                let Some(stalled) = stalled(&stream, cfg.stall_limit, &mut last_progress) else {
+                    continue;
+                };
+                // The connection is shut down before a single
+                // unacknowledged byte is removed.
+                match client.shut_down() {
+                    Ok(()) => {
+                        return reclaim(
+                            cfg,
+                            journal,
+                            st,
+                            client,
+                            (&stream, removed),
+                            &marker,
+                            stalled,
+                        )
+                    }
+                    Err(e) => {
+                        // Leave the stream with the dispatcher; it may
+                        // still catch up.
+                        tracing::error!(
+                            "cannot take the stream back from a stalled dispatcher: {e}"
+                        );
+                        last_progress = Instant::now();
+                        continue;
+                    }
+                }
+            }
             Ok(Some(a)) => a,
             Err(e) => {
                 take_back(cfg, journal, st, &marker);
                 return Err(e.to_string());
             }
         };
-        if let Err(e) = remove(&stream, ack.offset.saturating_sub(removed), &mut scratch) {
-            // Nobody else reads the socket: this cannot happen short of
-            // the kernel losing bytes. Stop handing over.
-            tracing::error!(
-                message_id = crate::log_ids::RECORD_LOSS,
-                "removing journaled bytes from the stream: {e}"
-            );
-        }
-        removed = removed.max(ack.offset);
-        if ack.seq > st.acked {
-            st.acked = ack.seq;
-            cfg.acked.store(ack.seq, Ordering::SeqCst);
+        if apply_stream_ack(cfg, st, &stream, &mut removed, &ack, &mut scratch) {
+            last_progress = Instant::now();
         }
         if ack.released {
             take_back(cfg, journal, st, &marker);
@@ -777,6 +822,94 @@ fn stream_session(
             return Ok(());
         }
     }
+}
+
+/// Removes from the stream what `ack` says the dispatcher journaled
+/// (`removed`: bytes removed so far) and records its last number; true when
+/// it moved on.
+fn apply_stream_ack(
+    cfg: &Config,
+    st: &mut State,
+    stream: &OwnedFd,
+    removed: &mut u64,
+    ack: &StreamAck,
+    scratch: &mut [u8],
+) -> bool {
+    if ack.offset <= *removed && ack.seq <= st.acked {
+        return false;
+    }
+    if let Err(e) = remove(stream, ack.offset.saturating_sub(*removed), scratch) {
+        // Nobody else reads the socket: this cannot happen short of the
+        // kernel losing bytes. Stop handing over.
+        tracing::error!(
+            message_id = crate::log_ids::RECORD_LOSS,
+            "removing journaled bytes from the stream: {e}"
+        );
+    }
+    *removed = (*removed).max(ack.offset);
+    if ack.seq > st.acked {
+        st.acked = ack.seq;
+        cfg.acked.store(ack.seq, Ordering::SeqCst);
+    }
+    true
+}
+
+/// How long the dispatcher has left bytes of the stream unacknowledged, and
+/// how many, once that is `limit` or longer; `last_progress` moves on while
+/// nothing waits.
+fn stalled(
+    stream: &OwnedFd,
+    limit: Duration,
+    last_progress: &mut Instant,
+) -> Option<(Duration, usize)> {
+    // Everything acknowledged is removed: whatever waits is not.
+    let waiting = match crate::uds::unread(stream) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::debug!("SIOCINQ on the stream: {e}");
+            return None;
+        }
+    };
+    let now = Instant::now();
+    if waiting == 0 {
+        *last_progress = now;
+        return None;
+    }
+    let since = now.duration_since(*last_progress);
+    (since >= limit).then_some((since, waiting))
+}
+
+/// Takes a stream back from a dispatcher that stopped acknowledging it
+/// (stopped, its disk stalled), so that auditd's feed never waits for it.
+/// The connection is already shut down ([`InputClient::shut_down`]), so the
+/// dispatcher journals nothing it peeks from now on (`src/engine/stream.rs`
+/// checks the connection after every peek); what it acknowledged before is
+/// removed, and the reading thread reads on from the first unacknowledged
+/// byte. Err: `run` reconnects, and the stream is handed over again once the
+/// dispatcher answers.
+fn reclaim(
+    cfg: &Config,
+    journal: &Journal,
+    st: &mut State,
+    client: &mut InputClient,
+    (stream, mut removed): (&OwnedFd, u64),
+    marker: &Path,
+    (since, waiting): (Duration, usize),
+) -> Result<(), String> {
+    // Acknowledgements sent before the shutdown are good: the bytes they
+    // cover were journaled.
+    let mut scratch = vec![0u8; 64 << 10];
+    while let Ok(Some(ack)) = client.wait_stream_ack(Duration::ZERO) {
+        apply_stream_ack(cfg, st, stream, &mut removed, &ack, &mut scratch);
+    }
+    tracing::warn!(
+        "the dispatcher left {waiting} bytes of auditd's stream unacknowledged for {} ms (--stall-limit {} ms); reading the stream again from record {}",
+        since.as_millis(),
+        cfg.stall_limit.as_millis(),
+        st.acked + 1
+    );
+    take_back(cfg, journal, st, marker);
+    Err("the dispatcher stalled".into())
 }
 
 /// The dispatcher no longer reads the stream: the buffer numbers on after

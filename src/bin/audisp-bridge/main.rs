@@ -15,19 +15,21 @@
 //! them in batches ([`audisp::framing::coalesce`]), so one buffer write and
 //! one send carry many records.
 //!
-//! With `--hand-over` (string format, auditd's socket on standard input) the
-//! bridge hands the stream itself to a dispatcher that takes it, once the
-//! dispatcher has acknowledged everything the bridge buffered: the
-//! dispatcher reads auditd's records once, and the bridge only removes from
-//! the socket what the dispatcher journaled, and reads it again when the
-//! dispatcher goes ([`Relay::offer_stream`]).
+//! With string format and auditd's socket on standard input the bridge
+//! hands the stream itself to a dispatcher that takes it (unless
+//! `--no-hand-over`), once the dispatcher has acknowledged everything the
+//! bridge buffered: the dispatcher reads auditd's records once, and the
+//! bridge only removes from the socket what the dispatcher journaled, and
+//! reads it again when the dispatcher goes or stalls — leaves bytes
+//! unacknowledged for `--stall-limit` — so that auditd never waits for a
+//! hung dispatcher ([`Relay::offer_stream`]).
 
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use audisp::framing::{coalesce, BinaryFraming, Coalescer, Decoder, InputFormat, Item};
-use audisp::sdk::{flag_value, stop_signals, Offer, Relay, RelayOptions};
+use audisp::sdk::{flag_value, stop_signals, Offer, Relay, RelayOptions, DEFAULT_STALL_LIMIT};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::SignalFd;
@@ -43,9 +45,14 @@ relays them to the audisp dispatcher's input socket, keeping every record
 Options:
   --format FORMAT     what auditd writes: string (default) or binary
   --framing F         binary frames: auto (default), padded (auditd <= 4.1.0), exact
-  --hand-over         hand auditd's socket to a dispatcher that takes it (string
-                      format): it reads the records itself, each once; the
-                      bridge takes the socket back when the dispatcher goes
+  --no-hand-over      always relay the records; by default (--hand-over) the
+                      bridge hands auditd's socket to a dispatcher that takes
+                      it (string format): it reads the records itself, each
+                      once; the bridge takes the socket back when the
+                      dispatcher goes or stalls
+  --stall-limit MS    how long a dispatcher holding auditd's socket may leave
+                      records unacknowledged before the bridge takes the
+                      socket back (default {stall})
 {relay}  --version           print the version
   -h, --help          print this help
 
@@ -68,19 +75,26 @@ const OFFER_BACKLOG: u64 = 2000;
 struct Args {
     relay: RelayOptions,
     format: InputFormat,
+    /// `--hand-over` was asked for explicitly.
+    hand_over_asked: bool,
 }
 
 fn relay_options() -> RelayOptions {
-    RelayOptions::new(
+    let mut o = RelayOptions::new(
         "auditd",
         "AUDISP_BRIDGE_STATE_DIR",
         "/var/lib/audisp-bridge",
         1024 << 20,
-    )
+    );
+    // Hand-over is the bridge's default (`--no-hand-over`).
+    o.stream = true;
+    o
 }
 
 fn usage() -> String {
-    USAGE.replace("{relay}", &relay_options().help())
+    USAGE
+        .replace("{relay}", &relay_options().help())
+        .replace("{stall}", &DEFAULT_STALL_LIMIT.as_millis().to_string())
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -88,6 +102,7 @@ fn parse_args() -> Result<Option<Args>, String> {
     let mut a = Args {
         relay: relay_options(),
         format: InputFormat::String,
+        hand_over_asked: false,
     };
     let mut binary = false;
     let mut framing = BinaryFraming::Auto;
@@ -113,7 +128,22 @@ fn parse_args() -> Result<Option<Args>, String> {
                     other => return Err(format!("--framing {other:?}: auto, padded or exact")),
                 }
             }
-            Long("hand-over") => a.relay.stream = true,
+            Long("hand-over") => {
+                a.relay.stream = true;
+                a.hand_over_asked = true;
+            }
+            Long("no-hand-over") => a.relay.stream = false,
+            Long("stall-limit") => {
+                let v = flag_value(&mut p)?;
+                a.relay.stall_limit = match v.parse::<u64>() {
+                    Ok(ms) if (1..=60_000).contains(&ms) => Duration::from_millis(ms),
+                    _ => {
+                        return Err(format!(
+                            "--stall-limit {v:?}: milliseconds, from 1 to 60000"
+                        ))
+                    }
+                }
+            }
             Long("version") => {
                 println!("audisp-bridge {}", env!("CARGO_PKG_VERSION"));
                 return Ok(None);
@@ -156,7 +186,9 @@ fn run(args: Args) -> Result<(), String> {
     let mut relay_options = args.relay;
     if relay_options.stream {
         if args.format != InputFormat::String {
-            tracing::warn!("--hand-over is for --format string; relaying the records");
+            if args.hand_over_asked {
+                tracing::warn!("--hand-over is for --format string; relaying the records");
+            }
             relay_options.stream = false;
         } else if !is_stream_socket(std::io::stdin().as_fd()) {
             tracing::info!(
@@ -253,6 +285,9 @@ fn read_input(relay: &Relay, format: InputFormat, hand_over: bool, sfd: &SignalF
                     }
                     decoder = Decoder::new(format);
                     consumed = 0;
+                    // Read what the dispatcher left (the end of the
+                    // stream, records it stalled on) before offering again.
+                    offer_at = Instant::now() + OFFER_AGAIN;
                     continue;
                 }
                 Offer::Declined => offer_at = Instant::now() + OFFER_AGAIN,
