@@ -339,6 +339,11 @@ class Row:
                        f"--state-dir {r}/bridge")
                 if self.layout == "bridge-handover":
                     cmd += " --hand-over"
+                elif "--no-hand-over" in subprocess.run(
+                        [f"{self.bindir}/audisp-bridge", "--help"], capture_output=True,
+                        text=True).stdout:
+                    # Hand-over is the default of newer bridges: the relay row relays.
+                    cmd += " --no-hand-over"
                 log = "bridge.log"
             else:
                 cmd, log = audispd, "audispd.log"

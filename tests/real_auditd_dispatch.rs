@@ -466,8 +466,8 @@ fn arrival(path: &Path, needle: &[u8], limit: Duration) -> Instant {
     }
 }
 
-/// Test 3, the systemd layout: auditd → `audisp-bridge` (auditd's plugin) → a separately
-/// started audispd's input socket → sink and `cat`. Lone records arrive within
+/// Test 3, the systemd layout: auditd → `audisp-bridge --no-hand-over` (auditd's plugin,
+/// relaying) → a separately started audispd's input socket → sink and `cat`. Lone records arrive within
 /// [`LONE_RECORD_LIMIT`]; then every record auditd dispatched reaches both plugins exactly once,
 /// in order, and the bridge, stopping with auditd, leaves nothing unacknowledged.
 #[test]
@@ -475,7 +475,7 @@ fn auditd_runs_the_bridge_into_audispd() {
     bridge_layout(false);
 }
 
-/// Test 3 with `--hand-over`: the bridge hands auditd's socket to audispd, which reads it
+/// Test 3 as shipped (hand-over is the default): the bridge hands auditd's socket to audispd, which reads it
 /// itself; the same lone-record limit and every record exactly once, and at auditd's stop the
 /// socket comes back to the bridge, which leaves nothing unacknowledged.
 #[test]
@@ -502,7 +502,7 @@ fn bridge_layout(hand_over: bool) {
             "#!/bin/sh\nexport AUDISP_LOG=info\nexec {bridge} --socket {socket} \
              --state-dir {state}{hand_over} 2>>{log}\n",
             bridge = sh_quote(env!("CARGO_BIN_EXE_audisp-bridge")),
-            hand_over = if hand_over { " --hand-over" } else { "" },
+            hand_over = if hand_over { "" } else { " --no-hand-over" },
             socket = sh_quote(&d.input_socket().display().to_string()),
             state = sh_quote(&format!("{dir}/bridge")),
             log = sh_quote(&format!("{dir}/bridge.log")),
@@ -573,13 +573,12 @@ fn bridge_layout(hand_over: bool) {
         "audispd exit {status}\n{}",
         d.log_tail(40)
     );
-    if hand_over {
-        assert!(
-            d.log().contains("handed over its stream"),
-            "{}",
-            d.log_tail(40)
-        );
-    }
+    assert_eq!(
+        d.log().contains("handed over its stream"),
+        hand_over,
+        "{}",
+        d.log_tail(40)
+    );
     let got = assert_every_record_once(&auditd, &d, &marker);
     eprintln!("bridge (hand-over {hand_over}): {got}; slowest lone record {slowest:?}");
 }
