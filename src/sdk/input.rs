@@ -11,6 +11,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket;
 
 use super::plugin::{handshake, recv_wait, send_blocking};
@@ -157,6 +158,34 @@ impl InputClient {
                 Err(e) => Err(Error::Connection(format!("protocol error: {e}"))),
             },
         }
+    }
+
+    /// [`InputClient::wait_stream_ack`] that also ends (None) as soon as
+    /// `stream`, the stream handed over, is readable: an input whose stream
+    /// is empty sleeps until bytes come instead of checking it every few
+    /// milliseconds.
+    pub fn wait_stream_ack_or_input(
+        &mut self,
+        stream: BorrowedFd<'_>,
+        limit: Duration,
+    ) -> Result<Option<StreamAck>, Error> {
+        use std::os::fd::AsFd;
+        let mut fds = [
+            PollFd::new(self.conn.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stream, PollFlags::POLLIN),
+        ];
+        let ms = i32::try_from(limit.as_millis()).unwrap_or(i32::MAX);
+        match nix::poll::poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::Connection(format!("poll: {e}"))),
+        }
+        if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+            return self.wait_stream_ack(Duration::ZERO);
+        }
+        Ok(None)
     }
 
     /// Highest sequence number acknowledged so far.

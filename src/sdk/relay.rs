@@ -57,6 +57,9 @@ const SEND_BYTES: usize = 256 << 10;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often the buffer is flushed to disk.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// Longest sleep of the relay while the stream it handed over is empty
+/// (it wakes as soon as bytes come).
+const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// The first wait before reconnecting, and the wait again after a
 /// connection that worked (a stream taken back from a stalled dispatcher:
 /// hand it over again soon).
@@ -768,17 +771,47 @@ fn stream_session(
     // When the dispatcher last kept up: an acknowledgement moved on, or
     // nothing waited in the socket.
     let mut last_progress = Instant::now();
+    // While bytes wait, wake this often to see whether the dispatcher
+    // keeps up; while the socket is empty, sleep until bytes come.
     let nap = (cfg.stall_limit / 4).max(Duration::from_millis(1));
+    let mut empty = false;
     loop {
         if flush_over(cfg, done, st) {
             tracing::warn!("stopping with the stream still handed over to the dispatcher");
             return Ok(());
         }
-        let ack = match client.wait_stream_ack(nap) {
+        let woke = Instant::now();
+        let got = if empty {
+            let got = client.wait_stream_ack_or_input(stream.as_fd(), IDLE_WAIT);
+            // Bytes that came while the socket was empty came just now.
+            last_progress = Instant::now();
+            got
+        } else {
+            client.wait_stream_ack(nap)
+        };
+        let ack = match got {
             Ok(None) => {
-                let Some(stalled) = stalled(&stream, cfg.stall_limit, &mut last_progress) else {
-                    continue;
+                let waiting = match crate::uds::unread(&stream) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::debug!("SIOCINQ on the stream: {e}");
+                        empty = false;
+                        continue;
+                    }
                 };
+                let now = Instant::now();
+                if waiting == 0 {
+                    last_progress = now;
+                    // Readable and empty: the end of the stream (the
+                    // dispatcher releases it soon); go on napping.
+                    empty = !(empty && now.duration_since(woke) < IDLE_WAIT);
+                    continue;
+                }
+                empty = false;
+                let since = now.duration_since(last_progress);
+                if since < cfg.stall_limit {
+                    continue;
+                }
                 // The connection is shut down before a single
                 // unacknowledged byte is removed.
                 match client.shut_down() {
@@ -790,7 +823,7 @@ fn stream_session(
                             client,
                             (&stream, removed),
                             &marker,
-                            stalled,
+                            (since, waiting),
                         )
                     }
                     Err(e) => {
@@ -852,31 +885,6 @@ fn apply_stream_ack(
         cfg.acked.store(ack.seq, Ordering::SeqCst);
     }
     true
-}
-
-/// How long the dispatcher has left bytes of the stream unacknowledged, and
-/// how many, once that is `limit` or longer; `last_progress` moves on while
-/// nothing waits.
-fn stalled(
-    stream: &OwnedFd,
-    limit: Duration,
-    last_progress: &mut Instant,
-) -> Option<(Duration, usize)> {
-    // Everything acknowledged is removed: whatever waits is not.
-    let waiting = match crate::uds::unread(stream) {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::debug!("SIOCINQ on the stream: {e}");
-            return None;
-        }
-    };
-    let now = Instant::now();
-    if waiting == 0 {
-        *last_progress = now;
-        return None;
-    }
-    let since = now.duration_since(*last_progress);
-    (since >= limit).then_some((since, waiting))
 }
 
 /// Takes a stream back from a dispatcher that stopped acknowledging it
