@@ -321,6 +321,21 @@ mod tests {
     }
 
     #[test]
+    fn unread_counts_bytes_peeked_but_not_those_read() {
+        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert_eq!(unread(&theirs).unwrap(), 0);
+        std::io::Write::write_all(&mut ours, b"0123456789").unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            recv_nowait(&theirs, &mut buf, libc::MSG_PEEK).unwrap(),
+            Some(4)
+        );
+        assert_eq!(unread(&theirs).unwrap(), 10, "a peek takes nothing");
+        assert_eq!(recv_nowait(&theirs, &mut buf[..3], 0).unwrap(), Some(3));
+        assert_eq!(unread(&theirs).unwrap(), 7);
+    }
+
+    #[test]
     fn oversize_messages_are_refused_not_cut() {
         let (a, b) = seqpacket_pair();
         let mut buf = [0u8; 16];

@@ -26,7 +26,11 @@
 //!   acknowledged, the dispatcher gets the descriptor and reads the stream
 //!   itself (peeking only), so each record is read once; the relay removes
 //!   from the socket exactly the bytes the dispatcher says it journaled, and
-//!   takes the stream back when the connection ends (see
+//!   takes the stream back when the connection ends, or when the dispatcher
+//!   leaves bytes unacknowledged for the stall limit (stopped, its disk
+//!   hung: the relay then shuts the connection down before it removes a
+//!   single unacknowledged byte, and reconnects), so that the source never
+//!   waits for a dispatcher that is alive but stuck (see
 //!   `src/engine/stream.rs`).
 //!
 //! One program per buffer directory: its state lock ([`crate::statelock`])
