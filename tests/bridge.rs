@@ -506,3 +506,17 @@ fn with_no_hand_over_the_bridge_relays_a_stream_socket() {
     assert!(texts(&out) == all[..20_000], "every record once, in order");
     assert!(d.stop().unwrap().success());
 }
+
+#[test]
+fn a_bad_stall_limit_is_refused_with_its_range() {
+    for bad in ["0", "60001", "2ms"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_audisp-bridge"))
+            .args(["--stall-limit", bad])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains("from 1 to 60000"), "{bad}: {err}");
+    }
+}
