@@ -61,10 +61,10 @@ pub const NAP_BYTES: usize = 64 << 10;
 pub const NAP_SLACK: Duration = Duration::from_micros(5);
 
 /// Most bytes a holding reader ([`Coalescer::step`]) keeps back across reads
-/// before it hands them on: several of auditd's socket-fulls of padded
-/// binary frames (~29 frames), a few hundred microseconds at auditd's full
-/// rate. A read this large or larger (a backlog) is handed on at once.
-pub const HOLD_BYTES: usize = 256 << 10;
+/// before it hands them on: a few of auditd's socket-fulls of padded binary
+/// frames (~58 frames), more than auditd writes in [`HOLD_TIME`] at its full
+/// rate, so that the time bound decides.
+pub const HOLD_BYTES: usize = 512 << 10;
 
 /// Longest a holding reader lets the oldest record it holds wait, counted
 /// from the start of the nap before the read that brought it: no longer
@@ -148,9 +148,9 @@ impl Coalescer {
     /// filling, except after a large read that did not fill `room`: that
     /// read emptied the input, so it is followed by a nap as long as
     /// [`NAP_BYTES`] take to come at the rate it shows (auditd's socket of
-    /// padded frames is then read about twice per [`HOLD_BYTES`] instead of
-    /// large read, empty wait, one-frame read). A read that filled `room` is
-    /// a backlog: no nap. The records are kept back while the input is busy, fewer
+    /// padded frames is then read every [`NAP_BYTES`] or so instead of large
+    /// read, empty wait, one-frame read). A read that filled `room` is
+    /// a backlog: handed on at once, no nap. The records are kept back while the input is busy, fewer
     /// than [`HOLD_BYTES`] are held, and the oldest of them will not have
     /// waited longer than [`HOLD_TIME`] by the end of the next nap (counted
     /// from the start of the nap before the read that brought it). Padded
@@ -167,8 +167,12 @@ impl Coalescer {
             Pace::Quiet => None,
             Pace::Busy(d) => Some(d),
         };
+        // A backlog (no nap) gains nothing from holding: its reads are as
+        // large as they come.
         let keep = nap.is_some_and(|d| {
-            held < HOLD_BYTES && (now + d).saturating_duration_since(since) <= HOLD_TIME
+            !d.is_zero()
+                && held < HOLD_BYTES
+                && (now + d).saturating_duration_since(since) <= HOLD_TIME
         });
         if !keep {
             self.held_since = None;
@@ -278,23 +282,22 @@ mod tests {
         let mut c = Coalescer::new();
         let t0 = Instant::now();
         assert!(c.step(9_000, READ, 9_000, t0).hand_on);
-        // auditd's socket of padded frames, read 60 µs after the last read:
-        // 11 frames. The large read emptied the socket: nap as long as
+        // auditd's socket full of padded frames (22), read 50 µs after the
+        // last read. The large read emptied the socket: nap as long as
         // NAP_BYTES take at that rate, and hold what came.
-        let t1 = t0 + Duration::from_micros(60);
-        let frames = 11 * 8_986;
+        let frames = 22 * 8_986;
+        let gap = Duration::from_micros(50);
+        let t1 = t0 + gap;
         let step = c.step(frames, READ, frames, t1);
-        let by_rate = Duration::from_nanos(60_000 * NAP_BYTES as u64 / frames as u64);
+        let by_rate = Duration::from_nanos(50_000 * NAP_BYTES as u64 / frames as u64);
         assert_eq!((step.hand_on, step.nap), (false, Some(by_rate)));
-        let t2 = t1 + Duration::from_micros(60);
-        let step = c.step(frames, READ, 2 * frames, t2);
+        let step = c.step(frames, READ, 2 * frames, t1 + gap);
         assert!(!step.hand_on);
         // HOLD_BYTES reached: handed on, and the next read starts afresh.
-        let t3 = t2 + Duration::from_micros(60);
-        let step = c.step(frames, READ, 3 * frames, t3);
-        assert!(3 * frames >= HOLD_BYTES);
+        assert!(2 * frames < HOLD_BYTES && 3 * frames >= HOLD_BYTES);
+        let step = c.step(frames, READ, 3 * frames, t1 + 2 * gap);
         assert_eq!((step.hand_on, step.nap), (true, Some(by_rate)));
-        let step = c.step(frames, READ, frames, t3 + Duration::from_micros(60));
+        let step = c.step(frames, READ, frames, t1 + 3 * gap);
         assert!(!step.hand_on);
     }
 
@@ -331,18 +334,23 @@ mod tests {
     }
 
     #[test]
-    fn a_holding_reader_reads_a_backlog_without_napping() {
+    fn a_holding_reader_hands_on_a_backlog_at_once_without_napping() {
         let mut c = Coalescer::new();
         let t0 = Instant::now();
-        assert!(c.step(READ, READ, READ, t0).hand_on);
-        // A read that fills the room it asked for: no nap; less than
-        // HOLD_BYTES held is kept, HOLD_BYTES or more handed on.
+        let at_once = Step {
+            hand_on: true,
+            nap: None,
+        };
+        assert_eq!(c.step(READ, READ, READ, t0), at_once);
+        // Reads that fill the room they asked for, small or large.
         let t1 = t0 + Duration::from_micros(50);
-        let half = HOLD_BYTES / 2;
-        let step = c.step(half, half, half, t1);
-        assert_eq!((step.hand_on, step.nap), (false, None));
-        let step = c.step(half, half, HOLD_BYTES, t1 + Duration::from_micros(50));
-        assert_eq!((step.hand_on, step.nap), (true, None));
+        assert_eq!(c.step(READ, READ, READ, t1), at_once);
+        let t2 = t1 + Duration::from_micros(50);
+        assert_eq!(c.step(1_000, 1_000, 1_000, t2), at_once);
+        // Less than the room: a nap, and held.
+        let t3 = t2 + Duration::from_micros(50);
+        let step = c.step(1_000, READ, 1_000, t3);
+        assert_eq!((step.hand_on, step.nap), (false, Some(NAP)));
     }
 
     #[test]
