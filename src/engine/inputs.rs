@@ -321,7 +321,7 @@ pub fn read_stdin(
 /// its records are parsed and journaled.
 const READ_CHUNK: usize = 256 << 10;
 
-/// Where a decoded record's text is: in the chunk just read, or copied.
+/// Where a decoded record's text is: in the bytes read and held, or copied.
 struct Span {
     in_chunk: bool,
     start: usize,
