@@ -112,10 +112,14 @@ pub fn read_stdin(
     let mut decoder = Decoder::new(format);
     coalesce::grow_pipe(&fd);
     let mut coalescer = Coalescer::new();
-    let mut buf = vec![0u8; READ_CHUNK];
-    // Records that lie wholly in the chunk just read are submitted from it
+    // Reads land one after another in `buf`; what they bring is held back
+    // (`held` bytes) while the coalescer says so, and handed on in one
+    // submission: one journal write and one sender wake for several reads.
+    let mut buf = vec![0u8; coalesce::HOLD_BYTES + READ_CHUNK];
+    let mut held = 0usize;
+    // Records that lie wholly in the bytes held are submitted from `buf`
     // directly; only records the decoder had to rebuild or carry over from
-    // an earlier chunk are copied (into `texts`).
+    // an earlier read are copied (into `texts`).
     let mut texts: Vec<u8> = Vec::with_capacity(64 << 10);
     let mut spans: Vec<Span> = Vec::new();
     let mut complaints = Complaints::new();
@@ -191,6 +195,10 @@ pub fn read_stdin(
     // the input has been quiet for a moment, or at the latest after
     // DRAIN_LIMIT.
     let mut drain_until: Option<Instant> = None;
+    // auditd's end is a socket: after a nap (or while holding) records are
+    // nearly always waiting, and one recv(MSG_DONTWAIT) replaces poll + read.
+    let mut is_socket = true;
+    let mut expect_data = false;
     loop {
         hb.beat();
         if drain_until.is_none() && ctx.stopping.load(Ordering::Relaxed) {
@@ -203,57 +211,85 @@ pub fn read_stdin(
             );
             break;
         }
-        let draining = drain_until.is_some();
-        let mut fds = [
-            PollFd::new(fd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(ctx.stop_wake.fd(), PollFlags::POLLIN),
-        ];
-        let wait = if draining {
-            PollTimeout::from(DRAIN_QUIET_MS)
-        } else {
-            PollTimeout::from(1000u16)
-        };
-        // While draining, only the input itself matters.
-        let nfds = if draining { 1 } else { 2 };
-        match nix::poll::poll(&mut fds[..nfds], wait) {
-            Ok(0) if draining => break,
-            Ok(0) => {
-                // A quiet second: a binary stream still working out its
-                // framing may now decide (see `framing`).
-                decoder.input_idle(&mut |item| on_item(item, &[], &mut texts, &mut spans));
-                submit(&[], &mut texts, &mut spans);
-                continue;
+        let space = &mut buf[held..held + READ_CHUNK];
+        let mut got = None;
+        if std::mem::take(&mut expect_data) && is_socket {
+            match uds::recv_nowait(&fd, space, 0) {
+                Ok(n) => got = n,
+                // A pipe (or something else that is not a socket): poll
+                // and read from now on.
+                Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => is_socket = false,
+                // Reported by the read below.
+                Err(_) => {}
             }
-            Err(Errno::EINTR) => continue,
-            Ok(_) => {}
-            Err(e) => return Err(e.into()),
         }
-        if fds[0].revents().is_none_or(|r| r.is_empty()) {
-            continue;
-        }
-        let n = match nix::unistd::read(&fd, &mut buf) {
-            Ok(n) => n,
-            Err(Errno::EINTR) | Err(Errno::EAGAIN) => continue,
-            Err(e) => {
-                tracing::error!(
-                    input = STDIN,
-                    "input stdin: reading standard input: {e}; treating it as closed"
-                );
-                0
+        let n = match got {
+            Some(n) => n,
+            None => {
+                let draining = drain_until.is_some();
+                let mut fds = [
+                    PollFd::new(fd.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(ctx.stop_wake.fd(), PollFlags::POLLIN),
+                ];
+                let wait = if held > 0 {
+                    // Nothing more came: hand on what is held rather than wait.
+                    PollTimeout::ZERO
+                } else if draining {
+                    PollTimeout::from(DRAIN_QUIET_MS)
+                } else {
+                    PollTimeout::from(1000u16)
+                };
+                // While draining, only the input itself matters.
+                let nfds = if draining { 1 } else { 2 };
+                match nix::poll::poll(&mut fds[..nfds], wait) {
+                    Ok(0) if held > 0 => {
+                        submit(&buf[..held], &mut texts, &mut spans);
+                        held = 0;
+                        coalescer.handed_on();
+                        continue;
+                    }
+                    Ok(0) if draining => break,
+                    Ok(0) => {
+                        // A quiet second: a binary stream still working out its
+                        // framing may now decide (see `framing`).
+                        decoder.input_idle(&mut |item| on_item(item, &[], &mut texts, &mut spans));
+                        submit(&[], &mut texts, &mut spans);
+                        continue;
+                    }
+                    Err(Errno::EINTR) => continue,
+                    Ok(_) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                if fds[0].revents().is_none_or(|r| r.is_empty()) {
+                    continue;
+                }
+                match nix::unistd::read(&fd, &mut buf[held..held + READ_CHUNK]) {
+                    Ok(n) => n,
+                    Err(Errno::EINTR) | Err(Errno::EAGAIN) => continue,
+                    Err(e) => {
+                        tracing::error!(
+                            input = STDIN,
+                            "input stdin: reading standard input: {e}; treating it as closed"
+                        );
+                        0
+                    }
+                }
             }
         };
         if n == 0 {
             decoder.finish(&mut |item| on_item(item, &[], &mut texts, &mut spans));
-            submit(&[], &mut texts, &mut spans);
+            submit(&buf[..held], &mut texts, &mut spans);
             ctx.ingest.disconnect(id);
             tracing::info!(input = STDIN, "input stdin: standard input closed");
             on_eof();
             return Ok(());
         }
-        let chunk = &buf[..n];
-        decoder.feed(chunk, &mut |item| {
-            on_item(item, chunk, &mut texts, &mut spans)
+        let end = held + n;
+        let all = &buf[..end];
+        decoder.feed(&all[held..], &mut |item| {
+            on_item(item, all, &mut texts, &mut spans)
         });
+        held = end;
         if !framing_logged {
             if let Some(f) = decoder.detected_framing() {
                 tracing::info!(
@@ -263,21 +299,29 @@ pub fn read_stdin(
                 framing_logged = true;
             }
         }
-        submit(chunk, &mut texts, &mut spans);
-        coalescer.after_read(n);
+        let step = coalescer.step(n, READ_CHUNK, held, Instant::now());
+        if step.hand_on {
+            submit(&buf[..held], &mut texts, &mut spans);
+            held = 0;
+        }
+        if let Some(d) = step.nap {
+            coalesce::nap_for(d);
+        }
+        expect_data = step.nap.is_some() || held > 0;
     }
     decoder.input_idle(&mut |item| on_item(item, &[], &mut texts, &mut spans));
-    submit(&[], &mut texts, &mut spans);
+    submit(&buf[..held], &mut texts, &mut spans);
     ctx.ingest.disconnect(id);
     Ok(())
 }
 
-/// Bytes read from standard input at a time: large enough for few system
-/// calls, small enough to stay in the CPU cache while its records are
-/// parsed and journaled.
+/// Bytes read from standard input at a time (at most; reads held back
+/// follow one another in a buffer of [`coalesce::HOLD_BYTES`] more): large
+/// enough for few system calls, small enough to stay in the CPU cache while
+/// its records are parsed and journaled.
 const READ_CHUNK: usize = 256 << 10;
 
-/// Where a decoded record's text is: in the chunk just read, or copied.
+/// Where a decoded record's text is: in the bytes read and held, or copied.
 struct Span {
     in_chunk: bool,
     start: usize,

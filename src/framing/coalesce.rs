@@ -12,6 +12,14 @@
 //! (and [`NAP_SLACK`]) longer.
 //! [`grow_pipe`] makes room for what accumulates, so that auditd's writes do
 //! not find a full pipe meanwhile (binary frames are 8,986 bytes each).
+//!
+//! A reader may also hold what it read back across reads
+//! ([`Coalescer::step`]): auditd's socket holds only ~21 padded binary
+//! frames, so binary input must be read several times as often as string
+//! input, but its records can still go downstream (journal write, sender
+//! wake, plugin write) a few reads at a time, up to [`HOLD_BYTES`] and
+//! [`HOLD_TIME`]. audispd's standard input does; a string stream is then
+//! handed on at every read after a nap, as before.
 
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -52,10 +60,45 @@ pub const NAP_BYTES: usize = 64 << 10;
 /// default, 50 µs, would lengthen every nap by up to that much).
 pub const NAP_SLACK: Duration = Duration::from_micros(5);
 
+/// Most bytes a holding reader ([`Coalescer::step`]) keeps back across reads
+/// before it hands them on: a few of auditd's socket-fulls of padded binary
+/// frames (~58 frames), more than auditd writes in [`HOLD_TIME`] at its full
+/// rate, so that the time bound decides.
+pub const HOLD_BYTES: usize = 512 << 10;
+
+/// Longest a holding reader lets the oldest record it holds wait, counted
+/// from the start of the nap before the read that brought it: no longer
+/// than a record of a string stream waits in the socket during one [`NAP`].
+pub const HOLD_TIME: Duration = NAP;
+
 /// Tracks one reader's reads and naps between them while the input is busy.
 #[derive(Debug, Default)]
 pub struct Coalescer {
     last_read: Option<Instant>,
+    /// The nap [`Coalescer::step`] last asked for (zero: none).
+    last_nap: Duration,
+    /// Since when the oldest record a holding reader keeps back may have
+    /// waited (`None`: it holds nothing).
+    held_since: Option<Instant>,
+}
+
+/// What a reader that holds records back across reads does after a read
+/// ([`Coalescer::step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// Hand on everything held now; `false`: keep it and read again.
+    pub hand_on: bool,
+    /// How long to nap before the next read (`None`: read at once).
+    pub nap: Option<Duration>,
+}
+
+/// How busy the input looks after a read.
+enum Pace {
+    /// The first read, or one after a quiet spell.
+    Quiet,
+    /// A read soon after the previous one; nap this long (zero: read again
+    /// at once, records queue up faster than a nap would add).
+    Busy(Duration),
 }
 
 impl Coalescer {
@@ -71,19 +114,82 @@ impl Coalescer {
     /// meanwhile (padded binary frames fill auditd's socket in well under
     /// [`NAP`] at its full rate; a nap that long would make auditd wait).
     pub fn nap(&mut self, got: usize, now: Instant) -> Option<Duration> {
+        match self.pace(got, now, got >= NAP_BYTES) {
+            Pace::Busy(nap) => (!nap.is_zero()).then_some(nap),
+            Pace::Quiet => None,
+        }
+    }
+
+    /// How busy the input is after a read of `got` bytes at `now`;
+    /// `backlog`: records queue up faster than a nap would add, read again
+    /// at once if busy.
+    fn pace(&mut self, got: usize, now: Instant, backlog: bool) -> Pace {
         let since = self.last_read.map(|t| now.saturating_duration_since(t));
         self.last_read = Some(now);
-        let since = since.filter(|d| *d < BUSY_GAP)?;
-        if got >= NAP_BYTES {
-            // Records queue up faster than a nap would add (a backlog, or
-            // auditd's socket nearly full): read again at once.
-            return None;
+        let Some(since) = since.filter(|d| *d < BUSY_GAP) else {
+            return Pace::Quiet;
+        };
+        if backlog {
+            return Pace::Busy(Duration::ZERO);
         }
         // `got` bytes came in `since`: NAP_BYTES take this long at that rate.
         let ns = since.as_nanos() * NAP_BYTES as u128 / got.max(1) as u128;
         let by_rate = Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX));
-        let nap = NAP.min(by_rate);
-        (!nap.is_zero()).then_some(nap)
+        Pace::Busy(NAP.min(by_rate))
+    }
+
+    /// For a reader that may hold records back across reads, so that one
+    /// round downstream (journal write, sender wake, plugin write) carries
+    /// several reads' worth: what to do after a read of `got` bytes of the
+    /// `room` it asked for at `now`, `held` bytes being held in all (this
+    /// read's included).
+    ///
+    /// The nap is [`Coalescer::nap`]'s, which keeps auditd's socket from
+    /// filling, except after a large read that did not fill `room`: that
+    /// read emptied the input, so it is followed by a nap as long as
+    /// [`NAP_BYTES`] take to come at the rate it shows (auditd's socket of
+    /// padded frames is then read every [`NAP_BYTES`] or so instead of large
+    /// read, empty wait, one-frame read). A read that filled `room` is
+    /// a backlog: handed on at once, no nap. The records are kept back while the input is busy, fewer
+    /// than [`HOLD_BYTES`] are held, and the oldest of them will not have
+    /// waited longer than [`HOLD_TIME`] by the end of the next nap (counted
+    /// from the start of the nap before the read that brought it). Padded
+    /// binary frames, which fill auditd's socket in a few naps, are thus
+    /// handed on a few reads at a time; a string stream, whose nap is
+    /// [`NAP`] already, at every read, as with [`Coalescer::nap`]. A record
+    /// after a quiet spell is handed on at once.
+    pub fn step(&mut self, got: usize, room: usize, held: usize, now: Instant) -> Step {
+        let napped = std::mem::take(&mut self.last_nap);
+        let since = *self
+            .held_since
+            .get_or_insert_with(|| now.checked_sub(napped).unwrap_or(now));
+        let nap = match self.pace(got, now, got >= room) {
+            Pace::Quiet => None,
+            Pace::Busy(d) => Some(d),
+        };
+        // A backlog (no nap) gains nothing from holding: its reads are as
+        // large as they come.
+        let keep = nap.is_some_and(|d| {
+            !d.is_zero()
+                && held < HOLD_BYTES
+                && (now + d).saturating_duration_since(since) <= HOLD_TIME
+        });
+        if !keep {
+            self.held_since = None;
+        }
+        let nap = nap.filter(|d| !d.is_zero());
+        self.last_nap = nap.unwrap_or_default();
+        Step {
+            hand_on: !keep,
+            nap,
+        }
+    }
+
+    /// Tells a holding reader's coalescer that what it held was handed on
+    /// although [`Coalescer::step`] said keep it (nothing more came).
+    pub fn handed_on(&mut self) {
+        self.held_since = None;
+        self.last_nap = Duration::ZERO;
     }
 
     /// Call after handling a read of `got` bytes: naps as long as
@@ -97,7 +203,7 @@ impl Coalescer {
 
 /// Sleeps `d`, ending within [`NAP_SLACK`]: the first nap of a thread sets
 /// its timer slack (where that fails, the default stays).
-fn nap_for(d: Duration) {
+pub fn nap_for(d: Duration) {
     thread_local! {
         static SLACK_SET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
@@ -112,6 +218,9 @@ fn nap_for(d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a reader asks for per read.
+    const READ: usize = 256 << 10;
 
     #[test]
     fn naps_only_while_busy() {
@@ -141,6 +250,107 @@ mod tests {
         // String records, 3 KB in 1 ms: the whole nap.
         let d = c.nap(3_000, t0 + Duration::from_micros(1_300));
         assert_eq!(d, Some(NAP));
+    }
+
+    #[test]
+    fn a_holding_reader_hands_on_at_once_when_quiet_and_each_nap_of_a_string_stream() {
+        let mut c = Coalescer::new();
+        let t0 = Instant::now();
+        let lone = Step {
+            hand_on: true,
+            nap: None,
+        };
+        assert_eq!(c.step(300, READ, 300, t0), lone);
+        let t1 = t0 + BUSY_GAP + Duration::from_millis(1);
+        assert_eq!(c.step(300, READ, 300, t1), lone);
+        // String records at 50,000/s: 20 records (6 KB) per NAP. The first
+        // busy read is held for one nap, as long as HOLD_TIME allows...
+        let t2 = t1 + Duration::from_micros(400);
+        let held = c.step(6_000, READ, 6_000, t2);
+        assert_eq!((held.hand_on, held.nap), (false, Some(NAP)));
+        // ...then, its records having waited a nap already, handed on,
+        // and so at every read after a nap: no later than without holding.
+        let t3 = t2 + NAP;
+        let step = c.step(6_000, READ, 12_000, t3);
+        assert_eq!((step.hand_on, step.nap), (true, Some(NAP)));
+        let step = c.step(6_000, READ, 6_000, t3 + NAP);
+        assert_eq!((step.hand_on, step.nap), (true, Some(NAP)));
+    }
+
+    #[test]
+    fn a_holding_reader_keeps_padded_frames_until_hold_bytes() {
+        let mut c = Coalescer::new();
+        let t0 = Instant::now();
+        assert!(c.step(9_000, READ, 9_000, t0).hand_on);
+        // auditd's socket full of padded frames (22), read 50 µs after the
+        // last read. The large read emptied the socket: nap as long as
+        // NAP_BYTES take at that rate, and hold what came.
+        let frames = 22 * 8_986;
+        let gap = Duration::from_micros(50);
+        let t1 = t0 + gap;
+        let step = c.step(frames, READ, frames, t1);
+        let by_rate = Duration::from_nanos(50_000 * NAP_BYTES as u64 / frames as u64);
+        assert_eq!((step.hand_on, step.nap), (false, Some(by_rate)));
+        let step = c.step(frames, READ, 2 * frames, t1 + gap);
+        assert!(!step.hand_on);
+        // HOLD_BYTES reached: handed on, and the next read starts afresh.
+        assert!(2 * frames < HOLD_BYTES && 3 * frames >= HOLD_BYTES);
+        let step = c.step(frames, READ, 3 * frames, t1 + 2 * gap);
+        assert_eq!((step.hand_on, step.nap), (true, Some(by_rate)));
+        let step = c.step(frames, READ, frames, t1 + 3 * gap);
+        assert!(!step.hand_on);
+    }
+
+    #[test]
+    fn a_holding_reader_lets_no_record_wait_longer_than_hold_time() {
+        let mut c = Coalescer::new();
+        let t0 = Instant::now();
+        assert!(c.step(9_000, READ, 9_000, t0).hand_on);
+        // A frame every 20 µs, read with no nap before the first read of
+        // the batch: its records are held while they will not have waited
+        // longer than HOLD_TIME by the end of the next nap.
+        let first = t0 + Duration::from_micros(20);
+        let mut now = first;
+        let mut last = t0;
+        let mut held = 0;
+        let step = loop {
+            let got = 9_000 * usize::try_from((now - last).as_micros() / 20).expect("frames");
+            held += got;
+            last = now;
+            let step = c.step(got, READ, held, now);
+            let nap = step.nap.expect("a busy reader naps");
+            if step.hand_on {
+                break step;
+            }
+            assert!(now + nap - first <= HOLD_TIME);
+            now += nap;
+        };
+        assert!(now + step.nap.expect("nap") - first > HOLD_TIME);
+        assert!(held < HOLD_BYTES, "handed on for its time, not its bytes");
+        // Told that what it held was handed on, it starts a new batch.
+        c.handed_on();
+        let step = c.step(9_000, READ, 9_000, now + Duration::from_micros(20));
+        assert!(!step.hand_on);
+    }
+
+    #[test]
+    fn a_holding_reader_hands_on_a_backlog_at_once_without_napping() {
+        let mut c = Coalescer::new();
+        let t0 = Instant::now();
+        let at_once = Step {
+            hand_on: true,
+            nap: None,
+        };
+        assert_eq!(c.step(READ, READ, READ, t0), at_once);
+        // Reads that fill the room they asked for, small or large.
+        let t1 = t0 + Duration::from_micros(50);
+        assert_eq!(c.step(READ, READ, READ, t1), at_once);
+        let t2 = t1 + Duration::from_micros(50);
+        assert_eq!(c.step(1_000, 1_000, 1_000, t2), at_once);
+        // Less than the room: a nap, and held.
+        let t3 = t2 + Duration::from_micros(50);
+        let step = c.step(1_000, READ, 1_000, t3);
+        assert_eq!((step.hand_on, step.nap), (false, Some(NAP)));
     }
 
     #[test]
