@@ -505,8 +505,25 @@ fn the_metrics_socket_is_found_by_its_name() {
     wait_until(Duration::from_secs(10), "the activation socket", || {
         endpoint.connect().is_ok()
     });
-    let text = endpoint.scrape("*/*", "text/plain; version=0.0.4; charset=utf-8");
-    let m = parse(&text, "text");
+    // systemd-socket-activate listens before audispd runs: the first answer
+    // can come before audispd has registered its standard input.
+    let stdin_key = (
+        "audisp_input_connected".to_string(),
+        [("input".to_string(), "stdin".to_string())].into(),
+    );
+    let mut m = None;
+    wait_until(
+        Duration::from_secs(10),
+        "audispd's stdin input scraped",
+        || {
+            let text = endpoint.scrape("*/*", "text/plain; version=0.0.4; charset=utf-8");
+            let parsed = parse(&text, "text");
+            let found = parsed.samples.contains_key(&stdin_key);
+            m = Some(parsed);
+            found
+        },
+    );
+    let m = m.expect("scraped");
     assert_eq!(m.get("audisp_input_connected", &[("input", "stdin")]), 1.0);
     d.wait_log(
         "ignoring and closing passed sockets named [\"decoy\"]",
