@@ -32,6 +32,14 @@
 //! on, a checkpoint must also be writable on a full disk, or nothing could
 //! be deleted to make room: a little space is kept for it (`ingest.reserve`)
 //! and given up when the disk is full.
+//!
+//! A checkpoint is *taken* under the state lock (a consistent snapshot,
+//! numbered) but *written* outside it, under a lock of its own: writing it
+//! syncs the file and its directory, 10–60 ms on a busy disk, and every
+//! input's [`Ingest::submit`] needs the state lock (a reader held up that
+//! long makes auditd wait, and a stream handed over is taken back). A
+//! snapshot older than the one on disk is not written; the last written one
+//! alone sets the retention floor.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
@@ -130,17 +138,26 @@ struct State {
     pending_bytes: usize,
     /// The checkpoint last written.
     last: Checkpoint,
+    /// The number of `last`, and of the last snapshot taken.
+    last_taken: (u64, u64),
     /// Records the grouper placed were lost: once nothing waits any more,
     /// the grouper is rebuilt from the journal, so that events whose end
     /// was lost are still open (and closed in time).
     resync: bool,
-    /// Bytes set aside for the checkpoint (see the module docs).
-    reserve_len: u64,
     last_error: Option<String>,
     /// Input filters by input name (`auditd`: standard input); records
     /// they withhold are acknowledged and counted, never journaled.
     filters: BTreeMap<String, FilterRule>,
     scratch: Scratch,
+}
+
+/// The checkpoint file's side, kept apart from the state so that writing
+/// it holds up no input.
+struct CheckpointIo {
+    /// The number of the snapshot on disk.
+    written: u64,
+    /// Bytes set aside for the checkpoint (see the module docs).
+    reserve_len: u64,
 }
 
 /// What became of a submitted batch.
@@ -161,6 +178,8 @@ pub struct Submitted {
 pub struct Ingest {
     journal: Journal,
     state: Mutex<State>,
+    /// Held while a checkpoint is written (see the module docs).
+    checkpoint_io: Mutex<CheckpointIo>,
     checkpoint_path: PathBuf,
     reserve_path: PathBuf,
     pending_max: usize,
@@ -258,11 +277,15 @@ impl Ingest {
                 pending: VecDeque::new(),
                 pending_bytes: 0,
                 last: first.clone(),
+                last_taken: (0, 0),
                 resync: false,
-                reserve_len,
                 last_error: None,
                 filters: BTreeMap::new(),
                 scratch: Scratch::new(),
+            }),
+            checkpoint_io: Mutex::new(CheckpointIo {
+                written: 0,
+                reserve_len,
             }),
             checkpoint_path,
             reserve_path,
@@ -271,7 +294,12 @@ impl Ingest {
             max_open,
             forwarders: OnceLock::new(),
         };
-        ingest.store_checkpoint(&mut ingest.lock(), first)?;
+        {
+            let mut st = ingest.lock();
+            st.last_taken.1 += 1;
+            let n = st.last_taken.1;
+            ingest.store_checkpoint(&mut st, n, first)?;
+        }
         Ok(ingest)
     }
 
@@ -637,10 +665,12 @@ impl Ingest {
             self.write_markers(&mut st, &closes);
         }
         report_owed_loss(&mut st, now, false);
-        if self.journal.end() != st.last.seq {
-            self.checkpoint_locked(&mut st)?;
+        if self.journal.end() == st.last.seq {
+            return Ok(());
         }
-        Ok(())
+        let snapshot = self.snapshot_locked(&mut st)?;
+        drop(st);
+        self.write_snapshot(snapshot)
     }
 
     fn write_markers(&self, st: &mut State, closes: &[u64]) {
@@ -725,12 +755,21 @@ impl Ingest {
         self.checkpoint_locked(&mut st)
     }
 
-    /// Writes the checkpoint now.
+    /// Writes the checkpoint now (taken now, written without holding up the
+    /// inputs).
     pub fn checkpoint(&self) -> io::Result<()> {
-        self.checkpoint_locked(&mut self.lock())
+        let snapshot = self.snapshot_locked(&mut self.lock())?;
+        self.write_snapshot(snapshot)
     }
 
+    /// Takes and writes the checkpoint while the caller holds the state.
     fn checkpoint_locked(&self, st: &mut State) -> io::Result<()> {
+        let (n, cp) = self.snapshot_locked(st)?;
+        self.store_checkpoint(st, n, cp)
+    }
+
+    /// Takes a checkpoint of the state, numbered.
+    fn snapshot_locked(&self, st: &mut State) -> io::Result<(u64, Checkpoint)> {
         // While records wait in memory the grouper has placed more than the
         // journal holds; the checkpoint describes the journal.
         let grouper = if st.pending.is_empty() {
@@ -738,21 +777,54 @@ impl Ingest {
         } else {
             self.grouper_of_journal(&st.last)?.state()
         };
-        let cp = checkpoint_of(&self.journal, grouper, &st.sources);
-        self.store_checkpoint(st, cp)
+        st.last_taken.1 += 1;
+        Ok((
+            st.last_taken.1,
+            checkpoint_of(&self.journal, grouper, &st.sources),
+        ))
     }
 
-    /// Writes `cp`, with the reserved space if the disk is full, and sets
-    /// space aside again for next time.
-    fn store_checkpoint(&self, st: &mut State, cp: Checkpoint) -> io::Result<()> {
-        let json = serde_json::to_vec(&cp).map_err(io::Error::other)?;
+    /// Writes snapshot `n` (unless a later one is on disk already) without
+    /// the state lock, then makes it the last checkpoint if no later one is.
+    fn write_snapshot(&self, (n, cp): (u64, Checkpoint)) -> io::Result<()> {
+        if !self.write_file(n, &cp)? {
+            return Ok(());
+        }
+        let mut st = self.lock();
+        if n > st.last_taken.0 {
+            st.last = cp;
+            st.last_taken.0 = n;
+        }
+        Ok(())
+    }
+
+    /// Writes snapshot `n` while the caller holds the state (at start and
+    /// at stop).
+    fn store_checkpoint(&self, st: &mut State, n: u64, cp: Checkpoint) -> io::Result<()> {
+        self.write_file(n, &cp)?;
+        if n > st.last_taken.0 {
+            st.last = cp;
+            st.last_taken.0 = n;
+        }
+        Ok(())
+    }
+
+    /// Writes `cp`, snapshot `n`, with the reserved space if the disk is
+    /// full, and sets space aside again for next time; false (nothing
+    /// written) when a later snapshot is on disk already.
+    fn write_file(&self, n: u64, cp: &Checkpoint) -> io::Result<bool> {
+        let mut io = self.checkpoint_io.lock().unwrap_or_else(|p| p.into_inner());
+        if io.written >= n {
+            return Ok(false);
+        }
+        let json = serde_json::to_vec(cp).map_err(io::Error::other)?;
         match crate::statefile::write_atomically(&self.checkpoint_path, &json) {
-            Err(e) if e.kind() == io::ErrorKind::StorageFull && st.reserve_len > 0 => {
+            Err(e) if e.kind() == io::ErrorKind::StorageFull && io.reserve_len > 0 => {
                 // What the reserve is for: without a new checkpoint, no
                 // segment written since the last one could be deleted.
                 std::fs::remove_file(&self.reserve_path)
                     .map_err(|e| crate::journal::with_path(e, &self.reserve_path))?;
-                st.reserve_len = 0;
+                io.reserve_len = 0;
                 tracing::warn!(
                     "the disk holding {} is full; the space kept for the ingest checkpoint was used",
                     self.checkpoint_path.display()
@@ -761,15 +833,15 @@ impl Ingest {
             }
             other => other?,
         }
-        st.last = cp;
+        io.written = n;
         let want = reserve_for(json.len());
-        if st.reserve_len < want {
+        if io.reserve_len < want {
             match reserve(&self.reserve_path, want) {
-                Ok(()) => st.reserve_len = want,
+                Ok(()) => io.reserve_len = want,
                 Err(e) => tracing::debug!("cannot set space aside for the checkpoint yet: {e}"),
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Journal entries before this position are no longer needed for
