@@ -1244,6 +1244,49 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_is_written_without_the_state_lock_and_never_over_a_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            segment_size: 1 << 20,
+            max_size: 1 << 30,
+            memory: 1 << 20,
+        };
+        let journal = Journal::open(&dir.path().join("journal"), limits).unwrap();
+        let ingest =
+            Ingest::open(journal, dir.path(), Duration::from_secs(600), 1, 1 << 20).unwrap();
+        let (id, _) = ingest.connect("remote", [7; 16], false).unwrap();
+        let mut texts = Vec::new();
+        ingest.submit(id, &batch(1..=2, &mut texts), false);
+        let older = ingest.snapshot_locked(&mut ingest.lock()).unwrap();
+        let mut texts = Vec::new();
+        ingest.submit(id, &batch(3..=4, &mut texts), false);
+        let newer = ingest.snapshot_locked(&mut ingest.lock()).unwrap();
+        assert!(newer.1.seq > older.1.seq);
+        let on_disk = || -> Checkpoint {
+            serde_json::from_slice(&std::fs::read(dir.path().join("ingest.json")).unwrap()).unwrap()
+        };
+        {
+            // While a checkpoint is being written, inputs are served.
+            let _writing = ingest.checkpoint_io.lock().unwrap();
+            let mut texts = Vec::new();
+            let s = ingest.submit(id, &batch(5..=5, &mut texts), false);
+            assert_eq!(s.committed, 5);
+        }
+        let newer_seq = newer.1.seq;
+        ingest.write_snapshot(newer).unwrap();
+        assert_eq!(on_disk().seq, newer_seq);
+        assert_eq!(ingest.retention_floor(), newer_seq);
+        // The older snapshot, written late, changes nothing.
+        ingest.write_snapshot(older).unwrap();
+        assert_eq!(on_disk().seq, newer_seq);
+        assert_eq!(ingest.retention_floor(), newer_seq);
+        // A checkpoint taken now is written over both.
+        ingest.checkpoint().unwrap();
+        assert!(on_disk().seq > newer_seq);
+        assert_eq!(ingest.retention_floor(), on_disk().seq);
+    }
+
+    #[test]
     fn checkpoint_ids_are_hex_text_and_a_bad_one_is_not_taken() {
         let dir = tempfile::tempdir().unwrap();
         let open = || {
