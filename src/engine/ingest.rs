@@ -1093,6 +1093,18 @@ mod tests {
         }
     }
 
+    /// An ingest stage over a new journal in `dir` (1 MiB segments, one
+    /// open event, a 1 MiB memory queue).
+    fn open_in(dir: &Path) -> Ingest {
+        let limits = Limits {
+            segment_size: 1 << 20,
+            max_size: 1 << 30,
+            memory: 1 << 20,
+        };
+        let journal = Journal::open(&dir.join("journal"), limits).unwrap();
+        Ingest::open(journal, dir, Duration::from_secs(600), 1, 1 << 20).unwrap()
+    }
+
     /// Three batches (the third resending two records of the second), the
     /// journal unwritable from the second batch to a `tick` if `fail`.
     /// Returns what each submit answered and the journal's entries.
@@ -1176,15 +1188,8 @@ mod tests {
     #[test]
     fn records_of_this_journal_coming_back_are_dropped_and_counted() {
         let dir = tempfile::tempdir().unwrap();
-        let limits = Limits {
-            segment_size: 1 << 20,
-            max_size: 1 << 30,
-            memory: 1 << 20,
-        };
-        let journal = Journal::open(&dir.path().join("journal"), limits).unwrap();
-        let own = journal.id().0;
-        let ingest =
-            Ingest::open(journal, dir.path(), Duration::from_secs(600), 1, 1 << 20).unwrap();
+        let ingest = open_in(dir.path());
+        let own = ingest.journal().id().0;
         let (id, _) = ingest.connect("remote", [7; 16], true).unwrap();
         let asked = Arc::new(Mutex::new(Vec::new()));
         let seen = asked.clone();
@@ -1246,14 +1251,7 @@ mod tests {
     #[test]
     fn a_checkpoint_is_written_without_the_state_lock_and_never_over_a_later_one() {
         let dir = tempfile::tempdir().unwrap();
-        let limits = Limits {
-            segment_size: 1 << 20,
-            max_size: 1 << 30,
-            memory: 1 << 20,
-        };
-        let journal = Journal::open(&dir.path().join("journal"), limits).unwrap();
-        let ingest =
-            Ingest::open(journal, dir.path(), Duration::from_secs(600), 1, 1 << 20).unwrap();
+        let ingest = open_in(dir.path());
         let (id, _) = ingest.connect("remote", [7; 16], false).unwrap();
         let mut texts = Vec::new();
         ingest.submit(id, &batch(1..=2, &mut texts), false);
@@ -1289,15 +1287,7 @@ mod tests {
     #[test]
     fn checkpoint_ids_are_hex_text_and_a_bad_one_is_not_taken() {
         let dir = tempfile::tempdir().unwrap();
-        let open = || {
-            let limits = Limits {
-                segment_size: 1 << 20,
-                max_size: 1 << 30,
-                memory: 1 << 20,
-            };
-            let journal = Journal::open(&dir.path().join("journal"), limits).unwrap();
-            Ingest::open(journal, dir.path(), Duration::from_secs(600), 1, 1 << 20).unwrap()
-        };
+        let open = || open_in(dir.path());
         // An epoch of zeros: a reader that turned bad digits into zeros
         // would take a damaged epoch for this one.
         let epoch = [0; 16];
