@@ -5,8 +5,8 @@
 //! full round of system calls downstream (journal write, send, ack) for each.
 //! [`Coalescer`] lets records pile up briefly between reads while they come
 //! quickly: after a read that followed the previous one within [`BUSY_GAP`]
-//! and brought less than [`NAP_BYTES`], the reader naps (at most [`NAP`], less when bytes come fast) before
-//! reading again, so the next read carries everything written meanwhile. A
+//! and brought less than [`NAP_BYTES`], the reader naps (at most [`NAP`],
+//! less when bytes come fast) before reading again, so the next read carries everything written meanwhile. A
 //! record after a quiet spell is read at once (its read is not "busy"), so at
 //! low rates nothing is delayed; under load a record waits at most [`NAP`]
 //! (and [`NAP_SLACK`]) longer.
@@ -149,9 +149,9 @@ impl Coalescer {
     /// read emptied the input, so it is followed by a nap as long as
     /// [`NAP_BYTES`] take to come at the rate it shows (auditd's socket of
     /// padded frames is then read every [`NAP_BYTES`] or so instead of large
-    /// read, empty wait, one-frame read). A read that filled `room` is
-    /// a backlog: handed on at once, no nap. The records are kept back while the input is busy, fewer
-    /// than [`HOLD_BYTES`] are held, and the oldest of them will not have
+    /// read, empty wait, one-frame read). A read that filled `room` is a
+    /// backlog: handed on at once, no nap. The records are kept back while
+    /// the input is busy, fewer than [`HOLD_BYTES`] are held, and the oldest of them will not have
     /// waited longer than [`HOLD_TIME`] by the end of the next nap (counted
     /// from the start of the nap before the read that brought it). Padded
     /// binary frames, which fill auditd's socket in a few naps, are thus

@@ -820,15 +820,12 @@ fn stream_session(
                 // unacknowledged byte is removed.
                 match client.shut_down() {
                     Ok(()) => {
-                        return reclaim(
-                            cfg,
-                            journal,
-                            st,
-                            client,
-                            (&stream, removed),
-                            &marker,
-                            (since, waiting),
-                        )
+                        // Acknowledgements sent before the shutdown are
+                        // good: the bytes they cover were journaled.
+                        while let Ok(Some(ack)) = client.wait_stream_ack(Duration::ZERO) {
+                            apply_stream_ack(cfg, st, &stream, &mut removed, &ack, &mut scratch);
+                        }
+                        return reclaim(cfg, journal, st, &marker, (since, waiting));
                     }
                     Err(e) => {
                         // Leave the stream with the dispatcher; it may
@@ -895,25 +892,17 @@ fn apply_stream_ack(
 /// (stopped, its disk stalled), so that auditd's feed never waits for it.
 /// The connection is already shut down ([`InputClient::shut_down`]), so the
 /// dispatcher journals nothing it peeks from now on (`src/engine/stream.rs`
-/// checks the connection after every peek); what it acknowledged before is
-/// removed, and the reading thread reads on from the first unacknowledged
-/// byte. Err: `run` reconnects, and the stream is handed over again once the
+/// checks the connection after every peek); the caller removed what it
+/// acknowledged before, and the reading thread reads on from the first
+/// unacknowledged byte. Err: `run` reconnects, and the stream is handed over again once the
 /// dispatcher answers.
 fn reclaim(
     cfg: &Config,
     journal: &Journal,
     st: &mut State,
-    client: &mut InputClient,
-    (stream, mut removed): (&OwnedFd, u64),
     marker: &Path,
     (since, waiting): (Duration, usize),
 ) -> Result<(), String> {
-    // Acknowledgements sent before the shutdown are good: the bytes they
-    // cover were journaled.
-    let mut scratch = vec![0u8; 64 << 10];
-    while let Ok(Some(ack)) = client.wait_stream_ack(Duration::ZERO) {
-        apply_stream_ack(cfg, st, stream, &mut removed, &ack, &mut scratch);
-    }
     tracing::warn!(
         "the dispatcher left {waiting} bytes of auditd's stream unacknowledged for {} ms (--stall-limit {} ms); reading the stream again from record {}",
         since.as_millis(),
