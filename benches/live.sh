@@ -14,7 +14,10 @@
 #                bridge-handover,binary (default all but bridge-interval and
 #                bridge-handover; the cat row is always run; bridge-handover is
 #                skipped for a --bin whose bridge has no --hand-over)
-#   --perf DIR   record `perf record -g` of bridge and audispd in the full-rate phase into DIR
+#   --perf DIR   record `perf record -g` of bridge and audispd (of the plugin in the cat
+#                rows) in the full-rate phase into DIR
+#   --perf-stat DIR  `perf stat --per-thread` of the same processes in the full-rate phase:
+#                CPU, context switches, page faults and system calls by kind, into DIR
 #   --keep       keep the temporary directory (configs, logs)
 #
 # Needs root, auditd/auditctl (3.x), cc, python3; takes /tmp/audisp-kernel-audit.lock
@@ -26,7 +29,7 @@ build=1
 for a in "$@"; do
     case "$a" in
         --no-build) build=0 ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     esac
 done
 for tool in python3 cc auditctl auditd; do
@@ -63,6 +66,11 @@ LAYOUTS = ["cat", "cat-binary", "stdin", "bridge", "bridge-interval", "bridge-ha
 CEILINGS = {"cat": "cat only", "cat-binary": "cat binary"}
 # auditd <= 4.1.0 pads every binary frame to its header and 8,970 bytes.
 PADDED_FRAME = 16 + 8970
+# What --perf-stat counts, per thread.
+PERF_STAT_EVENTS = ",".join(["task-clock", "context-switches", "page-faults"] + [
+    f"syscalls:sys_enter_{c}" for c in ("read", "recvfrom", "recvmsg", "write", "pwrite64",
+                                        "sendto", "sendmsg", "clock_nanosleep", "poll", "ppoll",
+                                        "futex", "ioctl")])
 LOCKS = ["/tmp/audisp-kernel-audit.lock", "/run/lock/audisp-test-kernel-audit.lock"]
 
 # The load: getppid() with a0 = CLOCK_MONOTONIC ns of the call (the kernel
@@ -207,7 +215,7 @@ def die(msg):
 
 
 def parse_args(argv):
-    opts = {"runs": 1, "events": 100_000, "bins": [], "keep": False, "perf": None,
+    opts = {"runs": 1, "events": 100_000, "bins": [], "keep": False, "perf": None, "perf_stat": None,
             "layouts": ["cat", "cat-binary", "stdin", "bridge", "binary"]}
     it = iter(argv)
     for a in it:
@@ -223,9 +231,10 @@ def parse_args(argv):
             opts["bins"].append(os.path.abspath(v))
         elif a == "--keep":
             opts["keep"] = True
-        elif a == "--perf":
-            opts["perf"] = os.path.abspath(next(it, "") or die("--perf needs a directory"))
-            os.makedirs(opts["perf"], exist_ok=True)
+        elif a in ("--perf", "--perf-stat"):
+            key = a[2:].replace("-", "_")
+            opts[key] = os.path.abspath(next(it, "") or die(f"{a} needs a directory"))
+            os.makedirs(opts[key], exist_ok=True)
         elif a == "--layouts":
             opts["layouts"] = (next(it, "") or die("--layouts needs a list")).split(",")
             if not set(opts["layouts"]) <= set(LAYOUTS):
@@ -386,14 +395,22 @@ class Row:
 
 
 def phase(row, tools, events, rate, perf=None):
-    """Runs the spinner; returns the plugin's report and CPU ns per process."""
+    """Runs the spinner; returns the plugin's report and CPU ns per process.
+    perf: (kind, DIR), kind "record" or "stat", to profile the full-rate phase."""
     pids = row.pids()
     recorder = None
     if perf:
-        watched = ",".join(str(p) for k, p in pids.items() if k in ("bridge", "audispd"))
-        out = os.path.join(perf, f"{row.name.replace(' ', '-')}.data")
-        recorder = subprocess.Popen(["perf", "record", "-g", "-q", "-o", out, "-p", watched],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        kind, out_dir = perf
+        # The cat rows have only the plugin: its profile is the ceiling's.
+        kinds = ("plugin",) if row.layout in CEILINGS else ("bridge", "audispd")
+        watched = ",".join(str(p) for k, p in pids.items() if k in kinds)
+        out = os.path.join(out_dir, row.name.replace(" ", "-"))
+        if kind == "record":
+            cmd = ["perf", "record", "-g", "-q", "-o", f"{out}.data", "-p", watched]
+        else:
+            cmd = ["perf", "stat", "--per-thread", "--append", "-e", PERF_STAT_EVENTS, "-o", f"{out}.txt",
+                   "-p", watched]
+        recorder = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
     before = {k: cpu_ns(p) for k, p in pids.items()}
     n_before = len(open(row.report).read().splitlines()) if os.path.exists(row.report) else 0
@@ -473,7 +490,9 @@ def main():
                 try:
                     row.start(tools)
                     phase(row, tools, 2000, 0)  # warm-up
-                    full = phase(row, tools, opts["events"], 0, opts["perf"] if layout not in CEILINGS else None)
+                    perf = (("record", opts["perf"]) if opts["perf"]
+                            else ("stat", opts["perf_stat"]) if opts["perf_stat"] else None)
+                    full = phase(row, tools, opts["events"], 0, perf)
                     r50 = phase(row, tools, 34000, 50000 / 3)
                     r1 = phase(row, tools, 1000, 1000 / 3)
                 finally:

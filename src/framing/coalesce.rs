@@ -20,6 +20,14 @@
 //! wake, plugin write) a few reads at a time, up to [`HOLD_BYTES`] and
 //! [`HOLD_TIME`]. audispd's standard input does; a string stream is then
 //! handed on at every read after a nap, as before.
+//!
+//! Naps are the dearest part of this on a virtual machine: a timer wake-up
+//! cost the sleeping thread 15–22 µs of CPU on the 2-vCPU KVM guests the
+//! benchmarks run on, against ~2 µs for a wake-up by a writer. A padded
+//! binary stream, 21 frames to auditd's socket, needs a nap per ~20 records
+//! at auditd's full rate, a string stream one per ~60: most of what binary
+//! input still costs over string (benches/README.md, "Binary input: what is
+//! left is timer wake-ups", also for what was tried instead).
 
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
