@@ -408,6 +408,22 @@ fn handed_over_bridge_killed_nothing_doubled_and_the_next_one_goes_on() {
     assert!(d.stop().unwrap().success());
 }
 
+/// The bridge exits well at the end of its input, the plugin has `all`,
+/// each once and in auditd's order, and the dispatcher stops well.
+fn bridge_ends_and_the_sink_has_all(bridge: &mut Bridge, d: &mut Dispatcher, all: &[&[u8]]) {
+    let status = wait_exit(bridge, d);
+    let log = bridge_log(d);
+    assert!(status.success(), "{status}\n{log}");
+    let out = wait_sink(&d.out("sink"), all.len(), Duration::from_secs(60));
+    assert_eq!(
+        out.records.len(),
+        all.len(),
+        "no record lost or doubled\n{log}"
+    );
+    assert!(texts(&out) == all, "every record once, in auditd's order");
+    assert!(d.stop().unwrap().success());
+}
+
 #[test]
 fn a_stopped_dispatcher_holding_the_stream_does_not_hold_auditd_and_gets_it_again() {
     use nix::sys::signal::Signal;
@@ -467,17 +483,7 @@ fn a_stopped_dispatcher_holding_the_stream_does_not_hold_auditd_and_gets_it_agai
     );
     let writer = feed_records(ours, parts[2].clone());
     assert_eq!(writer.join().unwrap(), all.len() - b);
-    let status = wait_exit(&mut bridge, &d);
-    let log = bridge_log(&d);
-    assert!(status.success(), "{status}\n{log}");
-    let out = wait_sink(&d.out("sink"), all.len(), Duration::from_secs(60));
-    assert_eq!(
-        out.records.len(),
-        all.len(),
-        "no record lost or doubled\n{log}"
-    );
-    assert!(texts(&out) == all, "every record once, in auditd's order");
-    assert!(d.stop().unwrap().success());
+    bridge_ends_and_the_sink_has_all(&mut bridge, &mut d, &all);
 }
 
 /// Seconds since midnight of a log line's timestamp
@@ -548,17 +554,7 @@ fn a_stream_taken_back_from_a_stalled_dispatcher_is_offered_again_soon() {
     );
     let writer = feed_records(ours, joined(&all[b..]));
     assert_eq!(writer.join().unwrap(), all.len() - b);
-    let status = wait_exit(&mut bridge, &d);
-    let log = bridge_log(&d);
-    assert!(status.success(), "{status}\n{log}");
-    let out = wait_sink(&d.out("sink"), all.len(), Duration::from_secs(60));
-    assert_eq!(
-        out.records.len(),
-        all.len(),
-        "no record lost or doubled\n{log}"
-    );
-    assert!(texts(&out) == all, "every record once, in auditd's order");
-    assert!(d.stop().unwrap().success());
+    bridge_ends_and_the_sink_has_all(&mut bridge, &mut d, &all);
 }
 
 #[test]
