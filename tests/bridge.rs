@@ -408,6 +408,22 @@ fn handed_over_bridge_killed_nothing_doubled_and_the_next_one_goes_on() {
     assert!(d.stop().unwrap().success());
 }
 
+/// The bridge exits well at the end of its input, the plugin has `all`,
+/// each once and in auditd's order, and the dispatcher stops well.
+fn bridge_ends_and_the_sink_has_all(bridge: &mut Bridge, d: &mut Dispatcher, all: &[&[u8]]) {
+    let status = wait_exit(bridge, d);
+    let log = bridge_log(d);
+    assert!(status.success(), "{status}\n{log}");
+    let out = wait_sink(&d.out("sink"), all.len(), Duration::from_secs(60));
+    assert_eq!(
+        out.records.len(),
+        all.len(),
+        "no record lost or doubled\n{log}"
+    );
+    assert!(texts(&out) == all, "every record once, in auditd's order");
+    assert!(d.stop().unwrap().success());
+}
+
 #[test]
 fn a_stopped_dispatcher_holding_the_stream_does_not_hold_auditd_and_gets_it_again() {
     use nix::sys::signal::Signal;
@@ -467,17 +483,78 @@ fn a_stopped_dispatcher_holding_the_stream_does_not_hold_auditd_and_gets_it_agai
     );
     let writer = feed_records(ours, parts[2].clone());
     assert_eq!(writer.join().unwrap(), all.len() - b);
-    let status = wait_exit(&mut bridge, &d);
-    let log = bridge_log(&d);
-    assert!(status.success(), "{status}\n{log}");
-    let out = wait_sink(&d.out("sink"), all.len(), Duration::from_secs(60));
-    assert_eq!(
-        out.records.len(),
-        all.len(),
-        "no record lost or doubled\n{log}"
+    bridge_ends_and_the_sink_has_all(&mut bridge, &mut d, &all);
+}
+
+/// Seconds since midnight of a log line's timestamp
+/// (`2026-12-07T12:30:48.542704Z ...`).
+fn log_time(line: &str) -> f64 {
+    let t = line
+        .split_once('T')
+        .and_then(|(_, rest)| rest.split_once('Z'))
+        .map(|(t, _)| t)
+        .unwrap_or_else(|| panic!("no timestamp in {line:?}"));
+    let parts: Vec<f64> = t.split(':').map(|p| p.parse().unwrap()).collect();
+    parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+}
+
+#[test]
+fn a_stream_taken_back_from_a_stalled_dispatcher_is_offered_again_soon() {
+    use nix::sys::signal::Signal;
+    let data = corpus();
+    let all = lines(&data);
+    let (a, b) = (5_000, 6_000);
+    let mut d = Dispatcher::new(MAIN);
+    d.write_plugin("sink", &sink_plugin("sink", "", ""));
+    d.start(Stdio::null()).unwrap();
+    let (ours, stdin) = plugin_channel();
+    let mut bridge = start_bridge_with(&d, stdin, &[]);
+    let lines_with = |d: &Dispatcher, what: &str| -> Vec<String> {
+        bridge_log(d)
+            .lines()
+            .filter(|l| l.contains(what))
+            .map(str::to_owned)
+            .collect()
+    };
+    const HANDED: &str = "handed the stream over to the dispatcher";
+    const TAKEN: &str = "unacknowledged for";
+    wait_until(
+        Duration::from_secs(60),
+        "the stream to be handed over",
+        || lines_with(&d, HANDED).len() == 1,
     );
-    assert!(texts(&out) == all, "every record once, in auditd's order");
-    assert!(d.stop().unwrap().success());
+    let writer = feed_records(ours.try_clone().unwrap(), joined(&all[..a]));
+    assert_eq!(writer.join().unwrap(), a);
+    wait_sink(&d.out("sink"), a, Duration::from_secs(60));
+    // A stall: records wait unacknowledged while the dispatcher is stopped,
+    // and the bridge takes the stream back.
+    d.signal(Signal::SIGSTOP);
+    let writer = feed_records(ours.try_clone().unwrap(), joined(&all[a..b]));
+    assert_eq!(writer.join().unwrap(), b - a);
+    wait_until(
+        Duration::from_secs(60),
+        "the bridge to take the stream back",
+        || !lines_with(&d, TAKEN).is_empty(),
+    );
+    d.signal(Signal::SIGCONT);
+    wait_until(
+        Duration::from_secs(60),
+        "the stream to be handed over again",
+        || lines_with(&d, HANDED).len() >= 2,
+    );
+    // Offered again well before the second the bridge waits after the
+    // dispatcher hands the stream back at its end.
+    let taken = log_time(&lines_with(&d, TAKEN)[0]);
+    let again = log_time(&lines_with(&d, HANDED)[1]);
+    let gap = (again - taken).rem_euclid(86_400.0);
+    assert!(
+        gap < 1.0,
+        "handed over again {gap:.3} s after the take-back\n{}",
+        bridge_log(&d)
+    );
+    let writer = feed_records(ours, joined(&all[b..]));
+    assert_eq!(writer.join().unwrap(), all.len() - b);
+    bridge_ends_and_the_sink_has_all(&mut bridge, &mut d, &all);
 }
 
 #[test]

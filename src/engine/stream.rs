@@ -44,7 +44,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags};
@@ -68,6 +68,15 @@ const PEEK_CHUNK: usize = 256 << 10;
 const REMOVAL_CHECK: Duration = Duration::from_micros(200);
 /// The longest wait between two checks for removed bytes.
 const REMOVAL_CHECK_MAX: Duration = Duration::from_millis(5);
+
+/// An acknowledgement wakes the input, which removes the bytes it covers:
+/// one per read would wake it every nap while records come. It is sent once
+/// this many bytes are journaled and not yet acknowledged (auditd's socket
+/// holds ~50 KB of string records), ...
+const ACK_BYTES: u64 = 16 << 10;
+/// ... once the last one is this old (far below any stall limit), and
+/// always before the reader waits for more of the stream.
+const ACK_TIME: Duration = Duration::from_millis(1);
 
 /// Records decoded from one peek, their texts either in the peeked chunk or
 /// copied (a record that began in an earlier peek).
@@ -119,8 +128,12 @@ impl Decoded {
 struct Position {
     /// The sequence number of the last record numbered.
     seq: u64,
-    /// The stream offset and sequence number last acknowledged.
+    /// The stream offset and sequence number journaled through, at a
+    /// record's end: what the next acknowledgement says.
     acked: (u64, u64),
+    /// What the last acknowledgement sent said, and when it was sent.
+    sent: (u64, u64),
+    sent_at: Instant,
 }
 
 /// Reads the stream `stream` of input `id` (`name`), whose next record is
@@ -143,6 +156,8 @@ pub fn serve_stream(
     let mut pos = Position {
         seq: next_seq.saturating_sub(1),
         acked: (0, next_seq.saturating_sub(1)),
+        sent: (0, next_seq.saturating_sub(1)),
+        sent_at: Instant::now(),
     };
     let is_stream = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::SockType)
         .is_ok_and(|t| t == nix::sys::socket::SockType::Stream);
@@ -151,14 +166,14 @@ pub fn serve_stream(
             input = name,
             "input {name}: what it handed over is not a stream socket; handing it back"
         );
-        return release(conn, &pos);
+        return release(conn, &mut pos);
     }
     if let Err(e) = set_peek_offset(&stream, 0) {
         tracing::warn!(
             input = name,
             "input {name}: its stream cannot be peeked at ({e}); handing it back"
         );
-        return release(conn, &pos);
+        return release(conn, &mut pos);
     }
     tracing::info!(
         input = name,
@@ -179,17 +194,22 @@ pub fn serve_stream(
                 input = name,
                 "input {name}: stopping; handing its stream back"
             );
-            return release(conn, &pos);
+            return release(conn, &mut pos);
         }
         let n = match peek(&stream, &mut chunk) {
             Ok(Some(n)) => n,
             Ok(None) => {
+                // The input removes what is journaled before the reader
+                // sleeps.
+                if pos.sent != pos.acked {
+                    send(conn, &mut pos, false)?;
+                }
                 wait(ctx, conn, &stream, buf, &mut patience)?;
                 continue;
             }
             Err(e) => {
                 tracing::error!(input = name, "input {name}: reading its stream: {e}");
-                return release(conn, &pos);
+                return release(conn, &mut pos);
             }
         };
         // What was peeked is journaled only if the input has not taken the
@@ -214,16 +234,19 @@ pub fn serve_stream(
         };
         if let Some(offset) = resume.filter(|&o| o > pos.acked.0 || n == 0) {
             pos.acked = (offset, pos.seq);
-            if n > 0 {
-                send(conn, &pos, false)?;
-            }
+        }
+        if n > 0
+            && pos.acked != pos.sent
+            && (pos.acked.0 - pos.sent.0 >= ACK_BYTES || pos.sent_at.elapsed() >= ACK_TIME)
+        {
+            send(conn, &mut pos, false)?;
         }
         if n == 0 {
             tracing::info!(
                 input = name,
                 "input {name}: its stream ended; handing it back"
             );
-            return release(conn, &pos);
+            return release(conn, &mut pos);
         }
         coalescer.after_read(n);
     }
@@ -325,7 +348,8 @@ fn connection_quiet(conn: &OwnedFd, buf: &mut [u8]) -> Result<(), String> {
     }
 }
 
-fn send(conn: &OwnedFd, pos: &Position, released: bool) -> Result<(), String> {
+/// Acknowledges what is journaled (`pos.acked`).
+fn send(conn: &OwnedFd, pos: &mut Position, released: bool) -> Result<(), String> {
     let ack = StreamAck {
         offset: pos.acked.0,
         seq: pos.acked.1,
@@ -336,13 +360,16 @@ fn send(conn: &OwnedFd, pos: &Position, released: bool) -> Result<(), String> {
         &protocol::encode_stream_ack(&ack),
         Duration::from_secs(10),
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    pos.sent = pos.acked;
+    pos.sent_at = Instant::now();
+    Ok(())
 }
 
 /// Hands the stream back: the input reads on from the last acknowledged
 /// byte (records numbered but not acknowledged come again and are dropped
 /// as stored).
-fn release(conn: &OwnedFd, pos: &Position) -> Result<(), String> {
+fn release(conn: &OwnedFd, pos: &mut Position) -> Result<(), String> {
     send(conn, pos, true)
 }
 

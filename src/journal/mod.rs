@@ -408,27 +408,47 @@ impl Journal {
 
     /// Deletes the segments that hold only entries before `seq`: every reader
     /// that matters is past them.
+    ///
+    /// The files are deleted, and closed, outside the locks the appending
+    /// thread takes: freeing a segment's pages and blocks when its last
+    /// descriptor closes takes milliseconds (tens on a busy machine), and an
+    /// input waiting that long makes its source wait (auditd, a handed-over
+    /// stream whose input takes it back).
     pub fn retain_from(&self, seq: u64) -> io::Result<()> {
-        let mut segments = write_lock(&self.shared.segments);
-        let mut removed = false;
-        while segments.len() > 1 && segments[1].first_seq <= seq {
-            let old = segments.remove(0);
-            segment::remove(&old)?;
-            removed = true;
-            self.shared
-                .start
-                .store(segments[0].first_seq, Ordering::Release);
+        let (removed, start) = {
+            let mut segments = write_lock(&self.shared.segments);
+            let mut removed = Vec::new();
+            while segments.len() > 1 && segments[1].first_seq <= seq {
+                removed.push(segments.remove(0));
+                self.shared
+                    .start
+                    .store(segments[0].first_seq, Ordering::Release);
+            }
+            (removed, segments[0].first_seq)
+        };
+        if removed.is_empty() {
+            return Ok(());
         }
-        let start = segments[0].first_seq;
-        drop(segments);
-        if removed {
-            // A deleted segment is never synced: its pages are dropped, not
-            // written back.
-            lock(&self.shared.writer)
-                .unsynced
-                .retain(|(first, _)| *first >= start);
+        // A deleted segment is never synced: its pages are dropped, not
+        // written back. Its descriptor is closed below, after the lock.
+        let closed: Vec<(u64, Arc<File>)> = {
+            let mut writer = lock(&self.shared.writer);
+            let (keep, closed) = std::mem::take(&mut writer.unsynced)
+                .into_iter()
+                .partition(|(first, _)| *first >= start);
+            writer.unsynced = keep;
+            closed
+        };
+        let mut result = Ok(());
+        for old in &removed {
+            if let Err(e) = segment::remove(old) {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
         }
-        Ok(())
+        drop(closed);
+        result
     }
 
     /// Moves the end forward to `seq` (when it is before it), leaving the
@@ -482,6 +502,10 @@ impl Journal {
         }
         file.sync_data()?;
         *synced = (*synced).max(end);
+        // Older segments deleted meanwhile are closed for good here, which
+        // frees their pages: not while callers wait for `synced`.
+        drop(synced);
+        drop(older);
         Ok(())
     }
 

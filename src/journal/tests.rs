@@ -186,6 +186,49 @@ fn retain_from_deletes_only_passed_segments() {
     expect_seqs(&got, j.start()..201);
 }
 
+/// Paths of this process's open descriptors under `dir`, deleted or not.
+fn open_files_under(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| p.starts_with(&dir))
+        .collect()
+}
+
+#[test]
+fn retained_away_segments_unsynced_are_deleted_and_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), limits(2048, 1 << 30, 1 << 20)).unwrap();
+    append_n(&j, 1, 200, 4);
+    // Nothing synced yet: every older segment waits in the unsynced list,
+    // its descriptor open.
+    let n = read_lock(&j.shared.segments).len();
+    assert!(n > 3);
+    assert_eq!(lock(&j.shared.writer).unsynced.len(), n - 1);
+    j.retain_from(150).unwrap();
+    let segs = read_lock(&j.shared.segments).clone();
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".journal"))
+        .collect();
+    assert_eq!(files.len(), segs.len(), "{files:?}");
+    // The deleted segments are closed (their pages freed), the others kept
+    // for the next sync.
+    let open = open_files_under(dir.path());
+    assert!(open.iter().all(|p| !p.ends_with("(deleted)")), "{open:?}");
+    assert!(lock(&j.shared.writer)
+        .unsynced
+        .iter()
+        .all(|(first, _)| *first >= segs[0].first_seq));
+    j.sync_upto(j.end()).unwrap();
+    let (got, lost) = read_all(&mut j.reader(150), 1 << 20);
+    assert!(lost.is_empty());
+    expect_seqs(&got, 150..201);
+}
+
 #[test]
 fn size_limit_evicts_oldest_and_reports_it() {
     let dir = tempfile::tempdir().unwrap();

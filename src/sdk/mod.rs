@@ -62,7 +62,8 @@ pub use options::PluginOptions;
 pub use plugin::{Command, Context, Plugin};
 #[cfg(feature = "dispatcher")]
 pub use relay::{
-    flag_value, stop_signals, Offer, Relay, RelayConfig, RelayOptions, DEFAULT_STALL_LIMIT,
+    flag_value, stop_signals, Offer, Relay, RelayConfig, RelayOptions, Returned,
+    DEFAULT_STALL_LIMIT,
 };
 
 use std::fmt;

@@ -65,9 +65,14 @@ const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// (it wakes as soon as bytes come).
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// The first wait before reconnecting, and the wait again after a
-/// connection that worked (a stream taken back from a stalled dispatcher:
-/// hand it over again soon).
+/// connection that worked.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The wait before reconnecting after the relay took the stream back from a
+/// stalled dispatcher: the stall is usually over by then (a dispatcher
+/// descheduled for a few tens of milliseconds), and the stream is offered
+/// again once the connection stands; a dispatcher whose earlier connection
+/// is not over yet refuses, and the usual back-off follows.
+const RECLAIM_BACKOFF: Duration = Duration::from_millis(10);
 /// How long a dispatcher may leave bytes of a handed-over stream
 /// unacknowledged by default: a healthy one acknowledges within about a
 /// millisecond, and auditd's queue of 2,000 records lasts 20–40 ms at its
@@ -117,8 +122,22 @@ enum StreamState {
     Offered(OwnedFd),
     /// The dispatcher reads it.
     HandedOver,
-    /// Taken back: the program reads it again.
-    Back,
+    /// Back: the program reads it again.
+    Back(Returned),
+}
+
+/// How a handed-over stream came back ([`Relay::stream_back`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Returned {
+    /// The dispatcher handed it back: the end of the stream (auditd
+    /// stopping), the dispatcher stopping or failing to read it; or it was
+    /// never handed over. The stream's end is best read by the program
+    /// itself before it is offered again.
+    Released,
+    /// The relay took it back: the dispatcher stalled (left bytes
+    /// unacknowledged for the stall limit) or its connection ended. The
+    /// stream goes on; it is worth offering again soon.
+    TakenBack,
 }
 
 /// The stream's state, shared by the reading thread and the relay.
@@ -425,7 +444,7 @@ impl Relay {
         loop {
             match &*state {
                 StreamState::HandedOver => return Offer::HandedOver,
-                StreamState::Back => {
+                StreamState::Back(_) => {
                     *state = StreamState::Own;
                     return Offer::Declined;
                 }
@@ -448,21 +467,23 @@ impl Relay {
         }
     }
 
-    /// Waits up to `limit` for a handed-over stream to come back: true when
-    /// the program reads it again (from a record's start, with a fresh
-    /// decoder).
-    pub fn stream_back(&self, limit: Duration) -> bool {
+    /// Waits up to `limit` for a handed-over stream to come back: how it
+    /// came back when the program reads it again (from a record's start,
+    /// with a fresh decoder); None while the dispatcher still reads it.
+    pub fn stream_back(&self, limit: Duration) -> Option<Returned> {
         let state = self.slot.state.lock().unwrap_or_else(|p| p.into_inner());
         let (mut state, _) = self
             .slot
             .changed
             .wait_timeout_while(state, limit, |s| matches!(s, StreamState::HandedOver))
             .unwrap_or_else(|p| p.into_inner());
-        if matches!(*state, StreamState::HandedOver) {
-            return false;
-        }
+        let returned = match *state {
+            StreamState::HandedOver => return None,
+            StreamState::Back(how) => how,
+            StreamState::Own | StreamState::Offered(_) => Returned::Released,
+        };
         *state = StreamState::Own;
-        true
+        Some(returned)
     }
 
     /// Records stored and not yet acknowledged by the dispatcher.
@@ -520,6 +541,9 @@ struct State {
     /// When the input ended (then we only flush, for a while).
     done_at: Option<Instant>,
     last_sync: Instant,
+    /// The last connection ended with the stream taken back from a stalled
+    /// dispatcher: reconnect soon ([`RECLAIM_BACKOFF`]).
+    reclaimed: bool,
 }
 
 /// Relays until the input is done and everything is acknowledged, or the
@@ -529,6 +553,7 @@ fn run(cfg: Config, journal: Journal, done: Arc<AtomicBool>) {
         acked: cfg.acked.load(Ordering::SeqCst),
         done_at: None,
         last_sync: Instant::now(),
+        reclaimed: false,
     };
     let mut backoff = FIRST_BACKOFF;
     let mut outage_reported = false;
@@ -553,7 +578,14 @@ fn run(cfg: Config, journal: Journal, done: Arc<AtomicBool>) {
             }
         }
         // Wait before the next attempt, unless the flush time is up.
-        let until = Instant::now() + backoff;
+        let wait = if std::mem::take(&mut st.reclaimed) {
+            RECLAIM_BACKOFF
+        } else {
+            let wait = backoff;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            wait
+        };
+        let until = Instant::now() + wait;
         loop {
             if flush_over(&cfg, &done, &mut st) {
                 return;
@@ -565,7 +597,6 @@ fn run(cfg: Config, journal: Journal, done: Arc<AtomicBool>) {
             }
             std::thread::sleep((until - now).min(Duration::from_millis(100)));
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -761,11 +792,11 @@ fn stream_session(
             "{e}; reading the stream ourselves"
         );
         let _ = std::fs::remove_file(&marker);
-        cfg.slot.set(StreamState::Back);
+        cfg.slot.set(StreamState::Back(Returned::Released));
         return Ok(());
     }
     if let Err(e) = client.hand_over(stream.as_fd(), next) {
-        take_back(cfg, journal, st, &marker);
+        take_back(cfg, journal, st, &marker, Returned::TakenBack);
         return Err(e.to_string());
     }
     tracing::info!("handed the stream over to the dispatcher from record {next}");
@@ -840,7 +871,7 @@ fn stream_session(
             }
             Ok(Some(a)) => a,
             Err(e) => {
-                take_back(cfg, journal, st, &marker);
+                take_back(cfg, journal, st, &marker, Returned::TakenBack);
                 return Err(e.to_string());
             }
         };
@@ -848,7 +879,7 @@ fn stream_session(
             last_progress = Instant::now();
         }
         if ack.released {
-            take_back(cfg, journal, st, &marker);
+            take_back(cfg, journal, st, &marker, Returned::Released);
             tracing::info!(
                 "the dispatcher handed the stream back after record {}",
                 st.acked
@@ -909,13 +940,15 @@ fn reclaim(
         cfg.stall_limit.as_millis(),
         st.acked + 1
     );
-    take_back(cfg, journal, st, marker);
+    take_back(cfg, journal, st, marker, Returned::TakenBack);
+    st.reclaimed = true;
     Err("the dispatcher stalled".into())
 }
 
 /// The dispatcher no longer reads the stream: the buffer numbers on after
-/// the last record it acknowledged, and the reading thread has it back.
-fn take_back(cfg: &Config, journal: &Journal, st: &State, marker: &Path) {
+/// the last record it acknowledged, and the reading thread has it back
+/// (`how`).
+fn take_back(cfg: &Config, journal: &Journal, st: &State, marker: &Path, how: Returned) {
     match journal.skip_to(st.acked + 1) {
         Ok(()) => {
             if let Err(e) = std::fs::remove_file(marker) {
@@ -928,7 +961,7 @@ fn take_back(cfg: &Config, journal: &Journal, st: &State, marker: &Path) {
             "cannot renumber the buffer: {e}"
         ),
     }
-    cfg.slot.set(StreamState::Back);
+    cfg.slot.set(StreamState::Back(how));
 }
 
 /// Removes exactly `n` bytes (journaled by the dispatcher) from the front

@@ -29,7 +29,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use audisp::framing::{coalesce, BinaryFraming, Coalescer, Decoder, InputFormat, Item};
-use audisp::sdk::{flag_value, stop_signals, Offer, Relay, RelayOptions, DEFAULT_STALL_LIMIT};
+use audisp::sdk::{
+    flag_value, stop_signals, Offer, Relay, RelayOptions, Returned, DEFAULT_STALL_LIMIT,
+};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::SignalFd;
@@ -65,8 +67,18 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// How long the bridge stops reading while it offers the dispatcher its
 /// stream (until the dispatcher has acknowledged the buffer).
 const OFFER_WAIT: Duration = Duration::from_millis(200);
-/// How long after a declined offer the bridge offers again.
+/// How long after a declined offer, or after the dispatcher handed the
+/// stream back (the end of auditd's stream, the dispatcher stopping), the
+/// bridge offers again.
 const OFFER_AGAIN: Duration = Duration::from_secs(1);
+/// How long after taking the stream back from a stalled dispatcher (or one
+/// whose connection ended) the bridge offers it again: while the bridge
+/// relays, every record costs a second copy and a longer path. Twice as
+/// long after each take-back in a row, up to [`OFFER_AGAIN`].
+const REOFFER: Duration = Duration::from_millis(50);
+/// A hand-over that lasted this long ends a run of take-backs: the next
+/// one is offered again after [`REOFFER`].
+const SETTLED: Duration = Duration::from_secs(10);
 /// The stream is offered only while the dispatcher lacks at most this many
 /// records (a batch or two in flight): a backlog would take longer to send
 /// than [`OFFER_WAIT`], and the bridge would stop reading for nothing.
@@ -216,12 +228,17 @@ fn is_stream_socket(fd: std::os::fd::BorrowedFd<'_>) -> bool {
             .is_ok_and(|a| a.family() == Some(AddressFamily::Unix))
 }
 
-/// While the dispatcher reads the stream: waits for it to come back (true),
-/// noting a stop request; false when the stop deadline passed first.
-fn wait_stream_back(relay: &Relay, sfd: &SignalFd, stop_at: &mut Option<Instant>) -> bool {
+/// While the dispatcher reads the stream: waits for it to come back (how
+/// it came back), noting a stop request; None when the stop deadline
+/// passed first.
+fn wait_stream_back(
+    relay: &Relay,
+    sfd: &SignalFd,
+    stop_at: &mut Option<Instant>,
+) -> Option<Returned> {
     loop {
-        if relay.stream_back(Duration::from_millis(100)) {
-            return true;
+        if let Some(how) = relay.stream_back(Duration::from_millis(100)) {
+            return Some(how);
         }
         if let Ok(Some(_)) = sfd.read_signal() {
             while let Ok(Some(_)) = sfd.read_signal() {}
@@ -231,7 +248,29 @@ fn wait_stream_back(relay: &Relay, sfd: &SignalFd, stop_at: &mut Option<Instant>
             }
         }
         if stop_at.is_some_and(|t| Instant::now() >= t) {
-            return false;
+            return None;
+        }
+    }
+}
+
+/// How long to wait before offering the stream again after it came back
+/// `how` from a hand-over that lasted `held`; `reoffer`: the wait after the
+/// next take-back.
+fn next_offer(how: Returned, held: Duration, reoffer: &mut Duration) -> Duration {
+    match how {
+        // Read what the dispatcher left (the end of the stream) before
+        // offering again.
+        Returned::Released => {
+            *reoffer = REOFFER;
+            OFFER_AGAIN
+        }
+        Returned::TakenBack => {
+            if held >= SETTLED {
+                *reoffer = REOFFER;
+            }
+            let wait = *reoffer;
+            *reoffer = (wait * 2).min(OFFER_AGAIN);
+            wait
         }
     }
 }
@@ -251,6 +290,7 @@ fn read_input(relay: &Relay, format: InputFormat, hand_over: bool, sfd: &SignalF
     // Bytes read since the decoder started, and when to offer the stream.
     let mut consumed = 0u64;
     let mut offer_at = Instant::now();
+    let mut reoffer = REOFFER;
     let mut on_item = |item: Item<'_>, batch: &mut Batch| match item {
         Item::Record { text, type_hint } => batch.push(type_hint.unwrap_or(0), text),
         Item::Malformed(m) => {
@@ -280,14 +320,13 @@ fn read_input(relay: &Relay, format: InputFormat, hand_over: bool, sfd: &SignalF
         {
             match relay.offer_stream(&fd, OFFER_WAIT) {
                 Offer::HandedOver => {
-                    if !wait_stream_back(relay, sfd, &mut stop_at) {
+                    let handed = Instant::now();
+                    let Some(how) = wait_stream_back(relay, sfd, &mut stop_at) else {
                         return;
-                    }
+                    };
                     decoder = Decoder::new(format);
                     consumed = 0;
-                    // Read what the dispatcher left (the end of the
-                    // stream, records it stalled on) before offering again.
-                    offer_at = Instant::now() + OFFER_AGAIN;
+                    offer_at = Instant::now() + next_offer(how, handed.elapsed(), &mut reoffer);
                     continue;
                 }
                 Offer::Declined => offer_at = Instant::now() + OFFER_AGAIN,
@@ -297,10 +336,20 @@ fn read_input(relay: &Relay, format: InputFormat, hand_over: bool, sfd: &SignalF
             PollFd::new(fd, PollFlags::POLLIN),
             PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
         ];
-        // After a stop request only a quiet input ends the wait early.
-        let wait = if stop_at.is_some() { 100u16 } else { 1000u16 };
+        // After a stop request only a quiet input ends the wait early; an
+        // offer due ends it too.
+        let wait = if stop_at.is_some() {
+            100u16
+        } else if hand_over {
+            let left = offer_at.saturating_duration_since(Instant::now());
+            u16::try_from(left.as_millis() + 1).map_or(1000, |ms| ms.min(1000))
+        } else {
+            1000u16
+        };
         match nix::poll::poll(&mut fds, PollTimeout::from(wait)) {
             Ok(0) if stop_at.is_some() => break,
+            // An offer is due; the input was not quiet for long.
+            Ok(0) if wait < 1000 => continue,
             Ok(0) => {
                 decoder.input_idle(&mut |i| on_item(i, &mut batch));
                 batch.store(relay);
@@ -372,5 +421,41 @@ impl Batch {
             self.texts.clear();
             self.records.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taken_back_streams_are_offered_again_soon_and_later_each_time_in_a_row() {
+        let mut reoffer = REOFFER;
+        let short = Duration::from_millis(300);
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            waits.push(next_offer(Returned::TakenBack, short, &mut reoffer));
+        }
+        let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [50, 100, 200, 400, 800, 1000]);
+        // A hand-over that lasted ends the run of take-backs.
+        assert_eq!(
+            next_offer(Returned::TakenBack, SETTLED, &mut reoffer).as_millis(),
+            50
+        );
+        // A stream the dispatcher handed back (its end) waits the full
+        // second, and the next take-back starts afresh.
+        assert_eq!(
+            next_offer(Returned::TakenBack, short, &mut reoffer).as_millis(),
+            100
+        );
+        assert_eq!(
+            next_offer(Returned::Released, short, &mut reoffer).as_millis(),
+            1000
+        );
+        assert_eq!(
+            next_offer(Returned::TakenBack, short, &mut reoffer).as_millis(),
+            50
+        );
     }
 }
