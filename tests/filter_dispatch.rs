@@ -325,12 +325,23 @@ fn a_filtered_plugin_killed_mid_stream_gets_every_kept_record_once() {
     let pid_file = d.out("keep.pid");
     let mut kills = 0;
     for k in 0..copies {
+        // Counted before the copy goes in: counted after, the sink may
+        // already have all of it (the test thread descheduled meanwhile)
+        // and nothing more would come.
+        let have = support::dispatcher::read_sink(&d.out("keep")).records.len();
         stdin.write_all(&sample_shifted(k)).unwrap();
         // Mid-stream: once the sink has some of this copy, kill it.
-        let have = support::dispatcher::read_sink(&d.out("keep")).records.len();
-        wait_until(Duration::from_secs(60), "the sink to get further", || {
-            support::dispatcher::read_sink(&d.out("keep")).records.len() > have
-        });
+        if let Err(e) =
+            support::try_wait_until(Duration::from_secs(60), "the sink to get further", || {
+                Ok(support::dispatcher::read_sink(&d.out("keep")).records.len() > have)
+            })
+        {
+            panic!(
+                "copy {k}: {e} than {have} records (it has {}; {kept} wanted in all); audispd's log:\n{}",
+                support::dispatcher::read_sink(&d.out("keep")).records.len(),
+                d.log_tail(30)
+            );
+        }
         kills += u32::from(kill_sink(&pid_file));
     }
     assert!(kills >= 2, "the sink was killed mid-stream ({kills})");
