@@ -148,7 +148,7 @@ class Dispatcher:
                     if m in chunk:
                         t = time.monotonic()
                         with open(self.sink, "rb") as g:
-                            return t, sum(1 for l in g if not l.startswith(b"JOURNAL\t"))
+                            return t, sum(1 for l in g if not l.startswith((b"JOURNAL\t", b"ACK\t")))
                     seen = max(0, seen - len(m)) + len(chunk)
             except FileNotFoundError:
                 pass

@@ -1,8 +1,13 @@
 //! A plugin that writes every record it receives to a file, exactly once
-//! even across its own crashes: each line is `SEQ<TAB>RECORD`, and at start
-//! the plugin reads the last whole line back and tells the dispatcher to
-//! resume after it (the pattern a durable plugin should follow: keep the
-//! position with the output). The test suite and the benchmark use it.
+//! even across its own crashes: each line is `SEQ<TAB>RECORD`, each batch
+//! is followed by a line `ACK<TAB>ID` (the ack id of its last record that
+//! completes one), and at start the plugin cuts what follows the last such
+//! line and tells the dispatcher to resume after it (the pattern a durable
+//! plugin should follow: keep the position with the output). The position
+//! is the ack id, not the last record's `SEQ`: a filtered plugin's records
+//! are acknowledged by their event's id, which may lie past the event's
+//! last record (an event ended by a close marker), and an event may go on
+//! in the next batch. The test suite and the benchmark use it.
 //!
 //! Usage: sink --out FILE [--events] [--include T,T] [--exclude T,T]
 //!             [--delay-ms N] [--listen SOCKET] [--name NAME] [--pid-file F]
@@ -74,9 +79,9 @@ fn opts() -> Result<Opts, String> {
     Ok(o)
 }
 
-/// Cuts what a crash left half-written (a torn last line; in events mode,
-/// records of an event whose `EVENT` line is missing) and returns the
-/// journal id and the last id handled, from the file itself.
+/// Cuts what a crash left half-written (records after the last `ACK` line,
+/// or in events mode after the last `EVENT` line) and returns the journal
+/// id and the last id handled, from the file itself.
 fn recover(file: &mut std::fs::File, events: bool) -> std::io::Result<Option<([u8; 16], u64)>> {
     let mut text = Vec::new();
     file.seek(SeekFrom::Start(0))?;
@@ -91,14 +96,9 @@ fn recover(file: &mut std::fs::File, events: bool) -> std::io::Result<Option<([u
         if let Some(hex) = line.strip_prefix(b"JOURNAL\t") {
             journal = unhex(hex);
             keep = pos;
-        } else if let Some(id) = line.strip_prefix(b"EVENT\t") {
+        } else if let Some(id) = line.strip_prefix(if events { &b"EVENT\t"[..] } else { b"ACK\t" })
+        {
             last = std::str::from_utf8(id).ok().and_then(|s| s.parse().ok());
-            keep = pos;
-        } else if !events {
-            let seq = line.split(|&b| b == b'\t').next();
-            last = seq
-                .and_then(|s| std::str::from_utf8(s).ok())
-                .and_then(|s| s.parse().ok());
             keep = pos;
         }
     }
@@ -165,10 +165,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 writeln!(out, "EVENT\t{}", ev.id())?;
             }
         } else {
-            for r in batch.records() {
+            // The position goes after the last record that completes its
+            // ack id; records of an event that goes on in the next batch
+            // come after it (cut and sent again whole after a crash).
+            let records: Vec<_> = batch.records().collect();
+            let done = records.iter().rposition(|r| r.completes_ack());
+            for (i, r) in records.iter().enumerate() {
                 out.write_all(format!("{}\t", r.seq).as_bytes())?;
                 out.write_all(r.text)?;
                 out.write_all(b"\n")?;
+                if Some(i) == done {
+                    writeln!(out, "ACK\t{}", r.ack)?;
+                }
             }
         }
         // The output (and with it the position) must be written before the

@@ -325,28 +325,134 @@ fn a_filtered_plugin_killed_mid_stream_gets_every_kept_record_once() {
     let pid_file = d.out("keep.pid");
     let mut kills = 0;
     for k in 0..copies {
+        // Counted before the copy goes in: counted after, the sink may
+        // already have all of it (the test thread descheduled meanwhile)
+        // and nothing more would come.
+        let have = support::dispatcher::read_sink(&d.out("keep")).records.len();
         stdin.write_all(&sample_shifted(k)).unwrap();
         // Mid-stream: once the sink has some of this copy, kill it.
-        let have = support::dispatcher::read_sink(&d.out("keep")).records.len();
-        wait_until(Duration::from_secs(60), "the sink to get further", || {
-            support::dispatcher::read_sink(&d.out("keep")).records.len() > have
-        });
+        if let Err(e) =
+            support::try_wait_until(Duration::from_secs(60), "the sink to get further", || {
+                Ok(support::dispatcher::read_sink(&d.out("keep")).records.len() > have)
+            })
+        {
+            panic!(
+                "copy {k}: {e} than {have} records (it has {}; {kept} wanted in all); audispd's log:\n{}",
+                support::dispatcher::read_sink(&d.out("keep")).records.len(),
+                d.log_tail(30)
+            );
+        }
         kills += u32::from(kill_sink(&pid_file));
     }
     assert!(kills >= 2, "the sink was killed mid-stream ({kills})");
     let out = wait_sink(&d.out("keep"), kept, Duration::from_secs(120));
+    // Each journal record once: a record delivered again (after a restart)
+    // keeps its sequence number; the same text under two numbers would be
+    // a record journaled twice.
+    let mut by_text: BTreeMap<&[u8], Vec<u64>> = BTreeMap::new();
+    for (seq, text) in &out.records {
+        by_text.entry(&text[..]).or_default().push(*seq);
+    }
+    let wrong: Vec<String> = by_text
+        .iter()
+        .filter(|(t, seqs)| keep.get(**t) != Some(&seqs.len()))
+        .map(|(t, seqs)| {
+            let (from, to) = (seqs[0].saturating_sub(3), seqs[seqs.len() - 1] + 3);
+            format!(
+                "delivered at seqs {seqs:?} (want {}): {}\n  sink lines for seqs {from}..={to} in file order: {:?}",
+                keep.get(*t).copied().unwrap_or(0),
+                String::from_utf8_lossy(t),
+                out.records
+                    .iter()
+                    .map(|r| r.0)
+                    .filter(|s| (from..=to).contains(s))
+                    .collect::<Vec<_>>()
+            )
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "killed and restarted: {} records with a wrong count:\n{}\naudispd's log:\n{}",
+        wrong.len(),
+        wrong.join("\n"),
+        d.log_tail(40)
+    );
     assert_same(&count(&texts(&out)), &keep, "killed and restarted");
-    let seqs: Vec<u64> = out.records.iter().map(|r| r.0).collect();
-    let mut unique = seqs.clone();
-    unique.sort_unstable();
-    unique.dedup();
-    assert_eq!(unique.len(), seqs.len(), "no record twice");
     wait_until(Duration::from_secs(30), "the counter", || {
         d.plugin_state("keep").get("filtered") == kept_out as u64
     });
     let s = d.plugin_state("keep");
     assert!(s.get("restarts") >= 2, "{s:?}");
     assert_eq!(s.get("dropped"), 0);
+    drop(stdin);
+    let _ = d.stop();
+}
+
+/// A filtered records-mode plugin acknowledges a kept event by the event's
+/// id; for an event ended by a close marker (here: the stream's time moved
+/// past the event timeout) that id lies past the event's last record. The
+/// sink killed after it stored such an event and before its acknowledgement
+/// reached audispd resumes after the id it stored with its output, and gets
+/// nothing twice (resuming after the last record's sequence number, as it
+/// once did, had the event sent again).
+#[test]
+fn a_filtered_plugin_killed_before_acknowledging_an_event_closed_by_a_marker_gets_it_once() {
+    let open = "type=SYSCALL msg=audit(1700000000.000:100): arch=c000003e syscall=257 success=yes exit=3 items=1 comm=\"rm\" exe=\"/usr/bin/rm\"\n\
+                type=PATH msg=audit(1700000000.000:100): item=0 name=\"/etc/hosts\" nametype=NORMAL\n";
+    // A record 100 s later (withheld: not a SYSCALL) ends the open event.
+    let later =
+        "type=USER_START msg=audit(1700000100.000:101): pid=1 uid=0 msg='op=login res=success'\n";
+    // A kept event that ends with its own record, sent after the restart.
+    let closed = "type=SYSCALL msg=audit(1700000200.000:102): arch=c000003e syscall=257 success=yes exit=3 items=0 comm=\"rm\" exe=\"/usr/bin/rm\"\n\
+                  type=PROCTITLE msg=audit(1700000200.000:102): proctitle=636174\n";
+    let first = format!("{open}{later}");
+    let data = format!("{first}{closed}").into_bytes();
+    let (keep, _) = expected(&data, true);
+    assert_eq!(keep.values().sum::<usize>(), 4, "both SYSCALL events kept");
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
+    // The sink stores a batch, then waits 2 s before acknowledging it.
+    d.write_plugin(
+        "keep",
+        &sink_plugin(
+            "keep",
+            "\"--pid-file\", \"{dir}/out/keep.pid\", \"--delay-ms\", \"2000\"",
+            &format!("filter = '{EXPR}'\n[restart]\ninitial = \"20ms\"\nmax = \"100ms\""),
+        ),
+    );
+    d.start(Stdio::piped()).unwrap();
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    stdin.write_all(first.as_bytes()).unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the sink to store the event",
+        || support::dispatcher::read_sink(&d.out("keep")).records.len() == 2,
+    );
+    assert!(kill_sink(&d.out("keep.pid")), "the sink was killed");
+    stdin.write_all(closed.as_bytes()).unwrap();
+    let out = wait_sink(&d.out("keep"), 4, Duration::from_secs(60));
+    // The restarted sink has the last event; anything sent again came
+    // before it.
+    assert_eq!(
+        out.records
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.1).into_owned())
+            .collect::<Vec<_>>(),
+        data.split(|&b| b == b'\n')
+            .filter(|l| l.starts_with(b"type=SYSCALL") || l.starts_with(b"type=P"))
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect::<Vec<_>>(),
+        "each kept record once, in order"
+    );
+    // The kill came before the acknowledgement: the second connection
+    // delivered from the start of the journal again.
+    assert_eq!(
+        d.log()
+            .matches("delivering from journal position 1 ")
+            .count(),
+        2,
+        "{}",
+        d.log_tail(20)
+    );
     drop(stdin);
     let _ = d.stop();
 }

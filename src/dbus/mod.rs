@@ -184,9 +184,11 @@ pub fn start(engine: Arc<Engine>, config: &DbusConfig, reload: ReloadHook) -> Re
                     for event in batch.events() {
                         c.handle(&event);
                     }
+                    // The event's id (its ack id), which may lie past its
+                    // last record.
                     if let Some(last) = batch.records().last() {
                         *c.handled.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some((ctx.journal_id(), last.seq));
+                            Some((ctx.journal_id(), last.ack));
                     }
                     Ok(())
                 });
@@ -363,7 +365,7 @@ struct Consumer {
     emitter: Emitter,
     subscribers: Arc<Subscribers>,
     forwarder: Option<Arc<Forwarder>>,
-    /// Journal id and sequence number of the last record handled.
+    /// Journal id and ack id (the event's id) of the last event handled.
     handled: std::sync::Mutex<Option<([u8; 16], u64)>>,
 }
 

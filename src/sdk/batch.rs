@@ -13,6 +13,16 @@ use crate::record_types;
 pub struct Record<'a> {
     /// Journal sequence number: the record's identity, increasing.
     pub seq: u64,
+    /// The id that acknowledges it, which is what a plugin storing its
+    /// position with its output stores ([`super::Plugin::resume_after`]):
+    /// its own `seq`, unless the records of its event are acknowledged
+    /// together (events mode, and records mode for a plugin with a filter
+    /// expression, whose records go out event by event in the order events
+    /// end): then its event's id, the sequence number of the journal entry
+    /// that ended the event — past the event's last record when a close
+    /// marker ended it. Only once [`Record::completes_ack`] is this id
+    /// handled.
+    pub ack: u64,
     /// Record type number.
     pub rtype: u32,
     /// `protocol::record_flags`.
@@ -40,6 +50,16 @@ impl Record<'_> {
     /// The text, with bytes that are not UTF-8 replaced.
     pub fn text_lossy(&self) -> Cow<'_, str> {
         String::from_utf8_lossy(self.text)
+    }
+
+    /// Whether this record is the last one its [`Record::ack`] stands for:
+    /// false for a record of an event that goes on in the next message
+    /// (`ACK_FOLLOWS`: an event too large for one message, sent to a
+    /// filtered records-mode plugin). A resume point stored after such a
+    /// record would skip the rest of its event; the event comes again whole
+    /// after a reconnect.
+    pub fn completes_ack(&self) -> bool {
+        self.flags & record_flags::ACK_FOLLOWS == 0
     }
 
     /// Whether the dispatcher could not parse this record's type, time or
@@ -86,6 +106,7 @@ impl<'a> Event<'a> {
 fn record<'a>(m: &Meta, arena: &'a [u8]) -> Record<'a> {
     Record {
         seq: m.seq,
+        ack: m.ack,
         rtype: m.rtype,
         flags: m.flags,
         text: &arena[m.start..m.start + m.len],
@@ -112,8 +133,9 @@ impl<'a> Batch<'a> {
         self.metas.iter().map(move |m| record(m, data))
     }
 
-    /// The batch's events (events mode; in records mode, each record is
-    /// returned as an event of its own).
+    /// The batch's events (events mode; in records mode, the records that
+    /// share an ack id: each record on its own, or for a filtered plugin
+    /// the records of one event).
     pub fn events(&self) -> impl Iterator<Item = Event<'a>> + 'a {
         let data = self.data;
         self.metas

@@ -372,6 +372,10 @@ impl Plugin {
 
     /// The plugin already has everything up to `seq` of journal `journal`
     /// (from its own storage): nothing up to there is delivered again.
+    /// `seq` is an ack id ([`crate::sdk::Record::ack`], or
+    /// [`crate::sdk::Event::id`]), which for a filtered records-mode plugin
+    /// is not its last record's `seq`: stored after a record that
+    /// [completes it](crate::sdk::Record::completes_ack).
     pub fn resume_after(mut self, journal: [u8; 16], seq: u64) -> Plugin {
         self.resume = Some((journal, seq));
         self

@@ -428,7 +428,7 @@ pub fn read_sink(path: &Path) -> SinkOutput {
     let mut out = SinkOutput::default();
     let mut current = Vec::new();
     for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        if line.starts_with(b"JOURNAL\t") {
+        if line.starts_with(b"JOURNAL\t") || line.starts_with(b"ACK\t") {
             continue;
         }
         if let Some(id) = line.strip_prefix(b"EVENT\t") {

@@ -194,6 +194,10 @@ fn run(mut o: Options) -> Result<(), String> {
     let mut log =
         RotatingLog::open(o.settings, positions, at).map_err(|e| format!("{path}: {e}"))?;
     let mut plugin = o.plugin.plugin();
+    // The position stored with each line: the ack id of the last record
+    // that completes one (a filtered plugin's records are acknowledged by
+    // their event's id, `Record::ack`), not the record's own seq.
+    let mut done = at.as_ref().map_or(0, |a| a.seq);
     if let Some(at) = at {
         plugin = plugin.resume_after(at.journal, at.seq);
     }
@@ -215,7 +219,10 @@ fn run(mut o: Options) -> Result<(), String> {
                     line.clear();
                     line.extend_from_slice(r.text);
                     line.push(b'\n');
-                    log.write_unit(&line, r.seq)?;
+                    if r.completes_ack() {
+                        done = r.ack;
+                    }
+                    log.write_unit(&line, done)?;
                 }
             }
             Format::JsonRecords => {
@@ -223,7 +230,10 @@ fn run(mut o: Options) -> Result<(), String> {
                     line.clear();
                     json.write_record_from(r.text, r.origin, &mut line);
                     line.push(b'\n');
-                    log.write_unit(&line, r.seq)?;
+                    if r.completes_ack() {
+                        done = r.ack;
+                    }
+                    log.write_unit(&line, done)?;
                 }
             }
             Format::Json => {
