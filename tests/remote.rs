@@ -412,6 +412,65 @@ fn ours_to_ours_with_kill9_of_both_ends_and_injection_into_a_dispatcher() {
     assert!(log.contains("fast mode, resuming after"), "{log}");
 }
 
+/// audisp-remote with a plugins.d filter gets an event's records
+/// acknowledged by the event's id, which lies past its last record when a
+/// close marker ended it. Killed (`kill -9`) after spooling such an event
+/// and before audispd took its acknowledgement (here: audispd killed too,
+/// its cursor as before the event), and started again, it resumes after
+/// that id and sends nothing twice: the aggregator (which drops a resend
+/// only by the spool's own sequence numbers) holds each record once.
+#[test]
+fn a_filtered_sender_killed_before_acknowledging_an_event_closed_by_a_marker_sends_it_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut r = Receiver::start(tmp.path(), port, &[]);
+    let open = "type=SYSCALL msg=audit(1700000000.000:100): arch=c000003e syscall=257 success=yes exit=3 items=1 comm=\"rm\" exe=\"/usr/bin/rm\"\n\
+                type=PATH msg=audit(1700000000.000:100): item=0 name=\"/etc/hosts\" nametype=NORMAL\n";
+    // A record 100 s later (withheld: not a SYSCALL) ends the open event
+    // with a close marker.
+    let later =
+        "type=USER_START msg=audit(1700000100.000:101): pid=1 uid=0 msg='op=login res=success'\n";
+    // A kept event that ends with its own record, sent after the restart.
+    let closed = "type=SYSCALL msg=audit(1700000200.000:102): arch=c000003e syscall=257 success=yes exit=3 items=0 comm=\"rm\" exe=\"/usr/bin/rm\"\n\
+                  type=PROCTITLE msg=audit(1700000200.000:102): proctitle=636174\n";
+    let mut d = Dispatcher::new(MAIN_NO_STATS);
+    d.write_plugin(
+        "remote",
+        "socket = \"{dir}/run/remote.sock\"\nformat = \"native\"\nfilter = 'type r= SYSCALL && exe i= \"/usr/bin/rm\"'\n[restart]\ninitial = \"20ms\"\nmax = \"200ms\"\n",
+    );
+    d.start(Stdio::piped()).unwrap();
+    let mut s = start_sender(&d, port, &[]);
+    d.wait_log("plugin remote connected", Duration::from_secs(30));
+    let cursor = d.path().join("state/cursors/remote.cursor");
+    let before = std::fs::read(&cursor).unwrap();
+    let stdin = keep_feeding(&mut d, format!("{open}{later}").as_bytes());
+    r.wait_lines_or(2, Duration::from_secs(60), &|| sender_log(&d));
+    wait_until(Duration::from_secs(30), "audispd to store the ack", || {
+        std::fs::read(&cursor).unwrap() != before
+    });
+    // Both killed; audispd's cursor as it was before the acknowledgement.
+    s.kill().unwrap();
+    s.wait().unwrap();
+    drop(stdin);
+    d.crash();
+    std::fs::write(&cursor, &before).unwrap();
+    d.start(Stdio::piped()).unwrap();
+    let s = start_sender(&d, port, &[]);
+    let _stdin = keep_feeding(&mut d, closed.as_bytes());
+    let sent = format!("{open}{closed}");
+    let want: Vec<&[u8]> = sent.lines().map(|l| l.as_bytes()).collect();
+    // The last record arrives last: anything sent twice came before it.
+    wait_until(
+        Duration::from_secs(60),
+        "the last event at the aggregator",
+        || r.lines().last().map(|l| &l[..]) == want.last().copied(),
+    );
+    assert_same(&r.lines(), &want, "each record once, across the kill");
+    stop_child(s);
+    r.stop();
+    let _ = d.stop();
+}
+
 /// Found by attack (issue 10): lines on audispd's input that are not
 /// records (audispd delivers them, flagged unparsed) went through fast mode
 /// into the aggregator's log, terminal escapes included. audisp-receive

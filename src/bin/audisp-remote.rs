@@ -20,6 +20,7 @@ use audisp::config::option_file::{
     self, flag_value, off_if_zero, set, text, FileFlags, Reader, StartError, Table,
 };
 use audisp::config::{parse_duration, parse_size};
+use audisp::journal::entry::flags;
 use audisp::journal::{Journal, JournalId, Limits, NewEntry, Origin, ReadOutcome, Step};
 use audisp::remote::sender::{Action, Actions, SenderConfig, SenderLoop, SenderState};
 use audisp::remote::tls::{self, TlsFiles};
@@ -358,20 +359,48 @@ impl Backlog {
     }
 }
 
-/// The dispatcher journal and position the spool has reached.
-fn spooled_upto(spool: &Journal, meta: &std::path::Path) -> Option<([u8; 16], u64)> {
+/// Where the spool stands in the dispatcher's journal, from its last entry
+/// (appended with its batch, so it survives whatever crash the records do).
+struct Spooled {
+    journal: [u8; 16],
+    /// The last ack id all of whose records are spooled.
+    done: u64,
+    /// An ack id past `done` whose records are spooled up to this seq (an
+    /// event that goes on in the next message).
+    partial: Option<(u64, u64)>,
+}
+
+/// How far the spool has reached. Each spooled record keeps its ack id in
+/// the entry's `event` field (otherwise unused in the spool), and
+/// [`flags::ENDS_EVENT`] on the record that completes it: a filtered
+/// plugin's records are acknowledged by their event's id, which lies past
+/// the event's last record when a close marker ended it, so resuming after
+/// the last record's own seq had that event sent again. A spool written
+/// before (`event` 0) resumes after the last record's seq, as it did: its
+/// last event may be spooled and sent twice, nothing is lost.
+fn spooled_upto(spool: &Journal, meta: &std::path::Path) -> Option<Spooled> {
     let id = std::fs::read_to_string(meta).ok()?;
-    let JournalId(id) = id.trim().parse().ok()?;
+    let JournalId(journal) = id.trim().parse().ok()?;
     if spool.end() <= 1 {
         return None;
     }
     let mut last = None;
     let mut r = spool.reader(spool.end() - 1);
     match r.read(1 << 16, &mut |e| {
-        last = Some(e.source_seq);
+        last = Some(match (e.event, e.flags & flags::ENDS_EVENT != 0) {
+            (0, _) => (e.source_seq, None),
+            (ack, true) => (ack, None),
+            // Records are delivered in the order of their ack ids: every id
+            // below the partial one is spooled whole.
+            (ack, false) => (ack - 1, Some((ack, e.source_seq))),
+        });
         Step::Stop
     }) {
-        Ok(ReadOutcome::Entries(_)) => last.map(|s| (id, s)),
+        Ok(ReadOutcome::Entries(_)) => last.map(|(done, partial)| Spooled {
+            journal,
+            done,
+            partial,
+        }),
         _ => None,
     }
 }
@@ -447,14 +476,18 @@ fn run(o: Opts, usr2_held: audisp::signals::Held) -> Result<(), String> {
     // dispatcher its records come back to (a relay loop the admin built)
     // recognises and drops them.
     let mut plugin = Plugin::new(&o.name).commands(rx).local_only().origin();
-    if let Some((id, seq)) = resume {
-        tracing::info!("spool holds dispatcher records up to {seq}");
-        plugin = plugin.resume_after(id, seq);
+    if let Some(at) = &resume {
+        tracing::info!("spool holds dispatcher records up to ack id {}", at.done);
+        plugin = plugin.resume_after(at.journal, at.done);
+        if let Some((ack, seq)) = at.partial {
+            tracing::info!("spool holds records of ack id {ack} up to {seq}");
+            plugin = plugin.resume_within(ack, seq);
+        }
     }
     if let Some(l) = &o.listen {
         plugin = plugin.listen(l);
     }
-    let mut known_journal = resume.map(|(id, _)| id);
+    let mut known_journal = resume.map(|at| at.journal);
     let mut blocked = false;
     let mut backlog = Backlog::new(&spool, state.acked.load(Ordering::Acquire));
     let result = plugin.run(|batch, ctx| {
@@ -477,14 +510,24 @@ fn run(o: Opts, usr2_held: audisp::signals::Held) -> Result<(), String> {
             }
             blocked = false;
         }
-        let entries: Vec<NewEntry<'_>> = batch
-            .records()
-            .map(|r| NewEntry {
-                event: 0,
+        let records: Vec<_> = batch.records().collect();
+        let entries: Vec<NewEntry<'_>> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| NewEntry {
+                // Where to resume after a crash (`spooled_upto`): the ack
+                // id, complete with the last of its records here unless
+                // its event goes on in the next message (a crash may keep
+                // only the start of a batch).
+                event: r.ack,
                 source_seq: r.seq,
                 rtype: r.rtype,
                 source: 0,
-                flags: 0,
+                flags: if r.completes_ack() && records.get(i + 1).is_none_or(|n| n.ack != r.ack) {
+                    flags::ENDS_EVENT
+                } else {
+                    0
+                },
                 // Forwarded records keep the origin they came with; this
                 // dispatcher's own are its journal's and sequence number's.
                 origin: Some(r.first_origin.unwrap_or(Origin {
@@ -511,4 +554,58 @@ fn run(o: Opts, usr2_held: audisp::signals::Held) -> Result<(), String> {
     state.stop.store(true, Ordering::Release);
     let _ = sender.join();
     result.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(event: u64, seq: u64, flags: u16) -> NewEntry<'static> {
+        NewEntry {
+            event,
+            source_seq: seq,
+            rtype: 1300,
+            source: 0,
+            flags,
+            origin: None,
+            text: b"type=SYSCALL msg=audit(1.000:1): x".as_slice().into(),
+        }
+    }
+
+    /// The resume point is the last completed ack id; a partly spooled
+    /// event resumes within it; an old spool's (no ack ids) the last seq.
+    #[test]
+    fn the_spool_resumes_after_its_last_completed_ack_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path().join("dispatcher");
+        std::fs::write(&meta, format!("{}\n", JournalId([7; 16]))).unwrap();
+        let spool = Journal::open(
+            &dir.path().join("spool"),
+            Limits {
+                segment_size: 1 << 20,
+                max_size: 4 << 20,
+                memory: 1 << 20,
+            },
+        )
+        .unwrap();
+        assert!(spooled_upto(&spool, &meta).is_none(), "empty");
+        let at = |spool: &Journal| {
+            let s = spooled_upto(spool, &meta).unwrap();
+            assert_eq!(s.journal, [7; 16]);
+            (s.done, s.partial)
+        };
+        spool.append(&[entry(0, 5, 0)]).unwrap();
+        assert_eq!(at(&spool), (5, None), "an old spool");
+        spool
+            .append(&[
+                entry(9, 6, flags::ENDS_EVENT),
+                entry(9, 7, flags::ENDS_EVENT),
+            ])
+            .unwrap();
+        assert_eq!(at(&spool), (9, None), "an event closed by a marker");
+        spool.append(&[entry(11, 10, 0)]).unwrap();
+        assert_eq!(at(&spool), (10, Some((11, 10))), "a batch cut by a crash");
+        spool.append(&[entry(20, 12, 0), entry(20, 13, 0)]).unwrap();
+        assert_eq!(at(&spool), (19, Some((20, 13))), "an event partly spooled");
+    }
 }

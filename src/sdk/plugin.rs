@@ -30,6 +30,8 @@ pub struct Plugin {
     include: Vec<String>,
     exclude: Vec<String>,
     resume: Option<([u8; 16], u64)>,
+    /// Of an ack id past `resume`, the records held up to this seq.
+    resume_partial: Option<(u64, u64)>,
     checkpoint: Option<PathBuf>,
     listen: Option<PathBuf>,
     commands: Option<CommandQueue>,
@@ -322,6 +324,7 @@ impl Plugin {
             include: Vec::new(),
             exclude: Vec::new(),
             resume: None,
+            resume_partial: None,
             checkpoint: None,
             listen: None,
             commands: None,
@@ -378,6 +381,16 @@ impl Plugin {
     /// [completes it](crate::sdk::Record::completes_ack).
     pub fn resume_after(mut self, journal: [u8; 16], seq: u64) -> Plugin {
         self.resume = Some((journal, seq));
+        self
+    }
+
+    /// With [`Plugin::resume_after`]: of ack id `ack`, past that point, the
+    /// plugin already has the records up to `seq` — it stopped within an
+    /// event that went on in the next message (its last record did not
+    /// [complete its ack id](crate::sdk::Record::completes_ack)). The event
+    /// comes again whole; the records it has are not handed over again.
+    pub fn resume_within(mut self, ack: u64, seq: u64) -> Plugin {
+        self.resume_partial = Some((ack, seq));
         self
     }
 
@@ -554,6 +567,7 @@ impl Plugin {
         if let Some((j, s)) = self.resume {
             p.journal = Some(j);
             p.last = s;
+            p.partial = self.resume_partial.filter(|&(ack, _)| ack > s);
         }
         if let Some(path) = &self.checkpoint {
             p._lock = Some(crate::statelock::StateLock::file(path).map_err(Error::Setup)?);
@@ -613,6 +627,7 @@ impl Plugin {
         if progress.journal != Some(journal) {
             progress.journal = Some(journal);
             progress.last = welcome.start_after;
+            progress.partial = None;
         } else {
             progress.last = progress.last.max(welcome.start_after);
         }
