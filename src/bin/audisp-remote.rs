@@ -597,10 +597,7 @@ mod tests {
         spool.append(&[entry(0, 5, 0)]).unwrap();
         assert_eq!(at(&spool), (5, None), "an old spool");
         spool
-            .append(&[
-                entry(9, 6, flags::ENDS_EVENT),
-                entry(9, 7, flags::ENDS_EVENT),
-            ])
+            .append(&[entry(9, 6, 0), entry(9, 7, flags::ENDS_EVENT)])
             .unwrap();
         assert_eq!(at(&spool), (9, None), "an event closed by a marker");
         spool.append(&[entry(11, 10, 0)]).unwrap();
