@@ -397,14 +397,11 @@ fn a_filtered_plugin_killed_mid_stream_gets_every_kept_record_once() {
 /// once did, had the event sent again).
 #[test]
 fn a_filtered_plugin_killed_before_acknowledging_an_event_closed_by_a_marker_gets_it_once() {
-    let open = "type=SYSCALL msg=audit(1700000000.000:100): arch=c000003e syscall=257 success=yes exit=3 items=1 comm=\"rm\" exe=\"/usr/bin/rm\"\n\
-                type=PATH msg=audit(1700000000.000:100): item=0 name=\"/etc/hosts\" nametype=NORMAL\n";
-    // A record 100 s later (withheld: not a SYSCALL) ends the open event.
-    let later =
-        "type=USER_START msg=audit(1700000100.000:101): pid=1 uid=0 msg='op=login res=success'\n";
-    // A kept event that ends with its own record, sent after the restart.
-    let closed = "type=SYSCALL msg=audit(1700000200.000:102): arch=c000003e syscall=257 success=yes exit=3 items=0 comm=\"rm\" exe=\"/usr/bin/rm\"\n\
-                  type=PROCTITLE msg=audit(1700000200.000:102): proctitle=636174\n";
+    let support::events::MarkerClosed {
+        open,
+        later,
+        closed,
+    } = support::events::MARKER_CLOSED;
     let first = format!("{open}{later}");
     let data = format!("{first}{closed}").into_bytes();
     let (keep, _) = expected(&data, true);

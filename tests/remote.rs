@@ -424,15 +424,11 @@ fn a_filtered_sender_killed_before_acknowledging_an_event_closed_by_a_marker_sen
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut r = Receiver::start(tmp.path(), port, &[]);
-    let open = "type=SYSCALL msg=audit(1700000000.000:100): arch=c000003e syscall=257 success=yes exit=3 items=1 comm=\"rm\" exe=\"/usr/bin/rm\"\n\
-                type=PATH msg=audit(1700000000.000:100): item=0 name=\"/etc/hosts\" nametype=NORMAL\n";
-    // A record 100 s later (withheld: not a SYSCALL) ends the open event
-    // with a close marker.
-    let later =
-        "type=USER_START msg=audit(1700000100.000:101): pid=1 uid=0 msg='op=login res=success'\n";
-    // A kept event that ends with its own record, sent after the restart.
-    let closed = "type=SYSCALL msg=audit(1700000200.000:102): arch=c000003e syscall=257 success=yes exit=3 items=0 comm=\"rm\" exe=\"/usr/bin/rm\"\n\
-                  type=PROCTITLE msg=audit(1700000200.000:102): proctitle=636174\n";
+    let support::events::MarkerClosed {
+        open,
+        later,
+        closed,
+    } = support::events::MARKER_CLOSED;
     let mut d = Dispatcher::new(MAIN_NO_STATS);
     d.write_plugin(
         "remote",
