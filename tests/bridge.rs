@@ -536,6 +536,19 @@ fn a_stream_taken_back_from_a_stalled_dispatcher_is_offered_again_soon() {
         "the bridge to take the stream back",
         || !lines_with(&d, TAKEN).is_empty(),
     );
+    // While the dispatcher cannot take the stream (stopped, behind), the
+    // bridge waits with the input (1 s polls), not in short polls for an
+    // offer that cannot be made (1 ms each: ~1,000 wake-ups a second). The
+    // half second is a measuring window, not a wait for something.
+    let pid = bridge.0.as_ref().unwrap().id();
+    let before = voluntary_switches(pid);
+    std::thread::sleep(Duration::from_millis(500));
+    let woke = voluntary_switches(pid) - before;
+    assert!(
+        woke < 100,
+        "the bridge woke {woke} times in 0.5 s while the dispatcher was stopped\n{}",
+        bridge_log(&d)
+    );
     d.signal(Signal::SIGCONT);
     wait_until(
         Duration::from_secs(60),
@@ -555,6 +568,20 @@ fn a_stream_taken_back_from_a_stalled_dispatcher_is_offered_again_soon() {
     let writer = feed_records(ours, joined(&all[b..]));
     assert_eq!(writer.join().unwrap(), all.len() - b);
     bridge_ends_and_the_sink_has_all(&mut bridge, &mut d, &all);
+}
+
+/// Voluntary context switches of every thread of process `pid` so far.
+fn voluntary_switches(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        })
+        .sum()
 }
 
 #[test]

@@ -76,6 +76,13 @@ const OFFER_AGAIN: Duration = Duration::from_secs(1);
 /// relays, every record costs a second copy and a longer path. Twice as
 /// long after each take-back in a row, up to [`OFFER_AGAIN`].
 const REOFFER: Duration = Duration::from_millis(50);
+/// How often the bridge looks again when an offer is due but the
+/// dispatcher cannot take the stream yet (not connected, or more than
+/// [`OFFER_BACKLOG`] records behind).
+const OFFER_RECHECK: Duration = Duration::from_millis(25);
+/// How long the input must be quiet before the decoder may hand on a record
+/// it holds (one not yet known to be complete).
+const QUIET: Duration = Duration::from_secs(1);
 /// A hand-over that lasted this long ends a run of take-backs: the next
 /// one is offered again after [`REOFFER`].
 const SETTLED: Duration = Duration::from_secs(10);
@@ -291,6 +298,7 @@ fn read_input(relay: &Relay, format: InputFormat, hand_over: bool, sfd: &SignalF
     let mut consumed = 0u64;
     let mut offer_at = Instant::now();
     let mut reoffer = REOFFER;
+    let mut last_read = Instant::now();
     let mut on_item = |item: Item<'_>, batch: &mut Batch| match item {
         Item::Record { text, type_hint } => batch.push(type_hint.unwrap_or(0), text),
         Item::Malformed(m) => {
@@ -309,15 +317,14 @@ fn read_input(relay: &Relay, format: InputFormat, hand_over: bool, sfd: &SignalF
             break;
         }
         // Everything read is stored and the decoder holds nothing: the
-        // dispatcher could read on from here.
-        if hand_over
+        // dispatcher could read on from here (once the offer is due).
+        let could_offer = hand_over
             && stop_at.is_none()
             && batch.records.is_empty()
-            && Instant::now() >= offer_at
             && relay.stream_possible()
             && relay.unacknowledged() <= OFFER_BACKLOG
-            && decoder.resume_offset() == Some(consumed)
-        {
+            && decoder.resume_offset() == Some(consumed);
+        if could_offer && Instant::now() >= offer_at {
             match relay.offer_stream(&fd, OFFER_WAIT) {
                 Offer::HandedOver => {
                     let handed = Instant::now();
@@ -336,23 +343,34 @@ fn read_input(relay: &Relay, format: InputFormat, hand_over: bool, sfd: &SignalF
             PollFd::new(fd, PollFlags::POLLIN),
             PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
         ];
-        // After a stop request only a quiet input ends the wait early; an
-        // offer due ends it too.
-        let wait = if stop_at.is_some() {
-            100u16
-        } else if hand_over {
-            let left = offer_at.saturating_duration_since(Instant::now());
-            u16::try_from(left.as_millis() + 1).map_or(1000, |ms| ms.min(1000))
+        // After a stop request only a quiet input ends the wait early. An
+        // offer falling due ends it too; one due that the dispatcher cannot
+        // take yet (away, or behind) is looked at again every
+        // OFFER_RECHECK, not in a tight loop.
+        let now = Instant::now();
+        let mut wait = if stop_at.is_some() {
+            Duration::from_millis(100)
         } else {
-            1000u16
+            QUIET
         };
-        match nix::poll::poll(&mut fds, PollTimeout::from(wait)) {
+        if hand_over && stop_at.is_none() {
+            let due_in = offer_at.saturating_duration_since(now);
+            let offer_in = if could_offer || !due_in.is_zero() {
+                due_in
+            } else {
+                OFFER_RECHECK
+            };
+            wait = wait.min(offer_in + Duration::from_millis(1));
+        }
+        let wait_ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+        match nix::poll::poll(&mut fds, PollTimeout::from(wait_ms)) {
             Ok(0) if stop_at.is_some() => break,
-            // An offer is due; the input was not quiet for long.
-            Ok(0) if wait < 1000 => continue,
             Ok(0) => {
-                decoder.input_idle(&mut |i| on_item(i, &mut batch));
-                batch.store(relay);
+                // Quiet long enough: the decoder may hand on what it holds.
+                if last_read.elapsed() >= QUIET {
+                    decoder.input_idle(&mut |i| on_item(i, &mut batch));
+                    batch.store(relay);
+                }
                 continue;
             }
             Err(Errno::EINTR) => continue,
@@ -387,6 +405,7 @@ fn read_input(relay: &Relay, format: InputFormat, hand_over: bool, sfd: &SignalF
             return;
         }
         consumed += n as u64;
+        last_read = Instant::now();
         decoder.feed(&buf[..n], &mut |i| on_item(i, &mut batch));
         batch.store(relay);
         coalescer.after_read(n);
