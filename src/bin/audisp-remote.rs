@@ -510,11 +510,9 @@ fn run(o: Opts, usr2_held: audisp::signals::Held) -> Result<(), String> {
             }
             blocked = false;
         }
-        let records: Vec<_> = batch.records().collect();
-        let entries: Vec<NewEntry<'_>> = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| NewEntry {
+        let entries: Vec<NewEntry<'_>> = batch
+            .records()
+            .map(|r| NewEntry {
                 // Where to resume after a crash (`spooled_upto`): the ack
                 // id, complete with the last of its records here unless
                 // its event goes on in the next message (a crash may keep
@@ -523,7 +521,7 @@ fn run(o: Opts, usr2_held: audisp::signals::Held) -> Result<(), String> {
                 source_seq: r.seq,
                 rtype: r.rtype,
                 source: 0,
-                flags: if r.completes_ack() && records.get(i + 1).is_none_or(|n| n.ack != r.ack) {
+                flags: if r.completes_ack() {
                     flags::ENDS_EVENT
                 } else {
                     0

@@ -39,6 +39,8 @@ pub struct Record<'a> {
     /// for a record first journaled by this plugin's dispatcher, whose
     /// origin is that journal ([`super::Context::journal_id`]) and `seq`.
     pub first_origin: Option<Origin>,
+    /// See [`Record::completes_ack`].
+    completes: bool,
 }
 
 impl Record<'_> {
@@ -53,13 +55,14 @@ impl Record<'_> {
     }
 
     /// Whether this record is the last one its [`Record::ack`] stands for:
-    /// false for a record of an event that goes on in the next message
-    /// (`ACK_FOLLOWS`: an event too large for one message, sent to a
-    /// filtered records-mode plugin). A resume point stored after such a
-    /// record would skip the rest of its event; the event comes again whole
-    /// after a reconnect.
+    /// the last of its ack id in the batch (or event), and not of an event
+    /// that goes on in the next message (`ACK_FOLLOWS`: an event too large
+    /// for one message, sent to a filtered records-mode plugin). A resume
+    /// point is stored after such a record: stored after any other, it
+    /// would skip the rest of its event, which comes again whole after a
+    /// reconnect.
     pub fn completes_ack(&self) -> bool {
-        self.flags & record_flags::ACK_FOLLOWS == 0
+        self.completes
     }
 
     /// Whether the dispatcher could not parse this record's type, time or
@@ -98,12 +101,16 @@ impl<'a> Event<'a> {
 
     /// The event's records, in order.
     pub fn records(&self) -> impl ExactSizeIterator<Item = Record<'a>> + 'a {
-        let arena = self.arena;
-        self.metas.iter().map(move |m| record(m, arena))
+        let (metas, arena) = (self.metas, self.arena);
+        metas
+            .iter()
+            .enumerate()
+            .map(move |(i, m)| record(m, metas.get(i + 1), arena))
     }
 }
 
-fn record<'a>(m: &Meta, arena: &'a [u8]) -> Record<'a> {
+/// The record of `m`, followed by `next` in its batch or event.
+fn record<'a>(m: &Meta, next: Option<&Meta>, arena: &'a [u8]) -> Record<'a> {
     Record {
         seq: m.seq,
         ack: m.ack,
@@ -114,6 +121,7 @@ fn record<'a>(m: &Meta, arena: &'a [u8]) -> Record<'a> {
             .origin
             .and_then(|(s, l)| std::str::from_utf8(&arena[s..s + l]).ok()),
         first_origin: m.first,
+        completes: m.flags & record_flags::ACK_FOLLOWS == 0 && next.is_none_or(|n| n.ack != m.ack),
     }
 }
 
@@ -129,8 +137,11 @@ pub struct Batch<'a> {
 impl<'a> Batch<'a> {
     /// Every record in the batch, in order.
     pub fn records(&self) -> impl ExactSizeIterator<Item = Record<'a>> + 'a {
-        let data = self.data;
-        self.metas.iter().map(move |m| record(m, data))
+        let (metas, data) = (self.metas, self.data);
+        metas
+            .iter()
+            .enumerate()
+            .map(move |(i, m)| record(m, metas.get(i + 1), data))
     }
 
     /// The batch's events (events mode; in records mode, the records that
