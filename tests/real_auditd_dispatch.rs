@@ -1,8 +1,8 @@
 //! audispd between real auditd and real plugins.
 //!
 //! * Debian's auditd (3.0.9, run privately by `support::auditd`) starts `audispd` as one of its
-//!   plugins, in `format = string` and in `format = binary` (padded framing, named and
-//!   auto-detected). audispd feeds an `examples/sink` plugin and a stock-format plugin (`cat`).
+//!   plugins, in `format = string` and in `format = binary` (the framing that auditd writes,
+//!   padded for 3.0.9 and exact from 4.1.1 with `AUDISP_TEST_AUDITD`, named and auto-detected). audispd feeds an `examples/sink` plugin and a stock-format plugin (`cat`).
 //!   Both must receive exactly what auditd dispatched, which is what auditd logged plus the EOE
 //!   records it does not log, in order, once; and audispd must stop by itself, having delivered
 //!   everything, when auditd stops.
@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use support::auditd::{
-    event_id, is_dispatched_only, record_type, wait_for_bytes, AuditdOptions, Plugin, PluginFormat,
-    RealAuditd, DD_WRITES, RULE_KEY, TEST_AUID,
+    event_id, is_dispatched_only, record_type, wait_for_bytes, AuditdOptions, Framing, Plugin,
+    PluginFormat, RealAuditd, DD_WRITES, RULE_KEY, TEST_AUID,
 };
 use support::dispatcher::{example, read_sink, Dispatcher};
 
@@ -53,8 +53,9 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
 enum Stdin {
     /// auditd `format = string`.
     String,
-    /// auditd `format = binary`, audispd told the framing (`binary_framing = "padded"`).
-    BinaryPadded,
+    /// auditd `format = binary`, audispd told the framing this auditd writes
+    /// (`binary_framing = "padded"` for Debian's 3.0.9, `"exact"` from 4.1.1).
+    BinaryTold,
     /// auditd `format = binary`, audispd works the framing out (`binary_framing = "auto"`).
     BinaryAuto,
 }
@@ -64,16 +65,21 @@ impl Stdin {
     fn auditd_format(self) -> PluginFormat {
         match self {
             Stdin::String => PluginFormat::String,
-            Stdin::BinaryPadded | Stdin::BinaryAuto => PluginFormat::Binary,
+            Stdin::BinaryTold | Stdin::BinaryAuto => PluginFormat::Binary,
         }
     }
 
-    /// `[input.stdin]` of audispd.toml.
-    fn config(self) -> &'static str {
-        match self {
-            Stdin::String => "format = \"string\"",
-            Stdin::BinaryPadded => "format = \"binary\"\nbinary_framing = \"padded\"",
-            Stdin::BinaryAuto => "format = \"binary\"\nbinary_framing = \"auto\"",
+    /// `[input.stdin]` of audispd.toml, for an auditd writing binary frames as `framing`.
+    fn config(self, framing: Framing) -> &'static str {
+        match (self, framing) {
+            (Stdin::String, _) => "format = \"string\"",
+            (Stdin::BinaryTold, Framing::Padded) => {
+                "format = \"binary\"\nbinary_framing = \"padded\""
+            }
+            (Stdin::BinaryTold, Framing::Exact) => {
+                "format = \"binary\"\nbinary_framing = \"exact\""
+            }
+            (Stdin::BinaryAuto, _) => "format = \"binary\"\nbinary_framing = \"auto\"",
         }
     }
 }
@@ -229,7 +235,8 @@ fn auditd_runs_audispd(stdin: Stdin) {
     }
     become_subreaper();
     let audispd = Path::new(env!("CARGO_BIN_EXE_audispd"));
-    let mut d = Dispatcher::new(&audispd_toml(stdin.config()));
+    let framing = Framing::of_tested_auditd().expect("auditd's framing");
+    let mut d = Dispatcher::new(&audispd_toml(stdin.config(framing)));
     write_plugins(&d);
     // auditd 3.0.9 passes at most two arguments and an empty environment, so a root-owned
     // wrapper (mode 0750, as auditd requires) supplies audispd's directories, the notification
@@ -306,8 +313,8 @@ fn auditd_runs_audispd(stdin: Stdin) {
     assert_eq!(report.lost_during_run(), 0, "the kernel lost records");
     if stdin == Stdin::BinaryAuto {
         assert!(
-            audispd_log.contains("detected Padded framing"),
-            "auto framing did not settle on padded:\n{}",
+            audispd_log.contains(&format!("detected {framing:?} framing")),
+            "auto framing did not settle on {framing:?}:\n{}",
             d.log_tail(40)
         );
     }
@@ -435,8 +442,8 @@ fn auditd_runs_audispd_with_string_input() {
 }
 
 #[test]
-fn auditd_runs_audispd_with_binary_input_padded() {
-    auditd_runs_audispd(Stdin::BinaryPadded);
+fn auditd_runs_audispd_with_binary_input_told_its_framing() {
+    auditd_runs_audispd(Stdin::BinaryTold);
 }
 
 #[test]

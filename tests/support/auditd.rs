@@ -1,6 +1,10 @@
 //! Runs Debian's real `auditd` (3.0.9) against the kernel, so integration tests and benchmarks can
 //! feed audisp genuine records and compare what auditd logged with what its plugins received.
 //!
+//! [`AUDITD_DIR_VAR`] (`AUDISP_TEST_AUDITD=DIR`) runs the same tests against another build's
+//! `auditd` and `auditctl` (both in DIR), e.g. auditd ≥ 4.1.1, which writes exact binary frames
+//! where 3.0.9 pads them ([`Framing`], taken from `auditctl -v`). CI leaves it unset.
+//!
 //! Kernel audit is machine-wide shared state, so this module is deliberately careful:
 //!
 //! * [`RealAuditd::available`] refuses (with the reason) when the process is not root, auditd or
@@ -65,6 +69,10 @@ pub const DISPATCHER_HEADER_LEN: usize = 16;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Environment variable naming a directory whose `auditd` and `auditctl` the tests run instead of
+/// the system's (`/usr/sbin`, `/sbin`), to check audisp against another auditd version by hand.
+pub const AUDITD_DIR_VAR: &str = "AUDISP_TEST_AUDITD";
 
 /// auditd 3.0.9 reads config lines into a 160-byte buffer; longer lines are rejected.
 const MAX_CONFIG_LINE: usize = 158;
@@ -358,6 +366,12 @@ impl Framing {
         } else {
             Framing::Exact
         })
+    }
+
+    /// The framing of the auditd the tests run (the system's, or [`AUDITD_DIR_VAR`]'s), known
+    /// before it starts, for configuring a binary reader in front of it.
+    pub fn of_tested_auditd() -> Result<Self, String> {
+        Self::for_version(&auditd_version()?)
     }
 }
 
@@ -1155,7 +1169,20 @@ fn auditd_version() -> Result<String, String> {
         .ok_or_else(|| format!("`auditctl -v` printed no version: {out:?}"))
 }
 
+/// `name` (auditd or auditctl) from [`AUDITD_DIR_VAR`]'s directory when it is set, else from
+/// `/usr/sbin` or `/sbin`.
 fn sbin(name: &str) -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os(AUDITD_DIR_VAR) {
+        let path = Path::new(&dir).join(name);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "{AUDITD_DIR_VAR}={}: no {name} there",
+                Path::new(&dir).display()
+            ))
+        };
+    }
     ["/usr/sbin", "/sbin"]
         .iter()
         .map(|dir| Path::new(dir).join(name))
