@@ -4,11 +4,14 @@
 # `cat`-like plugin alone, and latency from the audited system call to the
 # plugin. See benches/README.md for what each column means.
 #
-# Usage: benches/live.sh [--runs N] [--events N] [--bin DIR]... [--no-build] [--keep]
+# Usage: benches/live.sh [--runs N] [--events N] [--bin DIR]... [--auditd DIR] [--no-build] [--keep]
 #   --runs N     repetitions of every row, interleaved (default 1)
 #   --events N   system calls in the full-rate phase (default 100000; ~3 records each)
 #   --bin DIR    directory holding audispd and audisp-bridge; give it twice to
 #                compare two builds row by row (default target/release)
+#   --auditd DIR directory holding the auditd and auditctl to run (default: Debian's, from
+#                PATH or /usr/sbin); binary rows follow its framing (padded up to 4.1.0,
+#                exact from 4.1.1, by `auditctl -v`)
 #   --no-build   do not run cargo build
 #   --layouts L  comma-separated rows: cat,cat-binary,stdin,bridge,bridge-interval,
 #                bridge-handover,binary (default all but bridge-interval and
@@ -20,7 +23,7 @@
 #                CPU, context switches, page faults and system calls by kind, into DIR
 #   --keep       keep the temporary directory (configs, logs)
 #
-# Needs root, auditd/auditctl (3.x), cc, python3; takes /tmp/audisp-kernel-audit.lock
+# Needs root, auditd/auditctl (3.x or 4.x), cc, python3; takes /tmp/audisp-kernel-audit.lock
 # and the tests' kernel audit lock for the whole run. Stops only the auditd it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,11 +32,10 @@ build=1
 for a in "$@"; do
     case "$a" in
         --no-build) build=0 ;;
-        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     esac
 done
-for tool in python3 cc auditctl auditd; do
-    command -v "$tool" >/dev/null || PATH="$PATH:/usr/sbin:/sbin"
+for tool in python3 cc; do
     command -v "$tool" >/dev/null || { echo "live.sh: $tool not found" >&2; exit 2; }
 done
 if [ "$build" = 1 ]; then
@@ -64,13 +66,23 @@ RULE_KEY = "audisp-live"
 # format), run once per repetition whatever --bin says.
 LAYOUTS = ["cat", "cat-binary", "stdin", "bridge", "bridge-interval", "bridge-handover", "binary"]
 CEILINGS = {"cat": "cat only", "cat-binary": "cat binary"}
-# auditd <= 4.1.0 pads every binary frame to its header and 8,970 bytes.
+# auditd <= 4.1.0 pads every binary frame to its header and 8,970 bytes;
+# 4.1.1 and later write the header and `size` bytes (audisp/audispd.c,
+# write_to_plugin: iov_len MAX_AUDIT_MESSAGE_LENGTH became e->hdr.size in
+# commit acae9be5). tsplug takes 0 for exact frames.
 PADDED_FRAME = 16 + 8970
+# The auditd and auditctl run (--auditd DIR; default the system's), and the
+# framing of that auditd's binary frames ("padded" or "exact").
+AUDITD = {"auditd": None, "auditctl": None, "version": None, "framing": None}
 # What --perf-stat counts, per thread.
 PERF_STAT_EVENTS = ",".join(["task-clock", "context-switches", "page-faults"] + [
     f"syscalls:sys_enter_{c}" for c in ("read", "recvfrom", "recvmsg", "write", "pwrite64",
                                         "sendto", "sendmsg", "clock_nanosleep", "poll", "ppoll",
                                         "futex", "ioctl")])
+# Records of one getppid() call: SYSCALL, PROCTITLE, EOE; and of the
+# spinner setting its login uid, once per phase: LOGIN, SYSCALL, PROCTITLE, EOE.
+RECORDS_PER_CALL = 3
+LOGIN_RECORDS = 4
 LOCKS = ["/tmp/audisp-kernel-audit.lock", "/run/lock/audisp-test-kernel-audit.lock"]
 
 # The load: getppid() with a0 = CLOCK_MONOTONIC ns of the call (the kernel
@@ -105,8 +117,9 @@ int main(int argc, char **argv) {
 }
 """
 
-# The plugin: reads string records, or auditd's padded binary frames when
-# given their size (large reads either way), stamps every SYSCALL record
+# The plugin: reads string records, or auditd's binary frames when given
+# their size (padded; 0: exact frames, header and `size` bytes; large reads
+# either way), stamps every SYSCALL record
 # whose a0 is a spinner time with now - a0, and at the EOE after the phase's
 # end marker appends "records seconds p50 p99 max pid" (µs) to argv[1].
 TSPLUG_C = r"""
@@ -157,21 +170,26 @@ static void line(const char *s, size_t len, const char *out) {
 }
 int main(int argc, char **argv) {
     if (argc != 2 && argc != 3) return 2;
-    /* argv[2]: auditd's binary format, frames of that many bytes (padded) */
-    size_t frame = argc == 3 ? (size_t)atol(argv[2]) : 0;
+    /* argv[2]: auditd's binary format, frames of that many bytes (padded),
+       or 0: exact frames of 16 + size bytes */
+    int binary = argc == 3;
+    size_t frame = binary ? (size_t)atol(argv[2]) : 0;
     static char buf[1 << 20]; size_t have = 0;
     for (;;) {
         ssize_t n = read(0, buf + have, sizeof buf - have);
         if (n <= 0) return 0;
         have += (size_t)n;
         char *p = buf, *end = buf + have, *nl;
-        if (frame) {
+        if (binary) {
             /* header: version, header length, type, payload length (u32 each) */
-            while ((size_t)(end - p) >= frame) {
-                unsigned int h[4]; memcpy(h, p, sizeof h);
-                size_t len = h[3] < frame - h[1] ? h[3] : frame - h[1];
+            unsigned int h[4];
+            while ((size_t)(end - p) >= sizeof h) {
+                memcpy(h, p, sizeof h);
+                size_t whole = frame ? frame : (size_t)h[1] + h[3];
+                if ((size_t)(end - p) < whole) break;
+                size_t len = h[3] < whole - h[1] ? h[3] : whole - h[1];
                 record(p + h[1], len, h[2] == 1300 ? 1 : h[2] == 1320 ? 2 : 0, argv[1]);
-                p += frame;
+                p += whole;
             }
         } else {
             while ((nl = memchr(p, '\n', (size_t)(end - p)))) { line(p, (size_t)(nl - p), argv[1]); p = nl + 1; }
@@ -216,6 +234,7 @@ def die(msg):
 
 def parse_args(argv):
     opts = {"runs": 1, "events": 100_000, "bins": [], "keep": False, "perf": None, "perf_stat": None,
+            "auditd": None,
             "layouts": ["cat", "cat-binary", "stdin", "bridge", "binary"]}
     it = iter(argv)
     for a in it:
@@ -229,6 +248,11 @@ def parse_args(argv):
             if v is None or not os.path.isfile(os.path.join(v, "audispd")):
                 die(f"--bin {v}: no audispd there")
             opts["bins"].append(os.path.abspath(v))
+        elif a == "--auditd":
+            v = next(it, None)
+            if v is None or not all(os.access(os.path.join(v, t), os.X_OK) for t in ("auditd", "auditctl")):
+                die(f"--auditd {v}: needs a directory holding auditd and auditctl")
+            opts["auditd"] = os.path.abspath(v)
         elif a == "--keep":
             opts["keep"] = True
         elif a in ("--perf", "--perf-stat"):
@@ -248,13 +272,31 @@ def parse_args(argv):
     return opts
 
 
+def find_auditd(directory):
+    """Fills AUDITD: the auditd and auditctl of directory (None: the system's),
+    auditctl's version and the binary framing that version writes."""
+    for tool in ("auditd", "auditctl"):
+        path = (os.path.join(directory, tool) if directory
+                else shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"))
+        if not path:
+            die(f"{tool} not found (apt-get install auditd, or --auditd DIR)")
+        AUDITD[tool] = path
+    version = run(AUDITD["auditctl"], "-v").split()[-1]
+    try:
+        key = tuple(int(x) for x in (version.split(".") + ["0", "0"])[:3])
+    except ValueError:
+        die(f"cannot read auditctl's version {version!r}")
+    AUDITD["version"] = version
+    AUDITD["framing"] = "padded" if key <= (4, 1, 0) else "exact"
+
+
 def run(*cmd):
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
 def kernel_status():
     out = {}
-    for line in run("auditctl", "-s").splitlines():
+    for line in run(AUDITD["auditctl"], "-s").splitlines():
         w = line.split()
         if len(w) >= 2 and w[1].isdigit():
             out[w[0]] = int(w[1])
@@ -332,11 +374,13 @@ class Row:
         if self.layout == "cat":
             path, args = tools["tsplug"], self.report
         elif self.layout == "cat-binary":
-            path, args = tools["tsplug"], f"{self.report} {PADDED_FRAME}"
+            frame = PADDED_FRAME if AUDITD["framing"] == "padded" else 0
+            path, args = tools["tsplug"], f"{self.report} {frame}"
         else:
             for sub in ("etc/plugins.d", "run", "state"):
                 os.makedirs(f"{r}/{sub}")
-            stdin = {"stdin": 'format = "string"', "binary": 'format = "binary"\nbinary_framing = "padded"',
+            binary = f'format = "binary"\nbinary_framing = "{AUDITD["framing"]}"'
+            stdin = {"stdin": 'format = "string"', "binary": binary,
                      "bridge": "enabled = false", "bridge-interval": "enabled = false",
                      "bridge-handover": "enabled = false"}[self.layout]
             sync = "interval" if self.layout == "bridge-interval" else "batch"
@@ -371,7 +415,7 @@ class Row:
         with open(f"{r}/plugins.d/p.conf", "w") as f:
             f.write(conf)
         os.chmod(f"{r}/plugins.d/p.conf", 0o640)
-        self.auditd = subprocess.Popen(["auditd", "-n", "-c", r], stdin=subprocess.DEVNULL,
+        self.auditd = subprocess.Popen([AUDITD["auditd"], "-n", "-c", r], stdin=subprocess.DEVNULL,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for("auditd to register", lambda: kernel_status().get("pid") == self.auditd.pid)
 
@@ -446,13 +490,14 @@ def phase(row, tools, events, rate, perf=None):
     # ended; clock ticks keep them, at 10 ms resolution.
     cpu = {k: max(after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in pids}
     return {"records": int(recs), "secs": wall, "p50": float(p50), "p99": float(p99),
-            "max": float(mx), "cpu": cpu}
+            "max": float(mx), "cpu": cpu, "want": LOGIN_RECORDS + RECORDS_PER_CALL * (events + 1)}
 
 
 def main():
     opts = parse_args(sys.argv[1:])
     if os.geteuid() != 0:
         die("needs root (it runs auditd)")
+    find_auditd(opts["auditd"])
     locks = []
     for path in LOCKS:
         f = open(path, "a")
@@ -487,18 +532,20 @@ def main():
             if layout in opts["layouts"]:
                 rows_spec.append((f"{layout} {tag}".strip(), layout, b))
     results = {name: [] for name, _, _ in rows_spec}
+    miscounts = []
+    print(f"auditd {AUDITD['version']} ({AUDITD['auditd']}), {AUDITD['framing']} binary frames", flush=True)
     print(f"load before: {os.getloadavg()}", flush=True)
     try:
-        run("auditctl", "-b", "8192")
+        run(AUDITD["auditctl"], "-b", "8192")
         for r in rules:
-            run("auditctl", *r)
+            run(AUDITD["auditctl"], *r)
             added.append(r)
         for i in range(opts["runs"]):
             for name, layout, b in rows_spec:
                 row = Row(tmp, name, layout, b)
                 try:
                     row.start(tools)
-                    phase(row, tools, 2000, 0)  # warm-up
+                    phase(row, tools, 2000, 0)  # warm-up (auditd's own records too: not counted)
                     perf = (("record", opts["perf"]) if opts["perf"]
                             else ("stat", opts["perf_stat"]) if opts["perf_stat"] else None)
                     full = phase(row, tools, opts["events"], 0, perf)
@@ -507,18 +554,25 @@ def main():
                 finally:
                     row.stop()
                 results[name].append((full, r50, r1))
+                for label, p in (("full rate", full), ("50k/s", r50), ("1k/s", r1)):
+                    if p["records"] != p["want"]:
+                        miscounts.append(f"run {i + 1} {name} {label}: {p['records']} records, "
+                                         f"want {p['want']}")
                 print(f"run {i + 1} {name}: {full['records'] / full['secs']:.0f} rec/s", flush=True)
     finally:
         for r in reversed(added):
-            subprocess.run(["auditctl", "-d"] + r[1:], capture_output=True)
-        run("auditctl", "-b", str(st["backlog_limit"]))
-        run("auditctl", "-e", str(st["enabled"]))
+            subprocess.run([AUDITD["auditctl"], "-d"] + r[1:], capture_output=True)
+        run(AUDITD["auditctl"], "-b", str(st["backlog_limit"]))
+        run(AUDITD["auditctl"], "-e", str(st["enabled"]))
         lost = kernel_status().get("lost", 0) - st.get("lost", 0)
         if not opts["keep"]:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"kept {tmp}")
     print(f"load after: {os.getloadavg()}; kernel lost {lost} records")
+    phases = 3 * sum(len(v) for v in results.values())
+    print(f"records: {phases - len(miscounts)} of {phases} phases delivered exactly what the "
+          "spinner caused" + "".join(f"\n  {m}" for m in miscounts))
     print_table(rows_spec, results)
 
 
