@@ -24,10 +24,12 @@
 //! Naps are the dearest part of this on a virtual machine: a timer wake-up
 //! cost the sleeping thread 15–22 µs of CPU on the 2-vCPU KVM guests the
 //! benchmarks run on, against ~2 µs for a wake-up by a writer. A padded
-//! binary stream, 21 frames to auditd's socket, needs a nap per ~20 records
-//! at auditd's full rate, a string stream one per ~60: most of what binary
-//! input still costs over string (benches/README.md, "Binary input: what is
-//! left is timer wake-ups", also for what was tried instead).
+//! binary stream (auditd ≤ 4.1.0), 21 frames to auditd's socket, needs a nap
+//! per ~20 records at auditd's full rate, a string stream one per ~60: most
+//! of what padded binary input still costs over string (benches/README.md,
+//! "Binary input: what is left is timer wake-ups", also for what was tried
+//! instead). auditd ≥ 4.1.1 writes exact frames, which nap as often as
+//! string records and cost the same ("Binary input with auditd ≥ 4.1.1").
 
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
