@@ -490,7 +490,37 @@ def phase(row, tools, events, rate, perf=None):
     # ended; clock ticks keep them, at 10 ms resolution.
     cpu = {k: max(after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in pids}
     return {"records": int(recs), "secs": wall, "p50": float(p50), "p99": float(p99),
-            "max": float(mx), "cpu": cpu, "want": LOGIN_RECORDS + RECORDS_PER_CALL * (events + 1)}
+            "max": float(mx), "cpu": cpu, "want": LOGIN_RECORDS + RECORDS_PER_CALL * (events + 1),
+            "queue": auditd_queue(row.auditd.pid)}
+
+
+# Where auditd writes its state report on SIGCONT: /var/run up to 3.x,
+# AUDIT_RUN_DIR (/var/run/audit or /run/audit) from 4.0.
+STATE_FILES = ("/var/run/auditd.state", "/var/run/audit/auditd.state", "/run/audit/auditd.state")
+
+
+def auditd_queue(pid):
+    """auditd's own plugin queue, from its state report (SIGCONT): the most it
+    held and whether it overflowed (then auditd dropped records before any
+    plugin saw them: overflow_action = SYSLOG). A row that comes up short with
+    "overflowed yes" lost them in auditd, behind a plugin that fell behind by
+    q_depth records; with "no", after auditd. The flag stays set for the
+    rest of that auditd's life."""
+    for f in STATE_FILES:
+        if os.path.exists(f):
+            os.unlink(f)
+    os.kill(pid, signal.SIGCONT)
+    found = wait_for("auditd's state report", lambda: next((f for f in STATE_FILES if os.path.exists(f)
+                                                            and os.path.getsize(f) > 0), None), timeout=10)
+    state = {}
+    for _ in range(50):
+        text = open(found).read()
+        state = dict(line.split(" = ", 1) for line in text.splitlines() if " = " in line)
+        if "plugin queue overflow detected" in state:
+            break
+        time.sleep(0.02)  # the report is written line by line: read again until whole
+    return (f"auditd's plugin queue: most held {state.get('max plugin queue depth used', '?')} of "
+            f"{state.get('plugin queue size', '?')}, overflowed {state.get('plugin queue overflow detected', '?')}")
 
 
 def main():
@@ -557,8 +587,9 @@ def main():
                 for label, p in (("full rate", full), ("50k/s", r50), ("1k/s", r1)):
                     if p["records"] != p["want"]:
                         miscounts.append(f"run {i + 1} {name} {label}: {p['records']} records, "
-                                         f"want {p['want']}")
-                print(f"run {i + 1} {name}: {full['records'] / full['secs']:.0f} rec/s", flush=True)
+                                         f"want {p['want']} ({p['queue']})")
+                print(f"run {i + 1} {name}: {full['records'] / full['secs']:.0f} rec/s; after the row, "
+                      f"{r1['queue']}", flush=True)
     finally:
         for r in reversed(added):
             subprocess.run([AUDITD["auditctl"], "-d"] + r[1:], capture_output=True)
