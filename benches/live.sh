@@ -21,7 +21,8 @@
 #                rows) in the full-rate phase into DIR
 #   --perf-stat DIR  `perf stat --per-thread` of the same processes in the full-rate phase:
 #                CPU, context switches, page faults and system calls by kind, into DIR
-#   --keep       keep the temporary directory (configs, logs)
+#   --keep       keep the temporary directory (configs, logs, and every latency sample
+#                of the plugin: report.samples, "receipt-ns latency-ns" per SYSCALL record)
 #
 # Needs root, auditd/auditctl (3.x or 4.x), cc, python3; takes /tmp/audisp-kernel-audit.lock
 # and the tests' kernel audit lock for the whole run. Stops only the auditd it started.
@@ -32,7 +33,7 @@ build=1
 for a in "$@"; do
     case "$a" in
         --no-build) build=0 ;;
-        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     esac
 done
 for tool in python3 cc; do
@@ -137,7 +138,7 @@ static int cmp(const void *a, const void *b) {
     unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
     return x < y ? -1 : x > y;
 }
-static unsigned long long *lat; static size_t nlat, caplat;
+static unsigned long long *lat, *at; static size_t nlat, caplat;
 static unsigned long long records, first, last; static int ended;
 /* kind: 1 a SYSCALL record, 2 an EOE record, 0 any other. */
 static void record(const char *s, size_t len, int kind, const char *out) {
@@ -150,9 +151,22 @@ static void record(const char *s, size_t len, int kind, const char *out) {
         unsigned long long v = strtoull(a + 4, NULL, 16);
         if (v == 1) { ended = 1; return; }
         if (v > t || t - v > 60000000000ULL) return;
-        if (nlat == caplat) { caplat = caplat ? caplat * 2 : 65536; lat = realloc(lat, caplat * sizeof *lat); if (!lat) exit(1); }
-        lat[nlat++] = t - v;
+        if (nlat == caplat) {
+            caplat = caplat ? caplat * 2 : 65536;
+            lat = realloc(lat, caplat * sizeof *lat); at = realloc(at, caplat * sizeof *at);
+            if (!lat || !at) exit(1);
+        }
+        at[nlat] = t; lat[nlat++] = t - v;
     } else if (ended && kind == 2) {
+        /* --keep: every sample (receipt time, latency; ns), and the clocks */
+        char path[4096]; snprintf(path, sizeof path, "%s.samples", out);
+        FILE *s = access(path, W_OK) == 0 ? fopen(path, "a") : NULL;
+        if (s) {
+            struct timespec rt; clock_gettime(CLOCK_REALTIME, &rt);
+            fprintf(s, "# phase mono %llu realtime %lld.%09ld\n", now_ns(), (long long)rt.tv_sec, rt.tv_nsec);
+            for (size_t i = 0; i < nlat; i++) fprintf(s, "%llu %llu\n", at[i], lat[i]);
+            fclose(s);
+        }
         qsort(lat, nlat, sizeof *lat, cmp);
         FILE *f = fopen(out, "a"); if (!f) exit(1);
         double secs = (double)(last - first) / 1e9;
@@ -357,10 +371,14 @@ def write_exec(path, text):
 class Row:
     """One layout with one set of binaries: auditd and whatever it runs."""
 
-    def __init__(self, tmp, name, layout, bindir):
+    def __init__(self, tmp, name, layout, bindir, keep=False):
         self.name, self.layout, self.bindir = name, layout, bindir
         self.root = tempfile.mkdtemp(prefix=f"{layout}.", dir=tmp)
         self.report = os.path.join(self.root, "report")
+        if keep:
+            # tsplug writes every latency sample next to its report.
+            open(f"{self.report}.samples", "w").close()
+            os.chmod(f"{self.report}.samples", 0o666)
         self.audispd = None
         self.auditd = None
 
@@ -572,7 +590,7 @@ def main():
             added.append(r)
         for i in range(opts["runs"]):
             for name, layout, b in rows_spec:
-                row = Row(tmp, name, layout, b)
+                row = Row(tmp, name, layout, b, opts["keep"])
                 try:
                     row.start(tools)
                     phase(row, tools, 2000, 0)  # warm-up (auditd's own records too: not counted)

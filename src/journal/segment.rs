@@ -13,6 +13,9 @@
 //!
 //! Only the newest segment is ever written; recovery checks it entry by entry
 //! and cuts off a torn tail, so that after a crash appending simply goes on.
+//! A new segment is created without waiting for the disk; it becomes
+//! durable, header and name, with the journal's next sync, and recovery
+//! removes the segments a crash left without their header (never synced).
 //! Segments are never opened through a link ([`crate::statefile`]).
 
 use std::fs::File;
@@ -68,24 +71,22 @@ pub(super) fn remove_all(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Creates the segment that starts at `first_seq`, header written and synced.
+/// Creates the segment that starts at `first_seq`, its header written but
+/// nothing synced: the appending thread changes segments without waiting
+/// for the disk. The header and the new name become durable with the
+/// journal's next sync (the file's data and then [`sync_dir`]); a crash
+/// before it can leave the segment missing, cut short or with a zeroed
+/// header, and recovery removes such a segment (it held nothing synced).
 /// A segment that cannot be completed (a full disk) is removed again, so
 /// that the next attempt can create it.
 pub(super) fn create(dir: &Path, id: JournalId, first_seq: u64) -> io::Result<(SegmentInfo, File)> {
     use std::io::Write;
     let path = dir.join(name(first_seq));
     let mut file = statefile::open(statefile::options().append(true).create_new(true), &path)?;
-    let written = file
-        .write_all(&header(id, first_seq))
-        .and_then(|()| file.sync_all());
-    if let Err(e) = written {
+    if let Err(e) = file.write_all(&header(id, first_seq)) {
         let _ = std::fs::remove_file(&path);
         return Err(with_path(e, &path));
     }
-    // Make the new name itself durable.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| with_path(e, dir))?;
     Ok((
         SegmentInfo {
             first_seq,
@@ -94,6 +95,30 @@ pub(super) fn create(dir: &Path, id: JournalId, first_seq: u64) -> io::Result<(S
         },
         file,
     ))
+}
+
+/// Creates a new journal's first segment and makes it durable at once,
+/// header and name: the journal's identity is on disk before anything is
+/// appended.
+pub(super) fn create_synced(
+    dir: &Path,
+    id: JournalId,
+    first_seq: u64,
+) -> io::Result<(SegmentInfo, File)> {
+    let (info, file) = create(dir, id, first_seq)?;
+    if let Err(e) = file.sync_all() {
+        let _ = std::fs::remove_file(&info.path);
+        return Err(with_path(e, &info.path));
+    }
+    sync_dir(dir)?;
+    Ok((info, file))
+}
+
+/// Makes the names of the segments created in `dir` durable.
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| with_path(e, dir))
 }
 
 /// Opens an existing segment for appending.
@@ -112,6 +137,23 @@ pub(super) fn remove(info: &SegmentInfo) -> io::Result<()> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(with_path(e, &info.path)),
         _ => Ok(()),
     }
+}
+
+/// Whether the segment at `path` lacks its header: shorter than one, or
+/// all zeros (its size became durable, its data did not).
+fn header_missing(path: &Path) -> io::Result<bool> {
+    let mut f = open_read(path).map_err(|e| with_path(e, path))?;
+    let mut h = [0; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match f.read(&mut h[got..]) {
+            Ok(0) => return Ok(true),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(with_path(e, path)),
+        }
+    }
+    Ok(h.iter().all(|&b| b == 0))
 }
 
 fn read_header(path: &Path) -> io::Result<(JournalId, u64)> {
@@ -155,22 +197,28 @@ pub(super) fn scan_dir(dir: &Path) -> io::Result<Option<Found>> {
         }
     }
     firsts.sort_unstable();
-    // A crash (or a full disk) while the newest segment was being created
-    // can leave it without a whole header; it holds nothing.
-    if let Some(&last) = firsts.last() {
-        let path = dir.join(name(last));
-        let len = std::fs::metadata(&path)
-            .map_err(|e| with_path(e, &path))?
-            .len();
-        if len < HEADER_LEN as u64 {
-            tracing::warn!(
-                segment = %path.display(),
-                "journal: removing a segment whose creation was cut short (it holds no entries)"
-            );
-            std::fs::remove_file(&path).map_err(|e| with_path(e, &path))?;
-            firsts.pop();
+    // A crash before the journal's next sync can leave the segments created
+    // since the last one without a whole header (their names durable, their
+    // data not, or their creation cut short by a full disk). A sync makes
+    // every segment created before it durable, header and name, so the
+    // first such segment and every later one were never synced: they hold
+    // nothing synced and are removed.
+    let mut unsynced = firsts.len();
+    for (i, &first) in firsts.iter().enumerate() {
+        if header_missing(&dir.join(name(first)))? {
+            unsynced = i;
+            break;
         }
     }
+    for &first in &firsts[unsynced..] {
+        let path = dir.join(name(first));
+        tracing::warn!(
+            segment = %path.display(),
+            "journal: removing a segment a crash left without its header (never synced; it holds nothing synced)"
+        );
+        std::fs::remove_file(&path).map_err(|e| with_path(e, &path))?;
+    }
+    firsts.truncate(unsynced);
     let Some(&last_first) = firsts.last() else {
         return Ok(None);
     };

@@ -159,6 +159,58 @@ fn a_segment_left_without_its_header_is_removed_on_recovery() {
 }
 
 #[test]
+fn a_segment_change_leaves_the_new_name_to_the_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), limits(2048, 1 << 30, 1 << 20)).unwrap();
+    append_n(&j, 1, 10, 5);
+    assert!(!lock(&j.shared.writer).dir_unsynced);
+    append_n(&j, 11, 60, 5);
+    assert!(read_lock(&j.shared.segments).len() > 1);
+    // The appending thread changed segments without syncing anything; the
+    // next sync makes the new segments' names durable with their entries.
+    assert!(lock(&j.shared.writer).dir_unsynced);
+    j.sync_upto(j.end()).unwrap();
+    assert!(!lock(&j.shared.writer).dir_unsynced);
+    assert!(lock(&j.shared.writer).unsynced.is_empty());
+}
+
+#[test]
+fn segments_a_crash_left_with_a_zeroed_header_are_removed_on_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, segs) = {
+        let j = Journal::open(dir.path(), limits(2048, 1 << 30, 1 << 20)).unwrap();
+        append_n(&j, 1, 40, 4);
+        j.sync_upto(j.end()).unwrap();
+        let synced = j.end();
+        // Two segment changes with no sync after them, then a power loss
+        // that kept the new files' sizes but not their data: the first of
+        // them reads as zeros.
+        append_n(&j, synced, 60, 4);
+        let segs = read_lock(&j.shared.segments).clone();
+        (j.id(), segs)
+    };
+    let first_unsynced = segs
+        .iter()
+        .position(|s| s.first_seq > 41)
+        .expect("a segment begun after the sync");
+    assert!(segs.len() > first_unsynced + 1, "a later segment too");
+    let zeroed = &segs[first_unsynced];
+    let mut bytes = std::fs::read(&zeroed.path).unwrap();
+    bytes.iter_mut().for_each(|b| *b = 0);
+    std::fs::write(&zeroed.path, &bytes).unwrap();
+    let j = Journal::open(dir.path(), limits(2048, 1 << 30, 1 << 20)).unwrap();
+    // That segment and every later one are gone; the journal goes on from
+    // the end of the one before, same identity, nothing synced lost.
+    assert!(segs[first_unsynced..].iter().all(|s| !s.path.exists()));
+    assert_eq!((j.id(), j.end()), (id, zeroed.first_seq));
+    let end = j.end();
+    append_n(&j, end, 5, 5);
+    let (got, lost) = read_all(&mut j.reader(1), 1 << 20);
+    assert!(lost.is_empty());
+    expect_seqs(&got, 1..end + 5);
+}
+
+#[test]
 fn retain_from_deletes_only_passed_segments() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), limits(2048, 1 << 30, 1 << 20)).unwrap();
