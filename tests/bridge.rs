@@ -35,6 +35,11 @@ fn start_bridge(d: &Dispatcher) -> Bridge {
 }
 
 fn start_bridge_with(d: &Dispatcher, stdin: Stdio, extra: &[&str]) -> Bridge {
+    start_bridge_logging(d, stdin, extra, "info")
+}
+
+/// A bridge logging at `level` (`AUDISP_LOG`) to `bridge.log`.
+fn start_bridge_logging(d: &Dispatcher, stdin: Stdio, extra: &[&str], level: &str) -> Bridge {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -49,7 +54,7 @@ fn start_bridge_with(d: &Dispatcher, stdin: Stdio, extra: &[&str]) -> Bridge {
             .arg("--max-size")
             .arg("64")
             .args(extra)
-            .env("AUDISP_LOG", "info")
+            .env("AUDISP_LOG", level)
             .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(log)
@@ -568,6 +573,65 @@ fn a_stream_taken_back_from_a_stalled_dispatcher_is_offered_again_soon() {
     let writer = feed_records(ours, joined(&all[b..]));
     assert_eq!(writer.join().unwrap(), all.len() - b);
     bridge_ends_and_the_sink_has_all(&mut bridge, &mut d, &all);
+}
+
+/// A dispatcher that stalls again and again does not flood the log: the
+/// first take-back is logged at once, and the next within a minute only
+/// counted (each once logged a warning and a "dispatcher unavailable"
+/// line); every record still arrives once, in order.
+#[test]
+fn take_backs_in_a_row_are_logged_at_most_once_a_minute() {
+    use nix::sys::signal::Signal;
+    let data = corpus();
+    let all = lines(&data);
+    let cuts = [0, 2_000, 14_000, 16_000, 28_000, 30_000];
+    let parts: Vec<Vec<u8>> = cuts.windows(2).map(|w| joined(&all[w[0]..w[1]])).collect();
+    // Each stall's records are far more than auditd's socket holds: their
+    // writer finishing says the bridge took the stream back.
+    assert!(parts[1].len() > 10 * 212_992 && parts[3].len() > 10 * 212_992);
+    let all = &all[..cuts[5]];
+    let mut d = Dispatcher::new(MAIN);
+    d.write_plugin("sink", &sink_plugin("sink", "", ""));
+    d.start(Stdio::null()).unwrap();
+    let (ours, stdin) = plugin_channel();
+    // Take-backs not logged as warnings are logged at debug level.
+    let mut bridge = start_bridge_logging(&d, stdin, &[], "debug");
+    let count = |d: &Dispatcher, what: &str| bridge_log(d).matches(what).count();
+    const HANDED: &str = "handed the stream over to the dispatcher";
+    const TAKEN: &str = "unacknowledged for";
+    let writer = feed_records(ours.try_clone().unwrap(), parts[0].clone());
+    assert_eq!(writer.join().unwrap(), cuts[1]);
+    for stall in [1, 3] {
+        // Handed over now (a busy machine may have made the dispatcher
+        // stall already), then stopped: a take-back.
+        wait_until(
+            Duration::from_secs(60),
+            "the stream to be handed over",
+            || count(&d, HANDED) == count(&d, TAKEN) + 1,
+        );
+        let taken = count(&d, TAKEN);
+        d.signal(Signal::SIGSTOP);
+        let writer = feed_records(ours.try_clone().unwrap(), parts[stall].clone());
+        wait_until(
+            Duration::from_secs(60),
+            "the bridge to take the stream back (the writer to finish)",
+            || writer.is_finished(),
+        );
+        d.signal(Signal::SIGCONT);
+        assert_eq!(writer.join().unwrap(), cuts[stall + 1] - cuts[stall]);
+        assert!(count(&d, TAKEN) > taken, "{}", bridge_log(&d));
+        let writer = feed_records(ours.try_clone().unwrap(), parts[stall + 1].clone());
+        assert_eq!(writer.join().unwrap(), cuts[stall + 2] - cuts[stall + 1]);
+    }
+    drop(ours);
+    bridge_ends_and_the_sink_has_all(&mut bridge, &mut d, all);
+    let log = bridge_log(&d);
+    let warned = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains(TAKEN))
+        .count();
+    assert_eq!(warned, 1, "one take-back warning\n{log}");
+    assert_eq!(count(&d, "dispatcher unavailable"), 0, "{log}");
 }
 
 /// Voluntary context switches of every thread of process `pid` so far.

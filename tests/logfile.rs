@@ -469,3 +469,137 @@ fn json_names_the_input_each_record_arrived_on() {
     drop(stdin);
     let _ = d.stop();
 }
+
+/// With a filter, a kept event larger than one protocol message (128 KiB)
+/// reaches audisp-logfile in several messages sharing the event's ack id,
+/// and a batch can end within it. audisp-logfile crashing after such a
+/// batch was stored, the dispatcher sends the event again whole: the log
+/// once held its first part twice (its position named only the ack id
+/// before the event). The crash is deterministic: the plugin runs with a
+/// file size limit (`RLIMIT_FSIZE`) inside the event, past the largest
+/// first batch (17 messages, `sdk`'s coalescing), so the write that reaches
+/// it kills the plugin (`SIGXFSZ`, no handler runs: as abrupt as `kill
+/// -9`) after at least one batch within the event was committed. Restarted
+/// without the limit, the log holds every record exactly once, in order.
+#[test]
+fn a_filtered_log_crashed_within_an_event_larger_than_a_message_writes_each_record_once() {
+    const LIMIT: u64 = 3 << 20;
+    let mut event = Vec::new();
+    let stamp = "msg=audit(1700000100.000:900):";
+    event.extend_from_slice(
+        format!("type=SYSCALL {stamp} arch=c000003e syscall=257 success=yes exit=3 items=860 comm=\"big\" exe=\"/usr/bin/big\"\n").as_bytes(),
+    );
+    for i in 0..860 {
+        event.extend_from_slice(
+            format!(
+                "type=PATH {stamp} item={i} name=\"{}\" inode={i} nametype=NORMAL\n",
+                "x".repeat(4000)
+            )
+            .as_bytes(),
+        );
+    }
+    event.extend_from_slice(format!("type=PROCTITLE {stamp} proctitle=626967\n").as_bytes());
+    // Past the limit, and within the dispatcher's window of 32 messages
+    // (an ack id's messages all wait for its acknowledgement).
+    assert!(event.len() as u64 > LIMIT + (128 << 10) && event.len() < 30 * (128 << 10));
+    let mut data = event.clone();
+    data.extend_from_slice(
+        b"type=SYSCALL msg=audit(1700000101.000:901): arch=c000003e syscall=257 success=yes exit=3 items=0 comm=\"small\" exe=\"/usr/bin/small\"\n\
+          type=PROCTITLE msg=audit(1700000101.000:901): proctitle=736d616c6c\n",
+    );
+    let mut d = Dispatcher::new("[shutdown]\ntimeout = \"300s\"\n[stats]\ninterval = \"0\"\n");
+    let out = d.out("big");
+    std::fs::create_dir_all(&out).unwrap();
+    let sock = d.path().join("run/big.sock");
+    d.write_plugin(
+        "big",
+        &format!(
+            "socket = \"{}\"\nfilter = 'type r= SYSCALL'\n[restart]\ninitial = \"20ms\"\nmax = \"100ms\"\n",
+            sock.display()
+        ),
+    );
+    let spawn = |limit: Option<u64>| {
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out.join("stderr"))
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--name", "big", "--fsync", "batch", "--listen"])
+            .arg(&sock)
+            .arg("--state")
+            .arg(out.join("position"))
+            .arg("--file")
+            .arg(out.join("log"))
+            .stdout(Stdio::null())
+            .stderr(err);
+        if let Some(limit) = limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit, async-signal-safe, between fork and
+            // exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let fsize = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    let core = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &fsize) < 0
+                        || libc::setrlimit(libc::RLIMIT_CORE, &core) < 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        cmd.spawn().expect("audisp-logfile")
+    };
+    let mut limited = spawn(Some(LIMIT));
+    d.start(Stdio::piped()).unwrap();
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    stdin.write_all(&data).unwrap();
+    let status = limited.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGXFSZ),
+        "{status}: {}",
+        std::fs::read_to_string(out.join("stderr")).unwrap_or_default()
+    );
+    // The crash came after a batch within the event was committed: the
+    // position names a size inside it.
+    let position = std::fs::read_to_string(out.join("position")).unwrap();
+    let size: u64 = position
+        .split_whitespace()
+        .nth(3)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a position with a size: {position:?}"));
+    assert!(
+        size > 0 && size < event.len() as u64,
+        "committed within the event: {position:?}"
+    );
+    let plugin = Killed(spawn(None));
+    let want = lines(&data);
+    let log = out.join("log");
+    support::wait_until(Duration::from_secs(60), "every record logged", || {
+        std::fs::read(&log).map_or(0, |t| lines(&t).len()) >= want.len()
+    });
+    // audispd stops once the plugin acknowledged everything.
+    drop(stdin);
+    let status = d.wait(Duration::from_secs(300)).unwrap();
+    assert!(status.success(), "audispd: {status}\n{}", d.log_tail(40));
+    drop(plugin);
+    let got = std::fs::read(&log).unwrap();
+    let got = lines(&got);
+    let first = got.iter().zip(want.iter()).position(|(a, b)| a != b);
+    assert!(
+        got.len() == want.len() && first.is_none(),
+        "{} records in the log, {} fed; first difference at {first:?}",
+        got.len(),
+        want.len()
+    );
+}

@@ -31,7 +31,10 @@
 //!   hung: the relay then shuts the connection down before it removes a
 //!   single unacknowledged byte, and reconnects), so that the source never
 //!   waits for a dispatcher that is alive but stuck (see
-//!   `src/engine/stream.rs`).
+//!   `src/engine/stream.rs`). A take-back's warning is rate-limited: one
+//!   at once, then at most one a minute naming how many came between
+//!   ([`TakeBackLog`]), so a dispatcher stalling again and again does not
+//!   flood the journal.
 //!
 //! One program per buffer directory: its state lock ([`crate::statelock`])
 //! refuses a second one, naming the holder's pid.
@@ -534,6 +537,38 @@ impl Relay {
     }
 }
 
+/// Take-backs from a stalled dispatcher are logged singly at most this
+/// often ([`TakeBackLog`]).
+const TAKE_BACK_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Rate limit of the take-back warning: a dispatcher that stalls again and
+/// again would otherwise fill the journal with a warning per take-back. The
+/// first of a series is logged at once; the ones within a minute after it
+/// are counted, and the next one logged names how many there were.
+#[derive(Debug, Default)]
+struct TakeBackLog {
+    /// When a take-back was last logged.
+    logged: Option<Instant>,
+    /// Take-backs since then not logged singly.
+    quiet: u64,
+}
+
+impl TakeBackLog {
+    /// A take-back at `now`: `Some(n)` if it is logged, `n` the take-backs
+    /// before it that were not; None if it is only counted.
+    fn note(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .logged
+            .is_some_and(|t| now.duration_since(t) < TAKE_BACK_LOG_EVERY)
+        {
+            self.quiet += 1;
+            return None;
+        }
+        self.logged = Some(now);
+        Some(std::mem::take(&mut self.quiet))
+    }
+}
+
 /// Sending state kept across connections.
 struct State {
     /// Highest sequence number the dispatcher acknowledged.
@@ -544,6 +579,8 @@ struct State {
     /// The last connection ended with the stream taken back from a stalled
     /// dispatcher: reconnect soon ([`RECLAIM_BACKOFF`]).
     reclaimed: bool,
+    /// How take-backs from a stalled dispatcher were logged.
+    take_backs: TakeBackLog,
 }
 
 /// Relays until the input is done and everything is acknowledged, or the
@@ -554,6 +591,7 @@ fn run(cfg: Config, journal: Journal, done: Arc<AtomicBool>) {
         done_at: None,
         last_sync: Instant::now(),
         reclaimed: false,
+        take_backs: TakeBackLog::default(),
     };
     let mut backoff = FIRST_BACKOFF;
     let mut outage_reported = false;
@@ -567,7 +605,13 @@ fn run(cfg: Config, journal: Journal, done: Arc<AtomicBool>) {
         match result {
             Ok(()) => return,
             Err(e) => {
-                if !outage_reported {
+                if st.reclaimed {
+                    // A take-back: its own (rate-limited) warning says it,
+                    // and stands for the outage (a reconnect right after
+                    // may be refused until the dispatcher saw the end).
+                    tracing::debug!("connection ended: {e}");
+                    outage_reported = true;
+                } else if !outage_reported {
                     tracing::warn!(
                         "dispatcher unavailable: {e}; buffering records until it is back"
                     );
@@ -934,12 +978,21 @@ fn reclaim(
     marker: &Path,
     (since, waiting): (Duration, usize),
 ) -> Result<(), String> {
-    tracing::warn!(
+    let what = format!(
         "the dispatcher left {waiting} bytes of auditd's stream unacknowledged for {} ms (--stall-limit {} ms); reading the stream again from record {}",
         since.as_millis(),
         cfg.stall_limit.as_millis(),
         st.acked + 1
     );
+    match st.take_backs.note(Instant::now()) {
+        Some(0) => tracing::warn!(
+            "{what} (further take-backs within a minute are counted, and logged with the next one after it)"
+        ),
+        Some(n) => tracing::warn!(
+            "{what}; {n} more take-backs since the last one logged, not logged singly"
+        ),
+        None => tracing::debug!("{what}"),
+    }
     take_back(cfg, journal, st, marker, Returned::TakenBack);
     st.reclaimed = true;
     Err("the dispatcher stalled".into())
@@ -981,4 +1034,26 @@ fn remove(stream: &OwnedFd, mut n: u64, scratch: &mut [u8]) -> std::io::Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first take-back is logged at once; the ones within a minute
+    /// after it are only counted, and the next one logged says how many.
+    #[test]
+    fn take_backs_are_logged_first_then_at_most_once_a_minute_with_a_count() {
+        let mut log = TakeBackLog::default();
+        let t = Instant::now();
+        let at = |s: u64| t + Duration::from_secs(s);
+        assert_eq!(log.note(t), Some(0));
+        for s in 1..=5 {
+            assert_eq!(log.note(at(s)), None);
+        }
+        assert_eq!(log.note(at(60)), Some(5));
+        assert_eq!(log.note(at(119)), None);
+        assert_eq!(log.note(at(500)), Some(1));
+        assert_eq!(log.note(at(1000)), Some(0));
+    }
 }

@@ -7,7 +7,8 @@
 //! (and, with `--fsync batch`, synced), so none is lost when the plugin,
 //! the dispatcher or the machine stops. With `--state`, the position kept
 //! there agrees with the log ([`position`]), so none is written twice
-//! either.
+//! either — also when the log ends within an event of a filtered plugin,
+//! which the dispatcher sends again whole: the plugin resumes within it.
 
 mod position;
 mod rotate;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 
 use audisp::format::JsonWriter;
 use audisp::sdk::{Error, PluginOptions};
-use position::PositionFile;
+use position::{PositionFile, Upto};
 use rotate::{Codec, CompressWhen, Fsync, RotatingLog, Settings};
 
 /// What is written for each record or event.
@@ -196,10 +197,14 @@ fn run(mut o: Options) -> Result<(), String> {
     let mut plugin = o.plugin.plugin();
     // The position stored with each line: the ack id of the last record
     // that completes one (a filtered plugin's records are acknowledged by
-    // their event's id, `Record::ack`), not the record's own seq.
-    let mut done = at.as_ref().map_or(0, |a| a.seq);
+    // their event's id, `Record::ack`), not the record's own seq; and of an
+    // event not completed yet, its ack id and the last record's seq.
+    let mut upto = at.map(|a| a.upto).unwrap_or_default();
     if let Some(at) = at {
-        plugin = plugin.resume_after(at.journal, at.seq);
+        plugin = plugin.resume_after(at.journal, at.upto.done);
+        if let Some((ack, seq)) = at.upto.partial {
+            plugin = plugin.resume_within(ack, seq);
+        }
     }
     if o.format == Format::Json {
         plugin = plugin.events();
@@ -212,17 +217,19 @@ fn run(mut o: Options) -> Result<(), String> {
     let mut line = Vec::with_capacity(64 * 1024);
     let format = o.format;
     let result = plugin.run(|batch, ctx| {
-        log.set_journal(ctx.journal_id());
+        if log.set_journal(ctx.journal_id()) {
+            // Another journal (a new dispatcher state): its ack ids start
+            // again, and nothing of it is written yet.
+            upto = Upto::default();
+        }
         match format {
             Format::Raw => {
                 for r in batch.records() {
                     line.clear();
                     line.extend_from_slice(r.text);
                     line.push(b'\n');
-                    if r.completes_ack() {
-                        done = r.ack;
-                    }
-                    log.write_unit(&line, done)?;
+                    upto = upto.after(&r);
+                    log.write_unit(&line, upto)?;
                 }
             }
             Format::JsonRecords => {
@@ -230,10 +237,8 @@ fn run(mut o: Options) -> Result<(), String> {
                     line.clear();
                     json.write_record_from(r.text, r.origin, &mut line);
                     line.push(b'\n');
-                    if r.completes_ack() {
-                        done = r.ack;
-                    }
-                    log.write_unit(&line, done)?;
+                    upto = upto.after(&r);
+                    log.write_unit(&line, upto)?;
                 }
             }
             Format::Json => {
@@ -245,7 +250,13 @@ fn run(mut o: Options) -> Result<(), String> {
                     line.clear();
                     json.write_event_from(&recs, origin, &mut line);
                     line.push(b'\n');
-                    log.write_unit(&line, ev.id())?;
+                    log.write_unit(
+                        &line,
+                        Upto {
+                            done: ev.id(),
+                            partial: None,
+                        },
+                    )?;
                 }
             }
         }

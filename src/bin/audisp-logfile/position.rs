@@ -12,11 +12,21 @@
 //! batch` the position is synced with the data, so a power failure cannot
 //! leave it behind data already acknowledged.
 //!
-//! The file holds one line, `JOURNAL SEQ INODE SIZE`, rewritten in place at
-//! a fixed length. A line of the SDK's checkpoint format (`JOURNAL SEQ`,
-//! from an earlier version) is taken as a position without a file: nothing
-//! is cut at that start. The file is locked ([`audisp::statelock`]) for as
-//! long as the program runs.
+//! A filtered plugin's records are acknowledged by their event's id, and an
+//! event may end in a later batch than it began (an event larger than one
+//! message, `ACK_FOLLOWS`) or be cut by a rotation: the log then holds the
+//! start of an event it has not completed. Its ack id and last seq are kept
+//! too ([`Upto::partial`]), and the plugin resumes within that event
+//! (`Plugin::resume_within`): after a crash there, the dispatcher sends the
+//! event again whole and only the records the log lacks are written.
+//!
+//! The file holds one line, `JOURNAL SEQ INODE SIZE`, followed by `ACK
+//! SEQ` when the log ends within an event, rewritten in place at a fixed
+//! length. A line without them (an earlier version's) resumes after `SEQ`,
+//! as that version did. A line of the SDK's checkpoint format (`JOURNAL
+//! SEQ`, from an earlier version still) is taken as a position without a
+//! file: nothing is cut at that start. The file is locked
+//! ([`audisp::statelock`]) for as long as the program runs.
 
 use std::fs::File;
 use std::io;
@@ -24,20 +34,50 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use audisp::journal_id::JournalId;
+use audisp::sdk::Record;
 use audisp::statefile;
 use audisp::statelock::StateLock;
 
 /// Length every position line is padded to, so a shorter one overwrites a
-/// longer one whole.
-const LINE: usize = 128;
+/// longer one whole (the longest line, six numbers at their largest, is
+/// 159 bytes; an earlier version padded to 128).
+const LINE: usize = 192;
+
+/// How far the records written go, in the dispatcher's ack ids
+/// (`Record::ack`, `Event::id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Upto {
+    /// The last ack id all of whose records (or whose event) are written.
+    pub done: u64,
+    /// An ack id past `done` whose records are written up to this seq: an
+    /// event that did not end in the same batch, or was cut by a rotation.
+    pub partial: Option<(u64, u64)>,
+}
+
+impl Upto {
+    /// How far the records go once `r`, the next one, is written too.
+    pub fn after(self, r: &Record<'_>) -> Upto {
+        if r.completes_ack() {
+            Upto {
+                done: r.ack,
+                partial: None,
+            }
+        } else {
+            Upto {
+                done: self.done,
+                partial: Some((r.ack, r.seq)),
+            }
+        }
+    }
+}
 
 /// How far the log got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
-    /// The dispatcher journal the sequence number belongs to.
+    /// The dispatcher journal the ack ids belong to.
     pub journal: [u8; 16],
-    /// The last record (or event) written.
-    pub seq: u64,
+    /// The records written.
+    pub upto: Upto,
     /// The file the log ended in then, and its size (as stored).
     pub file: Option<FileEnd>,
 }
@@ -92,17 +132,17 @@ impl PositionFile {
 
     /// Records `pos`.
     pub fn save(&self, pos: &Position) -> io::Result<()> {
-        let mut line = match pos.file {
-            Some(f) => format!(
-                "{} {} {} {}\n",
-                JournalId(pos.journal),
-                pos.seq,
-                f.inode,
-                f.size
-            ),
-            None => format!("{} {}\n", JournalId(pos.journal), pos.seq),
+        let mut line = format!("{} {}", JournalId(pos.journal), pos.upto.done);
+        // A partial event is stored only after a file end (the SDK's
+        // format has neither; the log always names its file).
+        if let Some(f) = pos.file {
+            line += &format!(" {} {}", f.inode, f.size);
+            if let Some((ack, seq)) = pos.upto.partial {
+                line += &format!(" {ack} {seq}");
+            }
         }
-        .into_bytes();
+        line.push('\n');
+        let mut line = line.into_bytes();
         line.resize(LINE, b' ');
         self.file
             .write_all_at(&line, 0)
@@ -123,7 +163,7 @@ fn parse(bytes: &[u8]) -> Option<Position> {
     let text = std::str::from_utf8(bytes).ok()?;
     let mut it = text.split_ascii_whitespace();
     let journal = it.next()?.parse::<JournalId>().ok()?.0;
-    let seq = it.next()?.parse().ok()?;
+    let done = it.next()?.parse().ok()?;
     let file = match (it.next(), it.next()) {
         (Some(i), Some(s)) => Some(FileEnd {
             inode: i.parse().ok()?,
@@ -131,7 +171,15 @@ fn parse(bytes: &[u8]) -> Option<Position> {
         }),
         _ => None,
     };
-    Some(Position { journal, seq, file })
+    let partial = match (it.next(), it.next()) {
+        (Some(a), Some(s)) => Some((a.parse().ok()?, s.parse().ok()?)),
+        _ => None,
+    };
+    Some(Position {
+        journal,
+        upto: Upto { done, partial },
+        file,
+    })
 }
 
 #[cfg(test)]
@@ -139,35 +187,65 @@ mod tests {
     use super::*;
 
     #[test]
-    fn positions_round_trip_and_the_sdk_format_reads_without_a_file() {
+    fn positions_round_trip_and_older_formats_read_without_what_they_lack() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pos");
         let (f, none) = PositionFile::open(&path, true).unwrap();
         assert_eq!(none, None);
         let long = Position {
             journal: [7; 16],
-            seq: u64::MAX,
+            upto: Upto {
+                done: u64::MAX,
+                partial: Some((u64::MAX, u64::MAX)),
+            },
             file: Some(FileEnd {
                 inode: u64::MAX,
                 size: u64::MAX,
             }),
         };
         f.save(&long).unwrap();
+        drop(f);
+        let (f, read) = PositionFile::open(&path, false).unwrap();
+        assert_eq!(read, Some(long), "the longest line fits");
         let short = Position {
             journal: [7; 16],
-            seq: 3,
+            upto: Upto {
+                done: 3,
+                partial: None,
+            },
             file: Some(FileEnd { inode: 9, size: 0 }),
         };
         f.save(&short).unwrap();
         drop(f);
         assert_eq!(PositionFile::open(&path, false).unwrap().1, Some(short));
-        std::fs::write(&path, format!("{} 42\n", JournalId([1; 16]))).unwrap();
-        let (_f, old) = PositionFile::open(&path, false).unwrap();
+        // An earlier version's line (padded to 128 bytes): no partial event.
+        let mut old = format!("{} 42 9 100\n", JournalId([1; 16])).into_bytes();
+        old.resize(128, b' ');
+        std::fs::write(&path, old).unwrap();
+        let (held, at) = PositionFile::open(&path, false).unwrap();
+        let done_42 = Upto {
+            done: 42,
+            partial: None,
+        };
         assert_eq!(
-            old,
+            at,
             Some(Position {
                 journal: [1; 16],
-                seq: 42,
+                upto: done_42,
+                file: Some(FileEnd {
+                    inode: 9,
+                    size: 100
+                })
+            })
+        );
+        drop(held);
+        std::fs::write(&path, format!("{} 42\n", JournalId([1; 16]))).unwrap();
+        let (_f, sdk) = PositionFile::open(&path, false).unwrap();
+        assert_eq!(
+            sdk,
+            Some(Position {
+                journal: [1; 16],
+                upto: done_42,
                 file: None
             })
         );

@@ -15,8 +15,8 @@
 //! Rotation happens only between units (a record line or an event line),
 //! so no line is ever split across generations. At start, a last write a
 //! crash tore is cut off (it was not acknowledged, so it comes again). With
-//! a position file ([`super::position`]) every unit carries the sequence
-//! number it ends at, the position is recorded at each commit and around
+//! a position file ([`super::position`]) every unit carries how far the
+//! records go once it is written (an ack id, and a partial event's seq), the position is recorded at each commit and around
 //! each rotation, and at start everything written past the recorded
 //! position is cut off the same way, so a restart never writes a batch
 //! twice.
@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Uid};
 
-use super::position::{FileEnd, Position, PositionFile};
+use super::position::{FileEnd, Position, PositionFile, Upto};
 
 /// Which compressor, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,12 +113,12 @@ pub struct RotatingLog {
     packed: Vec<u8>,
     /// Where positions are recorded (`--state`).
     positions: Option<PositionFile>,
-    /// The journal the units' sequence numbers belong to.
+    /// The journal the units' ack ids belong to.
     journal: Option<[u8; 16]>,
-    /// Sequence number of the last unit added to `buf`.
-    buffered: u64,
-    /// Sequence number of the last unit written to the file.
-    written: u64,
+    /// How far the records go with the last unit added to `buf`.
+    buffered: Upto,
+    /// How far the records go with the last unit written to the file.
+    written: Upto,
 }
 
 impl RotatingLog {
@@ -155,7 +155,7 @@ impl RotatingLog {
         }
         let size = whole;
         let inode = file.metadata()?.ino();
-        let seq = at.map_or(0, |p| p.seq);
+        let upto = at.map(|p| p.upto).unwrap_or_default();
         let mut log = RotatingLog {
             s,
             file,
@@ -165,8 +165,8 @@ impl RotatingLog {
             packed: Vec::new(),
             positions,
             journal: at.map(|p| p.journal),
-            buffered: seq,
-            written: seq,
+            buffered: upto,
+            written: upto,
         };
         log.start_file()?;
         sync_dir(&log_dir, log.s.fsync)?;
@@ -174,19 +174,23 @@ impl RotatingLog {
         Ok(log)
     }
 
-    /// The journal the sequence numbers of the next units belong to (the
-    /// dispatcher's, from the connection).
-    pub fn set_journal(&mut self, journal: [u8; 16]) {
-        if self.journal != Some(journal) {
-            self.journal = Some(journal);
-            self.buffered = 0;
-            self.written = 0;
+    /// The journal the ack ids of the next units belong to (the
+    /// dispatcher's, from the connection); true if it is another one than
+    /// before (how far the records go then starts again from nothing).
+    pub fn set_journal(&mut self, journal: [u8; 16]) -> bool {
+        if self.journal == Some(journal) {
+            return false;
         }
+        self.journal = Some(journal);
+        self.buffered = Upto::default();
+        self.written = Upto::default();
+        true
     }
 
-    /// Adds one unit (one or more whole lines) that ends at sequence number
-    /// `seq`. It is written by [`RotatingLog::commit`] at the latest.
-    pub fn write_unit(&mut self, unit: &[u8], seq: u64) -> io::Result<()> {
+    /// Adds one unit (one or more whole lines), with which the records
+    /// written go as far as `upto`. It is written by
+    /// [`RotatingLog::commit`] at the latest.
+    pub fn write_unit(&mut self, unit: &[u8], upto: Upto) -> io::Result<()> {
         if !self.stream_compressed() {
             let pending = self.size + self.buf.len() as u64;
             if pending > 0 && pending + unit.len() as u64 > self.s.max_size {
@@ -195,7 +199,7 @@ impl RotatingLog {
             }
         }
         self.buf.extend_from_slice(unit);
-        self.buffered = seq;
+        self.buffered = upto;
         if self.buf.len() >= CHUNK {
             self.flush_buf()?;
         }
@@ -220,7 +224,7 @@ impl RotatingLog {
         };
         positions.save(&Position {
             journal,
-            seq: self.written,
+            upto: self.written,
             file: Some(FileEnd {
                 inode: self.inode,
                 size: self.size,
@@ -529,6 +533,14 @@ mod tests {
     use super::*;
     use std::io::Read;
 
+    /// Every record up to ack id `seq` written.
+    fn whole(seq: u64) -> Upto {
+        Upto {
+            done: seq,
+            partial: None,
+        }
+    }
+
     fn settings(dir: &Path, codec: Codec, when: CompressWhen) -> Settings {
         Settings {
             path: dir.join("log"),
@@ -581,7 +593,7 @@ mod tests {
                 // them all (compressed ones hold more).
                 for i in 0..100 {
                     let line = format!("record {i:04} {}\n", "x".repeat(i % 7));
-                    log.write_unit(line.as_bytes(), i as u64).unwrap();
+                    log.write_unit(line.as_bytes(), whole(i as u64)).unwrap();
                     want.extend_from_slice(line.as_bytes());
                     if i % 5 == 4 {
                         log.commit().unwrap();
@@ -607,7 +619,7 @@ mod tests {
         let s = settings(dir.path(), Codec::None, CompressWhen::Stream);
         let mut log = RotatingLog::open(s.clone(), None, None).unwrap();
         for i in 0..1000 {
-            log.write_unit(format!("line {i:05}\n").as_bytes(), i)
+            log.write_unit(format!("line {i:05}\n").as_bytes(), whole(i))
                 .unwrap();
         }
         log.commit().unwrap();
@@ -631,9 +643,9 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let s = settings(dir.path(), codec, CompressWhen::Stream);
             let mut log = RotatingLog::open(s.clone(), None, None).unwrap();
-            log.write_unit(b"one\n", 1).unwrap();
+            log.write_unit(b"one\n", whole(1)).unwrap();
             log.commit().unwrap();
-            log.write_unit(b"two\n", 2).unwrap();
+            log.write_unit(b"two\n", whole(2)).unwrap();
             log.commit().unwrap();
             drop(log);
             // Half of a third write, as a crash would leave it.
@@ -644,7 +656,7 @@ mod tests {
             f.write_all(&torn).unwrap();
             drop(f);
             let mut log = RotatingLog::open(s.clone(), None, None).unwrap();
-            log.write_unit(b"three\n", 3).unwrap();
+            log.write_unit(b"three\n", whole(3)).unwrap();
             log.commit().unwrap();
             assert_eq!(read_all(&s), b"one\ntwo\nthree\n", "{codec:?}");
         }
@@ -667,14 +679,14 @@ mod tests {
                     let (file, at) = PositionFile::open(&state, false).unwrap();
                     let mut log = RotatingLog::open(s.clone(), Some(file), at).unwrap();
                     log.set_journal([5; 16]);
-                    (log, at.map_or(0, |p| p.seq))
+                    (log, at.map_or(0, |p| p.upto.done))
                 };
                 let (mut log, from) = open();
                 assert_eq!(from, 0);
                 // Five committed batches, then writes (rotating) that a
                 // kill stops before their commit.
                 for seq in 1..=110 {
-                    log.write_unit(&unit(seq), seq).unwrap();
+                    log.write_unit(&unit(seq), whole(seq)).unwrap();
                     if seq % 10 == 0 && seq <= 50 {
                         log.commit().unwrap();
                     }
@@ -685,7 +697,7 @@ mod tests {
                 let (mut log, from) = open();
                 assert!((50..110).contains(&from), "{from}");
                 for seq in from + 1..=120 {
-                    log.write_unit(&unit(seq), seq).unwrap();
+                    log.write_unit(&unit(seq), whole(seq)).unwrap();
                 }
                 log.commit().unwrap();
                 drop(log);
@@ -710,9 +722,9 @@ mod tests {
             let (file, _) = PositionFile::open(&state, false).unwrap();
             let mut log = RotatingLog::open(s.clone(), Some(file), None).unwrap();
             log.set_journal([6; 16]);
-            log.write_unit(b"kept\n", 1).unwrap();
+            log.write_unit(b"kept\n", whole(1)).unwrap();
             log.commit().unwrap();
-            log.write_unit(b"unacknowledged\n", 2).unwrap();
+            log.write_unit(b"unacknowledged\n", whole(2)).unwrap();
             log.flush_buf().unwrap();
             drop(log);
             // The rotation's rename and new file, without the position that
@@ -722,9 +734,9 @@ mod tests {
             compress_into(codec, 0, b"after the rotation\n", &mut junk).unwrap();
             std::fs::write(live(&s), junk).unwrap();
             let (file, at) = PositionFile::open(&state, false).unwrap();
-            assert_eq!(at.map(|p| p.seq), Some(1));
+            assert_eq!(at.map(|p| p.upto), Some(whole(1)));
             let mut log = RotatingLog::open(s.clone(), Some(file), at).unwrap();
-            log.write_unit(b"resent\n", 2).unwrap();
+            log.write_unit(b"resent\n", whole(2)).unwrap();
             log.commit().unwrap();
             assert_eq!(read_all(&s), b"kept\nresent\n", "{codec:?}");
         }
@@ -737,7 +749,7 @@ mod tests {
         std::fs::write(generation(&s, 1, false), b"closed\n").unwrap();
         std::fs::write(live(&s), b"live\n").unwrap();
         let mut log = RotatingLog::open(s.clone(), None, None).unwrap();
-        log.write_unit(b"more\n", 1).unwrap();
+        log.write_unit(b"more\n", whole(1)).unwrap();
         log.commit().unwrap();
         assert!(!generation(&s, 1, false).exists());
         assert_eq!(read_all(&s), b"closed\nlive\nmore\n");
