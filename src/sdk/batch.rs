@@ -201,22 +201,6 @@ impl Store {
         });
     }
 
-    /// Copies a record lent from message `data` (its text and origin name).
-    pub(super) fn push_meta(&mut self, m: &Meta, data: &[u8]) {
-        let start = self.arena.len();
-        self.arena
-            .extend_from_slice(&data[m.start..m.start + m.len]);
-        let origin = m.origin.map(|(s, l)| {
-            self.arena.extend_from_slice(&data[s..s + l]);
-            (start + m.len, l)
-        });
-        self.metas.push(Meta {
-            start,
-            origin,
-            ..*m
-        });
-    }
-
     /// Moves everything of `other` to the end of this store.
     pub(super) fn append(&mut self, other: &mut Store) {
         let base = self.arena.len();

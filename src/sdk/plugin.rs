@@ -651,14 +651,18 @@ impl Plugin {
             progress.last = progress.last.max(welcome.start_after);
         }
         let events = welcome.mode == Some(Mode::Events);
-        // Records mode: positions of the records in the message.
+        // Records mode: where the batch's records are in `arena`.
         let mut lent: Vec<Meta> = Vec::new();
         // Events mode: whole events, and the one still arriving.
         let mut ready = Store::default();
         let mut partial = Store::default();
         let mut stash: VecDeque<Vec<u8>> = VecDeque::new();
         let mut next_id = 0u32;
-        let mut more = vec![0u8; protocol::MAX_MESSAGE];
+        // The batch's messages, received one after the other into this one
+        // buffer (room for the first and COALESCE more), so that a records
+        // mode batch of several messages is lent from where they arrived,
+        // not copied.
+        let mut arena = vec![0u8; (COALESCE + 1) * protocol::MAX_MESSAGE];
         let mut last_call = Instant::now();
         loop {
             super::supervise::alive();
@@ -687,18 +691,18 @@ impl Plugin {
                 }
                 wait = wait.min(due);
             }
-            let msg: Vec<u8>;
-            let data: &[u8] = if let Some(m) = stash.pop_front() {
-                msg = m;
-                &msg
-            } else {
-                match recv_wait(conn, &mut buf, wait)? {
+            let first = match stash.pop_front() {
+                Some(m) => {
+                    arena[..m.len()].copy_from_slice(&m);
+                    m.len()
+                }
+                None => match recv_wait(conn, &mut arena[..protocol::MAX_MESSAGE], wait)? {
                     None => continue,
                     Some(0) => return Ok(Ended::Closed),
-                    Some(n) => &buf[..n],
-                }
+                    Some(n) => n,
+                },
             };
-            let records = match protocol::decode_from_dispatcher(data) {
+            let records = match protocol::decode_from_dispatcher(&arena[..first]) {
                 Ok(FromDispatcher::Records(rs)) => rs,
                 Ok(_) => continue,
                 Err(e) => return Err(Error::Connection(format!("protocol error: {e}"))),
@@ -712,17 +716,7 @@ impl Plugin {
                     continue;
                 }
                 if !events {
-                    let at = |b: &[u8]| b.as_ptr() as usize - data.as_ptr() as usize;
-                    lent.push(Meta {
-                        seq: r.seq,
-                        ack: r.ack_id,
-                        rtype: r.rtype,
-                        flags: r.flags,
-                        start: at(r.text),
-                        len: r.text.len(),
-                        origin: r.origin.map(|o| (at(o.name.as_bytes()), o.name.len())),
-                        first: r.origin.and_then(|o| o.first),
-                    });
+                    lent.push(meta_at(&r, &arena));
                     continue;
                 }
                 partial.push(&r);
@@ -732,19 +726,21 @@ impl Plugin {
             }
             // Records mode: messages already waiting join this batch (the
             // dispatcher keeps several in flight), so that one handler call
-            // — one fsync in a durable plugin — covers them all.
+            // — one fsync in a durable plugin — covers them all. Each is
+            // received right after the last one in `arena`.
             let mut closed = false;
+            let mut end = first;
             if !events && !lent.is_empty() {
-                let mut joined = 0;
-                while joined < COALESCE {
+                for _ in 0..COALESCE {
+                    let room = &mut arena[end..end + protocol::MAX_MESSAGE];
                     // Messages set aside while waiting for a command's
                     // answer came first: take them before the socket's.
                     let waiting = match stash.pop_front() {
                         Some(m) => {
-                            more[..m.len()].copy_from_slice(&m);
+                            room[..m.len()].copy_from_slice(&m);
                             Some(m.len())
                         }
-                        None => recv_wait(conn, &mut more, Duration::ZERO)?,
+                        None => recv_wait(conn, room, Duration::ZERO)?,
                     };
                     let n = match waiting {
                         None => break,
@@ -754,37 +750,32 @@ impl Plugin {
                         }
                         Some(n) => n,
                     };
-                    let extra = match protocol::decode_from_dispatcher(&more[..n]) {
+                    let extra = match protocol::decode_from_dispatcher(&arena[end..end + n]) {
                         Ok(FromDispatcher::Records(rs)) => rs,
                         Ok(_) => {
-                            stash.push_front(more[..n].to_vec());
+                            stash.push_front(arena[end..end + n].to_vec());
                             break;
                         }
                         Err(e) => return Err(Error::Connection(format!("protocol error: {e}"))),
                     };
-                    if joined == 0 {
-                        for m in &lent {
-                            ready.push_meta(m, data);
-                        }
-                    }
-                    joined += 1;
                     for r in extra.iter() {
                         if !progress.seen(r.ack_id, r.seq) {
-                            ready.push(&r);
+                            lent.push(meta_at(&r, &arena));
                         }
                     }
-                }
-                if joined > 0 {
-                    lent.clear();
+                    end += n;
                 }
             }
-            let batch = if events || lent.is_empty() {
+            let batch = if events {
                 Batch {
                     metas: &ready.metas,
                     data: &ready.arena,
                 }
             } else {
-                Batch { metas: &lent, data }
+                Batch {
+                    metas: &lent,
+                    data: &arena[..end],
+                }
             };
             if !batch.is_empty() {
                 let mut ctx = Context {
@@ -908,18 +899,142 @@ pub(super) fn send_blocking(fd: &OwnedFd, msg: &[u8]) -> Result<(), Error> {
     }
 }
 
-/// Waits up to `limit` for a message; None if none came.
+/// Waits up to `limit` for a message; None if none came. A message already
+/// waiting is taken without a `poll` first (one system call, not two, per
+/// message while the dispatcher keeps several in flight).
 pub(super) fn recv_wait(
     fd: &OwnedFd,
     buf: &mut [u8],
     limit: Duration,
 ) -> Result<Option<usize>, Error> {
+    let receive = |buf: &mut [u8]| {
+        uds::recv_message(fd, buf).map_err(|e| Error::Connection(format!("receive: {e}")))
+    };
+    if let Some(n) = receive(buf)? {
+        return Ok(Some(n));
+    }
+    if limit.is_zero() {
+        return Ok(None);
+    }
     let ready = uds::wait(fd, PollFlags::POLLIN, limit)
         .map_err(|e| Error::Connection(format!("poll: {e}")))?;
     if ready.is_empty() {
         return Ok(None);
     }
-    uds::recv_message(fd, buf).map_err(|e| Error::Connection(format!("receive: {e}")))
+    receive(buf)
+}
+
+/// Where record `r`, decoded from a message received into `arena`, is in
+/// it: the record lent to the handler from there.
+fn meta_at(r: &protocol::Record<'_>, arena: &[u8]) -> Meta {
+    let at = |b: &[u8]| b.as_ptr() as usize - arena.as_ptr() as usize;
+    Meta {
+        seq: r.seq,
+        ack: r.ack_id,
+        rtype: r.rtype,
+        flags: r.flags,
+        start: at(r.text),
+        len: r.text.len(),
+        origin: r.origin.map(|o| (at(o.name.as_bytes()), o.name.len())),
+        first: r.origin.and_then(|o| o.first),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::FromPlugin;
+
+    /// A `RECORDS` message of `(seq, text)` records, each its own ack id.
+    fn records(recs: &[(u64, &str)]) -> Vec<u8> {
+        let mut b = protocol::RecordsBuilder::output(protocol::MAX_MESSAGE);
+        for &(seq, text) in recs {
+            assert!(b.push(&protocol::Record {
+                seq,
+                ack_id: seq,
+                rtype: 1300,
+                flags: 0,
+                text: text.as_bytes(),
+                origin: None,
+            }));
+        }
+        b.message().to_vec()
+    }
+
+    /// Messages already waiting when a batch starts are joined into it,
+    /// lent from where they were received: every record once, in order,
+    /// with its own text (records the plugin already has left out), up to
+    /// a message that is not records, which the next batch follows.
+    #[test]
+    fn waiting_messages_join_one_batch_with_every_record_intact() {
+        let (plugin, dispatcher) = socket::socketpair(
+            socket::AddressFamily::Unix,
+            socket::SockType::SeqPacket,
+            None,
+            socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let welcome = protocol::Welcome {
+            version: protocol::VERSION,
+            journal_id: Some([7; 16]),
+            start_after: 1,
+            mode: Some(Mode::Records),
+            max_message: protocol::MAX_MESSAGE as u32,
+            server: "test".into(),
+            origin: false,
+            stream: false,
+        };
+        let long = "x".repeat(9000);
+        // All queued before the plugin reads anything.
+        for msg in [
+            protocol::encode_welcome(&welcome),
+            records(&[(1, "one"), (2, "two")]),
+            records(&[(3, &long), (4, "four")]),
+            records(&[(5, "five")]),
+            protocol::encode_stats(1, b"{}"),
+            records(&[(6, "six")]),
+        ] {
+            uds::send_nowait(&dispatcher, &msg).unwrap().unwrap();
+        }
+        // The dispatcher's side: takes the HELLO and the acks, and closes
+        // the connection once everything is acknowledged.
+        let acks = std::thread::spawn(move || {
+            let mut buf = vec![0u8; protocol::MAX_MESSAGE];
+            let mut acks = Vec::new();
+            while acks.last() != Some(&6) {
+                let n = recv_wait(&dispatcher, &mut buf, Duration::from_secs(10))
+                    .unwrap()
+                    .expect("the plugin's next message");
+                if let Ok(FromPlugin::Ack(id)) = protocol::decode_from_plugin(&buf[..n]) {
+                    acks.push(id);
+                }
+            }
+            acks
+        });
+        let mut batches: Vec<Vec<(u64, String)>> = Vec::new();
+        Plugin::new("t")
+            .run_on(plugin, |batch, _| {
+                batches.push(
+                    batch
+                        .records()
+                        .map(|r| (r.seq, r.text_lossy().into_owned()))
+                        .collect(),
+                );
+                Ok(())
+            })
+            .unwrap();
+        let want = |recs: &[(u64, &str)]| -> Vec<(u64, String)> {
+            recs.iter().map(|&(s, t)| (s, t.to_string())).collect()
+        };
+        assert_eq!(
+            batches,
+            [
+                want(&[(2, "two"), (3, &long), (4, "four"), (5, "five")]),
+                want(&[(6, "six")]),
+            ]
+        );
+        assert_eq!(acks.join().unwrap(), [5, 6]);
+    }
 }
 
 #[cfg(test)]
