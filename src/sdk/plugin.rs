@@ -1035,11 +1035,6 @@ mod tests {
         );
         assert_eq!(acks.join().unwrap(), [5, 6]);
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     fn meta(ack: u64, seq: u64, flags: u16) -> Meta {
         Meta {
