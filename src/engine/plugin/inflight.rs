@@ -18,13 +18,21 @@ struct Batch {
     position: Position,
     /// Records it carried.
     records: u64,
+    /// Counted in `awaiting`: the first batch of a run of batches with the
+    /// same id (the parts of one event split over several messages).
+    counted: bool,
 }
 
 /// The batches of one connection.
 #[derive(Debug, Default)]
 pub(super) struct Inflight {
     batches: VecDeque<Batch>,
-    /// Batches that wait for an id (those with `ack` set).
+    /// Ids the batches wait for: batches with `ack` set, a run of batches
+    /// with the same id counted once. The parts of an event split over
+    /// several messages all carry the event's id, which the plugin can
+    /// acknowledge only once it has the last part: counted per message, an
+    /// event of more messages than the window would fill it with no
+    /// acknowledgement to come, and delivery to that plugin would stop.
     awaiting: usize,
 }
 
@@ -40,17 +48,19 @@ pub(super) struct Settled {
 impl Inflight {
     /// Adds the batch just sent (see [`Batch`]).
     pub fn push(&mut self, ack: Option<u64>, position: Position, records: u64) {
-        if ack.is_some() {
+        let counted = ack.is_some() && self.batches.back().map(|b| b.ack) != Some(ack);
+        if counted {
             self.awaiting += 1;
         }
         self.batches.push_back(Batch {
             ack,
             position,
             records,
+            counted,
         });
     }
 
-    /// Batches waiting for their id.
+    /// Ids the batches wait for (a run of batches with one id counts once).
     pub fn awaiting(&self) -> usize {
         self.awaiting
     }
@@ -69,7 +79,7 @@ impl Inflight {
             if !done {
                 break;
             }
-            if front.ack.is_some() {
+            if front.counted {
                 self.awaiting -= 1;
             }
             records += front.records;
@@ -132,5 +142,29 @@ mod tests {
                 records: 0
             })
         );
+    }
+
+    #[test]
+    fn the_parts_of_one_event_wait_as_one() {
+        let mut f = Inflight::default();
+        f.push(Some(10), at(5), 3);
+        f.push(Some(10), at(8), 3);
+        f.push(Some(10), at(11), 3);
+        f.push(None, at(12), 0);
+        f.push(Some(20), at(21), 2);
+        assert_eq!(f.awaiting(), 2, "event 10's three messages count once");
+        assert_eq!(f.settle(Some(9)), None);
+        assert_eq!(
+            f.settle(Some(10)),
+            Some(Settled {
+                position: at(12),
+                records: 9
+            })
+        );
+        assert_eq!(f.awaiting(), 1);
+        f.push(Some(20), at(23), 1);
+        assert_eq!(f.awaiting(), 1, "20 goes on in the next message");
+        f.settle(Some(20));
+        assert_eq!(f.awaiting(), 0);
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Records (or whole events, in events mode) go out in `RECORDS` messages
 //! of at most the size the plugin accepts, up to [`WINDOW`] messages ahead
-//! of the plugin's cumulative `ACK`s. Each message carries the cursor
+//! of the plugin's cumulative `ACK`s (the parts of one event split over
+//! several messages count as one: its id is acknowledged only once the
+//! plugin has the last part). Each message carries the cursor
 //! position its acknowledgement reaches; in events mode that position
 //! restarts reading where the events still being assembled began, so that a
 //! reconnect rebuilds them. An event too big for one message is split, its
@@ -38,6 +40,10 @@ use crate::uds;
 /// Native messages in flight before the sender waits for acknowledgements:
 /// twice what a plugin takes in at once (`sdk`'s `COALESCE`), so that the
 /// next messages are on their way while a plugin handles the last ones.
+/// The messages of one event split over several count once (see
+/// [`Inflight::awaiting`]): the plugin cannot acknowledge any of them before
+/// the last, and an event bigger than the window must still get through;
+/// the socket's buffer bounds what is queued meanwhile.
 pub(super) const WINDOW: usize = 32;
 /// Largest message read from a plugin (acknowledgements, stats requests,
 /// commands).
@@ -820,6 +826,43 @@ mod tests {
         assert_eq!(host.position.acked, small[0]);
         assert_eq!(host.position.replay_from, small[0] + 1);
         assert_eq!(host.handled, 11);
+    }
+
+    #[test]
+    fn an_event_split_over_more_messages_than_the_window_gets_through() {
+        // Three 1000-byte records a 4096-byte message: an event of this many
+        // records takes more messages than the window, and the plugin can
+        // acknowledge none of them before it has the last. (A filtered
+        // records-mode plugin is in the same position: its records carry
+        // the event's id, `ACK_FOLLOWS` but the last.)
+        let records = 3 * WINDOW as u64 + 10;
+        let (_dir, j) = journal();
+        let mut host = TestHost::at_end(&j);
+        let big = append(&j, 1, records, 1000).remove(0);
+        let close = big[big.len() - 1];
+        let (mut n, peer, _) = connect(&j, &host, hello(Mode::Events));
+        let mut got = Vec::new();
+        // Each round sends what the window and the socket allow; the plugin
+        // reads it all without acknowledging.
+        for _ in 0..records {
+            n.fill(&mut host).unwrap();
+            let more: Vec<Got> = messages(&peer).into_iter().flatten().collect();
+            if more.is_empty() {
+                break;
+            }
+            got.extend(more);
+        }
+        let seqs: Vec<u64> = got.iter().map(|g| g.seq).collect();
+        assert_eq!(
+            seqs, big,
+            "the whole event arrives before any acknowledgement"
+        );
+        assert!(got.iter().all(|g| g.ack_id == close));
+        ack(&peer, close);
+        n.heard(true, &mut host).unwrap();
+        assert_eq!(host.position.acked, close);
+        assert_eq!(host.handled, records);
+        assert!(!n.window_full());
     }
 
     #[test]
