@@ -43,6 +43,48 @@ pub struct Record<'a> {
     completes: bool,
 }
 
+/// How far a plugin's handled records go, in the dispatcher's ack ids: what
+/// a plugin stores to resume from ([`super::Plugin::resume_after`] with
+/// `done`, [`super::Plugin::resume_within`] with `partial`). A filtered
+/// records-mode plugin's records share their event's id, and an event may
+/// go on in a later message than it began: `partial` says how far into
+/// such an event the records go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Upto {
+    /// The last ack id all of whose records are handled.
+    pub done: u64,
+    /// An ack id past `done` whose records are handled up to this seq.
+    pub partial: Option<(u64, u64)>,
+}
+
+impl Upto {
+    /// How far the records go once `r`, the next one, is handled too.
+    pub fn after(self, r: &Record<'_>) -> Upto {
+        self.handled(r.ack, r.seq, !r.completes_ack())
+    }
+
+    /// How far the records go once the record `seq` of ack id `ack` is
+    /// handled too; `goes_on`: more records of that ack id follow.
+    pub(crate) fn handled(self, ack: u64, seq: u64, goes_on: bool) -> Upto {
+        if goes_on {
+            return Upto {
+                partial: Some((ack, seq)),
+                ..self
+            };
+        }
+        let done = self.done.max(ack);
+        Upto {
+            done,
+            partial: self.partial.filter(|&(a, _)| a > done),
+        }
+    }
+
+    /// Whether the record `seq` of ack id `ack` is among those handled.
+    pub(crate) fn covers(&self, ack: u64, seq: u64) -> bool {
+        ack <= self.done || self.partial.is_some_and(|(a, s)| a == ack && seq <= s)
+    }
+}
+
 impl Record<'_> {
     /// The type's name as auditd writes it (`SYSCALL`, `UNKNOWN[1234]`).
     pub fn type_name(&self) -> Cow<'static, str> {

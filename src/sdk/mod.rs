@@ -56,7 +56,7 @@ mod plugin;
 mod relay;
 mod supervise;
 
-pub use batch::{Batch, Event, Record};
+pub use batch::{Batch, Event, Record, Upto};
 pub use input::InputClient;
 pub use options::PluginOptions;
 pub use plugin::{Command, Context, Plugin};

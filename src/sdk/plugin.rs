@@ -15,7 +15,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-use super::batch::{Batch, Meta, Store};
+use super::batch::{Batch, Meta, Store, Upto};
 use super::Error;
 use crate::journal_id::JournalId;
 use crate::protocol::{self, record_flags, CommandStatus, FromDispatcher, Hello, Mode};
@@ -262,11 +262,9 @@ enum DispatcherSocket {
 /// Progress that outlives one connection.
 struct Progress {
     journal: Option<[u8; 16]>,
-    last: u64,
-    /// Records mode: the ack id above `last` whose records were handled up
-    /// to this `seq`, more following (`ACK_FOLLOWS`: an event of a filtered
-    /// plugin split over messages, sent again whole after a reconnect).
-    partial: Option<(u64, u64)>,
+    /// Records mode: `partial` is an event of a filtered plugin split over
+    /// messages (`ACK_FOLLOWS`), sent again whole after a reconnect.
+    upto: Upto,
     checkpoint: Option<std::fs::File>,
     /// One process per checkpoint file.
     _lock: Option<crate::statelock::StateLock>,
@@ -275,21 +273,16 @@ struct Progress {
 impl Progress {
     /// Whether a record with `ack` and `seq` was handled already.
     fn seen(&self, ack: u64, seq: u64) -> bool {
-        ack <= self.last || self.partial.is_some_and(|(a, s)| a == ack && seq <= s)
+        self.upto.covers(ack, seq)
     }
 
     /// After the handler took `metas`: the highest ack id all of whose
     /// records it has, and where a partly handled one stands.
     fn advance(&mut self, metas: &[Meta]) {
         for m in metas {
-            if m.flags & record_flags::ACK_FOLLOWS != 0 {
-                self.partial = Some((m.ack, m.seq));
-            } else {
-                self.last = self.last.max(m.ack);
-            }
-        }
-        if self.partial.is_some_and(|(a, _)| a <= self.last) {
-            self.partial = None;
+            self.upto = self
+                .upto
+                .handled(m.ack, m.seq, m.flags & record_flags::ACK_FOLLOWS != 0);
         }
     }
 
@@ -298,8 +291,8 @@ impl Progress {
     /// records of it already handled (the dispatcher sends it again whole).
     fn store(&mut self) -> Result<(), Error> {
         if let (Some(f), Some(j)) = (&self.checkpoint, self.journal) {
-            let mut line = format!("{} {}", JournalId(j), self.last);
-            if let Some((ack, seq)) = self.partial {
+            let mut line = format!("{} {}", JournalId(j), self.upto.done);
+            if let Some((ack, seq)) = self.upto.partial {
                 line += &format!(" {ack} {seq}");
             }
             line.push('\n');
@@ -575,15 +568,16 @@ impl Plugin {
     fn load_progress(&self) -> Result<Progress, Error> {
         let mut p = Progress {
             journal: None,
-            last: 0,
-            partial: None,
+            upto: Upto::default(),
             checkpoint: None,
             _lock: None,
         };
         if let Some((j, s)) = self.resume {
             p.journal = Some(j);
-            p.last = s;
-            p.partial = self.resume_partial.filter(|&(ack, _)| ack > s);
+            p.upto = Upto {
+                done: s,
+                partial: self.resume_partial.filter(|&(ack, _)| ack > s),
+            };
         }
         if let Some(path) = &self.checkpoint {
             p._lock = Some(crate::statelock::StateLock::file(path).map_err(Error::Setup)?);
@@ -605,11 +599,15 @@ impl Plugin {
             if let (Some(JournalId(j)), Some(s)) = (journal, num()) {
                 if p.journal.is_none_or(|pj| pj == j) {
                     p.journal = Some(j);
-                    p.last = p.last.max(s);
+                    let done = p.upto.done.max(s);
+                    let mut partial = p.upto.partial;
                     if let (Some(ack), Some(seq)) = (num(), num()) {
-                        p.partial = p.partial.max(Some((ack, seq)));
+                        partial = partial.max(Some((ack, seq)));
                     }
-                    p.partial = p.partial.filter(|&(ack, _)| ack > p.last);
+                    p.upto = Upto {
+                        done,
+                        partial: partial.filter(|&(ack, _)| ack > done),
+                    };
                 }
             }
             p.checkpoint = Some(f);
@@ -637,7 +635,7 @@ impl Plugin {
         hello.exclude = exclude.to_vec();
         hello.local_only = self.local_only;
         hello.origin = self.origin;
-        hello.resume = progress.journal.map(|j| (j, progress.last));
+        hello.resume = progress.journal.map(|j| (j, progress.upto.done));
         let mut buf = vec![0u8; protocol::MAX_MESSAGE];
         let Some(welcome) = handshake(conn, &hello, &mut buf)? else {
             return Ok(Ended::Closed);
@@ -645,10 +643,12 @@ impl Plugin {
         let journal = welcome.journal_id.unwrap_or([0; 16]);
         if progress.journal != Some(journal) {
             progress.journal = Some(journal);
-            progress.last = welcome.start_after;
-            progress.partial = None;
+            progress.upto = Upto {
+                done: welcome.start_after,
+                partial: None,
+            };
         } else {
-            progress.last = progress.last.max(welcome.start_after);
+            progress.upto = progress.upto.handled(welcome.start_after, 0, false);
         }
         let events = welcome.mode == Some(Mode::Events);
         // Records mode: where the batch's records are in `arena`.
@@ -789,7 +789,7 @@ impl Plugin {
                 last_call = Instant::now();
                 progress.advance(batch.metas);
                 progress.store()?;
-                send_blocking(conn, &protocol::encode_ack(progress.last))?;
+                send_blocking(conn, &protocol::encode_ack(progress.upto.done))?;
                 if closed {
                     return Ok(Ended::Closed);
                 }
@@ -797,7 +797,7 @@ impl Plugin {
                 // Only records already handled (a resend): acknowledge them
                 // so the dispatcher moves on.
                 if newest.is_some() {
-                    send_blocking(conn, &protocol::encode_ack(progress.last))?;
+                    send_blocking(conn, &protocol::encode_ack(progress.upto.done))?;
                 }
             }
         }
@@ -1066,14 +1066,14 @@ mod tests {
         drop(p);
         let p = plugin.load_progress().unwrap();
         assert_eq!(
-            (p.journal, p.last, p.partial),
+            (p.journal, p.upto.done, p.upto.partial),
             (Some([3; 16]), 5, Some((9, 7)))
         );
         assert!(p.seen(9, 7) && !p.seen(9, 8) && !p.seen(10, 10));
         drop(p);
         std::fs::write(&path, format!("{} 5\n", JournalId([3; 16]))).unwrap();
         let p = plugin.load_progress().unwrap();
-        assert_eq!((p.last, p.partial), (5, None));
+        assert_eq!((p.upto.done, p.upto.partial), (5, None));
         assert!(!p.seen(9, 6));
     }
 }

@@ -17,8 +17,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use audisp::format::JsonWriter;
+use audisp::sdk::Upto;
 use audisp::sdk::{Error, PluginOptions};
-use position::{PositionFile, Upto};
+use position::PositionFile;
 use rotate::{Codec, CompressWhen, Fsync, RotatingLog, Settings};
 
 /// What is written for each record or event.

@@ -34,7 +34,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use audisp::journal_id::JournalId;
-use audisp::sdk::Record;
+use audisp::sdk::Upto;
 use audisp::statefile;
 use audisp::statelock::StateLock;
 
@@ -42,34 +42,6 @@ use audisp::statelock::StateLock;
 /// longer one whole (the longest line, six numbers at their largest, is
 /// 159 bytes; an earlier version padded to 128).
 const LINE: usize = 192;
-
-/// How far the records written go, in the dispatcher's ack ids
-/// (`Record::ack`, `Event::id`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Upto {
-    /// The last ack id all of whose records (or whose event) are written.
-    pub done: u64,
-    /// An ack id past `done` whose records are written up to this seq: an
-    /// event that did not end in the same batch, or was cut by a rotation.
-    pub partial: Option<(u64, u64)>,
-}
-
-impl Upto {
-    /// How far the records go once `r`, the next one, is written too.
-    pub fn after(self, r: &Record<'_>) -> Upto {
-        if r.completes_ack() {
-            Upto {
-                done: r.ack,
-                partial: None,
-            }
-        } else {
-            Upto {
-                done: self.done,
-                partial: Some((r.ack, r.seq)),
-            }
-        }
-    }
-}
 
 /// How far the log got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Uid};
 
-use super::position::{FileEnd, Position, PositionFile, Upto};
+use super::position::{FileEnd, Position, PositionFile};
+use audisp::sdk::Upto;
 
 /// Which compressor, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
