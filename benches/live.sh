@@ -213,6 +213,71 @@ int main(int argc, char **argv) {
 }
 """
 
+# A shim preloaded into auditd (LD_PRELOAD): stamps the moment auditd hands
+# each SYSCALL record of the spinner to its plugin, so that latency can be
+# told from auditd's write to the plugin's read (the issue's measure), apart
+# from auditd's own queueing. For every write()/writev() of a SYSCALL record
+# with an " a0=" it keeps (a0, CLOCK_MONOTONIC ns just before the write: a
+# write that waits for room in a full socket counts as latency of the
+# plugin chain) and appends them, as pairs of host-endian u64, to
+# $WSTAMP_OUT at the phase's end marker (a0 = 1, before writing it) and
+# when its buffer is full. String records (one write each) and binary
+# frames written with writev (header, payload) are recognised. It removes
+# LD_PRELOAD and WSTAMP_OUT from the environment at load, so that the
+# plugins auditd starts do not inherit it.
+WSTAMP_C = r"""
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+static char *out;
+static unsigned long long buf[2 * 8192]; static size_t nbuf;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+__attribute__((constructor)) static void init(void) {
+    const char *o = getenv("WSTAMP_OUT");
+    if (o) out = strdup(o);
+    unsetenv("LD_PRELOAD"); unsetenv("WSTAMP_OUT");
+}
+static void flush(void) {
+    if (!out || nbuf == 0) return;
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, out, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0) { syscall(SYS_write, fd, buf, nbuf * sizeof *buf); syscall(SYS_close, fd); }
+    nbuf = 0;
+}
+/* A SYSCALL record's text (len bytes at s): stamp it. */
+static void stamp(const char *s, size_t len) {
+    const char *a = memmem(s, len, " a0=", 4);
+    if (!a) return;
+    unsigned long long v = strtoull(a + 4, NULL, 16);
+    struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
+    unsigned long long now = (unsigned long long)t.tv_sec * 1000000000ULL + (unsigned long long)t.tv_nsec;
+    pthread_mutex_lock(&mu);
+    if (v == 1) flush();
+    else {
+        buf[nbuf++] = v; buf[nbuf++] = now;
+        if (nbuf == sizeof buf / sizeof *buf) flush();
+    }
+    pthread_mutex_unlock(&mu);
+}
+ssize_t write(int fd, const void *b, size_t n) {
+    if (out && n > 13 && memcmp(b, "type=SYSCALL ", 13) == 0) stamp(b, n);
+    return syscall(SYS_write, fd, b, n);
+}
+ssize_t writev(int fd, const struct iovec *iov, int cnt) {
+    unsigned int h[4];
+    if (out && cnt >= 2 && iov[0].iov_len == sizeof h) {
+        memcpy(h, iov[0].iov_base, sizeof h);
+        if (h[2] == 1300) stamp(iov[1].iov_base, h[3] < iov[1].iov_len ? h[3] : iov[1].iov_len);
+    }
+    return syscall(SYS_writev, fd, iov, cnt);
+}
+"""
+
 AUDITD_CONF = """local_events = yes
 write_logs = yes
 log_file = {root}/audit.log
@@ -375,12 +440,20 @@ class Row:
         self.name, self.layout, self.bindir = name, layout, bindir
         self.root = tempfile.mkdtemp(prefix=f"{layout}.", dir=tmp)
         self.report = os.path.join(self.root, "report")
+        # auditd's write of every SYSCALL record (WSTAMP_C).
+        self.stamps = os.path.join(self.root, "wstamp")
+        self.keep = keep
         if keep:
-            # tsplug writes every latency sample next to its report.
-            open(f"{self.report}.samples", "w").close()
-            os.chmod(f"{self.report}.samples", 0o666)
+            self.take_samples()
         self.audispd = None
         self.auditd = None
+
+    def take_samples(self):
+        """tsplug writes every latency sample next to its report from the
+        next phase on (with --keep from the first: the file is kept)."""
+        if not os.path.exists(f"{self.report}.samples"):
+            open(f"{self.report}.samples", "w").close()
+            os.chmod(f"{self.report}.samples", 0o666)
 
     def start(self, tools):
         r = self.root
@@ -433,8 +506,9 @@ class Row:
         with open(f"{r}/plugins.d/p.conf", "w") as f:
             f.write(conf)
         os.chmod(f"{r}/plugins.d/p.conf", 0o640)
+        env = dict(os.environ, LD_PRELOAD=tools["wstamp"], WSTAMP_OUT=self.stamps)
         self.auditd = subprocess.Popen([AUDITD["auditd"], "-n", "-c", r], stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         wait_for("auditd to register", lambda: kernel_status().get("pid") == self.auditd.pid)
 
     def pids(self):
@@ -483,6 +557,8 @@ def phase(row, tools, events, rate, perf=None):
         time.sleep(0.5)
     before = {k: cpu_ns(p) for k, p in pids.items()}
     n_before = len(open(row.report).read().splitlines()) if os.path.exists(row.report) else 0
+    sizes = [os.path.getsize(f) if os.path.exists(f) else 0
+             for f in (f"{row.report}.samples", row.stamps)]
 
     def loginuid():
         with open("/proc/self/loginuid", "w") as f:
@@ -504,12 +580,44 @@ def phase(row, tools, events, rate, perf=None):
         recorder.wait()
     after = {k: cpu_ns(p) for k, p in pids.items()}
     recs, secs, p50, p99, mx, _ = line.split()
+    written = from_write(row, sizes)
     # The larger of the two: schedstat is exact but loses threads that
     # ended; clock ticks keep them, at 10 ms resolution.
     cpu = {k: max(after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in pids}
     return {"records": int(recs), "secs": wall, "p50": float(p50), "p99": float(p99),
-            "max": float(mx), "cpu": cpu, "want": LOGIN_RECORDS + RECORDS_PER_CALL * (events + 1),
+            "max": float(mx), "written": written, "cpu": cpu, "want": LOGIN_RECORDS + RECORDS_PER_CALL * (events + 1),
             "queue": auditd_queue(row.auditd.pid)}
+
+
+def from_write(row, sizes):
+    """Latency from auditd's write of each SYSCALL record (WSTAMP_C) to the
+    plugin's read of it (tsplug's samples) in the phase just ended: p50,
+    p99 and max µs, or None without samples (the full-rate phase, unless
+    --keep) or without stamps (an auditd whose writes the shim does not
+    see)."""
+    samples_path = f"{row.report}.samples"
+    if not os.path.exists(samples_path) or not os.path.exists(row.stamps):
+        return None
+    with open(row.stamps, "rb") as f:
+        f.seek(sizes[1])
+        raw = f.read()
+    words = memoryview(raw)[:len(raw) // 16 * 16].cast("Q")
+    wrote = {words[i]: words[i + 1] for i in range(0, len(words), 2)}
+    lat = []
+    with open(samples_path) as f:
+        f.seek(sizes[0])
+        for ln in f:
+            if ln.startswith("#"):
+                continue
+            at, since_call = map(int, ln.split())
+            w = wrote.get(at - since_call)
+            if w is not None and w <= at:
+                lat.append(at - w)
+    if not lat:
+        return None
+    lat.sort()
+    return {"p50": lat[len(lat) // 2] / 1e3, "p99": lat[len(lat) * 99 // 100] / 1e3,
+            "max": lat[-1] / 1e3, "n": len(lat)}
 
 
 # Where auditd writes its state report on SIGCONT: /var/run up to 3.x,
@@ -559,11 +667,15 @@ def main():
     tmp = tempfile.mkdtemp(prefix="audisp-live.")
     os.chmod(tmp, 0o700)
     tools = {}
-    for name, src in (("spin", SPIN_C), ("tsplug", TSPLUG_C)):
+    for name, src in (("spin", SPIN_C), ("tsplug", TSPLUG_C), ("wstamp", WSTAMP_C)):
         c = os.path.join(tmp, f"{name}.c")
         open(c, "w").write(src)
         tools[name] = os.path.join(tmp, name)
-        run("cc", "-O2", "-o", tools[name], c)
+        if name == "wstamp":
+            tools[name] += ".so"
+            run("cc", "-O2", "-shared", "-fPIC", "-o", tools[name], c)
+        else:
+            run("cc", "-O2", "-o", tools[name], c)
         os.chmod(tools[name], 0o750)
     rules = [["-a", "never,user", "-F", f"auid!={AUID}"],
              ["-a", "always,exit", "-F", "arch=b64", "-S", "getppid", "-F", f"auid={AUID}",
@@ -597,6 +709,7 @@ def main():
                     perf = (("record", opts["perf"]) if opts["perf"]
                             else ("stat", opts["perf_stat"]) if opts["perf_stat"] else None)
                     full = phase(row, tools, opts["events"], 0, perf)
+                    row.take_samples()
                     r50 = phase(row, tools, 34000, 50000 / 3)
                     r1 = phase(row, tools, 1000, 1000 / 3)
                 finally:
@@ -641,7 +754,8 @@ def print_table(rows_spec, results):
 
     head = (f"{'layout':<22}{'rec/s':>9}{'% cat':>7}" + "".join(f"{p + ' µs':>12}" for p in procs)
             + f"{'audisp µs':>11}{'over cat µs':>13}"
-            + "  p50/p99/max ms @50k/s    p50/p99/max ms @1k/s")
+            + "  p50/p99/max ms @50k/s    p50/p99/max ms @1k/s"
+            + "    from auditd's write: @50k/s  @1k/s")
     print(head)
     for name, layout, _ in rows_spec:
         # The ceiling: the cat row reading the same format as this row's auditd writes.
@@ -654,12 +768,18 @@ def print_table(rows_spec, results):
         lat = ""
         for k in (1, 2):
             lat += "  " + "/".join(f"{med([r[k][q] for r in rs]) / 1e3:.2f}" for q in ("p50", "p99", "max")).ljust(24)
+        for k in (1, 2):
+            w = [r[k]["written"] for r in rs if r[k]["written"]]
+            cell = "/".join(f"{med([x[q] for x in w]) / 1e3:.2f}" for q in ("p50", "p99", "max")) if w else "-"
+            lat += "  " + cell.ljust(24)
         aud = f"{sum(audisp):11.2f}" if audisp else f"{'-':>11}"
         over = f"{sum(audisp) - cpu(ceiling, 'plugin'):13.2f}" if audisp else f"{'-':>13}"
         print(f"{name:<22}{rate(name):9.0f}{100 * rate(name) / rate(ceiling):6.0f}%" + "".join(cells)
               + aud + over + lat)
     print("% cat and over cat µs (audisp µs less the cat row's plugin µs) are against the cat row"
           " of the same input format (binary rows: cat binary, when run)")
+    print("latency: from the audited system call (auditd's own queueing included), and from"
+          " auditd's write of the record to the plugin's read (what the plugin chain adds)")
 
 main()
 PY
