@@ -97,6 +97,9 @@ pub(super) struct Stock {
     out_pos: usize,
     /// Bytes written to the socket on this connection.
     written: u64,
+    /// What the last measure ([`Stock::track`]) found the plugin had read:
+    /// enough to tell how long to wait, without measuring again.
+    last_consumed: Option<u64>,
     /// The plugin's filter (`None`: every record goes); with one, records
     /// go by whole events as they end (see `filtering`).
     filter: Option<EventFilter>,
@@ -129,6 +132,7 @@ impl Stock {
             out: Vec::new(),
             out_pos: 0,
             written: 0,
+            last_consumed: None,
             filter: None,
             assembler: Assembler::new(),
         }
@@ -286,6 +290,7 @@ impl Stock {
     /// Settles the records the plugin has read past.
     fn track(&mut self, host: &mut dyn Host) {
         let consumed = self.consumed_floor();
+        self.last_consumed = consumed;
         if let Some(s) = self.inflight.settle(consumed) {
             host.settled(s.position, s.records);
         }
@@ -365,9 +370,13 @@ impl Delivery for Stock {
         self.sock.as_fd()
     }
 
+    /// Measures what the plugin has read once, on the way out (a system
+    /// call per measure; each round of the sender also measures once when
+    /// it wakes, [`Delivery::heard`]).
     fn fill(&mut self, host: &mut dyn Host) -> Result<(), String> {
         loop {
             if !self.flush()? {
+                self.track(host);
                 return Ok(());
             }
             if host.reader().caught_up() || self.out.len() >= STOCK_BUFFER {
@@ -392,7 +401,6 @@ impl Delivery for Stock {
                 },
             };
             self.inflight.push(None, position, 0);
-            self.track(host);
         }
     }
 
@@ -405,7 +413,8 @@ impl Delivery for Stock {
     }
 
     fn patience(&self) -> Duration {
-        if self.consumed_floor().is_some_and(|c| self.written > c) {
+        // Measured on the way out of `fill`, just before.
+        if self.last_consumed.is_some_and(|c| self.written > c) {
             // Watch the plugin read what it was given.
             WATCH_READING
         } else {
