@@ -393,3 +393,59 @@ fn skip_to_numbers_on_from_there_also_after_reopening() {
     assert_ne!(j.id(), id, "a new journal");
     assert_eq!(j.end(), 1);
 }
+
+fn spare_blocks(j: &Journal) -> Vec<usize> {
+    lock(&j.shared.writer)
+        .pool
+        .spare
+        .iter()
+        .map(|b| b.bytes.capacity())
+        .collect()
+}
+
+#[test]
+fn a_block_the_ring_drops_is_refilled_by_a_later_append() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for about one block of 20 records: each append evicts the last.
+    let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 3000)).unwrap();
+    append_n(&j, 1, 20, 20);
+    let first = ring_blocks_of(&j)[0];
+    assert!(spare_blocks(&j).is_empty());
+    append_n(&j, 21, 20, 20);
+    assert_eq!(spare_blocks(&j), vec![first.1], "the evicted block is kept");
+    append_n(&j, 41, 20, 20);
+    // The third block is the first one's buffer, refilled.
+    let third = *ring_blocks_of(&j).last().unwrap();
+    assert_eq!(third, first);
+    let (got, lost) = read_all(&mut j.reader(41), 1 << 20);
+    assert!(lost.is_empty());
+    expect_seqs(&got, 41..61);
+}
+
+#[test]
+fn a_block_a_reader_holds_is_never_refilled() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 3000)).unwrap();
+    append_n(&j, 1, 20, 20);
+    let held = j.ring_blocks(1, 1 << 20);
+    assert_eq!(held.len(), 1);
+    append_n(&j, 21, 20, 20);
+    // The first block left the ring while a reader holds it: not kept.
+    assert_eq!(ring_blocks_of(&j).len(), 1);
+    assert!(spare_blocks(&j).is_empty());
+    append_n(&j, 41, 20, 20);
+    append_n(&j, 61, 20, 20);
+    let entries: Vec<(u64, Vec<u8>)> = (1..21)
+        .map(|s| (s, held[0].entry(s).text.to_vec()))
+        .collect();
+    expect_seqs(&entries, 1..21);
+}
+
+/// (buffer address, capacity) of each block in the ring, oldest first.
+fn ring_blocks_of(j: &Journal) -> Vec<(usize, usize)> {
+    read_lock(&j.shared.ring)
+        .blocks
+        .iter()
+        .map(|b| (b.bytes.as_ptr() as usize, b.bytes.capacity()))
+        .collect()
+}
