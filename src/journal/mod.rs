@@ -198,7 +198,7 @@ struct Writer {
 /// (~300 KiB for a full 256 KiB read of standard input), and the allocator
 /// returns the memory of evicted ones to the kernel (blocks above its mmap
 /// threshold are unmapped, trimmed heap is released): each append then took
-/// fresh pages, which the kernel zeroes on the first touch, ~17,000 page
+/// fresh pages, which the kernel zeroes on the first touch, ~18,000 page
 /// faults per million records in `benches/dispatch.sh`. A block is put here
 /// only when the ring dropped it and no reader holds it any more
 /// (`Arc::try_unwrap`), so no reader can ever see a block being refilled.
@@ -206,15 +206,14 @@ struct Writer {
 struct BlockPool {
     /// Newest last.
     spare: VecDeque<Block>,
+    /// Memory the spare blocks take ([`Block::memory`]).
+    bytes: u64,
 }
 
 impl BlockPool {
     /// Blocks kept at most; an append evicts about one block, so two would
     /// do at a steady rate.
     const MAX_BLOCKS: usize = 4;
-    /// Buffers larger than this are not kept (a rare huge append), so the
-    /// pool holds at most `MAX_BLOCKS` × this beside the ring.
-    const MAX_BUFFER: usize = 1 << 20;
 
     /// An empty block with room for `len` bytes: a spare one whose buffer is
     /// at least that large and at most twice as large, or a new one with an
@@ -224,6 +223,7 @@ impl BlockPool {
         let fits = |b: &Block| b.bytes.capacity() >= len && b.bytes.capacity() <= 2 * len;
         if let Some(i) = self.spare.iter().rposition(fits) {
             if let Some(mut b) = self.spare.remove(i) {
+                self.bytes -= b.memory();
                 b.bytes.clear();
                 b.offsets.clear();
                 b.offsets.reserve(entries);
@@ -237,14 +237,17 @@ impl BlockPool {
         }
     }
 
-    /// Keeps `block` for a later append, dropping the oldest spare when full.
-    fn put(&mut self, block: Block) {
-        if block.bytes.capacity() > Self::MAX_BUFFER {
-            return;
-        }
+    /// Keeps `block` for a later append, dropping the oldest spares beyond
+    /// `MAX_BLOCKS` or `max_bytes` (the journal keeps at most an eighth of
+    /// its in-memory ring's size here, beside the ring).
+    fn put(&mut self, block: Block, max_bytes: u64) {
+        self.bytes += block.memory();
         self.spare.push_back(block);
-        if self.spare.len() > Self::MAX_BLOCKS {
-            self.spare.pop_front();
+        while self.spare.len() > Self::MAX_BLOCKS || self.bytes > max_bytes {
+            match self.spare.pop_front() {
+                Some(b) => self.bytes -= b.memory(),
+                None => break,
+            }
         }
     }
 }
@@ -425,7 +428,7 @@ impl Journal {
             // Leave the segment as it was, so that it stays a clean sequence
             // of whole entries; the caller keeps the records and retries.
             let _ = writer.file.set_len(writer.size);
-            writer.pool.put(block);
+            writer.pool.put(block, self.shared.limits.memory / 8);
             return Err(e);
         }
         writer.size += bytes.len() as u64;
@@ -449,7 +452,7 @@ impl Journal {
                     // A block a reader still holds is freed when the last
                     // reader drops it; only one nobody can see is refilled.
                     if let Ok(old) = Arc::try_unwrap(old) {
-                        writer.pool.put(old);
+                        writer.pool.put(old, self.shared.limits.memory / 8);
                     }
                 }
             }

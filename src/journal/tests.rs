@@ -394,51 +394,14 @@ fn skip_to_numbers_on_from_there_also_after_reopening() {
     assert_eq!(j.end(), 1);
 }
 
-fn spare_blocks(j: &Journal) -> Vec<usize> {
+/// (buffer address, capacity) of each block kept for refilling.
+fn spare_blocks(j: &Journal) -> Vec<(usize, usize)> {
     lock(&j.shared.writer)
         .pool
         .spare
         .iter()
-        .map(|b| b.bytes.capacity())
+        .map(|b| (b.bytes.as_ptr() as usize, b.bytes.capacity()))
         .collect()
-}
-
-#[test]
-fn a_block_the_ring_drops_is_refilled_by_a_later_append() {
-    let dir = tempfile::tempdir().unwrap();
-    // Room for about one block of 20 records: each append evicts the last.
-    let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 3000)).unwrap();
-    append_n(&j, 1, 20, 20);
-    let first = ring_blocks_of(&j)[0];
-    assert!(spare_blocks(&j).is_empty());
-    append_n(&j, 21, 20, 20);
-    assert_eq!(spare_blocks(&j), vec![first.1], "the evicted block is kept");
-    append_n(&j, 41, 20, 20);
-    // The third block is the first one's buffer, refilled.
-    let third = *ring_blocks_of(&j).last().unwrap();
-    assert_eq!(third, first);
-    let (got, lost) = read_all(&mut j.reader(41), 1 << 20);
-    assert!(lost.is_empty());
-    expect_seqs(&got, 41..61);
-}
-
-#[test]
-fn a_block_a_reader_holds_is_never_refilled() {
-    let dir = tempfile::tempdir().unwrap();
-    let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 3000)).unwrap();
-    append_n(&j, 1, 20, 20);
-    let held = j.ring_blocks(1, 1 << 20);
-    assert_eq!(held.len(), 1);
-    append_n(&j, 21, 20, 20);
-    // The first block left the ring while a reader holds it: not kept.
-    assert_eq!(ring_blocks_of(&j).len(), 1);
-    assert!(spare_blocks(&j).is_empty());
-    append_n(&j, 41, 20, 20);
-    append_n(&j, 61, 20, 20);
-    let entries: Vec<(u64, Vec<u8>)> = (1..21)
-        .map(|s| (s, held[0].entry(s).text.to_vec()))
-        .collect();
-    expect_seqs(&entries, 1..21);
 }
 
 /// (buffer address, capacity) of each block in the ring, oldest first.
@@ -448,4 +411,53 @@ fn ring_blocks_of(j: &Journal) -> Vec<(usize, usize)> {
         .iter()
         .map(|b| (b.bytes.as_ptr() as usize, b.bytes.capacity()))
         .collect()
+}
+
+/// Appends blocks of 20 records from `next` until the ring no longer holds
+/// the block `first`; returns the next sequence number.
+fn append_until_dropped(j: &Journal, mut next: u64, first: (usize, usize)) -> u64 {
+    while ring_blocks_of(j).contains(&first) {
+        append_n(j, next, 20, 20);
+        next += 20;
+    }
+    next
+}
+
+#[test]
+fn a_block_the_ring_drops_is_refilled_by_a_later_append() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for about ten blocks of 20 records.
+    let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 30_000)).unwrap();
+    append_n(&j, 1, 20, 20);
+    let first = ring_blocks_of(&j)[0];
+    let next = append_until_dropped(&j, 21, first);
+    let spare = spare_blocks(&j);
+    assert!(!spare.is_empty(), "a dropped block nobody holds is kept");
+    append_n(&j, next, 20, 20);
+    let newest = *ring_blocks_of(&j).last().unwrap();
+    assert!(
+        spare.contains(&newest),
+        "{newest:?} is not one of {spare:?}"
+    );
+    let (got, lost) = read_all(&mut j.reader(1), 1 << 20);
+    assert!(lost.is_empty());
+    expect_seqs(&got, 1..next + 20);
+}
+
+#[test]
+fn a_block_a_reader_holds_is_never_refilled() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 30_000)).unwrap();
+    append_n(&j, 1, 20, 20);
+    let held = j.ring_blocks(1, 1 << 20);
+    assert_eq!(held.len(), 1);
+    let first = ring_blocks_of(&j)[0];
+    let next = append_until_dropped(&j, 21, first);
+    assert!(!spare_blocks(&j).contains(&first));
+    append_n(&j, next, 100, 20);
+    assert!(!ring_blocks_of(&j).contains(&first));
+    let entries: Vec<(u64, Vec<u8>)> = (1..21)
+        .map(|s| (s, held[0].entry(s).text.to_vec()))
+        .collect();
+    expect_seqs(&entries, 1..21);
 }
