@@ -8,7 +8,9 @@
 //!   (`seq`) that never changes, across restarts and crashes alike;
 //! * the newest part of the journal also stays in memory as a ring of
 //!   immutable [`Block`]s (the very bytes written to disk), so plugins that
-//!   keep up are fed from memory without touching the disk;
+//!   keep up are fed from memory without touching the disk. A block the
+//!   ring drops is refilled by a later append once no reader holds it
+//!   (`BlockPool`), so appending does not take fresh memory pages;
 //! * each plugin is only a cursor into the journal ([`Reader`]). A slow or
 //!   absent plugin simply falls behind the in-memory ring and is then fed from
 //!   the segment files: that is the on-disk spool, and memory stays bounded by
@@ -58,7 +60,7 @@ pub struct Limits {
     pub segment_size: u64,
     /// Delete the oldest segments, even unread ones, beyond this total.
     pub max_size: u64,
-    /// Bytes of the newest blocks kept in memory.
+    /// Memory the newest blocks kept in memory may take (their buffers).
     pub memory: u64,
 }
 
@@ -91,6 +93,13 @@ impl Block {
             .get(i + 1)
             .map_or(self.bytes.len(), |&o| o as usize);
         entry::decode_unchecked(&self.bytes[start..end])
+    }
+
+    /// Memory the block takes, counted against [`Limits::memory`]: its
+    /// buffers' capacity, which may exceed the entries' bytes (a buffer
+    /// refilled with a smaller append, or allocated with room to spare).
+    fn memory(&self) -> u64 {
+        (self.bytes.capacity() + self.offsets.capacity() * std::mem::size_of::<u32>()) as u64
     }
 
     /// Bytes from the entry `seq` to the end of the block.
@@ -178,6 +187,69 @@ struct Writer {
     /// A segment was created since the last sync: its name is durable only
     /// once the directory is synced.
     dir_unsynced: bool,
+    /// Blocks the ring evicted that no reader held, kept to be filled again
+    /// (see [`BlockPool`]).
+    pool: BlockPool,
+}
+
+/// Buffers of blocks the ring let go, for the next appends to fill again.
+///
+/// Without it every append allocates a new buffer the size of its block
+/// (~300 KiB for a full 256 KiB read of standard input), and the allocator
+/// returns the memory of evicted ones to the kernel (blocks above its mmap
+/// threshold are unmapped, trimmed heap is released): each append then took
+/// fresh pages, which the kernel zeroes on the first touch, ~18,000 page
+/// faults per million records in `benches/dispatch.sh`. A block is put here
+/// only when the ring dropped it and no reader holds it any more
+/// (`Arc::try_unwrap`), so no reader can ever see a block being refilled.
+#[derive(Default)]
+struct BlockPool {
+    /// Newest last.
+    spare: VecDeque<Block>,
+    /// Memory the spare blocks take ([`Block::memory`]).
+    bytes: u64,
+}
+
+impl BlockPool {
+    /// Blocks kept at most; an append evicts about one block, so two would
+    /// do at a steady rate.
+    const MAX_BLOCKS: usize = 4;
+
+    /// An empty block with room for `len` bytes: a spare one whose buffer is
+    /// at least that large and at most twice as large, or a new one with an
+    /// eighth more room than asked, so that the next appends of about the
+    /// same size fit in it when it comes back.
+    fn take(&mut self, len: usize, entries: usize) -> Block {
+        let fits = |b: &Block| b.bytes.capacity() >= len && b.bytes.capacity() <= 2 * len;
+        if let Some(i) = self.spare.iter().rposition(fits) {
+            if let Some(mut b) = self.spare.remove(i) {
+                self.bytes -= b.memory();
+                b.bytes.clear();
+                b.offsets.clear();
+                b.offsets.reserve(entries);
+                return b;
+            }
+        }
+        Block {
+            first_seq: 0,
+            bytes: Vec::with_capacity(len + len / 8),
+            offsets: Vec::with_capacity(entries + entries / 8),
+        }
+    }
+
+    /// Keeps `block` for a later append, dropping the oldest spares beyond
+    /// `MAX_BLOCKS` or `max_bytes` (the journal keeps at most an eighth of
+    /// its in-memory ring's size here, beside the ring).
+    fn put(&mut self, block: Block, max_bytes: u64) {
+        self.bytes += block.memory();
+        self.spare.push_back(block);
+        while self.spare.len() > Self::MAX_BLOCKS || self.bytes > max_bytes {
+            match self.spare.pop_front() {
+                Some(b) => self.bytes -= b.memory(),
+                None => break,
+            }
+        }
+    }
 }
 
 struct Shared {
@@ -226,6 +298,7 @@ impl Journal {
                         next_seq: found.next_seq,
                         unsynced: Vec::new(),
                         dir_unsynced: false,
+                        pool: BlockPool::default(),
                     },
                 )
             }
@@ -242,6 +315,7 @@ impl Journal {
                         next_seq: 1,
                         unsynced: Vec::new(),
                         dir_unsynced: false,
+                        pool: BlockPool::default(),
                     },
                 )
             }
@@ -336,22 +410,25 @@ impl Journal {
         }
         let mut writer = lock(&self.shared.writer);
         let first_seq = writer.next_seq;
-        let mut bytes = Vec::with_capacity(entries.iter().map(|e| e.stored_len()).sum());
-        let mut offsets = Vec::with_capacity(entries.len());
+        let len = entries.iter().map(|e| e.stored_len()).sum();
+        let mut block = writer.pool.take(len, entries.len());
+        block.first_seq = first_seq;
         for (i, e) in entries.iter().enumerate() {
-            offsets.push(bytes.len() as u32);
-            entry::encode(&mut bytes, first_seq + i as u64, e);
+            block.offsets.push(block.bytes.len() as u32);
+            entry::encode(&mut block.bytes, first_seq + i as u64, e);
         }
+        let bytes = &block.bytes;
         let mut evicted_before = None;
         if writer.size > segment::HEADER_LEN as u64
             && writer.size + bytes.len() as u64 > self.shared.limits.segment_size
         {
             evicted_before = self.rotate(&mut writer)?;
         }
-        if let Err(e) = write_all_at_end(&writer.file, &bytes) {
+        if let Err(e) = write_all_at_end(&writer.file, bytes) {
             // Leave the segment as it was, so that it stays a clean sequence
             // of whole entries; the caller keeps the records and retries.
             let _ = writer.file.set_len(writer.size);
+            writer.pool.put(block, self.shared.limits.memory / 8);
             return Err(e);
         }
         writer.size += bytes.len() as u64;
@@ -364,18 +441,19 @@ impl Journal {
             }
         }
         let written = bytes.len() as u64;
-        let block = Arc::new(Block {
-            first_seq,
-            bytes,
-            offsets,
-        });
+        let block = Arc::new(block);
         {
             let mut ring = write_lock(&self.shared.ring);
-            ring.bytes += block.bytes.len() as u64;
+            ring.bytes += block.memory();
             ring.blocks.push_back(block);
             while ring.bytes > self.shared.limits.memory && ring.blocks.len() > 1 {
                 if let Some(old) = ring.blocks.pop_front() {
-                    ring.bytes -= old.bytes.len() as u64;
+                    ring.bytes -= old.memory();
+                    // A block a reader still holds is freed when the last
+                    // reader drops it; only one nobody can see is refilled.
+                    if let Ok(old) = Arc::try_unwrap(old) {
+                        writer.pool.put(old, self.shared.limits.memory / 8);
+                    }
                 }
             }
         }

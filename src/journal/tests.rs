@@ -393,3 +393,71 @@ fn skip_to_numbers_on_from_there_also_after_reopening() {
     assert_ne!(j.id(), id, "a new journal");
     assert_eq!(j.end(), 1);
 }
+
+/// (buffer address, capacity) of each block kept for refilling.
+fn spare_blocks(j: &Journal) -> Vec<(usize, usize)> {
+    lock(&j.shared.writer)
+        .pool
+        .spare
+        .iter()
+        .map(|b| (b.bytes.as_ptr() as usize, b.bytes.capacity()))
+        .collect()
+}
+
+/// (buffer address, capacity) of each block in the ring, oldest first.
+fn ring_blocks_of(j: &Journal) -> Vec<(usize, usize)> {
+    read_lock(&j.shared.ring)
+        .blocks
+        .iter()
+        .map(|b| (b.bytes.as_ptr() as usize, b.bytes.capacity()))
+        .collect()
+}
+
+/// Appends blocks of 20 records from `next` until the ring no longer holds
+/// the block `first`; returns the next sequence number.
+fn append_until_dropped(j: &Journal, mut next: u64, first: (usize, usize)) -> u64 {
+    while ring_blocks_of(j).contains(&first) {
+        append_n(j, next, 20, 20);
+        next += 20;
+    }
+    next
+}
+
+#[test]
+fn a_block_the_ring_drops_is_refilled_by_a_later_append() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for about ten blocks of 20 records.
+    let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 30_000)).unwrap();
+    append_n(&j, 1, 20, 20);
+    let first = ring_blocks_of(&j)[0];
+    let next = append_until_dropped(&j, 21, first);
+    let spare = spare_blocks(&j);
+    assert!(!spare.is_empty(), "a dropped block nobody holds is kept");
+    append_n(&j, next, 20, 20);
+    let newest = *ring_blocks_of(&j).last().unwrap();
+    assert!(
+        spare.contains(&newest),
+        "{newest:?} is not one of {spare:?}"
+    );
+    let (got, lost) = read_all(&mut j.reader(1), 1 << 20);
+    assert!(lost.is_empty());
+    expect_seqs(&got, 1..next + 20);
+}
+
+#[test]
+fn a_block_a_reader_holds_is_never_refilled() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 30_000)).unwrap();
+    append_n(&j, 1, 20, 20);
+    let held = j.ring_blocks(1, 1 << 20);
+    assert_eq!(held.len(), 1);
+    let first = ring_blocks_of(&j)[0];
+    let next = append_until_dropped(&j, 21, first);
+    assert!(!spare_blocks(&j).contains(&first));
+    append_n(&j, next, 100, 20);
+    assert!(!ring_blocks_of(&j).contains(&first));
+    let entries: Vec<(u64, Vec<u8>)> = (1..21)
+        .map(|s| (s, held[0].entry(s).text.to_vec()))
+        .collect();
+    expect_seqs(&entries, 1..21);
+}
