@@ -140,7 +140,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let _ = OUT.set(out);
-    let _conn = zbus::blocking::connection::Builder::system()?
+    let conn = zbus::blocking::connection::Builder::system()?
         .serve_at(
             "/org/fedoraproject/Setroubleshootd",
             Setroubleshootd { exit_on_first_call },
@@ -148,7 +148,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .name("org.fedoraproject.Setroubleshootd")?
         .build()?;
     emit("READY");
-    loop {
-        std::thread::park();
+    // Like the real service, it goes when its bus goes: an instance the bus
+    // started (D-Bus activation) is no child of the test, which cannot stop
+    // it, and would outlive the test's private bus otherwise.
+    let bus = zbus::blocking::fdo::DBusProxy::new(&conn)?;
+    while bus.get_id().is_ok() {
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
+    Ok(())
 }
