@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # benches/live.sh: a real auditd feeding audisp, layout by layout, in one run:
 # records/s, CPU µs per record of every process, auditd's rate against a
-# `cat`-like plugin alone, and latency from the audited system call to the
-# plugin. See benches/README.md for what each column means.
+# `cat`-like plugin alone, and latency to the plugin from the audited system
+# call and from auditd's write of the record (a shim preloaded into auditd
+# stamps its writes). See benches/README.md for what each column means.
 #
 # Usage: benches/live.sh [--runs N] [--events N] [--bin DIR]... [--auditd DIR] [--no-build] [--keep]
 #   --runs N     repetitions of every row, interleaved (default 1)
