@@ -443,7 +443,6 @@ class Row:
         self.report = os.path.join(self.root, "report")
         # auditd's write of every SYSCALL record (WSTAMP_C).
         self.stamps = os.path.join(self.root, "wstamp")
-        self.keep = keep
         if keep:
             self.take_samples()
         self.audispd = None
