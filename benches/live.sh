@@ -720,7 +720,7 @@ def main():
                         miscounts.append(f"run {i + 1} {name} {label}: {p['records']} records, "
                                          f"want {p['want']} ({p['queue']})")
                 print(f"run {i + 1} {name}: {full['records'] / full['secs']:.0f} rec/s; after the row, "
-                      f"{r1['queue']}", flush=True)
+                      f"{r1['queue']}{take_backs(row)}", flush=True)
     finally:
         for r in reversed(added):
             subprocess.run([AUDITD["auditctl"], "-d"] + r[1:], capture_output=True)
@@ -736,6 +736,20 @@ def main():
     print(f"records: {phases - len(miscounts)} of {phases} phases delivered exactly what the "
           "spinner caused" + "".join(f"\n  {m}" for m in miscounts))
     print_table(rows_spec, results)
+
+
+def take_backs(row):
+    """How often the bridge took auditd's stream back from a stalled
+    dispatcher in this row (hand-over rows): every hand-over after the first
+    followed one. Counted from the bridge's log, whose take-back warnings
+    are rate-limited and so undercount."""
+    if row.layout != "bridge-handover":
+        return ""
+    try:
+        log = open(os.path.join(row.root, "bridge.log")).read()
+    except OSError:
+        return ""
+    return f"; take-backs {max(log.count('handed the stream over to the dispatcher') - 1, 0)}"
 
 
 def med(xs):
