@@ -311,6 +311,45 @@ fn bad_options_are_refused_precisely() {
     }
 }
 
+/// A plugin `name` of `d` reached on a socket, retried within 100 ms when
+/// it is not there, with `extra` lines in its file; returns its output
+/// directory (created) and its socket's path.
+fn socket_plugin(d: &Dispatcher, name: &str, extra: &str) -> (PathBuf, PathBuf) {
+    let out = d.out(name);
+    std::fs::create_dir_all(&out).unwrap();
+    let sock = d.path().join(format!("run/{name}.sock"));
+    d.write_plugin(
+        name,
+        &format!(
+            "socket = \"{}\"\n{extra}[restart]\ninitial = \"20ms\"\nmax = \"100ms\"\n",
+            sock.display()
+        ),
+    );
+    (out, sock)
+}
+
+/// audisp-logfile listening on `sock` (`--fsync batch`), logging to
+/// `out/log` with its position in `out/position` and its standard error
+/// appended to `out/stderr`, with `args` besides.
+fn logfile_on(sock: &Path, out: &Path, args: &[&str]) -> Command {
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out.join("stderr"))
+        .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .args(["--fsync", "batch", "--listen"])
+        .arg(sock)
+        .arg("--state")
+        .arg(out.join("position"))
+        .arg("--file")
+        .arg(out.join("log"))
+        .stdout(Stdio::null())
+        .stderr(err);
+    cmd
+}
+
 /// Found by attack (issue 10): with `--state`, 4 of 38 random kill -9s of
 /// audisp-logfile repeated a whole batch in the log (the position was
 /// updated after the write). Here audisp-logfile, serving audispd on a
@@ -323,41 +362,22 @@ fn random_kill9_with_state_writes_every_record_exactly_once() {
     let fed = data.clone();
     let all = lines(&fed);
     let mut d = Dispatcher::new("[shutdown]\ntimeout = \"300s\"\n[stats]\ninterval = \"0\"\n");
-    let out = d.out("killed");
-    std::fs::create_dir_all(&out).unwrap();
-    let sock = d.path().join("run/killed.sock");
-    d.write_plugin(
-        "killed",
-        &format!(
-            "socket = \"{}\"\n[restart]\ninitial = \"20ms\"\nmax = \"100ms\"\n",
-            sock.display()
-        ),
-    );
+    let (out, sock) = socket_plugin(&d, "killed", "");
     let spawn = || {
-        let err = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(out.join("stderr"))
-            .unwrap();
-        let child = Command::new(BIN)
-            .args([
+        let child = logfile_on(
+            &sock,
+            &out,
+            &[
                 "--name",
                 "killed",
                 "--max-size",
                 "256K",
                 "--generations",
                 "1000",
-            ])
-            .args(["--fsync", "batch", "--listen"])
-            .arg(&sock)
-            .arg("--state")
-            .arg(out.join("position"))
-            .arg("--file")
-            .arg(out.join("log"))
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("audisp-logfile");
+            ],
+        )
+        .spawn()
+        .expect("audisp-logfile");
         Killed(child)
     };
     let live_size = || std::fs::metadata(out.join("log")).map_or(0, |m| m.len());
@@ -511,31 +531,9 @@ fn a_filtered_log_crashed_within_an_event_larger_than_a_message_writes_each_reco
           type=PROCTITLE msg=audit(1700000101.000:901): proctitle=736d616c6c\n",
     );
     let mut d = Dispatcher::new("[shutdown]\ntimeout = \"300s\"\n[stats]\ninterval = \"0\"\n");
-    let out = d.out("big");
-    std::fs::create_dir_all(&out).unwrap();
-    let sock = d.path().join("run/big.sock");
-    d.write_plugin(
-        "big",
-        &format!(
-            "socket = \"{}\"\nfilter = 'type r= SYSCALL'\n[restart]\ninitial = \"20ms\"\nmax = \"100ms\"\n",
-            sock.display()
-        ),
-    );
+    let (out, sock) = socket_plugin(&d, "big", "filter = 'type r= SYSCALL'\n");
     let spawn = |limit: Option<u64>| {
-        let err = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(out.join("stderr"))
-            .unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.args(["--name", "big", "--fsync", "batch", "--listen"])
-            .arg(&sock)
-            .arg("--state")
-            .arg(out.join("position"))
-            .arg("--file")
-            .arg(out.join("log"))
-            .stdout(Stdio::null())
-            .stderr(err);
+        let mut cmd = logfile_on(&sock, &out, &["--name", "big"]);
         if let Some(limit) = limit {
             use std::os::unix::process::CommandExt;
             // SAFETY: only setrlimit, async-signal-safe, between fork and

@@ -202,18 +202,26 @@ struct Writer {
 /// faults per million records in `benches/dispatch.sh`. A block is put here
 /// only when the ring dropped it and no reader holds it any more
 /// (`Arc::try_unwrap`), so no reader can ever see a block being refilled.
-#[derive(Default)]
 struct BlockPool {
     /// Newest last.
     spare: VecDeque<Block>,
-    /// Memory the spare blocks take ([`Block::memory`]).
-    bytes: u64,
+    /// Most memory the spare blocks may take ([`Block::memory`]): an eighth
+    /// of the in-memory ring's size, beside the ring.
+    max_bytes: u64,
 }
 
 impl BlockPool {
     /// Blocks kept at most; an append evicts about one block, so two would
     /// do at a steady rate.
     const MAX_BLOCKS: usize = 4;
+
+    /// An empty pool for a journal whose ring may take `memory` bytes.
+    fn new(memory: u64) -> BlockPool {
+        BlockPool {
+            spare: VecDeque::new(),
+            max_bytes: memory / 8,
+        }
+    }
 
     /// An empty block with room for `len` bytes: a spare one whose buffer is
     /// at least that large and at most twice as large, or a new one with an
@@ -223,7 +231,6 @@ impl BlockPool {
         let fits = |b: &Block| b.bytes.capacity() >= len && b.bytes.capacity() <= 2 * len;
         if let Some(i) = self.spare.iter().rposition(fits) {
             if let Some(mut b) = self.spare.remove(i) {
-                self.bytes -= b.memory();
                 b.bytes.clear();
                 b.offsets.clear();
                 b.offsets.reserve(entries);
@@ -238,16 +245,13 @@ impl BlockPool {
     }
 
     /// Keeps `block` for a later append, dropping the oldest spares beyond
-    /// `MAX_BLOCKS` or `max_bytes` (the journal keeps at most an eighth of
-    /// its in-memory ring's size here, beside the ring).
-    fn put(&mut self, block: Block, max_bytes: u64) {
-        self.bytes += block.memory();
+    /// `MAX_BLOCKS` or `max_bytes`.
+    fn put(&mut self, block: Block) {
         self.spare.push_back(block);
-        while self.spare.len() > Self::MAX_BLOCKS || self.bytes > max_bytes {
-            match self.spare.pop_front() {
-                Some(b) => self.bytes -= b.memory(),
-                None => break,
-            }
+        while self.spare.len() > Self::MAX_BLOCKS
+            || self.spare.iter().map(Block::memory).sum::<u64>() > self.max_bytes
+        {
+            self.spare.pop_front();
         }
     }
 }
@@ -298,7 +302,7 @@ impl Journal {
                         next_seq: found.next_seq,
                         unsynced: Vec::new(),
                         dir_unsynced: false,
-                        pool: BlockPool::default(),
+                        pool: BlockPool::new(limits.memory),
                     },
                 )
             }
@@ -315,7 +319,7 @@ impl Journal {
                         next_seq: 1,
                         unsynced: Vec::new(),
                         dir_unsynced: false,
-                        pool: BlockPool::default(),
+                        pool: BlockPool::new(limits.memory),
                     },
                 )
             }
@@ -428,7 +432,7 @@ impl Journal {
             // Leave the segment as it was, so that it stays a clean sequence
             // of whole entries; the caller keeps the records and retries.
             let _ = writer.file.set_len(writer.size);
-            writer.pool.put(block, self.shared.limits.memory / 8);
+            writer.pool.put(block);
             return Err(e);
         }
         writer.size += bytes.len() as u64;
@@ -452,7 +456,7 @@ impl Journal {
                     // A block a reader still holds is freed when the last
                     // reader drops it; only one nobody can see is refilled.
                     if let Ok(old) = Arc::try_unwrap(old) {
-                        writer.pool.put(old, self.shared.limits.memory / 8);
+                        writer.pool.put(old);
                     }
                 }
             }

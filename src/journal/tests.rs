@@ -394,22 +394,27 @@ fn skip_to_numbers_on_from_there_also_after_reopening() {
     assert_eq!(j.end(), 1);
 }
 
-/// (buffer address, capacity) of each block kept for refilling.
+/// A block's buffer: its address and capacity.
+fn buffer(b: &Block) -> (usize, usize) {
+    (b.bytes.as_ptr() as usize, b.bytes.capacity())
+}
+
+/// The buffer of each block kept for refilling.
 fn spare_blocks(j: &Journal) -> Vec<(usize, usize)> {
     lock(&j.shared.writer)
         .pool
         .spare
         .iter()
-        .map(|b| (b.bytes.as_ptr() as usize, b.bytes.capacity()))
+        .map(buffer)
         .collect()
 }
 
-/// (buffer address, capacity) of each block in the ring, oldest first.
+/// The buffer of each block in the ring, oldest first.
 fn ring_blocks_of(j: &Journal) -> Vec<(usize, usize)> {
     read_lock(&j.shared.ring)
         .blocks
         .iter()
-        .map(|b| (b.bytes.as_ptr() as usize, b.bytes.capacity()))
+        .map(|b| buffer(b))
         .collect()
 }
 
