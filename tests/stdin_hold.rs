@@ -20,7 +20,7 @@ use support::dispatcher::{
 
 /// How soon the last records of a burst must reach the plugin once the
 /// writer is done: far more than a held batch waits
-/// (`coalesce::HOLD_TIME`, 400 µs), far less than the quiet second after
+/// (`coalesce::HOLD_TIME`, 1 ms), far less than the quiet second after
 /// which an idle reader looks at its input again.
 const END_OF_BURST_LIMIT: Duration = Duration::from_millis(500);
 

@@ -286,6 +286,7 @@ pub fn read_stdin(
         }
         let end = held + n;
         let all = &buf[..end];
+        let before = spans.len();
         decoder.feed(&all[held..], &mut |item| {
             on_item(item, all, &mut texts, &mut spans)
         });
@@ -299,7 +300,8 @@ pub fn read_stdin(
                 framing_logged = true;
             }
         }
-        let step = coalescer.step(n, READ_CHUNK, held, Instant::now());
+        let writes = spans.len() - before;
+        let step = coalescer.step(n, writes, READ_CHUNK, held, Instant::now());
         if step.hand_on {
             submit(&buf[..held], &mut texts, &mut spans);
             held = 0;
@@ -698,7 +700,8 @@ fn serve_input(
         // a short nap, share one journal sync and one (cumulative)
         // acknowledgement.
         if stored.is_some() {
-            coalescer.after_read(n);
+            // One message is one write of the input's.
+            coalescer.after_read(n, 1);
         }
         let mut more = 0;
         while stored.is_some() && more < MESSAGES_PER_ACK {

@@ -222,6 +222,7 @@ pub fn serve_stream(
         } else {
             decoder.feed(got, &mut |item| take(item, got, &mut decoded, &counters));
         }
+        let writes = decoded.spans.len();
         journal(ctx, id, got, &mut decoded, &mut pos)?;
         peeked += n as u64;
         // Every record numbered ends before the resume offset (at the end
@@ -248,7 +249,7 @@ pub fn serve_stream(
             );
             return release(conn, &mut pos);
         }
-        coalescer.after_read(n);
+        coalescer.after_read(n, writes);
     }
 }
 

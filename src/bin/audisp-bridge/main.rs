@@ -406,9 +406,11 @@ fn read_input(relay: &Relay, format: InputFormat, hand_over: bool, sfd: &SignalF
         }
         consumed += n as u64;
         last_read = Instant::now();
+        let before = batch.records.len();
         decoder.feed(&buf[..n], &mut |i| on_item(i, &mut batch));
+        let writes = batch.records.len() - before;
         batch.store(relay);
-        coalescer.after_read(n);
+        coalescer.after_read(n, writes);
     }
     decoder.input_idle(&mut |i| on_item(i, &mut batch));
     batch.store(relay);
