@@ -188,6 +188,19 @@ rm -r "$d"
     return run_timed(["sh", "-c", script, "sh", path, tmp])
 
 
+def chunks(path, size):
+    """The file's bytes, read `size` at a time into one buffer (each chunk is
+    a view of it, valid until the next)."""
+    buf = bytearray(size)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                return
+            yield view[:n]
+
+
 def socket_copy(path):
     """The file through a unix stream socket, 64 KiB reads and writes, in a
     second process; returns (wall, CPU of both processes)."""
@@ -202,20 +215,40 @@ def socket_copy(path):
         os._exit(0)
     b.close()
     before = os.times()
-    buf = bytearray(65536)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                break
-            a.sendall(view[:n])
+    for chunk in chunks(path, 65536):
+        a.sendall(chunk)
     a.close()
     _, _, ru = os.wait4(pid, 0)
     wall = time.monotonic() - t0
     after = os.times()
     own = (after.user - before.user) + (after.system - before.system)
     return wall, own + ru.ru_utime + ru.ru_stime
+
+
+def file_writes(path, tmp):
+    """The file written into a new file beside the journals (256 KiB writes,
+    as the journal's appends go into pages the page cache must first take),
+    then written again over that file (pages already cached); returns
+    ((wall, CPU) new, (wall, CPU) overwrite). The file is removed after."""
+    out = os.path.join(tmp, "file-write.baseline")
+    figures = []
+    try:
+        for flags in (os.O_CREAT | os.O_EXCL, 0):
+            fd = os.open(out, os.O_WRONLY | flags, 0o600)
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            t0 = time.monotonic()
+            try:
+                for chunk in chunks(path, 256 << 10):
+                    os.write(fd, chunk)
+            finally:
+                os.close(fd)
+            wall = time.monotonic() - t0
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            figures.append((wall, (after.ru_utime - before.ru_utime)
+                            + (after.ru_stime - before.ru_stime)))
+    finally:
+        os.unlink(out)
+    return figures[0], figures[1]
 
 
 def proc_sample(pid):
@@ -451,12 +484,15 @@ def main():
         if shm:
             cases.append(dict(key="tmpfs", name="  same, journal on tmpfs (no disk)",
                               sync="batch", shutdown="300s", down=False, shm=True))
-        base = {"cat": [], "tee": [], "sock": []}
+        base = {"cat": [], "tee": [], "sock": [], "fresh": [], "over": []}
         res = {c["key"]: [] for c in cases}
         for r in range(runs):
             base["cat"].append(cat_cat(records))
             base["tee"].append(tee4(records, tmp))
             base["sock"].append(socket_copy(records))
+            fresh, over = file_writes(records, tmp)
+            base["fresh"].append(fresh)
+            base["over"].append(over)
             for c in cases:
                 fig = run_audispd(c, records, n, tmp, shm if c["shm"] else None)
                 res[c["key"]].append(fig)
@@ -480,7 +516,9 @@ def main():
         print(hdr)
         for key, name in (("cat", "cat f | cat > /dev/null"),
                           ("tee", "cat f | tee to 4 readers"),
-                          ("sock", "unix stream socket copy, 64 KiB")):
+                          ("sock", "unix stream socket copy, 64 KiB"),
+                          ("fresh", "file write, new file (fresh pages)"),
+                          ("over", "file write, over the same file")):
             walls = [w for w, _ in base[key]]
             cpus = [c for _, c in base[key]]
             print(f"  {name:<40} {summary(walls, f2):<22} "
