@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
         --records) records=$2; shift ;;
         --runs) runs=$2; shift ;;
         --no-build) build=0 ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "filter.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
