@@ -3,7 +3,8 @@
 # records/s, CPU µs per record of every process, auditd's rate against a
 # `cat`-like plugin alone, and latency to the plugin from the audited system
 # call and from auditd's write of the record (a shim preloaded into auditd
-# stamps its writes). See benches/README.md for what each column means.
+# stamps its writes), and the kernel's floor under the stdin and hand-over
+# rows (FLOOR_C). See benches/README.md for what each column means.
 #
 # Usage: benches/live.sh [--runs N] [--events N] [--bin DIR]... [--auditd DIR] [--no-build] [--keep]
 #   --runs N     repetitions of every row, interleaved (default 1)
@@ -34,7 +35,7 @@ build=1
 for a in "$@"; do
     case "$a" in
         --no-build) build=0 ;;
-        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     esac
 done
 for tool in python3 cc; do
@@ -278,6 +279,127 @@ ssize_t writev(int fd, const struct iovec *iov, int cnt) {
     return syscall(SYS_writev, fd, iov, cnt);
 }
 """
+
+# The kernel's floor under the live path on this machine, measured in the
+# same run: what a 1 ms timed nap costs a thread in CPU (arming the timer and
+# the switches around it), what waking a thread asleep in poll() costs the
+# waker and the woken, and per record of RECORD_BYTES written one write()
+# each (as auditd writes, RECORDS_PER_MS a millisecond so the socket never
+# fills), what taking it out of a unix stream socket in 1 ms rounds costs:
+# peeked, then removed (hand-over: audispd peeks, the bridge removes), or
+# read (stdin). Prints "key value" pairs, µs of thread CPU.
+FLOOR_C = r"""
+#define _GNU_SOURCE
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+static double cpu_us(void) {
+    struct timespec t; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return t.tv_sec * 1e6 + t.tv_nsec / 1e3;
+}
+static void nap_1ms(void) {
+    struct timespec ts = { 0, 1000000 }; clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
+}
+static int efd; static volatile int woken, stopping; static double woken_cpu;
+static void *sleeper(void *arg) {
+    (void)arg; double t0 = cpu_us();
+    for (;;) {
+        struct pollfd p = { efd, POLLIN, 0 }; uint64_t v;
+        if (poll(&p, 1, -1) < 0 || read(efd, &v, 8) != 8) continue;
+        if (stopping) break;
+        woken++;
+    }
+    woken_cpu = cpu_us() - t0;
+    return NULL;
+}
+static void stream(long n, int size, int per_ms, int peek, double *peek_us, double *take_us) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) { perror("socketpair"); exit(1); }
+    pid_t pid = fork();
+    if (pid < 0) { perror("fork"); exit(1); }
+    if (pid == 0) {
+        close(sv[1]);
+        char *rec = malloc(size); memset(rec, 'a', size - 1); rec[size - 1] = '\n';
+        struct timespec due; clock_gettime(CLOCK_MONOTONIC, &due);
+        for (long i = 0; i < n; i++) {
+            if (write(sv[0], rec, size) != size) _exit(1);
+            if (i % per_ms == per_ms - 1) {
+                due.tv_nsec += 1000000;
+                if (due.tv_nsec >= 1000000000) { due.tv_sec++; due.tv_nsec -= 1000000000; }
+                clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL);
+            }
+        }
+        _exit(0);
+    }
+    close(sv[0]);
+    int zero = 0;
+    if (peek && setsockopt(sv[1], SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof zero)) { perror("SO_PEEK_OFF"); exit(1); }
+    static char buf[1 << 20];
+    long total = n * size, got = 0; double tp = 0, tt = 0;
+    while (got < total) {
+        nap_1ms();
+        double t = cpu_us();
+        ssize_t k = recv(sv[1], buf, sizeof buf, MSG_DONTWAIT | (peek ? MSG_PEEK : 0));
+        double u = cpu_us();
+        if (k <= 0) continue;
+        if (peek) {
+            tp += u - t;
+            for (ssize_t r = 0; r < k;) {
+                ssize_t m = recv(sv[1], buf, k - r, 0);
+                if (m <= 0) { perror("recv"); exit(1); }
+                r += m;
+            }
+            tt += cpu_us() - u;
+        } else {
+            tt += u - t;
+        }
+        got += k;
+    }
+    int st; waitpid(pid, &st, 0); close(sv[1]);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) { fprintf(stderr, "writer failed\n"); exit(1); }
+    *peek_us = tp / n; *take_us = tt / n;
+}
+int main(int argc, char **argv) {
+    if (argc != 4) return 2;
+    long n = atol(argv[1]); int size = atoi(argv[2]), per_ms = atoi(argv[3]);
+    const int rounds = 1000;
+    double t0 = cpu_us();
+    for (int i = 0; i < rounds; i++) nap_1ms();
+    double nap = (cpu_us() - t0) / rounds;
+    efd = eventfd(0, EFD_CLOEXEC);
+    pthread_t th;
+    if (efd < 0 || pthread_create(&th, NULL, sleeper, NULL)) { perror("eventfd thread"); return 1; }
+    double waker = 0; uint64_t one = 1;
+    for (int i = 0; i < rounds; i++) {
+        nap_1ms();
+        double t = cpu_us();
+        if (write(efd, &one, 8) != 8) return 1;
+        waker += cpu_us() - t;
+    }
+    nap_1ms();
+    stopping = 1;
+    if (write(efd, &one, 8) != 8) return 1;
+    pthread_join(th, NULL);
+    double peek, remove, unused, rd;
+    stream(n, size, per_ms, 1, &peek, &remove);
+    stream(n, size, per_ms, 0, &unused, &rd);
+    printf("nap %.3f waker %.3f woken %.3f peek %.3f remove %.3f read %.3f\n",
+           nap, waker / rounds, woken_cpu / (woken ? woken : 1), peek, remove, rd);
+    return 0;
+}
+"""
+# Record size and pace of FLOOR_C's stream: about the mean of the load's
+# records (SYSCALL, PROCTITLE, EOE), at about auditd's full rate here.
+RECORD_BYTES = 160
+RECORDS_PER_MS = 70
 
 AUDITD_CONF = """local_events = yes
 write_logs = yes
@@ -667,7 +789,8 @@ def main():
     tmp = tempfile.mkdtemp(prefix="audisp-live.")
     os.chmod(tmp, 0o700)
     tools = {}
-    for name, src in (("spin", SPIN_C), ("tsplug", TSPLUG_C), ("wstamp", WSTAMP_C)):
+    for name, src in (("spin", SPIN_C), ("tsplug", TSPLUG_C), ("wstamp", WSTAMP_C),
+                      ("floor", FLOOR_C)):
         c = os.path.join(tmp, f"{name}.c")
         open(c, "w").write(src)
         tools[name] = os.path.join(tmp, name)
@@ -675,7 +798,7 @@ def main():
             tools[name] += ".so"
             run("cc", "-O2", "-shared", "-fPIC", "-o", tools[name], c)
         else:
-            run("cc", "-O2", "-o", tools[name], c)
+            run("cc", "-O2", "-pthread", "-o", tools[name], c)
         os.chmod(tools[name], 0o750)
     rules = [["-a", "never,user", "-F", f"auid!={AUID}"],
              ["-a", "always,exit", "-F", "arch=b64", "-S", "getppid", "-F", f"auid={AUID}",
@@ -692,6 +815,7 @@ def main():
             if layout in opts["layouts"]:
                 rows_spec.append((f"{layout} {tag}".strip(), layout, b))
     results = {name: [] for name, _, _ in rows_spec}
+    floors = []
     miscounts = []
     print(f"auditd {AUDITD['version']} ({AUDITD['auditd']}), {AUDITD['framing']} binary frames", flush=True)
     print(f"load before: {os.getloadavg()}", flush=True)
@@ -701,6 +825,7 @@ def main():
             run(AUDITD["auditctl"], *r)
             added.append(r)
         for i in range(opts["runs"]):
+            floors.append(measure_floor(tools))
             for name, layout, b in rows_spec:
                 row = Row(tmp, name, layout, b, opts["keep"])
                 try:
@@ -719,8 +844,10 @@ def main():
                     if p["records"] != p["want"]:
                         miscounts.append(f"run {i + 1} {name} {label}: {p['records']} records, "
                                          f"want {p['want']} ({p['queue']})")
-                print(f"run {i + 1} {name}: {full['records'] / full['secs']:.0f} rec/s; after the row, "
-                      f"{r1['queue']}{take_backs(row)}", flush=True)
+                w50 = (f"; p99 from auditd's write @50k/s {r50['written']['p99'] / 1e3:.2f} ms"
+                       if r50["written"] else "")
+                print(f"run {i + 1} {name}: {full['records'] / full['secs']:.0f} rec/s{w50}; after the"
+                      f" row, {r1['queue']}{take_backs(row)}", flush=True)
     finally:
         for r in reversed(added):
             subprocess.run([AUDITD["auditctl"], "-d"] + r[1:], capture_output=True)
@@ -736,6 +863,45 @@ def main():
     print(f"records: {phases - len(miscounts)} of {phases} phases delivered exactly what the "
           "spinner caused" + "".join(f"\n  {m}" for m in miscounts))
     print_table(rows_spec, results)
+    print_floor(rows_spec, results, floors)
+
+
+def measure_floor(tools):
+    """One run of FLOOR_C: {what: µs of CPU}."""
+    out = subprocess.run([tools["floor"], str(RECORDS_PER_MS * 1000), str(RECORD_BYTES),
+                          str(RECORDS_PER_MS)], check=True, capture_output=True, text=True).stdout
+    words = out.split()
+    return {k: float(v) for k, v in zip(words[::2], words[1::2])}
+
+
+# The threads a 1 ms round of each layout wakes besides the reader's own
+# timed nap, and how it takes auditd's records out of the socket.
+FLOOR_LAYOUTS = {
+    "stdin": (1, ("read",), "read + (nap + wake of the sender) / records per round"),
+    "bridge-handover": (2, ("peek", "remove"),
+                        "peek + remove + (nap + wakes of the sender and the bridge's relay)"
+                        " / records per round"),
+}
+
+
+def print_floor(rows_spec, results, floors):
+    """The kernel's floor under the stdin and hand-over rows (FLOOR_C's
+    figures, medians of the runs): the least CPU a record can cost those
+    layouts at the row's full rate in 1 ms rounds, before any parsing,
+    journaling, encoding or writing to the plugin."""
+    f = {k: med([x[k] for x in floors]) for k in floors[0]}
+    print(f"kernel floor, this machine (median of {len(floors)}): a 1 ms timed nap {f['nap']:.1f} µs"
+          f" of CPU; waking a thread asleep in poll() {f['waker']:.1f} µs (waker) +"
+          f" {f['woken']:.1f} µs (woken); per record of {RECORD_BYTES} bytes written one write()"
+          f" each: read {f['read']:.2f} µs, peek {f['peek']:.2f} + remove {f['remove']:.2f} µs")
+    for name, layout, _ in rows_spec:
+        if layout not in FLOOR_LAYOUTS:
+            continue
+        wakes, takes, how = FLOOR_LAYOUTS[layout]
+        per_round = med([fr["records"] / fr["secs"] for fr, _, _ in results[name]]) / 1000
+        round_us = f["nap"] + wakes * (f["waker"] + f["woken"])
+        least = sum(f[t] for t in takes) + round_us / per_round
+        print(f"  {name:<22} at least {least:.2f} µs/record ({per_round:.0f} records per round: {how})")
 
 
 def take_backs(row):
