@@ -898,7 +898,7 @@ def print_floor(rows_spec, results, floors):
         if layout not in FLOOR_LAYOUTS:
             continue
         wakes, takes, how = FLOOR_LAYOUTS[layout]
-        per_round = med([fr["records"] / fr["secs"] for fr, _, _ in results[name]]) / 1000
+        per_round = full_rate(results, name) / 1000
         round_us = f["nap"] + wakes * (f["waker"] + f["woken"])
         least = sum(f[t] for t in takes) + round_us / per_round
         print(f"  {name:<22} at least {least:.2f} µs/record ({per_round:.0f} records per round: {how})")
@@ -922,11 +922,13 @@ def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+def full_rate(results, name):
+    """A row's records/s in its full-rate phase, median of the runs."""
+    return med([f["records"] / f["secs"] for f, _, _ in results[name]])
+
+
 def print_table(rows_spec, results):
     procs = ["auditd", "bridge", "audispd", "plugin"]
-
-    def rate(name):
-        return med([f["records"] / f["secs"] for f, _, _ in results[name]])
 
     def cpu(name, p):
         vals = [f["cpu"][p] / 1e3 / f["records"] for f, _, _ in results[name] if p in f["cpu"]]
@@ -954,7 +956,8 @@ def print_table(rows_spec, results):
             lat += "  " + cell.ljust(24)
         aud = f"{sum(audisp):11.2f}" if audisp else f"{'-':>11}"
         over = f"{sum(audisp) - cpu(ceiling, 'plugin'):13.2f}" if audisp else f"{'-':>13}"
-        print(f"{name:<22}{rate(name):9.0f}{100 * rate(name) / rate(ceiling):6.0f}%" + "".join(cells)
+        rate = full_rate(results, name)
+        print(f"{name:<22}{rate:9.0f}{100 * rate / full_rate(results, ceiling):6.0f}%" + "".join(cells)
               + aud + over + lat)
     print("% cat and over cat µs (audisp µs less the cat row's plugin µs) are against the cat row"
           " of the same input format (binary rows: cat binary, when run)")
