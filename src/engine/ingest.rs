@@ -529,14 +529,23 @@ impl Ingest {
         // the counters never show more stored than read.
         stats::add(&counters.records, accepted);
         stats::add(&counters.bytes, bytes);
+        // Plugins waiting for records whose work this thread does itself,
+        // once it holds no lock (`journal::wakeup`).
+        let mut deferred = None;
         if blocked {
             self.queue(&mut st, id, entries, now);
-        } else if let Err(e) = self.journal.append(&entries) {
-            self.report_error(&mut st, &e);
-            self.queue(&mut st, id, entries, now);
         } else {
-            let src = &mut st.sources[id as usize];
-            src.committed = src.committed.max(top);
+            match self.journal.append_deferring(&entries) {
+                Err(e) => {
+                    self.report_error(&mut st, &e);
+                    self.queue(&mut st, id, entries, now);
+                }
+                Ok((_, owners)) => {
+                    deferred = Some(owners);
+                    let src = &mut st.sources[id as usize];
+                    src.committed = src.committed.max(top);
+                }
+            }
         }
         let src = &st.sources[id as usize];
         let submitted = Submitted {
@@ -545,6 +554,9 @@ impl Ingest {
             pending: !st.pending.is_empty(),
         };
         drop(st);
+        if let Some(owners) = deferred {
+            owners.run();
+        }
         if let Some((input, l)) = loop_warning {
             // Outside the lock: naming the plugins takes the engine's.
             let forwarders = self.forwarders.get().map_or_else(Vec::new, |f| f(&input));

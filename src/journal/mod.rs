@@ -31,17 +31,18 @@
 pub mod entry;
 mod reader;
 mod segment;
+mod wakeup;
 
 pub use crate::journal_id::JournalId;
 pub use entry::{EntryRef, NewEntry, Origin};
 pub use reader::{LostReason, ReadOutcome, Reader, Step};
+pub use wakeup::{Deferred, HandOff, Wakeup, HANDOFF_BYTES};
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 use segment::SegmentInfo;
@@ -118,64 +119,6 @@ pub struct Appended {
     pub evicted_before: Option<u64>,
     /// Bytes the entries take in the journal (headers included).
     pub bytes: u64,
-}
-
-/// A wake-up a reader's owner registers to learn that new entries arrived.
-///
-/// It is an eventfd, so a thread that waits in `poll(2)` for its socket can
-/// wait for new records in the same call. The journal only writes to it when
-/// the owner said it is about to wait ([`Wakeup::arm`]), so a busy reader costs
-/// no system call per append.
-#[derive(Debug)]
-pub struct Wakeup {
-    fd: OwnedFd,
-    armed: AtomicBool,
-}
-
-impl Wakeup {
-    /// A wake-up of one's own, not tied to the journal (for control
-    /// requests, shutdown, and the like).
-    pub fn new() -> io::Result<Self> {
-        let fd = nix::sys::eventfd::EventFd::from_value_and_flags(
-            0,
-            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
-        )?;
-        Ok(Wakeup {
-            fd: fd.into(),
-            armed: AtomicBool::new(false),
-        })
-    }
-
-    /// The descriptor to poll for readability.
-    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        use std::os::fd::AsFd;
-        self.fd.as_fd()
-    }
-
-    /// Says the owner is about to wait. Check for new entries after arming
-    /// and before waiting, or an append in between could be missed.
-    pub fn arm(&self) {
-        self.armed.store(true, Ordering::SeqCst);
-    }
-
-    /// Consumes a pending wake-up after `poll` reported one.
-    pub fn clear(&self) {
-        let mut buf = [0u8; 8];
-        // EAGAIN (nothing pending) is fine: the wake-up was already consumed.
-        let _ = nix::unistd::read(&self.fd, &mut buf);
-    }
-
-    /// Wakes the owner (also used by others, e.g. to say "reload").
-    pub fn wake(&self) {
-        // A full counter (EAGAIN) still means "readable": nothing to do.
-        let _ = nix::unistd::write(&self.fd, &1u64.to_ne_bytes());
-    }
-
-    fn wake_if_armed(&self) {
-        if self.armed.swap(false, Ordering::SeqCst) {
-            self.wake();
-        }
-    }
 }
 
 struct Writer {
@@ -404,6 +347,25 @@ impl Journal {
     /// Appends entries and publishes them to readers. Returns the sequence
     /// numbers they got. On a write error nothing is appended.
     pub fn append(&self, entries: &[NewEntry<'_>]) -> io::Result<Appended> {
+        // Dropped at once: every owner taken over is woken.
+        self.append_deferring(entries).map(|(appended, _)| appended)
+    }
+
+    /// [`Journal::append`], but a small batch's waiting readers that lent
+    /// their owners' work are not woken: the caller does their work with
+    /// [`Deferred::run`] once it holds no lock of its own (see [`wakeup`]).
+    pub fn append_deferring(&self, entries: &[NewEntry<'_>]) -> io::Result<(Appended, Deferred)> {
+        let appended = self.append_quietly(entries)?;
+        let mut deferred = Deferred::default();
+        if !appended.seqs.is_empty() {
+            let small = appended.bytes <= HANDOFF_BYTES;
+            self.wake_readers(small.then_some(&mut deferred));
+        }
+        Ok((appended, deferred))
+    }
+
+    /// Appends entries without waking anyone.
+    fn append_quietly(&self, entries: &[NewEntry<'_>]) -> io::Result<Appended> {
         if entries.is_empty() {
             let end = self.end();
             return Ok(Appended {
@@ -463,7 +425,6 @@ impl Journal {
         }
         self.shared.end.store(end_seq, Ordering::Release);
         drop(writer);
-        self.wake_readers();
         Ok(Appended {
             seqs: first_seq..end_seq,
             evicted_before,
@@ -637,10 +598,12 @@ impl Journal {
         Ok(w)
     }
 
-    fn wake_readers(&self) {
+    /// Wakes the readers' owners that wait for entries, or hands them to
+    /// `deferred` when they lent their work (see [`wakeup`]).
+    fn wake_readers(&self, mut deferred: Option<&mut Deferred>) {
         let list = lock(&self.shared.wakeups);
         for w in list.iter().filter_map(Weak::upgrade) {
-            w.wake_if_armed();
+            w.wake_if_armed(deferred.as_deref_mut());
         }
     }
 

@@ -341,10 +341,6 @@ fn armed_wakeups_fire_once() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 1 << 20)).unwrap();
     let w = j.wakeup().unwrap();
-    let readable = |w: &Wakeup| {
-        let mut fds = [nix::poll::PollFd::new(w.fd(), nix::poll::PollFlags::POLLIN)];
-        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap() == 1
-    };
     append_n(&j, 1, 1, 1);
     assert!(!readable(&w), "not armed: no wake-up");
     w.arm();
@@ -353,6 +349,182 @@ fn armed_wakeups_fire_once() {
     w.clear();
     append_n(&j, 3, 1, 1);
     assert!(!readable(&w), "disarmed by the first wake-up");
+}
+
+fn readable(w: &Wakeup) -> bool {
+    let mut fds = [nix::poll::PollFd::new(w.fd(), nix::poll::PollFlags::POLLIN)];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap() == 1
+}
+
+/// Entries `from..from + n` of `len` bytes each, appended in one batch
+/// with [`Journal::append_deferring`].
+fn append_deferring(j: &Journal, from: u64, n: u64, len: usize) -> Deferred {
+    let texts: Vec<Vec<u8>> = (from..from + n)
+        .map(|i| vec![b'a' + (i % 26) as u8; len])
+        .collect();
+    let entries: Vec<NewEntry<'_>> = texts
+        .iter()
+        .zip(from..)
+        .map(|(t, i)| NewEntry {
+            event: i,
+            source_seq: i,
+            rtype: 1300,
+            source: 1,
+            flags: flags::ENDS_EVENT,
+            origin: None,
+            text: t.into(),
+        })
+        .collect();
+    let (a, deferred) = j.append_deferring(&entries).unwrap();
+    assert_eq!(a.seqs, from..from + n);
+    deferred
+}
+
+/// Work lent by an owner: reads what was appended, as a plugin's sender
+/// does, and says whether the owner may go on waiting.
+struct Reading<'a> {
+    wake: &'a Wakeup,
+    reader: Reader,
+    got: Vec<u64>,
+    /// What `take_over` answers once it has read.
+    stay_asleep: bool,
+}
+
+impl HandOff for Reading<'_> {
+    fn take_over(&mut self) -> bool {
+        let got = &mut self.got;
+        self.reader
+            .read(1 << 20, &mut |e| {
+                got.push(e.seq);
+                Step::Next
+            })
+            .unwrap();
+        self.wake.arm();
+        self.stay_asleep && self.reader.caught_up()
+    }
+}
+
+#[test]
+fn an_appender_does_lent_work_in_the_waiting_owners_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 8 << 20)).unwrap();
+    let w = j.wakeup().unwrap();
+    let mut work = Reading {
+        wake: &w,
+        reader: j.reader(1),
+        got: Vec::new(),
+        stay_asleep: true,
+    };
+    w.arm();
+    w.while_lent(&mut work, || {
+        append_deferring(&j, 1, 3, 100).run();
+        assert!(!readable(&w), "the appender did the work: no wake-up");
+        append_deferring(&j, 4, 2, 100).run();
+        assert!(!readable(&w), "the work re-armed itself and was done again");
+    });
+    assert_eq!(work.got, vec![1, 2, 3, 4, 5]);
+
+    // A batch above HANDOFF_BYTES wakes the owner, whose work stays undone.
+    w.arm();
+    w.while_lent(&mut work, || {
+        let big = (HANDOFF_BYTES / 1000) + 1;
+        let deferred = append_deferring(&j, 6, big, 1000);
+        assert!(readable(&w), "a large batch wakes the owner at once");
+        deferred.run();
+    });
+    assert_eq!(work.got.len(), 5);
+    w.clear();
+    assert_eq!(work.reader.next_seq(), 6);
+}
+
+#[test]
+fn an_owner_is_woken_when_its_work_asks_or_is_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 8 << 20)).unwrap();
+    let w = j.wakeup().unwrap();
+    let mut work = Reading {
+        wake: &w,
+        reader: j.reader(1),
+        got: Vec::new(),
+        stay_asleep: false,
+    };
+    w.arm();
+    w.while_lent(&mut work, || {
+        append_deferring(&j, 1, 2, 100).run();
+        assert!(readable(&w), "the work asked for its owner");
+    });
+    assert_eq!(work.got, vec![1, 2]);
+    w.clear();
+
+    // Deferred but never run (dropped): the owner is woken all the same.
+    work.stay_asleep = true;
+    w.arm();
+    w.while_lent(&mut work, || {
+        drop(append_deferring(&j, 3, 1, 100));
+        assert!(readable(&w));
+    });
+    assert_eq!(work.got, vec![1, 2], "dropped, not run");
+    w.clear();
+
+    // Run after the owner took its work back: it is woken, nothing is run.
+    w.arm();
+    let deferred = w.while_lent(&mut work, || append_deferring(&j, 4, 1, 100));
+    deferred.run();
+    assert!(readable(&w));
+    assert_eq!(work.got, vec![1, 2]);
+    w.clear();
+
+    // Plain appends never take a wake-up over.
+    w.arm();
+    w.while_lent(&mut work, || {
+        append_n(&j, 5, 1, 1);
+        assert!(readable(&w));
+    });
+    assert_eq!(work.got, vec![1, 2]);
+}
+
+#[test]
+fn lent_work_is_taken_back_only_once_an_appender_is_done_with_it() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Barrier;
+    /// Work that holds the appender until told to finish.
+    struct Slow<'a> {
+        started: &'a Barrier,
+        finish: &'a Barrier,
+        done: &'a AtomicBool,
+    }
+    impl HandOff for Slow<'_> {
+        fn take_over(&mut self) -> bool {
+            self.started.wait();
+            self.finish.wait();
+            self.done.store(true, Ordering::SeqCst);
+            true
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 8 << 20)).unwrap();
+    let w = j.wakeup().unwrap();
+    let (started, finish, done) = (Barrier::new(2), Barrier::new(2), AtomicBool::new(false));
+    let mut work = Slow {
+        started: &started,
+        finish: &finish,
+        done: &done,
+    };
+    w.arm();
+    std::thread::scope(|s| {
+        w.while_lent(&mut work, || {
+            let deferred = append_deferring(&j, 1, 1, 100);
+            s.spawn(move || deferred.run());
+            started.wait();
+            // The appender runs the work now: the owner's wait ends, and
+            // taking the work back must wait for the appender.
+            s.spawn(|| finish.wait());
+        });
+        assert!(
+            done.load(Ordering::SeqCst),
+            "taken back before the appender was done"
+        );
+    });
 }
 
 #[test]

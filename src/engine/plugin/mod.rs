@@ -307,7 +307,7 @@ pub fn start(
 
 /// One connection's delivery, native or stock: what the sender's loop asks
 /// of it. The delivery owns the connection's socket.
-trait Delivery {
+trait Delivery: Send {
     /// The socket, to wait on.
     fn socket(&self) -> BorrowedFd<'_>;
 
@@ -337,6 +337,13 @@ trait Delivery {
     /// The sender skipped records (overflow): events the delivery was
     /// assembling lost their beginning.
     fn forget_partial(&mut self);
+
+    /// Whether an appender may fill the plugin in the sender's place while
+    /// the sender waits for records (`sender::Lent`): true where filling is
+    /// all a round does, the plugin saying nothing back.
+    fn lendable(&self) -> bool {
+        false
+    }
 }
 
 /// What a delivery asks of the sender that runs it: the journal reader,

@@ -4,7 +4,7 @@
 //! connection: reconnecting with back-off, the overflow policy, suspension,
 //! stop and drain requests, and the plugin's cursor.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use crate::engine::settings::{DeliveryMode, Overflow, PluginFormat, PluginSettin
 use crate::engine::stats::{self, DropReason};
 use crate::engine::subscription::Subscription;
 use crate::format::drop_fields::DropFields;
-use crate::journal::{LostReason, Reader};
+use crate::journal::{HandOff, LostReason, Reader};
 use crate::protocol::{self, CommandStatus, Hello, Mode, Notice};
 use crate::uds;
 
@@ -584,31 +584,55 @@ impl Sender {
                 }
             }
             let wait = d.patience();
-            let mut fds = vec![
-                PollFd::new(
-                    d.socket(),
-                    if want_out {
-                        PollFlags::POLLIN | PollFlags::POLLOUT
-                    } else {
-                        PollFlags::POLLIN
-                    },
-                ),
-                PollFd::new(self.handle.wake.fd(), PollFlags::POLLIN),
-            ];
-            if let Some(c) = child.as_ref() {
-                fds.push(PollFd::new(c.pidfd(), PollFlags::POLLIN));
-            }
-            match nix::poll::poll(&mut fds, timeout(wait)) {
+            let sock_flags = if want_out {
+                PollFlags::POLLIN | PollFlags::POLLOUT
+            } else {
+                PollFlags::POLLIN
+            };
+            // While the delivery is lent, its socket is polled by number:
+            // the delivery, which owns it, outlives the wait.
+            let sock = d.socket().as_raw_fd();
+            let handle = self.handle.clone();
+            let pidfd = child.as_ref().map(Running::pidfd);
+            let wait_for_events = || {
+                // SAFETY: `sock` belongs to the delivery, alive and not
+                // closed by anyone during this call (an appender it is lent
+                // to only writes to it).
+                let sock = unsafe { BorrowedFd::borrow_raw(sock) };
+                let mut fds = vec![
+                    PollFd::new(sock, sock_flags),
+                    PollFd::new(handle.wake.fd(), PollFlags::POLLIN),
+                ];
+                if let Some(p) = pidfd {
+                    fds.push(PollFd::new(p, PollFlags::POLLIN));
+                }
+                let polled = nix::poll::poll(&mut fds, timeout(wait));
+                let ev = |i: usize| {
+                    fds.get(i)
+                        .and_then(PollFd::revents)
+                        .unwrap_or(PollFlags::empty())
+                };
+                (polled, ev(0), ev(1), ev(2))
+            };
+            let (polled, sock_ev, wake_ev, child_ev) = if d.lendable() && !want_out {
+                let mut lent = Lent {
+                    sender: self,
+                    delivery: d,
+                    failed: None,
+                };
+                let events = handle.wake.while_lent(&mut lent, wait_for_events);
+                if let Some(e) = lent.failed {
+                    d.salvage(self);
+                    return End::Lost(e);
+                }
+                events
+            } else {
+                wait_for_events()
+            };
+            match polled {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return End::Lost(format!("poll: {e}")),
             }
-            let sock_ev = fds[0].revents().unwrap_or(PollFlags::empty());
-            let wake_ev = fds[1].revents().unwrap_or(PollFlags::empty());
-            let child_ev = fds
-                .get(2)
-                .and_then(|f| f.revents())
-                .unwrap_or(PollFlags::empty());
-            drop(fds);
             if !wake_ev.is_empty() {
                 self.handle.wake.clear();
             }
@@ -710,6 +734,37 @@ impl Sender {
         self.handle
             .reading
             .store(self.reader.next_seq(), Ordering::Relaxed);
+    }
+}
+
+/// A round of a stock sender's work (fill the plugin from the journal), lent
+/// to appenders while the sender waits for records (`journal::wakeup`), so
+/// that an appender of a small batch writes it to the plugin itself rather
+/// than waking the sender to do it. The sender is woken when the plugin's
+/// socket is full (it must wait to write the rest), when filling fails
+/// (kept in `failed`), or when more came than the round took.
+struct Lent<'a, D> {
+    sender: &'a mut Sender,
+    delivery: &'a mut D,
+    failed: Option<String>,
+}
+
+impl<D: Delivery> HandOff for Lent<'_, D> {
+    fn take_over(&mut self) -> bool {
+        if self.failed.is_some() {
+            return false;
+        }
+        let filled = self.delivery.fill(&mut *self.sender);
+        self.sender.reading_done();
+        if let Err(e) = filled {
+            self.failed = Some(e);
+            return false;
+        }
+        if self.delivery.has_unsent() {
+            return false;
+        }
+        self.sender.handle.wake.arm();
+        self.sender.reader.caught_up()
     }
 }
 

@@ -431,6 +431,10 @@ impl Delivery for Stock {
         self.track(host);
     }
 
+    fn lendable(&self) -> bool {
+        true
+    }
+
     fn forget_partial(&mut self) {
         if let Some(events) = &mut self.events {
             events.forget_partial();
