@@ -33,7 +33,10 @@
 //!   I/O only, batching when there is a backlog, resending whatever was not
 //!   acknowledged, applying the plugin's overflow policy and subscription
 //!   ([`engine::subscription`]), running the actions a plugin may ask for
-//!   ([`engine::actions`]).
+//!   ([`engine::actions`]). A stock plugin's sender that waits for records
+//!   lends its next round to the input thread that appends them
+//!   ([`journal::HandOff`]): under load, waking a thread per round costs
+//!   more than the round itself.
 //! * **The engine** ([`engine`]) ties these together and is driven by its
 //!   embedder: the `audispd` binary adds configuration ([`config`], turned
 //!   into the engine's own [`engine::settings`]), signals, logging, the

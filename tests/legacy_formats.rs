@@ -85,3 +85,65 @@ format = "binary""#,
     }
     assert_eq!(n, want.len(), "one exact frame per record");
 }
+
+/// A stock plugin that keeps up is written to by the thread that journals
+/// the records (its sender lends it its work, `journal::HandOff`); one that
+/// stops reading fills its socket, and its sender takes over again and
+/// waits to write the rest. Both get every record once, in order, with
+/// standard input fed in small writes (small appends, the ones that are
+/// handed over).
+#[test]
+fn stock_plugins_fast_and_stalled_get_every_record_once() {
+    use std::io::Write;
+    let mut d = Dispatcher::new("[shutdown]\ntimeout = \"60s\"\n[input.socket]\nenabled = false\n");
+    let mut listeners = Vec::new();
+    for name in ["fast", "stalled"] {
+        let path = d.path().join(format!("run/{name}.sock"));
+        listeners.push(UnixListener::bind(&path).unwrap());
+        d.write_plugin(
+            name,
+            &format!("socket = \"{}\"\nformat = \"string\"\n", path.display()),
+        );
+    }
+    d.start(Stdio::piped()).unwrap();
+    let mut stdin = d.child.as_mut().unwrap().stdin.take().unwrap();
+    let data = support::dispatcher::sample_copies(5);
+    let feeder = {
+        let data = data.clone();
+        std::thread::spawn(move || {
+            for chunk in data.chunks(4096) {
+                stdin.write_all(chunk).unwrap();
+            }
+        })
+    };
+    let mut conns = listeners.iter().map(|l| l.accept().unwrap().0);
+    let (mut fast, mut stalled) = (conns.next().unwrap(), conns.next().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        fast.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        fast.read_to_end(&mut got).unwrap();
+        got
+    });
+    // The stalled plugin reads nothing until all 5 MB are written to
+    // audispd: its socket holds a few hundred KB.
+    feeder.join().unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut late = Vec::new();
+    stalled.read_to_end(&mut late).unwrap();
+    let status = d.wait(Duration::from_secs(60)).unwrap();
+    assert!(status.success(), "{}", d.log_tail(30));
+    let got = reader.join().unwrap();
+    let want = lines(&data);
+    assert_eq!(want.len(), 5 * 4380);
+    assert!(
+        lines(&got) == want,
+        "the fast plugin got every record once, in order"
+    );
+    assert!(
+        lines(&late) == want,
+        "the stalled plugin got every record once, in order"
+    );
+}

@@ -353,7 +353,7 @@ impl Journal {
 
     /// [`Journal::append`], but a small batch's waiting readers that lent
     /// their owners' work are not woken: the caller does their work with
-    /// [`Deferred::run`] once it holds no lock of its own (see [`wakeup`]).
+    /// [`Deferred::run`] once it holds no lock of its own (see [`HandOff`]).
     pub fn append_deferring(&self, entries: &[NewEntry<'_>]) -> io::Result<(Appended, Deferred)> {
         let appended = self.append_quietly(entries)?;
         let mut deferred = Deferred::default();

@@ -23,6 +23,15 @@
 //!
 //! Either kind may be a program the dispatcher starts itself (`exec`).
 //!
+//! A stock sender that has written everything and waits for records lends
+//! its next round (read the journal, encode, write, measure what the plugin
+//! read) to whichever input thread appends them (`sender::Lent`,
+//! [`crate::journal::HandOff`]): that thread does it with the same
+//! non-blocking writes once it holds no lock, instead of waking the sender,
+//! and wakes it only when the plugin's socket is full or the write fails.
+//! Under load this saves a thread wake-up per batch and plugin, the dearest
+//! part of a round on a virtual machine (`benches/README.md`).
+//!
 //! What lives where: this file holds the [`SenderHandle`] the engine keeps
 //! for each running sender and the two small interfaces between the sender
 //! and a delivery (`Delivery`, what the sender asks of a connection;
