@@ -874,13 +874,17 @@ def measure_floor(tools):
     return {k: float(v) for k, v in zip(words[::2], words[1::2])}
 
 
-# The threads a 1 ms round of each layout wakes besides the reader's own
-# timed nap, and how it takes auditd's records out of the socket.
+# What a 1 ms round of each layout pays besides the reader's own timed nap:
+# wake-ups audisp pays as the waker, wake-ups of audisp's threads it pays as
+# the woken, and how it takes auditd's records out of the socket. Since
+# 369879a the input thread writes to a waiting stock plugin itself (waking
+# the plugin, whose own share is the plugin's); the hand-over's reader also
+# wakes the bridge's relay with its acknowledgement.
 FLOOR_LAYOUTS = {
-    "stdin": (1, ("read",), "read + (nap + wake of the sender) / records per round"),
-    "bridge-handover": (2, ("peek", "remove"),
-                        "peek + remove + (nap + wakes of the sender and the bridge's relay)"
-                        " / records per round"),
+    "stdin": (1, 0, ("read",), "read + (nap + waking the plugin) / records per round"),
+    "bridge-handover": (2, 1, ("peek", "remove"),
+                        "peek + remove + (nap + waking the plugin and the bridge's relay,"
+                        " the relay's share included) / records per round"),
 }
 
 
@@ -897,9 +901,9 @@ def print_floor(rows_spec, results, floors):
     for name, layout, _ in rows_spec:
         if layout not in FLOOR_LAYOUTS:
             continue
-        wakes, takes, how = FLOOR_LAYOUTS[layout]
+        wakers, woken, takes, how = FLOOR_LAYOUTS[layout]
         per_round = full_rate(results, name) / 1000
-        round_us = f["nap"] + wakes * (f["waker"] + f["woken"])
+        round_us = f["nap"] + wakers * f["waker"] + woken * f["woken"]
         least = sum(f[t] for t in takes) + round_us / per_round
         print(f"  {name:<22} at least {least:.2f} µs/record ({per_round:.0f} records per round: {how})")
 
