@@ -181,6 +181,12 @@ impl Sender {
         None
     }
 
+    /// Whether a control request waits for the sender's own loop.
+    fn requested(&self) -> bool {
+        let c = lock(&self.handle.control);
+        c.stop.is_some() || c.suspended || c.config.is_some()
+    }
+
     /// Whether a drain request is satisfied (or timed out).
     fn drained(&self) -> Option<End> {
         let stop = lock(&self.handle.control).stop;
@@ -742,7 +748,8 @@ impl Sender {
 /// that an appender of a small batch writes it to the plugin itself rather
 /// than waking the sender to do it. The sender is woken when the plugin's
 /// socket is full (it must wait to write the rest), when filling fails
-/// (kept in `failed`), or when more came than the round took.
+/// (kept in `failed`), when more came than the round took, or while a
+/// control request waits for it (a drain then sees each round).
 struct Lent<'a, D> {
     sender: &'a mut Sender,
     delivery: &'a mut D,
@@ -760,7 +767,9 @@ impl<D: Delivery> HandOff for Lent<'_, D> {
             self.failed = Some(e);
             return false;
         }
-        if self.delivery.has_unsent() {
+        // A full socket, or a request only the sender carries out (a drain
+        // it must see complete, a stop, a suspension, a new configuration).
+        if self.delivery.has_unsent() || self.sender.requested() {
             return false;
         }
         self.sender.handle.wake.arm();
