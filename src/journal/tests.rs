@@ -17,24 +17,28 @@ fn rec(i: u64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// One whole-event entry per text, numbered (event and source) from `first`.
+fn entries(texts: &[Vec<u8>], first: u64) -> Vec<NewEntry<'_>> {
+    texts
+        .iter()
+        .zip(first..)
+        .map(|(t, i)| NewEntry {
+            event: i,
+            source_seq: i,
+            rtype: 1300,
+            source: 1,
+            flags: flags::ENDS_EVENT,
+            origin: None,
+            text: t.into(),
+        })
+        .collect()
+}
+
 fn append_n(j: &Journal, from: u64, n: u64, per_block: u64) {
     let mut i = from;
     while i < from + n {
         let texts: Vec<Vec<u8>> = (i..(i + per_block).min(from + n)).map(rec).collect();
-        let entries: Vec<NewEntry<'_>> = texts
-            .iter()
-            .enumerate()
-            .map(|(k, t)| NewEntry {
-                event: i + k as u64,
-                source_seq: i + k as u64,
-                rtype: 1300,
-                source: 1,
-                flags: flags::ENDS_EVENT,
-                origin: None,
-                text: t.into(),
-            })
-            .collect();
-        let a = j.append(&entries).unwrap();
+        let a = j.append(&entries(&texts, i)).unwrap();
         assert_eq!(a.seqs.start, i);
         i += texts.len() as u64;
     }
@@ -362,20 +366,7 @@ fn append_deferring(j: &Journal, from: u64, n: u64, len: usize) -> Deferred {
     let texts: Vec<Vec<u8>> = (from..from + n)
         .map(|i| vec![b'a' + (i % 26) as u8; len])
         .collect();
-    let entries: Vec<NewEntry<'_>> = texts
-        .iter()
-        .zip(from..)
-        .map(|(t, i)| NewEntry {
-            event: i,
-            source_seq: i,
-            rtype: 1300,
-            source: 1,
-            flags: flags::ENDS_EVENT,
-            origin: None,
-            text: t.into(),
-        })
-        .collect();
-    let (a, deferred) = j.append_deferring(&entries).unwrap();
+    let (a, deferred) = j.append_deferring(&entries(&texts, from)).unwrap();
     assert_eq!(a.seqs, from..from + n);
     deferred
 }
@@ -388,6 +379,25 @@ struct Reading<'a> {
     got: Vec<u64>,
     /// What `take_over` answers once it has read.
     stay_asleep: bool,
+}
+
+impl<'a> Reading<'a> {
+    fn new(wake: &'a Wakeup, j: &Journal, stay_asleep: bool) -> Reading<'a> {
+        Reading {
+            wake,
+            reader: j.reader(1),
+            got: Vec::new(),
+            stay_asleep,
+        }
+    }
+}
+
+/// A new journal and a wake-up registered with it.
+fn journal_with_wakeup() -> (tempfile::TempDir, Journal, Arc<Wakeup>) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 8 << 20)).unwrap();
+    let w = j.wakeup().unwrap();
+    (dir, j, w)
 }
 
 impl HandOff for Reading<'_> {
@@ -406,15 +416,8 @@ impl HandOff for Reading<'_> {
 
 #[test]
 fn an_appender_does_lent_work_in_the_waiting_owners_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 8 << 20)).unwrap();
-    let w = j.wakeup().unwrap();
-    let mut work = Reading {
-        wake: &w,
-        reader: j.reader(1),
-        got: Vec::new(),
-        stay_asleep: true,
-    };
+    let (_dir, j, w) = journal_with_wakeup();
+    let mut work = Reading::new(&w, &j, true);
     w.arm();
     w.while_lent(&mut work, || {
         append_deferring(&j, 1, 3, 100).run();
@@ -439,15 +442,8 @@ fn an_appender_does_lent_work_in_the_waiting_owners_place() {
 
 #[test]
 fn an_owner_is_woken_when_its_work_asks_or_is_not_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 8 << 20)).unwrap();
-    let w = j.wakeup().unwrap();
-    let mut work = Reading {
-        wake: &w,
-        reader: j.reader(1),
-        got: Vec::new(),
-        stay_asleep: false,
-    };
+    let (_dir, j, w) = journal_with_wakeup();
+    let mut work = Reading::new(&w, &j, false);
     w.arm();
     w.while_lent(&mut work, || {
         append_deferring(&j, 1, 2, 100).run();
@@ -501,9 +497,7 @@ fn lent_work_is_taken_back_only_once_an_appender_is_done_with_it() {
             true
         }
     }
-    let dir = tempfile::tempdir().unwrap();
-    let j = Journal::open(dir.path(), limits(1 << 20, 1 << 30, 8 << 20)).unwrap();
-    let w = j.wakeup().unwrap();
+    let (_dir, j, w) = journal_with_wakeup();
     let (started, finish, done) = (Barrier::new(2), Barrier::new(2), AtomicBool::new(false));
     let mut work = Slow {
         started: &started,
