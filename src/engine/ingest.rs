@@ -58,7 +58,7 @@ use super::stats::{self, InputCounters, InputSnapshot};
 use crate::engine::events::{Grouper, GrouperState};
 use crate::filter::Scratch;
 use crate::journal::entry::{flags, Origin};
-use crate::journal::{Journal, JournalId, NewEntry, ReadOutcome, Step};
+use crate::journal::{Deferred, Journal, JournalId, NewEntry, ReadOutcome, Step};
 use crate::record;
 
 /// Name of the standard-input source.
@@ -531,7 +531,7 @@ impl Ingest {
         stats::add(&counters.bytes, bytes);
         // Plugins waiting for records whose work this thread does itself,
         // once it holds no lock (`journal::wakeup`).
-        let mut deferred = None;
+        let mut deferred = Deferred::default();
         if blocked {
             self.queue(&mut st, id, entries, now);
         } else {
@@ -541,7 +541,7 @@ impl Ingest {
                     self.queue(&mut st, id, entries, now);
                 }
                 Ok((_, owners)) => {
-                    deferred = Some(owners);
+                    deferred = owners;
                     let src = &mut st.sources[id as usize];
                     src.committed = src.committed.max(top);
                 }
@@ -554,9 +554,7 @@ impl Ingest {
             pending: !st.pending.is_empty(),
         };
         drop(st);
-        if let Some(owners) = deferred {
-            owners.run();
-        }
+        deferred.run();
         if let Some((input, l)) = loop_warning {
             // Outside the lock: naming the plugins takes the engine's.
             let forwarders = self.forwarders.get().map_or_else(Vec::new, |f| f(&input));

@@ -347,8 +347,11 @@ impl Journal {
     /// Appends entries and publishes them to readers. Returns the sequence
     /// numbers they got. On a write error nothing is appended.
     pub fn append(&self, entries: &[NewEntry<'_>]) -> io::Result<Appended> {
-        // Dropped at once: every owner taken over is woken.
-        self.append_deferring(entries).map(|(appended, _)| appended)
+        let appended = self.append_quietly(entries)?;
+        if !appended.seqs.is_empty() {
+            self.wake_readers(None);
+        }
+        Ok(appended)
     }
 
     /// [`Journal::append`], but a small batch's waiting readers that lent

@@ -48,6 +48,12 @@ struct LentWork(*mut (dyn HandOff + 'static));
 // used by one thread at a time, under the slot's lock.
 unsafe impl Send for LentWork {}
 
+impl std::fmt::Debug for LentWork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LentWork")
+    }
+}
+
 /// A wake-up a reader's owner registers to learn that new entries arrived
 /// (see the module docs).
 #[derive(Debug)]
@@ -56,12 +62,6 @@ pub struct Wakeup {
     armed: AtomicBool,
     /// The owner's work while it waits with it lent.
     lent: Mutex<Option<LentWork>>,
-}
-
-impl std::fmt::Debug for LentWork {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LentWork")
-    }
 }
 
 impl Wakeup {
